@@ -1,0 +1,113 @@
+"""All configuration: one pydantic-settings class, environment prefix ``GATEWAY_``.
+
+Every limit and timeout is a typed field whose name carries its unit. Secrets are ``SecretStr``
+and :func:`load_settings` turns validation failures into messages that never echo input values.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, SecretStr, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+UpstreamEncoding = Literal["pcm", "ulaw", "alaw"]
+WsImplementation = Literal["websockets", "websockets-sansio", "wsproto"]
+
+
+class SettingsError(ValueError):
+    """Configuration is invalid. The text names fields and problems, never the values."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="GATEWAY_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+    )
+
+    # --- HTTP server -----------------------------------------------------------------------------
+    host: str = Field("127.0.0.1", description="Address to listen on (0.0.0.0 in containers).")
+    port: int = Field(8080, ge=0, le=65535, description="TCP port to listen on (0 picks a free one).")
+    ws_implementation: WsImplementation = Field(
+        "websockets", description="uvicorn WebSocket implementation, pinned for predictable behaviour."
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    # --- upstream Data Flow --------------------------------------------------------------------------
+    upstream_target: str = Field(
+        "", description="host:port of Data Flow's gRPC endpoint; empty runs the embedded simulator."
+    )
+    upstream_plaintext: bool | None = Field(
+        None, description="Plaintext gRPC; unset means plaintext only for loopback targets."
+    )
+    upstream_ca_file: Path | None = Field(None, description="PEM CA roots for upstream TLS (default: system roots).")
+    upstream_method_path: str = Field("/dataflow/Stream", description="gRPC method path of the Stream RPC.")
+    upstream_proto_module: str = Field(
+        "gateway.upstream._proto.dataflow_pb2", description="Generated protobuf module of the wire contract."
+    )
+    upstream_tenant: str = Field("", description="Data Flow tenant GUID injected into every Start.")
+    upstream_token: SecretStr | None = Field(None, description="Static Data Flow token (or use client credentials).")
+    upstream_identity_url: str = Field("", description="OAuth2 token endpoint for client credentials.")
+    upstream_client_id: str = ""
+    upstream_client_secret: SecretStr | None = None
+    upstream_token_scope: str = "Wagtail"
+    upstream_token_refresh_margin_s: float = Field(300.0, ge=0, description="Refresh this long before expiry.")
+    upstream_token_fetch_timeout_s: float = Field(10.0, gt=0)
+    upstream_token_fetch_attempts: int = Field(3, ge=1, le=10)
+    upstream_keepalive_interval_s: float = Field(20.0, gt=0)
+    upstream_keepalive_timeout_s: float = Field(10.0, gt=0)
+    upstream_max_message_bytes: int = Field(4 * 1024 * 1024, ge=64 * 1024)
+    upstream_connect_timeout_s: float = Field(5.0, gt=0, description="Bound on waiting for the channel.")
+    upstream_start_timeout_s: float = Field(10.0, gt=0, description="Bound on waiting for StartResponse.")
+    upstream_response_timeout_s: float = Field(30.0, gt=0, description="Bound on Finalize/Stop/Update answers.")
+    upstream_encoding: UpstreamEncoding = Field("pcm", description="Audio encoding sent to Data Flow.")
+    upstream_sample_rate_hz: Literal[8000, 16000] = Field(16000, description="Sample rate sent to Data Flow.")
+    upstream_coalesce_ms: int = Field(200, ge=10, le=1000, description="Most audio merged into one upstream message.")
+    upstream_buffer_ms: int = Field(3000, ge=100, description="Audio held for upstream before the client is paused.")
+
+    # --- sessions --------------------------------------------------------------------------------------
+    default_project: str = Field("", description="Project used when a client names none.")
+    max_sessions: int = Field(500, ge=1, description="Concurrent sessions per process, all dialects.")
+    max_session_s: float = Field(4 * 3600.0, gt=0, description="Longest session; then it is finalized and closed.")
+    idle_timeout_s: float = Field(30.0, gt=0, description="Close a session that sends nothing for this long.")
+    start_timeout_s: float = Field(10.0, gt=0, description="Time a client has to send its start message.")
+    finalize_timeout_s: float = Field(30.0, gt=0, description="Wait for FinalResult after finalize/stop.")
+    client_send_timeout_s: float = Field(10.0, gt=0, description="Budget for a client that does not read events.")
+    client_event_queue: int = Field(1000, ge=10, description="Events held for a slow client before closing it.")
+    max_ws_message_bytes: int = Field(1024 * 1024, ge=1024, description="Largest WebSocket message accepted.")
+    ack_interval_ms: int = Field(1000, ge=50, description="Period of flow-control acks to streaming clients.")
+    pre_start_audio_ms: int = Field(5000, ge=0, description="Audio held while Data Flow's start is pending.")
+
+    # --- embedded simulator --------------------------------------------------------------------------
+    simulator_port: int = Field(0, ge=0, le=65535, description="Port of the embedded simulator (0: any free).")
+
+    @property
+    def simulator_mode(self) -> bool:
+        return not self.upstream_target
+
+    def upstream_is_plaintext(self) -> bool:
+        if self.upstream_plaintext is not None:
+            return self.upstream_plaintext
+        return _is_loopback(self.upstream_target)
+
+
+def _is_loopback(target: str) -> bool:
+    host = target.rsplit(":", 1)[0].strip("[]") if ":" in target else target
+    if host in ("localhost", ""):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build settings from the environment (and ``overrides``) with secret-safe error text."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in err['loc']) or 'settings'}: {err['msg']}" for err in exc.errors()
+        )
+        raise SettingsError(f"invalid configuration: {problems}") from None
