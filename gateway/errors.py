@@ -124,6 +124,8 @@ class UpstreamError(GatewayError):
     code = "upstream_error"
     ws_close_code = 1011
     http_status = 502
+    #: gRPC status name when the failure was transport-level (for metrics), else None.
+    grpc_status: str | None = None
 
 
 class UpstreamUnavailable(UpstreamError):

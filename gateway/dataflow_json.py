@@ -1,0 +1,245 @@
+"""Data Flow's JSON messages: written exactly (current dialect), read tolerantly (both dialects).
+
+Reading matches keys without regard to case, ``-`` and ``_``, accepts numbers given as strings,
+and events bare or wrapped as ``{"Event": {...}}``. No protobuf here: the legacy WebSocket adapter
+and the simulator use this module as well as the upstream client.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from gateway.audio import DATAFLOW_ENCODINGS, AudioFormat, to_dataflow_encoding
+from gateway.errors import AudioFormatError, InvalidMessage
+
+MILESTONE = "SR Milestone"
+PARTIAL = "SR Partial"
+FINAL_RESULT = "FinalResult"
+
+
+def norm_key(key: str) -> str:
+    return key.replace("-", "").replace("_", "").lower()
+
+
+def get(obj: Mapping[str, Any], *names: str, default: Any = None) -> Any:
+    """The value of the first key of ``obj`` matching one of ``names`` (normalised)."""
+    wanted = [norm_key(n) for n in names]
+    normalised = {norm_key(k): v for k, v in obj.items()}
+    for name in wanted:
+        if name in normalised:
+            return normalised[name]
+    return default
+
+
+def as_int(value: Any, default: int) -> int:
+    if isinstance(value, bool):
+        return default
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str):
+        try:
+            return int(float(value.strip()))
+        except ValueError:
+            return default
+    return default
+
+
+def as_dict(value: Any) -> dict[str, Any]:
+    return dict(value) if isinstance(value, Mapping) else {}
+
+
+def loads_object(text: str | bytes) -> dict[str, Any]:
+    """Parse a JSON object; anything else is an InvalidMessage."""
+    try:
+        value = json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        raise InvalidMessage("message is not valid JSON") from exc
+    if not isinstance(value, dict):
+        raise InvalidMessage("message must be a JSON object")
+    return value
+
+
+def message_name(obj: Mapping[str, Any]) -> str:
+    """Normalised message kind: 'start', 'update', 'startresponse', ... ('' when absent)."""
+    name = get(obj, "MessageName", "message-name", "type")
+    return norm_key(name) if isinstance(name, str) else ""
+
+
+# --- client -> server -----------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class StartRequest:
+    """A Start in neutral form; Token and Tenant are never part of it (the gateway injects them)."""
+
+    project: str
+    audio: AudioFormat
+    language: str | None = None
+    settings: dict[str, Any] = field(default_factory=dict)
+    call_properties: dict[str, Any] | None = None
+    output_encoding: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+_START_KNOWN = {
+    norm_key(k)
+    for k in (
+        "MessageName", "ProjectName", "Project", "Tenant", "TenantId", "Token", "Audio",
+        "Language", "Settings", "CallProperties", "ca",
+    )
+}  # fmt: skip
+
+
+def build_start(request: StartRequest, *, token: str, tenant: str) -> dict[str, Any]:
+    audio: dict[str, Any] = {
+        "Encoding": to_dataflow_encoding(request.audio.encoding),
+        "SampleRate": request.audio.sample_rate,
+        "ChannelCount": request.audio.channels,
+    }
+    if request.output_encoding:
+        audio["Output"] = {"Encoding": request.output_encoding}
+    message: dict[str, Any] = {"MessageName": "Start", "ProjectName": request.project}
+    if tenant:
+        message["Tenant"] = tenant
+    message["Token"] = token
+    message["Audio"] = audio
+    if request.language:
+        message["Language"] = request.language
+    if request.settings:
+        message["Settings"] = request.settings
+    if request.call_properties:
+        message["CallProperties"] = request.call_properties
+    message.update({k: v for k, v in request.extra.items() if norm_key(k) not in _START_KNOWN})
+    return message
+
+
+def build_request(name: str, **fields: Any) -> dict[str, Any]:
+    return {"MessageName": name, **fields}
+
+
+def parse_audio(obj: Mapping[str, Any], *, default: AudioFormat) -> AudioFormat:
+    """Audio block of a Start; missing values fall back to ``default`` (legacy clients omit some)."""
+    encoding_name = get(obj, "Encoding")
+    if encoding_name is None:
+        encoding = default.encoding
+    elif isinstance(encoding_name, str) and norm_key(encoding_name) in DATAFLOW_ENCODINGS:
+        encoding = DATAFLOW_ENCODINGS[norm_key(encoding_name)]
+    else:
+        raise AudioFormatError("Audio.Encoding must be pcm, ulaw or alaw")
+    rate = as_int(get(obj, "SampleRate", "sample-rate", "rate"), default.sample_rate)
+    channels = as_int(get(obj, "ChannelCount", "channel-count", "channels"), default.channels)
+    return AudioFormat(encoding, rate, channels).validate()
+
+
+def parse_start(obj: Mapping[str, Any], *, default_audio: AudioFormat, project: str = "") -> tuple[StartRequest, str, str]:
+    """Read a Start in either dialect; returns (request, client token, client tenant)."""
+    name = get(obj, "ProjectName", "project-name", "Project")
+    chosen = name if isinstance(name, str) and name else project
+    audio = parse_audio(as_dict(get(obj, "Audio")), default=default_audio)
+    settings = as_dict(get(obj, "Settings"))
+    legacy_ca = as_dict(get(obj, "ca"))
+    call_properties = as_dict(get(obj, "CallProperties")) or legacy_ca or None
+    language = get(obj, "Language")
+    output = as_dict(get(as_dict(get(obj, "Audio")), "Output"))
+    request = StartRequest(
+        project=chosen,
+        audio=audio,
+        language=language if isinstance(language, str) and language else None,
+        settings=settings,
+        call_properties=call_properties,
+        output_encoding=get(output, "Encoding"),
+        extra={k: v for k, v in obj.items() if norm_key(k) not in _START_KNOWN},
+    )
+    token = get(obj, "Token")
+    tenant = get(obj, "Tenant", "tenant-id")
+    return request, str(token) if token is not None else "", str(tenant) if tenant is not None else ""
+
+
+# --- server -> client -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class DataflowEvent:
+    name: str
+    channel: int
+    start_ms: int
+    end_ms: int
+    group_id: str | None
+    tags: list[Any]
+    data: dict[str, Any]
+    raw: dict[str, Any]
+
+    @property
+    def text(self) -> str | None:
+        text = get(self.data, "Text")
+        return text if isinstance(text, str) else None
+
+    @property
+    def final(self) -> bool:
+        """True for the final text of one utterance (SR Milestone, or legacy 'recognized')."""
+        if self.name == MILESTONE:
+            return True
+        attributes = get(self.data, "text_attributes")
+        return isinstance(attributes, str) and "recognized" in attributes.lower()
+
+
+def _canonical_event_name(name: str) -> str:
+    # Legacy servers may spell names in other cases; map the well-known ones to the documented form.
+    known = {norm_key(n).replace(" ", ""): n for n in (MILESTONE, PARTIAL, FINAL_RESULT, "Speech Started", "Speech Ended")}
+    return known.get(norm_key(name).replace(" ", ""), name)
+
+
+def parse_event(obj: Mapping[str, Any]) -> DataflowEvent:
+    inner = get(obj, "Event")
+    body: Mapping[str, Any] = inner if isinstance(inner, Mapping) else obj
+    name = get(body, "Name")
+    group = get(body, "GroupId", "group-id")
+    tags = get(body, "Tags")
+    return DataflowEvent(
+        name=_canonical_event_name(name) if isinstance(name, str) else "",
+        channel=as_int(get(body, "Channel"), -1),
+        start_ms=as_int(get(body, "StartMsec", "start-msec", "start-ms"), -1),
+        end_ms=as_int(get(body, "EndMsec", "end-msec", "end-ms"), -1),
+        group_id=str(group) if group is not None else None,
+        tags=list(tags) if isinstance(tags, list) else [],
+        data=as_dict(get(body, "Data")),
+        raw=dict(obj),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class DataflowResponse:
+    name: str  # canonical: StartResponse, UpdateResponse, FinalizeResponse, StopResponse, or as sent
+    ok: bool
+    error: str | None
+    session_id: str | None
+    raw: dict[str, Any]
+
+
+_RESPONSE_NAMES = {norm_key(n): n for n in ("StartResponse", "UpdateResponse", "FinalizeResponse", "StopResponse")}
+
+
+def parse_response(obj: Mapping[str, Any]) -> DataflowResponse:
+    name = message_name(obj)
+    result = get(obj, "operation-result", "OperationResult", "Result")
+    error_text = get(obj, "ErrorMessage", "error-message", "Error")
+    if result is None:
+        ok = not error_text
+    else:
+        ok = isinstance(result, str) and result.strip().lower() == "success"
+    error: str | None = None
+    if not ok:
+        error = str(error_text or result or "request failed")
+    session = get(obj, "SessionId", "session-id", "session")
+    return DataflowResponse(
+        name=_RESPONSE_NAMES.get(name, name),
+        ok=ok,
+        error=error,
+        session_id=str(session) if session is not None else None,
+        raw=dict(obj),
+    )

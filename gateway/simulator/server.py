@@ -1,0 +1,154 @@
+"""A Data Flow simulator: a real grpc.aio server speaking the contract in ``dataflow.md``.
+
+It serves the Stream RPC through a generic handler at a configurable method path, validates Start
+(token, tenant, project, audio), runs the deterministic recogniser on the audio, answers
+Update/Finalize/Stop, echoes custom events, and can misbehave on purpose (fault modes) so the
+gateway's error paths are tested against a real peer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import grpc
+
+from gateway.simulator.faults import Fault, fault_from_settings
+from gateway.simulator.session import SimulatedSession
+from gateway.upstream.contract import WireContract
+
+log = logging.getLogger(__name__)
+
+Dialect = Literal["current", "legacy"]
+
+_SERVER_OPTIONS = [
+    # Let clients keep the connection alive with pings (the gateway's keepalive), and keep the
+    # receive window small so a stalled session pushes back on the gateway quickly.
+    ("grpc.http2.min_ping_interval_without_data_ms", 1000),
+    ("grpc.http2.max_ping_strikes", 0),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.bdp_probe", 0),
+    ("grpc.max_receive_message_length", 16 * 1024 * 1024),
+]
+
+
+@dataclass
+class SimulatorConfig:
+    token: str = "simulator-token"
+    tenant: str = ""  # when set, Start must carry exactly this tenant
+    projects: frozenset[str] = frozenset()  # when set, only these projects exist
+    dialect: Dialect = "current"
+    fault: Fault | None = None  # applies to every session (per-session faults come from Settings)
+    method_path: str = "/dataflow/Stream"
+    proto_module: str = "gateway.upstream._proto.dataflow_pb2"
+    bench_stamps: bool = False  # add a monotonic emit stamp to every event (benchmarks)
+
+
+@dataclass
+class SessionRecord:
+    """What the simulator saw of one stream; tests assert on these."""
+
+    session_id: str = ""
+    project: str = ""
+    token_ok: bool = False
+    tokens_seen: list[str] = field(default_factory=list)
+    audio_bytes: int = 0
+    audio_messages: int = 0
+    largest_audio_message: int = 0
+    requests: list[str] = field(default_factory=list)
+    client_events: list[dict[str, Any]] = field(default_factory=list)
+    started_at: float = field(default_factory=time.monotonic)
+    ended_at: float | None = None
+    outcome: str = "open"  # finalized, stopped, cancelled, rejected, aborted, stalled, dropped, error
+
+    def end(self, outcome: str) -> None:
+        if self.ended_at is None:
+            self.ended_at = time.monotonic()
+            self.outcome = outcome
+
+
+class DataflowSimulator:
+    def __init__(self, config: SimulatorConfig | None = None) -> None:
+        self.config = config or SimulatorConfig()
+        self.contract = WireContract(self.config.proto_module, self.config.method_path)
+        self.records: deque[SessionRecord] = deque(maxlen=10000)
+        self.active = 0
+        self._server: grpc.aio.Server | None = None
+        self._host = "127.0.0.1"
+        self.port = 0
+        self._listeners: list[Callable[[SessionRecord], None]] = []
+        self._restarting: asyncio.Task[None] | None = None
+
+    @property
+    def target(self) -> str:
+        return f"{self._host}:{self.port}"
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
+        self._host = host
+        server = grpc.aio.server(options=_SERVER_OPTIONS)
+        handler = grpc.stream_stream_rpc_method_handler(self._handle)
+        path = self.config.method_path
+
+        class _Generic(grpc.GenericRpcHandler):
+            def service(self, details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:
+                return handler if details.method == path else None  # type: ignore[attr-defined]
+
+        server.add_generic_rpc_handlers((_Generic(),))
+        bound = server.add_insecure_port(f"{host}:{port}")
+        if bound == 0:
+            raise OSError(f"simulator could not bind {host}:{port}")
+        await server.start()
+        self._server, self.port = server, bound
+        return bound
+
+    async def stop(self, grace: float | None = None) -> None:
+        if self._restarting is not None and self._restarting is not asyncio.current_task():
+            await asyncio.gather(self._restarting, return_exceptions=True)
+        if self._server is not None:
+            await self._server.stop(grace)
+            self._server = None
+
+    async def restart(self, down_s: float = 0.0) -> None:
+        """Drop every connection (as a crash would) and come back on the same port."""
+        port = self.port
+        await self.stop(None)
+        await asyncio.sleep(down_s)
+        await self.start(self._host, port)
+
+    def crash_and_restart(self, down_s: float = 0.0) -> None:
+        """Drop every connection from inside a handler (the restart runs as its own task)."""
+        if self._restarting is None or self._restarting.done():
+            self._restarting = asyncio.get_running_loop().create_task(self.restart(down_s))
+
+    def on_record_end(self, listener: Callable[[SessionRecord], None]) -> None:
+        self._listeners.append(listener)
+
+    async def _handle(self, requests: Any, context: grpc.aio.ServicerContext[bytes, bytes]) -> None:
+        record = SessionRecord()
+        self.records.append(record)
+        self.active += 1
+        session = SimulatedSession(self, record, context)
+        try:
+            await session.run(requests)
+        except asyncio.CancelledError:
+            record.end("cancelled")
+            raise
+        except Exception:
+            log.exception("simulator session failed")
+            record.end("error")
+            raise
+        finally:
+            self.active -= 1
+            record.end("ended")
+            for listener in self._listeners:
+                with contextlib.suppress(Exception):
+                    listener(record)
+
+    def session_fault(self, settings: dict[str, Any]) -> Fault | None:
+        return fault_from_settings(settings) or self.config.fault

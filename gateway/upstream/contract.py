@@ -1,0 +1,121 @@
+"""The wire contract: which protobuf messages carry Data Flow's JSON and audio.
+
+Everything is discovered from the generated module named by ``upstream_proto_module``: the
+service's bidirectional RPC gives the input/output message types, the sub-message with the
+documented ``content`` / ``binary_content`` / ``content_type`` fields is the envelope, and the
+``CONTENT_TYPE`` enum values are read by name. Replacing the proto (other field numbers, a
+package, other message names) therefore needs no code change.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+from google.protobuf.descriptor import Descriptor, FieldDescriptor, FileDescriptor
+from google.protobuf.message import DecodeError, Message
+from google.protobuf.message_factory import GetMessageClass
+
+from gateway.errors import UpstreamProtocolError
+
+log = logging.getLogger(__name__)
+
+_ENVELOPE_FIELDS = {"content", "binary_content", "content_type"}
+
+
+class ContentType(Enum):
+    AUDIO = "AUDIO"
+    EVENT = "EVENT"
+    REQUEST = "REQUEST"
+    RESPONSE = "RESPONSE"
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    """One decoded upstream message."""
+
+    content_type: ContentType
+    text: str
+    binary: bytes
+
+
+def _envelope_field(message: Descriptor) -> FieldDescriptor:
+    for field in message.fields:
+        sub = field.message_type
+        if sub is not None and _ENVELOPE_FIELDS <= set(sub.fields_by_name):
+            return field
+    raise ValueError(f"{message.full_name} has no sub-message with fields {sorted(_ENVELOPE_FIELDS)}")
+
+
+class WireContract:
+    """Encodes requests to and decodes responses from the Stream RPC."""
+
+    def __init__(self, module_name: str, method_path: str) -> None:
+        module = importlib.import_module(module_name)
+        file: FileDescriptor = module.DESCRIPTOR
+        method = next(
+            (
+                m
+                for service in file.services_by_name.values()
+                for m in service.methods
+                if m.client_streaming and m.server_streaming
+            ),
+            None,
+        )
+        if method is None:
+            raise ValueError(f"{module_name} defines no bidirectional streaming RPC")
+        self.proto_method_path = f"/{method.containing_service.full_name}/{method.name}"
+        self.method_path = method_path
+        if self.proto_method_path != method_path:
+            log.warning(
+                "upstream method path %s differs from the proto's %s", method_path, self.proto_method_path
+            )
+        self._input_cls: type[Message] = GetMessageClass(method.input_type)
+        self._output_cls: type[Message] = GetMessageClass(method.output_type)
+        self._input_field = _envelope_field(method.input_type).name
+        self._output_field = _envelope_field(method.output_type).name
+        envelope = _envelope_field(method.input_type).message_type
+        enum = envelope.fields_by_name["content_type"].enum_type
+        self._number = {kind: enum.values_by_name[kind.value].number for kind in ContentType}
+        self._kind = {number: kind for kind, number in self._number.items()}
+
+    # --- client side: StreamInput out, StreamOutput in ---------------------------------------------
+
+    def encode_request(self, content_type: ContentType, *, text: str = "", binary: bytes = b"") -> bytes:
+        return self._encode(self._input_cls, self._input_field, content_type, text, binary)
+
+    def decode_response(self, data: bytes) -> Frame:
+        return self._decode(self._output_cls, self._output_field, data)
+
+    # --- server side (the simulator): StreamInput in, StreamOutput out ------------------------------
+
+    def decode_request(self, data: bytes) -> Frame:
+        return self._decode(self._input_cls, self._input_field, data)
+
+    def encode_response(self, content_type: ContentType, *, text: str = "", binary: bytes = b"") -> bytes:
+        return self._encode(self._output_cls, self._output_field, content_type, text, binary)
+
+    def _encode(self, cls: type[Message], field: str, kind: ContentType, text: str, binary: bytes) -> bytes:
+        outer = cls()
+        envelope: Any = getattr(outer, field)
+        # AUDIO is 0, so the type is always set explicitly (proto3 would omit it anyway).
+        envelope.content_type = self._number[kind]
+        if text:
+            envelope.content = text
+        if binary:
+            envelope.binary_content = binary
+        return outer.SerializeToString()
+
+    def _decode(self, cls: type[Message], field: str, data: bytes) -> Frame:
+        try:
+            outer = cls.FromString(data)
+        except DecodeError as exc:
+            raise UpstreamProtocolError("undecodable protobuf message") from exc
+        envelope: Any = getattr(outer, field)
+        kind = self._kind.get(envelope.content_type)
+        if kind is None:
+            raise UpstreamProtocolError(f"unknown content type {envelope.content_type}")
+        return Frame(kind, envelope.content, envelope.binary_content)
