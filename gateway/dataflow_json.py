@@ -136,7 +136,9 @@ def parse_audio(obj: Mapping[str, Any], *, default: AudioFormat) -> AudioFormat:
     return AudioFormat(encoding, rate, channels).validate()
 
 
-def parse_start(obj: Mapping[str, Any], *, default_audio: AudioFormat, project: str = "") -> tuple[StartRequest, str, str]:
+def parse_start(
+    obj: Mapping[str, Any], *, default_audio: AudioFormat, project: str = ""
+) -> tuple[StartRequest, str, str]:
     """Read a Start in either dialect; returns (request, client token, client tenant)."""
     name = get(obj, "ProjectName", "project-name", "Project")
     chosen = name if isinstance(name, str) and name else project
@@ -190,7 +192,9 @@ class DataflowEvent:
 
 def _canonical_event_name(name: str) -> str:
     # Legacy servers may spell names in other cases; map the well-known ones to the documented form.
-    known = {norm_key(n).replace(" ", ""): n for n in (MILESTONE, PARTIAL, FINAL_RESULT, "Speech Started", "Speech Ended")}
+    known = {
+        norm_key(n).replace(" ", ""): n for n in (MILESTONE, PARTIAL, FINAL_RESULT, "Speech Started", "Speech Ended")
+    }
     return known.get(norm_key(name).replace(" ", ""), name)
 
 

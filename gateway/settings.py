@@ -22,16 +22,17 @@ class SettingsError(ValueError):
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(
-        env_prefix="GATEWAY_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
-    )
+    model_config = SettingsConfigDict(env_prefix="GATEWAY_", env_file=".env", env_file_encoding="utf-8", extra="ignore")
 
     # --- HTTP server -----------------------------------------------------------------------------
     host: str = Field("127.0.0.1", description="Address to listen on (0.0.0.0 in containers).")
     port: int = Field(8080, ge=0, le=65535, description="TCP port to listen on (0 picks a free one).")
     ws_implementation: WsImplementation = Field(
-        "websockets", description="uvicorn WebSocket implementation, pinned for predictable behaviour."
+        "websockets-sansio",
+        description="uvicorn WebSocket implementation, pinned (its 'websockets' one uses a deprecated API).",
     )
+    ws_ping_interval_s: float = Field(20.0, gt=0, description="WebSocket keepalive ping period.")
+    ws_ping_timeout_s: float = Field(20.0, gt=0, description="Close a client that does not answer a ping in time.")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
     # --- upstream Data Flow --------------------------------------------------------------------------
@@ -51,7 +52,7 @@ class Settings(BaseSettings):
     upstream_identity_url: str = Field("", description="OAuth2 token endpoint for client credentials.")
     upstream_client_id: str = ""
     upstream_client_secret: SecretStr | None = None
-    upstream_token_scope: str = "Wagtail"
+    upstream_token_scope: str = "Wagtail"  # noqa: S105 - an OAuth scope name, not a secret
     upstream_token_refresh_margin_s: float = Field(300.0, ge=0, description="Refresh this long before expiry.")
     upstream_token_fetch_timeout_s: float = Field(10.0, gt=0)
     upstream_token_fetch_attempts: int = Field(3, ge=1, le=10)

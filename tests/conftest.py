@@ -8,15 +8,15 @@ import os
 os.environ.setdefault("PYTHONASYNCIODEBUG", "1")
 os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
 
-from collections.abc import AsyncIterator  # noqa: E402
+from collections.abc import AsyncIterator
 
-import pytest  # noqa: E402
-from pydantic import SecretStr  # noqa: E402
+import pytest
+from pydantic import SecretStr
 
-from gateway.settings import Settings  # noqa: E402
-from gateway.simulator.server import DataflowSimulator, SimulatorConfig  # noqa: E402
-from gateway.upstream.client import UpstreamClient  # noqa: E402
-from gateway.upstream.token import StaticTokenProvider  # noqa: E402
+from gateway.settings import Settings
+from gateway.simulator.server import DataflowSimulator, SimulatorConfig
+from gateway.upstream.client import UpstreamClient
+from gateway.upstream.token import StaticTokenProvider
 
 SIM_TOKEN = "sim-token-5f0c2d9a-never-log-me"
 SIM_TENANT = "7c1f9a52-0000-4000-8000-0000000000aa"

@@ -59,13 +59,17 @@ async def run_session(
 
 
 def milestones(items: list[UpstreamItem], channel: int = 0) -> list[str]:
-    return [i.text or "" for i in items if isinstance(i, DataflowEvent) and i.name == MILESTONE and i.channel == channel]
+    return [
+        i.text or "" for i in items if isinstance(i, DataflowEvent) and i.name == MILESTONE and i.channel == channel
+    ]
 
 
 @pytest.mark.parametrize(
     ("encoding", "rate"), [("pcm16", 16000), ("pcm16", 8000), ("mulaw", 8000), ("alaw", 8000), ("mulaw", 16000)]
 )
-async def test_dtmf_round_trip_mono(upstream: UpstreamClient, simulator: DataflowSimulator, encoding: str, rate: int) -> None:
+async def test_dtmf_round_trip_mono(
+    upstream: UpstreamClient, simulator: DataflowSimulator, encoding: str, rate: int
+) -> None:
     fmt = AudioFormat(encoding, rate, 1)  # type: ignore[arg-type]
     data = audio_bytes(signals.utterances(["123", "4567"], rate), fmt)
     items = await run_session(upstream, data, fmt)

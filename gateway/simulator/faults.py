@@ -31,7 +31,7 @@ class Fault:
 
     @property
     def status_code(self) -> grpc.StatusCode:
-        return cast(grpc.StatusCode, grpc.StatusCode[self.status])
+        return grpc.StatusCode[self.status]
 
 
 def parse_fault(spec: str) -> Fault:

@@ -34,13 +34,14 @@ _SERVER_OPTIONS = [
     ("grpc.http2.max_ping_strikes", 0),
     ("grpc.keepalive_permit_without_calls", 1),
     ("grpc.http2.bdp_probe", 0),
+    ("grpc.http2.lookahead_bytes", 65536),
     ("grpc.max_receive_message_length", 16 * 1024 * 1024),
 ]
 
 
 @dataclass
 class SimulatorConfig:
-    token: str = "simulator-token"
+    token: str = "simulator-token"  # noqa: S105 - the simulator's own test credential
     tenant: str = ""  # when set, Start must carry exactly this tenant
     projects: frozenset[str] = frozenset()  # when set, only these projects exist
     dialect: Dialect = "current"
@@ -95,9 +96,9 @@ class DataflowSimulator:
         handler = grpc.stream_stream_rpc_method_handler(self._handle)
         path = self.config.method_path
 
-        class _Generic(grpc.GenericRpcHandler):
-            def service(self, details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:
-                return handler if details.method == path else None  # type: ignore[attr-defined]
+        class _Generic(grpc.GenericRpcHandler):  # type: ignore[type-arg]
+            def service(self, details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:  # type: ignore[type-arg]
+                return handler if details.method == path else None
 
         server.add_generic_rpc_handlers((_Generic(),))
         bound = server.add_insecure_port(f"{host}:{port}")
@@ -145,6 +146,8 @@ class DataflowSimulator:
             raise
         finally:
             self.active -= 1
+            if context.cancelled():
+                record.end("cancelled")
             record.end("ended")
             for listener in self._listeners:
                 with contextlib.suppress(Exception):

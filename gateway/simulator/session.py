@@ -79,19 +79,23 @@ class SimulatedSession:
         try:
             obj = loads_object(frame.text)
             if frame.content_type is not ContentType.REQUEST or message_name(obj) != "start":
-                return await self._reject("the first message must be a Start request")
+                await self._reject("the first message must be a Start request")
+                return None
             request, token, tenant = parse_start(obj, default_audio=_DEFAULT_AUDIO)
         except GatewayError as exc:
-            return await self._reject(exc.message)
+            await self._reject(exc.message)
+            return None
         self.record.tokens_seen.append(token)
         self.record.project = request.project
         problem = self._validate(request, token, tenant)
         if problem:
-            return await self._reject(problem)
+            await self._reject(problem)
+            return None
         self.record.token_ok = True
         fault = self.sim.session_fault(request.settings) or Fault("slow_start", 0)
         if fault.kind == "reject_start":
-            return await self._reject("simulated start failure")
+            await self._reject("simulated start failure")
+            return None
         if fault.kind == "slow_start":
             await asyncio.sleep(fault.after_ms / 1000)
         self.audio = request.audio
@@ -125,6 +129,8 @@ class SimulatedSession:
     async def _serve(self, stream: AsyncIterator[bytes]) -> None:
         async for data in stream:
             await self._on_message(data)
+        # The request stream ended before Finalize/Stop: the client cancelled or abandoned it.
+        self.record.end("cancelled")
 
     async def _misbehave(self, fault: Fault) -> None:
         if fault.kind == "abort":

@@ -47,6 +47,7 @@ from gateway.upstream.errors import error_from_status
 from gateway.upstream.token import TokenProvider
 
 log = logging.getLogger(__name__)
+_EOF = grpc.aio.EOF  # type: ignore[attr-defined]  # (missing from the grpc stubs)
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,8 +142,9 @@ class DataflowStream:
         settings = self._client.settings
         self._token = await self._client.tokens.get()
         start = build_start(request, token=self._token.get_secret_value(), tenant=settings.upstream_tenant)
-        method = self._client.channel.stream_stream(self._contract.method_path)
-        self._call = method(timeout=self._deadline_s)
+        # Messages are serialised by the contract, so the channel moves raw bytes both ways.
+        method = self._client.channel.stream_stream(self._contract.method_path, None, None)
+        self._call = method(None, timeout=self._deadline_s)
         self._client.active_streams += 1
         self._counted = True
         try:
@@ -151,7 +153,9 @@ class DataflowStream:
                 response = await self._await_start_response()
         except TimeoutError:
             self.cancel()
-            raise UpstreamTimeout(f"Data Flow did not answer Start within {settings.upstream_start_timeout_s:g} s") from None
+            raise UpstreamTimeout(
+                f"Data Flow did not answer Start within {settings.upstream_start_timeout_s:g} s"
+            ) from None
         except grpc.aio.AioRpcError as exc:
             self.cancel()
             raise self._from_status(exc) from None
@@ -194,9 +198,15 @@ class DataflowStream:
         self._check_writable()
         if len(data) % self._frame_bytes:
             raise ValueError("audio must be whole sample frames")
-        for piece in rechunk(data, self._frame_bytes, self._coalesce_bytes) if len(data) > self._coalesce_bytes else [data]:
+        for piece in (
+            rechunk(data, self._frame_bytes, self._coalesce_bytes) if len(data) > self._coalesce_bytes else [data]
+        ):
             tail = self._outbox[-1] if self._outbox else None
-            if tail is not None and isinstance(tail[1], bytearray) and len(tail[1]) + len(piece) <= self._coalesce_bytes:
+            if (
+                tail is not None
+                and isinstance(tail[1], bytearray)
+                and len(tail[1]) + len(piece) <= self._coalesce_bytes
+            ):
                 tail[1].extend(piece)
             else:
                 self._outbox.append((ContentType.AUDIO, bytearray(piece)))
@@ -208,9 +218,7 @@ class DataflowStream:
                 async with asyncio.timeout(self._response_timeout_s):
                     await self._has_space.wait()
             except TimeoutError:
-                raise UpstreamTimeout(
-                    f"Data Flow stopped accepting audio for {self._response_timeout_s:g} s"
-                ) from None
+                raise UpstreamTimeout(f"Data Flow stopped accepting audio for {self._response_timeout_s:g} s") from None
             self._check_writable()
 
     async def update(self, settings: dict[str, Any]) -> None:
@@ -288,7 +296,7 @@ class DataflowStream:
         assert self._call is not None
         while True:
             data = await self._call.read()
-            if data is grpc.aio.EOF:
+            if data is _EOF:
                 return None
             assert isinstance(data, bytes)
             frame = self._contract.decode_response(data)

@@ -45,7 +45,7 @@ class Frame:
 def _envelope_field(message: Descriptor) -> FieldDescriptor:
     for field in message.fields:
         sub = field.message_type
-        if sub is not None and _ENVELOPE_FIELDS <= set(sub.fields_by_name):
+        if sub is not None and set(sub.fields_by_name) >= _ENVELOPE_FIELDS:
             return field
     raise ValueError(f"{message.full_name} has no sub-message with fields {sorted(_ENVELOPE_FIELDS)}")
 
@@ -70,15 +70,16 @@ class WireContract:
         self.proto_method_path = f"/{method.containing_service.full_name}/{method.name}"
         self.method_path = method_path
         if self.proto_method_path != method_path:
-            log.warning(
-                "upstream method path %s differs from the proto's %s", method_path, self.proto_method_path
-            )
+            log.warning("upstream method path %s differs from the proto's %s", method_path, self.proto_method_path)
         self._input_cls: type[Message] = GetMessageClass(method.input_type)
         self._output_cls: type[Message] = GetMessageClass(method.output_type)
         self._input_field = _envelope_field(method.input_type).name
         self._output_field = _envelope_field(method.output_type).name
         envelope = _envelope_field(method.input_type).message_type
+        assert envelope is not None  # _envelope_field only returns message-typed fields
         enum = envelope.fields_by_name["content_type"].enum_type
+        if enum is None:
+            raise ValueError(f"{envelope.full_name}.content_type is not an enum")
         self._number = {kind: enum.values_by_name[kind.value].number for kind in ContentType}
         self._kind = {number: kind for kind, number in self._number.items()}
 

@@ -1,0 +1,336 @@
+"""The relay core: one client paired with one upstream Data Flow stream.
+
+States: ``new -> starting -> streaming -> finalizing -> closed``. Adapters drive a Session with
+neutral calls (start, feed_audio, update, send_event, finalize, stop, abort) and render what
+``outbound()`` yields into their dialect. Every way a session can end goes through ``_finish``,
+which picks the reason and close code, releases the slot and tears the upstream stream down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections import deque
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+from gateway.audio import DATAFLOW_ENCODINGS, AudioConverter, AudioFormat
+from gateway.dataflow_json import FINAL_RESULT, DataflowEvent, DataflowResponse, StartRequest
+from gateway.errors import (
+    ClientTooSlow,
+    GatewayError,
+    GoingAway,
+    InvalidMessage,
+    LimitReached,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+)
+from gateway.registry import Lease
+from gateway.settings import Settings
+from gateway.upstream.client import DataflowStream, UpstreamAudio, UpstreamClient
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Started:
+    session_id: str
+    dataflow_session_id: str | None
+    client_format: AudioFormat
+    upstream_format: AudioFormat
+    response: DataflowResponse
+
+
+@dataclass(frozen=True, slots=True)
+class Flow:
+    """Flow-control report: how much audio arrived, went upstream, and waits in between."""
+
+    audio_ms: float
+    sent_ms: float
+    buffered_ms: float
+    paused: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Notice:
+    """A non-fatal error for the client (the session goes on)."""
+
+    error: GatewayError
+
+
+@dataclass(frozen=True, slots=True)
+class Closed:
+    reason: str
+    code: int
+    audio_ms: float
+    error: GatewayError | None
+
+
+# A plain dict is a dialect-specific reply the adapter built itself (e.g. pong), kept in order.
+OutItem = Started | DataflowEvent | DataflowResponse | UpstreamAudio | Flow | Notice | Closed | dict[str, Any]
+
+
+class Session:
+    def __init__(self, upstream: UpstreamClient, settings: Settings, lease: Lease) -> None:
+        self.id = uuid.uuid4().hex
+        self.settings = settings
+        self.dialect = lease.dialect
+        self.state = "new"
+        self._upstream = upstream
+        self._lease = lease
+        lease.attach(self)
+        self._stream: DataflowStream | None = None
+        self._converter: AudioConverter | None = None
+        self._client_format: AudioFormat | None = None
+        self._upstream_format: AudioFormat | None = None
+        self._out: deque[OutItem] = deque()
+        self._out_ready = asyncio.Event()
+        self._closed: Closed | None = None
+        self._drop_backlog = False
+        self._tasks: list[asyncio.Task[None]] = []
+        self._end_reason: str | None = None
+        self._end_error: GatewayError | None = None
+        self._saw_final_result = False
+        self._finalize_deadline = 0.0
+        self.opened_at = time.monotonic()
+        self._last_activity = self.opened_at
+        self.bytes_in = 0
+        self.backpressure_pauses = 0
+
+    # --- lifecycle ---------------------------------------------------------------------------------
+
+    async def start(self, request: StartRequest, client_format: AudioFormat) -> Started:
+        """Open the upstream stream. Raises the upstream's typed error (the session is then closed)."""
+        if self.state != "new":
+            raise InvalidMessage("the session has already been started", code="already_started")
+        self.state = "starting"
+        s = self.settings
+        upstream_format = AudioFormat(
+            DATAFLOW_ENCODINGS[s.upstream_encoding], s.upstream_sample_rate_hz, client_format.channels
+        )
+        self._converter = AudioConverter(client_format, upstream_format)
+        self._client_format, self._upstream_format = client_format, upstream_format
+        request.audio = upstream_format
+        deadline = s.max_session_s + s.finalize_timeout_s + 30.0
+        self._stream = self._upstream.stream(upstream_format, deadline_s=deadline)
+        try:
+            response = await self._stream.start(request)
+        except BaseException as exc:
+            self._finish("start_failed", exc if isinstance(exc, GatewayError) else None)
+            raise
+        if self.state == "closed":  # aborted (client gone, drain) while Data Flow was answering
+            self._stream.cancel()
+            raise self._end_error or GoingAway("the session was closed while starting")
+        self.state = "streaming"
+        started = Started(self.id, response.session_id, client_format, upstream_format, response)
+        self._emit(started)
+        self._tasks = [
+            asyncio.create_task(self._pump_upstream(), name=f"session-{self.id}-upstream"),
+            asyncio.create_task(self._tick(), name=f"session-{self.id}-ticker"),
+        ]
+        return started
+
+    async def feed_audio(self, data: bytes) -> None:
+        """Client audio in the client's format, any byte count. Waits while Data Flow is slow."""
+        if self.state != "streaming":
+            if self.state == "finalizing":
+                raise InvalidMessage("audio after finalize/stop is dropped", code="session_finalizing")
+            if self.state == "closed":
+                return
+            raise InvalidMessage("send a start message before audio", code="audio_before_start")
+        assert self._converter is not None and self._stream is not None
+        self._last_activity = time.monotonic()
+        self.bytes_in += len(data)
+        converted = self._converter.convert(data)
+        if not converted:
+            return
+        if self._stream.backpressured:
+            self.backpressure_pauses += 1
+        try:
+            await self._stream.send_audio(converted)
+        except GatewayError as exc:
+            self._finish("upstream_error", exc)
+
+    async def update(self, settings: dict[str, Any]) -> None:
+        await self._control(lambda stream: stream.update(settings))
+
+    async def send_event(self, event: dict[str, Any]) -> None:
+        await self._control(lambda stream: stream.send_event(event))
+
+    async def finalize(self) -> None:
+        await self._end_input(stop=False)
+
+    async def stop(self) -> None:
+        await self._end_input(stop=True)
+
+    def touch(self) -> None:
+        """Any client message counts as activity for the idle timeout."""
+        self._last_activity = time.monotonic()
+
+    def notify(self, error: GatewayError) -> None:
+        """Queue a non-fatal error for the client."""
+        self._emit(Notice(error))
+
+    def reply(self, payload: dict[str, Any]) -> None:
+        """Queue an adapter-built message so it goes out in order with everything else."""
+        self._emit(payload)
+
+    def abort(self, reason: str = "client_disconnected", error: GatewayError | None = None) -> None:
+        """End now without waiting for Data Flow (client gone, drain budget spent, slow client)."""
+        self._finish(reason, error, drop_backlog=error is not None)
+
+    def go_away(self) -> None:
+        self.abort("going_away", GoingAway("this gateway replica is shutting down; reconnect to continue"))
+
+    @property
+    def closed(self) -> Closed | None:
+        return self._closed
+
+    async def outbound(self) -> AsyncIterator[OutItem]:
+        """Everything for the client, in order, ending with exactly one Closed."""
+        while True:
+            if self._closed is not None and (self._drop_backlog or not self._out):
+                yield self._closed
+                return
+            if self._out:
+                yield self._out.popleft()
+                continue
+            self._out_ready.clear()
+            await self._out_ready.wait()
+
+    async def wait_closed(self) -> Closed:
+        while self._closed is None:
+            self._out_ready.clear()
+            await self._out_ready.wait()
+        return self._closed
+
+    # --- internals ---------------------------------------------------------------------------------
+
+    async def _control(self, action: Any) -> None:
+        if self.state != "streaming":
+            raise InvalidMessage(f"not possible while the session is {self.state}", code="invalid_state")
+        assert self._stream is not None
+        self.touch()
+        try:
+            await action(self._stream)
+        except GatewayError as exc:
+            self._finish("upstream_error", exc)
+
+    async def _end_input(self, *, stop: bool) -> None:
+        if self.state != "streaming":
+            raise InvalidMessage(f"not possible while the session is {self.state}", code="invalid_state")
+        assert self._converter is not None and self._stream is not None
+        self.touch()
+        pending = self._converter.pending_bytes
+        if pending:
+            self.notify(InvalidMessage(f"{pending} trailing bytes did not form a whole sample and were dropped",
+                                       code="misaligned_audio"))  # fmt: skip
+        try:
+            if not stop:
+                tail = self._converter.flush()
+                if tail:
+                    await self._stream.send_audio(tail)
+            await (self._stream.stop() if stop else self._stream.finalize())
+        except GatewayError as exc:
+            self._finish("upstream_error", exc)
+            return
+        self._end_reason = self._end_reason or ("stopped" if stop else "finalized")
+        self.state = "finalizing"
+        self._finalize_deadline = time.monotonic() + self.settings.finalize_timeout_s
+
+    def _emit(self, item: OutItem) -> None:
+        if self._closed is not None:
+            return
+        if len(self._out) >= self.settings.client_event_queue:
+            self._finish("client_too_slow", ClientTooSlow("the client is not reading its events"), drop_backlog=True)
+            return
+        self._out.append(item)
+        self._out_ready.set()
+
+    async def _pump_upstream(self) -> None:
+        assert self._stream is not None
+        try:
+            async for item in self._stream.items():
+                if isinstance(item, DataflowEvent) and item.name == FINAL_RESULT:
+                    self._saw_final_result = True
+                self._emit(item)
+        except GatewayError as exc:
+            self._finish("upstream_error", exc)
+            return
+        if self.state == "finalizing" or self._saw_final_result:
+            self._finish(self._end_reason or "completed", self._end_error)
+        else:
+            self._finish("upstream_error", UpstreamUnavailable("Data Flow ended the session without a final result"))
+
+    async def _tick(self) -> None:
+        interval = self.settings.ack_interval_ms / 1000
+        while self._closed is None:
+            await asyncio.sleep(interval)
+            now = time.monotonic()
+            if self.state == "streaming":
+                self._emit(self.flow())
+                if now - self.opened_at >= self.settings.max_session_s:
+                    await self._limit(
+                        "max_duration", f"maximum session duration of {self.settings.max_session_s:g} s reached"
+                    )
+                elif now - self._last_activity >= self.settings.idle_timeout_s:
+                    await self._limit("idle_timeout", f"no audio or message for {self.settings.idle_timeout_s:g} s")
+            elif self.state == "finalizing" and now >= self._finalize_deadline:
+                if self._saw_final_result:
+                    self._finish(self._end_reason or "finalized", self._end_error)
+                else:
+                    timeout = self.settings.finalize_timeout_s
+                    self._finish(
+                        "upstream_error", UpstreamTimeout(f"no final result from Data Flow within {timeout:g} s")
+                    )
+
+    async def _limit(self, reason: str, message: str) -> None:
+        """A policy limit: deliver what Data Flow still has (finalize), then close with 1008."""
+        self._end_reason, self._end_error = reason, LimitReached(message, code=reason)
+        await self._end_input(stop=False)
+
+    def flow(self) -> Flow:
+        client, upstream = self._client_format, self._upstream_format
+        stream = self._stream
+        if client is None or upstream is None or stream is None:
+            return Flow(0.0, 0.0, 0.0, False)
+        return Flow(
+            audio_ms=round(client.bytes_to_ms(self.bytes_in), 1),
+            sent_ms=round(upstream.bytes_to_ms(stream.audio_bytes_sent), 1),
+            buffered_ms=round(upstream.bytes_to_ms(stream.buffered_bytes), 1),
+            paused=stream.backpressured,
+        )
+
+    def _finish(self, reason: str, error: GatewayError | None = None, *, drop_backlog: bool = False) -> None:
+        if self._closed is not None:
+            return
+        self.state = "closed"
+        if error is None:
+            code = 1000
+        else:
+            code = error.ws_close_code
+        audio_ms = round(self._client_format.bytes_to_ms(self.bytes_in), 1) if self._client_format else 0.0
+        self._closed = Closed(reason, code, audio_ms, error)
+        self._end_error = error
+        self._drop_backlog = drop_backlog
+        if self._stream is not None:
+            self._stream.cancel()
+        current = asyncio.current_task()
+        for task in self._tasks:
+            if task is not current:
+                task.cancel()
+        self._lease.release()
+        self._out_ready.set()
+        log.debug("session %s closed: %s", self.id, reason)
+
+    async def aclose(self) -> None:
+        """Abort if still open and wait for the session's tasks to end (no leaks)."""
+        self.abort()
+        for task in self._tasks:
+            if task is not asyncio.current_task():
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task

@@ -1,0 +1,300 @@
+"""/v1/stream end to end: real uvicorn on port 0, real simulator over gRPC, real websockets client."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager
+from typing import Any
+
+import numpy as np
+import pytest
+
+from gateway.simulator.server import DataflowSimulator
+from tests import signals
+from tests.conftest import settings_for
+from tests.harness import RunningGateway, Transcript, next_message, read_all, running_gateway, ws_connect
+
+GatewayFactory = Callable[..., AbstractAsyncContextManager[RunningGateway]]
+
+
+@pytest.fixture
+def gateway_factory(simulator: DataflowSimulator) -> GatewayFactory:
+    def factory(**overrides: Any) -> AbstractAsyncContextManager[RunningGateway]:
+        return running_gateway(settings_for(simulator, **overrides))
+
+    return factory
+
+
+@pytest.fixture
+async def gw(gateway_factory: GatewayFactory) -> AsyncIterator[RunningGateway]:
+    async with gateway_factory() as running:
+        yield running
+
+
+def start_message(encoding: str = "pcm16", rate: int = 16000, channels: int = 1, **extra: Any) -> str:
+    audio = {"encoding": encoding, "sampleRate": rate, "channels": channels}
+    return json.dumps({"type": "start", "project": "demo", "audio": audio, **extra})
+
+
+def client_audio(samples: np.ndarray, encoding: str) -> bytes:
+    from gateway.audio import encode
+
+    frames = samples if samples.ndim == 2 else samples[:, None]
+    return encode(frames.astype(np.float32), encoding)  # type: ignore[arg-type]
+
+
+async def send_audio(ws: Any, data: bytes, frame_bytes: int, pace_s: float = 0.0) -> None:
+    for offset in range(0, len(data), frame_bytes):
+        await ws.send(data[offset : offset + frame_bytes])
+        if pace_s:
+            await asyncio.sleep(pace_s)
+
+
+async def dtmf_session(gw: RunningGateway, digits: list[str], encoding: str, rate: int, channels: int = 1,
+                       frame_ms: int = 20, **extra: Any) -> Transcript:  # fmt: skip
+    samples = signals.utterances(digits, rate)
+    data = client_audio(samples, encoding)
+    width = {"pcm16": 2, "f32": 4, "mulaw": 1, "alaw": 1}[encoding]
+    async with ws_connect(gw.ws_url()) as ws:
+        await ws.send(start_message(encoding, rate, channels, **extra))
+        started = await next_message(ws, "started")
+        assert started["audio"] == {"encoding": encoding, "sampleRate": rate, "channels": channels}
+        await send_audio(ws, data, rate * frame_ms // 1000 * width * channels)
+        await ws.send(json.dumps({"type": "finalize"}))
+        return await read_all(ws)
+
+
+@pytest.mark.parametrize(("encoding", "rate"), [("f32", 48000), ("pcm16", 16000), ("mulaw", 8000), ("alaw", 8000)])
+async def test_dtmf_digits_come_back_in_every_client_format(gw: RunningGateway, encoding: str, rate: int) -> None:
+    result = await dtmf_session(gw, ["159", "#0*"], encoding, rate)
+    assert result.milestones() == ["159", "#0*"]
+    assert result.close_code == 1000
+    assert result.of_type("closed")[-1]["reason"] == "finalized"
+    assert [r["name"] for r in result.of_type("response")] == ["FinalizeResponse"]
+    assert result.events("FinalResult")
+    assert [e["final"] for e in result.events("SR Milestone")] == [True, True]
+    assert len(result.events("Speech Started")) == 2
+
+
+async def test_odd_frame_sizes_are_reframed(gw: RunningGateway) -> None:
+    # 333-byte frames split samples everywhere; the gateway must re-frame, not corrupt.
+    samples = signals.utterances(["2468"], 16000)
+    data = client_audio(samples, "pcm16")
+    async with ws_connect(gw.ws_url()) as ws:
+        await ws.send(start_message())
+        await next_message(ws, "started")
+        await send_audio(ws, data, 333)
+        await ws.send(json.dumps({"type": "finalize"}))
+        transcript = await read_all(ws)
+    assert transcript.milestones() == ["2468"]
+    assert transcript.errors() == []  # the total is whole samples, so nothing was dropped
+
+
+async def test_stereo_client_gets_per_channel_text(gw: RunningGateway) -> None:
+    both = signals.interleave(signals.utterances(["11"], 16000), signals.utterances(["23"], 16000))
+    data = client_audio(both, "pcm16")
+    async with ws_connect(gw.ws_url()) as ws:
+        await ws.send(start_message(channels=2, channelTags=["customer", "agent"]))
+        await next_message(ws, "started")
+        await send_audio(ws, data, 1280)
+        await ws.send(json.dumps({"type": "finalize"}))
+        result = await read_all(ws)
+    assert result.milestones(0) == ["11"]
+    assert result.milestones(1) == ["23"]
+
+
+async def test_stop_update_event_and_ping(gw: RunningGateway, simulator: DataflowSimulator) -> None:
+    async with ws_connect(gw.ws_url()) as ws:
+        await ws.send(start_message(interim=False, raw=True))
+        await next_message(ws, "started")
+        await ws.send(json.dumps({"type": "ping", "id": 7}))
+        assert (await next_message(ws, "pong"))["id"] == 7
+        await ws.send(json.dumps({"type": "update", "settings": {"Language": "en-GB"}}))
+        response = await next_message(ws, "response")
+        assert (response["name"], response["ok"]) == ("UpdateResponse", True)
+        await ws.send(json.dumps({"type": "event", "event": {"Name": "TTS Request", "Data": {"Text": "hi"}}}))
+        echoed = await next_message(ws, "event")
+        assert echoed["name"] == "TTS Request"
+        assert echoed["raw"]["Name"] == "TTS Request"
+        await ws.send(json.dumps({"type": "stop"}))
+        result = await read_all(ws)
+    assert result.close_code == 1000
+    assert result.of_type("closed")[-1]["reason"] == "stopped"
+    assert len(result.audio) == 1  # the simulated TTS fragment arrived as a binary frame
+    assert simulator.records[-1].requests == ["update", "stop"]
+
+
+async def test_interim_false_drops_partials_only(gw: RunningGateway) -> None:
+    result = await dtmf_session(gw, ["37"], "pcm16", 16000, interim=False)
+    assert result.events("SR Partial") == []
+    assert result.milestones() == ["37"]
+
+
+async def test_bad_input_gets_documented_errors_and_loses_nothing(gw: RunningGateway) -> None:
+    samples = signals.utterances(["90"], 16000)
+    data = client_audio(samples, "pcm16")
+    async with ws_connect(gw.ws_url()) as ws:
+        await ws.send(b"\x00\x01")  # audio before start
+        await ws.send("{not json")
+        await ws.send(json.dumps({"type": "start", "audio": {"encoding": "opus"}}))
+        await ws.send(json.dumps({"type": "start", "audio": {"sampleRate": 96000}}))
+        await ws.send(json.dumps({"type": "start", "bogus": 1}))
+        await ws.send(start_message())
+        result = Transcript()
+        await next_message(ws, "started", skipped=result)
+        await send_audio(ws, data[: len(data) // 2], 640)
+        await ws.send("[1, 2]")
+        await ws.send(json.dumps({"type": "dance"}))
+        await ws.send(start_message())
+        await ws.send(json.dumps({"type": "update", "settings": 3}))
+        await send_audio(ws, data[len(data) // 2 :], 640)
+        await ws.send(b"\x07")  # leaves half a sample at the end
+        await ws.send(json.dumps({"type": "finalize"}))
+        await ws.send(b"\x00\x00")  # after finalize
+        await read_all(ws, result)
+    assert result.errors() == [
+        "audio_before_start", "invalid_message", "unsupported_audio_format", "unsupported_audio_format",
+        "invalid_start", "invalid_message", "unknown_message_type", "already_started", "invalid_update",
+        "misaligned_audio", "session_finalizing",
+    ]  # fmt: skip
+    assert result.milestones() == ["90"]
+    assert result.close_code == 1000
+
+
+async def test_oversize_frame_closes_1009(gateway_factory: GatewayFactory) -> None:
+    async with gateway_factory(max_ws_message_bytes=4096) as gw, ws_connect(gw.ws_url()) as ws:
+        await ws.send(start_message())
+        await next_message(ws, "started")
+        await ws.send(bytes(8192))
+        result = await read_all(ws)
+    assert result.close_code == 1009
+
+
+async def test_idle_timeout(gateway_factory: GatewayFactory) -> None:
+    async with gateway_factory(idle_timeout_s=0.5, ack_interval_ms=100) as gw, ws_connect(gw.ws_url()) as ws:
+        await ws.send(start_message())
+        await next_message(ws, "started")
+        result = await read_all(ws, timeout=5)
+    assert result.errors() == ["idle_timeout"]
+    assert result.of_type("closed")[-1]["reason"] == "idle_timeout"
+    assert result.close_code == 1008
+    assert result.of_type("ack")  # flow reports arrived while the session was open
+
+
+async def test_max_duration_delivers_results_then_closes(gateway_factory: GatewayFactory) -> None:
+    async with gateway_factory(max_session_s=1.2, ack_interval_ms=100) as gw, ws_connect(gw.ws_url()) as ws:
+        await ws.send(start_message())
+        await next_message(ws, "started")
+        # Real-time pace: digits then speech still going when the limit hits.
+        data = client_audio(np.concatenate([signals.silence(200, 16000), signals.dtmf("55", 16000)]), "pcm16")
+        await send_audio(ws, data, 640, pace_s=0.02)
+        result = await read_all(ws, timeout=5)
+    assert result.errors() == ["max_duration"]
+    assert result.milestones() == ["55"]  # finalize flushed the open utterance before closing
+    assert result.close_code == 1008
+
+
+async def test_session_cap_refuses_with_1013(gateway_factory: GatewayFactory) -> None:
+    async with gateway_factory(max_sessions=1) as gw, ws_connect(gw.ws_url()) as first:
+        await first.send(start_message())
+        await next_message(first, "started")
+        async with ws_connect(gw.ws_url()) as second:
+            refused = await read_all(second)
+        assert refused.errors() == ["capacity_exceeded"]
+        assert refused.of_type("error")[0]["retryable"] is True
+        assert refused.close_code == 1013
+        assert gw.gateway.registry.active == 1
+
+
+async def test_client_disconnect_cancels_upstream_within_a_second(
+    gw: RunningGateway, simulator: DataflowSimulator
+) -> None:
+    ws = await ws_connect(gw.ws_url())
+    await ws.send(start_message())
+    await next_message(ws, "started")
+    await ws.send(bytes(640))
+    record = simulator.records[-1]
+    assert record.ended_at is None
+    closed_at = time.monotonic()
+    ws.transport.abort()  # vanish without a close frame
+    async with asyncio.timeout(1.0):
+        while record.ended_at is None:
+            await asyncio.sleep(0.01)
+    assert record.outcome == "cancelled"
+    assert record.ended_at - closed_at < 1.0
+    async with asyncio.timeout(2):
+        while gw.gateway.registry.active or gw.gateway.upstream.active_streams:
+            await asyncio.sleep(0.01)
+
+
+@pytest.mark.parametrize(
+    ("fault", "code", "reason", "close_code"),
+    [
+        ("reject_start", "upstream_rejected", "start_failed", 1011),
+        ("abort:300:UNAVAILABLE", "upstream_unavailable", "upstream_error", 1011),
+        ("abort:300:RESOURCE_EXHAUSTED", "upstream_unavailable", "upstream_error", 1011),
+        ("abort:300:UNAUTHENTICATED", "upstream_auth_failed", "upstream_error", 1011),
+        ("drop:300", "upstream_unavailable", "upstream_error", 1011),
+    ],
+)
+async def test_simulator_faults_reach_the_client_typed(
+    gw: RunningGateway, fault: str, code: str, reason: str, close_code: int
+) -> None:
+    async with ws_connect(gw.ws_url()) as ws:
+        await ws.send(start_message(settings={"SimulatorFault": fault}))
+        sender = asyncio.create_task(send_audio(ws, bytes(640 * 100), 640, pace_s=0.02))
+        result = await read_all(ws, timeout=10)
+        sender.cancel()
+        await asyncio.gather(sender, return_exceptions=True)
+    assert result.errors() == [code]
+    assert result.of_type("closed")[-1]["reason"] == reason
+    assert result.close_code == close_code
+    assert gw.gateway.registry.active == 0
+
+
+async def test_slow_start_times_out(gateway_factory: GatewayFactory) -> None:
+    async with gateway_factory(upstream_start_timeout_s=0.3) as gw, ws_connect(gw.ws_url()) as ws:
+        await ws.send(start_message(settings={"SimulatorFault": "slow_start:3000"}))
+        result = await read_all(ws)
+    assert result.errors() == ["upstream_timeout"]
+    assert result.close_code == 1011
+
+
+async def test_upstream_stall_pauses_the_client_and_says_so(gateway_factory: GatewayFactory) -> None:
+    overrides = {"upstream_buffer_ms": 1000, "upstream_response_timeout_s": 2.0, "ack_interval_ms": 100}
+    async with gateway_factory(**overrides) as gw, ws_connect(gw.ws_url()) as ws:
+        await ws.send(start_message(settings={"SimulatorFault": "stall:0"}))
+        await next_message(ws, "started")
+        transcript = Transcript()
+        reader = asyncio.create_task(read_all(ws, transcript, timeout=15))
+        sent = 0
+        with pytest.raises(Exception):  # noqa: B017,PT011 - the socket closes under the sender eventually
+            async with asyncio.timeout(12):
+                while True:
+                    await ws.send(bytes(3200))  # 100 ms per frame, as fast as the gateway reads
+                    sent += 3200
+        result = await reader
+    paused = [a for a in result.of_type("ack") if a["paused"]]
+    assert paused, "the client must be told that upstream is not taking audio"
+    assert max(a["bufferedMs"] for a in result.of_type("ack")) <= 1000 + 200
+    assert result.errors() == ["upstream_timeout"]
+    assert result.close_code == 1011
+    # The gateway stopped reading the client: what it accepted is bounded by the upstream buffer and
+    # gRPC's flow-control window, not by how fast the client can push (tens of MB/s on loopback).
+    accepted_ms = result.of_type("closed")[-1]["audioMs"]
+    print(f"accepted {accepted_ms} ms of audio while {sent / 32:.0f} ms were pushed")
+    assert accepted_ms < 10_000
+
+
+async def test_fifty_concurrent_sessions_without_cross_talk(gw: RunningGateway) -> None:
+    digit_sets = [f"{i % 10}{(i * 7) % 10}{(i * 3) % 10}" for i in range(50)]
+
+    async def one(digits: str) -> list[str]:
+        return (await dtmf_session(gw, [digits], "pcm16", 8000)).milestones()
+
+    results = await asyncio.gather(*(one(d) for d in digit_sets))
+    assert results == [[d] for d in digit_sets]
+    assert gw.gateway.registry.active == 0
