@@ -16,9 +16,9 @@ from fastapi import FastAPI
 from pydantic import SecretStr
 
 from gateway import __version__
-from gateway.adapters import native
+from gateway.adapters import audiocodes, dataflow_ws, native
 from gateway.registry import SessionRegistry
-from gateway.routes import docs, health
+from gateway.routes import demo, docs, health, recognize
 from gateway.settings import Settings, load_settings
 from gateway.simulator.server import DataflowSimulator, SimulatorConfig
 from gateway.upstream.client import UpstreamClient
@@ -93,7 +93,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         "described by the AsyncAPI document at /asyncapi.yaml.",
         lifespan=lifespan,
     )
-    app.include_router(native.router)
-    app.include_router(health.router)
-    app.include_router(docs.router)
+    for router in (native.router, dataflow_ws.router, audiocodes.router, recognize.router, health.router,
+                   docs.router, demo.router):  # fmt: skip
+        app.include_router(router)
     return app

@@ -141,6 +141,33 @@ def test_a_dropout_inside_a_tone_is_not_a_second_digit() -> None:
     assert milestones(recognise(signals.to_int16(audio), rate)) == ["5"]
 
 
+def _one_digit_run(rate: int, offset_us: int, *parts: npt.NDArray[np.float32]) -> list[str]:
+    lead = np.zeros(offset_us * rate // 1_000_000, dtype=np.float32)  # shifts the audio against the 10 ms grid
+    return milestones(recognise(signals.to_int16(np.concatenate([lead, *parts, signals.silence(600, rate)])), rate))
+
+
+@pytest.mark.parametrize("rate", [8000, 16000])
+@pytest.mark.parametrize("offset_us", range(0, 10_000, 1250))
+def test_timing_guarantees_hold_at_any_alignment(rate: int, offset_us: int) -> None:
+    """Tones >= 40 ms are digits, < 28 ms are not; pauses >= 30 ms split repeats, 10 ms dropouts don't."""
+    for tone_ms in (40, 47):
+        assert _one_digit_run(rate, offset_us, signals.dtmf("9", rate, tone_ms=tone_ms, gap_ms=0)) == ["9"]
+    for tone_ms in (20, 27):
+        assert _one_digit_run(rate, offset_us, signals.dtmf("9", rate, tone_ms=tone_ms, gap_ms=0)) == [""]
+    assert _one_digit_run(rate, offset_us, signals.dtmf("99", rate, tone_ms=60, gap_ms=30)) == ["99"]
+    assert _one_digit_run(rate, offset_us, signals.dtmf("99", rate, tone_ms=60, gap_ms=10)) == ["9"]
+
+
+@pytest.mark.parametrize(("twist_db", "expected"), [(-12, ""), (-6, "6"), (0, "6"), (6, "6"), (12, "")])
+def test_twist_limit(twist_db: float, expected: str) -> None:
+    rate = 8000
+    low, high = signals.DTMF_FREQS["6"]
+    pair = signals.tone(low, 100, rate, 0.2) + signals.tone(high, 100, rate, 0.2 * 10 ** (twist_db / 20))
+    assert milestones(recognise(signals.to_int16(np.concatenate([pair, signals.silence(600, rate)])), rate)) == [
+        expected
+    ]
+
+
 def test_short_tone_is_not_a_digit() -> None:
     rate = 8000
     audio = np.concatenate([signals.dtmf("3", rate, tone_ms=30), signals.silence(500, rate)])
