@@ -6,8 +6,10 @@ loopback port (simulator mode), so ``dataflow-gateway`` alone gives a working se
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -17,8 +19,10 @@ from pydantic import SecretStr
 
 from gateway import __version__
 from gateway.adapters import audiocodes, dataflow_ws, native
+from gateway.errors import GoingAway
+from gateway.observability import GatewayMetrics
 from gateway.registry import SessionRegistry
-from gateway.routes import demo, docs, health, recognize
+from gateway.routes import demo, docs, health, ops, recognize
 from gateway.settings import Settings, load_settings
 from gateway.simulator.server import DataflowSimulator, SimulatorConfig
 from gateway.upstream.client import UpstreamClient
@@ -38,6 +42,11 @@ class Gateway:
     tokens: TokenProvider
     registry: SessionRegistry
     simulator: DataflowSimulator | None = None
+    _drain_task: asyncio.Task[None] | None = None
+
+    @property
+    def metrics(self) -> GatewayMetrics:
+        return self.registry.metrics
 
     @property
     def simulator_mode(self) -> bool:
@@ -63,7 +72,34 @@ class Gateway:
         else:
             tokens = token_provider_from_settings(settings)
             upstream = UpstreamClient(settings, tokens)
-        return cls(settings, upstream, tokens, SessionRegistry(settings.max_sessions), simulator)
+        return cls(settings, upstream, tokens, SessionRegistry(settings.max_sessions, GatewayMetrics()), simulator)
+
+    def drain(self, budget_s: float | None = None) -> asyncio.Task[None]:
+        """Start draining (idempotent): readiness fails and new sessions are refused at once; live
+        sessions are told, get ``budget_s`` to finish, then are closed with 1001."""
+        if self._drain_task is None:
+            budget = self.settings.drain_budget_s if budget_s is None else budget_s
+            self.registry.draining = True
+            self.metrics.drain_state.set(budget)
+            log.warning("draining: refusing new sessions; %d live sessions get %g s", self.registry.active, budget)
+            self._drain_task = asyncio.get_running_loop().create_task(self._drain(budget), name="gateway-drain")
+        return self._drain_task
+
+    async def _drain(self, budget_s: float) -> None:
+        notice = GoingAway(f"this replica is draining; finish within {budget_s:g} s or reconnect", code="draining")
+        for session in list(self.registry.sessions):
+            session.notify(notice)
+        deadline = time.monotonic() + budget_s
+        while self.registry.sessions and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        remaining = list(self.registry.sessions)
+        for session in remaining:
+            session.go_away()
+        # Let the adapters deliver their goodbyes (error, closed, close 1001) before uvicorn closes sockets.
+        goodbye_deadline = time.monotonic() + self.settings.client_send_timeout_s
+        while self.registry.sessions and time.monotonic() < goodbye_deadline:
+            await asyncio.sleep(0.02)
+        log.warning("drained: %d sessions were closed with going_away", len(remaining))
 
     async def aclose(self) -> None:
         for session in list(self.registry.sessions):
@@ -94,6 +130,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     for router in (native.router, dataflow_ws.router, audiocodes.router, recognize.router, health.router,
-                   docs.router, demo.router):  # fmt: skip
+                   ops.router, docs.router, demo.router):  # fmt: skip
         app.include_router(router)
     return app

@@ -1,13 +1,59 @@
-"""Run the gateway under uvicorn with the settings' pinned WebSocket options."""
+"""Run the gateway under uvicorn with the settings' pinned WebSocket options and a graceful drain.
+
+uvicorn's own SIGTERM handling closes every WebSocket with 1012 at once. The gateway first drains:
+readiness fails, new sessions are refused, live sessions get ``drain_budget_s`` and are closed
+with 1001 — then uvicorn shuts down. A second signal skips the drain.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import logging.config
+import signal
+import socket
+from types import FrameType
 
 import uvicorn
 
-from gateway.app import create_app
+from gateway.app import Gateway, create_app
+from gateway.observability import logging_config
 from gateway.settings import Settings, load_settings
+
+log = logging.getLogger(__name__)
+
+
+class DrainingServer(uvicorn.Server):
+    def __init__(self, config: uvicorn.Config) -> None:
+        super().__init__(config)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._draining = False
+
+    async def serve(self, sockets: list[socket.socket] | None = None) -> None:
+        self._loop = asyncio.get_running_loop()
+        await super().serve(sockets)
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if self._draining or self._loop is None or sig not in (signal.SIGTERM, signal.SIGINT):
+            super().handle_exit(sig, frame)
+            return
+        self._draining = True
+        self._captured_signals.append(sig)  # re-raised by uvicorn after shutdown, as it does itself
+        self._loop.call_soon_threadsafe(self._start_drain)
+
+    def _start_drain(self) -> None:
+        gateway = self.gateway
+        if gateway is None:
+            self.should_exit = True
+            return
+        gateway.drain().add_done_callback(lambda _: setattr(self, "should_exit", True))
+
+    @property
+    def gateway(self) -> Gateway | None:
+        app = self.config.loaded_app
+        while app is not None and not hasattr(app, "state"):
+            app = getattr(app, "app", None)
+        return getattr(app.state, "gateway", None) if app is not None else None
 
 
 def uvicorn_config(settings: Settings) -> uvicorn.Config:
@@ -17,17 +63,20 @@ def uvicorn_config(settings: Settings) -> uvicorn.Config:
         port=settings.port,
         ws=settings.ws_implementation,
         ws_max_size=settings.max_ws_message_bytes,
-        ws_per_message_deflate=False,
+        ws_per_message_deflate=False,  # compression costs CPU per frame and audio does not compress
         ws_ping_interval=settings.ws_ping_interval_s,
-        ws_ping_timeout=settings.ws_ping_timeout_s,  # compression costs CPU per frame and audio does not compress
+        ws_ping_timeout=settings.ws_ping_timeout_s,
         lifespan="on",
+        log_config=logging_config(settings.log_level, settings.log_format),
         log_level=settings.log_level,
         server_header=False,
+        # The drain happens before uvicorn's shutdown starts; this only bounds stragglers after it.
+        timeout_graceful_shutdown=5,
     )
 
 
 def serve() -> int:
     settings = load_settings()
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    uvicorn.Server(uvicorn_config(settings)).run()
+    logging.config.dictConfig(logging_config(settings.log_level, settings.log_format))
+    DrainingServer(uvicorn_config(settings)).run()
     return 0

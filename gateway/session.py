@@ -26,6 +26,7 @@ from gateway.errors import (
     GoingAway,
     InvalidMessage,
     LimitReached,
+    UpstreamError,
     UpstreamTimeout,
     UpstreamUnavailable,
 )
@@ -82,12 +83,13 @@ class Session:
         self.state = "new"
         self._upstream = upstream
         self._lease = lease
+        self._metrics = lease.metrics
         lease.attach(self)
         self._stream: DataflowStream | None = None
         self._converter: AudioConverter | None = None
         self._client_format: AudioFormat | None = None
         self._upstream_format: AudioFormat | None = None
-        self._out: deque[OutItem] = deque()
+        self._out: deque[tuple[OutItem, float]] = deque()  # with the time each item was queued
         self._out_ready = asyncio.Event()
         self._closed: Closed | None = None
         self._drop_backlog = False
@@ -100,6 +102,8 @@ class Session:
         self._last_activity = self.opened_at
         self.bytes_in = 0
         self.backpressure_pauses = 0
+        self._was_paused = False
+        self.project = ""
 
     # --- lifecycle ---------------------------------------------------------------------------------
 
@@ -115,8 +119,10 @@ class Session:
         self._converter = AudioConverter(client_format, upstream_format)
         self._client_format, self._upstream_format = client_format, upstream_format
         request.audio = upstream_format
+        self.project = request.project
         deadline = s.max_session_s + s.finalize_timeout_s + 30.0
         self._stream = self._upstream.stream(upstream_format, deadline_s=deadline)
+        began = time.monotonic()
         try:
             response = await self._stream.start(request)
         except BaseException as exc:
@@ -126,6 +132,9 @@ class Session:
             self._stream.cancel()
             raise self._end_error or GoingAway("the session was closed while starting")
         self.state = "streaming"
+        self._metrics.start_latency.observe(time.monotonic() - began)
+        self._metrics.sessions_started.labels(dialect=self.dialect).inc()
+        log.info("session started", extra=self._log_fields())
         started = Started(self.id, response.session_id, client_format, upstream_format, response)
         self._emit(started)
         self._tasks = [
@@ -148,8 +157,10 @@ class Session:
         converted = self._converter.convert(data)
         if not converted:
             return
-        if self._stream.backpressured:
+        paused = self._stream.backpressured
+        if paused and not self._was_paused:
             self.backpressure_pauses += 1
+        self._was_paused = paused
         try:
             await self._stream.send_audio(converted)
         except GatewayError as exc:
@@ -197,7 +208,10 @@ class Session:
                 yield self._closed
                 return
             if self._out:
-                yield self._out.popleft()
+                item, queued_at = self._out.popleft()
+                if isinstance(item, DataflowEvent):
+                    self._metrics.event_latency.observe(time.monotonic() - queued_at)
+                yield item
                 continue
             self._out_ready.clear()
             await self._out_ready.wait()
@@ -248,7 +262,9 @@ class Session:
         if len(self._out) >= self.settings.client_event_queue:
             self._finish("client_too_slow", ClientTooSlow("the client is not reading its events"), drop_backlog=True)
             return
-        self._out.append(item)
+        if isinstance(item, DataflowEvent):
+            self._metrics.events.labels(name=item.name).inc()
+        self._out.append((item, time.monotonic()))
         self._out_ready.set()
 
     async def _pump_upstream(self) -> None:
@@ -325,7 +341,37 @@ class Session:
                 task.cancel()
         self._lease.release()
         self._out_ready.set()
-        log.debug("session %s closed: %s", self.id, reason)
+        self._account(reason, error)
+
+    def _account(self, outcome: str, error: GatewayError | None) -> None:
+        """Metrics and the session's one end-of-life log line (never per frame)."""
+        m = self._metrics
+        m.sessions_ended.labels(dialect=self.dialect, outcome=outcome).inc()
+        if self.bytes_in and self._client_format is not None:
+            m.audio_bytes.labels(dialect=self.dialect).inc(self.bytes_in)
+            m.audio_seconds.labels(dialect=self.dialect).inc(self.bytes_in / self._client_format.bytes_per_second)
+        if self.backpressure_pauses:
+            m.backpressure_pauses.inc(self.backpressure_pauses)
+        if isinstance(error, UpstreamError):
+            m.upstream_errors.labels(code=error.error_code, grpc_status=error.grpc_status or "").inc()
+        fields = self._log_fields()
+        fields.update(
+            outcome=outcome,
+            duration_s=round(time.monotonic() - self.opened_at, 3),
+            audio_s=round(self._closed.audio_ms / 1000, 3) if self._closed else 0.0,
+            error_code=error.error_code if error else None,
+        )
+        log.info("session ended", extra=fields)
+
+    def _log_fields(self) -> dict[str, Any]:
+        stream = self._stream
+        return {
+            "session_id": self.id,
+            "dataflow_session_id": stream.session_id if stream is not None else None,
+            "dialect": self.dialect,
+            "key": self._lease.key,
+            "project": self.project,
+        }
 
     async def aclose(self) -> None:
         """Abort if still open and wait for the session's tasks to end (no leaks)."""
@@ -334,3 +380,4 @@ class Session:
             if task is not asyncio.current_task():
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+        self._lease.detach()

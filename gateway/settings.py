@@ -34,6 +34,13 @@ class Settings(BaseSettings):
     ws_ping_interval_s: float = Field(20.0, gt=0, description="WebSocket keepalive ping period.")
     ws_ping_timeout_s: float = Field(20.0, gt=0, description="Close a client that does not answer a ping in time.")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["json", "text"] = Field("json", description="json: one object per line, for log shippers.")
+    drain_budget_s: float = Field(
+        30.0, ge=0, description="On SIGTERM or POST /internal/drain: time live sessions get before a 1001 close."
+    )
+    admin_token: SecretStr | None = Field(
+        None, description="Bearer token for /internal endpoints; unset: only loopback callers may use them."
+    )
 
     # --- upstream Data Flow --------------------------------------------------------------------------
     upstream_target: str = Field(
@@ -82,6 +89,11 @@ class Settings(BaseSettings):
 
     # --- embedded simulator --------------------------------------------------------------------------
     simulator_port: int = Field(0, ge=0, le=65535, description="Port of the embedded simulator (0: any free).")
+
+    # --- demo page ---------------------------------------------------------------------------------------
+    demo_page: bool | None = Field(
+        None, description="Serve the demo page at / and its files at /static/; unset: only in simulator mode."
+    )
 
     @property
     def simulator_mode(self) -> bool:

@@ -9,18 +9,17 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-import uvicorn
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from gateway.app import Gateway
-from gateway.server import uvicorn_config
+from gateway.server import DrainingServer, uvicorn_config
 from gateway.settings import Settings
 
 
 @dataclass
 class RunningGateway:
-    server: uvicorn.Server
+    server: DrainingServer
     port: int
 
     @property
@@ -42,7 +41,7 @@ class RunningGateway:
 @asynccontextmanager
 async def running_gateway(settings: Settings) -> AsyncIterator[RunningGateway]:
     config = uvicorn_config(settings.model_copy(update={"host": "127.0.0.1", "port": 0, "log_level": "warning"}))
-    server = uvicorn.Server(config)
+    server = DrainingServer(config)
     task = asyncio.create_task(server.serve())
     while not server.started:
         if task.done():

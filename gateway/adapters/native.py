@@ -79,7 +79,7 @@ class NativeConnection:
                     session, self._receive(session), send_loop(session, self.socket, self._render, self._goodbye)
                 )
         finally:
-            session.abort()
+            await session.aclose()
             lease.release()
 
     async def _refuse(self, error: GatewayError, reason: str | None = None) -> None:

@@ -1,0 +1,121 @@
+"""Prometheus metrics and structured JSON logs.
+
+Each app gets its own CollectorRegistry (tests run several apps in one process). Hot-path counts
+(audio bytes) are added once per session at its end, not per frame.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+if TYPE_CHECKING:
+    from gateway.registry import SessionRegistry
+
+PREFIX = "dataflow_gateway"
+_LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+_START_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class _LiveSessions(Collector):
+    """Active sessions by dialect, read from the session registry at scrape time."""
+
+    def __init__(self, sessions: SessionRegistry) -> None:
+        self._sessions = sessions
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        family = GaugeMetricFamily(f"{PREFIX}_sessions_active", "Live sessions by client dialect", labels=["dialect"])
+        for dialect, count in sorted(self._sessions.by_dialect.items()):
+            family.add_metric([dialect], count)
+        yield family
+        yield GaugeMetricFamily(
+            f"{PREFIX}_draining", "1 while this replica drains", value=1.0 if self._sessions.draining else 0.0
+        )
+
+
+class GatewayMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.sessions_started = Counter(f"{PREFIX}_sessions_started", "Sessions started", ["dialect"], registry=r)
+        self.sessions_ended = Counter(
+            f"{PREFIX}_sessions_ended", "Sessions ended, by outcome", ["dialect", "outcome"], registry=r
+        )
+        self.audio_seconds = Counter(
+            f"{PREFIX}_audio_seconds", "Client audio relayed, seconds", ["dialect"], registry=r
+        )
+        self.audio_bytes = Counter(f"{PREFIX}_audio_bytes", "Client audio relayed, bytes", ["dialect"], registry=r)
+        self.events = Counter(f"{PREFIX}_events_relayed", "Data Flow events relayed", ["name"], registry=r)
+        self.upstream_errors = Counter(
+            f"{PREFIX}_upstream_errors", "Upstream failures by error code and gRPC status", ["code", "grpc_status"],
+            registry=r,
+        )  # fmt: skip
+        self.start_latency = Histogram(
+            f"{PREFIX}_start_latency_seconds", "Start to StartResponse", buckets=_START_BUCKETS, registry=r
+        )
+        self.event_latency = Histogram(
+            f"{PREFIX}_event_relay_latency_seconds", "Upstream receipt to client send", buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )  # fmt: skip
+        self.backpressure_pauses = Counter(
+            f"{PREFIX}_backpressure_pauses", "Times a client was paused because Data Flow was slow", registry=r
+        )
+        self.denials = Counter(f"{PREFIX}_denials", "Refused sessions or requests, by reason", ["reason"], registry=r)
+        self.drain_state = Gauge(
+            f"{PREFIX}_drain_budget_seconds", "Drain budget in force (0: not draining)", registry=r
+        )
+
+    def watch(self, sessions: SessionRegistry) -> None:
+        self.registry.register(_LiveSessions(sessions))
+
+
+# --- logs --------------------------------------------------------------------------------------------
+
+_STANDARD_ATTRS = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime"}
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line; ``extra={...}`` fields become top-level keys."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        for key, value in record.__dict__.items():
+            if key not in _STANDARD_ATTRS and not key.startswith("_"):
+                entry[key] = value
+        if record.exc_info:
+            entry["exc"] = self.formatException(record.exc_info)
+        return json.dumps(entry, default=str)
+
+
+def logging_config(level: str, fmt: str) -> dict[str, Any]:
+    """A dictConfig for the gateway and uvicorn's loggers (also passed to uvicorn as log_config)."""
+    formatter: dict[str, Any] = (
+        {"()": JsonFormatter} if fmt == "json" else {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}
+    )
+    handler = {"class": "logging.StreamHandler", "formatter": "default", "stream": "ext://sys.stderr"}
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"default": formatter},
+        "handlers": {"default": handler},
+        # One handler on the root logger; everything propagates to it (and to test log capture).
+        "root": {"handlers": ["default"], "level": "WARNING"},
+        "loggers": {
+            "gateway": {"level": level.upper()},
+            "uvicorn": {"handlers": [], "level": level.upper(), "propagate": True},
+            "uvicorn.error": {"handlers": [], "level": level.upper(), "propagate": True},
+            "uvicorn.access": {"handlers": [], "level": level.upper(), "propagate": True},
+        },
+    }

@@ -1,0 +1,51 @@
+"""Operator endpoints: Prometheus metrics and the drain trigger for Kubernetes preStop hooks."""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+router = APIRouter(tags=["operations"])
+
+
+@router.get("/metrics", summary="Prometheus metrics", response_class=Response)
+async def metrics(request: Request) -> Response:
+    return Response(generate_latest(request.app.state.gateway.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+def _admin_allowed(request: Request) -> bool:
+    token = request.app.state.gateway.settings.admin_token
+    if token is not None:
+        sent = request.headers.get("authorization", "")
+        expected = f"Bearer {token.get_secret_value()}"
+        return hmac.compare_digest(sent.encode(), expected.encode())
+    host = request.client.host if request.client else ""
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@router.post(
+    "/internal/drain",
+    summary="Start draining this replica",
+    description="Readiness fails at once, new sessions are refused, live sessions get GATEWAY_DRAIN_BUDGET_S "
+    "(or ?budget_s=) to finish, then close with 1001. Needs `Authorization: Bearer <GATEWAY_ADMIN_TOKEN>`, "
+    "or a loopback caller when no admin token is set.",
+    status_code=202,
+)
+async def drain(request: Request, budget_s: float | None = None) -> JSONResponse:
+    gateway = request.app.state.gateway
+    if not _admin_allowed(request):
+        gateway.registry.deny("admin_unauthorized")
+        body = {"error": {"code": "unauthorized", "message": "admin credential required", "retryable": False}}
+        return JSONResponse(body, status_code=401)
+    if budget_s is not None and budget_s < 0:
+        body = {"error": {"code": "bad_request", "message": "budget_s must be >= 0", "retryable": False}}
+        return JSONResponse(body, status_code=422)
+    gateway.drain(budget_s)
+    return JSONResponse({"draining": True, "sessions": gateway.registry.active}, status_code=202)

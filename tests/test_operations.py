@@ -1,0 +1,207 @@
+"""Health, readiness, metrics, structured logs and graceful drain, over real sockets."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from gateway.observability import JsonFormatter
+from gateway.simulator.server import DataflowSimulator
+from tests import signals
+from tests.conftest import SIM_TOKEN, settings_for
+from tests.harness import RunningGateway, Transcript, next_message, read_all, running_gateway, ws_connect
+from tests.test_native_stream import GatewayFactory, dtmf_session, gateway_factory, start_message
+
+__all__ = ["gateway_factory"]  # the fixture, re-exported for this module
+
+
+def metric_values(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    values = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            values[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return values
+
+
+async def scrape(gw: RunningGateway) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    async with httpx.AsyncClient(base_url=gw.http_url) as http:
+        response = await http.get("/metrics")
+    assert response.status_code == 200
+    return metric_values(response.text)
+
+
+@pytest.fixture
+async def gw(gateway_factory: GatewayFactory) -> AsyncIterator[RunningGateway]:
+    async with gateway_factory(ack_interval_ms=100) as running:
+        yield running
+
+
+async def test_health_and_readiness(gateway_factory: GatewayFactory) -> None:
+    async with gateway_factory(max_sessions=1) as gw, httpx.AsyncClient(base_url=gw.http_url) as http:
+        assert (await http.get("/healthz")).json() == {"status": "ok"}
+        ready = await http.get("/readyz")
+        assert ready.status_code == 200
+        assert ready.json()["checks"] == {
+            "upstream_channel": True, "token": True, "not_draining": True, "below_capacity": True,
+        }  # fmt: skip
+        async with ws_connect(gw.ws_url()) as ws:
+            await ws.send(start_message())
+            await next_message(ws, "started")
+            full = await http.get("/readyz")
+            assert full.status_code == 503
+            assert full.json()["checks"]["below_capacity"] is False
+
+
+async def test_metrics_account_for_sessions_events_and_failures(gw: RunningGateway) -> None:
+    result = await dtmf_session(gw, ["12", "3"], "pcm16", 16000)
+    assert result.milestones() == ["12", "3"]
+    async with ws_connect(gw.ws_url()) as ws:
+        await ws.send(start_message(settings={"SimulatorFault": "abort:100:UNAVAILABLE"}))
+        await read_all(ws)
+    values = await scrape(gw)
+    assert values[("dataflow_gateway_sessions_started_total", (("dialect", "native"),))] == 2
+    assert values[("dataflow_gateway_sessions_ended_total", (("dialect", "native"), ("outcome", "finalized")))] == 1
+    assert (
+        values[("dataflow_gateway_sessions_ended_total", (("dialect", "native"), ("outcome", "upstream_error")))] == 1
+    )
+    assert values[("dataflow_gateway_events_relayed_total", (("name", "SR Milestone"),))] == 2
+    errors = values[
+        ("dataflow_gateway_upstream_errors_total", (("code", "upstream_unavailable"), ("grpc_status", "UNAVAILABLE")))
+    ]
+    assert errors == 1
+    audio_s = values[("dataflow_gateway_audio_seconds_total", (("dialect", "native"),))]
+    assert audio_s == pytest.approx(len(signals.utterances(["12", "3"], 16000)) / 16000, abs=0.01)
+    assert values[("dataflow_gateway_start_latency_seconds_count", ())] == 2
+    assert values[("dataflow_gateway_event_relay_latency_seconds_count", ())] >= len(result.of_type("event"))
+    assert values[("dataflow_gateway_sessions_active", (("dialect", "native"),))] == 0
+    assert values[("dataflow_gateway_draining", ())] == 0
+
+
+async def test_denials_are_counted(gateway_factory: GatewayFactory) -> None:
+    async with gateway_factory(max_sessions=1) as gw, ws_connect(gw.ws_url()) as ws:
+        await ws.send(start_message())
+        await next_message(ws, "started")
+        async with ws_connect(gw.ws_url()) as refused:
+            assert (await read_all(refused)).close_code == 1013
+        values = await scrape(gw)
+        assert values[("dataflow_gateway_denials_total", (("reason", "capacity_exceeded"),))] == 1
+        assert values[("dataflow_gateway_sessions_active", (("dialect", "native"),))] == 1
+
+
+async def test_one_structured_log_line_per_session_start_and_end(
+    gw: RunningGateway, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="gateway")
+    await dtmf_session(gw, ["4"], "mulaw", 8000)
+    lines = [r for r in caplog.records if r.name == "gateway.session"]
+    assert [r.getMessage() for r in lines] == ["session started", "session ended"]
+    ended = json.loads(JsonFormatter().format(lines[1]))
+    assert ended["outcome"] == "finalized"
+    assert ended["dialect"] == "native"
+    assert ended["audio_s"] > 1
+    assert ended["dataflow_session_id"]
+    assert ended["level"] == "info"
+    assert SIM_TOKEN not in caplog.text
+
+
+async def test_drain_lets_sessions_finish_then_closes_1001(gw: RunningGateway) -> None:
+    finishing = await ws_connect(gw.ws_url())
+    lingering = await ws_connect(gw.ws_url())
+    for ws in (finishing, lingering):
+        await ws.send(start_message())
+        await next_message(ws, "started")
+    async with httpx.AsyncClient(base_url=gw.http_url) as http:
+        accepted = await http.post("/internal/drain", params={"budget_s": 1.5})
+        assert accepted.status_code == 202
+        assert accepted.json() == {"draining": True, "sessions": 2}
+        assert (await http.get("/readyz")).status_code == 503
+        async with ws_connect(gw.ws_url()) as late:
+            refused = await read_all(late)
+        assert refused.errors() == ["going_away"]
+        assert refused.close_code == 1001
+        # One client finishes within the budget and gets everything, normally.
+        notice = Transcript()
+        await next_message(finishing, "error", skipped=notice)
+        pcm = signals.to_pcm16(signals.utterances(["86"], 16000))
+        for offset in range(0, len(pcm), 3200):
+            await finishing.send(pcm[offset : offset + 3200])
+        await finishing.send(json.dumps({"type": "finalize"}))
+        done = await read_all(finishing)
+        assert done.milestones() == ["86"]
+        assert done.close_code == 1000
+        # The other one says nothing more and is told to go away when the budget ends.
+        began = time.monotonic()
+        gone = await read_all(lingering, timeout=5)
+        assert gone.errors() == ["draining", "going_away"]
+        assert gone.of_type("closed")[-1]["reason"] == "going_away"
+        assert gone.close_code == 1001
+        assert time.monotonic() - began < 2.5
+        values = await scrape(gw)
+        assert values[("dataflow_gateway_draining", ())] == 1
+        assert values[("dataflow_gateway_denials_total", (("reason", "going_away"),))] == 1
+
+
+async def test_drain_endpoint_needs_the_admin_token(simulator: DataflowSimulator) -> None:
+    async with (
+        running_gateway(settings_for(simulator, admin_token="adm-7f3e")) as gw,
+        httpx.AsyncClient(base_url=gw.http_url) as http,
+    ):
+        assert (await http.post("/internal/drain")).status_code == 401
+        assert (await http.post("/internal/drain", headers={"Authorization": "Bearer nope"})).status_code == 401
+        assert gw.gateway.registry.draining is False
+        ok = await http.post("/internal/drain", headers={"Authorization": "Bearer adm-7f3e"})
+        assert ok.status_code == 202
+        assert gw.gateway.registry.draining is True
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+async def test_sigterm_drains_before_uvicorn_closes_sockets(tmp_path: Path) -> None:
+    """A real `dataflow-gateway serve` process: SIGTERM gives live sessions 1001, not uvicorn's 1012."""
+    port = free_port()
+    env = {**os.environ, "GATEWAY_PORT": str(port), "GATEWAY_DRAIN_BUDGET_S": "1", "GATEWAY_LOG_LEVEL": "warning"}
+    env.pop("GATEWAY_UPSTREAM_TARGET", None)
+    log_file = (tmp_path / "gateway.log").open("w")
+    process = subprocess.Popen([sys.executable, "-m", "gateway", "serve"], env=env, stderr=log_file, cwd=tmp_path)
+    try:
+        async with asyncio.timeout(20):
+            while True:
+                try:
+                    async with httpx.AsyncClient() as http:
+                        if (await http.get(f"http://127.0.0.1:{port}/readyz")).status_code == 200:
+                            break
+                except httpx.TransportError:
+                    await asyncio.sleep(0.1)
+        async with ws_connect(f"ws://127.0.0.1:{port}/v1/stream") as ws:
+            await ws.send(start_message())
+            await next_message(ws, "started")
+            process.send_signal(signal.SIGTERM)
+            result = await read_all(ws, timeout=10)
+        assert result.errors() == ["draining", "going_away"]
+        assert result.close_code == 1001
+        assert await asyncio.to_thread(process.wait, 15) == -signal.SIGTERM
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        log_file.close()
+    logged = (tmp_path / "gateway.log").read_text()
+    assert "draining" in logged
