@@ -15,11 +15,10 @@ import time
 import uuid
 from collections import deque
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from typing import Any
 
 from gateway.audio import DATAFLOW_ENCODINGS, AudioConverter, AudioFormat
-from gateway.dataflow_json import FINAL_RESULT, DataflowEvent, DataflowResponse, StartRequest
+from gateway.dataflow_json import FINAL_RESULT, DataflowEvent, StartRequest
 from gateway.errors import (
     ClientTooSlow,
     GatewayError,
@@ -31,48 +30,14 @@ from gateway.errors import (
     UpstreamUnavailable,
 )
 from gateway.registry import Lease
+from gateway.session_output import Closed, Flow, Notice, OutItem, Started
 from gateway.settings import Settings
-from gateway.upstream.client import DataflowStream, UpstreamAudio, UpstreamClient
+from gateway.upstream.client import DataflowStream, UpstreamClient
+
+# The output items are re-exported so adapters import everything session-related from here.
+__all__ = ["Closed", "Flow", "Notice", "OutItem", "Session", "Started"]
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class Started:
-    session_id: str
-    dataflow_session_id: str | None
-    client_format: AudioFormat
-    upstream_format: AudioFormat
-    response: DataflowResponse
-
-
-@dataclass(frozen=True, slots=True)
-class Flow:
-    """Flow-control report: how much audio arrived, went upstream, and waits in between."""
-
-    audio_ms: float
-    sent_ms: float
-    buffered_ms: float
-    paused: bool
-
-
-@dataclass(frozen=True, slots=True)
-class Notice:
-    """A non-fatal error for the client (the session goes on)."""
-
-    error: GatewayError
-
-
-@dataclass(frozen=True, slots=True)
-class Closed:
-    reason: str
-    code: int
-    audio_ms: float
-    error: GatewayError | None
-
-
-# A plain dict is a dialect-specific reply the adapter built itself (e.g. pong), kept in order.
-OutItem = Started | DataflowEvent | DataflowResponse | UpstreamAudio | Flow | Notice | Closed | dict[str, Any]
 
 
 class Session:
