@@ -2,7 +2,7 @@
 
 Pure code, no I/O: the simulator decodes audio to int16 per channel and feeds it here; the events
 that come back are what the simulator sends. Same audio -> same events, bit for bit, however it is
-chunked: all sums that decisions rest on are exact integers (see ``ChannelRecognizer.__init__``).
+chunked: all sums that decisions rest on are exact integers (see ``_Engine.__init__``).
 
 Timeline: each channel is cut into 10 ms blocks at fixed sample positions (block ``k`` ends at
 sample ``(k+1)*rate//100``, so rates that are not multiples of 100 work too). Samples of an
@@ -40,6 +40,7 @@ Per utterance: Speech Started, SR Partial*, Speech Ended, SR Milestone.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -90,13 +91,78 @@ class RecognizerEvent:
 _Timed = tuple[int, RecognizerEvent]  # (ms at which the event was decided, event)
 
 
-class ChannelRecognizer:
-    """VAD + DTMF state of one channel; feed int16 samples of any length, flush() at end of audio."""
+class _Utterances:
+    """The per-channel state machine: VAD hangover, digit runs, group ids."""
 
-    def __init__(self, channel: int, sample_rate: int) -> None:
+    def __init__(self, channel: int) -> None:
+        self.channel = channel
+        self.count = 0
+        self.open = False
+        self.start = 0
+        self.last_speech_end = 0
+        self.digits = ""
+        self._reset_digit_state()
+
+    def run(self, first: int, speech: list[bool], digits: list[int], out: list[_Timed]) -> None:
+        """Blocks first, first+1, ... with their speech flags and digit indices (-1 none)."""
+        i = 0
+        while i < len(speech):
+            if not self.open:  # skip ahead to the next speech block
+                if True not in speech[i:]:
+                    return
+                i = speech.index(True, i)
+                self._open(first + i, out)
+            self._step(first + i, speech[i], digits[i], out)
+            i += 1
+
+    def _reset_digit_state(self) -> None:
+        self._cand = -1  # digit seen in the current run of blocks (-1 none)
+        self._run = 0  # length of that run in blocks
+        self._run_gap = 0  # blocks without the last accepted digit before the run began
+        self._last = -1  # last accepted digit of the utterance
+        self._last_seen = -(10**9)  # last block in which _last was present
+
+    def _event(self, name: str, end: int, text: str = "") -> RecognizerEvent:
+        return RecognizerEvent(name, self.channel, self.start, end, f"{self.channel}-{self.count}", text)
+
+    def _open(self, block: int, out: list[_Timed]) -> None:
+        self.count += 1
+        self.open = True
+        self.start = max(0, block * BLOCK_MS - PRE_SPEECH_MS)
+        self.digits = ""
+        self._reset_digit_state()
+        out.append(((block + 1) * BLOCK_MS, self._event(SPEECH_STARTED, -1)))
+
+    def _step(self, block: int, speech: bool, digit: int, out: list[_Timed]) -> None:
+        now = (block + 1) * BLOCK_MS
+        if speech:
+            self.last_speech_end = now
+        if digit != self._cand:
+            self._cand, self._run, self._run_gap = digit, 0, block - self._last_seen - 1
+        if digit >= 0:
+            self._run += 1
+            if digit == self._last:
+                self._last_seen = block
+            if self._run == _DIGIT_MIN_BLOCKS and (digit != self._last or self._run_gap >= _DIGIT_GAP_BLOCKS):
+                self._last, self._last_seen = digit, block
+                self.digits += DTMF_KEYS[digit]
+                out.append((now, self._event(SR_PARTIAL, now, self.digits)))
+        if not speech and now - self.last_speech_end >= SILENCE_TRIGGER_MS:
+            self.close(self.last_speech_end + POST_SPEECH_MS, now, out)
+
+    def close(self, end: int, now: int, out: list[_Timed]) -> None:
+        out.append((now, self._event(SPEECH_ENDED, end)))
+        out.append((now, self._event(SR_MILESTONE, end, self.digits)))
+        self.open = False
+
+
+class _Engine:
+    """Buffers int16 frames of one or more channels and analyses every complete block of all of them
+    in one numpy pass (per-call overhead is what costs at 20 ms chunks)."""
+
+    def __init__(self, sample_rate: int, channel_ids: list[int]) -> None:
         if not 8000 <= sample_rate <= 48000:
             raise ValueError(f"sample rate {sample_rate} outside 8000..48000")
-        self.channel = channel
         self.sample_rate = sample_rate
         self._window = w = WINDOW_MS * sample_rate // 1000
         phases = np.outer(np.arange(w) * (2 * np.pi / sample_rate), DTMF_ROWS + DTMF_COLS)
@@ -116,38 +182,23 @@ class ChannelRecognizer:
         self._tone_threshold = _THRESHOLD_MS * w * tone_scale
         self._fraction_scale = TONE_FRACTION * tone_scale
         # Small products stay below OpenBLAS's threading threshold: threads only cost at this size.
-        self._batch = max(1, 200_000 // (16 * w))
+        self._batch = max(1, 200_000 // (16 * w * len(channel_ids)))
         self._steps = np.arange(self._batch) * self._block_len if sample_rate % 100 == 0 else None
-        self._hist = np.zeros(self._window, dtype=np.int16)  # samples from absolute index _hist_start
-        self._hist_start = -self._window  # zeros stand in for audio before the first sample
-        self._samples = 0  # samples fed so far
+        self._tracks = [_Utterances(c) for c in channel_ids]
+        self._hist = np.zeros((len(channel_ids), w), dtype=np.int16)  # [channel, sample - _hist_start]
+        self._hist_start = -w  # zeros stand in for audio before the first sample
+        self._samples = 0  # frames fed so far
         self._block = 0  # next block to analyse
-        self._utterances = 0
-        self._in_utt = False
-        self._utt_start = 0
-        self._last_speech_end = 0
-        self._digits = ""
-        self._reset_digit_state()
 
     @property
     def position_ms(self) -> int:
         return self._samples * 1000 // self.sample_rate
 
-    def feed(self, samples: npt.ArrayLike) -> list[RecognizerEvent]:
-        return [event for _, event in self.feed_timed(samples)]
-
-    def flush(self) -> list[RecognizerEvent]:
-        return [event for _, event in self.flush_timed()]
-
-    def feed_timed(self, samples: npt.ArrayLike) -> list[_Timed]:
-        """feed(), each event paired with the ms at which it was decided (for merging channels)."""
-        x = np.asarray(samples)
-        if x.ndim != 1:
-            raise ValueError(f"expected 1-D samples, got shape {x.shape}")
-        if x.size == 0:
+    def _feed(self, frames: npt.NDArray[Any]) -> list[RecognizerEvent]:
+        if not len(frames):
             return []
-        self._hist = np.concatenate([self._hist, x.astype(np.int16, casting="same_kind")])
-        self._samples += x.size
+        self._hist = np.concatenate([self._hist, frames.T.astype(np.int16, casting="same_kind")], axis=1)
+        self._samples += len(frames)
         out: list[_Timed] = []
         complete = (100 * (self._samples + 1) - 1) // self.sample_rate  # blocks fully available
         while self._block < complete:
@@ -155,38 +206,35 @@ class ChannelRecognizer:
             self._analyse(self._block, stop, out)
             self._block = stop
         keep_from = self._block * self.sample_rate // 100 - self._window
-        self._hist = self._hist[keep_from - self._hist_start :]
+        self._hist = self._hist[:, keep_from - self._hist_start :]
         self._hist_start = keep_from
-        return out
+        return _ordered(out, len(self._tracks))
 
-    def flush_timed(self) -> list[_Timed]:
+    def flush(self) -> list[RecognizerEvent]:
+        """End of audio (Finalize): close open utterances (Speech Ended end clamped to the position)."""
         out: list[_Timed] = []
-        if self._in_utt:
-            self._close(min(self._last_speech_end + POST_SPEECH_MS, self.position_ms), self.position_ms, out)
-        return out
+        now = self.position_ms
+        for track in self._tracks:
+            if track.open:
+                track.close(min(track.last_speech_end + POST_SPEECH_MS, now), now, out)
+        return _ordered(out, len(self._tracks))
 
     def _analyse(self, first: int, stop: int, out: list[_Timed]) -> None:
+        n = stop - first
         base = (first + 1) * self.sample_rate // 100 - self._hist_start  # end of the first block
         if self._steps is not None:
-            ends = self._steps[: stop - first] + base
+            ends = self._steps[:n] + base
         else:
             ends = np.arange(first + 1, stop + 1) * self.sample_rate // 100 - self._hist_start
-        windows = self._hist[ends[:, None] + self._offsets].astype(np.float64)
+        windows = self._hist[:, ends[:, None] + self._offsets].reshape(-1, self._window).astype(np.float64)
         # Integers summed in float64 are exact in any order: chunking cannot change a bit.
         energy = (windows * windows) @ self._energy_cols  # [:, 0] window, [:, 1] its last 10 ms
-        speech = (energy[:, 1] > self._block_threshold).tolist()
-        if not self._in_utt and True not in speech:
-            return  # silence outside an utterance: digits would be ignored anyway
+        speech = (energy[:, 1] > self._block_threshold).tolist()  # channel-major: n per channel
+        if True not in speech and not any(track.open for track in self._tracks):
+            return  # silence outside utterances: digits would be ignored anyway
         digits = self._classify(windows @ self._basis, energy[:, 0])
-        i = 0
-        while i < stop - first:
-            if not self._in_utt:  # skip ahead to the next speech block
-                if True not in speech[i:]:
-                    return
-                i = speech.index(True, i)
-                self._open(first + i, out)
-            self._step(first + i, speech[i], digits[i], out)
-            i += 1
+        for c, track in enumerate(self._tracks):
+            track.run(first, speech[c * n : (c + 1) * n], digits[c * n : (c + 1) * n], out)
 
     def _classify(self, proj: npt.NDArray[np.float64], energy: npt.NDArray[np.float64]) -> list[int]:
         """Digit index (into DTMF_KEYS) per window, -1 where the window holds no valid digit."""
@@ -200,83 +248,43 @@ class ChannelRecognizer:
         ok &= top.max(axis=1) <= _TWIST * top.min(axis=1)
         return np.where(ok, power.argmax(axis=2) @ _ROW_COL, -1).tolist()  # type: ignore[no-any-return]
 
-    def _reset_digit_state(self) -> None:
-        self._cand = -1  # digit seen in the current run of blocks (-1 none)
-        self._run = 0  # length of that run in blocks
-        self._run_gap = 0  # blocks without the last accepted digit before the run began
-        self._last = -1  # last accepted digit of the utterance
-        self._last_seen = -(10**9)  # last block in which _last was present
 
-    def _group(self) -> str:
-        return f"{self.channel}-{self._utterances}"
-
-    def _open(self, block: int, out: list[_Timed]) -> None:
-        self._utterances += 1
-        self._in_utt = True
-        self._utt_start = max(0, block * BLOCK_MS - PRE_SPEECH_MS)
-        self._digits = ""
-        self._reset_digit_state()
-        out.append(
-            (
-                (block + 1) * BLOCK_MS,
-                RecognizerEvent(SPEECH_STARTED, self.channel, self._utt_start, -1, self._group(), ""),
-            )
-        )
-
-    def _step(self, block: int, speech: bool, digit: int, out: list[_Timed]) -> None:
-        now = (block + 1) * BLOCK_MS
-        if speech:
-            self._last_speech_end = now
-        if digit != self._cand:
-            self._cand, self._run, self._run_gap = digit, 0, block - self._last_seen - 1
-        if digit >= 0:
-            self._run += 1
-            if digit == self._last:
-                self._last_seen = block
-            if self._run == _DIGIT_MIN_BLOCKS and (digit != self._last or self._run_gap >= _DIGIT_GAP_BLOCKS):
-                self._last, self._last_seen = digit, block
-                self._digits += DTMF_KEYS[digit]
-                out.append(
-                    (now, RecognizerEvent(SR_PARTIAL, self.channel, self._utt_start, now, self._group(), self._digits))
-                )
-        if not speech and now - self._last_speech_end >= SILENCE_TRIGGER_MS:
-            self._close(self._last_speech_end + POST_SPEECH_MS, now, out)
-
-    def _close(self, end: int, now: int, out: list[_Timed]) -> None:
-        group, start = self._group(), self._utt_start
-        out.append((now, RecognizerEvent(SPEECH_ENDED, self.channel, start, end, group, "")))
-        out.append((now, RecognizerEvent(SR_MILESTONE, self.channel, start, end, group, self._digits)))
-        self._in_utt = False
+def _ordered(timed: list[_Timed], channels: int) -> list[RecognizerEvent]:
+    """Events by the time they were decided, then channel (stable: keeps each channel's order)."""
+    if channels > 1:
+        timed.sort(key=lambda item: (item[0], item[1].channel))
+    return [event for _, event in timed]
 
 
-class Recognizer:
-    """All channels of a session. Events of different channels come back ordered by the time they
-    were decided (then by channel), so the merged list does not depend on chunking either."""
+class ChannelRecognizer(_Engine):
+    """One channel: feed int16 samples of any length (1-D), flush() at end of audio."""
+
+    def __init__(self, channel: int, sample_rate: int) -> None:
+        super().__init__(sample_rate, [channel])
+        self.channel = channel
+
+    def feed(self, samples: npt.ArrayLike) -> list[RecognizerEvent]:
+        x = np.asarray(samples)
+        if x.ndim != 1:
+            raise ValueError(f"expected 1-D samples, got shape {x.shape}")
+        return self._feed(x.reshape(-1, 1))
+
+
+class Recognizer(_Engine):
+    """All channels of a session, analysed together. Events of different channels come back ordered by
+    the time they were decided (then by channel), so the merged list does not depend on chunking."""
 
     def __init__(self, sample_rate: int, channels: int) -> None:
         if channels < 1:
             raise ValueError(f"channel count {channels} < 1")
-        self.sample_rate = sample_rate
-        self.channels = [ChannelRecognizer(c, sample_rate) for c in range(channels)]
-
-    @property
-    def position_ms(self) -> int:
-        return self.channels[0].position_ms
+        super().__init__(sample_rate, list(range(channels)))
+        self.channels = channels
 
     def feed(self, frames: npt.ArrayLike) -> list[RecognizerEvent]:
         """``frames``: int16 of shape (n, channels); a 1-D array is accepted for one channel."""
         x = np.asarray(frames)
-        if x.ndim == 1 and len(self.channels) == 1:
+        if x.ndim == 1 and self.channels == 1:
             x = x.reshape(-1, 1)
-        if x.ndim != 2 or x.shape[1] != len(self.channels):
-            raise ValueError(f"expected frames of shape (n, {len(self.channels)}), got {x.shape}")
-        return _merge([ch.feed_timed(x[:, i]) for i, ch in enumerate(self.channels)])
-
-    def flush(self) -> list[RecognizerEvent]:
-        return _merge([ch.flush_timed() for ch in self.channels])
-
-
-def _merge(per_channel: list[list[_Timed]]) -> list[RecognizerEvent]:
-    timed = [item for items in per_channel for item in items]
-    timed.sort(key=lambda item: (item[0], item[1].channel))  # stable: keeps each channel's order
-    return [event for _, event in timed]
+        if x.ndim != 2 or x.shape[1] != self.channels:
+            raise ValueError(f"expected frames of shape (n, {self.channels}), got {x.shape}")
+        return self._feed(x)
