@@ -19,11 +19,13 @@ from pydantic import SecretStr
 
 from gateway import __version__
 from gateway.adapters import audiocodes, dataflow_ws, native
+from gateway.auth import Authenticator
 from gateway.errors import GoingAway
 from gateway.observability import GatewayMetrics
 from gateway.registry import SessionRegistry
-from gateway.routes import demo, docs, health, ops, recognize
-from gateway.settings import Settings, load_settings
+from gateway.routes import demo, docs, health, ops, recognize, tokens
+from gateway.security import AccessGate, CredentialScrubber
+from gateway.settings import Settings, SettingsError, load_settings
 from gateway.simulator.server import DataflowSimulator, SimulatorConfig
 from gateway.upstream.client import UpstreamClient
 from gateway.upstream.token import StaticTokenProvider, TokenProvider, token_provider_from_settings
@@ -41,6 +43,7 @@ class Gateway:
     upstream: UpstreamClient
     tokens: TokenProvider
     registry: SessionRegistry
+    gate: AccessGate
     simulator: DataflowSimulator | None = None
     _drain_task: asyncio.Task[None] | None = None
 
@@ -72,7 +75,9 @@ class Gateway:
         else:
             tokens = token_provider_from_settings(settings)
             upstream = UpstreamClient(settings, tokens)
-        return cls(settings, upstream, tokens, SessionRegistry(settings.max_sessions, GatewayMetrics()), simulator)
+        registry = SessionRegistry(settings.max_sessions, GatewayMetrics())
+        gate = AccessGate(settings, _authenticator(settings), registry)
+        return cls(settings, upstream, tokens, registry, gate, simulator)
 
     def drain(self, budget_s: float | None = None) -> asyncio.Task[None]:
         """Start draining (idempotent): readiness fails and new sessions are refused at once; live
@@ -110,8 +115,28 @@ class Gateway:
             await self.simulator.stop(None)
 
 
+def _check_auth_mode(settings: Settings) -> None:
+    if not settings.auth_required and not settings.simulator_mode and not settings.allow_insecure_no_auth:
+        raise SettingsError(
+            "GATEWAY_AUTH=none is only allowed in simulator mode or with GATEWAY_ALLOW_INSECURE_NO_AUTH=true"
+        )
+
+
+def _authenticator(settings: Settings) -> Authenticator:
+    _check_auth_mode(settings)
+    if not settings.auth_required:
+        log.warning("AUTHENTICATION IS OFF: anyone who can reach this gateway can spend its Data Flow credential")
+    elif not settings.api_keys:
+        log.warning("authentication is required but GATEWAY_API_KEYS is empty: every session will be refused")
+    key = settings.token_signing_key.get_secret_value() if settings.token_signing_key else ""
+    if not key and settings.simulator_mode:
+        key = secrets.token_urlsafe(32)  # browser tokens work on this one process only
+    return Authenticator(settings.api_keys, key, required=settings.auth_required)
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     config = settings or load_settings()
+    _check_auth_mode(config)  # fail at construction, not at the first request
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -129,7 +154,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         "described by the AsyncAPI document at /asyncapi.yaml.",
         lifespan=lifespan,
     )
-    for router in (native.router, dataflow_ws.router, audiocodes.router, recognize.router, health.router,
-                   ops.router, docs.router, demo.router):  # fmt: skip
+    for router in (native.router, dataflow_ws.router, audiocodes.router, recognize.router, tokens.router,
+                   health.router, ops.router, docs.router, demo.router):  # fmt: skip
         app.include_router(router)
+    app.add_middleware(CredentialScrubber)
     return app

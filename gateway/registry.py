@@ -54,9 +54,21 @@ class SessionRegistry:
         self.draining = False
         self.metrics.watch(self)
 
+    def check_capacity(self) -> None:
+        """Raise (and count) the refusal a new session would get now, without taking a slot."""
+        self._admit(None, None)
+
     def reserve(self, dialect: str, key: str | None = None, key_limit: int | None = None) -> Lease:
         """Take a slot or raise: GoingAway while draining, RateLimited over a key's cap,
         CapacityExceeded when the process is full."""
+        self._admit(key, key_limit)
+        self.active += 1
+        self.by_dialect[dialect] += 1
+        if key is not None:
+            self.by_key[key] += 1
+        return Lease(self, dialect, key)
+
+    def _admit(self, key: str | None, key_limit: int | None) -> None:
         try:
             if self.draining:
                 raise GoingAway("this gateway replica is shutting down; reconnect to be served by another")
@@ -67,11 +79,6 @@ class SessionRegistry:
         except GatewayError as exc:
             self.deny(exc.error_code)
             raise
-        self.active += 1
-        self.by_dialect[dialect] += 1
-        if key is not None:
-            self.by_key[key] += 1
-        return Lease(self, dialect, key)
 
     def deny(self, reason: str) -> None:
         self.metrics.denials.labels(reason=reason).inc()

@@ -67,7 +67,7 @@ def uvicorn_config(settings: Settings) -> uvicorn.Config:
         ws_ping_interval=settings.ws_ping_interval_s,
         ws_ping_timeout=settings.ws_ping_timeout_s,
         lifespan="on",
-        log_config=logging_config(settings.log_level, settings.log_format),
+        log_config=None,  # serve() configures logging once; embedding apps and tests keep their own
         log_level=settings.log_level,
         server_header=False,
         # The drain happens before uvicorn's shutdown starts; this only bounds stragglers after it.

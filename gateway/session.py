@@ -14,7 +14,8 @@ import logging
 import time
 import uuid
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from typing import Any
 
 from gateway.audio import DATAFLOW_ENCODINGS, AudioConverter, AudioFormat
@@ -35,15 +36,28 @@ from gateway.settings import Settings
 from gateway.upstream.client import DataflowStream, UpstreamClient
 
 # The output items are re-exported so adapters import everything session-related from here.
-__all__ = ["Closed", "Flow", "Notice", "OutItem", "Session", "Started"]
+__all__ = ["Closed", "Flow", "Notice", "OutItem", "Session", "SessionLimits", "Started"]
 
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True, slots=True)
+class SessionLimits:
+    """Per-session limits beyond the settings' defaults (from the caller's credential)."""
+
+    max_session_s: float
+    max_rate_x: float | None = None  # live streams: audio may not outrun real time by more than this
+    rate_burst_ms: float = 0.0
+    spend_audio: Callable[[float], bool] | None = None  # False once the caller's audio budget is spent
+
+
 class Session:
-    def __init__(self, upstream: UpstreamClient, settings: Settings, lease: Lease) -> None:
+    def __init__(
+        self, upstream: UpstreamClient, settings: Settings, lease: Lease, limits: SessionLimits | None = None
+    ) -> None:
         self.id = uuid.uuid4().hex
         self.settings = settings
+        self.limits = limits or SessionLimits(settings.max_session_s)
         self.dialect = lease.dialect
         self.state = "new"
         self._upstream = upstream
@@ -62,10 +76,13 @@ class Session:
         self._end_reason: str | None = None
         self._end_error: GatewayError | None = None
         self._saw_final_result = False
+        self._said_finalizing = False
         self._finalize_deadline = 0.0
         self.opened_at = time.monotonic()
         self._last_activity = self.opened_at
         self.bytes_in = 0
+        self._bytes_budgeted = 0
+        self._streaming_since = 0.0
         self.backpressure_pauses = 0
         self._was_paused = False
         self.project = ""
@@ -85,7 +102,7 @@ class Session:
         self._client_format, self._upstream_format = client_format, upstream_format
         request.audio = upstream_format
         self.project = request.project
-        deadline = s.max_session_s + s.finalize_timeout_s + 30.0
+        deadline = self.limits.max_session_s + s.finalize_timeout_s + 30.0
         self._stream = self._upstream.stream(upstream_format, deadline_s=deadline)
         began = time.monotonic()
         try:
@@ -97,6 +114,7 @@ class Session:
             self._stream.cancel()
             raise self._end_error or GoingAway("the session was closed while starting")
         self.state = "streaming"
+        self._streaming_since = time.monotonic()
         self._metrics.start_latency.observe(time.monotonic() - began)
         self._metrics.sessions_started.labels(dialect=self.dialect).inc()
         log.info("session started", extra=self._log_fields())
@@ -112,13 +130,23 @@ class Session:
         """Client audio in the client's format, any byte count. Waits while Data Flow is slow."""
         if self.state != "streaming":
             if self.state == "finalizing":
-                raise InvalidMessage("audio after finalize/stop is dropped", code="session_finalizing")
+                # Said once; after a limit the closing error explains it, so nothing is said.
+                if self._end_error is None and not self._said_finalizing:
+                    self._said_finalizing = True
+                    raise InvalidMessage("audio after finalize/stop is dropped", code="session_finalizing")
+                return
             if self.state == "closed":
                 return
             raise InvalidMessage("send a start message before audio", code="audio_before_start")
         assert self._converter is not None and self._stream is not None
-        self._last_activity = time.monotonic()
+        now = self._last_activity = time.monotonic()
         self.bytes_in += len(data)
+        rate_x = self.limits.max_rate_x
+        if rate_x is not None and self._client_format is not None:
+            ahead_ms = self._client_format.bytes_to_ms(self.bytes_in) - (now - self._streaming_since) * 1000 * rate_x
+            if ahead_ms > self.limits.rate_burst_ms:
+                await self._limit("audio_too_fast", f"audio arrives faster than {rate_x:g}x real time")
+                return
         converted = self._converter.convert(data)
         if not converted:
             return
@@ -254,9 +282,11 @@ class Session:
             now = time.monotonic()
             if self.state == "streaming":
                 self._emit(self.flow())
-                if now - self.opened_at >= self.settings.max_session_s:
+                if not self._spend_budget():
+                    await self._limit("audio_budget_spent", "the caller's audio budget for the last minute is spent")
+                elif now - self.opened_at >= self.limits.max_session_s:
                     await self._limit(
-                        "max_duration", f"maximum session duration of {self.settings.max_session_s:g} s reached"
+                        "max_duration", f"maximum session duration of {self.limits.max_session_s:g} s reached"
                     )
                 elif now - self._last_activity >= self.settings.idle_timeout_s:
                     await self._limit("idle_timeout", f"no audio or message for {self.settings.idle_timeout_s:g} s")
@@ -268,6 +298,13 @@ class Session:
                     self._finish(
                         "upstream_error", UpstreamTimeout(f"no final result from Data Flow within {timeout:g} s")
                     )
+
+    def _spend_budget(self) -> bool:
+        spend, fmt = self.limits.spend_audio, self._client_format
+        if spend is None or fmt is None:
+            return True
+        new_bytes, self._bytes_budgeted = self.bytes_in - self._bytes_budgeted, self.bytes_in
+        return spend(new_bytes / fmt.bytes_per_second)
 
     async def _limit(self, reason: str, message: str) -> None:
         """A policy limit: deliver what Data Flow still has (finalize), then close with 1008."""

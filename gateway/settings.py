@@ -13,6 +13,8 @@ from typing import Any, Literal
 from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from gateway.auth import ApiKeySpec
+
 UpstreamEncoding = Literal["pcm", "ulaw", "alaw"]
 WsImplementation = Literal["websockets", "websockets-sansio", "wsproto"]
 
@@ -86,6 +88,34 @@ class Settings(BaseSettings):
     max_ws_message_bytes: int = Field(1024 * 1024, ge=1024, description="Largest WebSocket message accepted.")
     ack_interval_ms: int = Field(1000, ge=50, description="Period of flow-control acks to streaming clients.")
     pre_start_audio_ms: int = Field(5000, ge=0, description="Audio held while Data Flow's start is pending.")
+    max_upload_bytes: int = Field(
+        1024**3, ge=1024, description="Largest POST /v1/recognize body; checked while streaming (413)."
+    )
+
+    max_audio_rate_x: float = Field(
+        3.0, gt=0, description="Live streams may not send audio faster than this multiple of real time."
+    )
+    audio_rate_burst_ms: int = Field(
+        10000, ge=0, description="Audio a live stream may send ahead of real time before the rate limit applies."
+    )
+
+    # --- client authentication ------------------------------------------------------------------------
+    auth: Literal["required", "none"] | None = Field(
+        None, description="required: every session needs an API key or browser token; unset: none in simulator mode."
+    )
+    allow_insecure_no_auth: bool = Field(False, description="Permit auth=none with a real upstream (logs a warning).")
+    api_keys: list[ApiKeySpec] = Field(
+        default_factory=list, description='JSON list: [{"name","sha256","projects","max_sessions",...}].'
+    )
+    token_signing_key: SecretStr | None = Field(
+        None, description="HS256 key for browser tokens (same on all replicas)."
+    )
+    token_ttl_s: float = Field(60.0, gt=0, description="Default life of a browser token (to start a session).")
+    token_max_ttl_s: float = Field(900.0, gt=0, description="Longest life a browser token may ask for.")
+    allowed_origins: list[str] = Field(
+        default_factory=list, description="Exact Origins allowed on WebSocket handshakes (same-origin always is)."
+    )
+    auth_failures_per_minute: int = Field(20, ge=0, description="Failed authentications per client before 429.")
 
     # --- embedded simulator --------------------------------------------------------------------------
     simulator_port: int = Field(0, ge=0, le=65535, description="Port of the embedded simulator (0: any free).")
@@ -98,6 +128,12 @@ class Settings(BaseSettings):
     @property
     def simulator_mode(self) -> bool:
         return not self.upstream_target
+
+    @property
+    def auth_required(self) -> bool:
+        if self.auth is None:
+            return not self.simulator_mode
+        return self.auth == "required"
 
     def upstream_is_plaintext(self) -> bool:
         if self.upstream_plaintext is not None:

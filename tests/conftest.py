@@ -1,14 +1,16 @@
-"""Suite-wide test setup: asyncio debug mode, shared fixtures live in tests/fixtures.py."""
+"""Suite-wide setup: asyncio debug mode, the simulator and upstream fixtures, the log secret check."""
 
 from __future__ import annotations
 
 import os
 
-# asyncio debug mode catches never-awaited coroutines and slow callbacks; set before any loop exists.
+# asyncio debug mode catches never-awaited coroutines and slow callbacks; gRPC's core reads its
+# verbosity when it loads.
 os.environ.setdefault("PYTHONASYNCIODEBUG", "1")
 os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
 
-from collections.abc import AsyncIterator
+import logging
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 from pydantic import SecretStr
@@ -20,6 +22,32 @@ from gateway.upstream.token import StaticTokenProvider
 
 SIM_TOKEN = "sim-token-5f0c2d9a-never-log-me"
 SIM_TENANT = "7c1f9a52-0000-4000-8000-0000000000aa"
+
+#: Every secret the suite uses; tests add the ones they mint. None may appear in a server log line.
+SECRETS: set[str] = {SIM_TOKEN}
+
+
+class _ServerLogLines(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.name.startswith(("gateway", "uvicorn")):
+            self.lines.append(f"{record.getMessage()} {record.__dict__}")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_secret_in_any_server_log() -> Iterator[None]:
+    """Collects every gateway/uvicorn log record of the whole run and checks it for secrets."""
+    collector = _ServerLogLines()
+    root = logging.getLogger()
+    root.addHandler(collector)
+    yield
+    root.removeHandler(collector)
+    leaked = sorted(secret[:6] + "…" for secret in SECRETS if any(secret in line for line in collector.lines))
+    assert collector.lines, "no server log line was captured: the secret check would be empty"
+    assert not leaked, f"secrets appeared in server logs: {leaked}"
 
 
 @pytest.fixture
@@ -44,6 +72,9 @@ def settings_for(simulator: DataflowSimulator, **overrides: object) -> Settings:
         "upstream_method_path": simulator.config.method_path,
         "upstream_proto_module": simulator.config.proto_module,
         "default_project": "demo",
+        # Relay tests run without client auth; tests/test_auth.py turns it on explicitly.
+        "auth": "none",
+        "allow_insecure_no_auth": True,
         "_env_file": None,
     }
     values.update(overrides)

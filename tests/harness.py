@@ -40,7 +40,7 @@ class RunningGateway:
 
 @asynccontextmanager
 async def running_gateway(settings: Settings) -> AsyncIterator[RunningGateway]:
-    config = uvicorn_config(settings.model_copy(update={"host": "127.0.0.1", "port": 0, "log_level": "warning"}))
+    config = uvicorn_config(settings.model_copy(update={"host": "127.0.0.1", "port": 0, "log_level": "info"}))
     server = DrainingServer(config)
     task = asyncio.create_task(server.serve())
     while not server.started:

@@ -19,6 +19,7 @@ from gateway.adapters.common import ClientSocket, gateway_of, run_session, send_
 from gateway.audio import AudioFormat, parse_encoding
 from gateway.dataflow_json import PARTIAL, DataflowEvent, DataflowResponse, StartRequest, loads_object
 from gateway.errors import BadRequest, GatewayError, InvalidMessage, LimitReached
+from gateway.security import chosen_subprotocol
 from gateway.session import Closed, Flow, Notice, OutItem, Session, Started
 from gateway.upstream.client import UpstreamAudio
 
@@ -66,18 +67,38 @@ class NativeConnection:
         self.raw = False
 
     async def run(self) -> None:
-        await self.ws.accept()
+        gate = self.gateway.gate
+        admitted, principal = await gate.admit_ws(self.ws, in_band=True)
+        if not admitted:
+            return
+        await self.ws.accept(subprotocol=chosen_subprotocol(self.ws))
         try:
-            lease = self.gateway.registry.reserve("native")
+            self.gateway.registry.check_capacity()  # say so now rather than after the client's start
         except GatewayError as exc:
             await self._refuse(exc)
             return
-        session = Session(self.gateway.upstream, self.settings, lease)
+        opened = await self._await_start()
+        if opened is None:
+            return
+        request, client_format, token = opened
         try:
-            if await self._await_start(session):
-                await run_session(
-                    session, self._receive(session), send_loop(session, self.socket, self._render, self._goodbye)
-                )
+            if principal is None:  # a browser that could only send its token in the start message
+                principal = gate.authenticate_in_band(token, self.ws.headers.get("origin"))
+            gate.admit_session(principal, request.project)
+            lease = gate.reserve("native", principal)
+        except GatewayError as exc:
+            await self._refuse(exc)
+            return
+        session = Session(self.gateway.upstream, self.settings, lease, gate.session_limits(principal, live=True))
+        try:
+            try:
+                await session.start(request, client_format)
+            except GatewayError as exc:
+                await self._refuse(exc, "start_failed")
+                return
+            await run_session(
+                session, self._receive(session), send_loop(session, self.socket, self._render, self._goodbye)
+            )
         finally:
             await session.aclose()
             lease.release()
@@ -89,14 +110,14 @@ class NativeConnection:
 
     # --- before start ------------------------------------------------------------------------------
 
-    async def _await_start(self, session: Session) -> bool:
-        """Read until a valid start opens the upstream stream; False if the connection ended."""
+    async def _await_start(self) -> tuple[StartRequest, AudioFormat, str | None] | None:
+        """Read until a valid start message; None if the connection ended or timed out."""
         try:
             async with asyncio.timeout(self.settings.start_timeout_s):
                 while True:
                     message = await self.ws.receive()
                     if message["type"] == "websocket.disconnect":
-                        return False
+                        return None
                     if message.get("bytes") is not None:
                         await self.socket.send_json(_error_json(
                             InvalidMessage("send a start message before audio; this audio was dropped",
@@ -110,23 +131,15 @@ class NativeConnection:
                             continue
                         if kind != "start":
                             raise InvalidMessage(f"expected a start message, got {kind!r}", code="not_started")
-                        request, client_format = self._parse_start(obj)
+                        return self._parse_start(obj)
                     except GatewayError as exc:
                         await self.socket.send_json(_error_json(exc))
-                        continue
-                    break
         except TimeoutError:
             limit = LimitReached(f"no start message within {self.settings.start_timeout_s:g} s", code="start_timeout")
             await self._refuse(limit)
-            return False
-        try:
-            await session.start(request, client_format)
-        except GatewayError as exc:
-            await self._refuse(exc, "start_failed")
-            return False
-        return True
+            return None
 
-    def _parse_start(self, obj: dict[str, Any]) -> tuple[StartRequest, AudioFormat]:
+    def _parse_start(self, obj: dict[str, Any]) -> tuple[StartRequest, AudioFormat, str | None]:
         try:
             start = StartMessage.model_validate(obj)
         except ValidationError as exc:
@@ -148,7 +161,7 @@ class NativeConnection:
             settings=settings,
             call_properties=start.call_properties,
         )
-        return request, client_format
+        return request, client_format, start.token
 
     # --- streaming ---------------------------------------------------------------------------------
 

@@ -1,0 +1,193 @@
+"""Who may spend the gateway's Data Flow credential: API keys, browser tokens, per-key budgets.
+
+API keys are configured as SHA-256 digests (keys are long random strings, so a fast hash is
+enough and nothing in the configuration can be replayed). Browser tokens are short-lived HS256
+JWTs minted with an API key and bound to its name, projects, an origin and a session length.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import time
+import uuid
+from collections import defaultdict, deque
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import jwt
+from pydantic import BaseModel, Field
+
+from gateway.errors import Forbidden, RateLimited, Unauthorized
+
+_ISSUER = "dataflow-gateway"
+_AUDIENCE = "dataflow-gateway/session"
+_LEEWAY_S = 5
+
+
+class ApiKeySpec(BaseModel):
+    """One entry of GATEWAY_API_KEYS (a JSON list)."""
+
+    name: str = Field(min_length=1, max_length=64)
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="hex SHA-256 of the key")
+    projects: list[str] | None = Field(None, description="projects this key may run (default: any)")
+    max_sessions: int | None = Field(None, ge=1, description="concurrent sessions for this key (per replica)")
+    audio_seconds_per_minute: float | None = Field(None, gt=0, description="audio budget per minute (per replica)")
+
+
+def key_digest(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def new_api_key() -> str:
+    return "dfg_" + secrets.token_urlsafe(32)
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """An authenticated caller, with everything the session limits need."""
+
+    name: str
+    kind: Literal["anonymous", "api_key", "browser_token"]
+    projects: frozenset[str] | None = None
+    max_sessions: int | None = None
+    audio_seconds_per_minute: float | None = None
+    origin: str | None = None
+    max_session_s: float | None = None
+    token_id: str | None = None
+    single_use: bool = False
+
+    def check_project(self, project: str) -> None:
+        if self.projects is not None and project not in self.projects:
+            raise Forbidden(f"this credential may not run project {project!r}", code="project_not_allowed")
+
+
+ANONYMOUS = Principal(name="anonymous", kind="anonymous")
+
+
+class Authenticator:
+    def __init__(self, keys: list[ApiKeySpec], signing_key: str, *, required: bool) -> None:
+        self.required = required
+        self._keys = {spec.sha256: spec for spec in keys}
+        self._signing_key = signing_key
+        self._used_tokens: dict[str, float] = {}  # jti -> expiry, for single-use tokens
+
+    @property
+    def can_mint(self) -> bool:
+        return bool(self._signing_key)
+
+    def authenticate(self, credential: str | None) -> Principal:
+        """The caller behind ``credential`` (an API key or a browser token)."""
+        if not credential:
+            if self.required:
+                raise Unauthorized("a credential is required (API key or browser token)", code="missing_credential")
+            return ANONYMOUS
+        if credential.count(".") == 2:
+            if not self._signing_key:
+                raise Unauthorized("browser tokens are not enabled on this gateway", code="invalid_credential")
+            return self._verify_token(credential)
+        spec = self._keys.get(key_digest(credential))
+        if spec is None:
+            raise Unauthorized("unknown API key", code="invalid_credential")
+        return Principal(
+            name=spec.name,
+            kind="api_key",
+            projects=frozenset(spec.projects) if spec.projects is not None else None,
+            max_sessions=spec.max_sessions,
+            audio_seconds_per_minute=spec.audio_seconds_per_minute,
+        )
+
+    def mint(
+        self, owner: Principal, *, projects: list[str] | None, origin: str | None, max_session_s: float | None,
+        ttl_s: float, single_use: bool,
+    ) -> tuple[str, float]:  # fmt: skip
+        """A browser token for ``owner`` (narrower, never wider); returns (token, expiry epoch)."""
+        if owner.kind != "api_key":
+            raise Forbidden("browser tokens are minted with an API key", code="api_key_required")
+        if projects is not None and owner.projects is not None and not set(projects) <= owner.projects:
+            raise Forbidden("the token asks for projects the key may not run", code="project_not_allowed")
+        now = time.time()
+        claims: dict[str, Any] = {
+            "iss": _ISSUER, "aud": _AUDIENCE, "sub": owner.name, "iat": int(now), "nbf": int(now),
+            "exp": int(now + ttl_s), "jti": uuid.uuid4().hex, "su": single_use,
+            "prj": projects if projects is not None else (sorted(owner.projects) if owner.projects else None),
+            "org": origin, "mss": max_session_s, "ms": owner.max_sessions, "apm": owner.audio_seconds_per_minute,
+        }  # fmt: skip
+        return jwt.encode(claims, self._signing_key, algorithm="HS256"), claims["exp"]
+
+    def _verify_token(self, token: str) -> Principal:
+        try:
+            claims = jwt.decode(
+                token, self._signing_key, algorithms=["HS256"], audience=_AUDIENCE, issuer=_ISSUER,
+                leeway=_LEEWAY_S, options={"require": ["exp", "iat", "jti", "sub"]},
+            )  # fmt: skip
+        except jwt.ExpiredSignatureError:
+            raise Unauthorized("the browser token has expired", code="token_expired") from None
+        except jwt.PyJWTError:
+            raise Unauthorized("the browser token is not valid", code="invalid_credential") from None
+        projects = claims.get("prj")
+        return Principal(
+            name=str(claims["sub"]),
+            kind="browser_token",
+            projects=frozenset(projects) if isinstance(projects, list) else None,
+            max_sessions=claims.get("ms"),
+            audio_seconds_per_minute=claims.get("apm"),
+            origin=claims.get("org"),
+            max_session_s=claims.get("mss"),
+            token_id=str(claims["jti"]),
+            single_use=bool(claims.get("su")),
+        )
+
+    def consume(self, principal: Principal) -> None:
+        """Spend a single-use token (per replica); a second use is refused."""
+        if not principal.single_use or principal.token_id is None:
+            return
+        now = time.time()
+        for jti in [j for j, expiry in self._used_tokens.items() if expiry < now - _LEEWAY_S]:
+            del self._used_tokens[jti]
+        if principal.token_id in self._used_tokens:
+            raise Unauthorized("this single-use browser token was already used", code="token_reused")
+        self._used_tokens[principal.token_id] = now + 3600
+
+
+class FailedAuthThrottle:
+    """Refuses a client address for a while after too many failed authentications."""
+
+    def __init__(self, limit_per_minute: int) -> None:
+        self.limit = limit_per_minute
+        self._failures: dict[str, deque[float]] = defaultdict(deque)
+
+    def check(self, client: str) -> None:
+        window = self._window(client)
+        if self.limit and len(window) >= self.limit:
+            raise RateLimited("too many failed authentication attempts; wait a minute", code="auth_throttled")
+
+    def failed(self, client: str) -> None:
+        self._window(client).append(time.monotonic())
+
+    def _window(self, client: str) -> deque[float]:
+        window = self._failures[client]
+        cutoff = time.monotonic() - 60
+        while window and window[0] < cutoff:
+            window.popleft()
+        if not window:
+            self._failures.pop(client, None)
+            window = self._failures[client]
+        return window
+
+
+class AudioBudgets:
+    """Audio seconds per key per minute (sliding window, per replica)."""
+
+    def __init__(self) -> None:
+        self._spent: dict[str, deque[tuple[float, float]]] = defaultdict(deque)
+
+    def remaining(self, key: str, per_minute: float) -> float:
+        window = self._spent[key]
+        cutoff = time.monotonic() - 60
+        while window and window[0][0] < cutoff:
+            window.popleft()
+        return per_minute - sum(seconds for _, seconds in window)
+
+    def spend(self, key: str, seconds: float) -> None:
+        self._spent[key].append((time.monotonic(), seconds))

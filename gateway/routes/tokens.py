@@ -1,0 +1,59 @@
+"""``POST /v1/tokens``: an API-key holder mints a short-lived browser token."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from gateway.errors import GatewayError, UpstreamUnavailable
+from gateway.security import SUBPROTOCOL
+
+router = APIRouter(tags=["authentication"])
+
+
+class TokenRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    projects: list[str] | None = Field(None, description="Projects the token may run (default: the key's).")
+    origin: str | None = Field(None, description="The only Origin the token works from, e.g. https://app.example.com")
+    max_session_seconds: float | None = Field(None, alias="maxSessionSeconds", gt=0)
+    ttl_seconds: float | None = Field(None, alias="ttlSeconds", gt=0, description="Time to start a session with it.")
+    single_use: bool = Field(False, alias="singleUse", description="Refuse a second session (per replica).")
+
+
+class TokenResponse(BaseModel):
+    token: str
+    expires_at: float = Field(alias="expiresAt")
+    subprotocols: list[str] = Field(description="Pass as the WebSocket constructor's protocols argument.")
+
+
+def _error(exc: GatewayError) -> JSONResponse:
+    return JSONResponse({"error": exc.to_json()}, status_code=exc.http_status)
+
+
+@router.post(
+    "/v1/tokens",
+    summary="Mint a browser token",
+    response_model=TokenResponse,
+    responses={401: {"description": "no or bad API key"}, 403: {"description": "not allowed"}},
+    openapi_extra={"security": [{"ApiKey": []}]},
+)
+async def mint_token(request: Request, body: TokenRequest) -> Any:
+    gateway = request.app.state.gateway
+    settings = gateway.settings
+    try:
+        owner = gateway.gate.identify(request.scope, request.headers)
+        if owner is None:  # pragma: no cover - identify() returns a principal when in_band is off
+            raise GatewayError("no principal")
+        ttl = min(body.ttl_seconds or settings.token_ttl_s, settings.token_max_ttl_s)
+        if not gateway.gate.auth.can_mint:
+            raise UpstreamUnavailable("browser tokens are not configured (GATEWAY_TOKEN_SIGNING_KEY)", retryable=False)
+        token, expires = gateway.gate.auth.mint(
+            owner, projects=body.projects, origin=body.origin, max_session_s=body.max_session_seconds,
+            ttl_s=ttl, single_use=body.single_use,
+        )  # fmt: skip
+    except GatewayError as exc:
+        return _error(exc)
+    return {"token": token, "expiresAt": expires, "subprotocols": [SUBPROTOCOL, f"bearer.{token}"]}

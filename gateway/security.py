@@ -1,0 +1,186 @@
+"""The gate every endpoint passes: credentials, origin allowlist, failed-auth throttling.
+
+Credentials are read, in order, from ``Authorization: Bearer``, ``X-API-Key``, a
+``Sec-WebSocket-Protocol`` entry ``bearer.<credential>`` (browsers cannot set headers), a shared
+secret in the path (``/t/<secret>/…``, for telephony systems that can only be given a URL) and
+``?token=``. :class:`CredentialScrubber` moves the last two out of the request's path and query
+before anything (uvicorn's access log included) sees them.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from typing import Any
+from urllib.parse import parse_qsl, urlencode
+
+from fastapi import WebSocket
+from fastapi.responses import JSONResponse
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from gateway.auth import AudioBudgets, Authenticator, FailedAuthThrottle, Principal
+from gateway.errors import Forbidden, GatewayError, RateLimited, Unauthorized
+from gateway.registry import Lease, SessionRegistry
+from gateway.session import SessionLimits
+from gateway.settings import Settings
+
+log = logging.getLogger(__name__)
+
+SUBPROTOCOL = "dataflow-gateway.v1"
+_BEARER_PROTOCOL = "bearer."
+# Scope keys (names, not secrets) under which the scrubber keeps credentials lifted from the URL.
+_PATH_SECRET = "gateway.path_credential"  # noqa: S105
+_QUERY_TOKEN = "gateway.query_credential"  # noqa: S105
+
+
+class CredentialScrubber:
+    """ASGI middleware: lifts ``/t/<secret>`` and ``?token=`` out of the URL into the scope."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] in ("http", "websocket"):
+            path: str = scope["path"]
+            if path.startswith("/t/"):
+                secret, _, rest = path[3:].partition("/")
+                scope[_PATH_SECRET] = secret
+                scope["path"] = "/" + rest
+                scope["raw_path"] = scope["path"].encode()
+            query: bytes = scope.get("query_string", b"")
+            if b"token=" in query:
+                pairs = parse_qsl(query.decode("latin-1"), keep_blank_values=True)
+                scope[_QUERY_TOKEN] = next((v for k, v in pairs if k == "token"), None)
+                scope["query_string"] = urlencode([(k, v) for k, v in pairs if k != "token"]).encode("latin-1")
+        await self.app(scope, receive, send)
+
+
+def credential_of(scope: Scope, headers: Any) -> str | None:
+    authorization: str = headers.get("authorization", "")
+    if authorization.lower().startswith("bearer "):
+        return authorization[7:].strip() or None
+    if key := headers.get("x-api-key"):
+        return str(key).strip() or None
+    for offered in _offered_subprotocols(headers):
+        if offered.startswith(_BEARER_PROTOCOL):
+            return offered[len(_BEARER_PROTOCOL) :] or None
+    secret = scope.get(_PATH_SECRET)
+    if secret:
+        return str(secret)
+    token = scope.get(_QUERY_TOKEN)
+    return str(token) if token else None
+
+
+def _offered_subprotocols(headers: Any) -> list[str]:
+    value: str = headers.get("sec-websocket-protocol", "")
+    return [p.strip() for p in value.split(",") if p.strip()]
+
+
+def chosen_subprotocol(ws: WebSocket) -> str | None:
+    """Browsers fail the handshake unless one offered subprotocol is echoed back."""
+    offered = _offered_subprotocols(ws.headers)
+    return SUBPROTOCOL if SUBPROTOCOL in offered else None
+
+
+class AccessGate:
+    def __init__(self, settings: Settings, authenticator: Authenticator, registry: SessionRegistry) -> None:
+        self.settings = settings
+        self.auth = authenticator
+        self.registry = registry
+        self.throttle = FailedAuthThrottle(settings.auth_failures_per_minute)
+        self.budgets = AudioBudgets()
+        self._origins = set(settings.allowed_origins)
+
+    # --- checks --------------------------------------------------------------------------------------
+
+    def origin_allowed(self, origin: str, scope: Scope, headers: Any) -> bool:
+        if origin in self._origins:
+            return True
+        # Same-origin pages (the built-in demo page) may always connect.
+        scheme = "https" if scope.get("scheme") in ("https", "wss") else "http"
+        host = headers.get("host", "")
+        return bool(host) and hmac.compare_digest(origin, f"{scheme}://{host}")
+
+    def identify(self, scope: Scope, headers: Any, *, in_band: bool = False) -> Principal | None:
+        """The caller of a request or handshake. None means "not yet": an in-band credential (the
+        native start message) may still come. Raises the denial as a GatewayError."""
+        client = scope["client"][0] if scope.get("client") else "unknown"
+        try:
+            self.throttle.check(client)
+            origin = headers.get("origin")
+            credential = credential_of(scope, headers)
+            if origin is not None and not self.origin_allowed(origin, scope, headers):
+                raise Forbidden(f"origin {origin!r} is not allowed", code="origin_not_allowed")
+            if credential is None and in_band and self.auth.required and origin is not None:
+                return None  # a browser: its token may come in the start message
+            try:
+                principal = self.auth.authenticate(credential)
+            except Unauthorized:
+                self.throttle.failed(client)
+                raise
+            if principal.origin is not None and principal.origin != origin:
+                raise Forbidden("the browser token is bound to another origin", code="origin_mismatch")
+            return principal
+        except GatewayError as exc:
+            self.registry.deny(exc.error_code)
+            raise
+
+    def authenticate_in_band(self, credential: str | None, origin: str | None) -> Principal:
+        """A credential from the start message (browsers that cannot use the handshake)."""
+        try:
+            principal = self.auth.authenticate(credential)
+            if principal.origin is not None and principal.origin != origin:
+                raise Forbidden("the browser token is bound to another origin", code="origin_mismatch")
+        except GatewayError as exc:
+            self.registry.deny(exc.error_code)
+            raise
+        return principal
+
+    def admit_session(self, principal: Principal, project: str) -> None:
+        """Project allowed, single-use token unspent, audio budget left — or raise."""
+        try:
+            principal.check_project(project)
+            per_minute = principal.audio_seconds_per_minute
+            if per_minute is not None and self.budgets.remaining(principal.name, per_minute) <= 0:
+                raise RateLimited("this key's audio budget for the last minute is spent", code="audio_budget_spent")
+            self.auth.consume(principal)
+        except GatewayError as exc:
+            self.registry.deny(exc.error_code)
+            raise
+
+    def reserve(self, dialect: str, principal: Principal | None) -> Lease:
+        """A session slot, counted against the caller's key as well as the process."""
+        if principal is None or principal.kind == "anonymous":
+            return self.registry.reserve(dialect)
+        return self.registry.reserve(dialect, key=principal.name, key_limit=principal.max_sessions)
+
+    def session_limits(self, principal: Principal | None, *, live: bool) -> SessionLimits:
+        s = self.settings
+        max_s = s.max_session_s
+        if principal is not None and principal.max_session_s is not None:
+            max_s = min(max_s, principal.max_session_s)
+        spend = None
+        if principal is not None and principal.audio_seconds_per_minute is not None:
+            name, per_minute, budgets = principal.name, principal.audio_seconds_per_minute, self.budgets
+
+            def spend(seconds: float) -> bool:
+                budgets.spend(name, seconds)
+                return budgets.remaining(name, per_minute) > 0
+
+        return SessionLimits(max_s, s.max_audio_rate_x if live else None, s.audio_rate_burst_ms, spend)
+
+    # --- WebSocket helpers -------------------------------------------------------------------------------
+
+    async def admit_ws(self, ws: WebSocket, *, in_band: bool = False) -> tuple[bool, Principal | None]:
+        """Run the handshake checks; on denial answer with a real HTTP status before accept."""
+        try:
+            return True, self.identify(ws.scope, ws.headers, in_band=in_band)
+        except GatewayError as exc:
+            await deny_handshake(ws, exc)
+            return False, None
+
+
+async def deny_handshake(ws: WebSocket, error: GatewayError) -> None:
+    body = {"error": error.to_json()}
+    headers = {"Retry-After": "60"} if error.http_status in (429, 503) else None
+    await ws.send_denial_response(JSONResponse(body, status_code=error.http_status, headers=headers))

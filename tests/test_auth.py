@@ -1,0 +1,251 @@
+"""Client authentication, browser tokens, origin checks and abuse limits over real sockets."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import jwt
+import pytest
+from websockets.exceptions import InvalidStatus
+
+from gateway.app import create_app
+from gateway.auth import key_digest
+from gateway.settings import SettingsError
+from gateway.simulator.server import DataflowSimulator
+from tests import signals
+from tests.conftest import SECRETS, settings_for
+from tests.harness import RunningGateway, Transcript, next_message, read_all, running_gateway, ws_connect
+from tests.test_native_stream import start_message
+
+ACME_KEY = "dfg_acme_3b1f0c9e5d7a44c8b2f6e0a1d9c8b7a6"
+TINY_KEY = "dfg_tiny_77e2c1d0a9b84f3e8c6d5b4a39281706"
+SIGNING_KEY = "signing-key-for-tests-0123456789abcdef"
+APP_ORIGIN = "https://app.example.com"
+OTHER_ORIGIN = "https://other.example.com"
+SECRETS.update({ACME_KEY, TINY_KEY, SIGNING_KEY})
+
+
+@pytest.fixture
+async def gw(simulator: DataflowSimulator, request: pytest.FixtureRequest) -> AsyncIterator[RunningGateway]:
+    overrides: dict[str, Any] = getattr(request, "param", {})
+    settings = settings_for(
+        simulator,
+        auth="required",
+        api_keys=[
+            {"name": "acme", "sha256": key_digest(ACME_KEY), "projects": ["demo"], "max_sessions": 2},
+            {"name": "tiny", "sha256": key_digest(TINY_KEY), "audio_seconds_per_minute": 2},
+        ],
+        token_signing_key=SIGNING_KEY,
+        allowed_origins=[APP_ORIGIN, OTHER_ORIGIN],
+        ack_interval_ms=100,
+        **overrides,
+    )
+    async with running_gateway(settings) as running:
+        yield running
+
+
+async def denied(url: str, **kwargs: Any) -> tuple[int, dict[str, Any]]:
+    with pytest.raises(InvalidStatus) as info:
+        async with ws_connect(url, **kwargs):
+            pass
+    response = info.value.response
+    return response.status_code, json.loads(response.body or b"{}")
+
+
+async def digits_through(gw: RunningGateway, digits: str = "31", start: dict[str, Any] | None = None,
+                         **connect: Any) -> Transcript:  # fmt: skip
+    pcm = signals.to_pcm16(signals.utterances([digits], 16000))
+    async with ws_connect(gw.ws_url(), **connect) as ws:
+        await ws.send(start_message(**(start or {})))
+        await next_message(ws, "started")
+        for offset in range(0, len(pcm), 3200):
+            await ws.send(pcm[offset : offset + 3200])
+        await ws.send(json.dumps({"type": "finalize"}))
+        return await read_all(ws)
+
+
+async def mint(gw: RunningGateway, key: str = ACME_KEY, **body: Any) -> dict[str, Any]:
+    async with httpx.AsyncClient(base_url=gw.http_url) as http:
+        response = await http.post("/v1/tokens", json=body, headers={"Authorization": f"Bearer {key}"})
+    assert response.status_code == 200, response.text
+    minted: dict[str, Any] = response.json()
+    SECRETS.add(minted["token"])
+    return minted
+
+
+# --- who may connect ----------------------------------------------------------------------------------
+
+
+async def test_no_credential_is_refused_before_accept(gw: RunningGateway, simulator: DataflowSimulator) -> None:
+    status, body = await denied(gw.ws_url())
+    assert (status, body["error"]["code"]) == (401, "missing_credential")
+    assert not simulator.records  # the upstream was never opened
+
+
+async def test_bad_key_is_refused(gw: RunningGateway, simulator: DataflowSimulator) -> None:
+    status, body = await denied(gw.ws_url(), additional_headers={"X-API-Key": "dfg_not_a_key"})
+    assert (status, body["error"]["code"]) == (401, "invalid_credential")
+    assert not simulator.records
+
+
+@pytest.mark.parametrize(
+    "connect",
+    [
+        {"additional_headers": {"Authorization": f"Bearer {ACME_KEY}"}},
+        {"additional_headers": {"X-API-Key": ACME_KEY}},
+        {"subprotocols": ["dataflow-gateway.v1", f"bearer.{ACME_KEY}"]},
+    ],
+    ids=["authorization", "x-api-key", "subprotocol"],
+)
+async def test_api_key_in_every_accepted_place(gw: RunningGateway, connect: dict[str, Any]) -> None:
+    assert (await digits_through(gw, "57", **connect)).milestones() == ["57"]
+
+
+async def test_path_secret_and_query_token_are_accepted_and_never_logged(
+    gw: RunningGateway, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    token = (await mint(gw))["token"]
+    path_url = gw.ws_url(f"/t/{ACME_KEY}/v1/stream")
+    query_url = gw.ws_url(f"/v1/stream?token={token}")
+    for url in (path_url, query_url):
+        async with ws_connect(url) as ws:
+            await ws.send(start_message())
+            assert (await next_message(ws, "started"))["type"] == "started"
+    server_lines = "\n".join(r.getMessage() for r in caplog.records if r.name.startswith(("uvicorn", "gateway")))
+    assert "/v1/stream" in server_lines  # the access log did record the requests...
+    assert ACME_KEY not in server_lines  # ...without the secrets
+    assert token not in server_lines
+
+
+async def test_disallowed_origin_gets_403(gw: RunningGateway, simulator: DataflowSimulator) -> None:
+    status, body = await denied(
+        gw.ws_url(), origin="https://evil.example", additional_headers={"X-API-Key": ACME_KEY}
+    )  # fmt: skip
+    assert (status, body["error"]["code"]) == (403, "origin_not_allowed")
+    assert not simulator.records
+
+
+async def test_browser_token_from_its_origin(gw: RunningGateway) -> None:
+    minted = await mint(gw, origin=APP_ORIGIN)
+    assert minted["subprotocols"][0] == "dataflow-gateway.v1"
+    via_protocol = await digits_through(gw, "24", origin=APP_ORIGIN, subprotocols=minted["subprotocols"])
+    assert via_protocol.milestones() == ["24"]
+    in_start = await digits_through(gw, "68", start={"token": minted["token"]}, origin=APP_ORIGIN)
+    assert in_start.milestones() == ["68"]
+
+
+async def expect_refusal(gw: RunningGateway, code: str, close: int, start: dict[str, Any] | None = None,
+                         **connect: Any) -> None:  # fmt: skip
+    async with ws_connect(gw.ws_url(), **connect) as ws:
+        await ws.send(start_message(**(start or {})))
+        result = await read_all(ws)
+    assert result.errors() == [code]
+    assert result.close_code == close
+
+
+async def test_expired_forged_wrong_origin_and_wrong_project_tokens(
+    gw: RunningGateway, simulator: DataflowSimulator
+) -> None:
+    now = int(time.time())
+    claims = {"iss": "dataflow-gateway", "aud": "dataflow-gateway/session", "sub": "acme", "iat": now - 600,
+              "exp": now - 300, "jti": "x1", "prj": ["demo"]}  # fmt: skip
+    expired = jwt.encode(claims, SIGNING_KEY, algorithm="HS256")
+    forged = jwt.encode({**claims, "exp": now + 300}, "not-the-signing-key-but-long-enough-32b", algorithm="HS256")
+    await expect_refusal(gw, "token_expired", 1008, start={"token": expired}, origin=APP_ORIGIN)
+    await expect_refusal(gw, "invalid_credential", 1008, start={"token": forged}, origin=APP_ORIGIN)
+    bound = (await mint(gw, origin=APP_ORIGIN))["token"]
+    status, body = await denied(
+        gw.ws_url(), origin=OTHER_ORIGIN, subprotocols=["dataflow-gateway.v1", f"bearer.{bound}"]
+    )
+    assert (status, body["error"]["code"]) == (403, "origin_mismatch")
+    narrow = (await mint(gw, projects=["demo"]))["token"]
+    await expect_refusal(gw, "project_not_allowed", 1008, start={"token": narrow, "project": "billing"},
+                         origin=APP_ORIGIN)  # fmt: skip
+    assert not simulator.records
+
+
+async def test_single_use_token_cannot_be_reused(gw: RunningGateway) -> None:
+    token = (await mint(gw, singleUse=True))["token"]
+    assert (await digits_through(gw, "1", start={"token": token}, origin=APP_ORIGIN)).milestones() == ["1"]
+    await expect_refusal(gw, "token_reused", 1008, start={"token": token}, origin=APP_ORIGIN)
+
+
+async def test_token_endpoint_denials(gw: RunningGateway) -> None:
+    async with httpx.AsyncClient(base_url=gw.http_url) as http:
+        anonymous = await http.post("/v1/tokens", json={})
+        assert (anonymous.status_code, anonymous.json()["error"]["code"]) == (401, "missing_credential")
+        wider = await http.post("/v1/tokens", json={"projects": ["billing"]}, headers={"X-API-Key": ACME_KEY})
+        assert (wider.status_code, wider.json()["error"]["code"]) == (403, "project_not_allowed")
+        token = (await mint(gw))["token"]
+        chained = await http.post("/v1/tokens", json={}, headers={"Authorization": f"Bearer {token}"})
+        assert (chained.status_code, chained.json()["error"]["code"]) == (403, "api_key_required")
+
+
+# --- limits ----------------------------------------------------------------------------------------------
+
+
+async def test_per_key_concurrency(gw: RunningGateway) -> None:
+    headers = {"X-API-Key": ACME_KEY}
+    first = await ws_connect(gw.ws_url(), additional_headers=headers)
+    second = await ws_connect(gw.ws_url(), additional_headers=headers)
+    for ws in (first, second):
+        await ws.send(start_message())
+        await next_message(ws, "started")
+    await expect_refusal(gw, "rate_limited", 1013, additional_headers=headers)
+    await first.close()
+    await second.close()
+
+
+@pytest.mark.parametrize("gw", [{"max_audio_rate_x": 2.0, "audio_rate_burst_ms": 500}], indirect=True)
+async def test_audio_faster_than_real_time_is_stopped(gw: RunningGateway) -> None:
+    async with ws_connect(gw.ws_url(), additional_headers={"X-API-Key": ACME_KEY}) as ws:
+        await ws.send(start_message())
+        await next_message(ws, "started")
+        for _ in range(100):  # 10 s of audio at once
+            await ws.send(bytes(3200))
+        result = await read_all(ws)
+    assert result.errors() == ["audio_too_fast"]
+    assert result.close_code == 1008
+
+
+@pytest.mark.parametrize("gw", [{"max_audio_rate_x": 100.0}], indirect=True)
+async def test_audio_budget_per_minute(gw: RunningGateway) -> None:
+    headers = {"X-API-Key": TINY_KEY}
+    async with ws_connect(gw.ws_url(), additional_headers=headers) as ws:
+        await ws.send(start_message())
+        await next_message(ws, "started")
+        for _ in range(30):  # 3 s of audio against a 2 s budget
+            await ws.send(bytes(3200))
+        result = await read_all(ws)
+    assert result.errors() == ["audio_budget_spent"]
+    assert result.close_code == 1008
+    await expect_refusal(gw, "audio_budget_spent", 1013, additional_headers=headers)
+
+
+@pytest.mark.parametrize("gw", [{"auth_failures_per_minute": 3}], indirect=True)
+async def test_failed_auth_is_throttled(gw: RunningGateway) -> None:
+    for _ in range(3):
+        assert (await denied(gw.ws_url(), additional_headers={"X-API-Key": "dfg_wrong"}))[0] == 401
+    status, body = await denied(gw.ws_url(), additional_headers={"X-API-Key": ACME_KEY})
+    assert (status, body["error"]["code"]) == (429, "auth_throttled")
+
+
+async def test_denials_are_visible_in_metrics(gw: RunningGateway) -> None:
+    await denied(gw.ws_url())
+    await denied(gw.ws_url(), origin="https://evil.example", additional_headers={"X-API-Key": ACME_KEY})
+    async with httpx.AsyncClient(base_url=gw.http_url) as http:
+        text = (await http.get("/metrics")).text
+    assert 'dataflow_gateway_denials_total{reason="missing_credential"} 1.0' in text
+    assert 'dataflow_gateway_denials_total{reason="origin_not_allowed"} 1.0' in text
+
+
+def test_auth_none_needs_simulator_mode_or_the_insecure_flag(simulator: DataflowSimulator) -> None:
+    with pytest.raises(SettingsError, match="only allowed in simulator mode"):
+        create_app(settings_for(simulator, auth="none", allow_insecure_no_auth=False))
+    assert create_app(settings_for(simulator, auth="none", allow_insecure_no_auth=True)) is not None
