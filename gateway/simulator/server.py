@@ -49,6 +49,7 @@ class SimulatorConfig:
     method_path: str = "/dataflow/Stream"
     proto_module: str = "gateway.upstream._proto.dataflow_pb2"
     bench_stamps: bool = False  # add a monotonic emit stamp to every event (benchmarks)
+    bench_frame_bytes: int = 640  # bench clients stamp frames of this size (20 ms of 16 kHz pcm16)
 
 
 @dataclass

@@ -24,6 +24,7 @@ from gateway.dataflow_json import (
     parse_start,
 )
 from gateway.errors import GatewayError
+from gateway.simulator.bench import ArrivalLatency
 from gateway.simulator.faults import Fault
 from gateway.simulator.recognizer import Recognizer, RecognizerEvent
 from gateway.upstream.contract import ContentType
@@ -52,6 +53,7 @@ class SimulatedSession:
         self.recognizer: Recognizer | None = None
         self.transcripts: dict[int, list[str]] = {}
         self.input_closed = False
+        self.arrivals: ArrivalLatency | None = None
 
     async def run(self, requests: AsyncIterator[bytes]) -> None:
         stream = requests.__aiter__()
@@ -101,6 +103,8 @@ class SimulatedSession:
         self.audio = request.audio
         self.settings = dict(request.settings)
         self.recognizer = Recognizer(request.audio.sample_rate, request.audio.channels)
+        if self.sim.config.bench_stamps:
+            self.arrivals = ArrivalLatency(self.sim.config.bench_frame_bytes)
         self.record.session_id = str(uuid.uuid4())
         await self._respond("StartResponse", session_id=self.record.session_id)
         return fault
@@ -175,6 +179,8 @@ class SimulatedSession:
             )
         if self.input_closed or self.recognizer is None or not chunk:
             return
+        if self.arrivals is not None:
+            self.arrivals.observe(chunk)
         samples = decode(chunk, self.audio)
         pcm = np.clip(np.rint(samples * 32768.0), -32768, 32767).astype(np.int16)
         await self._emit_all(self.recognizer.feed(pcm))
@@ -228,7 +234,10 @@ class SimulatedSession:
     def _final_result(self) -> dict[str, Any]:
         transcript = {str(ch): " ".join(words) for ch, words in sorted(self.transcripts.items())}
         position = self.recognizer.position_ms if self.recognizer is not None else 0
-        return self._event(FINAL_RESULT, -2, 0, position, None, {"Node": "SR", "Transcript": transcript})
+        data: dict[str, Any] = {"Node": "SR", "Transcript": transcript}
+        if self.arrivals is not None:
+            data["BenchArrivalUs"] = self.arrivals.latencies_us
+        return self._event(FINAL_RESULT, -2, 0, position, None, data)
 
     def _event(
         self, name: str, channel: int, start: int, end: int, group: str | None, data: dict[str, Any],

@@ -1,0 +1,302 @@
+"""Benchmarks: relay cost, latency, capacity, upload throughput and memory.
+
+Run ``python -m tests.perf.bench`` (full sweep, minutes) or ``--smoke`` (seconds, what CI runs).
+The simulator and the gateway run as separate processes on loopback; this process is the load.
+Writes a JSON result file (``--out``), prints a table, and draws a PNG chart when matplotlib is
+installed. CPU figures come from each process's own accounting (/proc/<pid>/stat), and every
+cost is also given as a ratio to baselines measured in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+
+from gateway.simulator.recognizer import Recognizer
+from tests.perf.audio import frames, pcm_stream, wav_header
+from tests.perf.load import FRAME_S, SessionStats, idle_sessions, stream_sessions
+from tests.perf.procs import Proc, cpu_seconds, rss_bytes, start_bare_ws, start_gateway, start_simulator
+
+TARGETS = {"cpu_ms_per_session_s": 1.0, "event_p99_ms_at_200": 5.0, "upload_ratio": 1.2, "idle_kib_per_session": 100}
+
+
+def summary_ms(values_us: list[int]) -> dict[str, float]:
+    if not values_us:
+        return {"count": 0, "p50": 0.0, "p90": 0.0, "p99": 0.0, "max": 0.0}
+    data = np.asarray(values_us, dtype=np.float64) / 1000
+    p50, p90, p99 = np.percentile(data, [50, 90, 99])
+    return {
+        "count": len(values_us),
+        "p50": round(p50, 3),
+        "p90": round(p90, 3),
+        "p99": round(p99, 3),
+        "max": round(float(data.max()), 3),
+    }
+
+
+def expected_milestones(ticks: int) -> list[str]:
+    pattern = frames(16000)
+    recognizer = Recognizer(16000, 1)
+    texts: list[str] = []
+    for tick in range(ticks):
+        pcm = np.frombuffer(pattern[tick % len(pattern)], dtype="<i2").reshape(-1, 1)
+        texts += [e.text for e in recognizer.feed(pcm) if e.name == "SR Milestone"]
+    return texts + [e.text for e in recognizer.flush() if e.name == "SR Milestone"]
+
+
+class CpuWindow:
+    """CPU seconds a process spends between the first and last paced tick."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid, self.start, self.end = pid, 0.0, 0.0
+        self.wall = (0.0, 0.0)
+
+    def __call__(self, first: bool) -> None:
+        if first:
+            self.start, self.wall = cpu_seconds(self.pid), (time.monotonic(), 0.0)
+        else:
+            self.end, self.wall = cpu_seconds(self.pid), (self.wall[0], time.monotonic())
+
+    def ms_per_session_s(self, sessions: int) -> float:
+        seconds = self.wall[1] - self.wall[0]
+        return round((self.end - self.start) * 1000 / (sessions * seconds), 4) if seconds > 0 else 0.0
+
+
+def direct_grpc(*args: str) -> dict[str, float]:
+    out = subprocess.run(
+        [sys.executable, "-m", "tests.perf.direct_grpc", *args],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "PYTHONPATH": str(Path.cwd())},
+    )
+    result: dict[str, float] = json.loads(out.stdout.strip().splitlines()[-1])
+    return result
+
+
+async def relay(gateway: Proc, bare: Proc, simulator: Proc, n: int, seconds: float) -> dict[str, Any]:
+    window = CpuWindow(gateway.pid)
+    stats: list[SessionStats] = await stream_sessions(
+        f"ws://127.0.0.1:{gateway.port}/v1/stream", n, seconds, on_tick=window
+    )
+    bare_window = CpuWindow(bare.pid)
+    await stream_sessions(f"ws://127.0.0.1:{bare.port}/", n, seconds, protocol=False, on_tick=bare_window)
+    direct = await asyncio.to_thread(direct_grpc, "stream", f"127.0.0.1:{simulator.port}", str(n), str(seconds))
+    gateway_ms = window.ms_per_session_s(n)
+    bare_ms = bare_window.ms_per_session_s(n)
+    direct_ms = round(direct["cpu_s"] * 1000 / direct["audio_s"], 4)
+    expected = expected_milestones(stats[0].frames_sent) if stats else []
+    events = [v for st in stats for v in st.event_latency_us]
+    arrivals = [v for st in stats for v in st.arrival_us]
+    return {
+        "sessions": n,
+        "seconds": seconds,
+        "gateway_cpu_ms_per_session_s": gateway_ms,
+        "bare_ws_cpu_ms_per_session_s": bare_ms,
+        "direct_grpc_cpu_ms_per_session_s": direct_ms,
+        "gateway_vs_bare_ws": round(gateway_ms / bare_ms, 2) if bare_ms else None,
+        "gateway_vs_bare_plus_direct": round(gateway_ms / (bare_ms + direct_ms), 2) if bare_ms + direct_ms else None,
+        "event_latency_ms": summary_ms(events),
+        "client_to_upstream_latency_ms": summary_ms(arrivals),
+        "frames_sent": sum(st.frames_sent for st in stats),
+        "frames_lost": sum(st.frames_sent - len(st.arrival_us) for st in stats),
+        "sessions_with_lost_events": sum(st.milestones != expected for st in stats),
+        "unclean_closes": sum(st.close_code != 1000 or bool(st.errors) for st in stats),
+    }
+
+
+class RssSampler(threading.Thread):
+    def __init__(self, pid: int) -> None:
+        super().__init__(daemon=True)
+        self.pid, self.peak, self.running = pid, rss_bytes(pid), True
+
+    def run(self) -> None:
+        while self.running:
+            self.peak = max(self.peak, rss_bytes(self.pid))
+            time.sleep(0.02)
+
+
+async def upload(gateway: Proc, simulator: Proc, seconds: float) -> dict[str, Any]:
+    async def body() -> Any:
+        yield wav_header(8000, int(seconds * 8000) * 2)
+        for piece in pcm_stream(8000, seconds):
+            yield piece
+
+    baseline = rss_bytes(gateway.pid)
+    sampler = RssSampler(gateway.pid)
+    sampler.start()
+    began = time.monotonic()
+    async with httpx.AsyncClient(timeout=3600) as http:
+        response = await http.post(
+            f"http://127.0.0.1:{gateway.port}/v1/recognize", content=body(), headers={"Content-Type": "audio/wav"}
+        )
+    wall = time.monotonic() - began
+    sampler.running = False
+    sampler.join()
+    ok = response.status_code == 200
+    milestones = sum(1 for e in response.json().get("events", []) if e.get("name") == "SR Milestone") if ok else 0
+    direct = await asyncio.to_thread(direct_grpc, "upload", f"127.0.0.1:{simulator.port}", str(seconds))
+    return {
+        "audio_s": seconds,
+        "status": response.status_code,
+        "milestones": milestones,
+        "gateway_wall_s": round(wall, 3),
+        "direct_grpc_wall_s": round(direct["wall_s"], 3),
+        "ratio": round(wall / direct["wall_s"], 3),
+        "peak_rss_growth_mib": round((sampler.peak - baseline) / 2**20, 2),
+    }
+
+
+async def idle_memory(gateway: Proc, n: int) -> dict[str, Any]:
+    before = rss_bytes(gateway.pid)
+    sockets = await idle_sessions(f"ws://127.0.0.1:{gateway.port}/v1/stream", n)
+    await asyncio.sleep(1.0)
+    after = rss_bytes(gateway.pid)
+    await asyncio.gather(*(ws.close() for ws in sockets))
+    return {
+        "sessions": n,
+        "rss_growth_mib": round((after - before) / 2**20, 2),
+        "kib_per_session": round((after - before) / 1024 / n, 1),
+    }
+
+
+def machine() -> dict[str, Any]:
+    model = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor(),
+    )
+    return {"cpu": model, "cores": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()}
+
+
+async def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    simulator = start_simulator(workdir)
+    gateway = start_gateway(workdir, simulator)
+    bare = start_bare_ws(workdir)
+    try:
+        relay_runs = [await relay(gateway, bare, simulator, n, args.seconds) for n in args.sessions]
+        good = [
+            r["sessions"]
+            for r in relay_runs
+            if r["event_latency_ms"]["p99"] <= 20
+            and r["client_to_upstream_latency_ms"]["p99"] <= 20
+            and r["frames_lost"] == 0
+            and r["sessions_with_lost_events"] == 0
+        ]
+        uploads = [await upload(gateway, simulator, s) for s in args.upload_seconds]
+        memory = await idle_memory(gateway, args.idle_sessions)
+    finally:
+        for proc in (bare, gateway, simulator):
+            proc.stop()
+    return {
+        "machine": machine(),
+        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "smoke": args.smoke,
+        "frame_ms": FRAME_S * 1000,
+        "relay": relay_runs,
+        "capacity": {
+            "criterion": "p99 <= 20 ms both ways, no lost frames or events",
+            "largest_sessions": max(good) if good else 0,
+        },
+        "upload": uploads,
+        "idle_memory": memory,
+        "targets": TARGETS,
+    }
+
+
+def table(result: dict[str, Any]) -> str:
+    lines = [
+        "| sessions | gateway CPU ms/session-s | bare WS | direct gRPC | event p50/p99 ms | in p50/p99 ms | lost |",
+        "|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in result["relay"]:
+        ev, inbound = r["event_latency_ms"], r["client_to_upstream_latency_ms"]
+        lines.append(
+            f"| {r['sessions']} | {r['gateway_cpu_ms_per_session_s']} | {r['bare_ws_cpu_ms_per_session_s']} | "
+            f"{r['direct_grpc_cpu_ms_per_session_s']} | {ev['p50']}/{ev['p99']} | {inbound['p50']}/{inbound['p99']} | "
+            f"{r['frames_lost']} frames, {r['sessions_with_lost_events']} sessions |"
+        )
+    lines.append("")
+    lines.append("| upload audio | gateway s | direct gRPC s | ratio | peak RSS growth MiB |")
+    lines.append("|---:|---:|---:|---:|---:|")
+    for u in result["upload"]:
+        lines.append(
+            f"| {u['audio_s']:g} s | {u['gateway_wall_s']} | {u['direct_grpc_wall_s']} | {u['ratio']} | "
+            f"{u['peak_rss_growth_mib']} |"
+        )
+    m = result["idle_memory"]
+    lines.append(
+        f"\nIdle sessions: {m['sessions']} → {m['kib_per_session']} KiB each. "
+        f"Capacity (p99 ≤ 20 ms, nothing lost): {result['capacity']['largest_sessions']} sessions."
+    )
+    return "\n".join(lines)
+
+
+def chart(result: dict[str, Any], path: Path) -> bool:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    runs = result["relay"]
+    xs = [r["sessions"] for r in runs]
+    fig, (cpu, lat) = plt.subplots(1, 2, figsize=(10, 4))
+    for key, label in (
+        ("gateway_cpu_ms_per_session_s", "gateway"),
+        ("bare_ws_cpu_ms_per_session_s", "bare WS"),
+        ("direct_grpc_cpu_ms_per_session_s", "direct gRPC"),
+    ):
+        cpu.plot(xs, [r[key] for r in runs], marker="o", label=label)
+    cpu.set(xlabel="sessions", ylabel="CPU ms per session-second", title="Relay cost")
+    cpu.legend()
+    lat.plot(xs, [r["event_latency_ms"]["p99"] for r in runs], marker="o", label="events p99")
+    lat.plot(xs, [r["client_to_upstream_latency_ms"]["p99"] for r in runs], marker="o", label="audio in p99")
+    lat.set(xlabel="sessions", ylabel="ms", title="Latency")
+    lat.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    return True
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes: checks the machinery, not the numbers")
+    parser.add_argument("--sessions", type=int, nargs="+", default=[50, 200, 500])
+    parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--upload-seconds", type=float, nargs="+", default=[600.0, 3600.0])
+    parser.add_argument("--idle-sessions", type=int, default=1000)
+    parser.add_argument("--out", type=Path, default=Path("bench-results/bench.json"))
+    args = parser.parse_args()
+    if args.smoke:
+        args.sessions, args.seconds, args.upload_seconds, args.idle_sessions = [2, 4], 2.0, [10.0, 30.0], 10
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        result = asyncio.run(run(args, Path(tmp)))
+    args.out.write_text(json.dumps(result, indent=2))
+    print(table(result))
+    if chart(result, args.out.with_suffix(".png")):
+        print(f"chart: {args.out.with_suffix('.png')}")
+    print(f"results: {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

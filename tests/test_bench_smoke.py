@@ -1,0 +1,49 @@
+"""The benchmark's CI smoke run: every scenario completes and reports every field, sanely.
+
+Never a timing threshold here: the numbers themselves come from full runs (README, Performance).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_smoke_run_reports_every_scenario(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    run = subprocess.run(
+        [sys.executable, "-m", "tests.perf.bench", "--smoke", "--out", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(ROOT)},
+        check=False,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert "| sessions |" in run.stdout
+    assert result["machine"]["cores"] >= 1
+    assert [r["sessions"] for r in result["relay"]] == [2, 4]
+    for r in result["relay"]:
+        assert r["gateway_cpu_ms_per_session_s"] > 0
+        assert r["bare_ws_cpu_ms_per_session_s"] >= 0
+        assert r["direct_grpc_cpu_ms_per_session_s"] > 0
+        assert r["frames_sent"] == r["sessions"] * 100
+        assert r["frames_lost"] == 0
+        assert r["sessions_with_lost_events"] == 0
+        assert r["unclean_closes"] == 0
+        for key in ("event_latency_ms", "client_to_upstream_latency_ms"):
+            latency = r[key]
+            assert latency["count"] > 0
+            assert 0 < latency["p50"] <= latency["p90"] <= latency["p99"] <= latency["max"]
+    assert result["capacity"]["largest_sessions"] in (0, 2, 4)
+    assert [u["audio_s"] for u in result["upload"]] == [10.0, 30.0]
+    for u in result["upload"]:
+        assert u["status"] == 200
+        assert u["milestones"] > 0
+        assert u["gateway_wall_s"] > 0
+        assert u["direct_grpc_wall_s"] > 0
+        assert u["ratio"] > 0
+    assert result["idle_memory"]["sessions"] == 10
