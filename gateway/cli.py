@@ -1,4 +1,9 @@
-"""The ``dataflow-gateway`` command: ``serve`` (default) and ``simulator``."""
+"""The ``dataflow-gateway`` command: ``serve`` (default), ``simulator`` and ``drain``.
+
+``drain`` is the Kubernetes preStop hook: it asks the gateway in the same container to drain
+(``POST /internal/drain`` on loopback) and waits until its sessions are gone, so that the SIGTERM
+that follows finds nothing left to close. It needs nothing but the Python stdlib and httpx.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +13,12 @@ import contextlib
 import logging
 import signal
 import sys
+import time
+from typing import Any
 
+import httpx
+
+from gateway.settings import SettingsError, load_settings
 from gateway.simulator.faults import parse_fault
 from gateway.simulator.server import DataflowSimulator, SimulatorConfig
 
@@ -50,16 +60,88 @@ async def _run_simulator(ns: argparse.Namespace) -> None:
     await simulator.stop(grace=1.0)
 
 
+DRAIN_POLL_S = 0.25
+DRAIN_EXIT_CODES = "exit status: 0 drained, 1 sessions were still open when the wait ended, 2 the drain was not started"
+
+
+def _drain_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "drain",
+        help="drain the gateway on this host and wait for its sessions to end (Kubernetes preStop hook)",
+        description="POST /internal/drain to the local gateway (with GATEWAY_ADMIN_TOKEN as a bearer token if "
+        "set), then poll /readyz until no session is left or the budget plus the margin has passed.",
+        epilog=DRAIN_EXIT_CODES,
+    )
+    p.add_argument("--url", default=None, help="gateway base URL (default: http://127.0.0.1:$GATEWAY_PORT)")
+    p.add_argument("--budget-s", type=float, default=None, help="drain budget (default: GATEWAY_DRAIN_BUDGET_S)")
+    p.add_argument(
+        "--margin-s", type=float, default=None,
+        help="extra wait after the budget for goodbyes to be delivered (default: GATEWAY_CLIENT_SEND_TIMEOUT_S + 2)",
+    )  # fmt: skip
+    p.add_argument("--no-wait", action="store_true", help="start the drain and return at once")
+
+
+def _sessions(body: Any) -> int:
+    sessions = body.get("sessions", 0) if isinstance(body, dict) else 0
+    return sessions if isinstance(sessions, int) else 0
+
+
+def _drain(ns: argparse.Namespace) -> int:
+    log = logging.getLogger("gateway.drain")
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        log.error("drain: %s", exc)
+        return 2
+    base = ns.url or f"http://127.0.0.1:{settings.port}"
+    budget = settings.drain_budget_s if ns.budget_s is None else ns.budget_s
+    margin = settings.client_send_timeout_s + 2.0 if ns.margin_s is None else ns.margin_s
+    deadline = time.monotonic() + budget + margin
+    headers = {}
+    if settings.admin_token is not None:
+        headers["Authorization"] = f"Bearer {settings.admin_token.get_secret_value()}"
+    params = {} if ns.budget_s is None else {"budget_s": budget}
+    with httpx.Client(base_url=base, timeout=5.0) as http:
+        try:
+            response = http.post("/internal/drain", headers=headers, params=params)
+            sessions = _sessions(response.json()) if response.status_code == 202 else -1
+        except (httpx.HTTPError, ValueError) as exc:
+            log.error("drain: no answer from the gateway at %s (%s)", base, type(exc).__name__)
+            return 2
+        if sessions < 0:
+            log.error("drain: the gateway at %s refused to drain (HTTP %d)", base, response.status_code)
+            return 2
+        log.info("drain: started; %d live sessions get %g s", sessions, budget)
+        if ns.no_wait:
+            return 0
+        while sessions > 0:
+            if time.monotonic() >= deadline:
+                log.warning("drain: %d sessions still open after %g s", sessions, budget + margin)
+                return 1
+            time.sleep(DRAIN_POLL_S)
+            try:
+                sessions = _sessions(http.get("/readyz").json())
+            except httpx.TransportError:
+                break  # the process has exited: nothing is left to wait for
+            except (httpx.HTTPError, ValueError):
+                continue
+    log.info("drain: no live session left")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="dataflow-gateway", description="REST/WebSocket gateway for Data Flow")
     sub = parser.add_subparsers(dest="command")
     sub.add_parser("serve", help="run the gateway (default)")
     _simulator_parser(sub)
+    _drain_parser(sub)
     ns = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     if ns.command == "simulator":
         asyncio.run(_run_simulator(ns))
         return 0
+    if ns.command == "drain":
+        return _drain(ns)
     from gateway.server import serve  # imported late: the simulator needs no web stack
 
     return serve()

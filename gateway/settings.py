@@ -35,7 +35,9 @@ class Settings(BaseSettings):
     )
     ws_ping_interval_s: float = Field(20.0, gt=0, description="WebSocket keepalive ping period.")
     ws_ping_timeout_s: float = Field(20.0, gt=0, description="Close a client that does not answer a ping in time.")
-    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        "info", description="Log level of the gateway and uvicorn."
+    )
     log_format: Literal["json", "text"] = Field("json", description="json: one object per line, for log shippers.")
     drain_budget_s: float = Field(
         30.0, ge=0, description="On SIGTERM or POST /internal/drain: time live sessions get before a 1001 close."
@@ -59,15 +61,18 @@ class Settings(BaseSettings):
     upstream_tenant: str = Field("", description="Data Flow tenant GUID injected into every Start.")
     upstream_token: SecretStr | None = Field(None, description="Static Data Flow token (or use client credentials).")
     upstream_identity_url: str = Field("", description="OAuth2 token endpoint for client credentials.")
-    upstream_client_id: str = ""
-    upstream_client_secret: SecretStr | None = None
-    upstream_token_scope: str = "Wagtail"  # noqa: S105 - an OAuth scope name, not a secret
+    upstream_client_id: str = Field("", description="OAuth2 client id for client credentials.")
+    upstream_client_secret: SecretStr | None = Field(None, description="OAuth2 client secret for client credentials.")
+    upstream_token_scope: str = Field("Wagtail", description="OAuth2 scope requested with client credentials.")
     upstream_token_refresh_margin_s: float = Field(300.0, ge=0, description="Refresh this long before expiry.")
-    upstream_token_fetch_timeout_s: float = Field(10.0, gt=0)
-    upstream_token_fetch_attempts: int = Field(3, ge=1, le=10)
-    upstream_keepalive_interval_s: float = Field(20.0, gt=0)
-    upstream_keepalive_timeout_s: float = Field(10.0, gt=0)
-    upstream_max_message_bytes: int = Field(4 * 1024 * 1024, ge=64 * 1024)
+    upstream_token_fetch_timeout_s: float = Field(10.0, gt=0, description="Bound on one token request.")
+    upstream_token_fetch_attempts: int = Field(3, ge=1, le=10, description="Token requests before giving up.")
+    upstream_keepalive_interval_s: float = Field(20.0, gt=0, description="gRPC keepalive ping period.")
+    upstream_keepalive_timeout_s: float = Field(10.0, gt=0, description="Drop the channel if a ping is unanswered.")
+    upstream_reconnect_backoff_max_s: float = Field(
+        5.0, gt=0, description="Longest wait between reconnection attempts after Data Flow was unreachable."
+    )
+    upstream_max_message_bytes: int = Field(4 * 1024 * 1024, ge=64 * 1024, description="Largest gRPC message.")
     upstream_connect_timeout_s: float = Field(5.0, gt=0, description="Bound on waiting for the channel.")
     upstream_start_timeout_s: float = Field(10.0, gt=0, description="Bound on waiting for StartResponse.")
     upstream_response_timeout_s: float = Field(30.0, gt=0, description="Bound on Finalize/Stop/Update answers.")

@@ -1,0 +1,270 @@
+"""Deployment artefacts: Kubernetes manifests (schema-validated), docker-compose, the Dockerfile,
+the nginx template, and the README's generated settings table and metrics list.
+
+No Docker engine or cluster is needed: manifests are validated with kubernetes-validate's bundled
+OpenAPI schemas (strict: unknown fields fail), and everything is checked for coherence with the
+settings class and with each other.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from gateway.observability import GatewayMetrics
+from gateway.registry import SessionRegistry
+from gateway.settings import Settings
+from gateway.simulator.server import DataflowSimulator
+from scripts.settings_table import README, readme_block, settings_table
+from tests.conftest import settings_for
+from tests.harness import running_gateway
+
+ROOT = Path(__file__).resolve().parent.parent
+K8S = ROOT / "deploy" / "k8s"
+KUBERNETES_VERSION = "1.30.0"
+NGINX_TEMPLATE = ROOT / "deploy" / "nginx" / "templates" / "default.conf.template"
+WS_TIMEOUT_FLOOR_S = 3600  # proxies must outlast quiet sessions, far above the 20 s WebSocket ping
+
+
+def load_all(path: Path) -> list[dict[str, Any]]:
+    return [doc for doc in yaml.safe_load_all(path.read_text()) if doc]
+
+
+def kustomize_resources() -> dict[str, dict[str, Any]]:
+    kustomization = yaml.safe_load((K8S / "kustomization.yaml").read_text())
+    docs = [doc for name in kustomization["resources"] for doc in load_all(K8S / name)]
+    return {doc["kind"]: doc for doc in docs}
+
+
+def settings_from_env(monkeypatch: pytest.MonkeyPatch, env: dict[str, str]) -> Settings:
+    """Build Settings the way a container does (JSON lists included); every key must be a setting."""
+    unknown = sorted(k for k in env if k.removeprefix("GATEWAY_").lower() not in Settings.model_fields)
+    assert not unknown, f"not settings: {unknown}"
+    for key in [k for k in os.environ if k.startswith("GATEWAY_")]:
+        monkeypatch.delenv(key)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    return Settings(_env_file=None)  # type: ignore[call-arg]
+
+
+def interpolate(value: str) -> str:
+    """Compose's ${VAR:-default}, resolved to the default (the stack must work without a .env)."""
+    return re.sub(r"\$\{[A-Za-z_][A-Za-z0-9_]*:-([^}]*)\}", r"\1", value)
+
+
+# --- Kubernetes ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", sorted(K8S.glob("*.yaml")), ids=lambda p: p.name)
+def test_manifests_match_the_kubernetes_schemas(path: Path) -> None:
+    for doc in load_all(path):
+        if doc["kind"] != "Kustomization":
+            kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)
+
+
+def test_kustomize_build_is_valid() -> None:
+    kubectl = shutil.which("kubectl")
+    if kubectl is None:
+        pytest.skip("kubectl is not installed (the manifests are still validated file by file)")
+    rendered = subprocess.run([kubectl, "kustomize", str(K8S)], capture_output=True, text=True, check=True).stdout
+    docs = [doc for doc in yaml.safe_load_all(rendered) if doc]
+    assert {d["kind"] for d in docs} == {"ConfigMap", "Service", "Deployment", "Ingress", "HorizontalPodAutoscaler",
+                                         "PodDisruptionBudget"}  # fmt: skip
+    for doc in docs:
+        kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)
+
+
+def test_deployment_drains_before_it_stops_and_runs_locked_down(monkeypatch: pytest.MonkeyPatch) -> None:
+    res = kustomize_resources()
+    deployment, config = res["Deployment"], res["ConfigMap"]
+    secret = load_all(K8S / "secret.example.yaml")[0]
+    pod = deployment["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert "replicas" not in deployment["spec"], "the HorizontalPodAutoscaler owns the replica count"
+    env = {**config["data"], **secret["stringData"], **{e["name"]: e["value"] for e in container["env"]}}
+    settings = settings_from_env(monkeypatch, env)
+    assert [ref.get("configMapRef", ref.get("secretRef"))["name"] for ref in container["envFrom"]] == [
+        config["metadata"]["name"], secret["metadata"]["name"]]  # fmt: skip
+    assert not settings.simulator_mode and settings.auth_required and settings.admin_token is not None
+
+    assert container["lifecycle"]["preStop"]["exec"]["command"] == ["dataflow-gateway", "drain"]
+    drain_wait = settings.drain_budget_s + settings.client_send_timeout_s + 2  # the drain command's default
+    assert pod["terminationGracePeriodSeconds"] >= drain_wait + 5  # + uvicorn's own graceful shutdown
+    port = {p["name"]: p["containerPort"] for p in container["ports"]}["http"]
+    assert port == settings.port == 8080
+    probes = {kind: container[kind]["httpGet"] for kind in ("startupProbe", "livenessProbe", "readinessProbe")}
+    assert {kind: (p["path"], p["port"]) for kind, p in probes.items()} == {
+        "startupProbe": ("/healthz", "http"), "livenessProbe": ("/healthz", "http"),
+        "readinessProbe": ("/readyz", "http")}  # fmt: skip
+    assert container["resources"]["requests"]["cpu"] and container["resources"]["limits"]["memory"]
+
+    security = container["securityContext"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["runAsUser"] == dockerfile_user()
+    assert security["readOnlyRootFilesystem"] is True and security["allowPrivilegeEscalation"] is False
+    assert security["capabilities"]["drop"] == ["ALL"]
+    tmp = next(m for m in container["volumeMounts"] if m["mountPath"] == "/tmp")
+    assert "emptyDir" in next(v for v in pod["volumes"] if v["name"] == tmp["name"])
+    assert pod["automountServiceAccountToken"] is False and pod["enableServiceLinks"] is False
+
+
+def test_service_ingress_hpa_and_pdb_point_at_the_deployment() -> None:
+    res = kustomize_resources()
+    deployment, service, ingress = res["Deployment"], res["Service"], res["Ingress"]
+    pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
+    selector = deployment["spec"]["selector"]["matchLabels"]
+    assert selector.items() <= pod_labels.items()
+    assert service["spec"]["selector"] == selector
+    assert res["PodDisruptionBudget"]["spec"]["selector"]["matchLabels"] == selector
+    assert [p["targetPort"] for p in service["spec"]["ports"]] == ["http"]
+    hpa = res["HorizontalPodAutoscaler"]["spec"]
+    assert hpa["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment",
+                                     "name": deployment["metadata"]["name"]}  # fmt: skip
+    assert 2 <= hpa["minReplicas"] <= hpa["maxReplicas"]
+
+    paths = [path for rule in ingress["spec"]["rules"] for path in rule["http"]["paths"]]
+    for path in paths:
+        assert path["backend"]["service"] == {"name": service["metadata"]["name"], "port": {"name": "http"}}
+    routed = {p["path"] for p in paths}
+    assert {"/v1", "/project-runner"} <= routed
+    assert not any(p == "/" or p.startswith(("/internal", "/metrics", "/readyz")) for p in routed)
+    notes = ingress["metadata"]["annotations"]
+    for key in ("proxy-read-timeout", "proxy-send-timeout"):
+        assert int(notes[f"nginx.ingress.kubernetes.io/{key}"]) >= WS_TIMEOUT_FLOOR_S
+    assert notes["nginx.ingress.kubernetes.io/proxy-body-size"] == "0"
+    assert notes["nginx.ingress.kubernetes.io/proxy-request-buffering"] == "off"
+
+
+# --- docker-compose, Dockerfile, nginx ---------------------------------------------------------------
+
+
+def test_compose_runs_two_replicas_behind_nginx_on_the_simulator(monkeypatch: pytest.MonkeyPatch) -> None:
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    services = compose["services"]
+    assert set(services) == {"simulator", "gateway-1", "gateway-2", "nginx"}
+    simulator = [interpolate(arg) for arg in services["simulator"]["command"]]
+    assert simulator[:1] == ["simulator"] and simulator[simulator.index("--host") + 1] == "0.0.0.0"
+    sim_port, sim_token = simulator[simulator.index("--port") + 1], simulator[simulator.index("--token") + 1]
+    nginx = services["nginx"]
+    for name in ("gateway-1", "gateway-2"):
+        gateway = services[name]
+        assert (ROOT / gateway["build"]["context"] / gateway["build"]["dockerfile"]).is_file()
+        env = {key: interpolate(str(value)) for key, value in gateway["environment"].items()}
+        settings = settings_from_env(monkeypatch, env)
+        assert settings.host == "0.0.0.0"
+        assert settings.upstream_target == f"simulator:{sim_port}" and settings.upstream_is_plaintext()
+        assert settings.upstream_token is not None and settings.upstream_token.get_secret_value() == sim_token
+        grace = float(gateway["stop_grace_period"].removesuffix("s"))
+        assert grace >= settings.drain_budget_s + settings.client_send_timeout_s + 5  # budget, goodbyes, uvicorn
+        assert gateway["depends_on"]["simulator"]["condition"] == "service_healthy"
+        assert nginx["depends_on"][name]["condition"] == "service_healthy"
+        assert f"{name}:{settings.port}" in nginx["environment"].values()
+    mounted = {v.split(":")[1]: ROOT / v.split(":")[0] for v in nginx["volumes"]}
+    assert mounted["/etc/nginx/templates"] / NGINX_TEMPLATE.name == NGINX_TEMPLATE
+    assert template_placeholders() == set(nginx["environment"])
+    published = nginx["ports"][0].rsplit(":", 1)[1]
+    assert published == nginx["environment"]["NGINX_PORT"]
+    code = services["simulator"]["healthcheck"]["test"][-1]
+    compile(code, "healthcheck", "exec")
+
+
+def template_placeholders() -> set[str]:
+    return set(re.findall(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}", NGINX_TEMPLATE.read_text()))
+
+
+def test_nginx_template_proxies_websockets_without_buffering() -> None:
+    text = NGINX_TEMPLATE.read_text()
+    for directive in ("proxy_http_version 1.1;", "proxy_set_header Upgrade $http_upgrade;",
+                      "proxy_set_header Connection $connection_upgrade;", "proxy_buffering off;",
+                      "proxy_request_buffering off;", "client_max_body_size 0;", "least_conn;"):  # fmt: skip
+        assert directive in text, directive
+    for timeout in re.findall(r"proxy_(?:read|send)_timeout (\d+)s;", text):
+        assert int(timeout) >= WS_TIMEOUT_FLOOR_S
+    assert re.search(r"location /internal/ \{\s*return 404;", text)
+
+
+def dockerfile_stages() -> list[list[str]]:
+    lines = (ROOT / "deploy" / "Dockerfile").read_text().replace("\\\n", " ").splitlines()
+    stages: list[list[str]] = []
+    for line in (ln.strip() for ln in lines):
+        if line.startswith("FROM "):
+            stages.append([])
+        if line and not line.startswith("#") and stages:
+            stages[-1].append(line)
+    return stages
+
+
+def dockerfile_user() -> int:
+    user = next(line.split()[1] for line in dockerfile_stages()[-1] if line.startswith("USER "))
+    return int(user.split(":")[0])
+
+
+def test_dockerfile_final_stage_is_slim_non_root_and_has_no_build_tools() -> None:
+    text = (ROOT / "deploy" / "Dockerfile").read_text()
+    base = re.search(r"^ARG PYTHON_IMAGE=(\S+)", text, re.M)
+    assert base is not None and base.group(1).startswith("python:3.11-slim")
+    build, final = dockerfile_stages()
+    assert final[0] == "FROM ${PYTHON_IMAGE} AS runtime"
+    assert dockerfile_user() >= 10000
+    assert not any(line.startswith("RUN ") for line in final), "the final stage installs nothing"
+    assert not re.search(r"gcc|g\+\+|build-essential|apt-get|-dev\b", "\n".join(final))
+    assert "COPY --from=build /opt/venv /opt/venv" in final
+    assert 'ENTRYPOINT ["dataflow-gateway"]' in final and 'CMD ["serve"]' in final
+    assert "EXPOSE 8080" in final and "GATEWAY_HOST=0.0.0.0" in " ".join(final)
+    # What the build copies is in the build context; everything else (.env, .git, tests) is not.
+    ignore = (ROOT / ".dockerignore").read_text().split()
+    assert ignore[ignore.index("*") + 1 :][:3] == ["!pyproject.toml", "!README.md", "!gateway/"]
+    for line in build:
+        if line.startswith("COPY ") and "--from" not in line:
+            for source in line.split()[1:-1]:
+                assert f"!{source.rstrip('/')}/" in ignore or f"!{source}" in ignore, source
+
+
+@pytest.fixture
+async def gateway_port(simulator: DataflowSimulator) -> AsyncIterator[int]:
+    async with running_gateway(settings_for(simulator)) as gw:
+        yield gw.port
+
+
+async def test_image_healthcheck_command_probes_healthz(gateway_port: int) -> None:
+    healthcheck = next(line for line in dockerfile_stages()[-1] if line.startswith("HEALTHCHECK "))
+    command = json.loads(healthcheck[healthcheck.index("CMD ") + 4 :])
+    assert command[0] == "python"
+    env = {"GATEWAY_PORT": str(gateway_port), "PATH": "/usr/bin:/bin"}
+    ok = await run([sys.executable, *command[1:]], env)
+    dead = await run([sys.executable, *command[1:]], {**env, "GATEWAY_PORT": "1"})
+    assert (ok, dead != 0) == (0, True)
+
+
+async def run(command: list[str], env: dict[str, str]) -> int:
+    process = await asyncio.create_subprocess_exec(*command, env=env, stderr=subprocess.DEVNULL)
+    return await process.wait()
+
+
+# --- README -----------------------------------------------------------------------------------------
+
+
+def test_readme_settings_table_is_generated_from_the_settings_class() -> None:
+    assert readme_block(README.read_text()) == settings_table(), (
+        "README.md's settings table is stale: run python scripts/settings_table.py --update-readme"
+    )
+
+
+def test_readme_lists_every_metric() -> None:
+    metrics = GatewayMetrics()
+    SessionRegistry(1, metrics)
+    readme = README.read_text()
+    missing = [f.name for f in metrics.registry.collect() if f"`{f.name}" not in readme]
+    assert not missing, f"metrics missing from README.md's Operate section: {missing}"

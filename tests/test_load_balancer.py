@@ -1,0 +1,270 @@
+"""Two gateway replicas behind a real nginx (the compose config), one of them drained mid-stream.
+
+40 live sessions stream DTMF audio in real time through nginx. Replica A gets SIGTERM: every one
+of its sessions is told (error ``draining``); half of them finish their current utterance and
+finalize (all milestones, close 1000, within the budget), the other half keep streaming and are
+closed with ``going_away`` + 1001 when the budget ends. Sessions on replica B never notice.
+
+New sessions: nginx cannot see that a draining replica answers WebSocket sessions with
+``going_away`` + 1001 after accepting them, so while A drains some new sessions still reach it and
+are refused; clients reconnect on 1001 (the documented behaviour). We let those reconnect after A
+has exited, and open more new sessions then: A's port now refuses connections, so nginx's passive
+health check (``max_fails``/``fail_timeout`` and ``proxy_next_upstream error``) sends every one of
+them to B at the first attempt. Both replicas' /metrics must account for every session.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import signal
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from websockets.asyncio.client import ClientConnection
+from websockets.exceptions import ConnectionClosed
+
+from tests import signals
+from tests.harness import Transcript, read_all, ws_connect
+from tests.lb_stack import Stack, metric, nginx_binary, nginx_command, nginx_config, scrape, wait_http_ok
+from tests.lb_stack import free_port as _free_port
+
+RATE = 16000
+FRAME_BYTES = RATE * 2 * 40 // 1000  # 40 ms of pcm16
+BUDGET_S = 4.0
+SESSIONS = 40
+KEYS = "0123456789*#"
+STARTED = "dataflow_gateway_sessions_started_total"
+ENDED = "dataflow_gateway_sessions_ended_total"
+ACTIVE = "dataflow_gateway_sessions_active"
+DENIED = "dataflow_gateway_denials_total"
+
+pytestmark = [pytest.mark.needs_binary, pytest.mark.timeout(90)]
+
+
+def session_audio(index: int, groups: int) -> tuple[list[str], bytes, list[int]]:
+    """Digit groups, their pcm16 audio, and the byte offset where each group's utterance ends."""
+    digits = [KEYS[(index * 3 + g) % 12] + KEYS[(index * 3 + g + 5) % 12] for g in range(groups)]
+    parts = [signals.silence(300, RATE)]
+    for group in digits:
+        parts += [signals.dtmf(group, RATE), signals.silence(900, RATE)]
+    ends = list(itertools.accumulate(len(p) * 2 for p in parts))[2::2]
+    return digits, signals.to_pcm16(np.concatenate(parts)), ends
+
+
+@dataclass
+class Client:
+    """One client session through nginx and what it saw."""
+
+    index: int
+    groups: int = 5
+    role: str = "plain"  # plain | wrap_up | linger
+    digits: list[str] = field(default_factory=list)
+    sent_groups: int = 0
+    transcript: Transcript = field(default_factory=Transcript)
+    refusals: list[Transcript] = field(default_factory=list)
+    closed_at: float = 0.0
+
+    async def connect(self, url: str) -> ClientConnection | None:
+        """Open and start a session; None (refusal recorded) when the replica sends going_away."""
+        ws = await ws_connect(url)
+        audio = {"encoding": "pcm16", "sampleRate": RATE, "channels": 1}
+        try:
+            await ws.send(json.dumps({"type": "start", "project": "demo", "audio": audio}))
+            async with asyncio.timeout(10):
+                while True:
+                    message = json.loads(await ws.recv())
+                    self.transcript.messages.append(message)
+                    if message["type"] == "started":
+                        return ws
+                    if message["type"] == "error":
+                        break
+        except ConnectionClosed:
+            pass
+        refusal = await read_all(ws, self.transcript)
+        self.refusals.append(refusal)
+        self.transcript = Transcript()
+        return None
+
+    async def stream(self, ws: ClientConnection, *, paced: bool, on_notice: itertools.count[int] | None) -> None:
+        """Send the audio (real time if ``paced``), then finalize; read everything until the close."""
+        self.digits, pcm, ends = session_audio(self.index, self.groups)
+        notice = asyncio.Event()
+        reader = asyncio.create_task(self._read(ws, notice))
+        began = time.monotonic()
+        offset = 0
+        try:
+            while offset < len(pcm) or self.role == "linger":
+                if notice.is_set() and self.role == "plain" and on_notice is not None:
+                    self.role = "wrap_up" if next(on_notice) % 2 == 0 else "linger"
+                    if self.role == "wrap_up":  # finish the current utterance at once, then finalize
+                        end = next(e for e in ends if e >= offset)
+                        await ws.send(pcm[offset:end])
+                        offset = end
+                        break
+                frame = pcm[offset : offset + FRAME_BYTES] or bytes(FRAME_BYTES)  # lingering: silence
+                await ws.send(frame)
+                offset += FRAME_BYTES
+                if paced:
+                    await asyncio.sleep(max(0.0, began + offset / (RATE * 2) - time.monotonic()))
+            self.sent_groups = sum(1 for e in ends if e <= offset)
+            await ws.send(json.dumps({"type": "finalize"}))
+        except ConnectionClosed:
+            pass
+        await reader
+        self.closed_at = time.monotonic()
+
+    async def _read(self, ws: ClientConnection, notice: asyncio.Event) -> None:
+        try:
+            async for frame in ws:
+                message = json.loads(frame)
+                self.transcript.messages.append(message)
+                if message.get("type") == "error" and message["code"] == "draining":
+                    notice.set()
+        except ConnectionClosed:
+            pass
+        await ws.wait_closed()
+        self.transcript.close_code = ws.close_code
+
+
+async def run_new_session(client: Client, url: str) -> bool:
+    """A short new session (audio as fast as flow control allows); False if it was refused."""
+    ws = await client.connect(url)
+    if ws is None:
+        return False
+    await client.stream(ws, paced=False, on_notice=None)
+    return True
+
+
+def assert_finished(client: Client, errors: list[str]) -> None:
+    t = client.transcript
+    assert t.close_code == 1000, (client.index, client.role, t.messages[-3:])
+    assert t.errors() == errors, (client.index, client.role)
+    assert t.of_type("closed")[-1]["reason"] == "finalized"
+    assert t.milestones() == client.digits[: client.sent_groups], (client.index, client.role)
+
+
+async def test_nginx_accepts_the_rendered_config(tmp_path: Path) -> None:
+    nginx = nginx_binary()
+    config = nginx_config(tmp_path, _free_port(), [_free_port(), _free_port()])
+    checked = subprocess.run(nginx_command(nginx, config, "-t"), capture_output=True, text=True, check=False)
+    assert checked.returncode == 0, checked.stderr
+
+
+async def test_drain_one_replica_behind_nginx(tmp_path: Path) -> None:
+    nginx = nginx_binary()
+    token = "lb-test-simulator-token"
+    sim_port, port_a, port_b, lb_port = (_free_port() for _ in range(4))
+    stack = Stack(tmp_path)
+    try:
+        stack.start_simulator(sim_port, token)
+        stack.start_gateway("gateway-a", port_a, sim_port, token, BUDGET_S)
+        stack.start_gateway("gateway-b", port_b, sim_port, token, BUDGET_S)
+        config = nginx_config(tmp_path, lb_port, [port_a, port_b])
+        stack.start("nginx", nginx_command(nginx, config, "-g", "daemon off;"))
+        for name, port in (("gateway-a", port_a), ("gateway-b", port_b)):
+            await wait_http_ok(f"http://127.0.0.1:{port}/readyz", stack.processes[name])
+        await wait_http_ok(f"http://127.0.0.1:{lb_port}/healthz", stack.processes["nginx"])
+        await check_stack(stack, lb_port, port_a, port_b)
+    finally:
+        stack.close()
+
+
+async def check_stack(stack: Stack, lb_port: int, port_a: int, port_b: int) -> None:
+    url = f"ws://127.0.0.1:{lb_port}/v1/stream"
+    async with httpx.AsyncClient() as http:  # the operator endpoints are not reachable through the LB
+        assert (await http.post(f"http://127.0.0.1:{lb_port}/internal/drain")).status_code == 404
+        assert (await http.get(f"http://127.0.0.1:{lb_port}/metrics")).status_code == 404
+
+    # 40 live sessions, spread over both replicas.
+    clients = [Client(i) for i in range(SESSIONS)]
+    sockets = await asyncio.gather(*(c.connect(url) for c in clients))
+    assert all(ws is not None for ws in sockets), "a session was refused before any drain"
+    notices = itertools.count()
+    streams = [
+        asyncio.create_task(c.stream(ws, paced=True, on_notice=notices))  # type: ignore[arg-type]
+        for c, ws in zip(clients, sockets, strict=True)
+    ]
+    await asyncio.sleep(1.5)
+    before_a, before_b = await scrape(port_a), await scrape(port_b)
+    started_a, started_b = metric(before_a, STARTED, dialect="native"), metric(before_b, STARTED, dialect="native")
+    assert started_a + started_b == SESSIONS
+    assert min(started_a, started_b) >= SESSIONS // 4, (started_a, started_b)
+
+    # Drain replica A mid-stream.
+    gateway_a = stack.processes["gateway-a"]
+    gateway_a.send_signal(signal.SIGTERM)
+    drain_began = time.monotonic()
+    async with httpx.AsyncClient() as http:
+        while (await http.get(f"http://127.0.0.1:{port_a}/readyz")).status_code == 200:
+            await asyncio.sleep(0.02)
+    # New sessions while A drains: those that reach A are refused with going_away + 1001.
+    probes = [Client(100 + i, groups=2) for i in range(6)]
+    landed = await asyncio.gather(*(p.connect(url) for p in probes))
+    probe_streams = [
+        asyncio.create_task(p.stream(ws, paced=False, on_notice=None))
+        for p, ws in zip(probes, landed, strict=True)
+        if ws is not None
+    ]
+    refused = [p for p, ws in zip(probes, landed, strict=True) if ws is None]
+    for probe in refused:
+        assert [r.errors() for r in probe.refusals] == [["going_away"]]
+        assert [r.close_code for r in probe.refusals] == [1001]
+
+    # Every session on A was told; the wrap-up half finishes within the budget. A still answers
+    # /metrics (readiness is 503), and accounts for each of its sessions and refusals.
+    async with asyncio.timeout(2):  # each writer picks its role at its next frame
+        while sum(c.role != "plain" for c in clients) < started_a:
+            await asyncio.sleep(0.02)
+    on_a = [c for c in clients if c.role != "plain"]
+    wrap_ups = [c for c in on_a if c.role == "wrap_up"]
+    lingering = [c for c in on_a if c.role == "linger"]
+    async with asyncio.timeout(BUDGET_S):
+        await asyncio.gather(*(t for c, t in zip(clients, streams, strict=True) if c.role == "wrap_up"))
+    during = await scrape(port_a)
+    assert time.monotonic() - drain_began < BUDGET_S, "too slow to observe the drain within its budget"
+    assert len(on_a) == started_a
+    assert metric(during, STARTED, dialect="native") == started_a
+    assert metric(during, ENDED, dialect="native", outcome="finalized") == len(wrap_ups)
+    assert metric(during, ACTIVE, dialect="native") == len(lingering)
+    assert metric(during, DENIED, reason="going_away") == len(refused)
+    assert metric(during, "dataflow_gateway_draining") == 1
+    for client in wrap_ups:
+        assert_finished(client, ["draining"])
+        assert client.closed_at - drain_began < BUDGET_S
+
+    # The budget ends: the rest are told to go away, then A exits.
+    assert await asyncio.to_thread(gateway_a.wait, BUDGET_S + 10) == -signal.SIGTERM
+    await asyncio.gather(*(t for c, t in zip(clients, streams, strict=True) if c.role == "linger"))
+    for client in lingering:
+        t = client.transcript
+        assert t.errors() == ["draining", "going_away"], client.index
+        assert t.of_type("closed")[-1]["reason"] == "going_away"
+        assert t.close_code == 1001
+        assert client.digits[: len(t.milestones())] == t.milestones()
+        assert BUDGET_S - 0.5 < client.closed_at - drain_began < BUDGET_S + 1.5
+
+    # A is gone: reconnects and new sessions all land on B at the first attempt.
+    late = [Client(200 + i, groups=2) for i in range(10)]
+    retried = await asyncio.gather(*(run_new_session(c, url) for c in [*refused, *late]))
+    assert all(retried), "a new session was refused after the drained replica exited"
+    await asyncio.gather(*streams, *probe_streams)
+    for client in [c for c in clients if c.role == "plain"]:
+        assert_finished(client, [])
+        assert client.sent_groups == client.groups
+    for client in [*probes, *late]:
+        assert_finished(client, [])
+
+    after_b = await scrape(port_b)
+    new_sessions = len(probes) + len(late)
+    assert metric(after_b, STARTED, dialect="native") == started_b + new_sessions
+    assert metric(after_b, ENDED, dialect="native", outcome="finalized") == started_b + new_sessions
+    assert metric(after_b, ACTIVE, dialect="native") == 0
+    assert metric(after_b, DENIED, reason="going_away") == 0
+    assert "Traceback" not in stack.log("gateway-a") + stack.log("gateway-b")
