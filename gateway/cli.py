@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import logging
 import signal
 import sys
@@ -18,6 +19,7 @@ from typing import Any
 
 import httpx
 
+from gateway.auth import ApiKeySpec, key_digest, new_api_key
 from gateway.settings import SettingsError, load_settings
 from gateway.simulator.faults import parse_fault
 from gateway.simulator.server import DataflowSimulator, SimulatorConfig
@@ -129,12 +131,32 @@ def _drain(ns: argparse.Namespace) -> int:
     return 0
 
 
+def _keygen_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("keygen", help="create an API key and its GATEWAY_API_KEYS entry (only the hash is stored)")
+    p.add_argument("--name", required=True, help="the key's name (logs, metrics, token subject)")
+    p.add_argument("--project", action="append", default=None, help="allowed project (repeatable; default any)")
+    p.add_argument("--max-sessions", type=int, default=None, help="concurrent sessions per replica")
+    p.add_argument("--audio-seconds-per-minute", type=float, default=None, help="audio budget per replica")
+
+
+def _keygen(ns: argparse.Namespace) -> int:
+    key = new_api_key()
+    spec = ApiKeySpec(
+        name=ns.name, sha256=key_digest(key), projects=ns.project, max_sessions=ns.max_sessions,
+        audio_seconds_per_minute=ns.audio_seconds_per_minute,
+    )  # fmt: skip
+    print(f"API key for {ns.name} (give it to the client; it is not stored anywhere): {key}")
+    print("GATEWAY_API_KEYS entry:", json.dumps(spec.model_dump(exclude_none=True)))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="dataflow-gateway", description="REST/WebSocket gateway for Data Flow")
     sub = parser.add_subparsers(dest="command")
     sub.add_parser("serve", help="run the gateway (default)")
     _simulator_parser(sub)
     _drain_parser(sub)
+    _keygen_parser(sub)
     ns = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     if ns.command == "simulator":
@@ -142,6 +164,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if ns.command == "drain":
         return _drain(ns)
+    if ns.command == "keygen":
+        return _keygen(ns)
     from gateway.server import serve  # imported late: the simulator needs no web stack
 
     return serve()

@@ -249,3 +249,17 @@ def test_auth_none_needs_simulator_mode_or_the_insecure_flag(simulator: Dataflow
     with pytest.raises(SettingsError, match="only allowed in simulator mode"):
         create_app(settings_for(simulator, auth="none", allow_insecure_no_auth=False))
     assert create_app(settings_for(simulator, auth="none", allow_insecure_no_auth=True)) is not None
+
+
+def test_keygen_prints_a_key_and_a_config_entry_that_accepts_it(capsys: pytest.CaptureFixture[str]) -> None:
+    from gateway.auth import ApiKeySpec, Authenticator
+    from gateway.cli import main
+
+    assert main(["keygen", "--name", "ops", "--project", "demo", "--max-sessions", "3"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    key = lines[0].rsplit(": ", 1)[1]
+    SECRETS.add(key)
+    entry = ApiKeySpec.model_validate_json(lines[1].split(": ", 1)[1])
+    assert key not in lines[1]  # only the hash goes into configuration
+    principal = Authenticator([entry], "", required=True).authenticate(key)
+    assert (principal.name, principal.projects, principal.max_sessions) == ("ops", frozenset({"demo"}), 3)
