@@ -63,6 +63,12 @@ class MessageTooBig(BadRequest):
     http_status = 413
 
 
+class UploadTooLarge(MessageTooBig):
+    """An uploaded body over ``max_upload_bytes`` (found while streaming; the upstream is cancelled)."""
+
+    code = "upload_too_large"
+
+
 class Unauthorized(GatewayError):
     code = "unauthorized"
     ws_close_code = 1008

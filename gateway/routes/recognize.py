@@ -1,5 +1,192 @@
-"""(being written)"""
+"""``POST /v1/recognize``: upload a recorded file, get Data Flow's events and transcript back.
 
-from fastapi import APIRouter
+The body is raw audio (WAV, AU, FLAC, Ogg, MP3, WebM, AIFF, or headerless with a declared format) or
+Data Flow's own HTTP batch multipart (``Parameters`` + ``Audio``). ``Accept: application/json``
+answers once, after Data Flow's FinalResult; ``application/x-ndjson`` and ``text/event-stream``
+stream the messages as they happen. The pipeline itself is :mod:`gateway.adapters.upload`.
+"""
 
-router = APIRouter()
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import AsyncGenerator, Callable, Coroutine
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Header, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.routing import APIRoute
+from starlette.types import Receive, Scope, Send
+
+from gateway.adapters.upload import Upload, UploadOptions
+from gateway.errors import BadRequest, ClientTooSlow, GatewayError
+from gateway.routes.recognize_docs import ERROR_RESPONSES, REQUEST_BODY, STREAM_EXAMPLE, RecognizeResult
+from gateway.upload_body import ClientDisconnected
+
+log = logging.getLogger(__name__)
+
+Mode = Literal["json", "ndjson", "sse"]
+_STREAM_TYPES: dict[str, Mode] = {
+    "application/x-ndjson": "ndjson", "application/ndjson": "ndjson", "text/event-stream": "sse",
+    "application/json": "json", "*/*": "json", "application/*": "json",
+}  # fmt: skip
+
+
+def error_response(error: GatewayError) -> JSONResponse:
+    headers = {"Retry-After": "1"} if error.retryable and error.http_status in (429, 503) else None
+    return JSONResponse({"error": error.to_json()}, status_code=error.http_status, headers=headers)
+
+
+class UploadRoute(APIRoute):
+    """Query/header validation failures answer in the gateway's error format (422), not FastAPI's."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def route(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except RequestValidationError as exc:
+                problems = "; ".join(
+                    f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors() if isinstance(e, dict)
+                )
+                return error_response(BadRequest(f"invalid parameters: {problems}", code="invalid_parameters"))
+
+        return route
+
+
+router = APIRouter(route_class=UploadRoute, tags=["uploads"])
+
+ProjectParam = Annotated[
+    str | None, Query(description="Data Flow project (else header ProjectName, else the default).", examples=["demo"])
+]
+LanguageParam = Annotated[str | None, Query(description="Recognition language, e.g. en-US.", examples=["en-US"])]
+RawParam = Annotated[bool, Query(description="Add Data Flow's own event JSON to each event as `raw`.")]
+InterimParam = Annotated[bool, Query(description="Include `SR Partial` (interim) events.")]
+EncodingParam = Annotated[
+    str | None, Query(description="Headerless body only: pcm16 (little-endian), mulaw, alaw, f32.", examples=["mulaw"])
+]
+SampleRateParam = Annotated[
+    int | None, Query(alias="sampleRate", ge=8000, le=48000, description="Headerless body only: samples per second.")
+]
+ChannelsParam = Annotated[int | None, Query(ge=1, le=2, description="Headerless body only: 1 or 2 (interleaved).")]
+ProjectHeader = Annotated[str | None, Header(alias="ProjectName", description="Data Flow's project header.")]
+ParametersHeader = Annotated[
+    str | None,
+    Header(
+        alias="X-Dataflow-Parameters",
+        description="Start-style JSON, as the multipart Parameters part, e.g. "
+        '{"Language":"en-US","Settings":{"ChannelTags":["customer","agent"]}}.',
+    ),
+]
+AcceptHeader = Annotated[
+    str | None, Header(description="application/json (default), application/x-ndjson or text/event-stream.")
+]
+
+
+def negotiate(accept: str | None) -> Mode:
+    """The first media type of ``Accept`` the endpoint knows (q-values are not weighed)."""
+    for part in (accept or "").split(","):
+        mode = _STREAM_TYPES.get(part.split(";")[0].strip().lower())
+        if mode is not None:
+            return mode
+    return "json"
+
+
+class MessageStream(StreamingResponse):
+    """NDJSON or SSE. Unlike Starlette's StreamingResponse it never calls ``receive`` itself: the
+    upload is still reading the request body from it, and notices a vanishing client there."""
+
+    def __init__(self, upload: Upload, mode: Mode) -> None:
+        media = "text/event-stream" if mode == "sse" else "application/x-ndjson"
+        headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}  # no proxy buffering of live events
+        self.upload = upload
+        self.lines = self._lines(upload, mode)
+        super().__init__(self.lines, media_type=media, headers=headers)
+
+    @staticmethod
+    async def _lines(upload: Upload, mode: Mode) -> AsyncGenerator[bytes, None]:
+        async with contextlib.aclosing(upload.outputs()) as messages:
+            async for message in messages:
+                text = json.dumps(message, separators=(",", ":"))
+                yield (f"event: {message['type']}\ndata: {text}\n\n" if mode == "sse" else text + "\n").encode()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        budget = self.upload.settings.client_send_timeout_s
+        await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+        try:
+            async for line in self.lines:
+                try:
+                    async with asyncio.timeout(budget):
+                        await send({"type": "http.response.body", "body": line, "more_body": True})
+                except TimeoutError:
+                    if self.upload.session is not None:
+                        self.upload.session.abort("client_too_slow", ClientTooSlow("the client stopped reading"))
+                    return
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        finally:
+            await self.lines.aclose()
+
+
+@router.post(
+    "/v1/recognize",
+    summary="Recognise an uploaded recording (streamed to Data Flow)",
+    response_model=None,
+    responses={
+        200: {
+            "model": RecognizeResult,
+            "description": "The transcript and every event. With `Accept: application/x-ndjson` or "
+            "`text/event-stream`: one message per line/event as it happens (`started`, `event`, `progress`, "
+            "`warning`), the last one `result` or `error`.",
+            "content": STREAM_EXAMPLE,
+        },
+        **ERROR_RESPONSES,
+    },
+    openapi_extra={"requestBody": REQUEST_BODY},
+)
+async def recognize(
+    request: Request,
+    project: ProjectParam = None,
+    language: LanguageParam = None,
+    raw: RawParam = False,
+    interim: InterimParam = False,
+    encoding: EncodingParam = None,
+    sample_rate: SampleRateParam = None,
+    channels: ChannelsParam = None,
+    project_name: ProjectHeader = None,
+    parameters: ParametersHeader = None,
+    accept: AcceptHeader = None,
+) -> Response:
+    options = UploadOptions(
+        project=project or None, language=language or None, raw=raw, interim=interim, encoding=encoding or None,
+        sample_rate=sample_rate, channels=channels, project_header=project_name or None,
+        parameters_header=parameters, content_type=request.headers.get("content-type"),
+        content_length=request.headers.get("content-length"),
+    )  # fmt: skip
+    upload = Upload(request.app.state.gateway, request.scope, request.headers, request.receive, options)
+    try:
+        await upload.open()
+    except GatewayError as exc:
+        return error_response(exc)
+    except ClientDisconnected:
+        return Response(status_code=499)  # nobody is listening; the status only reaches the access log
+    mode = negotiate(accept)
+    if mode != "json":
+        return MessageStream(upload, mode)
+    events: list[dict[str, Any]] = []
+    result: dict[str, Any] = {}
+    async with contextlib.aclosing(upload.outputs()) as messages:
+        async for message in messages:
+            if message["type"] == "event":
+                events.append(message)
+            elif message["type"] == "result":
+                result = message
+    if upload.error is not None:
+        return error_response(upload.error)
+    if upload.disconnected or not result:
+        return Response(status_code=499)
+    del result["type"]
+    return JSONResponse({**result, "events": events})

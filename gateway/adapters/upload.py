@@ -1,0 +1,228 @@
+"""``POST /v1/recognize``: one uploaded file through one Session, as fast as Data Flow takes it.
+
+:meth:`Upload.open` reserves a slot, reads the head of the body (multipart Parameters, the
+container header), and starts Data Flow, so every early failure still gets its own HTTP status.
+:meth:`Upload.outputs` then runs two sides: a feeder that decodes the rest of the body into
+``Session.feed_audio`` (which waits while Data Flow is slow: flow control reaches the client
+through TCP) and finalizes, and the session's output rendered as upload messages. The last message
+is ``result`` or ``error``; a client that goes away aborts the session (the upstream is cancelled).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncGenerator, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from starlette.types import Receive, Scope
+
+from gateway.adapters.native import render_event, render_started
+from gateway.audio import AudioFormat
+from gateway.dataflow_json import PARTIAL, DataflowEvent, StartRequest, parse_start
+from gateway.errors import BadRequest, GatewayError, GoingAway, LimitReached
+from gateway.session import Closed, Flow, Notice, OutItem, Session, Started
+from gateway.upload_audio import AudioSource, open_audio, raw_hint
+from gateway.upload_body import ClientDisconnected, MultipartAudio, RequestBody, media_type, parse_parameters
+
+if TYPE_CHECKING:
+    from gateway.app import Gateway
+
+log = logging.getLogger(__name__)
+
+FEED_MS = 500  # audio handed to the session per call, so one big body chunk never floods the upstream buffer
+
+
+@dataclass(frozen=True, slots=True)
+class UploadOptions:
+    """What the client asked for in the query string and headers (the body may add Parameters)."""
+
+    project: str | None = None
+    language: str | None = None
+    raw: bool = False
+    interim: bool = False
+    encoding: str | None = None
+    sample_rate: int | None = None
+    channels: int | None = None
+    project_header: str | None = None
+    parameters_header: str | None = None
+    content_type: str | None = None
+    content_length: str | None = None
+
+
+class Upload:
+    def __init__(
+        self, gateway: Gateway, scope: Scope, headers: Mapping[str, str], receive: Receive, options: UploadOptions
+    ) -> None:
+        self.gateway = gateway
+        self._scope, self._headers = scope, headers
+        self.settings = gateway.settings
+        self.options = options
+        self.body = RequestBody(receive, self.settings.max_upload_bytes)
+        self.session: Session | None = None
+        self.source: AudioSource | None = None
+        self.error: GatewayError | None = None  # set when the upload ended with an error message
+        self.disconnected = False
+        self._started: Started | None = None
+        self._transcript: dict[str, list[str]] = {}
+        self._warnings: list[dict[str, Any]] = []
+
+    # --- opening -------------------------------------------------------------------------------------
+
+    async def open(self) -> Started:
+        """Everything before the first audio goes upstream; raises GatewayError or ClientDisconnected."""
+        self.body.check_declared_length(self.options.content_length)
+        gate = self.gateway.gate
+        principal = gate.identify(self._scope, self._headers)  # credentials come in headers only
+        lease = gate.reserve("upload", principal)
+        try:
+            try:
+                async with asyncio.timeout(self.settings.start_timeout_s):
+                    request = await self._open_source()
+            except TimeoutError:
+                limit = f"the audio header did not arrive within {self.settings.start_timeout_s:g} s"
+                raise LimitReached(limit, code="start_timeout") from None
+            assert self.source is not None
+            if principal is not None:
+                gate.admit_session(principal, request.project)
+            # Not live: an upload goes as fast as Data Flow takes it, no real-time rate limit.
+            limits = gate.session_limits(principal, live=False)
+            self.session = Session(self.gateway.upstream, self.settings, lease, limits)
+            self._started = await self.session.start(request, self.source.format)
+            return self._started
+        except BaseException:
+            lease.release()
+            await self.aclose()
+            raise
+
+    async def _open_source(self) -> StartRequest:
+        opts = self.options
+        header = opts.parameters_header
+        header_params = parse_parameters(header, "X-Dataflow-Parameters") if header is not None else None
+        content_type = media_type(opts.content_type)
+        stream = self.body.chunks()
+        part_params: dict[str, Any] | None = None
+        if content_type[0] == "multipart/form-data":
+            multipart = MultipartAudio(stream, content_type[1].get("boundary", ""))
+            await multipart.open()
+            part_params, stream = multipart.parameters, multipart.audio()
+            content_type = media_type(multipart.audio_content_type)
+        parameters = {**(header_params or {}), **(part_params or {})} if header_params or part_params else None
+        hint = raw_hint(
+            encoding=opts.encoding, sample_rate=opts.sample_rate, channels=opts.channels,
+            content_type=content_type, parameters=parameters,
+        )  # fmt: skip
+        # Token and Tenant in the Parameters are ignored: the gateway injects its own.
+        request, _, _ = parse_start(parameters or {}, default_audio=AudioFormat("pcm16", 16000, 1))
+        request.project = opts.project or opts.project_header or request.project or self.settings.default_project
+        if not request.project:
+            raise BadRequest("name a project (?project= or the ProjectName header)", code="invalid_parameters")
+        request.language = opts.language or request.language
+        self.source = await open_audio(stream, hint)
+        return request
+
+    # --- running -------------------------------------------------------------------------------------
+
+    async def outputs(self) -> AsyncGenerator[dict[str, Any], None]:
+        """started, event, progress and warning messages as they happen; last ``result`` or ``error``."""
+        assert self.session is not None
+        session = self.session
+        feeder = asyncio.create_task(self._feed(session), name=f"upload-{session.id}-feeder")
+        try:
+            async for item in session.outbound():
+                if isinstance(item, Closed):
+                    final = self._final(session, item)
+                    if final is not None:
+                        yield final
+                    return
+                if (message := self._render(item)) is not None:
+                    yield message
+        finally:
+            feeder.cancel()
+            await asyncio.gather(feeder, return_exceptions=True)
+            await self.aclose()
+
+    async def _feed(self, session: Session) -> None:
+        assert self.source is not None
+        step = max(self.source.format.frame_bytes, self.source.format.ms_to_bytes(FEED_MS))
+        try:
+            async for chunk in self.source.chunks():
+                for i in range(0, len(chunk), step):
+                    await session.feed_audio(chunk[i : i + step])
+                    if session.state != "streaming":
+                        return  # closed or ending (upstream failure, limit): the outbound side reports it
+            session.reply(self._progress(session.flow(), final=True))
+            await session.finalize()
+        except ClientDisconnected:
+            self.disconnected = True
+            session.abort()
+            return
+        except GatewayError as exc:
+            if session.state == "streaming":
+                session.abort(exc.error_code, exc)
+            return
+        except Exception:
+            log.exception("upload %s: reading the body failed", session.id)
+            session.abort("internal_error", GatewayError("the upload could not be processed"))
+            return
+        with contextlib.suppress(Exception):
+            await self.body.wait_disconnect()  # the body is complete: only a vanishing client is left to notice
+        if session.closed is None:
+            self.disconnected = True
+            session.abort()
+
+    def _render(self, item: OutItem) -> dict[str, Any] | None:
+        if isinstance(item, DataflowEvent):
+            if item.final and item.text and item.channel >= 0:
+                self._transcript.setdefault(str(item.channel), []).append(item.text)
+            if item.name == PARTIAL and not self.options.interim:
+                return None
+            return render_event(item, raw=self.options.raw)
+        if isinstance(item, Flow):
+            return self._progress(item)
+        if isinstance(item, Started):
+            return render_started(item)
+        if isinstance(item, Notice):
+            warning = item.error.to_json()
+            self._warnings.append(warning)
+            return {"type": "warning", **warning}
+        if isinstance(item, dict):
+            return item
+        return None  # responses (FinalizeResponse) and audio from Data Flow are not part of an upload's answer
+
+    def _progress(self, flow: Flow, *, final: bool = False) -> dict[str, Any]:
+        message = {"type": "progress", "bytes": self.body.bytes_read, "audioMs": flow.audio_ms, "sentMs": flow.sent_ms}
+        if final:
+            message["uploadComplete"] = True
+        return message
+
+    def _final(self, session: Session, closed: Closed) -> dict[str, Any] | None:
+        if closed.error is None and closed.reason == "client_disconnected":
+            self.disconnected = True
+            return None
+        if closed.error is None and closed.reason not in ("finalized", "completed"):
+            self.error = GoingAway(f"the session ended before its result ({closed.reason})")
+        else:
+            self.error = closed.error
+        if self.error is not None:
+            return {"type": "error", **self.error.to_json()}
+        assert self.source is not None
+        channels = {str(c): "" for c in range(self.source.format.channels)}
+        transcript = channels | {c: " ".join(texts) for c, texts in sorted(self._transcript.items())}
+        return {
+            "type": "result",
+            "sessionId": session.id,
+            "dataflowSessionId": self._started.dataflow_session_id if self._started else None,
+            "audioMs": closed.audio_ms,
+            "transcript": transcript,
+            "warnings": self._warnings,
+        }
+
+    async def aclose(self) -> None:
+        if self.session is not None:
+            self.session.abort()
+            await self.session.aclose()
+        if self.source is not None:
+            await self.source.aclose()

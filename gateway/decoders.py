@@ -1,0 +1,233 @@
+"""Compressed uploads (FLAC, Ogg Opus/Vorbis, MP3, AAC, WebM, AIFF, ADPCM WAV ...) decoded with PyAV.
+
+FFmpeg's demuxers pull their input, so the decoder runs in its own thread and reads from a bounded
+byte queue that the event loop fills from the request body; decoded PCM comes back through a second
+bounded queue. Both bounds are small, so memory stays flat whatever the file size, and a slow Data
+Flow slows the decoder, which slows the body reader, which slows the client (TCP).
+
+Formats whose index sits at the end of the file (MP4/M4A with ``moov`` last) cannot be decoded
+from a stream: FFmpeg would have to seek back, and the upload fails with 415.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import threading
+from collections import deque
+from collections.abc import AsyncIterator
+
+import av
+import numpy as np
+
+from gateway.audio import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE, AudioFormat
+from gateway.errors import AudioFormatError
+
+log = logging.getLogger(__name__)
+
+INPUT_LIMIT = 256 * 1024  # compressed bytes waiting for the decoder
+OUTPUT_LIMIT = 256 * 1024  # decoded PCM waiting for the session
+OUTPUT_CHUNK = 32 * 1024  # decoded PCM is handed over in pieces this big (fewer wake-ups)
+THREAD_PREFIX = "upload-decoder"
+_ids = itertools.count(1)
+
+
+class _Cancelled(Exception):
+    """Raised inside the decoder thread to unwind FFmpeg when the upload is abandoned."""
+
+
+class DecodedSource:
+    """PCM16 audio decoded from a compressed stream; ``format`` is known once :meth:`open` returned."""
+
+    def __init__(self, demuxer: str, prefix: bytes, rest: AsyncIterator[bytes]) -> None:
+        self.format = AudioFormat("pcm16", 16000, 1)  # replaced by the first decoded frame's format
+        self._demuxer = demuxer
+        self._prefix = prefix
+        self._rest = rest
+        self._loop = asyncio.get_running_loop()
+        self._lock = threading.Condition()
+        self._input: deque[bytes] = deque()
+        self._input_bytes = 0
+        self._input_done = False
+        self._output: deque[bytes] = deque()
+        self._output_bytes = 0
+        self._decoded_any = False
+        self._finished = False  # the thread is done (decoded everything, failed or cancelled)
+        self._cancelled = False
+        self._error: Exception | None = None  # decoder failure
+        self._body_error: BaseException | None = None  # the body could not be read (too large, client gone)
+        self._space = asyncio.Event()
+        self._ready = asyncio.Event()
+        self._thread = threading.Thread(target=self._run, name=f"{THREAD_PREFIX}-{next(_ids)}", daemon=True)
+        self._pump: asyncio.Task[None] | None = None
+
+    async def open(self) -> DecodedSource:
+        """Start decoding; returns once the first audio is decoded (the format is then known)."""
+        self._thread.start()
+        self._pump = asyncio.create_task(self._fill(), name=f"{self._thread.name}-input")
+        try:
+            while True:
+                self._ready.clear()
+                with self._lock:
+                    if self._output or self._finished:
+                        break
+                await self._ready.wait()
+            if not self._decoded_any:  # a failure after the first audio is reported by chunks(), mid-stream
+                self._raise_failure()
+                raise AudioFormatError(f"no audio could be decoded from this {self._demuxer} stream")
+        except BaseException:
+            await self.aclose()
+            raise
+        return self
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        while True:
+            self._ready.clear()
+            with self._lock:
+                data = self._output.popleft() if self._output else None
+                if data is not None:
+                    self._output_bytes -= len(data)
+                    self._lock.notify_all()
+                finished = self._finished
+            if data is not None:
+                yield data
+            elif finished:
+                self._raise_failure()
+                if self._pump is not None:
+                    await self._pump  # the rest of the body is drained before the upload counts as complete
+                self._raise_failure()
+                return
+            else:
+                await self._ready.wait()
+
+    async def aclose(self) -> None:
+        with self._lock:
+            self._cancelled = True
+            self._lock.notify_all()
+        if self._pump is not None:
+            self._pump.cancel()
+            await asyncio.gather(self._pump, return_exceptions=True)
+        for _ in range(200):  # the thread unwinds at its next read or write; bounded wait, no executor needed
+            if not self._thread.is_alive():
+                break
+            await asyncio.sleep(0.005)
+
+    def _raise_failure(self) -> None:
+        if self._body_error is not None:
+            raise self._body_error
+        if self._error is not None:
+            hint = (
+                " (MP4/M4A must have its moov index first: ffmpeg -movflags +faststart)"
+                if self._demuxer == "mov"
+                else ""
+            )
+            raise AudioFormatError(f"could not decode the {self._demuxer} audio: {self._error}{hint}") from None
+
+    # --- event loop side: body -> input queue -----------------------------------------------------------
+
+    async def _fill(self) -> None:
+        try:
+            if self._prefix:
+                await self._put_input(self._prefix)
+            async for chunk in self._rest:
+                await self._put_input(chunk)  # once the decoder is done, the rest is read and dropped
+        except Exception as exc:  # UploadTooLarge, ClientDisconnected: the consumer re-raises it
+            self._body_error = exc
+            with self._lock:
+                self._cancelled = True
+        finally:
+            with self._lock:
+                self._input_done = True
+                self._lock.notify_all()
+            self._ready.set()
+
+    async def _put_input(self, chunk: bytes) -> None:
+        while True:
+            self._space.clear()
+            with self._lock:
+                if self._finished:
+                    return
+                if self._input_bytes < INPUT_LIMIT:
+                    self._input.append(chunk)
+                    self._input_bytes += len(chunk)
+                    self._lock.notify_all()
+                    return
+            await self._space.wait()
+
+    def _wake(self, event: asyncio.Event) -> None:
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is waiting any more
+            self._loop.call_soon_threadsafe(event.set)
+
+    # --- decoder thread ----------------------------------------------------------------------------------
+
+    def read(self, n: int) -> bytes:
+        """File-like read for FFmpeg (decoder thread): blocks until input, b"" at the end of the body."""
+        with self._lock:
+            while not self._input and not self._input_done and not self._cancelled:
+                self._lock.wait()
+            if self._cancelled:
+                raise _Cancelled
+            if not self._input:
+                return b""
+            chunk = self._input.popleft()
+            if len(chunk) > n:
+                self._input.appendleft(chunk[n:])
+                chunk = chunk[:n]
+            self._input_bytes -= len(chunk)
+        self._wake(self._space)
+        return chunk
+
+    def _put_output(self, data: bytes) -> None:
+        with self._lock:
+            while self._output_bytes >= OUTPUT_LIMIT and not self._cancelled:
+                self._lock.wait()
+            if self._cancelled:
+                raise _Cancelled
+            self._output.append(data)
+            self._output_bytes += len(data)
+            self._decoded_any = True
+        self._wake(self._ready)
+
+    def _run(self) -> None:
+        try:
+            self._decode()
+        except _Cancelled:
+            pass
+        except Exception as exc:  # FFmpeg errors (InvalidDataError ...), no audio stream, bad parameters
+            self._error = exc
+            log.debug("decoding a %s upload failed: %s", self._demuxer, exc)
+        finally:
+            with self._lock:
+                self._finished = True
+                self._lock.notify_all()
+            self._wake(self._ready)
+            self._wake(self._space)
+
+    def _decode(self) -> None:
+        with av.open(self, "r", format=self._demuxer) as container:
+            if not container.streams.audio:
+                raise ValueError("the file has no audio stream")
+            stream = container.streams.audio[0]
+            resampler: av.AudioResampler | None = None
+            pending = bytearray()
+            for frame in container.decode(stream):
+                if resampler is None:
+                    # Packed 16-bit at a rate the gateway takes; more than two channels are mixed to one.
+                    channels = frame.layout.nb_channels if frame.layout.nb_channels in (1, 2) else 1
+                    rate = min(max(frame.sample_rate, MIN_SAMPLE_RATE), MAX_SAMPLE_RATE)
+                    self.format = AudioFormat("pcm16", rate, channels)
+                    resampler = av.AudioResampler("s16", "mono" if channels == 1 else "stereo", rate)
+                pending += _pcm16(resampler.resample(frame))
+                if len(pending) >= OUTPUT_CHUNK:
+                    self._put_output(bytes(pending))
+                    pending.clear()
+            if resampler is not None:
+                pending += _pcm16(resampler.resample(None))  # the resampler's delay line
+            if pending:
+                self._put_output(bytes(pending))
+
+
+def _pcm16(frames: list[av.AudioFrame]) -> bytes:
+    return b"".join(np.asarray(frame.to_ndarray(), dtype="<i2").tobytes() for frame in frames)

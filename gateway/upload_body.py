@@ -1,0 +1,195 @@
+"""The body of an upload, read as a stream straight from ASGI ``receive`` (never buffered whole).
+
+:class:`RequestBody` counts bytes against the size cap while reading, and is the only reader of
+``receive`` for the whole request, so it also notices a client that goes away after its body was
+sent. :class:`MultipartAudio` finds Data Flow's ``Parameters`` and ``Audio`` parts in a
+``multipart/form-data`` body with python-multipart's incremental parser.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import deque
+from collections.abc import AsyncIterator
+from typing import Any, Final
+
+from python_multipart.exceptions import MultipartParseError
+from python_multipart.multipart import MultipartParser, parse_options_header
+from starlette.types import Receive
+
+from gateway.errors import BadRequest, UploadTooLarge
+
+PARAMETERS_LIMIT: Final = 64 * 1024
+
+
+class ClientDisconnected(Exception):
+    """The client closed the connection before the upload was done."""
+
+
+class RequestBody:
+    def __init__(self, receive: Receive, max_bytes: int) -> None:
+        self._receive = receive
+        self.max_bytes = max_bytes
+        self.bytes_read = 0
+        self.complete = False
+
+    def check_declared_length(self, content_length: str | None) -> None:
+        """Refuse before reading when Content-Length already says the body is over the cap."""
+        if content_length and content_length.strip().isdigit() and int(content_length) > self.max_bytes:
+            raise self._too_large()
+
+    def _too_large(self) -> UploadTooLarge:
+        return UploadTooLarge(f"the upload is larger than the limit of {self.max_bytes} bytes")
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        while not self.complete:
+            message = await self._receive()
+            if message["type"] == "http.disconnect":
+                raise ClientDisconnected
+            body: bytes = message.get("body", b"")
+            self.complete = not message.get("more_body", False)
+            self.bytes_read += len(body)
+            if self.bytes_read > self.max_bytes:
+                raise self._too_large()
+            if body:
+                yield body
+
+    async def wait_disconnect(self) -> None:
+        """After the body: returns when the client goes away (or the response is complete)."""
+        while (await self._receive())["type"] != "http.disconnect":
+            pass
+
+
+def media_type(content_type: str | None) -> tuple[str, dict[str, str]]:
+    """``audio/L16; rate=8000`` -> (``audio/l16``, {"rate": "8000"})."""
+    ctype, options = parse_options_header(content_type or "")
+    return ctype.decode("latin-1"), {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in options.items()}
+
+
+class MultipartAudio:
+    """Data Flow's HTTP batch body: a ``Parameters`` part (Start JSON) and an ``Audio`` part (the file).
+
+    :meth:`open` reads up to the start of the Audio part; :meth:`audio` then yields its bytes as they
+    arrive and reads the rest of the body. Parameters must come before Audio (the Start needs them
+    before any audio can go upstream); other parts are ignored.
+    """
+
+    def __init__(self, body: AsyncIterator[bytes], boundary: str) -> None:
+        self._body = body
+        self.parameters: dict[str, Any] | None = None
+        self.audio_content_type: str | None = None
+        self._events: deque[tuple[str, bytes]] = deque()
+        self._headers: dict[str, str] = {}
+        self._field = bytearray()
+        self._value = bytearray()
+        self._part = ""  # "parameters", "audio", or "" for a part that is ignored
+        self._params = bytearray()
+        self._audio_seen = False
+        self._ended = False
+        try:
+            self._parser = MultipartParser(boundary.encode("latin-1"), self._callbacks())
+        except (ValueError, MultipartParseError) as exc:
+            raise BadRequest(f"invalid multipart boundary: {exc}", code="invalid_multipart") from None
+
+    def _callbacks(self) -> Any:
+        def data(kind: str) -> Any:
+            return lambda buf, start, end: self._events.append((kind, bytes(buf[start:end])))
+
+        def mark(kind: str) -> Any:
+            return lambda: self._events.append((kind, b""))
+
+        return {
+            "on_part_begin": mark("begin"), "on_header_field": data("field"), "on_header_value": data("value"),
+            "on_header_end": mark("header_end"), "on_headers_finished": mark("headers"), "on_part_data": data("data"),
+            "on_part_end": mark("part_end"), "on_end": mark("end"),
+        }  # fmt: skip
+
+    async def open(self) -> None:
+        async for chunk in self._body:
+            self._write(chunk)
+            while self._events:
+                kind, data = self._events.popleft()
+                self._handle(kind, data)
+                if kind == "headers" and self._part == "audio":
+                    return
+        self._finish_parser()
+        raise BadRequest("the multipart body has no Audio part", code="invalid_multipart")
+
+    async def audio(self) -> AsyncIterator[bytes]:
+        while True:
+            while self._events:
+                kind, data = self._events.popleft()
+                if chunk := self._handle(kind, data):
+                    yield chunk
+            body = await anext(self._body, b"")
+            if not body:
+                break
+            self._write(body)
+        self._finish_parser()
+
+    def _write(self, chunk: bytes) -> None:
+        try:
+            self._parser.write(chunk)
+        except MultipartParseError as exc:
+            raise BadRequest(f"malformed multipart body: {exc}", code="invalid_multipart") from None
+
+    def _finish_parser(self) -> None:
+        try:
+            self._parser.finalize()
+        except MultipartParseError as exc:
+            raise BadRequest(f"malformed multipart body: {exc}", code="invalid_multipart") from None
+        if not self._ended:
+            raise BadRequest("the multipart body ended before its closing boundary", code="invalid_multipart")
+
+    def _handle(self, kind: str, data: bytes) -> bytes | None:
+        """Apply one parser event; returns Audio bytes to pass on."""
+        if kind == "data":
+            if self._part == "audio":
+                return data
+            if self._part == "parameters":
+                self._params += data
+                if len(self._params) > PARAMETERS_LIMIT:
+                    raise BadRequest(f"the Parameters part is over {PARAMETERS_LIMIT} bytes", code="invalid_parameters")
+        elif kind == "begin":
+            self._headers, self._part = {}, ""
+        elif kind == "field":
+            self._field += data
+        elif kind == "value":
+            self._value += data
+        elif kind == "header_end":
+            self._headers[self._field.decode("latin-1").strip().lower()] = self._value.decode("latin-1").strip()
+            self._field, self._value = bytearray(), bytearray()
+        elif kind == "headers":
+            self._start_part()
+        elif kind == "part_end":
+            if self._part == "parameters":
+                self.parameters = parse_parameters(bytes(self._params), "the Parameters part")
+            self._part = ""
+        elif kind == "end":
+            self._ended = True
+        return None
+
+    def _start_part(self) -> None:
+        _, disposition = media_type(self._headers.get("content-disposition"))
+        name = disposition.get("name", "").lower()
+        if name == "audio":
+            if self._audio_seen:
+                raise BadRequest("the multipart body has more than one Audio part", code="invalid_multipart")
+            self._audio_seen = True
+            self._part = "audio"
+            self.audio_content_type = self._headers.get("content-type")
+        elif name == "parameters":
+            if self._audio_seen:
+                raise BadRequest("the Parameters part must come before the Audio part", code="invalid_parameters")
+            self._part, self._params = "parameters", bytearray()
+
+
+def parse_parameters(text: bytes | str, where: str) -> dict[str, Any]:
+    """Start-style JSON (header or multipart part); anything but a JSON object is a 422."""
+    try:
+        value = json.loads(text) if text.strip() else {}
+    except (ValueError, RecursionError):
+        raise BadRequest(f"{where} is not valid JSON", code="invalid_parameters") from None
+    if not isinstance(value, dict):
+        raise BadRequest(f"{where} must be a JSON object", code="invalid_parameters")
+    return value

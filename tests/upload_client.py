@@ -1,0 +1,104 @@
+"""Shared pieces of the POST /v1/recognize tests: gateway factory, bodies, and a raw HTTP/1.1
+client for what httpx cannot do (read the response while the request body is still being sent,
+vanish mid-upload)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager
+from typing import Any
+
+from gateway import decoders
+from gateway.simulator.server import DataflowSimulator
+from tests.conftest import settings_for
+from tests.harness import RunningGateway, running_gateway
+
+URL = "/v1/recognize"
+GatewayFactory = Callable[..., AbstractAsyncContextManager[RunningGateway]]
+
+
+def gateway_factory_for(simulator: DataflowSimulator) -> GatewayFactory:
+    """Test modules wrap this in their own fixtures (importing fixtures would shadow names)."""
+
+    def factory(**overrides: Any) -> AbstractAsyncContextManager[RunningGateway]:
+        return running_gateway(settings_for(simulator, **overrides))
+
+    return factory
+
+
+async def no_decoder_thread_left() -> None:
+    async with asyncio.timeout(2):
+        while [t for t in threading.enumerate() if t.name.startswith(decoders.THREAD_PREFIX)]:
+            await asyncio.sleep(0.01)
+
+
+async def pieces(data: bytes, size: int, pause_s: float = 0.0) -> AsyncIterator[bytes]:
+    """``data`` as a streamed (chunked) request body of ``size``-byte pieces."""
+    for i in range(0, len(data), size):
+        yield data[i : i + size]
+        if pause_s:
+            await asyncio.sleep(pause_s)
+
+
+def multipart(parts: list[tuple[str, str | None, str, bytes]], boundary: str = "dfgw-b0undary") -> tuple[bytes, str]:
+    """(body, content type) of multipart/form-data from (name, filename, content type, data) parts."""
+    out = b""
+    for name, filename, ctype, data in parts:
+        disposition = f'form-data; name="{name}"' + (f'; filename="{filename}"' if filename else "")
+        out += f"--{boundary}\r\nContent-Disposition: {disposition}\r\nContent-Type: {ctype}\r\n\r\n".encode() + data
+        out += b"\r\n"
+    return out + f"--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
+
+
+class RawUpload:
+    """A chunked POST over a plain socket: send the body piece by piece, read NDJSON lines meanwhile."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+        self.status = 0
+        self._buffer = b""
+
+    @classmethod
+    async def open(cls, gw: RunningGateway, query: str = "", headers: dict[str, str] | None = None) -> RawUpload:
+        reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
+        lines = [f"POST {URL}{query} HTTP/1.1", f"Host: 127.0.0.1:{gw.port}", "Transfer-Encoding: chunked"]
+        lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
+        writer.write(("\r\n".join(lines) + "\r\n\r\n").encode())
+        await writer.drain()
+        return cls(reader, writer)
+
+    async def send(self, data: bytes) -> None:
+        self.writer.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+        await self.writer.drain()
+
+    async def end(self) -> None:
+        self.writer.write(b"0\r\n\r\n")
+        await self.writer.drain()
+
+    def vanish(self) -> None:
+        self.writer.transport.abort()
+
+    async def _read_head(self) -> None:
+        head = await self.reader.readuntil(b"\r\n\r\n")
+        self.status = int(head.split(b" ", 2)[1])
+        assert b"transfer-encoding: chunked" in head.lower()
+
+    async def next_message(self) -> dict[str, Any] | None:
+        """The next NDJSON line of the (chunked) response; None at its end."""
+        if not self.status:
+            await self._read_head()
+        while b"\n" not in self._buffer:
+            size = int((await self.reader.readuntil(b"\r\n")).strip(), 16)
+            if size == 0:
+                return None
+            self._buffer += (await self.reader.readexactly(size + 2))[:-2]
+        line, self._buffer = self._buffer.split(b"\n", 1)
+        message: dict[str, Any] = json.loads(line)
+        return message
+
+    async def close(self) -> None:
+        self.writer.close()
+        await self.writer.wait_closed()
