@@ -78,6 +78,16 @@ class Authenticator:
 
     def authenticate(self, credential: str | None) -> Principal:
         """The caller behind ``credential`` (an API key or a browser token)."""
+        if not self.required:
+            # Auth is off: a valid credential still brings its limits, anything else (e.g. a legacy
+            # client's old Data Flow bearer token) is simply not looked at.
+            try:
+                return self._identify(credential)
+            except Unauthorized:
+                return ANONYMOUS
+        return self._identify(credential)
+
+    def _identify(self, credential: str | None) -> Principal:
         if not credential:
             if self.required:
                 raise Unauthorized("a credential is required (API key or browser token)", code="missing_credential")

@@ -10,7 +10,7 @@ import ipaddress
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr, ValidationError
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from gateway.auth import ApiKeySpec
@@ -77,7 +77,7 @@ class Settings(BaseSettings):
     upstream_start_timeout_s: float = Field(10.0, gt=0, description="Bound on waiting for StartResponse.")
     upstream_response_timeout_s: float = Field(30.0, gt=0, description="Bound on Finalize/Stop/Update answers.")
     upstream_encoding: UpstreamEncoding = Field("pcm", description="Audio encoding sent to Data Flow.")
-    upstream_sample_rate_hz: Literal[8000, 16000] = Field(16000, description="Sample rate sent to Data Flow.")
+    upstream_sample_rate_hz: int = Field(16000, description="Sample rate sent to Data Flow: 8000 or 16000.")
     upstream_coalesce_ms: int = Field(200, ge=10, le=1000, description="Most audio merged into one upstream message.")
     upstream_buffer_ms: int = Field(3000, ge=100, description="Audio held for upstream before the client is paused.")
 
@@ -129,6 +129,14 @@ class Settings(BaseSettings):
     demo_page: bool | None = Field(
         None, description="Serve the demo page at / and its files at /static/; unset: only in simulator mode."
     )
+
+    @field_validator("upstream_sample_rate_hz")
+    @classmethod
+    def _dataflow_rate(cls, value: int) -> int:
+        # An int field (not Literal) so the environment's "8000" parses; Data Flow takes only these two.
+        if value not in (8000, 16000):
+            raise ValueError("Data Flow accepts 8000 or 16000")
+        return value
 
     @property
     def simulator_mode(self) -> bool:

@@ -263,3 +263,20 @@ def test_keygen_prints_a_key_and_a_config_entry_that_accepts_it(capsys: pytest.C
     assert key not in lines[1]  # only the hash goes into configuration
     principal = Authenticator([entry], "", required=True).authenticate(key)
     assert (principal.name, principal.projects, principal.max_sessions) == ("ops", frozenset({"demo"}), 3)
+
+
+async def test_with_auth_off_a_stray_bearer_token_is_ignored(simulator: DataflowSimulator) -> None:
+    """Legacy clients may still send their old Data Flow token; with auth off it must not refuse them."""
+    async with running_gateway(settings_for(simulator)) as gw:
+        connect = {"additional_headers": {"Authorization": "Bearer old-dataflow-token"}}
+        assert (await digits_through(gw, "9", **connect)).milestones() == ["9"]
+
+
+def test_upstream_sample_rate_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    from gateway.settings import Settings, load_settings
+
+    monkeypatch.setenv("GATEWAY_UPSTREAM_SAMPLE_RATE_HZ", "8000")
+    assert Settings(_env_file=None).upstream_sample_rate_hz == 8000  # type: ignore[call-arg]
+    monkeypatch.setenv("GATEWAY_UPSTREAM_SAMPLE_RATE_HZ", "11025")
+    with pytest.raises(SettingsError, match="upstream_sample_rate_hz"):
+        load_settings(_env_file=None)
