@@ -95,9 +95,9 @@ class Session:
             raise InvalidMessage("the session has already been started", code="already_started")
         self.state = "starting"
         s = self.settings
-        upstream_format = AudioFormat(
-            DATAFLOW_ENCODINGS[s.upstream_encoding], s.upstream_sample_rate_hz, client_format.channels
-        )
+        # Telephone-band audio is never upsampled: it would double the bytes and add nothing.
+        rate = 8000 if client_format.sample_rate <= 8000 else s.upstream_sample_rate_hz
+        upstream_format = AudioFormat(DATAFLOW_ENCODINGS[s.upstream_encoding], rate, client_format.channels)
         self._converter = AudioConverter(client_format, upstream_format)
         self._client_format, self._upstream_format = client_format, upstream_format
         request.audio = upstream_format

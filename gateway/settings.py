@@ -77,7 +77,7 @@ class Settings(BaseSettings):
     upstream_start_timeout_s: float = Field(10.0, gt=0, description="Bound on waiting for StartResponse.")
     upstream_response_timeout_s: float = Field(30.0, gt=0, description="Bound on Finalize/Stop/Update answers.")
     upstream_encoding: UpstreamEncoding = Field("pcm", description="Audio encoding sent to Data Flow.")
-    upstream_sample_rate_hz: int = Field(16000, description="Sample rate sent to Data Flow: 8000 or 16000.")
+    upstream_sample_rate_hz: int = Field(16000, description="Rate sent to Data Flow (8000/16000); 8 kHz input stays 8 kHz.")
     upstream_coalesce_ms: int = Field(200, ge=10, le=1000, description="Most audio merged into one upstream message.")
     upstream_buffer_ms: int = Field(3000, ge=100, description="Audio held for upstream before the client is paused.")
 

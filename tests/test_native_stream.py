@@ -62,6 +62,8 @@ async def dtmf_session(gw: RunningGateway, digits: list[str], encoding: str, rat
         await ws.send(start_message(encoding, rate, channels, **extra))
         started = await next_message(ws, "started")
         assert started["audio"] == {"encoding": encoding, "sampleRate": rate, "channels": channels}
+        upstream_rate = 8000 if rate <= 8000 else 16000  # 8 kHz is never upsampled
+        assert started["upstreamAudio"] == {"encoding": "pcm16", "sampleRate": upstream_rate, "channels": channels}
         await send_audio(ws, data, rate * frame_ms // 1000 * width * channels)
         await ws.send(json.dumps({"type": "finalize"}))
         return await read_all(ws)
