@@ -17,6 +17,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
+    from gateway.errors import UpstreamError
     from gateway.registry import SessionRegistry
 
 PREFIX = "dataflow_gateway"
@@ -71,6 +72,19 @@ class GatewayMetrics:
         self.drain_state = Gauge(
             f"{PREFIX}_drain_budget_seconds", "Drain budget in force (0: not draining)", registry=r
         )
+
+    def session_ended(
+        self, dialect: str, outcome: str, audio_bytes: int, audio_s: float, pauses: int, upstream: UpstreamError | None
+    ) -> None:
+        """Everything a session adds to the counters, once, at its end (never per frame)."""
+        self.sessions_ended.labels(dialect=dialect, outcome=outcome).inc()
+        if audio_bytes:
+            self.audio_bytes.labels(dialect=dialect).inc(audio_bytes)
+            self.audio_seconds.labels(dialect=dialect).inc(audio_s)
+        if pauses:
+            self.backpressure_pauses.inc(pauses)
+        if upstream is not None:
+            self.upstream_errors.labels(code=upstream.error_code, grpc_status=upstream.grpc_status or "").inc()
 
     def watch(self, sessions: SessionRegistry) -> None:
         self.registry.register(_LiveSessions(sessions))

@@ -13,9 +13,7 @@ import contextlib
 import logging
 import time
 import uuid
-from collections import deque
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from collections.abc import AsyncIterator
 from typing import Any
 
 from gateway.audio import DATAFLOW_ENCODINGS, AudioConverter, AudioFormat
@@ -30,8 +28,9 @@ from gateway.errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
+from gateway.outbox import Outbox
 from gateway.registry import Lease
-from gateway.session_output import Closed, Flow, Notice, OutItem, Started
+from gateway.session_types import Closed, Flow, Notice, OutItem, SessionLimits, Started
 from gateway.settings import Settings
 from gateway.upstream.client import DataflowStream, UpstreamClient
 
@@ -39,16 +38,6 @@ from gateway.upstream.client import DataflowStream, UpstreamClient
 __all__ = ["Closed", "Flow", "Notice", "OutItem", "Session", "SessionLimits", "Started"]
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class SessionLimits:
-    """Per-session limits beyond the settings' defaults (from the caller's credential)."""
-
-    max_session_s: float
-    max_rate_x: float | None = None  # live streams: audio may not outrun real time by more than this
-    rate_burst_ms: float = 0.0
-    spend_audio: Callable[[float], bool] | None = None  # False once the caller's audio budget is spent
 
 
 class Session:
@@ -68,10 +57,7 @@ class Session:
         self._converter: AudioConverter | None = None
         self._client_format: AudioFormat | None = None
         self._upstream_format: AudioFormat | None = None
-        self._out: deque[tuple[OutItem, float]] = deque()  # with the time each item was queued
-        self._out_ready = asyncio.Event()
-        self._closed: Closed | None = None
-        self._drop_backlog = False
+        self._outbox = Outbox(settings.client_event_queue, self._metrics)
         self._tasks: list[asyncio.Task[None]] = []
         self._end_reason: str | None = None
         self._end_error: GatewayError | None = None
@@ -192,28 +178,14 @@ class Session:
 
     @property
     def closed(self) -> Closed | None:
-        return self._closed
+        return self._outbox.closed
 
-    async def outbound(self) -> AsyncIterator[OutItem]:
+    def outbound(self) -> AsyncIterator[OutItem]:
         """Everything for the client, in order, ending with exactly one Closed."""
-        while True:
-            if self._closed is not None and (self._drop_backlog or not self._out):
-                yield self._closed
-                return
-            if self._out:
-                item, queued_at = self._out.popleft()
-                if isinstance(item, DataflowEvent):
-                    self._metrics.event_latency.observe(time.monotonic() - queued_at)
-                yield item
-                continue
-            self._out_ready.clear()
-            await self._out_ready.wait()
+        return self._outbox.items()
 
     async def wait_closed(self) -> Closed:
-        while self._closed is None:
-            self._out_ready.clear()
-            await self._out_ready.wait()
-        return self._closed
+        return await self._outbox.wait_closed()
 
     # --- internals ---------------------------------------------------------------------------------
 
@@ -250,15 +222,8 @@ class Session:
         self._finalize_deadline = time.monotonic() + self.settings.finalize_timeout_s
 
     def _emit(self, item: OutItem) -> None:
-        if self._closed is not None:
-            return
-        if len(self._out) >= self.settings.client_event_queue:
+        if self._outbox.closed is None and not self._outbox.put(item):
             self._finish("client_too_slow", ClientTooSlow("the client is not reading its events"), drop_backlog=True)
-            return
-        if isinstance(item, DataflowEvent):
-            self._metrics.events.labels(name=item.name).inc()
-        self._out.append((item, time.monotonic()))
-        self._out_ready.set()
 
     async def _pump_upstream(self) -> None:
         assert self._stream is not None
@@ -277,7 +242,7 @@ class Session:
 
     async def _tick(self) -> None:
         interval = self.settings.ack_interval_ms / 1000
-        while self._closed is None:
+        while self._outbox.closed is None:
             await asyncio.sleep(interval)
             now = time.monotonic()
             if self.state == "streaming":
@@ -324,17 +289,13 @@ class Session:
         )
 
     def _finish(self, reason: str, error: GatewayError | None = None, *, drop_backlog: bool = False) -> None:
-        if self._closed is not None:
+        if self._outbox.closed is not None:
             return
         self.state = "closed"
-        if error is None:
-            code = 1000
-        else:
-            code = error.ws_close_code
+        code = 1000 if error is None else error.ws_close_code
         audio_ms = round(self._client_format.bytes_to_ms(self.bytes_in), 1) if self._client_format else 0.0
-        self._closed = Closed(reason, code, audio_ms, error)
+        self._outbox.close(Closed(reason, code, audio_ms, error), drop_backlog=drop_backlog)
         self._end_error = error
-        self._drop_backlog = drop_backlog
         if self._stream is not None:
             self._stream.cancel()
         current = asyncio.current_task()
@@ -342,25 +303,19 @@ class Session:
             if task is not current:
                 task.cancel()
         self._lease.release()
-        self._out_ready.set()
         self._account(reason, error)
 
     def _account(self, outcome: str, error: GatewayError | None) -> None:
         """Metrics and the session's one end-of-life log line (never per frame)."""
-        m = self._metrics
-        m.sessions_ended.labels(dialect=self.dialect, outcome=outcome).inc()
-        if self.bytes_in and self._client_format is not None:
-            m.audio_bytes.labels(dialect=self.dialect).inc(self.bytes_in)
-            m.audio_seconds.labels(dialect=self.dialect).inc(self.bytes_in / self._client_format.bytes_per_second)
-        if self.backpressure_pauses:
-            m.backpressure_pauses.inc(self.backpressure_pauses)
-        if isinstance(error, UpstreamError):
-            m.upstream_errors.labels(code=error.error_code, grpc_status=error.grpc_status or "").inc()
+        fmt = self._client_format
+        audio_s = self.bytes_in / fmt.bytes_per_second if fmt is not None else 0.0
+        upstream = error if isinstance(error, UpstreamError) else None
+        self._metrics.session_ended(self.dialect, outcome, self.bytes_in, audio_s, self.backpressure_pauses, upstream)
         fields = self._log_fields()
         fields.update(
             outcome=outcome,
             duration_s=round(time.monotonic() - self.opened_at, 3),
-            audio_s=round(self._closed.audio_ms / 1000, 3) if self._closed else 0.0,
+            audio_s=round(audio_s, 3),
             error_code=error.error_code if error else None,
         )
         log.info("session ended", extra=fields)

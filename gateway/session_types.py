@@ -1,7 +1,9 @@
-"""What a Session hands its adapter, in order: neutral items each dialect renders its own way."""
+"""The session's plain data: what it hands its adapter (in order; each dialect renders it its own way)
+and the per-session limits it is given."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -10,7 +12,7 @@ from gateway.dataflow_json import DataflowEvent, DataflowResponse
 from gateway.errors import GatewayError
 from gateway.upstream.client import UpstreamAudio
 
-__all__ = ["Closed", "Flow", "Notice", "OutItem", "Started"]
+__all__ = ["Closed", "Flow", "Notice", "OutItem", "SessionLimits", "Started"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,3 +51,13 @@ class Closed:
 
 # A plain dict is a dialect-specific reply the adapter built itself (e.g. pong), kept in order.
 OutItem = Started | DataflowEvent | DataflowResponse | UpstreamAudio | Flow | Notice | Closed | dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class SessionLimits:
+    """Per-session limits beyond the settings' defaults (from the caller's credential)."""
+
+    max_session_s: float
+    max_rate_x: float | None = None  # live streams: audio may not outrun real time by more than this
+    rate_burst_ms: float = 0.0
+    spend_audio: Callable[[float], bool] | None = None  # False once the caller's audio budget is spent
