@@ -35,6 +35,9 @@ class Settings(BaseSettings):
     )
     ws_ping_interval_s: float = Field(20.0, gt=0, description="WebSocket keepalive ping period.")
     ws_ping_timeout_s: float = Field(20.0, gt=0, description="Close a client that does not answer a ping in time.")
+    http_header_timeout_s: float = Field(
+        10.0, gt=0, description="Close a connection whose request headers or WebSocket handshake take longer (408)."
+    )
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         "info", description="Log level of the gateway and uvicorn."
     )
@@ -77,8 +80,13 @@ class Settings(BaseSettings):
     upstream_start_timeout_s: float = Field(10.0, gt=0, description="Bound on waiting for StartResponse.")
     upstream_response_timeout_s: float = Field(30.0, gt=0, description="Bound on Finalize/Stop/Update answers.")
     upstream_encoding: UpstreamEncoding = Field("pcm", description="Audio encoding sent to Data Flow.")
-    upstream_sample_rate_hz: int = Field(16000, description="Rate sent to Data Flow (8000/16000); 8 kHz input stays 8 kHz.")
+    upstream_sample_rate_hz: int = Field(
+        16000, description="Rate sent to Data Flow (8000/16000); 8 kHz input stays 8 kHz."
+    )
     upstream_coalesce_ms: int = Field(200, ge=10, le=1000, description="Most audio merged into one upstream message.")
+    upstream_write_interval_ms: int = Field(
+        0, ge=0, le=500, description="Least time between upstream audio writes (trades latency for CPU)."
+    )
     upstream_buffer_ms: int = Field(3000, ge=100, description="Audio held for upstream before the client is paused.")
 
     # --- sessions --------------------------------------------------------------------------------------

@@ -298,3 +298,20 @@ async def test_wrong_method_path_is_a_protocol_error(simulator: DataflowSimulato
     with pytest.raises(UpstreamProtocolError, match="METHOD_PATH"):
         await open_stream(client, AudioFormat("pcm16", 16000, 1))
     await client.aclose()
+
+
+async def test_write_interval_merges_paced_frames(simulator: DataflowSimulator) -> None:
+    settings = settings_for(simulator, upstream_write_interval_ms=100)
+    client = UpstreamClient(settings, StaticTokenProvider(SecretStr(SIM_TOKEN)))
+    fmt = AudioFormat("pcm16", 16000, 1)
+    stream = await open_stream(client, fmt)
+    for _ in range(50):  # 1 s of 20 ms frames, paced: without the interval each is its own message
+        await stream.send_audio(bytes(640))
+        await asyncio.sleep(0.02)
+    await stream.finalize()
+    [_ async for _ in stream.items()]
+    await stream.aclose()
+    await client.aclose()
+    record = simulator.records[-1]
+    assert record.audio_bytes == 50 * 640
+    assert record.audio_messages <= 15

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -76,6 +77,12 @@ class UpstreamClient:
         return [
             ("grpc.keepalive_time_ms", int(s.upstream_keepalive_interval_s * 1000)),
             ("grpc.keepalive_timeout_ms", int(s.upstream_keepalive_timeout_s * 1000)),
+            # gRPC core (1.6x-1.8x) times a keepalive ping out with the ping timeout, not the keepalive
+            # timeout (default 60 s): without this a half-open upstream goes unnoticed for a minute.
+            ("grpc.http2.ping_timeout_ms", int(s.upstream_keepalive_timeout_s * 1000)),
+            # gRPC's default reconnect back-off grows to 120 s: after an outage new sessions would
+            # keep failing for up to two minutes after Data Flow is back.
+            ("grpc.max_reconnect_backoff_ms", int(s.upstream_reconnect_backoff_max_s * 1000)),
             ("grpc.http2.max_pings_without_data", 0),
             ("grpc.keepalive_permit_without_calls", 1),
             ("grpc.max_send_message_length", s.upstream_max_message_bytes),
@@ -119,6 +126,7 @@ class DataflowStream:
         self._response_timeout_s = s.upstream_response_timeout_s
         self._frame_bytes = audio.frame_bytes
         self._coalesce_bytes = max(audio.frame_bytes, audio.ms_to_bytes(s.upstream_coalesce_ms))
+        self._write_interval_s = s.upstream_write_interval_ms / 1000
         self._buffer_limit = max(self._coalesce_bytes, audio.ms_to_bytes(s.upstream_buffer_ms))
         self._call: grpc.aio.StreamStreamCall[bytes, bytes] | None = None
         self._token: SecretStr | None = None
@@ -251,13 +259,21 @@ class DataflowStream:
 
     async def _write_loop(self) -> None:
         assert self._call is not None
+        last_audio_write = 0.0
         try:
             while True:
                 while not self._outbox:
                     self._has_work.clear()
                     await self._has_work.wait()
+                head = self._outbox[0][1]
+                if isinstance(head, bytearray) and len(head) < self._coalesce_bytes:
+                    # Each write costs the same whatever its size: let a little more audio gather.
+                    wait = last_audio_write + self._write_interval_s - time.monotonic()
+                    if wait > 0:
+                        await asyncio.sleep(wait)
                 kind, payload = self._outbox.popleft()
                 if isinstance(payload, bytearray):
+                    last_audio_write = time.monotonic()
                     await self._call.write(self._contract.encode_request(kind, binary=bytes(payload)))
                     self._pending_audio -= len(payload)
                     self.audio_bytes_sent += len(payload)
