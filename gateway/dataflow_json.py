@@ -44,7 +44,7 @@ def as_int(value: Any, default: int) -> int:
     if isinstance(value, str):
         try:
             return int(float(value.strip()))
-        except ValueError:
+        except (ValueError, OverflowError):  # "abc", "nan"; "inf" and "1e999" overflow
             return default
     return default
 
@@ -53,14 +53,35 @@ def as_dict(value: Any) -> dict[str, Any]:
     return dict(value) if isinstance(value, Mapping) else {}
 
 
+#: Deepest JSON nesting accepted. Anything deeper would reach Python's recursion limit when it is
+#: encoded again (upstream, or back to the client) and end the session with an untyped failure.
+MAX_JSON_DEPTH = 100
+
+
+def too_deep(value: Any, limit: int = MAX_JSON_DEPTH) -> bool:
+    """True if ``value`` nests lists/objects more than ``limit`` levels deep (iterative, no recursion)."""
+    pending: list[tuple[Any, int]] = [(value, 1)]
+    while pending:
+        item, depth = pending.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else ()
+        for child in children:
+            if isinstance(child, dict | list):
+                if depth + 1 > limit:
+                    return True
+                pending.append((child, depth + 1))
+    return False
+
+
 def loads_object(text: str | bytes) -> dict[str, Any]:
-    """Parse a JSON object; anything else is an InvalidMessage."""
+    """Parse a JSON object; anything else (or nested deeper than MAX_JSON_DEPTH) is an InvalidMessage."""
     try:
         value = json.loads(text)
     except (ValueError, RecursionError) as exc:
         raise InvalidMessage("message is not valid JSON") from exc
     if not isinstance(value, dict):
         raise InvalidMessage("message must be a JSON object")
+    if too_deep(value):
+        raise InvalidMessage(f"message is nested deeper than {MAX_JSON_DEPTH} levels")
     return value
 
 

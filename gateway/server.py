@@ -15,6 +15,7 @@ import socket
 from types import FrameType
 
 import uvicorn
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from gateway.app import Gateway, create_app
 from gateway.observability import logging_config
@@ -56,11 +57,56 @@ class DrainingServer(uvicorn.Server):
         return getattr(app.state, "gateway", None) if app is not None else None
 
 
+class HeaderDeadlineProtocol(HttpToolsProtocol):
+    """uvicorn's HTTP protocol plus a deadline on each request's headers. uvicorn has none: a client
+    that sends its headers (or its WebSocket handshake) a byte at a time, or nothing at all, would hold
+    a connection and a file descriptor forever (slowloris). Late headers get 408 and the connection closes."""
+
+    header_timeout_s = 10.0
+    _header_timer: asyncio.TimerHandle | None = None
+
+    @classmethod
+    def with_timeout(cls, timeout_s: float) -> type[HeaderDeadlineProtocol]:
+        return type(cls.__name__, (cls,), {"header_timeout_s": timeout_s})
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm()
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        if self._header_timer is None:  # the next request on a kept-alive connection
+            self._arm()
+
+    def on_headers_complete(self) -> None:
+        self._disarm()
+        super().on_headers_complete()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+    def _arm(self) -> None:
+        self._header_timer = self.loop.call_later(self.header_timeout_s, self._headers_late)
+
+    def _disarm(self) -> None:
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
+
+    def _headers_late(self) -> None:
+        self._header_timer = None
+        if not self.transport.is_closing():
+            self.transport.write(b"HTTP/1.1 408 Request Timeout\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+            self.transport.close()
+
+
 def uvicorn_config(settings: Settings) -> uvicorn.Config:
     return uvicorn.Config(
         create_app(settings),
         host=settings.host,
         port=settings.port,
+        http=HeaderDeadlineProtocol.with_timeout(settings.http_header_timeout_s),
         ws=settings.ws_implementation,
         ws_max_size=settings.max_ws_message_bytes,
         ws_per_message_deflate=False,  # compression costs CPU per frame and audio does not compress

@@ -125,6 +125,7 @@ def raw_hint(
 def _positive(value: str | None, name: str) -> int | None:
     if value is None:
         return None
-    if not value.strip().isdigit():
+    digits = value.strip()
+    if not (digits.isascii() and digits.isdigit()):  # isdigit() alone takes "²", which int() refuses
         raise BadRequest(f"Content-Type parameter {name}={value!r} is not a number", code="invalid_parameters")
-    return int(value)
+    return int(digits)

@@ -17,6 +17,7 @@ from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.types import Receive
 
+from gateway.dataflow_json import MAX_JSON_DEPTH, too_deep
 from gateway.errors import BadRequest, UploadTooLarge
 
 PARAMETERS_LIMIT: Final = 64 * 1024
@@ -192,4 +193,6 @@ def parse_parameters(text: bytes | str, where: str) -> dict[str, Any]:
         raise BadRequest(f"{where} is not valid JSON", code="invalid_parameters") from None
     if not isinstance(value, dict):
         raise BadRequest(f"{where} must be a JSON object", code="invalid_parameters")
+    if too_deep(value):
+        raise BadRequest(f"{where} is nested deeper than {MAX_JSON_DEPTH} levels", code="invalid_parameters")
     return value

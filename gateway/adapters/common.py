@@ -23,6 +23,11 @@ log = logging.getLogger(__name__)
 
 Render = Callable[[OutItem], Awaitable[None]]
 
+#: A receive loop yields to the event loop after this many client messages. One socket read can hold
+#: thousands of tiny frames, all queued at once; without a yield a flood would hold the loop from every
+#: other session (and from sending this client's own answers) until it is all handled.
+YIELD_EVERY = 32
+
 
 def gateway_of(ws: WebSocket) -> Gateway:
     gateway: Gateway = ws.app.state.gateway
@@ -79,6 +84,9 @@ async def send_loop(
             session.abort("client_too_slow", exc)
         except ClientGone:
             session.abort()
+        except (ValueError, TypeError, RecursionError) as exc:  # JSON that cannot be written (nested too deep)
+            log.warning("session %s: a message could not be rendered (%s)", session.id, type(exc).__name__)
+            session.abort("internal_error", GatewayError("a message from Data Flow could not be relayed"))
 
 
 async def run_session(session: Session, receive: Awaitable[None], send: Awaitable[None]) -> None:

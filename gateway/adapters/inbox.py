@@ -17,6 +17,7 @@ from typing import Any
 from fastapi import WebSocket
 from starlette.types import Message as AsgiMessage
 
+from gateway.adapters.common import YIELD_EVERY
 from gateway.audio import AudioFormat
 from gateway.dataflow_json import StartRequest
 from gateway.errors import GatewayError, GoingAway
@@ -31,9 +32,13 @@ class ClientInbox:
         self._held: deque[Message] = deque()
         self._pending: asyncio.Future[AsgiMessage] | None = None
         self.disconnected = False
+        self._received = 0
 
     async def receive(self) -> Message:
         """The next client message: held ones first, then the socket."""
+        self._received += 1
+        if not self._received % YIELD_EVERY:
+            await asyncio.sleep(0)  # a flood of frames must not hold the loop (answers, other sessions)
         if self._held:
             message = self._held.popleft()
         elif self._pending is not None:

@@ -15,7 +15,7 @@ from typing import Any, Literal
 from fastapi import APIRouter, WebSocket
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from gateway.adapters.common import ClientSocket, gateway_of, run_session, send_loop
+from gateway.adapters.common import YIELD_EVERY, ClientSocket, gateway_of, run_session, send_loop
 from gateway.audio import AudioFormat, parse_encoding
 from gateway.dataflow_json import PARTIAL, DataflowEvent, DataflowResponse, StartRequest, loads_object
 from gateway.errors import BadRequest, GatewayError, InvalidMessage, LimitReached
@@ -166,10 +166,14 @@ class NativeConnection:
     # --- streaming ---------------------------------------------------------------------------------
 
     async def _receive(self, session: Session) -> None:
+        handled = 0
         while session.closed is None:
             message = await self.ws.receive()
             if message["type"] == "websocket.disconnect":
                 return
+            handled += 1
+            if not handled % YIELD_EVERY:
+                await asyncio.sleep(0)  # a flood of frames must not hold the loop (answers, other sessions)
             data = message.get("bytes")
             try:
                 if data is not None:
