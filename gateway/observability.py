@@ -113,6 +113,17 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str)
 
 
+class ClientMistakeFilter(logging.Filter):
+    """uvicorn logs a client's invalid UTF-8 text frame as an ERROR with a traceback, so one client
+    could flood the log; it is the client's mistake (closed with 1007): one short INFO line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.getMessage().startswith("Invalid UTF-8 sequence received from client"):
+            record.exc_info, record.exc_text = None, None
+            record.levelno, record.levelname = logging.INFO, "INFO"
+        return True
+
+
 def logging_config(level: str, fmt: str) -> dict[str, Any]:
     """A dictConfig for the gateway and uvicorn's loggers (also passed to uvicorn as log_config)."""
     formatter: dict[str, Any] = (
@@ -123,13 +134,19 @@ def logging_config(level: str, fmt: str) -> dict[str, Any]:
         "version": 1,
         "disable_existing_loggers": False,
         "formatters": {"default": formatter},
+        "filters": {"client_mistakes": {"()": ClientMistakeFilter}},
         "handlers": {"default": handler},
         # One handler on the root logger; everything propagates to it (and to test log capture).
         "root": {"handlers": ["default"], "level": "WARNING"},
         "loggers": {
             "gateway": {"level": level.upper()},
             "uvicorn": {"handlers": [], "level": level.upper(), "propagate": True},
-            "uvicorn.error": {"handlers": [], "level": level.upper(), "propagate": True},
+            "uvicorn.error": {
+                "handlers": [],
+                "level": level.upper(),
+                "propagate": True,
+                "filters": ["client_mistakes"],
+            },
             "uvicorn.access": {"handlers": [], "level": level.upper(), "propagate": True},
         },
     }

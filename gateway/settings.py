@@ -76,7 +76,6 @@ class Settings(BaseSettings):
         5.0, gt=0, description="Longest wait between reconnection attempts after Data Flow was unreachable."
     )
     upstream_max_message_bytes: int = Field(4 * 1024 * 1024, ge=64 * 1024, description="Largest gRPC message.")
-    upstream_connect_timeout_s: float = Field(5.0, gt=0, description="Bound on waiting for the channel.")
     upstream_start_timeout_s: float = Field(10.0, gt=0, description="Bound on waiting for StartResponse.")
     upstream_response_timeout_s: float = Field(30.0, gt=0, description="Bound on Finalize/Stop/Update answers.")
     upstream_encoding: UpstreamEncoding = Field("pcm", description="Audio encoding sent to Data Flow.")

@@ -205,3 +205,24 @@ async def test_sigterm_drains_before_uvicorn_closes_sockets(tmp_path: Path) -> N
         log_file.close()
     logged = (tmp_path / "gateway.log").read_text()
     assert "draining" in logged
+
+
+def test_a_client_invalid_utf8_frame_is_one_short_log_line() -> None:
+    from gateway.observability import ClientMistakeFilter, logging_config
+
+    config = logging_config("info", "json")
+    assert "client_mistakes" in config["loggers"]["uvicorn.error"]["filters"]
+    try:
+        b"\xff".decode()
+    except UnicodeDecodeError:
+        exc_info = sys.exc_info()
+    message = "Invalid UTF-8 sequence received from client."
+    record = logging.LogRecord("uvicorn.error", logging.ERROR, __file__, 1, message, None, exc_info)
+    assert ClientMistakeFilter().filter(record)
+    assert (record.levelname, record.exc_info) == ("INFO", None)
+    other = logging.LogRecord(
+        "uvicorn.error", logging.ERROR, __file__, 1, "Exception in ASGI application", None, exc_info
+    )
+    assert ClientMistakeFilter().filter(other)
+    assert other.levelname == "ERROR"
+    assert other.exc_info is not None
