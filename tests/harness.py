@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -111,3 +112,19 @@ async def next_message(
 
 def ws_connect(url: str, **kwargs: Any) -> connect:
     return connect(url, compression=None, open_timeout=5, close_timeout=5, **kwargs)
+
+
+async def vanish_and_expect_upstream_cancelled(ws: ClientConnection, record: Any, gw: RunningGateway) -> None:
+    """Drop the client's TCP connection without a close frame; Data Flow must see the stream cancelled
+    within a second and the gateway must hold no session or upstream stream afterwards."""
+    assert record.ended_at is None
+    closed_at = time.monotonic()
+    ws.transport.abort()
+    async with asyncio.timeout(1.0):
+        while record.ended_at is None:
+            await asyncio.sleep(0.01)
+    assert record.outcome == "cancelled"
+    assert record.ended_at - closed_at < 1.0
+    async with asyncio.timeout(2):
+        while gw.gateway.registry.active or gw.gateway.upstream.active_streams:
+            await asyncio.sleep(0.01)
