@@ -156,7 +156,7 @@ def test_upstream_on_dialect_objects(frames: list[tuple[ContentType, dict[str, A
 def test_atheris_runner_smoke(parser: str, tmp_path: Path) -> None:
     """The documented fuzz command works (a few hundred runs; real campaigns run on demand)."""
     if importlib.util.find_spec("atheris") is None:
-        pytest.skip("atheris is not installed (python -m pip install -e '.[fuzz]')")
+        pytest.skip("atheris is not installed (python -m pip install -e '.[test]')")
     corpus = tmp_path / "corpus"
     corpus.mkdir()
     run = subprocess.run(

@@ -1,6 +1,6 @@
 """Run one parser's fuzz harness under atheris (libFuzzer), with coverage from the gateway's code only.
 
-    python -m pip install -e ".[fuzz]"
+    python -m pip install -e ".[test]"
     python tests/fuzz/run.py <parser> [libFuzzer options]      e.g. -runs=200000 -max_len=4096
 
 Parsers: native, dataflow_json, audiocodes, containers, upload_body, upstream. The harness's seeds
