@@ -284,7 +284,8 @@ class DataflowStream:
         except grpc.aio.AioRpcError as exc:
             self._fail(self._from_status(exc))
         except asyncio.InvalidStateError:
-            self._fail(UpstreamUnavailable("Data Flow closed the stream"))
+            # The RPC ended while audio was queued: report why it ended, as the reader will.
+            self._fail(await self._ended_error())
 
     def _fail(self, error: GatewayError) -> None:
         if self._failure is None:
@@ -347,8 +348,18 @@ class DataflowStream:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._writer
 
+    async def _ended_error(self) -> UpstreamError:
+        assert self._call is not None
+        code = await self._call.code()
+        if code is grpc.StatusCode.OK:
+            return UpstreamUnavailable("Data Flow closed the stream")
+        return self._typed(code, await self._call.details())
+
     def _from_status(self, exc: grpc.aio.AioRpcError) -> UpstreamError:
-        error = error_from_status(exc.code(), exc.details())
+        return self._typed(exc.code(), exc.details())
+
+    def _typed(self, code: grpc.StatusCode, details: str | None) -> UpstreamError:
+        error = error_from_status(code, details)
         if isinstance(error, UpstreamAuthFailed) and self._token is not None:
             self._client.tokens.invalidate(self._token)
         return error
