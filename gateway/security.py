@@ -148,6 +148,12 @@ class AccessGate:
             self.registry.deny(exc.error_code)
             raise
 
+    def admit(self, dialect: str, principal: Principal, project: str) -> tuple[Lease, SessionLimits]:
+        """Everything a live session needs before it opens: the caller may run ``project``, a slot
+        (process and key caps), and its limits. Raises the refusal as a GatewayError."""
+        self.admit_session(principal, project)
+        return self.reserve(dialect, principal), self.session_limits(principal, live=True)
+
     def reserve(self, dialect: str, principal: Principal | None) -> Lease:
         """A session slot, counted against the caller's key as well as the process."""
         if principal is None or principal.kind == "anonymous":

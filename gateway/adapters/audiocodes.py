@@ -166,11 +166,9 @@ class AudioCodesConnection:
         gate = self.gateway.gate
         try:
             request, self.wav = parse_start(obj, project=self.project)
-            gate.admit_session(self.principal, request.project)
-            lease = gate.reserve("audiocodes", self.principal)
+            lease, limits = gate.admit("audiocodes", self.principal, request.project)
         except GatewayError as exc:
             return await self._fail(exc)
-        limits = gate.session_limits(self.principal, live=True)
         session = Session(self.gateway.upstream, self.settings, lease, limits)
         result = await self.inbox.start(session, request, request.audio, self.settings.pre_start_audio_ms)
         if isinstance(result, GatewayError):

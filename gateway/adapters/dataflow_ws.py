@@ -111,12 +111,11 @@ class DataflowConnection:
         # The slot is taken once Start is read, so a refusal can answer in the client's dialect.
         gate = self.gateway.gate
         try:
-            gate.admit_session(principal, request.project)
-            lease = gate.reserve("dataflow_ws", principal)
+            lease, limits = gate.admit("dataflow_ws", principal, request.project)
         except GatewayError as exc:
             await self._refuse(exc)
             return
-        session = Session(self.gateway.upstream, self.settings, lease, gate.session_limits(principal, live=True))
+        session = Session(self.gateway.upstream, self.settings, lease, limits)
         try:
             client_format = request.audio
             result = await self.inbox.start(session, request, client_format, self.settings.pre_start_audio_ms)

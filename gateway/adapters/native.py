@@ -84,12 +84,11 @@ class NativeConnection:
         try:
             if principal is None:  # a browser that could only send its token in the start message
                 principal = gate.authenticate_in_band(token, self.ws.headers.get("origin"))
-            gate.admit_session(principal, request.project)
-            lease = gate.reserve("native", principal)
+            lease, limits = gate.admit("native", principal, request.project)
         except GatewayError as exc:
             await self._refuse(exc)
             return
-        session = Session(self.gateway.upstream, self.settings, lease, gate.session_limits(principal, live=True))
+        session = Session(self.gateway.upstream, self.settings, lease, limits)
         try:
             try:
                 await session.start(request, client_format)
