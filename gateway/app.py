@@ -75,7 +75,9 @@ class Gateway:
         else:
             tokens = token_provider_from_settings(settings)
             upstream = UpstreamClient(settings, tokens)
-        registry = SessionRegistry(settings.max_sessions, GatewayMetrics())
+        metrics = GatewayMetrics()
+        metrics.upstream_write_interval.set_function(upstream.audio_write_interval_s)
+        registry = SessionRegistry(settings.max_sessions, metrics)
         gate = AccessGate(settings, _authenticator(settings), registry)
         return cls(settings, upstream, tokens, registry, gate, simulator)
 

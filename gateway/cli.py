@@ -15,6 +15,7 @@ import logging
 import signal
 import sys
 import time
+from collections.abc import Coroutine
 from typing import Any
 
 import httpx
@@ -150,6 +151,16 @@ def _keygen(ns: argparse.Namespace) -> int:
     return 0
 
 
+def _run_fast(main: Coroutine[Any, Any, None]) -> None:
+    """uvloop when it is installed (it comes with uvicorn[standard]), as the gateway itself runs."""
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(main)
+    else:
+        uvloop.run(main)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="dataflow-gateway", description="REST/WebSocket gateway for Data Flow")
     sub = parser.add_subparsers(dest="command")
@@ -160,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     ns = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     if ns.command == "simulator":
-        asyncio.run(_run_simulator(ns))
+        _run_fast(_run_simulator(ns))
         return 0
     if ns.command == "drain":
         return _drain(ns)

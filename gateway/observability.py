@@ -69,6 +69,11 @@ class GatewayMetrics:
             f"{PREFIX}_backpressure_pauses", "Times a client was paused because Data Flow was slow", registry=r
         )
         self.denials = Counter(f"{PREFIX}_denials", "Refused sessions or requests, by reason", ["reason"], registry=r)
+        self.upstream_write_interval = Gauge(
+            f"{PREFIX}_upstream_write_interval_seconds",
+            "Least time between one stream's audio writes at the current load (merging frames)",
+            registry=r,
+        )
         self.drain_state = Gauge(
             f"{PREFIX}_drain_budget_seconds", "Drain budget in force (0: not draining)", registry=r
         )

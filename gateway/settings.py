@@ -86,6 +86,14 @@ class Settings(BaseSettings):
     upstream_write_interval_ms: int = Field(
         0, ge=0, le=500, description="Least time between upstream audio writes (trades latency for CPU)."
     )
+    upstream_write_rate: int = Field(
+        2000,
+        ge=0,
+        description="Audio writes per second across all streams before they merge frames (0: never merge).",
+    )
+    upstream_max_write_interval_ms: int = Field(
+        100, ge=0, le=1000, description="Longest a stream merges audio when over upstream_write_rate."
+    )
     upstream_buffer_ms: int = Field(3000, ge=100, description="Audio held for upstream before the client is paused.")
 
     # --- sessions --------------------------------------------------------------------------------------

@@ -30,6 +30,10 @@ def test_smoke_run_reports_every_scenario(tmp_path: Path) -> None:
         assert r["gateway_cpu_ms_per_session_s"] > 0
         assert r["bare_ws_cpu_ms_per_session_s"] >= 0
         assert r["direct_grpc_cpu_ms_per_session_s"] > 0
+        assert r["direct_grpc_merged_cpu_ms_per_session_s"] > 0
+        assert r["simulator_cpu_ms_per_session_s"] > 0
+        assert r["phases"] == min(r["sessions"], 10)
+        assert 0 < r["upstream_write_interval_ms"] <= 100  # read from the gateway's /metrics while it streamed
         assert r["frames_sent"] == r["sessions"] * 100
         assert r["frames_lost"] == 0
         assert r["sessions_with_lost_events"] == 0
@@ -39,6 +43,12 @@ def test_smoke_run_reports_every_scenario(tmp_path: Path) -> None:
             assert latency["count"] > 0
             assert 0 < latency["p50"] <= latency["p90"] <= latency["p99"] <= latency["max"]
     assert result["capacity"]["largest_sessions"] in (0, 2, 4)
+    assert result["capacity"]["largest_sessions_audio_in_strict"] <= result["capacity"]["largest_sessions"]
+    assert set(result["targets_met"]) == {
+        "cpu_ms_per_session_s", "event_p99_ms_at_200", "upload_ratio", "upload_memory_flat", "idle_kib_per_session"
+    }  # fmt: skip
+    assert result["targets_met"]["event_p99_ms_at_200"]["met"] is None  # no 200-session run in a smoke
+    assert all(isinstance(t["met"], bool) for k, t in result["targets_met"].items() if k != "event_p99_ms_at_200")
     assert [u["audio_s"] for u in result["upload"]] == [10.0, 30.0]
     for u in result["upload"]:
         assert u["status"] == 200

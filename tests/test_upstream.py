@@ -315,3 +315,44 @@ async def test_write_interval_merges_paced_frames(simulator: DataflowSimulator) 
     record = simulator.records[-1]
     assert record.audio_bytes == 50 * 640
     assert record.audio_messages <= 15
+
+
+async def _paced_second(stream: DataflowStream) -> None:
+    for _ in range(50):  # 1 s of 20 ms frames, paced like a live caller
+        await stream.send_audio(bytes(640))
+        await asyncio.sleep(0.02)
+    await stream.finalize()
+    [_ async for _ in stream.items()]
+
+
+@pytest.mark.parametrize(("streams", "most_messages", "least_messages"), [(1, 50, 40), (8, 15, 5)])
+async def test_write_rate_merges_frames_only_under_load(
+    simulator: DataflowSimulator, streams: int, most_messages: int, least_messages: int
+) -> None:
+    # 100 writes/s for the process: one stream may write every 10 ms (each 20 ms frame goes alone);
+    # eight streams share it, so each spaces its writes 80 ms apart and merges about four frames.
+    settings = settings_for(simulator, upstream_write_rate=100, upstream_max_write_interval_ms=100)
+    client = UpstreamClient(settings, StaticTokenProvider(SecretStr(SIM_TOKEN)))
+    fmt = AudioFormat("pcm16", 16000, 1)
+    opened = [await open_stream(client, fmt) for _ in range(streams)]
+    assert client.audio_write_interval_s() == pytest.approx(min(0.1, streams / 100))
+    await asyncio.gather(*(_paced_second(s) for s in opened))
+    for stream in opened:
+        await stream.aclose()
+    assert client.audio_write_interval_s() == 0.0  # no stream left: no merging
+    await client.aclose()
+    records = list(simulator.records)[-streams:]
+    assert all(r.audio_bytes == 50 * 640 for r in records)  # merged, never dropped
+    assert all(least_messages <= r.audio_messages <= most_messages for r in records), [
+        r.audio_messages for r in records
+    ]
+
+
+def test_write_interval_bounds(simulator: DataflowSimulator) -> None:
+    tokens = StaticTokenProvider(SecretStr(SIM_TOKEN))
+    capped = UpstreamClient(settings_for(simulator, upstream_write_rate=10, upstream_max_write_interval_ms=50), tokens)
+    capped.active_streams = 100
+    assert capped.audio_write_interval_s() == pytest.approx(0.05)
+    floor = UpstreamClient(settings_for(simulator, upstream_write_rate=0, upstream_write_interval_ms=30), tokens)
+    floor.active_streams = 1000
+    assert floor.audio_write_interval_s() == pytest.approx(0.03)  # 0 turns load-merging off; the floor stays

@@ -1,8 +1,10 @@
 """Baseline: a direct grpc.aio client of the simulator, no gateway in between.
 
-``python -m tests.perf.direct_grpc stream TARGET N SECONDS`` streams N real-time sessions of 16 kHz
-pcm16 (one write per 20 ms frame); ``upload TARGET SECONDS`` sends SECONDS of 8 kHz audio as fast as
-flow control allows, then finalizes. Prints one JSON line with its own CPU time and wall time.
+``python -m tests.perf.direct_grpc stream TARGET N SECONDS [INTERVAL_MS]`` streams N real-time sessions
+of 16 kHz pcm16: one write per 20 ms frame, or with INTERVAL_MS the frames of that interval merged
+into one write (as the gateway does under load); ``upload TARGET SECONDS`` sends SECONDS of 8 kHz
+audio as fast as flow control allows, then finalizes. Prints one JSON line with its own CPU time
+and wall time.
 """
 
 from __future__ import annotations
@@ -79,7 +81,14 @@ async def upload(client: UpstreamClient, seconds: float) -> dict[str, float]:
 
 async def main(argv: list[str]) -> None:
     mode, target = argv[0], argv[1]
-    settings = Settings(upstream_target=target, upstream_token=SecretStr(BENCH_TOKEN), _env_file=None)  # type: ignore[call-arg]
+    interval_ms = int(argv[4]) if mode == "stream" and len(argv) > 4 else 0
+    settings = Settings(
+        upstream_target=target,
+        upstream_token=SecretStr(BENCH_TOKEN),
+        upstream_write_rate=0,  # no load-dependent merging: the interval, if any, is given
+        upstream_write_interval_ms=interval_ms,
+        _env_file=None,
+    )  # type: ignore[call-arg]
     client = UpstreamClient(settings, StaticTokenProvider(SecretStr(BENCH_TOKEN)))
     if mode == "stream":
         result = await stream_sessions(client, int(argv[2]), float(argv[3]))

@@ -1,8 +1,10 @@
 """The load generator: many concurrent /v1/stream sessions paced in real time from one ticker.
 
-One task sends every session's frame each 20 ms (one wake-up per tick, not per session), each
-frame stamped with its send time; a reader per session collects event latencies (from the
-simulator's emit stamps) and the frame arrival latencies the simulator reports in FinalResult.
+One task sends every session's frame each 20 ms, each frame stamped with its send time; a reader
+per session collects event latencies (from the simulator's emit stamps) and the frame arrival
+latencies the simulator reports in FinalResult. Sessions are spread over ``phases`` evenly spaced
+send times within each 20 ms period, as independent callers are (one wake-up per phase, not per
+session); ``phases=1`` sends every session's frame in one burst, the worst case for queueing.
 """
 
 from __future__ import annotations
@@ -71,31 +73,39 @@ async def _read(ws: ClientConnection, stats: SessionStats) -> None:
 
 
 async def _pace(
-    sockets: list[ClientConnection], stats: list[SessionStats], seconds: float, stamped: bool, on_tick: Any
+    sockets: list[ClientConnection],
+    stats: list[SessionStats],
+    seconds: float,
+    stamped: bool,
+    on_tick: Any,
+    phases: int,
 ) -> None:
     pattern = frames(16000)
     ticks = int(seconds / FRAME_S)
+    groups = [list(zip(sockets[p::phases], stats[p::phases], strict=True)) for p in range(phases)]
+    step = FRAME_S / phases
     began = time.monotonic()
     for tick in range(ticks):
         frame = bytearray(pattern[tick % len(pattern)])
-        for ws, st in zip(sockets, stats, strict=True):
-            if stamped:
-                stamp_frame(frame, time.monotonic_ns())
-            await ws.send(bytes(frame))
-            st.frames_sent += 1
-        if tick == 0 or tick == ticks - 1:
-            on_tick(tick == 0)  # marks the measured window: pacing started / pacing ended
-        await asyncio.sleep(max(0.0, began + (tick + 1) * FRAME_S - time.monotonic()))
+        for phase, group in enumerate(groups):
+            for ws, st in group:
+                if stamped:
+                    stamp_frame(frame, time.monotonic_ns())
+                await ws.send(bytes(frame))
+                st.frames_sent += 1
+            if phase == 0 and tick in (0, ticks - 1):
+                on_tick(tick == 0)  # marks the measured window: pacing started / pacing ended
+            await asyncio.sleep(max(0.0, began + tick * FRAME_S + (phase + 1) * step - time.monotonic()))
 
 
 async def stream_sessions(
-    url: str, n: int, seconds: float, *, protocol: bool = True, on_tick: Any = lambda first: None
+    url: str, n: int, seconds: float, *, protocol: bool = True, on_tick: Any = lambda first: None, phases: int = 10
 ) -> list[SessionStats]:
     """n real-time sessions for ``seconds``; ``protocol=False`` sends bare frames (baseline receiver)."""
     sockets = await _open_many(url, n, start=protocol)
     stats = [SessionStats() for _ in sockets]
     readers = [asyncio.create_task(_read(ws, st)) for ws, st in zip(sockets, stats, strict=True)] if protocol else []
-    await _pace(sockets, stats, seconds, protocol, on_tick)
+    await _pace(sockets, stats, seconds, protocol, on_tick, max(1, min(phases, n)))
     if protocol:
         for ws in sockets:
             await ws.send('{"type":"finalize"}')
