@@ -52,6 +52,7 @@ def test_smoke_run_reports_every_scenario(tmp_path: Path) -> None:
     assert [u["audio_s"] for u in result["upload"]] == [10.0, 30.0]
     for u in result["upload"]:
         assert u["status"] == 200
+        assert u["last_message"] == "result"
         assert u["milestones"] > 0
         assert u["gateway_wall_s"] > 0
         assert u["direct_grpc_wall_s"] > 0

@@ -52,6 +52,9 @@ from gateway.upstream.token import TokenProvider
 
 log = logging.getLogger(__name__)
 _EOF = grpc.aio.EOF  # type: ignore[attr-defined]  # (missing from the grpc stubs)
+#: Shorter holds are not worth a timer: the loop's clock resolution is 1 ms, so a sub-millisecond
+#: sleep costs a whole tick per write (an upload of an hour's audio would wait seconds for nothing).
+_LEAST_HOLD_S = 0.001
 
 
 @dataclass(frozen=True, slots=True)
@@ -281,7 +284,7 @@ class DataflowStream:
                 if isinstance(head, bytearray) and len(head) < self._coalesce_bytes:
                     # Each write costs the same whatever its size: under load, let more audio gather.
                     wait = last_audio_write + self._client.audio_write_interval_s() - time.monotonic()
-                    if wait > 0:
+                    if wait > _LEAST_HOLD_S:
                         await asyncio.sleep(wait)
                 kind, payload = self._outbox.popleft()
                 if isinstance(payload, bytearray):

@@ -43,9 +43,9 @@ def summary_ms(values_us: list[int]) -> dict[str, float]:
     p50, p90, p99 = np.percentile(data, [50, 90, 99])
     return {
         "count": len(values_us),
-        "p50": round(p50, 3),
-        "p90": round(p90, 3),
-        "p99": round(p99, 3),
+        "p50": round(float(p50), 3),
+        "p90": round(float(p90), 3),
+        "p99": round(float(p99), 3),
         "max": round(float(data.max()), 3),
     }
 
@@ -180,19 +180,29 @@ async def upload(gateway: Proc, simulator: Proc, seconds: float) -> dict[str, An
     sampler = RssSampler(gateway.pid)
     sampler.start()
     began = time.monotonic()
-    async with httpx.AsyncClient(timeout=3600) as http:
-        response = await http.post(
-            f"http://127.0.0.1:{gateway.port}/v1/recognize", content=body(), headers={"Content-Type": "audio/wav"}
-        )
+    # NDJSON, read as it comes: a JSON answer holds every event until the end (memory that grows with
+    # the events, by design), which would hide whether the audio path itself stays flat.
+    milestones, last = 0, ""
+    headers = {"Content-Type": "audio/wav", "Accept": "application/x-ndjson"}
+    async with (
+        httpx.AsyncClient(timeout=3600) as http,
+        http.stream(
+            "POST", f"http://127.0.0.1:{gateway.port}/v1/recognize", content=body(), headers=headers
+        ) as response,
+    ):
+        async for line in response.aiter_lines():
+            if line.strip():
+                message = json.loads(line)
+                last = message.get("type", "")
+                milestones += message.get("type") == "event" and message.get("name") == "SR Milestone"
     wall = time.monotonic() - began
     sampler.running = False
     sampler.join()
-    ok = response.status_code == 200
-    milestones = sum(1 for e in response.json().get("events", []) if e.get("name") == "SR Milestone") if ok else 0
     direct = await asyncio.to_thread(direct_grpc, "upload", f"127.0.0.1:{simulator.port}", str(seconds))
     return {
         "audio_s": seconds,
         "status": response.status_code,
+        "last_message": last,
         "milestones": milestones,
         "gateway_wall_s": round(wall, 3),
         "direct_grpc_wall_s": round(direct["wall_s"], 3),
