@@ -15,12 +15,12 @@ import logging
 import signal
 import sys
 import time
-from collections.abc import Coroutine
 from typing import Any
 
 import httpx
 
 from gateway.auth import ApiKeySpec, key_digest, new_api_key
+from gateway.runtime import run_fast, tune_gc
 from gateway.settings import SettingsError, load_settings
 from gateway.simulator.faults import parse_fault
 from gateway.simulator.server import DataflowSimulator, SimulatorConfig
@@ -151,16 +151,6 @@ def _keygen(ns: argparse.Namespace) -> int:
     return 0
 
 
-def _run_fast(main: Coroutine[Any, Any, None]) -> None:
-    """uvloop when it is installed (it comes with uvicorn[standard]), as the gateway itself runs."""
-    try:
-        import uvloop
-    except ImportError:
-        asyncio.run(main)
-    else:
-        uvloop.run(main)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="dataflow-gateway", description="REST/WebSocket gateway for Data Flow")
     sub = parser.add_subparsers(dest="command")
@@ -171,7 +161,8 @@ def main(argv: list[str] | None = None) -> int:
     ns = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     if ns.command == "simulator":
-        _run_fast(_run_simulator(ns))
+        tune_gc()
+        run_fast(_run_simulator(ns))
         return 0
     if ns.command == "drain":
         return _drain(ns)

@@ -19,6 +19,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from gateway.app import Gateway, create_app
 from gateway.observability import logging_config
+from gateway.runtime import tune_gc
 from gateway.settings import Settings, load_settings
 
 log = logging.getLogger(__name__)
@@ -124,5 +125,7 @@ def uvicorn_config(settings: Settings) -> uvicorn.Config:
 def serve() -> int:
     settings = load_settings()
     logging.config.dictConfig(logging_config(settings.log_level, settings.log_format))
-    DrainingServer(uvicorn_config(settings)).run()
+    config = uvicorn_config(settings)
+    tune_gc()  # after the app is built: what exists now lives as long as the process
+    DrainingServer(config).run()
     return 0

@@ -10,21 +10,19 @@ from __future__ import annotations
 
 import time
 
-import numpy as np
-
 STAMP_SAMPLES = 8
 _PLAUSIBLE_NS = 120 * 10**9
 
 
 def stamp_frame(frame: bytearray, sent_ns: int) -> None:
-    """Write ``sent_ns`` into the first samples of a pcm16 frame, in place."""
-    marks = np.frombuffer(sent_ns.to_bytes(8, "little"), dtype=np.uint8).astype("<i2")
-    frame[: STAMP_SAMPLES * 2] = marks.tobytes()
+    """Write ``sent_ns`` into the first samples of a pcm16 frame, in place (one byte per sample)."""
+    frame[: STAMP_SAMPLES * 2 : 2] = sent_ns.to_bytes(STAMP_SAMPLES, "little")
+    frame[1 : STAMP_SAMPLES * 2 : 2] = bytes(STAMP_SAMPLES)
 
 
 def read_stamp(frame: bytes | memoryview) -> int:
-    marks = np.frombuffer(frame[: STAMP_SAMPLES * 2], dtype="<i2")
-    return int.from_bytes(bytes((marks & 0xFF).astype(np.uint8)), "little")
+    # Each mark is one byte in the low (first, little-endian) byte of its sample.
+    return int.from_bytes(bytes(frame[: STAMP_SAMPLES * 2 : 2]), "little")
 
 
 class ArrivalLatency:

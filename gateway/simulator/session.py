@@ -181,8 +181,11 @@ class SimulatedSession:
             return
         if self.arrivals is not None:
             self.arrivals.observe(chunk)
-        samples = decode(chunk, self.audio)
-        pcm = np.clip(np.rint(samples * 32768.0), -32768, 32767).astype(np.int16)
+        if self.audio.encoding == "pcm16":
+            pcm = np.frombuffer(chunk, dtype="<i2").reshape(-1, self.audio.channels)  # as is: no float round trip
+        else:
+            samples = decode(chunk, self.audio)
+            pcm = np.clip(np.rint(samples * 32768.0), -32768, 32767).astype(np.int16)
         await self._emit_all(self.recognizer.feed(pcm))
 
     async def _on_request(self, obj: dict[str, Any]) -> None:

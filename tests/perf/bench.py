@@ -26,9 +26,10 @@ from typing import Any
 import httpx
 import numpy as np
 
+from gateway.runtime import run_fast
 from gateway.simulator.recognizer import Recognizer
 from tests.perf.audio import frames, pcm_stream, wav_header
-from tests.perf.load import FRAME_S, SessionStats, idle_sessions, stream_sessions
+from tests.perf.load import FRAME_S, SessionStats, idle_sessions, paced_audio_s, stream_sessions
 from tests.perf.procs import Proc, cpu_seconds, rss_bytes, start_bare_ws, start_gateway, start_simulator
 
 TARGETS = {"cpu_ms_per_session_s": 1.0, "event_p99_ms_at_200": 5.0, "upload_ratio": 1.2, "idle_kib_per_session": 100}
@@ -73,9 +74,13 @@ class CpuWindow:
         else:
             self.end, self.wall = cpu_seconds(self.pid), (self.wall[0], time.monotonic())
 
-    def ms_per_session_s(self, sessions: int) -> float:
-        seconds = self.wall[1] - self.wall[0]
-        return round((self.end - self.start) * 1000 / (sessions * seconds), 4) if seconds > 0 else 0.0
+    def ms_per_session_s(self, audio_s: float) -> float:
+        """CPU per second of audio sent in the window (not per wall second: a lagging load sends less)."""
+        return round((self.end - self.start) * 1000 / audio_s, 4) if audio_s > 0 else 0.0
+
+    def realtime_factor(self, audio_s: float, sessions: int) -> float:
+        """Wall time of the window over its audio time per session: above 1 the load fell behind real time."""
+        return round((self.wall[1] - self.wall[0]) * sessions / audio_s, 3) if audio_s > 0 else 0.0
 
 
 def direct_grpc(*args: str) -> dict[str, float]:
@@ -133,8 +138,9 @@ async def relay(gateway: Proc, bare: Proc, simulator: Proc, n: int, seconds: flo
     merged_ms = per_frame_ms  # below one frame's length the interval merges nothing
     if interval_ms > FRAME_S * 1000:
         merged_ms = await asyncio.to_thread(direct_cpu_ms, simulator, n, seconds, interval_ms)
-    gateway_ms = window.ms_per_session_s(n)
-    bare_ms = bare_window.ms_per_session_s(n)
+    audio_s = paced_audio_s(n, seconds)
+    gateway_ms = window.ms_per_session_s(audio_s)
+    bare_ms = bare_window.ms_per_session_s(audio_s)
     expected = expected_milestones(stats[0].frames_sent) if stats else []
     events = [v for st in stats for v in st.event_latency_us]
     arrivals = [v for st in stats for v in st.arrival_us]
@@ -144,7 +150,8 @@ async def relay(gateway: Proc, bare: Proc, simulator: Proc, n: int, seconds: flo
         "phases": phases,
         "upstream_write_interval_ms": interval_ms,
         "gateway_cpu_ms_per_session_s": gateway_ms,
-        "simulator_cpu_ms_per_session_s": sim_window.ms_per_session_s(n),
+        "simulator_cpu_ms_per_session_s": sim_window.ms_per_session_s(audio_s),
+        "load_realtime_factor": window.realtime_factor(audio_s, n),
         "bare_ws_cpu_ms_per_session_s": bare_ms,
         "direct_grpc_cpu_ms_per_session_s": per_frame_ms,
         "direct_grpc_merged_cpu_ms_per_session_s": merged_ms,
@@ -236,16 +243,22 @@ def machine() -> dict[str, Any]:
     return {"cpu": model, "cores": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()}
 
 
+def restart(gateway: Proc, workdir: Path, simulator: Proc) -> Proc:
+    gateway.stop()
+    return start_gateway(workdir, simulator)
+
+
 async def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     simulator = start_simulator(workdir)
     gateway = start_gateway(workdir, simulator)
     bare = start_bare_ws(workdir)
     try:
         relay_runs = [await relay(gateway, bare, simulator, n, args.seconds, args.phases) for n in args.sessions]
+        # Fresh processes for uploads and idle memory: after the runs above the gateway may still be
+        # winding sessions down, and its allocator holds freed memory that would hide growth.
+        gateway = restart(gateway, workdir, simulator)
         uploads = [await upload(gateway, simulator, s) for s in args.upload_seconds]
-        # A fresh process: after the runs above its allocator holds freed memory that would hide growth.
-        gateway.stop()
-        gateway = start_gateway(workdir, simulator)
+        gateway = restart(gateway, workdir, simulator)
         memory = await idle_memory(gateway, args.idle_sessions)
     finally:
         for proc in (bare, gateway, simulator):
@@ -384,7 +397,7 @@ def main() -> int:
         args.sessions, args.seconds, args.upload_seconds, args.idle_sessions = [2, 4], 2.0, [10.0, 30.0], 10
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
-        result = asyncio.run(run(args, Path(tmp)))
+        result = run_fast(run(args, Path(tmp)))  # the load generator on the gateway's event loop
     args.out.write_text(json.dumps(result, indent=2))
     print(table(result))
     if chart(result, args.out.with_suffix(".png")):

@@ -19,6 +19,7 @@ from pydantic import SecretStr
 
 from gateway.audio import AudioFormat
 from gateway.dataflow_json import StartRequest
+from gateway.runtime import run_fast
 from gateway.settings import Settings
 from gateway.upstream.client import DataflowStream, UpstreamClient
 from gateway.upstream.token import StaticTokenProvider
@@ -99,4 +100,4 @@ async def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main(sys.argv[1:]))
+    run_fast(main(sys.argv[1:]))  # the loop the gateway runs on

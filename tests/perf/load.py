@@ -1,10 +1,12 @@
 """The load generator: many concurrent /v1/stream sessions paced in real time from one ticker.
 
-One task sends every session's frame each 20 ms, each frame stamped with its send time; a reader
-per session collects event latencies (from the simulator's emit stamps) and the frame arrival
-latencies the simulator reports in FinalResult. Sessions are spread over ``phases`` evenly spaced
-send times within each 20 ms period, as independent callers are (one wake-up per phase, not per
-session); ``phases=1`` sends every session's frame in one burst, the worst case for queueing.
+One task sends every session's frame each 20 ms, each frame stamped with its send time. Sessions
+are spread over ``phases`` evenly spaced send times within each 20 ms period, as independent
+callers are (one wake-up per phase, not per session); ``phases=1`` sends every session's frame in
+one burst, the worst case for queueing. Each session's messages are handled as they are read
+(tests/perf/wsclient.py): event latencies from the simulator's emit stamps (of the events emitted
+while audio was paced), and at the end the frame arrival latencies the simulator reports in
+FinalResult.
 """
 
 from __future__ import annotations
@@ -15,10 +17,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from websockets.asyncio.client import ClientConnection, connect
-
 from gateway.simulator.bench import stamp_frame
 from tests.perf.audio import frames
+from tests.perf.wsclient import TEXT, LeanWebSocket, connect
 
 START = json.dumps({"type": "start", "audio": {"encoding": "pcm16", "sampleRate": 16000, "channels": 1}})
 FRAME_S = 0.02
@@ -32,48 +33,55 @@ class SessionStats:
     milestones: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     close_code: int | None = None
+    started: asyncio.Event = field(default_factory=asyncio.Event)
+    events: list[tuple[int, int]] = field(default_factory=list)  # (simulator emit ns, arrival ns)
 
+    def window(self, until_ns: int) -> None:
+        """Keep the latencies of events emitted while audio was paced (not the end-of-session burst)."""
+        self.event_latency_us = [(arrived - emitted) // 1000 for emitted, arrived in self.events if emitted <= until_ns]
 
-async def _connect(url: str) -> ClientConnection:
-    return await connect(url, compression=None, open_timeout=30, close_timeout=10, max_queue=None)
-
-
-async def _open_many(url: str, n: int, *, start: bool, batch: int = 50) -> list[ClientConnection]:
-    sockets: list[ClientConnection] = []
-    for first in range(0, n, batch):
-        opened = await asyncio.gather(*(_connect(url) for _ in range(first, min(n, first + batch))))
-        if start:
-            for ws in opened:
-                await ws.send(START)
-            for ws in opened:
-                while json.loads(await ws.recv()).get("type") != "started":
-                    pass
-        sockets.extend(opened)
-    return sockets
-
-
-async def _read(ws: ClientConnection, stats: SessionStats) -> None:
-    async for message in ws:
-        now_us = time.monotonic_ns() // 1000
-        if isinstance(message, bytes):
-            continue
-        item: dict[str, Any] = json.loads(message)
+    def on_message(self, opcode: int, payload: bytes, arrival_ns: int) -> None:
+        if opcode != TEXT:
+            return  # audio from Data Flow: not part of the measurement
+        item: dict[str, Any] = json.loads(payload)
         kind = item.get("type")
         if kind == "event":
             data = item.get("data") or {}
             if "SimEmitNs" in data:
-                stats.event_latency_us.append(now_us - data["SimEmitNs"] // 1000)
+                self.events.append((data["SimEmitNs"], arrival_ns))
             if item["name"] == "SR Milestone":
-                stats.milestones.append(item["text"])
+                self.milestones.append(item["text"])
             elif item["name"] == "FinalResult":
-                stats.arrival_us = data.get("BenchArrivalUs", [])
+                self.arrival_us = data.get("BenchArrivalUs", [])
+        elif kind == "started":
+            self.started.set()
         elif kind == "error":
-            stats.errors.append(item["code"])
-    stats.close_code = ws.close_code
+            self.errors.append(item["code"])
+
+
+def _ignore(opcode: int, payload: bytes, arrival_ns: int) -> None:
+    return None
+
+
+async def _open_many(
+    url: str, n: int, *, start: bool, batch: int = 50
+) -> tuple[list[LeanWebSocket], list[SessionStats]]:
+    sockets: list[LeanWebSocket] = []
+    stats = [SessionStats() for _ in range(n)]
+    for first in range(0, n, batch):
+        group = stats[first : first + batch]
+        handler = (lambda st: st.on_message) if start else (lambda st: _ignore)
+        opened = await asyncio.gather(*(connect(url, handler(st)) for st in group))
+        if start:
+            for ws in opened:
+                ws.send_text(START)
+            await asyncio.wait_for(asyncio.gather(*(st.started.wait() for st in group)), 60)
+        sockets.extend(opened)
+    return sockets, stats
 
 
 async def _pace(
-    sockets: list[ClientConnection],
+    sockets: list[LeanWebSocket],
     stats: list[SessionStats],
     seconds: float,
     stamped: bool,
@@ -91,30 +99,40 @@ async def _pace(
             for ws, st in group:
                 if stamped:
                     stamp_frame(frame, time.monotonic_ns())
-                await ws.send(bytes(frame))
+                ws.send_binary(bytes(frame))
                 st.frames_sent += 1
             if phase == 0 and tick in (0, ticks - 1):
                 on_tick(tick == 0)  # marks the measured window: pacing started / pacing ended
             await asyncio.sleep(max(0.0, began + tick * FRAME_S + (phase + 1) * step - time.monotonic()))
 
 
+def paced_audio_s(n: int, seconds: float) -> float:
+    """Session-seconds of audio sent between the first and the last paced tick (the CPU window)."""
+    return n * (int(seconds / FRAME_S) - 1) * FRAME_S
+
+
 async def stream_sessions(
     url: str, n: int, seconds: float, *, protocol: bool = True, on_tick: Any = lambda first: None, phases: int = 10
 ) -> list[SessionStats]:
     """n real-time sessions for ``seconds``; ``protocol=False`` sends bare frames (baseline receiver)."""
-    sockets = await _open_many(url, n, start=protocol)
-    stats = [SessionStats() for _ in sockets]
-    readers = [asyncio.create_task(_read(ws, st)) for ws, st in zip(sockets, stats, strict=True)] if protocol else []
+    sockets, stats = await _open_many(url, n, start=protocol)
     await _pace(sockets, stats, seconds, protocol, on_tick, max(1, min(phases, n)))
+    paced_until = time.monotonic_ns()
     if protocol:
         for ws in sockets:
-            await ws.send('{"type":"finalize"}')
-        await asyncio.wait_for(asyncio.gather(*readers), timeout=60 + n * 0.05)
+            ws.send_text('{"type":"finalize"}')
+        codes = await asyncio.wait_for(asyncio.gather(*(ws.closed for ws in sockets)), timeout=60 + n * 0.05)
     else:
-        await asyncio.gather(*(ws.close() for ws in sockets))
+        codes = await asyncio.gather(*(ws.close() for ws in sockets))
+    for st, code in zip(stats, codes, strict=True):
+        st.close_code = code
+        # Every session finalizes at the same moment here, which no real load does: the burst of
+        # FinalResults (each carrying its arrival list) would be measured as relay latency.
+        st.window(paced_until)
     return stats
 
 
-async def idle_sessions(url: str, n: int) -> list[ClientConnection]:
+async def idle_sessions(url: str, n: int) -> list[LeanWebSocket]:
     """n started sessions that send nothing (for memory per session); the caller closes them."""
-    return await _open_many(url, n, start=True)
+    sockets, _ = await _open_many(url, n, start=True)
+    return sockets
