@@ -30,7 +30,7 @@ from gateway.runtime import run_fast
 from gateway.simulator.recognizer import Recognizer
 from tests.perf.audio import frames, pcm_stream, wav_header
 from tests.perf.load import FRAME_S, SessionStats, idle_sessions, paced_audio_s, stream_sessions
-from tests.perf.procs import Proc, cpu_seconds, rss_bytes, start_bare_ws, start_gateway, start_simulator
+from tests.perf.procs import ROOT, Proc, cpu_seconds, rss_bytes, start_bare_ws, start_gateway, start_simulator
 
 TARGETS = {"cpu_ms_per_session_s": 1.0, "event_p99_ms_at_200": 5.0, "upload_ratio": 1.2, "idle_kib_per_session": 100}
 INTERVAL_GAUGE = "dataflow_gateway_upstream_write_interval_seconds"
@@ -243,22 +243,22 @@ def machine() -> dict[str, Any]:
     return {"cpu": model, "cores": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()}
 
 
-def restart(gateway: Proc, workdir: Path, simulator: Proc) -> Proc:
+def restart(gateway: Proc, workdir: Path, simulator: Proc, root: Path) -> Proc:
     gateway.stop()
-    return start_gateway(workdir, simulator)
+    return start_gateway(workdir, simulator, root)
 
 
 async def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     simulator = start_simulator(workdir)
-    gateway = start_gateway(workdir, simulator)
+    gateway = start_gateway(workdir, simulator, args.gateway_root)
     bare = start_bare_ws(workdir)
     try:
         relay_runs = [await relay(gateway, bare, simulator, n, args.seconds, args.phases) for n in args.sessions]
         # Fresh processes for uploads and idle memory: after the runs above the gateway may still be
         # winding sessions down, and its allocator holds freed memory that would hide growth.
-        gateway = restart(gateway, workdir, simulator)
+        gateway = restart(gateway, workdir, simulator, args.gateway_root)
         uploads = [await upload(gateway, simulator, s) for s in args.upload_seconds]
-        gateway = restart(gateway, workdir, simulator)
+        gateway = restart(gateway, workdir, simulator, args.gateway_root)
         memory = await idle_memory(gateway, args.idle_sessions)
     finally:
         for proc in (bare, gateway, simulator):
@@ -267,6 +267,7 @@ async def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         "machine": machine(),
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "smoke": args.smoke,
+        "gateway_root": str(args.gateway_root),
         "frame_ms": FRAME_S * 1000,
         "relay": relay_runs,
         "capacity": capacity(relay_runs),
@@ -392,6 +393,12 @@ def main() -> int:
         "--phases", type=int, default=10, help="send times per 20 ms period the sessions are spread over (1: lockstep)"
     )
     parser.add_argument("--out", type=Path, default=Path("bench-results/bench.json"))
+    parser.add_argument(
+        "--gateway-root",
+        type=Path,
+        default=ROOT,
+        help="measure the gateway of another checkout (before/after); the load, simulator and baselines stay",
+    )
     args = parser.parse_args()
     if args.smoke:
         args.sessions, args.seconds, args.upload_seconds, args.idle_sessions = [2, 4], 2.0, [10.0, 30.0], 10

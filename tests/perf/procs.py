@@ -54,9 +54,9 @@ class Proc:
                 self.popen.wait()
 
 
-def _spawn(name: str, args: list[str], env: dict[str, str], port: int, workdir: Path) -> Proc:
+def _spawn(name: str, args: list[str], env: dict[str, str], port: int, workdir: Path, root: Path = ROOT) -> Proc:
     log = workdir / f"{name}.log"
-    full_env = {**os.environ, "PYTHONPATH": str(ROOT), **env}
+    full_env = {**os.environ, "PYTHONPATH": str(root), **env}
     popen = subprocess.Popen(
         [sys.executable, *args], env=full_env, stdout=subprocess.DEVNULL, stderr=log.open("wb"), cwd=workdir
     )
@@ -79,7 +79,8 @@ def start_simulator(workdir: Path) -> Proc:
     return _spawn("simulator", args, {}, port, workdir)
 
 
-def start_gateway(workdir: Path, simulator: Proc, **extra: str) -> Proc:
+def start_gateway(workdir: Path, simulator: Proc, root: Path = ROOT, **extra: str) -> Proc:
+    """The gateway of the checkout at ``root`` (another one than this: a before/after comparison)."""
     port = free_port()
     env = {
         "GATEWAY_PORT": str(port),
@@ -94,7 +95,7 @@ def start_gateway(workdir: Path, simulator: Proc, **extra: str) -> Proc:
         "GATEWAY_MAX_UPLOAD_BYTES": str(2**40),
         **extra,
     }
-    return _spawn("gateway", ["-m", "gateway", "serve"], env, port, workdir)
+    return _spawn("gateway", ["-m", "gateway", "serve"], env, port, workdir, root)
 
 
 def start_bare_ws(workdir: Path) -> Proc:
