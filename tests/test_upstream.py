@@ -325,7 +325,7 @@ async def _paced_second(stream: DataflowStream) -> None:
     [_ async for _ in stream.items()]
 
 
-@pytest.mark.parametrize(("streams", "most_messages", "least_messages"), [(1, 50, 40), (8, 15, 5)])
+@pytest.mark.parametrize(("streams", "most_messages", "least_messages"), [(1, 50, 30), (8, 15, 5)])
 async def test_write_rate_merges_frames_only_under_load(
     simulator: DataflowSimulator, streams: int, most_messages: int, least_messages: int
 ) -> None:

@@ -62,7 +62,7 @@ def expected_milestones(ticks: int) -> list[str]:
 
 
 class CpuWindow:
-    """CPU seconds a process spends between the first and last paced tick."""
+    """CPU seconds a process spends from the first paced frame until every session is closed."""
 
     def __init__(self, pid: int) -> None:
         self.pid, self.start, self.end = pid, 0.0, 0.0
@@ -79,7 +79,8 @@ class CpuWindow:
         return round((self.end - self.start) * 1000 / audio_s, 4) if audio_s > 0 else 0.0
 
     def realtime_factor(self, audio_s: float, sessions: int) -> float:
-        """Wall time of the window over its audio time per session: above 1 the load fell behind real time."""
+        """Wall time of the window (first frame to last close) over the audio's duration: about 1 while the
+        gateway keeps up; well above 1 when it fell behind and worked off a backlog after the audio ended."""
         return round((self.wall[1] - self.wall[0]) * sessions / audio_s, 3) if audio_s > 0 else 0.0
 
 
@@ -151,7 +152,7 @@ async def relay(gateway: Proc, bare: Proc, simulator: Proc, n: int, seconds: flo
         "upstream_write_interval_ms": interval_ms,
         "gateway_cpu_ms_per_session_s": gateway_ms,
         "simulator_cpu_ms_per_session_s": sim_window.ms_per_session_s(audio_s),
-        "load_realtime_factor": window.realtime_factor(audio_s, n),
+        "gateway_realtime_factor": window.realtime_factor(audio_s, n),
         "bare_ws_cpu_ms_per_session_s": bare_ms,
         "direct_grpc_cpu_ms_per_session_s": per_frame_ms,
         "direct_grpc_merged_cpu_ms_per_session_s": merged_ms,
@@ -257,6 +258,7 @@ async def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         # Fresh processes for uploads and idle memory: after the runs above the gateway may still be
         # winding sessions down, and its allocator holds freed memory that would hide growth.
         gateway = restart(gateway, workdir, simulator, args.gateway_root)
+        await upload(gateway, simulator, 5.0)  # warm-up, not reported: first-request allocations are not per upload
         uploads = [await upload(gateway, simulator, s) for s in args.upload_seconds]
         gateway = restart(gateway, workdir, simulator, args.gateway_root)
         memory = await idle_memory(gateway, args.idle_sessions)

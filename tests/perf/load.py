@@ -93,6 +93,7 @@ async def _pace(
     groups = [list(zip(sockets[p::phases], stats[p::phases], strict=True)) for p in range(phases)]
     step = FRAME_S / phases
     began = time.monotonic()
+    on_tick(True)  # the measured window opens before the first frame
     for tick in range(ticks):
         frame = bytearray(pattern[tick % len(pattern)])
         for phase, group in enumerate(groups):
@@ -101,14 +102,12 @@ async def _pace(
                     stamp_frame(frame, time.monotonic_ns())
                 ws.send_binary(bytes(frame))
                 st.frames_sent += 1
-            if phase == 0 and tick in (0, ticks - 1):
-                on_tick(tick == 0)  # marks the measured window: pacing started / pacing ended
             await asyncio.sleep(max(0.0, began + tick * FRAME_S + (phase + 1) * step - time.monotonic()))
 
 
 def paced_audio_s(n: int, seconds: float) -> float:
-    """Session-seconds of audio sent between the first and the last paced tick (the CPU window)."""
-    return n * (int(seconds / FRAME_S) - 1) * FRAME_S
+    """Session-seconds of audio in the measured window: every frame sent."""
+    return n * int(seconds / FRAME_S) * FRAME_S
 
 
 async def stream_sessions(
@@ -124,6 +123,9 @@ async def stream_sessions(
         codes = await asyncio.wait_for(asyncio.gather(*(ws.closed for ws in sockets)), timeout=60 + n * 0.05)
     else:
         codes = await asyncio.gather(*(ws.close() for ws in sockets))
+    # The window closes once every session is closed: the server has handled every frame by then,
+    # so a server that fell behind is charged for all of its work, not just what it did in time.
+    on_tick(False)
     for st, code in zip(stats, codes, strict=True):
         st.close_code = code
         # Every session finalizes at the same moment here, which no real load does: the burst of
