@@ -330,12 +330,12 @@ async def test_write_rate_merges_frames_only_under_load(
     simulator: DataflowSimulator, streams: int, most_messages: int, least_messages: int
 ) -> None:
     # 100 writes/s for the process: one stream may write every 10 ms (each 20 ms frame goes alone);
-    # eight streams share it, so each spaces its writes 80 ms apart and merges about four frames.
+    # eight streams share it, so each spaces its writes 80 ms apart and merges four frames.
     settings = settings_for(simulator, upstream_write_rate=100, upstream_max_write_interval_ms=100)
     client = UpstreamClient(settings, StaticTokenProvider(SecretStr(SIM_TOKEN)))
     fmt = AudioFormat("pcm16", 16000, 1)
     opened = [await open_stream(client, fmt) for _ in range(streams)]
-    assert client.audio_write_interval_s() == pytest.approx(min(0.1, streams / 100))
+    assert client.audio_write_interval_s() == pytest.approx(0.0 if streams == 1 else 0.08)
     await asyncio.gather(*(_paced_second(s) for s in opened))
     for stream in opened:
         await stream.aclose()
@@ -353,6 +353,10 @@ def test_write_interval_bounds(simulator: DataflowSimulator) -> None:
     capped = UpstreamClient(settings_for(simulator, upstream_write_rate=10, upstream_max_write_interval_ms=50), tokens)
     capped.active_streams = 100
     assert capped.audio_write_interval_s() == pytest.approx(0.05)
+    stepped = UpstreamClient(settings_for(simulator, upstream_write_rate=1000), tokens)
+    for streams, interval in ((19, 0.0), (25, 0.02), (59, 0.04), (60, 0.06), (5000, 0.1)):
+        stepped.active_streams = streams
+        assert stepped.audio_write_interval_s() == pytest.approx(interval), streams  # whole 20 ms frames
     floor = UpstreamClient(settings_for(simulator, upstream_write_rate=0, upstream_write_interval_ms=30), tokens)
     floor.active_streams = 1000
     assert floor.audio_write_interval_s() == pytest.approx(0.03)  # 0 turns load-merging off; the floor stays

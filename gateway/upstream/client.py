@@ -55,6 +55,9 @@ _EOF = grpc.aio.EOF  # type: ignore[attr-defined]  # (missing from the grpc stub
 #: Shorter holds are not worth a timer: the loop's clock resolution is 1 ms, so a sub-millisecond
 #: sleep costs a whole tick per write (an upload of an hour's audio would wait seconds for nothing).
 _LEAST_HOLD_S = 0.001
+#: Load-based holds grow in steps of Data Flow's recommended chunk (and the usual client frame).
+_MERGE_STEP_S = 0.02
+_STEPS_PER_S = 50
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,11 +85,16 @@ class UpstreamClient:
         self._write_rate = settings.upstream_write_rate
 
     def audio_write_interval_s(self) -> float:
-        """Least time between one stream's audio writes at the current load (one call per write)."""
+        """Least time between one stream's audio writes at the current load (one call per write).
+
+        Each stream's share of the process's write rate, in whole 20 ms steps: a hold just above a
+        client's frame period would delay most frames while merging few (25 ms against 20 ms frames
+        merges one write in five); whole frames merge every write they delay.
+        """
         if self._write_rate <= 0:
             return self._least_interval_s
-        share = self.active_streams / self._write_rate  # each stream's share of the process's write rate
-        return min(self._most_interval_s, max(self._least_interval_s, share))
+        steps = self.active_streams * _STEPS_PER_S // self._write_rate  # integers: exact at every boundary
+        return min(self._most_interval_s, max(self._least_interval_s, steps * _MERGE_STEP_S))
 
     def _options(self) -> list[tuple[str, Any]]:
         s = self.settings
