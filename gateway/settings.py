@@ -89,7 +89,8 @@ class Settings(BaseSettings):
     upstream_write_rate: int = Field(
         2000,
         ge=0,
-        description="Audio writes per second across all streams before they merge frames (0: never merge).",
+        description="Audio writes per second for all streams; past it each stream holds audio to merge frames, "
+        "in 20 ms steps from 40 ms (0: never).",
     )
     upstream_max_write_interval_ms: int = Field(
         100, ge=0, le=1000, description="Longest a stream merges audio when over upstream_write_rate."

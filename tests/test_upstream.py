@@ -354,7 +354,7 @@ def test_write_interval_bounds(simulator: DataflowSimulator) -> None:
     capped.active_streams = 100
     assert capped.audio_write_interval_s() == pytest.approx(0.05)
     stepped = UpstreamClient(settings_for(simulator, upstream_write_rate=1000), tokens)
-    for streams, interval in ((19, 0.0), (25, 0.02), (59, 0.04), (60, 0.06), (5000, 0.1)):
+    for streams, interval in ((19, 0.0), (39, 0.0), (40, 0.04), (59, 0.04), (60, 0.06), (5000, 0.1)):
         stepped.active_streams = streams
         assert stepped.audio_write_interval_s() == pytest.approx(interval), streams  # whole 20 ms frames
     floor = UpstreamClient(settings_for(simulator, upstream_write_rate=0, upstream_write_interval_ms=30), tokens)

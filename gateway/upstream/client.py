@@ -87,13 +87,16 @@ class UpstreamClient:
     def audio_write_interval_s(self) -> float:
         """Least time between one stream's audio writes at the current load (one call per write).
 
-        Each stream's share of the process's write rate, in whole 20 ms steps: a hold just above a
-        client's frame period would delay most frames while merging few (25 ms against 20 ms frames
-        merges one write in five); whole frames merge every write they delay.
+        Each stream's share of the process's write rate, in whole 20 ms steps and at least two of
+        them: a hold near a client's frame period delays frames while merging few (25 ms against
+        20 ms frames merges one write in five; exactly 20 ms lets jitter ratchet every frame up to
+        a frame late), while a hold of k frames merges k frames into every write it delays.
         """
         if self._write_rate <= 0:
             return self._least_interval_s
         steps = self.active_streams * _STEPS_PER_S // self._write_rate  # integers: exact at every boundary
+        if steps < 2:
+            steps = 0
         return min(self._most_interval_s, max(self._least_interval_s, steps * _MERGE_STEP_S))
 
     def _options(self) -> list[tuple[str, Any]]:
