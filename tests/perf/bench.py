@@ -244,23 +244,28 @@ def machine() -> dict[str, Any]:
     return {"cpu": model, "cores": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()}
 
 
-def restart(gateway: Proc, workdir: Path, simulator: Proc, root: Path) -> Proc:
+def launch(args: argparse.Namespace, workdir: Path, simulator: Proc) -> Proc:
+    env = dict(item.split("=", 1) for item in args.gateway_env)
+    return start_gateway(workdir, simulator, args.gateway_root, **env)
+
+
+def restart(gateway: Proc, args: argparse.Namespace, workdir: Path, simulator: Proc) -> Proc:
     gateway.stop()
-    return start_gateway(workdir, simulator, root)
+    return launch(args, workdir, simulator)
 
 
 async def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     simulator = start_simulator(workdir)
-    gateway = start_gateway(workdir, simulator, args.gateway_root)
+    gateway = launch(args, workdir, simulator)
     bare = start_bare_ws(workdir)
     try:
         relay_runs = [await relay(gateway, bare, simulator, n, args.seconds, args.phases) for n in args.sessions]
         # Fresh processes for uploads and idle memory: after the runs above the gateway may still be
         # winding sessions down, and its allocator holds freed memory that would hide growth.
-        gateway = restart(gateway, workdir, simulator, args.gateway_root)
+        gateway = restart(gateway, args, workdir, simulator)
         await upload(gateway, simulator, 5.0)  # warm-up, not reported: first-request allocations are not per upload
         uploads = [await upload(gateway, simulator, s) for s in args.upload_seconds]
-        gateway = restart(gateway, workdir, simulator, args.gateway_root)
+        gateway = restart(gateway, args, workdir, simulator)
         memory = await idle_memory(gateway, args.idle_sessions)
     finally:
         for proc in (bare, gateway, simulator):
@@ -270,6 +275,7 @@ async def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "smoke": args.smoke,
         "gateway_root": str(args.gateway_root),
+        "gateway_env": args.gateway_env,
         "frame_ms": FRAME_S * 1000,
         "relay": relay_runs,
         "capacity": capacity(relay_runs),
@@ -401,9 +407,18 @@ def main() -> int:
         default=ROOT,
         help="measure the gateway of another checkout (before/after); the load, simulator and baselines stay",
     )
+    parser.add_argument(
+        "--gateway-env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a setting for the gateway process, e.g. GATEWAY_UPSTREAM_WRITE_RATE=0 (repeatable)",
+    )
     args = parser.parse_args()
     if args.smoke:
         args.sessions, args.seconds, args.upload_seconds, args.idle_sessions = [2, 4], 2.0, [10.0, 30.0], 10
+        # A write rate low enough that 2 and 4 sessions already hold audio: the merging path runs too.
+        args.gateway_env = ["GATEWAY_UPSTREAM_WRITE_RATE=50", *args.gateway_env]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         result = run_fast(run(args, Path(tmp)))  # the load generator on the gateway's event loop
