@@ -71,7 +71,7 @@ class GatewayMetrics:
         self.denials = Counter(f"{PREFIX}_denials", "Refused sessions or requests, by reason", ["reason"], registry=r)
         self.upstream_write_interval = Gauge(
             f"{PREFIX}_upstream_write_interval_seconds",
-            "Least time between one stream's audio writes at the current load (merging frames)",
+            "Longest one stream holds audio to merge frames into one write, at the current load",
             registry=r,
         )
         self.drain_state = Gauge(

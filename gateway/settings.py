@@ -84,7 +84,7 @@ class Settings(BaseSettings):
     )
     upstream_coalesce_ms: int = Field(200, ge=10, le=1000, description="Most audio merged into one upstream message.")
     upstream_write_interval_ms: int = Field(
-        0, ge=0, le=500, description="Least time between upstream audio writes (trades latency for CPU)."
+        0, ge=0, le=500, description="Least hold: audio waits up to this long to merge into one upstream write."
     )
     upstream_write_rate: int = Field(
         2000,

@@ -360,3 +360,38 @@ def test_write_interval_bounds(simulator: DataflowSimulator) -> None:
     floor = UpstreamClient(settings_for(simulator, upstream_write_rate=0, upstream_write_interval_ms=30), tokens)
     floor.active_streams = 1000
     assert floor.audio_write_interval_s() == pytest.approx(0.03)  # 0 turns load-merging off; the floor stays
+
+
+async def _sent_within(stream: DataflowStream, count: int, seconds: float) -> bool:
+    """Whether ``count`` bytes of audio have been written upstream within ``seconds``."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    while stream.audio_bytes_sent < count:
+        if loop.time() >= deadline:
+            return False
+        await asyncio.sleep(0.005)
+    return True
+
+
+async def test_held_audio_goes_as_soon_as_the_message_is_full(simulator: DataflowSimulator) -> None:
+    # A 500 ms hold, messages of at most 200 ms (6400 bytes): half a message waits, a full one goes.
+    settings = settings_for(simulator, upstream_write_rate=0, upstream_write_interval_ms=500)
+    client = UpstreamClient(settings, StaticTokenProvider(SecretStr(SIM_TOKEN)))
+    stream = await open_stream(client, AudioFormat("pcm16", 16000, 1))
+    for _ in range(5):
+        await stream.send_audio(bytes(640))
+    assert not await _sent_within(stream, 1, 0.1)  # held: 100 ms of audio, well inside the hold
+    began = asyncio.get_running_loop().time()
+    for _ in range(5):
+        await stream.send_audio(bytes(640))
+    assert await _sent_within(stream, 6400, 0.45)  # full: written without waiting out the hold
+    assert asyncio.get_running_loop().time() - began < 0.45
+    await stream.send_audio(bytes(640 * 3))
+    await stream.finalize()  # a control message ends the hold: the tail goes with it, in order
+    assert await _sent_within(stream, 6400 + 1920, 0.4)
+    [_ async for _ in stream.items()]
+    await stream.aclose()
+    await client.aclose()
+    record = simulator.records[-1]
+    assert (record.audio_bytes, record.audio_messages) == (6400 + 1920, 2)
+    assert record.requests[-1] == "finalize"

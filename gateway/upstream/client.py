@@ -6,7 +6,8 @@ costs about 50 µs of CPU (and as much again in the receiving server) whatever i
 that queues up while a write is in flight is merged into one message (bounded by
 ``upstream_coalesce_ms``), and under load each stream spaces its audio writes so that the process
 as a whole stays near ``upstream_write_rate`` writes per second: a few streams forward every
-client frame at once; a thousand merge up to ``upstream_max_write_interval_ms`` of audio each.
+client frame at once; a thousand hold up to ``upstream_max_write_interval_ms`` of audio each, and
+a held message goes as soon as it is full.
 """
 
 from __future__ import annotations
@@ -85,7 +86,7 @@ class UpstreamClient:
         self._write_rate = settings.upstream_write_rate
 
     def audio_write_interval_s(self) -> float:
-        """Least time between one stream's audio writes at the current load (one call per write).
+        """How long one stream may hold audio to merge it, at the current load (one call per write).
 
         Each stream's share of the process's write rate, in whole 20 ms steps and at least two of
         them: a hold near a client's frame period delays frames while merging few (25 ms against
@@ -151,15 +152,19 @@ class DataflowStream:
         self._contract = client.contract
         self._deadline_s = deadline_s
         self._response_timeout_s = s.upstream_response_timeout_s
+        self._audio = audio
         self._frame_bytes = audio.frame_bytes
         self._coalesce_bytes = max(audio.frame_bytes, audio.ms_to_bytes(s.upstream_coalesce_ms))
         self._buffer_limit = max(self._coalesce_bytes, audio.ms_to_bytes(s.upstream_buffer_ms))
         self._call: grpc.aio.StreamStreamCall[bytes, bytes] | None = None
         self._token: SecretStr | None = None
         self._early: deque[UpstreamItem] = deque()
-        self._outbox: deque[tuple[ContentType, bytearray | str]] = deque()
+        # What goes upstream, in order, each with the time it was queued.
+        self._outbox: deque[tuple[ContentType, bytearray | str, float]] = deque()
         self._pending_audio = 0
         self._has_work = asyncio.Event()
+        self._holding_for = 0  # while the writer holds partial audio: the byte count that ends the hold
+        self._hold_over = asyncio.Event()
         self._has_space = asyncio.Event()
         self._has_space.set()
         self._writer: asyncio.Task[None] | None = None
@@ -232,6 +237,7 @@ class DataflowStream:
         self._check_writable()
         if len(data) % self._frame_bytes:
             raise ValueError("audio must be whole sample frames")
+        now = time.monotonic()
         for piece in (
             rechunk(data, self._frame_bytes, self._coalesce_bytes) if len(data) > self._coalesce_bytes else [data]
         ):
@@ -243,9 +249,11 @@ class DataflowStream:
             ):
                 tail[1].extend(piece)
             else:
-                self._outbox.append((ContentType.AUDIO, bytearray(piece)))
+                self._outbox.append((ContentType.AUDIO, bytearray(piece), now))
         self._pending_audio += len(data)
         self._has_work.set()
+        if self._holding_for and (len(self._outbox) > 1 or len(self._outbox[0][1]) >= self._holding_for):
+            self._hold_over.set()  # the held message is full: send it now, not at the hold's deadline
         if self._pending_audio >= self._buffer_limit:
             self._has_space.clear()
             try:
@@ -272,8 +280,9 @@ class DataflowStream:
 
     def _enqueue(self, kind: ContentType, message: dict[str, Any]) -> None:
         self._check_writable()
-        self._outbox.append((kind, json.dumps(message)))
+        self._outbox.append((kind, json.dumps(message), time.monotonic()))
         self._has_work.set()
+        self._hold_over.set()  # a control message (say, Finalize) does not wait behind held audio
 
     def _check_writable(self) -> None:
         if self._failure is not None:
@@ -283,23 +292,38 @@ class DataflowStream:
         if self._input_closed:
             raise InvalidMessage("the session is finalizing; nothing more can be sent")
 
+    async def _hold(self) -> None:
+        """Under load, let the audio at the head gather into one message (each write costs the same
+        whatever its size): until it holds ``hold`` of audio, something is queued behind it, or its
+        first bytes have waited ``hold``. A full message goes at once, so k merged 20 ms frames wait
+        (k-1)*10 ms on average, not the k*10 ms of a fixed write interval."""
+        head, queued_at = self._outbox[0][1], self._outbox[0][2]
+        if not isinstance(head, bytearray) or len(self._outbox) > 1:
+            return
+        hold = self._client.audio_write_interval_s()
+        target = min(self._coalesce_bytes, self._audio.ms_to_bytes(hold * 1000))
+        remaining = queued_at + hold - time.monotonic()
+        if len(head) >= target or remaining <= _LEAST_HOLD_S:
+            return
+        self._holding_for = target
+        self._hold_over.clear()
+        try:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(remaining):
+                    await self._hold_over.wait()
+        finally:
+            self._holding_for = 0
+
     async def _write_loop(self) -> None:
         assert self._call is not None
-        last_audio_write = 0.0
         try:
             while True:
                 while not self._outbox:
                     self._has_work.clear()
                     await self._has_work.wait()
-                head = self._outbox[0][1]
-                if isinstance(head, bytearray) and len(head) < self._coalesce_bytes:
-                    # Each write costs the same whatever its size: under load, let more audio gather.
-                    wait = last_audio_write + self._client.audio_write_interval_s() - time.monotonic()
-                    if wait > _LEAST_HOLD_S:
-                        await asyncio.sleep(wait)
-                kind, payload = self._outbox.popleft()
+                await self._hold()
+                kind, payload, _ = self._outbox.popleft()
                 if isinstance(payload, bytearray):
-                    last_audio_write = time.monotonic()
                     await self._call.write(self._contract.encode_request(kind, binary=bytes(payload)))
                     self._pending_audio -= len(payload)
                     self.audio_bytes_sent += len(payload)
