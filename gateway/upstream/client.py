@@ -1,13 +1,8 @@
 """The upstream client: one grpc.aio channel per process, one DataflowStream per session.
 
 A DataflowStream writes the exact current JSON dialect, injects the server-held token and tenant,
-and keeps audio in order with control messages through a single writer task. A grpc.aio write
-costs about 50 µs of CPU (and as much again in the receiving server) whatever its size, so audio
-that queues up while a write is in flight is merged into one message (bounded by
-``upstream_coalesce_ms``), and under load each stream spaces its audio writes so that the process
-as a whole stays near ``upstream_write_rate`` writes per second: a few streams forward every
-client frame at once; a thousand hold up to ``upstream_max_write_interval_ms`` of audio each, and
-a held message goes as soon as it is full.
+and keeps audio in order with control messages through a single writer task draining its
+SendQueue (send_queue.py: how audio is merged into messages, and held under load).
 """
 
 from __future__ import annotations
@@ -16,7 +11,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import time
 from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -25,7 +19,7 @@ from typing import Any
 import grpc
 from pydantic import SecretStr
 
-from gateway.audio import AudioFormat, rechunk
+from gateway.audio import AudioFormat
 from gateway.dataflow_json import (
     DataflowEvent,
     DataflowResponse,
@@ -49,16 +43,11 @@ from gateway.errors import (
 from gateway.settings import Settings
 from gateway.upstream.contract import ContentType, WireContract
 from gateway.upstream.errors import error_from_status
+from gateway.upstream.send_queue import HoldPolicy, SendQueue
 from gateway.upstream.token import TokenProvider
 
 log = logging.getLogger(__name__)
 _EOF = grpc.aio.EOF  # type: ignore[attr-defined]  # (missing from the grpc stubs)
-#: Shorter holds are not worth a timer: the loop's clock resolution is 1 ms, so a sub-millisecond
-#: sleep costs a whole tick per write (an upload of an hour's audio would wait seconds for nothing).
-_LEAST_HOLD_S = 0.001
-#: Load-based holds grow in steps of Data Flow's recommended chunk (and the usual client frame).
-_MERGE_STEP_S = 0.02
-_STEPS_PER_S = 50
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,24 +70,11 @@ class UpstreamClient:
         self.contract = WireContract(settings.upstream_proto_module, settings.upstream_method_path)
         self.active_streams = 0
         self._channel: grpc.aio.Channel | None = None
-        self._least_interval_s = settings.upstream_write_interval_ms / 1000
-        self._most_interval_s = max(self._least_interval_s, settings.upstream_max_write_interval_ms / 1000)
-        self._write_rate = settings.upstream_write_rate
+        self._hold_policy = HoldPolicy(settings)
 
     def audio_write_interval_s(self) -> float:
-        """How long one stream may hold audio to merge it, at the current load (one call per write).
-
-        Each stream's share of the process's write rate, in whole 20 ms steps and at least two of
-        them: a hold near a client's frame period delays frames while merging few (25 ms against
-        20 ms frames merges one write in five; exactly 20 ms lets jitter ratchet every frame up to
-        a frame late), while a hold of k frames merges k frames into every write it delays.
-        """
-        if self._write_rate <= 0:
-            return self._least_interval_s
-        steps = self.active_streams * _STEPS_PER_S // self._write_rate  # integers: exact at every boundary
-        if steps < 2:
-            steps = 0
-        return min(self._most_interval_s, max(self._least_interval_s, steps * _MERGE_STEP_S))
+        """How long one stream may hold audio to merge it, at the current load (one call per write)."""
+        return self._hold_policy.hold_s(self.active_streams)
 
     def _options(self) -> list[tuple[str, Any]]:
         s = self.settings
@@ -152,21 +128,10 @@ class DataflowStream:
         self._contract = client.contract
         self._deadline_s = deadline_s
         self._response_timeout_s = s.upstream_response_timeout_s
-        self._audio = audio
-        self._frame_bytes = audio.frame_bytes
-        self._coalesce_bytes = max(audio.frame_bytes, audio.ms_to_bytes(s.upstream_coalesce_ms))
-        self._buffer_limit = max(self._coalesce_bytes, audio.ms_to_bytes(s.upstream_buffer_ms))
         self._call: grpc.aio.StreamStreamCall[bytes, bytes] | None = None
         self._token: SecretStr | None = None
         self._early: deque[UpstreamItem] = deque()
-        # What goes upstream, in order, each with the time it was queued.
-        self._outbox: deque[tuple[ContentType, bytearray | str, float]] = deque()
-        self._pending_audio = 0
-        self._has_work = asyncio.Event()
-        self._holding_for = 0  # while the writer holds partial audio: the byte count that ends the hold
-        self._hold_over = asyncio.Event()
-        self._has_space = asyncio.Event()
-        self._has_space.set()
+        self._queue = SendQueue(audio, s, client.audio_write_interval_s)
         self._writer: asyncio.Task[None] | None = None
         self._failure: GatewayError | None = None
         self._input_closed = False
@@ -226,39 +191,20 @@ class DataflowStream:
     @property
     def buffered_bytes(self) -> int:
         """Audio accepted from the client but not yet written upstream."""
-        return self._pending_audio
+        return self._queue.pending_audio
 
     @property
     def backpressured(self) -> bool:
-        return not self._has_space.is_set()
+        return not self._queue.has_space.is_set()
 
     async def send_audio(self, data: bytes) -> None:
         """Queue whole-sample audio; waits (bounded) while the upstream buffer is full."""
         self._check_writable()
-        if len(data) % self._frame_bytes:
-            raise ValueError("audio must be whole sample frames")
-        now = time.monotonic()
-        for piece in (
-            rechunk(data, self._frame_bytes, self._coalesce_bytes) if len(data) > self._coalesce_bytes else [data]
-        ):
-            tail = self._outbox[-1] if self._outbox else None
-            if (
-                tail is not None
-                and isinstance(tail[1], bytearray)
-                and len(tail[1]) + len(piece) <= self._coalesce_bytes
-            ):
-                tail[1].extend(piece)
-            else:
-                self._outbox.append((ContentType.AUDIO, bytearray(piece), now))
-        self._pending_audio += len(data)
-        self._has_work.set()
-        if self._holding_for and (len(self._outbox) > 1 or len(self._outbox[0][1]) >= self._holding_for):
-            self._hold_over.set()  # the held message is full: send it now, not at the hold's deadline
-        if self._pending_audio >= self._buffer_limit:
-            self._has_space.clear()
+        self._queue.put_audio(data)
+        if not self._queue.has_space.is_set():
             try:
                 async with asyncio.timeout(self._response_timeout_s):
-                    await self._has_space.wait()
+                    await self._queue.has_space.wait()
             except TimeoutError:
                 raise UpstreamTimeout(f"Data Flow stopped accepting audio for {self._response_timeout_s:g} s") from None
             self._check_writable()
@@ -280,9 +226,7 @@ class DataflowStream:
 
     def _enqueue(self, kind: ContentType, message: dict[str, Any]) -> None:
         self._check_writable()
-        self._outbox.append((kind, json.dumps(message), time.monotonic()))
-        self._has_work.set()
-        self._hold_over.set()  # a control message (say, Finalize) does not wait behind held audio
+        self._queue.put_text(kind, json.dumps(message))
 
     def _check_writable(self) -> None:
         if self._failure is not None:
@@ -292,43 +236,15 @@ class DataflowStream:
         if self._input_closed:
             raise InvalidMessage("the session is finalizing; nothing more can be sent")
 
-    async def _hold(self) -> None:
-        """Under load, let the audio at the head gather into one message (each write costs the same
-        whatever its size): until it holds ``hold`` of audio, something is queued behind it, or its
-        first bytes have waited ``hold``. A full message goes at once, so k merged 20 ms frames wait
-        (k-1)*10 ms on average, not the k*10 ms of a fixed write interval."""
-        head, queued_at = self._outbox[0][1], self._outbox[0][2]
-        if not isinstance(head, bytearray) or len(self._outbox) > 1:
-            return
-        hold = self._client.audio_write_interval_s()
-        target = min(self._coalesce_bytes, self._audio.ms_to_bytes(hold * 1000))
-        remaining = queued_at + hold - time.monotonic()
-        if len(head) >= target or remaining <= _LEAST_HOLD_S:
-            return
-        self._holding_for = target
-        self._hold_over.clear()
-        try:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(remaining):
-                    await self._hold_over.wait()
-        finally:
-            self._holding_for = 0
-
     async def _write_loop(self) -> None:
         assert self._call is not None
         try:
             while True:
-                while not self._outbox:
-                    self._has_work.clear()
-                    await self._has_work.wait()
-                await self._hold()
-                kind, payload, _ = self._outbox.popleft()
-                if isinstance(payload, bytearray):
-                    await self._call.write(self._contract.encode_request(kind, binary=bytes(payload)))
-                    self._pending_audio -= len(payload)
+                kind, payload = await self._queue.next()
+                if isinstance(payload, bytes):
+                    await self._call.write(self._contract.encode_request(kind, binary=payload))
+                    self._queue.written(len(payload))
                     self.audio_bytes_sent += len(payload)
-                    if self._pending_audio < self._buffer_limit:
-                        self._has_space.set()
                 else:
                     await self._call.write(self._contract.encode_request(kind, text=payload))
         except grpc.aio.AioRpcError as exc:
@@ -340,7 +256,7 @@ class DataflowStream:
     def _fail(self, error: GatewayError) -> None:
         if self._failure is None:
             self._failure = error
-        self._has_space.set()  # wake a sender blocked on backpressure so it sees the failure
+        self._queue.has_space.set()  # wake a sender blocked on backpressure so it sees the failure
 
     # --- receiving -------------------------------------------------------------------------------------
 
