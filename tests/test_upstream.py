@@ -329,8 +329,8 @@ async def _paced_second(stream: DataflowStream) -> None:
 async def test_write_rate_merges_frames_only_under_load(
     simulator: DataflowSimulator, streams: int, most_messages: int, least_messages: int
 ) -> None:
-    # 100 writes/s for the process: one stream may write every 10 ms (each 20 ms frame goes alone);
-    # eight streams share it, so each spaces its writes 80 ms apart and merges four frames.
+    # 100 writes/s for the process: one stream's share (10 ms) is under two 20 ms steps, so each frame
+    # goes alone; eight streams share it, so each holds up to 80 ms and merges four frames a write.
     settings = settings_for(simulator, upstream_write_rate=100, upstream_max_write_interval_ms=100)
     client = UpstreamClient(settings, StaticTokenProvider(SecretStr(SIM_TOKEN)))
     fmt = AudioFormat("pcm16", 16000, 1)
