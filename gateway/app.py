@@ -1,4 +1,4 @@
-"""App factory and lifespan: one upstream channel, token provider and session registry per process.
+"""The app factory: routers, middleware, and a lifespan that opens the process's services.
 
 With no upstream target configured the gateway starts the Data Flow simulator in-process on a
 loopback port (simulator mode), so ``dataflow-gateway`` alone gives a working service.
@@ -6,139 +6,23 @@ loopback port (simulator mode), so ``dataflow-gateway`` alone gives a working se
 
 from __future__ import annotations
 
-import asyncio
-import logging
-import secrets
-import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 
 from fastapi import FastAPI
-from pydantic import SecretStr
 
 from gateway import __version__
-from gateway.adapters import audiocodes, dataflow_ws, native
-from gateway.auth import Authenticator
-from gateway.errors import GoingAway
-from gateway.observability import GatewayMetrics
-from gateway.registry import SessionRegistry
-from gateway.routes import demo, docs, health, ops, recognize, tokens
-from gateway.security import AccessGate, CredentialScrubber
-from gateway.settings import Settings, SettingsError, load_settings
-from gateway.simulator.server import DataflowSimulator, SimulatorConfig
-from gateway.upstream.client import UpstreamClient
-from gateway.upstream.token import StaticTokenProvider, TokenProvider, token_provider_from_settings
-
-log = logging.getLogger(__name__)
-
-SIMULATOR_PROJECT = "demo"
-
-
-@dataclass
-class Gateway:
-    """Process-wide state shared by every request."""
-
-    settings: Settings
-    upstream: UpstreamClient
-    tokens: TokenProvider
-    registry: SessionRegistry
-    gate: AccessGate
-    simulator: DataflowSimulator | None = None
-    _drain_task: asyncio.Task[None] | None = None
-
-    @property
-    def metrics(self) -> GatewayMetrics:
-        return self.registry.metrics
-
-    @property
-    def simulator_mode(self) -> bool:
-        return self.simulator is not None
-
-    @classmethod
-    async def open(cls, settings: Settings) -> Gateway:
-        simulator: DataflowSimulator | None = None
-        tokens: TokenProvider
-        if settings.simulator_mode:
-            token = secrets.token_urlsafe(24)
-            simulator = DataflowSimulator(SimulatorConfig(token=token, tenant=settings.upstream_tenant))
-            await simulator.start("127.0.0.1", settings.simulator_port)
-            log.warning(
-                "SIMULATOR MODE: no GATEWAY_UPSTREAM_TARGET configured; serving the embedded Data Flow "
-                "simulator on %s (DTMF digits are 'recognised'). Set GATEWAY_UPSTREAM_TARGET for production.",
-                simulator.target,
-            )
-            if not settings.default_project:
-                settings = settings.model_copy(update={"default_project": SIMULATOR_PROJECT})
-            tokens = StaticTokenProvider(SecretStr(token))
-            upstream = UpstreamClient(settings, tokens, target=simulator.target)
-        else:
-            tokens = token_provider_from_settings(settings)
-            upstream = UpstreamClient(settings, tokens)
-        metrics = GatewayMetrics()
-        metrics.upstream_write_interval.set_function(upstream.audio_write_interval_s)
-        registry = SessionRegistry(settings.max_sessions, metrics)
-        gate = AccessGate(settings, _authenticator(settings), registry)
-        return cls(settings, upstream, tokens, registry, gate, simulator)
-
-    def drain(self, budget_s: float | None = None) -> asyncio.Task[None]:
-        """Start draining (idempotent): readiness fails and new sessions are refused at once; live
-        sessions are told, get ``budget_s`` to finish, then are closed with 1001."""
-        if self._drain_task is None:
-            budget = self.settings.drain_budget_s if budget_s is None else budget_s
-            self.registry.draining = True
-            self.metrics.drain_state.set(budget)
-            log.warning("draining: refusing new sessions; %d live sessions get %g s", self.registry.active, budget)
-            self._drain_task = asyncio.get_running_loop().create_task(self._drain(budget), name="gateway-drain")
-        return self._drain_task
-
-    async def _drain(self, budget_s: float) -> None:
-        notice = GoingAway(f"this replica is draining; finish within {budget_s:g} s or reconnect", code="draining")
-        for session in list(self.registry.sessions):
-            session.notify(notice)
-        deadline = time.monotonic() + budget_s
-        while self.registry.sessions and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
-        remaining = list(self.registry.sessions)
-        for session in remaining:
-            session.go_away()
-        # Let the adapters deliver their goodbyes (error, closed, close 1001) before uvicorn closes sockets.
-        goodbye_deadline = time.monotonic() + self.settings.client_send_timeout_s
-        while self.registry.sessions and time.monotonic() < goodbye_deadline:
-            await asyncio.sleep(0.02)
-        log.warning("drained: %d sessions were closed with going_away", len(remaining))
-
-    async def aclose(self) -> None:
-        for session in list(self.registry.sessions):
-            session.abort("shutdown")
-        await self.upstream.aclose()
-        await self.tokens.aclose()
-        if self.simulator is not None:
-            await self.simulator.stop(None)
-
-
-def _check_auth_mode(settings: Settings) -> None:
-    if not settings.auth_required and not settings.simulator_mode and not settings.allow_insecure_no_auth:
-        raise SettingsError(
-            "GATEWAY_AUTH=none is only allowed in simulator mode or with GATEWAY_ALLOW_INSECURE_NO_AUTH=true"
-        )
-
-
-def _authenticator(settings: Settings) -> Authenticator:
-    _check_auth_mode(settings)
-    if not settings.auth_required:
-        log.warning("AUTHENTICATION IS OFF: anyone who can reach this gateway can spend its Data Flow credential")
-    elif not settings.api_keys:
-        log.warning("authentication is required but GATEWAY_API_KEYS is empty: every session will be refused")
-    key = settings.token_signing_key.get_secret_value() if settings.token_signing_key else ""
-    if not key and settings.simulator_mode:
-        key = secrets.token_urlsafe(32)  # browser tokens work on this one process only
-    return Authenticator(settings.api_keys, key, required=settings.auth_required)
+from gateway.adapters import routes as websockets
+from gateway.routes import demo, docs, health, ops, tokens
+from gateway.security import CredentialScrubber
+from gateway.service import Gateway, check_auth_mode
+from gateway.settings import Settings, load_settings
+from gateway.upload import route as recognize
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     config = settings or load_settings()
-    _check_auth_mode(config)  # fail at construction, not at the first request
+    check_auth_mode(config)  # fail at construction, not at the first request
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -156,7 +40,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         "described by the AsyncAPI document at /asyncapi.yaml.",
         lifespan=lifespan,
     )
-    for router in (native.router, dataflow_ws.router, audiocodes.router, recognize.router, tokens.router,
+    for router in (websockets.router, recognize.router, tokens.router,
                    health.router, ops.router, docs.router, demo.router):  # fmt: skip
         app.include_router(router)
     app.add_middleware(CredentialScrubber)

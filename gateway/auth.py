@@ -18,7 +18,7 @@ from typing import Any, Literal
 import jwt
 from pydantic import BaseModel, Field
 
-from gateway.errors import Forbidden, RateLimited, Unauthorized
+from gateway.errors import ErrorCode, Forbidden, RateLimited, Unauthorized
 
 _ISSUER = "dataflow-gateway"
 _AUDIENCE = "dataflow-gateway/session"
@@ -59,7 +59,7 @@ class Principal:
 
     def check_project(self, project: str) -> None:
         if self.projects is not None and project not in self.projects:
-            raise Forbidden(f"this credential may not run project {project!r}", code="project_not_allowed")
+            raise Forbidden(f"this credential may not run project {project!r}", code=ErrorCode.PROJECT_NOT_ALLOWED)
 
 
 ANONYMOUS = Principal(name="anonymous", kind="anonymous")
@@ -90,15 +90,17 @@ class Authenticator:
     def _identify(self, credential: str | None) -> Principal:
         if not credential:
             if self.required:
-                raise Unauthorized("a credential is required (API key or browser token)", code="missing_credential")
+                raise Unauthorized(
+                    "a credential is required (API key or browser token)", code=ErrorCode.MISSING_CREDENTIAL
+                )
             return ANONYMOUS
         if credential.count(".") == 2:
             if not self._signing_key:
-                raise Unauthorized("browser tokens are not enabled on this gateway", code="invalid_credential")
+                raise Unauthorized("browser tokens are not enabled on this gateway", code=ErrorCode.INVALID_CREDENTIAL)
             return self._verify_token(credential)
         spec = self._keys.get(key_digest(credential))
         if spec is None:
-            raise Unauthorized("unknown API key", code="invalid_credential")
+            raise Unauthorized("unknown API key", code=ErrorCode.INVALID_CREDENTIAL)
         return Principal(
             name=spec.name,
             kind="api_key",
@@ -113,9 +115,9 @@ class Authenticator:
     ) -> tuple[str, float]:  # fmt: skip
         """A browser token for ``owner`` (narrower, never wider); returns (token, expiry epoch)."""
         if owner.kind != "api_key":
-            raise Forbidden("browser tokens are minted with an API key", code="api_key_required")
+            raise Forbidden("browser tokens are minted with an API key", code=ErrorCode.API_KEY_REQUIRED)
         if projects is not None and owner.projects is not None and not set(projects) <= owner.projects:
-            raise Forbidden("the token asks for projects the key may not run", code="project_not_allowed")
+            raise Forbidden("the token asks for projects the key may not run", code=ErrorCode.PROJECT_NOT_ALLOWED)
         now = time.time()
         claims: dict[str, Any] = {
             "iss": _ISSUER, "aud": _AUDIENCE, "sub": owner.name, "iat": int(now), "nbf": int(now),
@@ -132,9 +134,9 @@ class Authenticator:
                 leeway=_LEEWAY_S, options={"require": ["exp", "iat", "jti", "sub"]},
             )  # fmt: skip
         except jwt.ExpiredSignatureError:
-            raise Unauthorized("the browser token has expired", code="token_expired") from None
+            raise Unauthorized("the browser token has expired", code=ErrorCode.TOKEN_EXPIRED) from None
         except jwt.PyJWTError:
-            raise Unauthorized("the browser token is not valid", code="invalid_credential") from None
+            raise Unauthorized("the browser token is not valid", code=ErrorCode.INVALID_CREDENTIAL) from None
         projects = claims.get("prj")
         return Principal(
             name=str(claims["sub"]),
@@ -156,7 +158,7 @@ class Authenticator:
         for jti in [j for j, expiry in self._used_tokens.items() if expiry < now - _LEEWAY_S]:
             del self._used_tokens[jti]
         if principal.token_id in self._used_tokens:
-            raise Unauthorized("this single-use browser token was already used", code="token_reused")
+            raise Unauthorized("this single-use browser token was already used", code=ErrorCode.TOKEN_REUSED)
         self._used_tokens[principal.token_id] = now + 3600
 
 
@@ -170,7 +172,7 @@ class FailedAuthThrottle:
     def check(self, client: str) -> None:
         window = self._window(client)
         if self.limit and len(window) >= self.limit:
-            raise RateLimited("too many failed authentication attempts; wait a minute", code="auth_throttled")
+            raise RateLimited("too many failed authentication attempts; wait a minute", code=ErrorCode.AUTH_THROTTLED)
 
     def failed(self, client: str) -> None:
         self._window(client).append(time.monotonic())

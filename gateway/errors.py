@@ -1,34 +1,135 @@
-"""The gateway's error tree.
+"""The gateway's errors: every failure a client can see, and the one way each is rendered.
 
-Every failure a client can see is one of these. Each class knows the WebSocket close code and
-the HTTP status it maps to, a stable machine-readable ``code``, and whether retrying can help.
+The tree::
+
+    Exception
+    ├── ClientGone                      the client's connection is over: nobody to tell (never rendered)
+    └── GatewayError                    reported to a client: code, message, retryable
+        ├── BadRequest                  the client broke the protocol (422, close 1008)
+        │   ├── InvalidMessage          not JSON, not an object, nested too deep (close 1007)
+        │   ├── InvalidState            valid, but not now: before start, after finalize (409)
+        │   └── AudioFormatError        audio the gateway cannot take or convert (415, close 1003)
+        ├── Unauthorized                no or a wrong credential (401)
+        ├── Forbidden                   a credential or origin that may not do this (403)
+        ├── LimitError                  a limit ended or refused the work
+        │   ├── LimitReached            a session limit: idle, duration, rate, budget, start timeout (408)
+        │   ├── MessageTooBig           a WebSocket message over the cap (413, close 1009)
+        │   │   └── UploadTooLarge      an upload body over the cap
+        │   ├── ClientTooSlow           the client does not read its events
+        │   ├── CapacityExceeded        this replica is full (503, close 1013, retryable)
+        │   └── RateLimited             a key's or address's quota (429, close 1013, retryable)
+        ├── GoingAway                   this replica is draining (503, close 1001, retryable)
+        └── UpstreamError               Data Flow failed (502, close 1011)
+            ├── UpstreamUnavailable     unreachable or dropped the stream (503, retryable)
+            ├── UpstreamTimeout         did not answer in time (504, retryable)
+            ├── UpstreamRejected        refused a request (API-level failure)
+            ├── UpstreamAuthFailed      refused the gateway's own credential (retryable)
+            └── UpstreamProtocolError   sent what the gateway cannot read
+
+Each class knows its WebSocket close code, its HTTP status and whether retrying can help; the
+machine-readable code is an :class:`ErrorCode`, the class's own or a more precise one given at
+the raise site. :func:`error_response` is the one place an error becomes an HTTP answer.
 Messages must never contain secrets or audio: they are sent to clients and logged as they are.
 """
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import Any, ClassVar
+
+from starlette.responses import JSONResponse
+
+
+class ErrorCode(StrEnum):
+    """Every ``code`` a client can receive (documented in README and the AsyncAPI document)."""
+
+    INTERNAL_ERROR = "internal_error"
+    # the protocol
+    BAD_REQUEST = "bad_request"
+    INVALID_MESSAGE = "invalid_message"
+    INVALID_START = "invalid_start"
+    INVALID_UPDATE = "invalid_update"
+    INVALID_EVENT = "invalid_event"
+    INVALID_PARAMETERS = "invalid_parameters"
+    INVALID_MULTIPART = "invalid_multipart"
+    EMPTY_BODY = "empty_body"
+    UNKNOWN_MESSAGE_TYPE = "unknown_message_type"
+    UNSUPPORTED_AUDIO_FORMAT = "unsupported_audio_format"
+    MISALIGNED_AUDIO = "misaligned_audio"
+    # state
+    INVALID_STATE = "invalid_state"
+    NOT_STARTED = "not_started"
+    ALREADY_STARTED = "already_started"
+    AUDIO_BEFORE_START = "audio_before_start"
+    SESSION_FINALIZING = "session_finalizing"
+    # credentials and origins
+    UNAUTHORIZED = "unauthorized"
+    MISSING_CREDENTIAL = "missing_credential"
+    INVALID_CREDENTIAL = "invalid_credential"
+    API_KEY_REQUIRED = "api_key_required"
+    TOKEN_EXPIRED = "token_expired"  # noqa: S105 (a code, not a secret)
+    TOKEN_REUSED = "token_reused"  # noqa: S105
+    FORBIDDEN = "forbidden"
+    ORIGIN_NOT_ALLOWED = "origin_not_allowed"
+    ORIGIN_MISMATCH = "origin_mismatch"
+    PROJECT_NOT_ALLOWED = "project_not_allowed"
+    # limits
+    LIMIT_REACHED = "limit_reached"
+    START_TIMEOUT = "start_timeout"
+    IDLE_TIMEOUT = "idle_timeout"
+    MAX_DURATION = "max_duration"
+    AUDIO_TOO_FAST = "audio_too_fast"
+    AUDIO_BUDGET_SPENT = "audio_budget_spent"
+    MESSAGE_TOO_BIG = "message_too_big"
+    UPLOAD_TOO_LARGE = "upload_too_large"
+    CLIENT_TOO_SLOW = "client_too_slow"
+    CAPACITY_EXCEEDED = "capacity_exceeded"
+    RATE_LIMITED = "rate_limited"
+    AUTH_THROTTLED = "auth_throttled"
+    # lifecycle
+    GOING_AWAY = "going_away"
+    DRAINING = "draining"
+    # Data Flow
+    UPSTREAM_ERROR = "upstream_error"
+    UPSTREAM_UNAVAILABLE = "upstream_unavailable"
+    UPSTREAM_TIMEOUT = "upstream_timeout"
+    UPSTREAM_REJECTED = "upstream_rejected"
+    UPSTREAM_AUTH_FAILED = "upstream_auth_failed"
+    UPSTREAM_PROTOCOL_ERROR = "upstream_protocol_error"
+
+
+class ClientGone(Exception):
+    """The client's connection is closed, or did not take a message: there is nobody left to tell."""
 
 
 class GatewayError(Exception):
     """Base of every error the gateway reports to a client."""
 
-    code: ClassVar[str] = "internal_error"
+    code: ClassVar[ErrorCode] = ErrorCode.INTERNAL_ERROR
     ws_close_code: ClassVar[int] = 1011
     http_status: ClassVar[int] = 500
     retryable_by_default: ClassVar[bool] = False
+    #: Seconds a client should wait before retrying (HTTP ``Retry-After``), for retryable errors.
+    retry_after_s: ClassVar[int] = 1
 
-    def __init__(self, message: str, *, code: str | None = None, retryable: bool | None = None) -> None:
+    def __init__(self, message: str, *, code: ErrorCode | None = None, retryable: bool | None = None) -> None:
         super().__init__(message)
         self.message = message
-        self.error_code = code or self.code
+        self.error_code: ErrorCode = code or self.code
         self.retryable = self.retryable_by_default if retryable is None else retryable
 
     def to_json(self) -> dict[str, Any]:
-        return {"code": self.error_code, "message": self.message, "retryable": self.retryable}
+        return {"code": self.error_code.value, "message": self.message, "retryable": self.retryable}
 
     def __str__(self) -> str:
         return f"{self.error_code}: {self.message}"
+
+
+def error_response(error: GatewayError) -> JSONResponse:
+    """Any error as an HTTP answer: its status, the ``{"error": {...}}`` envelope, and ``Retry-After``
+    when waiting can help."""
+    headers = {"Retry-After": str(error.retry_after_s)} if error.retryable else None
+    return JSONResponse({"error": error.to_json()}, status_code=error.http_status, headers=headers)
 
 
 # --- client mistakes -------------------------------------------------------------------------
@@ -37,28 +138,62 @@ class GatewayError(Exception):
 class BadRequest(GatewayError):
     """The client sent something the protocol does not allow."""
 
-    code = "bad_request"
+    code = ErrorCode.BAD_REQUEST
     ws_close_code = 1008
     http_status = 422
 
 
 class InvalidMessage(BadRequest):
-    """A control message that is not valid JSON or not a known message."""
+    """A control message that is not valid JSON, not an object, or nested too deep."""
 
-    code = "invalid_message"
+    code = ErrorCode.INVALID_MESSAGE
     ws_close_code = 1007
+
+
+class InvalidState(BadRequest):
+    """A valid message that the session cannot take in its current state."""
+
+    code = ErrorCode.INVALID_STATE
+    http_status = 409
 
 
 class AudioFormatError(BadRequest):
     """An audio format the gateway cannot accept or convert."""
 
-    code = "unsupported_audio_format"
+    code = ErrorCode.UNSUPPORTED_AUDIO_FORMAT
     ws_close_code = 1003
     http_status = 415
 
 
-class MessageTooBig(BadRequest):
-    code = "message_too_big"
+class Unauthorized(GatewayError):
+    code = ErrorCode.UNAUTHORIZED
+    ws_close_code = 1008
+    http_status = 401
+
+
+class Forbidden(GatewayError):
+    code = ErrorCode.FORBIDDEN
+    ws_close_code = 1008
+    http_status = 403
+
+
+# --- limits -----------------------------------------------------------------------------------------
+
+
+class LimitError(GatewayError):
+    """A limit refused or ended the work (what limit: the subclass and the code)."""
+
+    code = ErrorCode.LIMIT_REACHED
+    ws_close_code = 1008
+    http_status = 408
+
+
+class LimitReached(LimitError):
+    """A per-session policy limit ended the session (idle, max duration, audio too fast, start timeout)."""
+
+
+class MessageTooBig(LimitError):
+    code = ErrorCode.MESSAGE_TOO_BIG
     ws_close_code = 1009
     http_status = 413
 
@@ -66,68 +201,48 @@ class MessageTooBig(BadRequest):
 class UploadTooLarge(MessageTooBig):
     """An uploaded body over ``max_upload_bytes`` (found while streaming; the upstream is cancelled)."""
 
-    code = "upload_too_large"
+    code = ErrorCode.UPLOAD_TOO_LARGE
 
 
-class Unauthorized(GatewayError):
-    code = "unauthorized"
-    ws_close_code = 1008
-    http_status = 401
+class ClientTooSlow(LimitError):
+    """The client does not read its events; the session cannot hold them forever."""
+
+    code = ErrorCode.CLIENT_TOO_SLOW
+    http_status = 500
 
 
-class Forbidden(GatewayError):
-    code = "forbidden"
-    ws_close_code = 1008
-    http_status = 403
-
-
-# --- limits and lifecycle -----------------------------------------------------------------------
-
-
-class CapacityExceeded(GatewayError):
-    code = "capacity_exceeded"
+class CapacityExceeded(LimitError):
+    code = ErrorCode.CAPACITY_EXCEEDED
     ws_close_code = 1013
     http_status = 503
     retryable_by_default = True
 
 
-class RateLimited(GatewayError):
-    code = "rate_limited"
+class RateLimited(LimitError):
+    code = ErrorCode.RATE_LIMITED
     ws_close_code = 1013
     http_status = 429
     retryable_by_default = True
+    retry_after_s = 60  # quotas and throttles count per minute
 
 
-class LimitReached(GatewayError):
-    """A per-session policy limit ended the session (idle, max duration, audio too fast)."""
-
-    code = "limit_reached"
-    ws_close_code = 1008
-    http_status = 408
+# --- lifecycle ----------------------------------------------------------------------------------
 
 
 class GoingAway(GatewayError):
     """This replica is draining; the client should reconnect (the load balancer picks another)."""
 
-    code = "going_away"
+    code = ErrorCode.GOING_AWAY
     ws_close_code = 1001
     http_status = 503
     retryable_by_default = True
-
-
-class ClientTooSlow(GatewayError):
-    """The client does not read its events; the session cannot hold them forever."""
-
-    code = "client_too_slow"
-    ws_close_code = 1008
-    http_status = 500
 
 
 # --- upstream (Data Flow) failures ----------------------------------------------------------------
 
 
 class UpstreamError(GatewayError):
-    code = "upstream_error"
+    code = ErrorCode.UPSTREAM_ERROR
     ws_close_code = 1011
     http_status = 502
     #: gRPC status name when the failure was transport-level (for metrics), else None.
@@ -137,7 +252,7 @@ class UpstreamError(GatewayError):
 class UpstreamUnavailable(UpstreamError):
     """Data Flow cannot be reached or dropped the stream (transport level)."""
 
-    code = "upstream_unavailable"
+    code = ErrorCode.UPSTREAM_UNAVAILABLE
     http_status = 503
     retryable_by_default = True
 
@@ -145,7 +260,7 @@ class UpstreamUnavailable(UpstreamError):
 class UpstreamTimeout(UpstreamError):
     """Data Flow did not answer within the configured bound."""
 
-    code = "upstream_timeout"
+    code = ErrorCode.UPSTREAM_TIMEOUT
     http_status = 504
     retryable_by_default = True
 
@@ -153,8 +268,7 @@ class UpstreamTimeout(UpstreamError):
 class UpstreamRejected(UpstreamError):
     """Data Flow answered a request with an API-level failure (e.g. a failed StartResponse)."""
 
-    code = "upstream_rejected"
-    http_status = 502
+    code = ErrorCode.UPSTREAM_REJECTED
 
     def __init__(self, message: str, *, dataflow_message: str = "", **kwargs: Any) -> None:
         super().__init__(message, **kwargs)
@@ -164,12 +278,11 @@ class UpstreamRejected(UpstreamError):
 class UpstreamAuthFailed(UpstreamError):
     """The gateway's own Data Flow credential was refused or could not be obtained."""
 
-    code = "upstream_auth_failed"
-    http_status = 502
+    code = ErrorCode.UPSTREAM_AUTH_FAILED
     retryable_by_default = True
 
 
 class UpstreamProtocolError(UpstreamError):
     """Data Flow sent something the gateway cannot read."""
 
-    code = "upstream_protocol_error"
+    code = ErrorCode.UPSTREAM_PROTOCOL_ERROR

@@ -9,8 +9,8 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
@@ -18,17 +18,26 @@ from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
     from gateway.errors import UpstreamError
-    from gateway.registry import SessionRegistry
 
 PREFIX = "dataflow_gateway"
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 _START_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
+class LiveCounts(Protocol):
+    """What the scrape reads from the session registry (kept abstract: the registry uses the metrics)."""
+
+    @property
+    def by_dialect(self) -> Mapping[str, int]: ...
+
+    @property
+    def draining(self) -> bool: ...
+
+
 class _LiveSessions(Collector):
     """Active sessions by dialect, read from the session registry at scrape time."""
 
-    def __init__(self, sessions: SessionRegistry) -> None:
+    def __init__(self, sessions: LiveCounts) -> None:
         self._sessions = sessions
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
@@ -91,7 +100,7 @@ class GatewayMetrics:
         if upstream is not None:
             self.upstream_errors.labels(code=upstream.error_code, grpc_status=upstream.grpc_status or "").inc()
 
-    def watch(self, sessions: SessionRegistry) -> None:
+    def watch(self, sessions: LiveCounts) -> None:
         self.registry.register(_LiveSessions(sessions))
 
 

@@ -14,14 +14,13 @@ import logging
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
-from fastapi import WebSocket
-from fastapi.responses import JSONResponse
+from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway.auth import AudioBudgets, Authenticator, FailedAuthThrottle, Principal
-from gateway.errors import Forbidden, GatewayError, RateLimited, Unauthorized
-from gateway.registry import Lease, SessionRegistry
-from gateway.session import SessionLimits
+from gateway.errors import ErrorCode, Forbidden, GatewayError, RateLimited, Unauthorized, error_response
+from gateway.relay.limits import SessionLimits
+from gateway.relay.registry import Lease, SessionRegistry
 from gateway.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -61,7 +60,7 @@ def credential_of(scope: Scope, headers: Any) -> str | None:
         return authorization[7:].strip() or None
     if key := headers.get("x-api-key"):
         return str(key).strip() or None
-    for offered in _offered_subprotocols(headers):
+    for offered in offered_subprotocols(headers):
         if offered.startswith(_BEARER_PROTOCOL):
             return offered[len(_BEARER_PROTOCOL) :] or None
     secret = scope.get(_PATH_SECRET)
@@ -71,15 +70,9 @@ def credential_of(scope: Scope, headers: Any) -> str | None:
     return str(token) if token else None
 
 
-def _offered_subprotocols(headers: Any) -> list[str]:
+def offered_subprotocols(headers: Any) -> list[str]:
     value: str = headers.get("sec-websocket-protocol", "")
     return [p.strip() for p in value.split(",") if p.strip()]
-
-
-def chosen_subprotocol(ws: WebSocket) -> str | None:
-    """Browsers fail the handshake unless one offered subprotocol is echoed back."""
-    offered = _offered_subprotocols(ws.headers)
-    return SUBPROTOCOL if SUBPROTOCOL in offered else None
 
 
 class AccessGate:
@@ -110,7 +103,7 @@ class AccessGate:
             origin = headers.get("origin")
             credential = credential_of(scope, headers)
             if origin is not None and not self.origin_allowed(origin, scope, headers):
-                raise Forbidden(f"origin {origin!r} is not allowed", code="origin_not_allowed")
+                raise Forbidden(f"origin {origin!r} is not allowed", code=ErrorCode.ORIGIN_NOT_ALLOWED)
             if credential is None and in_band and self.auth.required and origin is not None:
                 return None  # a browser: its token may come in the start message
             try:
@@ -119,7 +112,7 @@ class AccessGate:
                 self.throttle.failed(client)
                 raise
             if principal.origin is not None and principal.origin != origin:
-                raise Forbidden("the browser token is bound to another origin", code="origin_mismatch")
+                raise Forbidden("the browser token is bound to another origin", code=ErrorCode.ORIGIN_MISMATCH)
             return principal
         except GatewayError as exc:
             self.registry.deny(exc.error_code)
@@ -130,7 +123,7 @@ class AccessGate:
         try:
             principal = self.auth.authenticate(credential)
             if principal.origin is not None and principal.origin != origin:
-                raise Forbidden("the browser token is bound to another origin", code="origin_mismatch")
+                raise Forbidden("the browser token is bound to another origin", code=ErrorCode.ORIGIN_MISMATCH)
         except GatewayError as exc:
             self.registry.deny(exc.error_code)
             raise
@@ -142,17 +135,13 @@ class AccessGate:
             principal.check_project(project)
             per_minute = principal.audio_seconds_per_minute
             if per_minute is not None and self.budgets.remaining(principal.name, per_minute) <= 0:
-                raise RateLimited("this key's audio budget for the last minute is spent", code="audio_budget_spent")
+                raise RateLimited(
+                    "this key's audio budget for the last minute is spent", code=ErrorCode.AUDIO_BUDGET_SPENT
+                )
             self.auth.consume(principal)
         except GatewayError as exc:
             self.registry.deny(exc.error_code)
             raise
-
-    def admit(self, dialect: str, principal: Principal, project: str) -> tuple[Lease, SessionLimits]:
-        """Everything a live session needs before it opens: the caller may run ``project``, a slot
-        (process and key caps), and its limits. Raises the refusal as a GatewayError."""
-        self.admit_session(principal, project)
-        return self.reserve(dialect, principal), self.session_limits(principal, live=True)
 
     def reserve(self, dialect: str, principal: Principal | None) -> Lease:
         """A session slot, counted against the caller's key as well as the process."""
@@ -175,18 +164,13 @@ class AccessGate:
 
         return SessionLimits(max_s, s.max_audio_rate_x if live else None, s.audio_rate_burst_ms, spend)
 
-    # --- WebSocket helpers -------------------------------------------------------------------------------
+    def bind(self, lease: Lease, principal: Principal) -> None:
+        """Count a slot taken before the caller was known (a browser's in-band token) against its key."""
+        if principal.kind != "anonymous":
+            lease.bind_key(principal.name, principal.max_sessions)
 
-    async def admit_ws(self, ws: WebSocket, *, in_band: bool = False) -> tuple[bool, Principal | None]:
-        """Run the handshake checks; on denial answer with a real HTTP status before accept."""
-        try:
-            return True, self.identify(ws.scope, ws.headers, in_band=in_band)
-        except GatewayError as exc:
-            await deny_handshake(ws, exc)
-            return False, None
-
-
-async def deny_handshake(ws: WebSocket, error: GatewayError) -> None:
-    body = {"error": error.to_json()}
-    headers = {"Retry-After": "60"} if error.http_status in (429, 503) else None
-    await ws.send_denial_response(JSONResponse(body, status_code=error.http_status, headers=headers))
+    @staticmethod
+    def denial(error: GatewayError) -> Response:
+        """A refused WebSocket handshake: a real HTTP status before ``accept()`` (CORS does not cover
+        WebSockets, so this is the answer a browser's page can see in its network panel)."""
+        return error_response(error)

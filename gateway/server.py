@@ -17,9 +17,10 @@ from types import FrameType
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from gateway.app import Gateway, create_app
+from gateway.app import create_app
 from gateway.observability import logging_config
 from gateway.runtime import tune_gc
+from gateway.service import Gateway
 from gateway.settings import Settings, load_settings
 
 log = logging.getLogger(__name__)

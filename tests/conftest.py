@@ -17,7 +17,7 @@ from pydantic import SecretStr
 
 from gateway.settings import Settings
 from gateway.simulator.server import DataflowSimulator, SimulatorConfig
-from gateway.upstream.client import UpstreamClient
+from gateway.upstream.channel import UpstreamClient
 from gateway.upstream.token import StaticTokenProvider
 
 SIM_TOKEN = "sim-token-5f0c2d9a-never-log-me"

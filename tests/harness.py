@@ -13,8 +13,8 @@ from typing import Any
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from gateway.app import Gateway
 from gateway.server import DrainingServer, uvicorn_config
+from gateway.service import Gateway
 from gateway.settings import Settings
 
 

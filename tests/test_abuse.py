@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from gateway.dataflow_json import MAX_JSON_DEPTH
+from gateway.dataflow.messages import MAX_JSON_DEPTH
 from gateway.simulator.server import DataflowSimulator
 from tests import signals
 from tests.conftest import settings_for
@@ -182,16 +182,16 @@ async def test_header_deadline_spares_kept_alive_and_long_connections(gw: Runnin
 
 async def test_unrenderable_message_ends_the_session_typed(gw: RunningGateway, monkeypatch: pytest.MonkeyPatch) -> None:
     """Should a message from Data Flow not be writable as JSON, the client hears why (1011), not silence."""
-    from gateway.adapters import native
+    from gateway.adapters import messages
 
-    real = native.render_event
+    real = messages.event
 
     def render(event: Any, *, raw: bool) -> dict[str, Any]:
         if event.name == "Unrenderable":
             raise ValueError("Out of range float values are not JSON compliant")
         return real(event, raw=raw)
 
-    monkeypatch.setattr(native, "render_event", render)
+    monkeypatch.setattr(messages, "event", render)
     ws = await NATIVE.open(gw)
     await ws.send(OP_TEXT, b'{"type":"event","event":{"Name":"Unrenderable"}}')
     code, frames = await ws.close_code()

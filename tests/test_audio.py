@@ -10,18 +10,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway import audio
-from gateway.audio import (
-    DATAFLOW_ENCODINGS,
-    AudioConverter,
-    AudioFormat,
-    Encoding,
-    decode,
-    encode,
-    parse_encoding,
-    rechunk,
-    to_dataflow_encoding,
-)
+from gateway.audio import convert as audio
+from gateway.audio.convert import AudioConverter, decode, encode, rechunk
+from gateway.audio.format import DATAFLOW_ENCODINGS, AudioFormat, Encoding, parse_encoding, to_dataflow_encoding
 from gateway.errors import AudioFormatError
 
 ALL_CODES = bytes(range(256))

@@ -13,7 +13,7 @@ from websockets.asyncio.client import ClientConnection
 
 from gateway.adapters.audiocodes import WavHeaderSkipper, parse_start, render
 from gateway.auth import key_digest
-from gateway.dataflow_json import parse_event
+from gateway.dataflow.messages import parse_event
 from gateway.errors import AudioFormatError
 from gateway.simulator.faults import Fault
 from gateway.simulator.server import DataflowSimulator, SimulatorConfig
@@ -130,7 +130,7 @@ async def test_stop_without_recognition_answers_end(gw: RunningGateway) -> None:
         ([start(encoding="MULAW")], "unsupported_audio_format: encoding 'MULAW' is not supported; use LINEAR16", 1003),
         ([start(sampleRateHz=96000)], "unsupported_audio_format: sample rate must be 8000..48000 Hz, got 96000", 1003),
         (["{oops"], "invalid_message: message is not valid JSON", 1007),
-        ([start(), start()], "already_started: a recognition is already running", 1007),
+        ([start(), start()], "already_started: a recognition is already running", 1008),
     ],
 )
 async def test_client_mistakes_answer_error_and_close(

@@ -7,8 +7,8 @@ import struct
 import numpy as np
 import pytest
 
-from gateway.audio import AudioFormat
-from gateway.containers import HEADER_LIMIT, AuParser, PushParser, RawHint, RawParser, WavParser, sniff
+from gateway.audio.containers import HEADER_LIMIT, AuParser, PushParser, RawHint, RawParser, WavParser, sniff
+from gateway.audio.format import AudioFormat
 from gateway.errors import AudioFormatError
 from tests import audio_files, signals
 

@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
-from gateway.audio import AudioFormat
-from gateway.dataflow_json import MILESTONE, DataflowEvent, StartRequest
+from gateway.audio.format import AudioFormat
+from gateway.dataflow.messages import MILESTONE, DataflowEvent, StartRequest
 from gateway.errors import UpstreamProtocolError
 from gateway.simulator.server import DataflowSimulator, SimulatorConfig
-from gateway.upstream.client import UpstreamClient
+from gateway.upstream.channel import UpstreamClient
 from gateway.upstream.contract import ContentType, WireContract
 from gateway.upstream.token import StaticTokenProvider
 from tests import signals

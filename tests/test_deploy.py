@@ -24,7 +24,7 @@ import pytest
 import yaml
 
 from gateway.observability import GatewayMetrics
-from gateway.registry import SessionRegistry
+from gateway.relay.registry import SessionRegistry
 from gateway.settings import Settings
 from gateway.simulator.server import DataflowSimulator
 from scripts.settings_table import README, readme_block, settings_table

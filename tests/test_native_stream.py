@@ -47,7 +47,7 @@ def start_message(encoding: str = "pcm16", rate: int = 16000, channels: int = 1,
 
 
 def client_audio(samples: np.ndarray, encoding: str) -> bytes:
-    from gateway.audio import encode
+    from gateway.audio.convert import encode
 
     frames = samples if samples.ndim == 2 else samples[:, None]
     return encode(frames.astype(np.float32), encoding)  # type: ignore[arg-type]

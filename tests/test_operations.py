@@ -106,7 +106,7 @@ async def test_one_structured_log_line_per_session_start_and_end(
 ) -> None:
     caplog.set_level(logging.INFO, logger="gateway")
     await dtmf_session(gw, ["4"], "mulaw", 8000)
-    lines = [r for r in caplog.records if r.name == "gateway.session"]
+    lines = [r for r in caplog.records if r.name == "gateway.relay.session"]
     assert [r.getMessage() for r in lines] == ["session started", "session ended"]
     ended = json.loads(JsonFormatter().format(lines[1]))
     assert ended["outcome"] == "finalized"

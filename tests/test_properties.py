@@ -25,9 +25,9 @@ from hypothesis import strategies as st
 from websockets.sync.client import connect as sync_connect
 
 from gateway.adapters.audiocodes import WavHeaderSkipper
-from gateway.audio import AudioFormat
-from gateway.containers import RawHint, parser_for, sniff
-from gateway.dataflow_json import (
+from gateway.audio.containers import RawHint, parser_for, sniff
+from gateway.audio.format import AudioFormat
+from gateway.dataflow.messages import (
     MAX_JSON_DEPTH,
     StartRequest,
     as_int,
@@ -40,7 +40,7 @@ from gateway.dataflow_json import (
 )
 from gateway.errors import BadRequest, InvalidMessage
 from gateway.simulator.server import DataflowSimulator, SimulatorConfig
-from gateway.upload_body import MultipartAudio
+from gateway.upload.body import MultipartAudio
 from gateway.upstream.contract import ContentType, WireContract
 from tests import signals
 from tests.conftest import SIM_TENANT, SIM_TOKEN, settings_for

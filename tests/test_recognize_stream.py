@@ -151,7 +151,14 @@ async def test_client_vanishing_while_waiting_for_the_result_cancels_upstream(
     await upload.send(data)
     await upload.end()
     async with asyncio.timeout(5):
-        while not gw.gateway.registry.sessions or next(iter(gw.gateway.registry.sessions)).state != "finalizing":
+        while (
+            getattr(
+                next(iter(gw.gateway.registry.leases), None) and next(iter(gw.gateway.registry.leases)).drainable,
+                "state",
+                "",
+            )
+            != "finalizing"
+        ):
             await asyncio.sleep(0.01)
     upload.vanish()
     async with asyncio.timeout(1.0):

@@ -13,7 +13,7 @@ import soxr
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway import audio as audio_formats
+from gateway.audio import convert as audio_formats
 from gateway.simulator.recognizer import (
     SPEECH_ENDED,
     SPEECH_STARTED,

@@ -290,7 +290,7 @@ async def test_soak_every_exit_path_leaks_nothing(simulator: DataflowSimulator) 
         ), outcomes
         assert gw.gateway.registry.active == 0
         assert gw.gateway.upstream.active_streams == 0
-        assert not gw.gateway.registry.sessions
+        assert not gw.gateway.registry.leases
         assert delta.tasks <= MAX_EXTRA_TASKS, (baseline, after)
         assert delta.fds <= MAX_EXTRA_FDS, (baseline, after)
         assert delta.threads <= MAX_EXTRA_THREADS, (baseline, after, [t.name for t in threading.enumerate()])

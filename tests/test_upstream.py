@@ -11,8 +11,17 @@ import numpy as np
 import pytest
 from pydantic import SecretStr
 
-from gateway.audio import AudioFormat, encode
-from gateway.dataflow_json import FINAL_RESULT, MILESTONE, DataflowEvent, DataflowResponse, StartRequest
+from gateway.audio.convert import encode
+from gateway.audio.format import AudioFormat
+from gateway.dataflow.messages import (
+    FINAL_RESULT,
+    MILESTONE,
+    DataflowEvent,
+    DataflowResponse,
+    StartRequest,
+    UpstreamAudio,
+    UpstreamItem,
+)
 from gateway.errors import (
     UpstreamAuthFailed,
     UpstreamProtocolError,
@@ -21,7 +30,8 @@ from gateway.errors import (
     UpstreamUnavailable,
 )
 from gateway.simulator.server import DataflowSimulator, SimulatorConfig
-from gateway.upstream.client import DataflowStream, UpstreamAudio, UpstreamClient, UpstreamItem
+from gateway.upstream.channel import UpstreamClient
+from gateway.upstream.stream import DataflowStream
 from gateway.upstream.token import StaticTokenProvider
 from tests import signals
 from tests.conftest import SIM_TENANT, SIM_TOKEN, settings_for

@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
-from gateway import decoders
+from gateway.audio import decoders
 from gateway.simulator.server import DataflowSimulator
 from tests.conftest import settings_for
 from tests.harness import RunningGateway, running_gateway

@@ -1,33 +1,38 @@
-"""``/v1/audiocodes``: the AudioCodes VoiceAI Connect speech-to-text WebSocket API.
+"""``/v1/audiocodes``: the AudioCodes VoiceAI Connect speech-to-text WebSocket API, as a pure dialect.
 
 VoiceAI Connect keeps one socket per conversation and runs recognition sessions on it one after
 another: ``start`` -> ``started``, binary LINEAR16 audio, ``hypothesis`` (SR Partial) and
 ``recognition`` (SR Milestone) results, ``stop`` -> Finalize -> ``end``. Each recognition is its
-own Session (and session slot). Failures answer ``error`` and close the socket, as the API asks.
-Start mapping: language -> Language, conversationId -> CallProperties.ExternalId; sttContextId and
-sttSpeechContexts have no Data Flow counterpart and are dropped. The project is the ``project``
-query parameter or the default project.
+own Session; the socket holds one slot for its whole life. Failures answer ``error`` and close the
+socket, as the API asks. Start mapping: language -> Language, conversationId -> CallProperties.
+ExternalId; sttContextId and sttSpeechContexts have no Data Flow counterpart and are dropped. The
+project is the ``project`` query parameter or the default project.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, ClassVar
 
-from fastapi import APIRouter, WebSocket
-
-from gateway.adapters.common import ClientGone, ClientSocket, gateway_of
-from gateway.adapters.inbox import ClientInbox, Message
-from gateway.audio import AudioFormat
-from gateway.auth import ANONYMOUS
-from gateway.dataflow_json import MILESTONE, PARTIAL, DataflowEvent, StartRequest, as_int, get, loads_object
-from gateway.errors import AudioFormatError, BadRequest, ClientTooSlow, GatewayError, InvalidMessage
-from gateway.session import Closed, OutItem, Session, Started
+from gateway.adapters.dialect import (
+    Audio,
+    Begin,
+    ClientMessage,
+    Command,
+    Finalize,
+    Goodbye,
+    Refuse,
+    Reply,
+    SessionCommand,
+)
+from gateway.adapters.socket import Frame
+from gateway.audio.format import AudioFormat
+from gateway.dataflow.messages import MILESTONE, PARTIAL, DataflowEvent, StartRequest, as_int, get, loads_object
+from gateway.errors import AudioFormatError, BadRequest, ErrorCode, GatewayError, InvalidState
+from gateway.relay.items import Closed, OutItem, Started
 
 log = logging.getLogger(__name__)
-router = APIRouter()
 
 # Why a recognition ended, in words for VoiceAI Connect (Session reasons are the keys).
 _END_REASONS = {"finalized": "stop requested", "stopped": "stop requested", "completed": "recognition complete"}
@@ -74,7 +79,7 @@ def parse_start(obj: dict[str, Any], *, project: str) -> tuple[StartRequest, Wav
         raise AudioFormatError(f"format {audio_format!r} is not supported; use raw or wav")
     audio = AudioFormat("pcm16", as_int(obj.get("sampleRateHz"), 16000), 1).validate()
     if not project:
-        raise BadRequest("no project: add ?project=<name> to the URL", code="invalid_start")
+        raise BadRequest("no project: add ?project=<name> to the URL", code=ErrorCode.INVALID_START)
     language = obj.get("language")
     conversation = obj.get("conversationId")
     request = StartRequest(
@@ -110,147 +115,74 @@ def _confidence(data: dict[str, Any]) -> float:
         return 1.0
 
 
-class AudioCodesConnection:
-    def __init__(self, ws: WebSocket) -> None:
-        self.gateway = gateway_of(ws)
-        self.settings = self.gateway.settings
-        self.ws = ws
-        self.project = ws.query_params.get("project") or self.settings.default_project
-        self.socket = ClientSocket(ws, self.settings.client_send_timeout_s)
-        self.inbox = ClientInbox(ws)
-        self.session: Session | None = None
-        self.renderer: asyncio.Task[None] | None = None
+def _error(error: GatewayError) -> dict[str, Any]:
+    return {"type": "error", "reason": str(error)}
+
+
+class AudioCodesDialect:
+    name: ClassVar[str] = "audiocodes"
+    sequential: ClassVar[bool] = True
+    credentials_in_band: ClassVar[bool] = False  # header, or /t/<secret>/ in the URL
+    refuse_full_at_once: ClassVar[bool] = True
+
+    def __init__(self, project: str = "") -> None:
+        self.project = project
         self.wav: WavHeaderSkipper | None = None
-        self.principal = ANONYMOUS
 
-    async def run(self) -> None:
-        # Credentials come with the handshake (header, or /t/<secret>/ in the URL).
-        admitted, principal = await self.gateway.gate.admit_ws(self.ws)
-        if not admitted or principal is None:
-            return
-        self.principal = principal
-        await self.ws.accept()
-        try:
-            while await self._handle(await self.inbox.receive()):
-                pass
-        finally:
-            self.inbox.close()
-            if self.session is not None:
-                self.session.abort()  # the client went away mid-recognition: cancel upstream now
-            await self._reap()
+    def subprotocol(self, offered: Sequence[str]) -> str | None:
+        return None
 
-    async def _handle(self, message: Message) -> bool:
-        """Act on one client message; False when the connection is over."""
-        if message["type"] == "websocket.disconnect":
-            return False
-        data = message.get("bytes")
-        if data is not None:
-            await self._audio(data)
-            return True
+    # --- client messages -----------------------------------------------------------------------------
+
+    def waiting(self, message: ClientMessage) -> Command:
+        if isinstance(message, bytes):
+            return None  # between recognitions VoiceAI Connect may still stream: nobody listens
         try:
-            obj = loads_object(message.get("text") or "")
+            obj = loads_object(message)
+            kind = obj.get("type")
+            if kind == "start":
+                request, self.wav = parse_start(obj, project=self.project)
+                return Begin(request)
         except GatewayError as exc:
-            return await self._fail(exc)
+            return Refuse(exc)
+        if kind == "stop":
+            return Reply(({"type": "end", "reason": "no recognition running"},))
+        log.debug("ignored an AudioCodes %r message", kind)
+        return None
+
+    def streaming(self, message: ClientMessage) -> Command:
+        if isinstance(message, bytes):
+            if self.wav is None:
+                return Audio(message)
+            try:
+                return Audio(self.wav.feed(message))
+            except GatewayError as exc:
+                return Refuse(exc)
+        try:
+            obj = loads_object(message)
+        except GatewayError as exc:
+            return Refuse(exc)
         kind = obj.get("type")
         if kind == "start":
-            return await self._start(obj)
+            return Refuse(InvalidState("a recognition is already running", code=ErrorCode.ALREADY_STARTED))
         if kind == "stop":
-            return await self._stop()
+            return Finalize()
         log.debug("ignored an AudioCodes %r message", kind)
-        return True
+        return None
 
-    async def _start(self, obj: dict[str, Any]) -> bool:
-        if self.session is not None and self.session.closed is None:
-            return await self._fail(InvalidMessage("a recognition is already running", code="already_started"))
-        await self._reap()
-        gate = self.gateway.gate
-        try:
-            request, self.wav = parse_start(obj, project=self.project)
-            lease, limits = gate.admit("audiocodes", self.principal, request.project)
-        except GatewayError as exc:
-            return await self._fail(exc)
-        session = Session(self.gateway.upstream, self.settings, lease, limits)
-        result = await self.inbox.start(session, request, request.audio, self.settings.pre_start_audio_ms)
-        if isinstance(result, GatewayError):
-            lease.release()
-            return False if self.inbox.disconnected else await self._fail(result)
-        self.session = session
-        self.renderer = asyncio.create_task(self._render_all(session), name=f"audiocodes-{session.id}")
-        return True
+    def failed(self, command: SessionCommand, error: GatewayError) -> Command:
+        return None  # audio after stop, a second stop while the first one flushes: nothing to say
 
-    async def _stop(self) -> bool:
-        session = self.session
-        if session is None or session.closed is not None:
-            await self._reap()  # the last recognition's own ``end`` goes first
-            await self._send({"type": "end", "reason": "no recognition running"})
-            return True
-        with contextlib.suppress(InvalidMessage):  # a second stop while the first one flushes
-            await session.finalize()
-        return True
+    # --- session items -------------------------------------------------------------------------------
 
-    async def _audio(self, data: bytes) -> None:
-        session = self.session
-        if session is None or session.closed is not None:
-            return  # between recognitions VoiceAI Connect may still stream: nobody listens
-        if self.wav is not None:
-            try:
-                data = self.wav.feed(data)
-            except GatewayError as exc:
-                session.abort("invalid_audio", exc)
-                return
-        with contextlib.suppress(InvalidMessage):  # audio after stop is dropped
-            await session.feed_audio(data)
+    def render(self, item: OutItem) -> Sequence[Frame]:
+        message = render(item)
+        return () if message is None else (message,)
 
-    async def _render_all(self, session: Session) -> None:
-        """Send one recognition's results; on its end say ``end`` (or ``error`` and close)."""
-        async for item in session.outbound():
-            try:
-                if isinstance(item, Closed):
-                    await self._closed(item)
-                    return
-                message = render(item)
-                if message is not None:
-                    await self.socket.send_json(message)
-            except ClientTooSlow as exc:
-                session.abort("client_too_slow", exc)
-            except ClientGone:
-                session.abort()
-
-    async def _closed(self, closed: Closed) -> None:
+    def goodbye(self, closed: Closed) -> Goodbye:
         if closed.error is None:
-            await self._send({"type": "end", "reason": _END_REASONS.get(closed.reason, closed.reason)})
-        else:
-            await self._report(closed.error)
+            return Goodbye(({"type": "end", "reason": _END_REASONS.get(closed.reason, closed.reason)},), close=False)
+        return Goodbye((_error(closed.error),))  # the API wants the socket closed when the server cannot go on
 
-    async def _fail(self, error: GatewayError) -> bool:
-        """End the connection over ``error`` (from the receive loop); always False."""
-        session = self.session
-        if session is not None and session.closed is None:
-            session.abort("client_error", error)  # its renderer reports the error and closes
-            return False
-        await self._reap()
-        await self._report(error)
-        return False
-
-    async def _report(self, error: GatewayError) -> None:
-        """Say ``error`` and close: the API wants the socket closed when the server cannot go on."""
-        await self._send({"type": "error", "reason": str(error)})
-        await self.socket.close(error.ws_close_code, error.error_code)
-
-    async def _send(self, message: dict[str, Any]) -> None:
-        with contextlib.suppress(ClientGone, GatewayError):
-            await self.socket.send_json(message)
-
-    async def _reap(self) -> None:
-        """Wait for the previous recognition to be fully over (its ``end`` sent, its tasks gone)."""
-        if self.renderer is not None and self.renderer is not asyncio.current_task():
-            await self.renderer
-        self.renderer = None
-        if self.session is not None:
-            await self.session.aclose()
-            self.session = None
-
-
-@router.websocket("/v1/audiocodes")
-async def audiocodes(ws: WebSocket) -> None:
-    await AudioCodesConnection(ws).run()
+    def refusal(self, error: GatewayError, *, start_failed: bool) -> Sequence[Frame]:
+        return (_error(error),)

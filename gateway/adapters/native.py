@@ -1,30 +1,45 @@
-"""``/v1/stream``: the gateway's own WebSocket protocol (browsers and servers).
+"""``/v1/stream``: the gateway's own WebSocket protocol (browsers and servers), as a pure dialect.
 
 Client text frames: start, finalize, stop, update, event, ping. Binary frames: audio in the
 format declared by start, any size. Server text frames: started, event, response, ack, error,
 pong, closed; binary frames: audio from Data Flow. The AsyncAPI document (/asyncapi.yaml) is the
-reference; close codes are listed in ``gateway/errors.py`` and the README.
+reference; close codes are listed in the README.
 """
 
 from __future__ import annotations
 
-import asyncio
-import logging
-from typing import Any, Literal
+from collections.abc import Sequence
+from typing import Any, ClassVar, Literal
 
-from fastapi import APIRouter, WebSocket
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from gateway.adapters.common import YIELD_EVERY, ClientSocket, gateway_of, run_session, send_loop
-from gateway.audio import AudioFormat, parse_encoding
-from gateway.dataflow_json import PARTIAL, DataflowEvent, DataflowResponse, StartRequest, loads_object
-from gateway.errors import BadRequest, GatewayError, InvalidMessage, LimitReached
-from gateway.security import chosen_subprotocol
-from gateway.session import Closed, Flow, Notice, OutItem, Session, Started
-from gateway.upstream.client import UpstreamAudio
-
-log = logging.getLogger(__name__)
-router = APIRouter()
+from gateway.adapters import messages
+from gateway.adapters.dialect import (
+    Audio,
+    Begin,
+    ClientMessage,
+    Command,
+    Finalize,
+    Goodbye,
+    Reply,
+    SendEvent,
+    SessionCommand,
+    Stop,
+    Update,
+)
+from gateway.adapters.socket import Frame
+from gateway.audio.format import AudioFormat, parse_encoding
+from gateway.dataflow.messages import (
+    PARTIAL,
+    DataflowEvent,
+    DataflowResponse,
+    StartRequest,
+    UpstreamAudio,
+    loads_object,
+)
+from gateway.errors import BadRequest, ErrorCode, GatewayError, InvalidState
+from gateway.relay.items import Closed, Flow, Notice, OutItem, Started
+from gateway.security import SUBPROTOCOL
 
 
 class AudioSpec(BaseModel):
@@ -50,95 +65,46 @@ class StartMessage(BaseModel):
 
 def _invalid_start(exc: ValidationError) -> BadRequest:
     problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'start'}: {e['msg']}" for e in exc.errors())
-    return BadRequest(f"invalid start message: {problems}", code="invalid_start")
+    return BadRequest(f"invalid start message: {problems}", code=ErrorCode.INVALID_START)
 
 
-def _error_json(error: GatewayError) -> dict[str, Any]:
-    return {"type": "error", **error.to_json()}
+def _say(error: GatewayError) -> Reply:
+    return Reply((messages.error(error),))
 
 
-class NativeConnection:
-    def __init__(self, ws: WebSocket) -> None:
-        self.gateway = gateway_of(ws)
-        self.settings = self.gateway.settings
-        self.ws = ws
-        self.socket = ClientSocket(ws, self.settings.client_send_timeout_s)
+class NativeDialect:
+    name: ClassVar[str] = "native"
+    sequential: ClassVar[bool] = False
+    credentials_in_band: ClassVar[bool] = True
+    refuse_full_at_once: ClassVar[bool] = True  # say so at once rather than after the client's start
+
+    def __init__(self, default_project: str = "") -> None:
+        self.default_project = default_project
         self.interim = True
         self.raw = False
 
-    async def run(self) -> None:
-        gate = self.gateway.gate
-        admitted, principal = await gate.admit_ws(self.ws, in_band=True)
-        if not admitted:
-            return
-        await self.ws.accept(subprotocol=chosen_subprotocol(self.ws))
+    def subprotocol(self, offered: Sequence[str]) -> str | None:
+        # Browsers fail the handshake unless one offered subprotocol is echoed back.
+        return SUBPROTOCOL if SUBPROTOCOL in offered else None
+
+    # --- client messages -----------------------------------------------------------------------------
+
+    def waiting(self, message: ClientMessage) -> Command:
+        if isinstance(message, bytes):
+            return _say(InvalidState("send a start message before audio; this audio was dropped",
+                                     code=ErrorCode.AUDIO_BEFORE_START))  # fmt: skip
         try:
-            self.gateway.registry.check_capacity()  # say so now rather than after the client's start
+            obj = loads_object(message)
+            kind = obj.get("type")
+            if kind == "ping":
+                return Reply((messages.pong(obj.get("id")),))
+            if kind != "start":
+                raise InvalidState(f"expected a start message, got {kind!r}", code=ErrorCode.NOT_STARTED)
+            return self.parse_start(obj)
         except GatewayError as exc:
-            await self._refuse(exc)
-            return
-        opened = await self._await_start()
-        if opened is None:
-            return
-        request, client_format, token = opened
-        try:
-            if principal is None:  # a browser that could only send its token in the start message
-                principal = gate.authenticate_in_band(token, self.ws.headers.get("origin"))
-            lease, limits = gate.admit("native", principal, request.project)
-        except GatewayError as exc:
-            await self._refuse(exc)
-            return
-        session = Session(self.gateway.upstream, self.settings, lease, limits)
-        try:
-            try:
-                await session.start(request, client_format)
-            except GatewayError as exc:
-                await self._refuse(exc, "start_failed")
-                return
-            await run_session(
-                session, self._receive(session), send_loop(session, self.socket, self._render, self._goodbye)
-            )
-        finally:
-            await session.aclose()
-            lease.release()
+            return _say(exc)
 
-    async def _refuse(self, error: GatewayError, reason: str | None = None) -> None:
-        await self.socket.send_json(_error_json(error))
-        await self.socket.send_json({"type": "closed", "reason": reason or error.error_code, "audioMs": 0})
-        await self.socket.close(error.ws_close_code, error.error_code)
-
-    # --- before start ------------------------------------------------------------------------------
-
-    async def _await_start(self) -> tuple[StartRequest, AudioFormat, str | None] | None:
-        """Read until a valid start message; None if the connection ended or timed out."""
-        try:
-            async with asyncio.timeout(self.settings.start_timeout_s):
-                while True:
-                    message = await self.ws.receive()
-                    if message["type"] == "websocket.disconnect":
-                        return None
-                    if message.get("bytes") is not None:
-                        await self.socket.send_json(_error_json(
-                            InvalidMessage("send a start message before audio; this audio was dropped",
-                                           code="audio_before_start")))  # fmt: skip
-                        continue
-                    try:
-                        obj = loads_object(message.get("text") or "")
-                        kind = obj.get("type")
-                        if kind == "ping":
-                            await self.socket.send_json({"type": "pong", "id": obj.get("id")})
-                            continue
-                        if kind != "start":
-                            raise InvalidMessage(f"expected a start message, got {kind!r}", code="not_started")
-                        return self._parse_start(obj)
-                    except GatewayError as exc:
-                        await self.socket.send_json(_error_json(exc))
-        except TimeoutError:
-            limit = LimitReached(f"no start message within {self.settings.start_timeout_s:g} s", code="start_timeout")
-            await self._refuse(limit)
-            return None
-
-    def _parse_start(self, obj: dict[str, Any]) -> tuple[StartRequest, AudioFormat, str | None]:
+    def parse_start(self, obj: dict[str, Any]) -> Begin:
         try:
             start = StartMessage.model_validate(obj)
         except ValidationError as exc:
@@ -146,9 +112,11 @@ class NativeConnection:
         client_format = AudioFormat(
             parse_encoding(start.audio.encoding), start.audio.sample_rate, start.audio.channels
         ).validate()
-        project = start.project or self.settings.default_project
+        project = start.project or self.default_project
         if not project:
-            raise BadRequest("start.project is required (no default project is configured)", code="invalid_start")
+            raise BadRequest(
+                "start.project is required (no default project is configured)", code=ErrorCode.INVALID_START
+            )
         settings = dict(start.settings)
         if start.channel_tags:
             settings["ChannelTags"] = start.channel_tags
@@ -160,109 +128,67 @@ class NativeConnection:
             settings=settings,
             call_properties=start.call_properties,
         )
-        return request, client_format, start.token
+        return Begin(request, start.token)
 
-    # --- streaming ---------------------------------------------------------------------------------
+    def streaming(self, message: ClientMessage) -> Command:
+        if isinstance(message, bytes):
+            return Audio(message)
+        try:
+            return self._control(loads_object(message))
+        except GatewayError as exc:
+            return _say(exc)
 
-    async def _receive(self, session: Session) -> None:
-        handled = 0
-        while session.closed is None:
-            message = await self.ws.receive()
-            if message["type"] == "websocket.disconnect":
-                return
-            handled += 1
-            if not handled % YIELD_EVERY:
-                await asyncio.sleep(0)  # a flood of frames must not hold the loop (answers, other sessions)
-            data = message.get("bytes")
-            try:
-                if data is not None:
-                    await session.feed_audio(data)
-                else:
-                    await self._control(session, loads_object(message.get("text") or ""))
-            except GatewayError as exc:
-                session.notify(exc)
-
-    async def _control(self, session: Session, obj: dict[str, Any]) -> None:
+    @staticmethod
+    def _control(obj: dict[str, Any]) -> Command:
         kind = obj.get("type")
         if kind == "finalize":
-            await session.finalize()
-        elif kind == "stop":
-            await session.stop()
-        elif kind == "update":
+            return Finalize()
+        if kind == "stop":
+            return Stop()
+        if kind == "update":
             settings = obj.get("settings")
             if not isinstance(settings, dict):
-                raise BadRequest("update.settings must be an object", code="invalid_update")
-            await session.update(settings)
-        elif kind == "event":
+                raise BadRequest("update.settings must be an object", code=ErrorCode.INVALID_UPDATE)
+            return Update(settings)
+        if kind == "event":
             event = obj.get("event")
             if not isinstance(event, dict):
-                raise BadRequest("event.event must be an object", code="invalid_event")
-            await session.send_event(event)
-        elif kind == "ping":
-            session.touch()
-            session.reply({"type": "pong", "id": obj.get("id")})
-        elif kind == "start":
-            raise InvalidMessage("the session has already been started", code="already_started")
-        else:
-            raise InvalidMessage(f"unknown message type {kind!r}", code="unknown_message_type")
+                raise BadRequest("event.event must be an object", code=ErrorCode.INVALID_EVENT)
+            return SendEvent(event)
+        if kind == "ping":
+            return Reply((messages.pong(obj.get("id")),))
+        if kind == "start":
+            raise InvalidState("the session has already been started", code=ErrorCode.ALREADY_STARTED)
+        raise BadRequest(f"unknown message type {kind!r}", code=ErrorCode.UNKNOWN_MESSAGE_TYPE)
 
-    async def _render(self, item: OutItem) -> None:
-        socket = self.socket
+    def failed(self, command: SessionCommand, error: GatewayError) -> Command:
+        return _say(error)
+
+    # --- session items -------------------------------------------------------------------------------
+
+    def render(self, item: OutItem) -> Sequence[Frame]:
         if isinstance(item, DataflowEvent):
             if item.name == PARTIAL and not self.interim:
-                return
-            await socket.send_json(render_event(item, raw=self.raw))
-        elif isinstance(item, UpstreamAudio):
-            await socket.send_bytes(item.data)
-        elif isinstance(item, Flow):
-            await socket.send_json({"type": "ack", "audioMs": item.audio_ms, "sentMs": item.sent_ms,
-                                    "bufferedMs": item.buffered_ms, "paused": item.paused})  # fmt: skip
-        elif isinstance(item, DataflowResponse):
-            await socket.send_json({"type": "response", "name": item.name, "ok": item.ok, "error": item.error})
-        elif isinstance(item, Notice):
-            await socket.send_json(_error_json(item.error))
-        elif isinstance(item, Started):
-            await socket.send_json(render_started(item))
-        elif isinstance(item, dict):
-            await socket.send_json(item)
+                return ()
+            return (messages.event(item, raw=self.raw),)
+        if isinstance(item, UpstreamAudio):
+            return (item.data,)
+        if isinstance(item, Flow):
+            return (messages.ack(item),)
+        if isinstance(item, DataflowResponse):
+            return (messages.response(item),)
+        if isinstance(item, Notice):
+            return (messages.error(item.error),)
+        if isinstance(item, Started):
+            return (messages.started(item),)
+        if isinstance(item, dict):
+            return (item,)
+        return ()
 
-    async def _goodbye(self, closed: Closed) -> None:
-        if closed.error is not None:
-            await self.socket.send_json(_error_json(closed.error))
-        await self.socket.send_json({"type": "closed", "reason": closed.reason, "audioMs": closed.audio_ms})
+    def goodbye(self, closed: Closed) -> Goodbye:
+        frames: tuple[Frame, ...] = () if closed.error is None else (messages.error(closed.error),)
+        return Goodbye((*frames, messages.closed(closed.reason, closed.audio_ms)))
 
-
-def _format_json(fmt: AudioFormat) -> dict[str, Any]:
-    return {"encoding": fmt.encoding, "sampleRate": fmt.sample_rate, "channels": fmt.channels}
-
-
-def render_started(item: Started) -> dict[str, Any]:
-    return {
-        "type": "started",
-        "sessionId": item.session_id,
-        "dataflowSessionId": item.dataflow_session_id,
-        "audio": _format_json(item.client_format),
-        "upstreamAudio": _format_json(item.upstream_format),
-    }
-
-
-def render_event(event: DataflowEvent, *, raw: bool) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "type": "event",
-        "name": event.name,
-        "channel": event.channel,
-        "startMs": event.start_ms,
-        "endMs": event.end_ms,
-        "groupId": event.group_id,
-        "final": event.final,
-        "text": event.text,
-        "data": event.data,
-    }
-    if raw:
-        body["raw"] = event.raw
-    return body
-
-
-@router.websocket("/v1/stream")
-async def stream(ws: WebSocket) -> None:
-    await NativeConnection(ws).run()
+    def refusal(self, error: GatewayError, *, start_failed: bool) -> Sequence[Frame]:
+        reason = "start_failed" if start_failed else error.error_code.value
+        return (messages.error(error), messages.closed(reason, 0))

@@ -14,6 +14,8 @@ from importlib import resources
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import Response
 
+from gateway.service import service_of
+
 router = APIRouter(tags=["demo"])
 
 MEDIA_TYPES = {
@@ -35,7 +37,7 @@ _HEADERS = {
 
 
 def demo_enabled(request: Request) -> bool:
-    gateway = request.app.state.gateway
+    gateway = service_of(request)
     configured: bool | None = gateway.settings.demo_page
     return gateway.simulator_mode if configured is None else configured
 
@@ -55,7 +57,7 @@ def _serve(request: Request, name: str) -> Response:
     if body is None:
         raise HTTPException(status_code=404)
     if name == "index.html":
-        mode = b"true" if request.app.state.gateway.simulator_mode else b"false"
+        mode = b"true" if service_of(request).simulator_mode else b"false"
         body = body.replace(b"__SIMULATOR_MODE__", mode)
     return Response(body, media_type=MEDIA_TYPES[name[name.rfind(".") :]], headers=_HEADERS)
 

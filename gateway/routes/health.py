@@ -7,6 +7,8 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
+from gateway.service import service_of
+
 router = APIRouter(tags=["operations"])
 
 
@@ -17,7 +19,7 @@ async def healthz() -> dict[str, Any]:
 
 @router.get("/readyz", summary="Ready for new sessions")
 async def readyz(request: Request) -> JSONResponse:
-    gateway = request.app.state.gateway
+    gateway = service_of(request)
     checks = {
         "upstream_channel": gateway.upstream.ready(),
         "token": gateway.tokens.available,

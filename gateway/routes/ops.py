@@ -9,16 +9,18 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from gateway.service import service_of
+
 router = APIRouter(tags=["operations"])
 
 
 @router.get("/metrics", summary="Prometheus metrics", response_class=Response)
 async def metrics(request: Request) -> Response:
-    return Response(generate_latest(request.app.state.gateway.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+    return Response(generate_latest(service_of(request).metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
 
 def _admin_allowed(request: Request) -> bool:
-    token = request.app.state.gateway.settings.admin_token
+    token = service_of(request).settings.admin_token
     if token is not None:
         sent = request.headers.get("authorization", "")
         expected = f"Bearer {token.get_secret_value()}"
@@ -39,7 +41,7 @@ def _admin_allowed(request: Request) -> bool:
     status_code=202,
 )
 async def drain(request: Request, budget_s: float | None = None) -> JSONResponse:
-    gateway = request.app.state.gateway
+    gateway = service_of(request)
     if not _admin_allowed(request):
         gateway.registry.deny("admin_unauthorized")
         body = {"error": {"code": "unauthorized", "message": "admin credential required", "retryable": False}}

@@ -5,11 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from gateway.errors import GatewayError, UpstreamUnavailable
+from gateway.errors import GatewayError, UpstreamUnavailable, error_response
 from gateway.security import SUBPROTOCOL
+from gateway.service import service_of
 
 router = APIRouter(tags=["authentication"])
 
@@ -29,10 +29,6 @@ class TokenResponse(BaseModel):
     subprotocols: list[str] = Field(description="Pass as the WebSocket constructor's protocols argument.")
 
 
-def _error(exc: GatewayError) -> JSONResponse:
-    return JSONResponse({"error": exc.to_json()}, status_code=exc.http_status)
-
-
 @router.post(
     "/v1/tokens",
     summary="Mint a browser token",
@@ -41,7 +37,7 @@ def _error(exc: GatewayError) -> JSONResponse:
     openapi_extra={"security": [{"ApiKey": []}]},
 )
 async def mint_token(request: Request, body: TokenRequest) -> Any:
-    gateway = request.app.state.gateway
+    gateway = service_of(request)
     settings = gateway.settings
     try:
         owner = gateway.gate.identify(request.scope, request.headers)
@@ -55,5 +51,5 @@ async def mint_token(request: Request, body: TokenRequest) -> Any:
             ttl_s=ttl, single_use=body.single_use,
         )  # fmt: skip
     except GatewayError as exc:
-        return _error(exc)
+        return error_response(exc)
     return {"token": token, "expiresAt": expires, "subprotocols": [SUBPROTOCOL, f"bearer.{token}"]}

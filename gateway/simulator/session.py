@@ -12,8 +12,9 @@ from typing import TYPE_CHECKING, Any
 import grpc
 import numpy as np
 
-from gateway.audio import AudioFormat, decode
-from gateway.dataflow_json import (
+from gateway.audio.convert import decode
+from gateway.audio.format import AudioFormat
+from gateway.dataflow.messages import (
     FINAL_RESULT,
     MILESTONE,
     StartRequest,

@@ -17,7 +17,8 @@ import time
 from collections import deque
 from collections.abc import Callable
 
-from gateway.audio import AudioFormat, rechunk
+from gateway.audio.convert import rechunk
+from gateway.audio.format import AudioFormat
 from gateway.settings import Settings
 from gateway.upstream.contract import ContentType
 

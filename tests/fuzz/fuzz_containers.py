@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import struct
 
-from gateway.audio import AudioFormat
-from gateway.containers import SNIFF_BYTES, PushParser, RawHint, parser_for, sniff
+from gateway.audio.containers import SNIFF_BYTES, PushParser, RawHint, parser_for, sniff
+from gateway.audio.format import AudioFormat
 from gateway.errors import AudioFormatError
 from tests.fuzz.common import split_points
 

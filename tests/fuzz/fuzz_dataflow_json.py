@@ -1,18 +1,19 @@
 """Data Flow's JSON in both dialects, as ``/project-runner`` clients send it and as Data Flow answers.
 
-Client side: Start (``parse_start``), then the adapter's control dispatch (Update/Finalize/Stop/Event),
-which answers its own errors. Declared errors: ``InvalidMessage`` (not a JSON object) and
-``AudioFormatError`` (an Audio block the gateway cannot take). Server side: ``parse_event`` and
-``parse_response`` are tolerant and never raise; what the adapter relays back (token keys scrubbed)
-must encode as JSON.
+Client side: Start (``parse_start``), then the pure dialect's waiting and streaming parses, which
+never raise (errors become a ``Refuse`` or a ``Reply`` in the client's spelling). Declared errors:
+``InvalidMessage`` (not a JSON object) and ``AudioFormatError`` (an Audio block the gateway cannot
+take). Server side: ``parse_event`` and ``parse_response`` are tolerant and never raise; what the
+adapter relays back (token keys scrubbed) must encode as JSON.
 """
 
 from __future__ import annotations
 
 import json
 
-from gateway.adapters.dataflow_ws import DEFAULT_AUDIO, DataflowConnection, Dialect, scrub
-from gateway.dataflow_json import (
+from gateway.adapters.dataflow_ws import DEFAULT_AUDIO, DataflowDialect, scrub
+from gateway.adapters.dialect import Reply
+from gateway.dataflow.messages import (
     build_start,
     loads_object,
     message_name,
@@ -22,7 +23,7 @@ from gateway.dataflow_json import (
     parse_start,
 )
 from gateway.errors import AudioFormatError, InvalidMessage
-from tests.fuzz.common import StubSession, encodable, run, text_of
+from tests.fuzz.common import encodable, text_of
 
 
 def one_input(data: bytes) -> None:
@@ -33,7 +34,6 @@ def one_input(data: bytes) -> None:
         obj = loads_object(text)
     except InvalidMessage:
         return
-    dialect = Dialect.of(obj)
     message_name(obj)
     try:
         request, _token, _tenant = parse_start(obj, default_audio=DEFAULT_AUDIO, project="from-path")
@@ -45,10 +45,12 @@ def one_input(data: bytes) -> None:
         encodable(start)
         assert start["Token"] == "gateway-token"  # the client's token never goes upstream
         assert sum(1 for k in start if norm_key(k) == "token") == 1
-    conn = DataflowConnection.__new__(DataflowConnection)
-    conn.dialect = dialect
-    session = StubSession()
-    run(conn._control(session, text))  # type: ignore[arg-type]  # answers its own errors: nothing escapes
+    dialect = DataflowDialect(path_project="from-path")
+    dialect.waiting(text)  # learns the client's spelling; a bad Start is a Refuse, never an exception
+    answer = dialect.streaming(text)
+    if isinstance(answer, Reply):
+        for frame in answer.frames:
+            encodable(frame)
     event, response = parse_event(obj), parse_response(obj)
     assert isinstance(event.text, str | None) and isinstance(event.final, bool)
     assert isinstance(response.ok, bool)

@@ -1,53 +1,39 @@
-"""Native ``/v1/stream`` control messages: text frame -> JSON object -> start message or control dispatch.
+"""Native ``/v1/stream`` control messages through the pure dialect: waiting (start) and streaming.
 
-Declared errors: ``BadRequest`` and its subclasses (``InvalidMessage``, ``AudioFormatError``): each is
-answered with an ``error`` message on the socket. A parsed start must be a valid format and project
-and must encode for Data Flow.
+The dialect never raises: every client mistake becomes a ``Reply`` with an ``error`` message. A
+parsed start must be a valid format and project and must encode for Data Flow; every reply must
+encode as JSON.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 
-from gateway.adapters.native import NativeConnection
-from gateway.dataflow_json import build_start, loads_object
-from gateway.errors import BadRequest
-from gateway.settings import Settings
-from tests.fuzz.common import StubSession, encodable, run, text_of
-
-_settings: Settings | None = None
-
-
-def _connection() -> NativeConnection:
-    global _settings
-    if _settings is None:
-        _settings = Settings(_env_file=None, default_project="demo", auth="none")  # type: ignore[call-arg]
-    conn = NativeConnection.__new__(NativeConnection)
-    conn.settings = _settings
-    conn.interim, conn.raw = True, False
-    return conn
+from gateway.adapters.dialect import Begin, Reply, SendEvent, Update
+from gateway.adapters.native import NativeDialect
+from gateway.dataflow.messages import build_start
+from tests.fuzz.common import encodable, text_of
 
 
 def one_input(data: bytes) -> None:
     text = text_of(data)
     if text is None:
         return
-    try:
-        obj = loads_object(text)
-    except BadRequest:
-        return
-    conn = _connection()
-    try:
-        request, client_format, _token = conn._parse_start(obj)
-    except BadRequest:
-        pass
-    else:
-        client_format.validate()
-        assert request.project
-        encodable(build_start(request, token="t", tenant=""))
-    with contextlib.suppress(BadRequest):
-        run(conn._control(StubSession(), obj))  # type: ignore[arg-type]
+    dialect = NativeDialect(default_project="demo")
+    waiting = dialect.waiting(text)
+    if isinstance(waiting, Begin):
+        waiting.request.audio.validate()
+        assert waiting.request.project
+        encodable(build_start(waiting.request, token="t", tenant=""))
+    streaming = dialect.streaming(text)
+    for command in (waiting, streaming):
+        if isinstance(command, Reply):
+            for frame in command.frames:
+                encodable(frame)
+        elif isinstance(command, Update):
+            encodable(command.settings)
+        elif isinstance(command, SendEvent):
+            encodable(command.event)
 
 
 def seeds() -> list[bytes]:

@@ -10,11 +10,11 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 
-from gateway.audio import AudioFormat
-from gateway.dataflow_json import parse_start
+from gateway.audio.format import AudioFormat
+from gateway.dataflow.messages import parse_start
 from gateway.errors import BadRequest
-from gateway.upload_audio import raw_hint
-from gateway.upload_body import MultipartAudio, media_type, parse_parameters
+from gateway.upload.body import MultipartAudio, media_type, parse_parameters
+from gateway.upload.source import raw_hint
 from tests.fuzz.common import run, split_points
 
 BOUNDARY = "fuzzb0undary"

@@ -16,15 +16,16 @@ import json
 import grpc
 from pydantic import SecretStr
 
+from gateway.adapters import messages
 from gateway.adapters.audiocodes import render as render_audiocodes
 from gateway.adapters.dataflow_ws import scrub
-from gateway.adapters.native import render_event
-from gateway.audio import AudioFormat
-from gateway.dataflow_json import DataflowEvent, DataflowResponse
+from gateway.audio.format import AudioFormat
+from gateway.dataflow.messages import DataflowEvent, DataflowResponse, UpstreamAudio
 from gateway.errors import UpstreamProtocolError
 from gateway.settings import Settings
-from gateway.upstream.client import DataflowStream, UpstreamAudio, UpstreamClient
+from gateway.upstream.channel import UpstreamClient
 from gateway.upstream.contract import ContentType
+from gateway.upstream.stream import DataflowStream
 from gateway.upstream.token import StaticTokenProvider
 from tests.fuzz.common import encodable, pieces, run, with_pieces
 
@@ -72,7 +73,7 @@ def one_input(data: bytes) -> None:
     async def consume() -> None:
         async for item in stream.items():
             if isinstance(item, DataflowEvent):
-                encodable(render_event(item, raw=True))
+                encodable(messages.event(item, raw=True))
                 encodable(scrub(item.raw))
                 message = render_audiocodes(item)
                 if message is not None:

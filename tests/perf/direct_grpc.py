@@ -17,11 +17,12 @@ import time
 
 from pydantic import SecretStr
 
-from gateway.audio import AudioFormat
-from gateway.dataflow_json import StartRequest
+from gateway.audio.format import AudioFormat
+from gateway.dataflow.messages import StartRequest
 from gateway.runtime import run_fast
 from gateway.settings import Settings
-from gateway.upstream.client import DataflowStream, UpstreamClient
+from gateway.upstream.channel import UpstreamClient
+from gateway.upstream.stream import DataflowStream
 from gateway.upstream.token import StaticTokenProvider
 from tests.perf.audio import frames, pcm_stream
 from tests.perf.procs import BENCH_TOKEN

@@ -14,7 +14,7 @@ from typing import Final
 
 import numpy as np
 
-from gateway.audio import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE, AudioFormat, Encoding
+from gateway.audio.format import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE, AudioFormat, Encoding
 from gateway.errors import AudioFormatError
 
 SNIFF_BYTES: Final = 12

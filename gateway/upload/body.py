@@ -17,14 +17,10 @@ from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.types import Receive
 
-from gateway.dataflow_json import MAX_JSON_DEPTH, too_deep
-from gateway.errors import BadRequest, UploadTooLarge
+from gateway.dataflow.messages import MAX_JSON_DEPTH, too_deep
+from gateway.errors import BadRequest, ClientGone, ErrorCode, UploadTooLarge
 
 PARAMETERS_LIMIT: Final = 64 * 1024
-
-
-class ClientDisconnected(Exception):
-    """The client closed the connection before the upload was done."""
 
 
 class RequestBody:
@@ -46,7 +42,7 @@ class RequestBody:
         while not self.complete:
             message = await self._receive()
             if message["type"] == "http.disconnect":
-                raise ClientDisconnected
+                raise ClientGone("the client closed the connection before the upload was done")
             body: bytes = message.get("body", b"")
             self.complete = not message.get("more_body", False)
             self.bytes_read += len(body)
@@ -90,7 +86,7 @@ class MultipartAudio:
         try:
             self._parser = MultipartParser(boundary.encode("latin-1"), self._callbacks())
         except (ValueError, MultipartParseError) as exc:
-            raise BadRequest(f"invalid multipart boundary: {exc}", code="invalid_multipart") from None
+            raise BadRequest(f"invalid multipart boundary: {exc}", code=ErrorCode.INVALID_MULTIPART) from None
 
     def _callbacks(self) -> Any:
         def data(kind: str) -> Any:
@@ -114,7 +110,7 @@ class MultipartAudio:
                 if kind == "headers" and self._part == "audio":
                     return
         self._finish_parser()
-        raise BadRequest("the multipart body has no Audio part", code="invalid_multipart")
+        raise BadRequest("the multipart body has no Audio part", code=ErrorCode.INVALID_MULTIPART)
 
     async def audio(self) -> AsyncIterator[bytes]:
         while True:
@@ -132,15 +128,15 @@ class MultipartAudio:
         try:
             self._parser.write(chunk)
         except MultipartParseError as exc:
-            raise BadRequest(f"malformed multipart body: {exc}", code="invalid_multipart") from None
+            raise BadRequest(f"malformed multipart body: {exc}", code=ErrorCode.INVALID_MULTIPART) from None
 
     def _finish_parser(self) -> None:
         try:
             self._parser.finalize()
         except MultipartParseError as exc:
-            raise BadRequest(f"malformed multipart body: {exc}", code="invalid_multipart") from None
+            raise BadRequest(f"malformed multipart body: {exc}", code=ErrorCode.INVALID_MULTIPART) from None
         if not self._ended:
-            raise BadRequest("the multipart body ended before its closing boundary", code="invalid_multipart")
+            raise BadRequest("the multipart body ended before its closing boundary", code=ErrorCode.INVALID_MULTIPART)
 
     def _handle(self, kind: str, data: bytes) -> bytes | None:
         """Apply one parser event; returns Audio bytes to pass on."""
@@ -150,7 +146,9 @@ class MultipartAudio:
             if self._part == "parameters":
                 self._params += data
                 if len(self._params) > PARAMETERS_LIMIT:
-                    raise BadRequest(f"the Parameters part is over {PARAMETERS_LIMIT} bytes", code="invalid_parameters")
+                    raise BadRequest(
+                        f"the Parameters part is over {PARAMETERS_LIMIT} bytes", code=ErrorCode.INVALID_PARAMETERS
+                    )
         elif kind == "begin":
             self._headers, self._part = {}, ""
         elif kind == "field":
@@ -175,13 +173,15 @@ class MultipartAudio:
         name = disposition.get("name", "").lower()
         if name == "audio":
             if self._audio_seen:
-                raise BadRequest("the multipart body has more than one Audio part", code="invalid_multipart")
+                raise BadRequest("the multipart body has more than one Audio part", code=ErrorCode.INVALID_MULTIPART)
             self._audio_seen = True
             self._part = "audio"
             self.audio_content_type = self._headers.get("content-type")
         elif name == "parameters":
             if self._audio_seen:
-                raise BadRequest("the Parameters part must come before the Audio part", code="invalid_parameters")
+                raise BadRequest(
+                    "the Parameters part must come before the Audio part", code=ErrorCode.INVALID_PARAMETERS
+                )
             self._part, self._params = "parameters", bytearray()
 
 
@@ -190,9 +190,9 @@ def parse_parameters(text: bytes | str, where: str) -> dict[str, Any]:
     try:
         value = json.loads(text) if text.strip() else {}
     except (ValueError, RecursionError):
-        raise BadRequest(f"{where} is not valid JSON", code="invalid_parameters") from None
+        raise BadRequest(f"{where} is not valid JSON", code=ErrorCode.INVALID_PARAMETERS) from None
     if not isinstance(value, dict):
-        raise BadRequest(f"{where} must be a JSON object", code="invalid_parameters")
+        raise BadRequest(f"{where} must be a JSON object", code=ErrorCode.INVALID_PARAMETERS)
     if too_deep(value):
-        raise BadRequest(f"{where} is nested deeper than {MAX_JSON_DEPTH} levels", code="invalid_parameters")
+        raise BadRequest(f"{where} is nested deeper than {MAX_JSON_DEPTH} levels", code=ErrorCode.INVALID_PARAMETERS)
     return value

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from gateway.audio import DATAFLOW_ENCODINGS, AudioFormat, to_dataflow_encoding
+from gateway.audio.format import DATAFLOW_ENCODINGS, AudioFormat, to_dataflow_encoding
 from gateway.errors import AudioFormatError, InvalidMessage
 
 MILESTONE = "SR Milestone"
@@ -268,3 +268,16 @@ def parse_response(obj: Mapping[str, Any]) -> DataflowResponse:
         session_id=str(session) if session is not None else None,
         raw=dict(obj),
     )
+
+
+# --- audio from Data Flow --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamAudio:
+    """Audio sent back by Data Flow (e.g. TTS), 16-bit PCM without header."""
+
+    data: bytes
+
+
+UpstreamItem = DataflowEvent | DataflowResponse | UpstreamAudio

@@ -1,18 +1,15 @@
-"""The session's plain data: what it hands its adapter (in order; each dialect renders it its own way)
-and the per-session limits it is given."""
+"""What a session hands its adapter, in order; each dialect renders it its own way."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from gateway.audio import AudioFormat
-from gateway.dataflow_json import DataflowEvent, DataflowResponse
+from gateway.audio.format import AudioFormat
+from gateway.dataflow.messages import DataflowEvent, DataflowResponse, UpstreamAudio
 from gateway.errors import GatewayError
-from gateway.upstream.client import UpstreamAudio
 
-__all__ = ["Closed", "Flow", "Notice", "OutItem", "SessionLimits", "Started"]
+__all__ = ["Closed", "Flow", "Notice", "OutItem", "Started"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,13 +48,3 @@ class Closed:
 
 # A plain dict is a dialect-specific reply the adapter built itself (e.g. pong), kept in order.
 OutItem = Started | DataflowEvent | DataflowResponse | UpstreamAudio | Flow | Notice | Closed | dict[str, Any]
-
-
-@dataclass(frozen=True, slots=True)
-class SessionLimits:
-    """Per-session limits beyond the settings' defaults (from the caller's credential)."""
-
-    max_session_s: float
-    max_rate_x: float | None = None  # live streams: audio may not outrun real time by more than this
-    rate_burst_ms: float = 0.0
-    spend_audio: Callable[[float], bool] | None = None  # False once the caller's audio budget is spent

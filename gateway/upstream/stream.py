@@ -1,6 +1,6 @@
-"""The upstream client: one grpc.aio channel per process, one DataflowStream per session.
+"""One upstream Stream RPC per session: :class:`DataflowStream`.
 
-A DataflowStream writes the exact current JSON dialect, injects the server-held token and tenant,
+It writes the exact current JSON dialect, injects the server-held token and tenant,
 and keeps audio in order with control messages through a single writer task draining its
 SendQueue (send_queue.py: how audio is merged into messages, and held under load).
 """
@@ -13,17 +13,17 @@ import json
 import logging
 from collections import deque
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import grpc
 from pydantic import SecretStr
 
-from gateway.audio import AudioFormat
-from gateway.dataflow_json import (
-    DataflowEvent,
+from gateway.audio.format import AudioFormat
+from gateway.dataflow.messages import (
     DataflowResponse,
     StartRequest,
+    UpstreamAudio,
+    UpstreamItem,
     build_request,
     build_start,
     loads_object,
@@ -43,86 +43,33 @@ from gateway.errors import (
 from gateway.settings import Settings
 from gateway.upstream.contract import ContentType, WireContract
 from gateway.upstream.errors import error_from_status
-from gateway.upstream.send_queue import HoldPolicy, SendQueue
+from gateway.upstream.send_queue import SendQueue
 from gateway.upstream.token import TokenProvider
 
 log = logging.getLogger(__name__)
 _EOF = grpc.aio.EOF  # type: ignore[attr-defined]  # (missing from the grpc stubs)
 
 
-@dataclass(frozen=True, slots=True)
-class UpstreamAudio:
-    """Audio sent back by Data Flow (e.g. TTS), 16-bit PCM without header."""
+class StreamHost(Protocol):
+    """What a stream needs from the connection it rides on (:class:`gateway.upstream.channel.UpstreamClient`)."""
 
-    data: bytes
+    settings: Settings
+    tokens: TokenProvider
+    contract: WireContract
 
+    def open_call(self, deadline_s: float) -> grpc.aio.StreamStreamCall[bytes, bytes]:
+        """Open the RPC and count it as a live stream until :meth:`call_ended`."""
+        ...
 
-UpstreamItem = DataflowEvent | DataflowResponse | UpstreamAudio
+    def call_ended(self) -> None: ...
 
-
-class UpstreamClient:
-    """Owns the process-wide channel to Data Flow and opens streams on it."""
-
-    def __init__(self, settings: Settings, tokens: TokenProvider, target: str | None = None) -> None:
-        self.settings = settings
-        self.tokens = tokens
-        self.target = target or settings.upstream_target
-        self.contract = WireContract(settings.upstream_proto_module, settings.upstream_method_path)
-        self.active_streams = 0
-        self._channel: grpc.aio.Channel | None = None
-        self._hold_policy = HoldPolicy(settings)
-
-    def audio_write_interval_s(self) -> float:
-        """How long one stream may hold audio to merge it, at the current load (one call per write)."""
-        return self._hold_policy.hold_s(self.active_streams)
-
-    def _options(self) -> list[tuple[str, Any]]:
-        s = self.settings
-        return [
-            ("grpc.keepalive_time_ms", int(s.upstream_keepalive_interval_s * 1000)),
-            ("grpc.keepalive_timeout_ms", int(s.upstream_keepalive_timeout_s * 1000)),
-            # gRPC core (1.6x-1.8x) times a keepalive ping out with the ping timeout, not the keepalive
-            # timeout (default 60 s): without this a half-open upstream goes unnoticed for a minute.
-            ("grpc.http2.ping_timeout_ms", int(s.upstream_keepalive_timeout_s * 1000)),
-            # gRPC's default reconnect back-off grows to 120 s: after an outage new sessions would
-            # keep failing for up to two minutes after Data Flow is back.
-            ("grpc.max_reconnect_backoff_ms", int(s.upstream_reconnect_backoff_max_s * 1000)),
-            ("grpc.http2.max_pings_without_data", 0),
-            ("grpc.keepalive_permit_without_calls", 1),
-            ("grpc.max_send_message_length", s.upstream_max_message_bytes),
-            ("grpc.max_receive_message_length", s.upstream_max_message_bytes),
-        ]
-
-    @property
-    def channel(self) -> grpc.aio.Channel:
-        if self._channel is None:
-            if self.settings.upstream_is_plaintext() or self.settings.simulator_mode:
-                self._channel = grpc.aio.insecure_channel(self.target, options=self._options())
-            else:
-                ca = self.settings.upstream_ca_file
-                roots = ca.read_bytes() if ca else None
-                creds = grpc.ssl_channel_credentials(root_certificates=roots)
-                self._channel = grpc.aio.secure_channel(self.target, creds, options=self._options())
-        return self._channel
-
-    def ready(self) -> bool:
-        """The channel is connected or able to connect on demand (not in a failure back-off)."""
-        state = self.channel.get_state(try_to_connect=True)
-        return state in (grpc.ChannelConnectivity.READY, grpc.ChannelConnectivity.IDLE)
-
-    def stream(self, audio: AudioFormat, *, deadline_s: float) -> DataflowStream:
-        return DataflowStream(self, audio, deadline_s=deadline_s)
-
-    async def aclose(self) -> None:
-        if self._channel is not None:
-            await self._channel.close(grace=None)
-            self._channel = None
+    def audio_write_interval_s(self) -> float: ...
 
 
 class DataflowStream:
     """One upstream Stream RPC: start, audio, control messages, and the items Data Flow sends."""
 
-    def __init__(self, client: UpstreamClient, audio: AudioFormat, *, deadline_s: float) -> None:
+    def __init__(self, client: StreamHost, audio: AudioFormat, *, deadline_s: float) -> None:
         s = client.settings
         self._client = client
         self._contract = client.contract
@@ -146,10 +93,7 @@ class DataflowStream:
         settings = self._client.settings
         self._token = await self._client.tokens.get()
         start = build_start(request, token=self._token.get_secret_value(), tenant=settings.upstream_tenant)
-        # Messages are serialised by the contract, so the channel moves raw bytes both ways.
-        method = self._client.channel.stream_stream(self._contract.method_path, None, None)
-        self._call = method(None, timeout=self._deadline_s)
-        self._client.active_streams += 1
+        self._call = self._client.open_call(self._deadline_s)
         self._counted = True
         try:
             async with asyncio.timeout(settings.upstream_start_timeout_s):
@@ -306,7 +250,7 @@ class DataflowStream:
             self._call.cancel()
         if self._counted:
             self._counted = False
-            self._client.active_streams -= 1
+            self._client.call_ended()
 
     async def aclose(self) -> None:
         self.cancel()

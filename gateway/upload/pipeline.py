@@ -19,16 +19,18 @@ from typing import TYPE_CHECKING, Any
 
 from starlette.types import Receive, Scope
 
-from gateway.adapters.native import render_event, render_started
-from gateway.audio import AudioFormat
-from gateway.dataflow_json import PARTIAL, DataflowEvent, StartRequest, parse_start
-from gateway.errors import BadRequest, GatewayError, GoingAway, LimitReached
-from gateway.session import Closed, Flow, Notice, OutItem, Session, Started
-from gateway.upload_audio import AudioSource, open_audio, raw_hint
-from gateway.upload_body import ClientDisconnected, MultipartAudio, RequestBody, media_type, parse_parameters
+from gateway.adapters import messages
+from gateway.audio.format import AudioFormat
+from gateway.dataflow.messages import PARTIAL, DataflowEvent, StartRequest, parse_start
+from gateway.errors import BadRequest, ClientGone, ErrorCode, GatewayError, GoingAway, LimitReached
+from gateway.relay.items import Closed, Flow, Notice, OutItem, Started
+from gateway.relay.registry import Lease
+from gateway.relay.session import Session, SessionState
+from gateway.upload.body import MultipartAudio, RequestBody, media_type, parse_parameters
+from gateway.upload.source import AudioSource, open_audio, raw_hint
 
 if TYPE_CHECKING:
-    from gateway.app import Gateway
+    from gateway.service import Gateway
 
 log = logging.getLogger(__name__)
 
@@ -66,34 +68,38 @@ class Upload:
         self.error: GatewayError | None = None  # set when the upload ended with an error message
         self.disconnected = False
         self._started: Started | None = None
+        self._lease: Lease | None = None
         self._transcript: dict[str, list[str]] = {}
         self._warnings: list[dict[str, Any]] = []
 
     # --- opening -------------------------------------------------------------------------------------
 
     async def open(self) -> Started:
-        """Everything before the first audio goes upstream; raises GatewayError or ClientDisconnected."""
+        """Everything before the first audio goes upstream; raises GatewayError or ClientGone."""
         self.body.check_declared_length(self.options.content_length)
         gate = self.gateway.gate
         principal = gate.identify(self._scope, self._headers)  # credentials come in headers only
-        lease = gate.reserve("upload", principal)
+        self._lease = lease = gate.reserve("upload", principal)
         try:
             try:
                 async with asyncio.timeout(self.settings.start_timeout_s):
                     request = await self._open_source()
             except TimeoutError:
                 limit = f"the audio header did not arrive within {self.settings.start_timeout_s:g} s"
-                raise LimitReached(limit, code="start_timeout") from None
+                raise LimitReached(limit, code=ErrorCode.START_TIMEOUT) from None
             assert self.source is not None
             if principal is not None:
                 gate.admit_session(principal, request.project)
             # Not live: an upload goes as fast as Data Flow takes it, no real-time rate limit.
             limits = gate.session_limits(principal, live=False)
-            self.session = Session(self.gateway.upstream, self.settings, lease, limits)
+            key = None if principal is None or principal.kind == "anonymous" else principal.name
+            self.session = Session(
+                self.gateway.upstream, self.settings, limits, metrics=self.gateway.metrics, dialect="upload", key=key
+            )
+            lease.drainable = self.session
             self._started = await self.session.start(request, self.source.format)
             return self._started
         except BaseException:
-            lease.release()
             await self.aclose()
             raise
 
@@ -118,7 +124,7 @@ class Upload:
         request, _, _ = parse_start(parameters or {}, default_audio=AudioFormat("pcm16", 16000, 1))
         request.project = opts.project or opts.project_header or request.project or self.settings.default_project
         if not request.project:
-            raise BadRequest("name a project (?project= or the ProjectName header)", code="invalid_parameters")
+            raise BadRequest("name a project (?project= or the ProjectName header)", code=ErrorCode.INVALID_PARAMETERS)
         request.language = opts.language or request.language
         self.source = await open_audio(stream, hint)
         return request
@@ -151,16 +157,16 @@ class Upload:
             async for chunk in self.source.chunks():
                 for i in range(0, len(chunk), step):
                     await session.feed_audio(chunk[i : i + step])
-                    if session.state != "streaming":
+                    if session.state is not SessionState.STREAMING:
                         return  # closed or ending (upstream failure, limit): the outbound side reports it
             session.reply(self._progress(session.flow(), final=True))
             await session.finalize()
-        except ClientDisconnected:
+        except ClientGone:
             self.disconnected = True
             session.abort()
             return
         except GatewayError as exc:
-            if session.state == "streaming":
+            if session.state is SessionState.STREAMING:
                 session.abort(exc.error_code, exc)
             return
         except Exception:
@@ -179,11 +185,11 @@ class Upload:
                 self._transcript.setdefault(str(item.channel), []).append(item.text)
             if item.name == PARTIAL and not self.options.interim:
                 return None
-            return render_event(item, raw=self.options.raw)
+            return messages.event(item, raw=self.options.raw)
         if isinstance(item, Flow):
             return self._progress(item)
         if isinstance(item, Started):
-            return render_started(item)
+            return messages.started(item)
         if isinstance(item, Notice):
             warning = item.error.to_json()
             self._warnings.append(warning)
@@ -221,8 +227,11 @@ class Upload:
         }
 
     async def aclose(self) -> None:
+        """Idempotent: the session aborted if still open, the decoder stopped, the slot released."""
         if self.session is not None:
             self.session.abort()
             await self.session.aclose()
         if self.source is not None:
             await self.source.aclose()
+        if self._lease is not None:
+            self._lease.release()

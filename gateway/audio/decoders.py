@@ -22,7 +22,7 @@ from collections.abc import AsyncIterator
 import av
 import numpy as np
 
-from gateway.audio import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE, AudioFormat
+from gateway.audio.format import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE, AudioFormat
 from gateway.errors import AudioFormatError
 
 log = logging.getLogger(__name__)
@@ -133,7 +133,7 @@ class DecodedSource:
                 await self._put_input(self._prefix)
             async for chunk in self._rest:
                 await self._put_input(chunk)  # once the decoder is done, the rest is read and dropped
-        except Exception as exc:  # UploadTooLarge, ClientDisconnected: the consumer re-raises it
+        except Exception as exc:  # UploadTooLarge, ClientGone: the consumer re-raises it
             self._body_error = exc
             with self._lock:
                 self._cancelled = True

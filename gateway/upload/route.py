@@ -21,10 +21,10 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from fastapi.routing import APIRoute
 from starlette.types import Receive, Scope, Send
 
-from gateway.adapters.upload import Upload, UploadOptions
-from gateway.errors import BadRequest, ClientTooSlow, GatewayError
-from gateway.routes.recognize_docs import ERROR_RESPONSES, REQUEST_BODY, STREAM_EXAMPLE, RecognizeResult
-from gateway.upload_body import ClientDisconnected
+from gateway.errors import BadRequest, ClientGone, ClientTooSlow, ErrorCode, GatewayError, error_response
+from gateway.service import service_of
+from gateway.upload.openapi import ERROR_RESPONSES, REQUEST_BODY, STREAM_EXAMPLE, RecognizeResult
+from gateway.upload.pipeline import Upload, UploadOptions
 
 log = logging.getLogger(__name__)
 
@@ -33,11 +33,6 @@ _STREAM_TYPES: dict[str, Mode] = {
     "application/x-ndjson": "ndjson", "application/ndjson": "ndjson", "text/event-stream": "sse",
     "application/json": "json", "*/*": "json", "application/*": "json",
 }  # fmt: skip
-
-
-def error_response(error: GatewayError) -> JSONResponse:
-    headers = {"Retry-After": "1"} if error.retryable and error.http_status in (429, 503) else None
-    return JSONResponse({"error": error.to_json()}, status_code=error.http_status, headers=headers)
 
 
 class UploadRoute(APIRoute):
@@ -53,7 +48,7 @@ class UploadRoute(APIRoute):
                 problems = "; ".join(
                     f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors() if isinstance(e, dict)
                 )
-                return error_response(BadRequest(f"invalid parameters: {problems}", code="invalid_parameters"))
+                return error_response(BadRequest(f"invalid parameters: {problems}", code=ErrorCode.INVALID_PARAMETERS))
 
         return route
 
@@ -166,12 +161,12 @@ async def recognize(
         parameters_header=parameters, content_type=request.headers.get("content-type"),
         content_length=request.headers.get("content-length"),
     )  # fmt: skip
-    upload = Upload(request.app.state.gateway, request.scope, request.headers, request.receive, options)
+    upload = Upload(service_of(request), request.scope, request.headers, request.receive, options)
     try:
         await upload.open()
     except GatewayError as exc:
         return error_response(exc)
-    except ClientDisconnected:
+    except ClientGone:
         return Response(status_code=499)  # nobody is listening; the status only reaches the access log
     mode = negotiate(accept)
     if mode != "json":

@@ -10,11 +10,11 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any, Protocol
 
-from gateway.audio import AudioFormat, Encoding, parse_encoding
-from gateway.containers import DEMUXERS, SNIFF_BYTES, PushParser, RawHint, parser_for, sniff
-from gateway.dataflow_json import as_int, get, parse_audio
-from gateway.decoders import DecodedSource
-from gateway.errors import AudioFormatError, BadRequest
+from gateway.audio.containers import DEMUXERS, SNIFF_BYTES, PushParser, RawHint, parser_for, sniff
+from gateway.audio.decoders import DecodedSource
+from gateway.audio.format import AudioFormat, Encoding, parse_encoding
+from gateway.dataflow.messages import as_int, get, parse_audio
+from gateway.errors import AudioFormatError, BadRequest, ErrorCode
 
 _G711: frozenset[str] = frozenset({"mulaw", "alaw"})
 
@@ -61,7 +61,7 @@ async def open_audio(stream: AsyncIterator[bytes], hint: RawHint | None) -> Audi
         if len(head) >= SNIFF_BYTES:
             break
     if not head:
-        raise BadRequest("the upload contains no audio (empty body)", code="empty_body")
+        raise BadRequest("the upload contains no audio (empty body)", code=ErrorCode.EMPTY_BODY)
     kind = sniff(head, weak=hint is None)
     parser = parser_for(kind, hint)
     if parser is not None:
@@ -113,12 +113,14 @@ def raw_hint(
         return None
     if rate is None:
         if declared not in _G711:
-            raise BadRequest(f"sampleRate is required for headerless {declared} audio", code="invalid_parameters")
+            raise BadRequest(
+                f"sampleRate is required for headerless {declared} audio", code=ErrorCode.INVALID_PARAMETERS
+            )
         rate = 8000
     try:
         fmt = AudioFormat(declared, rate, count or 1).validate()
     except AudioFormatError as exc:
-        raise BadRequest(exc.message, code="invalid_parameters") from None
+        raise BadRequest(exc.message, code=ErrorCode.INVALID_PARAMETERS) from None
     return RawHint(fmt, big_endian=big_endian)
 
 
@@ -127,5 +129,5 @@ def _positive(value: str | None, name: str) -> int | None:
         return None
     digits = value.strip()
     if not (digits.isascii() and digits.isdigit()):  # isdigit() alone takes "²", which int() refuses
-        raise BadRequest(f"Content-Type parameter {name}={value!r} is not a number", code="invalid_parameters")
+        raise BadRequest(f"Content-Type parameter {name}={value!r} is not a number", code=ErrorCode.INVALID_PARAMETERS)
     return int(digits)

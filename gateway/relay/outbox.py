@@ -7,9 +7,9 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator
 
-from gateway.dataflow_json import DataflowEvent
+from gateway.dataflow.messages import DataflowEvent
 from gateway.observability import GatewayMetrics
-from gateway.session_types import Closed, OutItem
+from gateway.relay.items import Closed, OutItem
 
 
 class Outbox:

@@ -1,0 +1,71 @@
+"""The gateway's own message vocabulary (``/v1/stream``, and uploads' NDJSON/SSE/JSON answers).
+
+One place for the shape of ``started``, ``event``, ``ack``, ``response``, ``error``, ``pong`` and
+``closed``; the AsyncAPI document (``gateway/asyncapi.yaml``) describes the same shapes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gateway.audio.format import AudioFormat
+from gateway.dataflow.messages import DataflowEvent, DataflowResponse
+from gateway.errors import GatewayError
+from gateway.relay.items import Flow, Started
+
+
+def audio_format(fmt: AudioFormat) -> dict[str, Any]:
+    return {"encoding": fmt.encoding, "sampleRate": fmt.sample_rate, "channels": fmt.channels}
+
+
+def started(item: Started) -> dict[str, Any]:
+    return {
+        "type": "started",
+        "sessionId": item.session_id,
+        "dataflowSessionId": item.dataflow_session_id,
+        "audio": audio_format(item.client_format),
+        "upstreamAudio": audio_format(item.upstream_format),
+    }
+
+
+def event(item: DataflowEvent, *, raw: bool) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "type": "event",
+        "name": item.name,
+        "channel": item.channel,
+        "startMs": item.start_ms,
+        "endMs": item.end_ms,
+        "groupId": item.group_id,
+        "final": item.final,
+        "text": item.text,
+        "data": item.data,
+    }
+    if raw:
+        body["raw"] = item.raw
+    return body
+
+
+def ack(flow: Flow) -> dict[str, Any]:
+    return {
+        "type": "ack",
+        "audioMs": flow.audio_ms,
+        "sentMs": flow.sent_ms,
+        "bufferedMs": flow.buffered_ms,
+        "paused": flow.paused,
+    }
+
+
+def response(item: DataflowResponse) -> dict[str, Any]:
+    return {"type": "response", "name": item.name, "ok": item.ok, "error": item.error}
+
+
+def error(err: GatewayError) -> dict[str, Any]:
+    return {"type": "error", **err.to_json()}
+
+
+def pong(ping_id: Any) -> dict[str, Any]:
+    return {"type": "pong", "id": ping_id}
+
+
+def closed(reason: str, audio_ms: float) -> dict[str, Any]:
+    return {"type": "closed", "reason": reason, "audioMs": audio_ms}

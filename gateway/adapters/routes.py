@@ -1,0 +1,38 @@
+"""The WebSocket endpoints: each path is one dialect on the one driver."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, WebSocket
+
+from gateway.adapters.audiocodes import AudioCodesDialect
+from gateway.adapters.dataflow_ws import DataflowDialect
+from gateway.adapters.native import NativeDialect
+from gateway.adapters.ws import serve
+from gateway.service import service_of
+
+router = APIRouter()
+
+
+@router.websocket("/v1/stream")
+async def stream(ws: WebSocket) -> None:
+    service = service_of(ws)
+    await serve(ws, NativeDialect(service.settings.default_project), service)
+
+
+@router.websocket("/project-runner")
+async def project_runner(ws: WebSocket) -> None:
+    service = service_of(ws)
+    await serve(ws, DataflowDialect("", service.settings.default_project), service)
+
+
+@router.websocket("/project-runner/{project}")
+async def project_runner_for(ws: WebSocket, project: str) -> None:
+    service = service_of(ws)
+    await serve(ws, DataflowDialect(project, service.settings.default_project), service)
+
+
+@router.websocket("/v1/audiocodes")
+async def audiocodes(ws: WebSocket) -> None:
+    service = service_of(ws)
+    project = ws.query_params.get("project") or service.settings.default_project
+    await serve(ws, AudioCodesDialect(project), service)

@@ -1,0 +1,46 @@
+"""A client's WebSocket with every send bounded in time: a client that does not read cannot hold a
+session (or a drain) forever."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import Awaitable
+from typing import Any
+
+from starlette.websockets import WebSocket, WebSocketState
+
+from gateway.errors import ClientGone, ClientTooSlow
+
+#: A frame for the client: a JSON object (sent as a text frame) or bytes (a binary frame).
+Frame = dict[str, Any] | bytes
+
+
+class ClientSocket:
+    def __init__(self, ws: WebSocket, send_timeout_s: float) -> None:
+        self.ws = ws
+        self.send_timeout_s = send_timeout_s
+
+    async def send(self, frame: Frame) -> None:
+        """Raises ClientTooSlow when the client does not take it in time, ClientGone when it left."""
+        if isinstance(frame, bytes):
+            await self._send(self.ws.send_bytes(frame))
+        else:
+            await self._send(self.ws.send_text(json.dumps(frame, separators=(",", ":"))))
+
+    async def _send(self, sending: Awaitable[None]) -> None:
+        try:
+            async with asyncio.timeout(self.send_timeout_s):
+                await sending
+        except TimeoutError:
+            raise ClientTooSlow(f"the client did not read for {self.send_timeout_s:g} s") from None
+        except Exception as exc:  # WebSocketDisconnect, RuntimeError after close, transport errors
+            raise ClientGone(str(exc)) from None
+
+    async def close(self, code: int, reason: str = "") -> None:
+        if self.ws.application_state == WebSocketState.DISCONNECTED:
+            return
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(self.send_timeout_s):
+                await self.ws.close(code, reason[:120])

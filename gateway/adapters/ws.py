@@ -1,0 +1,386 @@
+"""The one WebSocket driver: everything with I/O and policy that every dialect shares.
+
+For each connection it admits the caller (credentials, origin) and refuses with a real HTTP status
+before ``accept()``; takes a slot in the session registry (capacity, the key's cap, drain) for the
+connection's whole life and releases it once, when the socket is done; applies the start timeout
+(no start message), the idle timeout between sessions and the connection's maximum duration;
+starts each session while still reading the socket — holding what arrives, bounded, so a client
+that vanishes cancels the upstream start at once; then reads client messages into the session
+and sends the session's items out, and says goodbye. A dialect (:class:`Dialect`) only parses and
+renders. Inside a session, the session's own limits apply (idle, duration, rate, budget).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from typing import Any
+
+from starlette.websockets import WebSocket
+
+from gateway.adapters.dialect import (
+    Audio,
+    Begin,
+    ClientMessage,
+    Command,
+    Dialect,
+    Finalize,
+    Refuse,
+    Reply,
+    SendEvent,
+    SessionCommand,
+    Stop,
+    Update,
+)
+from gateway.adapters.socket import ClientSocket
+from gateway.auth import Principal
+from gateway.dataflow.messages import StartRequest
+from gateway.errors import ClientGone, ClientTooSlow, ErrorCode, GatewayError, GoingAway, LimitReached
+from gateway.relay.items import Closed
+from gateway.relay.registry import Lease
+from gateway.relay.session import Session
+from gateway.security import offered_subprotocols
+from gateway.service import Gateway
+
+log = logging.getLogger(__name__)
+
+#: The reader yields to the event loop after this many client messages. One socket read can hold
+#: thousands of tiny frames, all queued at once; without a yield a flood would hold the loop from every
+#: other session (and from sending this client's own answers) until it is all handled.
+YIELD_EVERY = 32
+
+
+async def serve(ws: WebSocket, dialect: Dialect, service: Gateway) -> None:
+    """Serve one WebSocket connection in ``dialect`` until it is over."""
+    await Connection(ws, dialect, service).run()
+
+
+class Connection:
+    def __init__(self, ws: WebSocket, dialect: Dialect, service: Gateway) -> None:
+        self.ws = ws
+        self.dialect = dialect
+        self.service = service
+        self.settings = service.settings
+        self.socket = ClientSocket(ws, self.settings.client_send_timeout_s)
+        self.principal: Principal | None = None
+        self.lease: Lease | None = None
+        self.session: Session | None = None
+        self.sender: asyncio.Task[None] | None = None
+        self.started_any = False
+        self.ended = False  # a goodbye or refusal closed the socket: read nothing more
+        self.disconnected = False
+        self.opened_at = self.last_activity = time.monotonic()
+        self._held: deque[ClientMessage] = deque()
+        self._pending: asyncio.Future[Any] | None = None
+        self._received = 0
+        self._wake = asyncio.Event()  # the watchdog re-reads the connection's state
+        self._going_away = False
+
+    async def run(self) -> None:
+        gate = self.service.gate
+        try:
+            self.principal = gate.identify(self.ws.scope, self.ws.headers, in_band=self.dialect.credentials_in_band)
+        except GatewayError as exc:
+            await self.ws.send_denial_response(gate.denial(exc))
+            return
+        await self.ws.accept(subprotocol=self.dialect.subprotocol(offered_subprotocols(self.ws.headers)))
+        watchdog: asyncio.Task[None] | None = None
+        try:
+            try:
+                self._take_slot(self.principal)
+            except GatewayError as exc:
+                if self.dialect.refuse_full_at_once:
+                    await self._refuse(exc)
+                    return
+            watchdog = asyncio.create_task(self._watch(), name=f"ws-{self.dialect.name}-watchdog")
+            await self._read()
+        finally:
+            if watchdog is not None:
+                watchdog.cancel()
+            if self._pending is not None:
+                self._pending.cancel()
+            await self._end_session()
+            if self.lease is not None:
+                self.lease.release()
+
+    # --- reading -------------------------------------------------------------------------------------
+
+    async def _read(self) -> None:
+        while not self.ended:
+            message = await self._next()
+            if message is None:
+                return
+            self.last_activity = time.monotonic()
+            session = self.session
+            if session is not None and session.closed is None:
+                if isinstance(message, str):
+                    session.touch()
+                await self._apply(self.dialect.streaming(message), session)
+                continue
+            if session is not None:
+                if not self.dialect.sequential:
+                    return  # its one session is over: the sender says goodbye and closes
+                await self._reap()  # the last session's goodbye goes out first
+            if self.ended:
+                return
+            command = self.dialect.waiting(message)
+            if isinstance(command, Begin):
+                await self._begin(command)
+            elif isinstance(command, Reply):
+                await self._reply_now(command)
+            elif isinstance(command, Refuse):
+                await self._refuse(command.error)
+
+    async def _next(self) -> ClientMessage | None:
+        """The next client message: held ones first, then the socket; None once the client is gone."""
+        self._received += 1
+        if not self._received % YIELD_EVERY:
+            await asyncio.sleep(0)  # a flood of frames must not hold the loop (answers, other sessions)
+        if self._held:
+            return self._held.popleft()
+        if self.disconnected:
+            return None
+        if self._pending is not None:
+            pending, self._pending = self._pending, None
+            return self._decode(await pending)
+        return self._decode(await self.ws.receive())
+
+    def _decode(self, message: Any) -> ClientMessage | None:
+        if message["type"] == "websocket.disconnect":
+            self.disconnected = True
+            return None
+        data: bytes | None = message.get("bytes")
+        if data is not None:
+            return data
+        text: str = message.get("text") or ""
+        return text
+
+    async def _apply(self, command: Command, session: Session) -> None:
+        if command is None or isinstance(command, Begin):
+            return
+        if isinstance(command, Reply):
+            for frame in command.frames:
+                if isinstance(frame, dict):
+                    session.reply(frame)
+            return
+        if isinstance(command, Refuse):
+            session.abort("client_error", command.error)
+            return
+        try:
+            await self._run_command(command, session)
+        except GatewayError as exc:
+            await self._apply(self.dialect.failed(command, exc), session)
+
+    @staticmethod
+    async def _run_command(command: SessionCommand, session: Session) -> None:
+        if isinstance(command, Audio):
+            await session.feed_audio(command.data)
+        elif isinstance(command, Finalize):
+            await session.finalize()
+        elif isinstance(command, Stop):
+            await session.stop()
+        elif isinstance(command, Update):
+            await session.update(command.settings)
+        elif isinstance(command, SendEvent):
+            await session.send_event(command.event)
+
+    # --- a session -----------------------------------------------------------------------------------
+
+    def _take_slot(self, principal: Principal | None) -> None:
+        self.lease = self.service.gate.reserve(self.dialect.name, principal)
+        self.lease.drainable = self
+
+    async def _begin(self, command: Begin) -> None:
+        gate = self.service.gate
+        request = command.request
+        try:
+            principal = self.principal
+            if principal is None:  # a browser that could only send its token in the start message
+                principal = gate.authenticate_in_band(command.credential, self.ws.headers.get("origin"))
+                if self.lease is not None:
+                    gate.bind(self.lease, principal)
+            if self.lease is None:  # the replica was full at accept: try again, now that the start is read
+                self._take_slot(principal)
+            self.principal = principal
+            gate.admit_session(principal, request.project)
+            limits = gate.session_limits(principal, live=True)
+        except GatewayError as exc:
+            await self._refuse(exc)
+            return
+        key = None if principal.kind == "anonymous" else principal.name
+        session = Session(
+            self.service.upstream, self.settings, limits, metrics=self.service.metrics, dialect=self.dialect.name,
+            key=key,
+        )  # fmt: skip
+        self.session = session
+        self._wake.set()
+        result = await self._start(session, request)
+        if isinstance(result, GatewayError):
+            if not self.disconnected:
+                await self._refuse(result, start_failed=True)
+            return
+        self.started_any = True
+        self.sender = asyncio.create_task(self._send(session), name=f"ws-{self.dialect.name}-{session.id}")
+
+    async def _start(self, session: Session, request: StartRequest) -> GatewayError | None:
+        """Start ``session`` while reading the socket, holding up to ``pre_start_audio_ms`` of what arrives.
+
+        A client that disconnects meanwhile aborts the session, which cancels the upstream start.
+        """
+        limit = max(request.audio.ms_to_bytes(self.settings.pre_start_audio_ms), 1)
+        held_bytes = 0
+        starting = asyncio.ensure_future(session.start(request, request.audio))
+        try:
+            while not starting.done():
+                if self._pending is None and held_bytes < limit and not self.disconnected:
+                    self._pending = asyncio.ensure_future(self.ws.receive())
+                waiting: set[asyncio.Future[Any]] = {starting}
+                if self._pending is not None:
+                    waiting.add(self._pending)
+                await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+                if self._pending is not None and self._pending.done():
+                    message = self._decode(self._pending.result())
+                    self._pending = None
+                    if message is None:
+                        session.abort()
+                    else:
+                        self._held.append(message)
+                        held_bytes += len(message)
+        finally:
+            if not starting.done():  # we were cancelled ourselves
+                starting.cancel()
+                with contextlib.suppress(BaseException):
+                    await starting
+        if starting.cancelled():
+            closed = session.closed
+            return closed.error if closed is not None and closed.error else GoingAway("the session was closed")
+        error = starting.exception()
+        if isinstance(error, GatewayError):
+            return error
+        if error is not None:
+            raise error
+        return None
+
+    async def _send(self, session: Session) -> None:
+        """Render everything the session produces; on its Closed, say goodbye (and close, unless the
+        dialect runs another session on this connection)."""
+        try:
+            async for item in session.outbound():
+                if isinstance(item, Closed):
+                    await self._goodbye(item)
+                    return
+                try:
+                    for frame in self.dialect.render(item):
+                        await self.socket.send(frame)
+                except ClientTooSlow as exc:
+                    session.abort("client_too_slow", exc)
+                except ClientGone:
+                    session.abort()
+                except (ValueError, TypeError, RecursionError) as exc:  # JSON that cannot be written
+                    log.warning("session %s: a message could not be rendered (%s)", session.id, type(exc).__name__)
+                    session.abort("internal_error", GatewayError("a message from Data Flow could not be relayed"))
+        finally:
+            self.last_activity = time.monotonic()  # the idle timeout between sessions counts from here
+            self._wake.set()
+
+    async def _goodbye(self, closed: Closed) -> None:
+        goodbye = self.dialect.goodbye(closed)
+        with contextlib.suppress(ClientGone, GatewayError):
+            for frame in goodbye.frames:
+                await self.socket.send(frame)
+        if goodbye.close or self._going_away:
+            self.ended = True
+            await self.socket.close(closed.code, closed.reason)
+
+    async def _reap(self) -> None:
+        """Wait for the last session to be fully over (its goodbye sent, its tasks gone)."""
+        if self.sender is not None:
+            await self.sender
+            self.sender = None
+        if self.session is not None:
+            await self.session.aclose()
+            self.session = None
+
+    async def _end_session(self) -> None:
+        """The connection is over: abort a session still running and give its goodbye a bounded time."""
+        session, sender = self.session, self.sender
+        if session is None:
+            return
+        if session.closed is None:
+            session.abort()  # the client went away or stopped talking: nothing reads what Data Flow sends
+        if sender is not None:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.settings.client_send_timeout_s):
+                    await asyncio.shield(sender)
+            sender.cancel()
+            await asyncio.gather(sender, return_exceptions=True)
+            if not sender.cancelled() and sender.exception() is not None:
+                log.error("session %s: the sender failed", session.id, exc_info=sender.exception())
+        await session.aclose()
+
+    # --- without a session ---------------------------------------------------------------------------
+
+    async def _reply_now(self, reply: Reply) -> None:
+        with contextlib.suppress(ClientGone, GatewayError):
+            for frame in reply.frames:
+                await self.socket.send(frame)
+
+    async def _refuse(self, error: GatewayError, *, start_failed: bool = False) -> None:
+        """Refuse a start (or end a connection that has no session) in the dialect's words, then close."""
+        if self.ended:
+            return
+        self.ended = True
+        with contextlib.suppress(ClientGone, GatewayError):
+            for frame in self.dialect.refusal(error, start_failed=start_failed):
+                await self.socket.send(frame)
+        await self.socket.close(error.ws_close_code, error.error_code)
+
+    async def _watch(self) -> None:
+        """Timeouts while no session runs: the start timeout, then the idle timeout between sessions, and
+        the connection's maximum duration; and a drain's going away."""
+        s = self.settings
+        while not self.ended:
+            session = self.session
+            if session is not None and (session.closed is None or (self.sender and not self.sender.done())):
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            if self._going_away:
+                await self._refuse(GoingAway("this gateway replica is shutting down; reconnect to continue"))
+                return
+            error, deadline = self._deadline(s.start_timeout_s, s.idle_timeout_s, s.max_session_s)
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                await self._refuse(error)
+                return
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(remaining):
+                    await self._wake.wait()
+
+    def _deadline(self, start_s: float, idle_s: float, max_s: float) -> tuple[GatewayError, float]:
+        if self.started_any:
+            error = LimitReached(f"no audio or message for {idle_s:g} s", code=ErrorCode.IDLE_TIMEOUT)
+            deadline = self.last_activity + idle_s
+        else:
+            error = LimitReached(f"no start message within {start_s:g} s", code=ErrorCode.START_TIMEOUT)
+            deadline = self.opened_at + start_s
+        if self.opened_at + max_s < deadline:
+            error = LimitReached(f"maximum connection duration of {max_s:g} s reached", code=ErrorCode.MAX_DURATION)
+            deadline = self.opened_at + max_s
+        return error, deadline
+
+    # --- drain (registry.Drainable) -----------------------------------------------------------------
+
+    def notify(self, error: GatewayError) -> None:
+        if self.session is not None and self.session.closed is None:
+            self.session.notify(error)
+
+    def go_away(self) -> None:
+        self._going_away = True
+        if self.session is not None and self.session.closed is None:
+            self.session.go_away()
+        self._wake.set()

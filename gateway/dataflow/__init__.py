@@ -1,0 +1,1 @@
+"""Data Flow's JSON vocabulary, shared by upstream, adapters, uploads and the simulator (no protobuf)."""

@@ -1,0 +1,1 @@
+"""The relay core: one Session pairs a client with one upstream stream. No FastAPI, no gRPC."""

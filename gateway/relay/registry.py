@@ -1,0 +1,119 @@
+"""Counts live connections per process and per API key, and finds them again for a drain.
+
+The gateway enforces its own caps because uvicorn's --limit-concurrency does not count WebSockets.
+A slot is a :class:`Lease`, held by whoever serves the connection (the WebSocket driver, an upload)
+from admission until its socket is closed, and released once, by that holder. The registry knows
+nothing of sessions: a lease may carry a :class:`Drainable` that a drain tells to finish.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Protocol
+
+from gateway.errors import CapacityExceeded, GatewayError, GoingAway, RateLimited
+from gateway.observability import GatewayMetrics
+
+
+class Drainable(Protocol):
+    """What a drain needs from a live connection."""
+
+    def notify(self, error: GatewayError) -> None:
+        """Tell the client (the session goes on)."""
+
+    def go_away(self) -> None:
+        """End now with ``going_away`` (results so far are delivered, then close 1001)."""
+
+
+class Lease:
+    """One reserved slot; :meth:`release` is idempotent."""
+
+    def __init__(self, registry: SessionRegistry, dialect: str, key: str | None) -> None:
+        self._registry = registry
+        self.dialect = dialect
+        self.key: str | None = None
+        self.drainable: Drainable | None = None
+        self.released = False
+        if key is not None:
+            self._count_key(key)
+
+    def bind_key(self, key: str, limit: int | None) -> None:
+        """Count this slot against ``key`` too, once the caller is known (a browser's in-band token)."""
+        if self.key is not None or self.released:
+            return
+        self._registry.check_key(key, limit)
+        self._count_key(key)
+
+    def _count_key(self, key: str) -> None:
+        self.key = key
+        self._registry.by_key[key] += 1
+
+    def release(self) -> None:
+        if self.released:
+            return
+        self.released = True
+        self._registry._release(self)
+
+
+class SessionRegistry:
+    def __init__(self, max_sessions: int, metrics: GatewayMetrics | None = None) -> None:
+        self.max_sessions = max_sessions
+        self.metrics = metrics or GatewayMetrics()
+        self.by_dialect: Counter[str] = Counter()
+        self.by_key: Counter[str] = Counter()
+        self.leases: set[Lease] = set()
+        self.draining = False
+        self.metrics.watch(self)
+
+    @property
+    def active(self) -> int:
+        return len(self.leases)
+
+    @property
+    def full(self) -> bool:
+        return self.active >= self.max_sessions
+
+    def check_capacity(self) -> None:
+        """Raise (and count) the refusal a new connection would get now, without taking a slot."""
+        self._admit(None, None)
+
+    def reserve(self, dialect: str, key: str | None = None, key_limit: int | None = None) -> Lease:
+        """Take a slot or raise: GoingAway while draining, RateLimited over a key's cap,
+        CapacityExceeded when the process is full."""
+        self._admit(key, key_limit)
+        lease = Lease(self, dialect, key)
+        self.leases.add(lease)
+        self.by_dialect[dialect] += 1
+        return lease
+
+    def check_key(self, key: str, limit: int | None) -> None:
+        if limit is not None and self.by_key[key] >= limit:
+            error = RateLimited(f"this API key already has its maximum of {limit} concurrent sessions")
+            self.deny(error.error_code)
+            raise error
+
+    def _admit(self, key: str | None, key_limit: int | None) -> None:
+        try:
+            if self.draining:
+                raise GoingAway("this gateway replica is shutting down; reconnect to be served by another")
+            if key is not None:
+                self.check_key(key, key_limit)
+            if self.full:
+                raise CapacityExceeded(f"the gateway is at its capacity of {self.max_sessions} sessions; retry later")
+        except RateLimited:
+            raise  # counted by check_key
+        except GatewayError as exc:
+            self.deny(exc.error_code)
+            raise
+
+    def deny(self, reason: str) -> None:
+        self.metrics.denials.labels(reason=reason).inc()
+
+    def drainables(self) -> list[Drainable]:
+        return [lease.drainable for lease in self.leases if lease.drainable is not None]
+
+    def _release(self, lease: Lease) -> None:
+        self.leases.discard(lease)
+        self.by_dialect[lease.dialect] -= 1
+        if lease.key is not None:
+            self.by_key[lease.key] -= 1

@@ -1,0 +1,139 @@
+"""The process's services: the upstream client, token provider, session registry, access gate and
+(in simulator mode) the embedded simulator, opened once per process and shared by every request.
+
+Endpoints reach them through :func:`service_of`, never through the app module.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from dataclasses import dataclass
+
+from pydantic import SecretStr
+from starlette.requests import HTTPConnection
+
+from gateway.auth import Authenticator
+from gateway.errors import ErrorCode, GoingAway
+from gateway.observability import GatewayMetrics
+from gateway.relay.registry import SessionRegistry
+from gateway.security import AccessGate
+from gateway.settings import Settings, SettingsError
+from gateway.simulator.server import DataflowSimulator, SimulatorConfig
+from gateway.upstream.channel import UpstreamClient
+from gateway.upstream.token import StaticTokenProvider, TokenProvider, token_provider_from_settings
+
+log = logging.getLogger(__name__)
+
+SIMULATOR_PROJECT = "demo"
+
+
+@dataclass
+class Gateway:
+    """Process-wide state shared by every request."""
+
+    settings: Settings
+    upstream: UpstreamClient
+    tokens: TokenProvider
+    registry: SessionRegistry
+    gate: AccessGate
+    simulator: DataflowSimulator | None = None
+    _drain_task: asyncio.Task[None] | None = None
+
+    @property
+    def metrics(self) -> GatewayMetrics:
+        return self.registry.metrics
+
+    @property
+    def simulator_mode(self) -> bool:
+        return self.simulator is not None
+
+    @classmethod
+    async def open(cls, settings: Settings) -> Gateway:
+        simulator: DataflowSimulator | None = None
+        tokens: TokenProvider
+        if settings.simulator_mode:
+            token = secrets.token_urlsafe(24)
+            simulator = DataflowSimulator(SimulatorConfig(token=token, tenant=settings.upstream_tenant))
+            await simulator.start("127.0.0.1", settings.simulator_port)
+            log.warning(
+                "SIMULATOR MODE: no GATEWAY_UPSTREAM_TARGET configured; serving the embedded Data Flow "
+                "simulator on %s (DTMF digits are 'recognised'). Set GATEWAY_UPSTREAM_TARGET for production.",
+                simulator.target,
+            )
+            if not settings.default_project:
+                settings = settings.model_copy(update={"default_project": SIMULATOR_PROJECT})
+            tokens = StaticTokenProvider(SecretStr(token))
+            upstream = UpstreamClient(settings, tokens, target=simulator.target)
+        else:
+            tokens = token_provider_from_settings(settings)
+            upstream = UpstreamClient(settings, tokens)
+        metrics = GatewayMetrics()
+        metrics.upstream_write_interval.set_function(upstream.audio_write_interval_s)
+        registry = SessionRegistry(settings.max_sessions, metrics)
+        gate = AccessGate(settings, _authenticator(settings), registry)
+        return cls(settings, upstream, tokens, registry, gate, simulator)
+
+    def drain(self, budget_s: float | None = None) -> asyncio.Task[None]:
+        """Start draining (idempotent): readiness fails and new sessions are refused at once; live
+        sessions are told, get ``budget_s`` to finish, then are closed with 1001."""
+        if self._drain_task is None:
+            budget = self.settings.drain_budget_s if budget_s is None else budget_s
+            self.registry.draining = True
+            self.metrics.drain_state.set(budget)
+            log.warning("draining: refusing new sessions; %d live sessions get %g s", self.registry.active, budget)
+            self._drain_task = asyncio.get_running_loop().create_task(self._drain(budget), name="gateway-drain")
+        return self._drain_task
+
+    async def _drain(self, budget_s: float) -> None:
+        notice = GoingAway(
+            f"this replica is draining; finish within {budget_s:g} s or reconnect", code=ErrorCode.DRAINING
+        )
+        for connection in self.registry.drainables():
+            connection.notify(notice)
+        deadline = time.monotonic() + budget_s
+        while self.registry.active and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        remaining = self.registry.drainables()
+        for connection in remaining:
+            connection.go_away()
+        # Let the adapters deliver their goodbyes (error, closed, close 1001) before uvicorn closes sockets.
+        goodbye_deadline = time.monotonic() + self.settings.client_send_timeout_s
+        while self.registry.active and time.monotonic() < goodbye_deadline:
+            await asyncio.sleep(0.02)
+        log.warning("drained: %d sessions were closed with going_away", len(remaining))
+
+    async def aclose(self) -> None:
+        for connection in self.registry.drainables():
+            connection.go_away()
+        await self.upstream.aclose()
+        await self.tokens.aclose()
+        if self.simulator is not None:
+            await self.simulator.stop(None)
+
+
+def check_auth_mode(settings: Settings) -> None:
+    if not settings.auth_required and not settings.simulator_mode and not settings.allow_insecure_no_auth:
+        raise SettingsError(
+            "GATEWAY_AUTH=none is only allowed in simulator mode or with GATEWAY_ALLOW_INSECURE_NO_AUTH=true"
+        )
+
+
+def _authenticator(settings: Settings) -> Authenticator:
+    check_auth_mode(settings)
+    if not settings.auth_required:
+        log.warning("AUTHENTICATION IS OFF: anyone who can reach this gateway can spend its Data Flow credential")
+    elif not settings.api_keys:
+        log.warning("authentication is required but GATEWAY_API_KEYS is empty: every session will be refused")
+    key = settings.token_signing_key.get_secret_value() if settings.token_signing_key else ""
+    if not key and settings.simulator_mode:
+        key = secrets.token_urlsafe(32)  # browser tokens work on this one process only
+    return Authenticator(settings.api_keys, key, required=settings.auth_required)
+
+
+def service_of(connection: HTTPConnection) -> Gateway:
+    """The process's services, for a request or a WebSocket (set by the app's lifespan)."""
+    gateway: Gateway = connection.app.state.gateway
+    return gateway
