@@ -23,7 +23,8 @@ from gateway.auth import ApiKeySpec, key_digest, new_api_key
 from gateway.runtime import run_fast, tune_gc
 from gateway.settings import SettingsError, load_settings
 from gateway.simulator.faults import parse_fault
-from gateway.simulator.server import DataflowSimulator, SimulatorConfig
+from gateway.simulator.records import SimulatorConfig
+from gateway.simulator.server import DataflowSimulator
 
 
 def _simulator_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -21,7 +21,8 @@ from gateway.observability import GatewayMetrics
 from gateway.relay.registry import SessionRegistry
 from gateway.security import AccessGate
 from gateway.settings import Settings, SettingsError
-from gateway.simulator.server import DataflowSimulator, SimulatorConfig
+from gateway.simulator.records import SimulatorConfig
+from gateway.simulator.server import DataflowSimulator
 from gateway.upstream.channel import UpstreamClient
 from gateway.upstream.token import StaticTokenProvider, TokenProvider, token_provider_from_settings
 

@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import yaml
 
-from gateway.adapters import native
+from gateway.adapters import messages, native
 from gateway.simulator.server import DataflowSimulator
 from tests.conftest import settings_for
 from tests.harness import running_gateway
@@ -68,8 +68,9 @@ def channel_types(doc: dict[str, Any], channel: str, action: str, key: str = "ty
 
 
 def native_types() -> tuple[set[str], set[str]]:
-    """(client types the native adapter compares ``kind`` with, server types it writes as ``"type"``)."""
-    tree = ast.parse(inspect.getsource(native))
+    """(client types the native dialect compares ``kind`` with, server types it or the native vocabulary
+    writes as ``"type"``)."""
+    tree = ast.parse(inspect.getsource(native) + "\n" + inspect.getsource(messages))
     client, server = set(), set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Compare) and isinstance(node.left, ast.Name) and node.left.id == "kind":

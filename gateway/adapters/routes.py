@@ -7,7 +7,7 @@ from fastapi import APIRouter, WebSocket
 from gateway.adapters.audiocodes import AudioCodesDialect
 from gateway.adapters.dataflow_ws import DataflowDialect
 from gateway.adapters.native import NativeDialect
-from gateway.adapters.ws import serve
+from gateway.adapters.ws import Connection
 from gateway.service import service_of
 
 router = APIRouter()
@@ -16,23 +16,23 @@ router = APIRouter()
 @router.websocket("/v1/stream")
 async def stream(ws: WebSocket) -> None:
     service = service_of(ws)
-    await serve(ws, NativeDialect(service.settings.default_project), service)
+    await Connection(ws, NativeDialect(service.settings.default_project), service).run()
 
 
 @router.websocket("/project-runner")
 async def project_runner(ws: WebSocket) -> None:
     service = service_of(ws)
-    await serve(ws, DataflowDialect("", service.settings.default_project), service)
+    await Connection(ws, DataflowDialect("", service.settings.default_project), service).run()
 
 
 @router.websocket("/project-runner/{project}")
 async def project_runner_for(ws: WebSocket, project: str) -> None:
     service = service_of(ws)
-    await serve(ws, DataflowDialect(project, service.settings.default_project), service)
+    await Connection(ws, DataflowDialect(project, service.settings.default_project), service).run()
 
 
 @router.websocket("/v1/audiocodes")
 async def audiocodes(ws: WebSocket) -> None:
     service = service_of(ws)
     project = ws.query_params.get("project") or service.settings.default_project
-    await serve(ws, AudioCodesDialect(project), service)
+    await Connection(ws, AudioCodesDialect(project), service).run()

@@ -16,15 +16,12 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections import deque
-from typing import Any
 
 from starlette.websockets import WebSocket
 
 from gateway.adapters.dialect import (
     Audio,
     Begin,
-    ClientMessage,
     Command,
     Dialect,
     Finalize,
@@ -35,11 +32,12 @@ from gateway.adapters.dialect import (
     Stop,
     Update,
 )
+from gateway.adapters.reader import ClientReader
 from gateway.adapters.socket import ClientSocket
 from gateway.auth import Principal
-from gateway.dataflow.messages import StartRequest
-from gateway.errors import ClientGone, ClientTooSlow, ErrorCode, GatewayError, GoingAway, LimitReached
+from gateway.errors import ClientGone, ClientTooSlow, GatewayError, GoingAway, LimitReached
 from gateway.relay.items import Closed
+from gateway.relay.limits import connection_deadline
 from gateway.relay.registry import Lease
 from gateway.relay.session import Session
 from gateway.security import offered_subprotocols
@@ -47,18 +45,10 @@ from gateway.service import Gateway
 
 log = logging.getLogger(__name__)
 
-#: The reader yields to the event loop after this many client messages. One socket read can hold
-#: thousands of tiny frames, all queued at once; without a yield a flood would hold the loop from every
-#: other session (and from sending this client's own answers) until it is all handled.
-YIELD_EVERY = 32
-
-
-async def serve(ws: WebSocket, dialect: Dialect, service: Gateway) -> None:
-    """Serve one WebSocket connection in ``dialect`` until it is over."""
-    await Connection(ws, dialect, service).run()
-
 
 class Connection:
+    """One WebSocket connection in one dialect: ``await Connection(ws, dialect, service).run()``."""
+
     def __init__(self, ws: WebSocket, dialect: Dialect, service: Gateway) -> None:
         self.ws = ws
         self.dialect = dialect
@@ -71,11 +61,8 @@ class Connection:
         self.sender: asyncio.Task[None] | None = None
         self.started_any = False
         self.ended = False  # a goodbye or refusal closed the socket: read nothing more
-        self.disconnected = False
+        self.reader = ClientReader(ws)
         self.opened_at = self.last_activity = time.monotonic()
-        self._held: deque[ClientMessage] = deque()
-        self._pending: asyncio.Future[Any] | None = None
-        self._received = 0
         self._wake = asyncio.Event()  # the watchdog re-reads the connection's state
         self._going_away = False
 
@@ -89,8 +76,8 @@ class Connection:
         await self.ws.accept(subprotocol=self.dialect.subprotocol(offered_subprotocols(self.ws.headers)))
         watchdog: asyncio.Task[None] | None = None
         try:
-            try:
-                self._take_slot(self.principal)
+            try:  # a dialect whose clients may name themselves in the start message is counted by key then
+                self._take_slot(None if self.dialect.credentials_in_band else self.principal)
             except GatewayError as exc:
                 if self.dialect.refuse_full_at_once:
                     await self._refuse(exc)
@@ -100,8 +87,7 @@ class Connection:
         finally:
             if watchdog is not None:
                 watchdog.cancel()
-            if self._pending is not None:
-                self._pending.cancel()
+            self.reader.close()
             await self._end_session()
             if self.lease is not None:
                 self.lease.release()
@@ -110,7 +96,7 @@ class Connection:
 
     async def _read(self) -> None:
         while not self.ended:
-            message = await self._next()
+            message = await self.reader.next()
             if message is None:
                 return
             self.last_activity = time.monotonic()
@@ -133,30 +119,6 @@ class Connection:
                 await self._reply_now(command)
             elif isinstance(command, Refuse):
                 await self._refuse(command.error)
-
-    async def _next(self) -> ClientMessage | None:
-        """The next client message: held ones first, then the socket; None once the client is gone."""
-        self._received += 1
-        if not self._received % YIELD_EVERY:
-            await asyncio.sleep(0)  # a flood of frames must not hold the loop (answers, other sessions)
-        if self._held:
-            return self._held.popleft()
-        if self.disconnected:
-            return None
-        if self._pending is not None:
-            pending, self._pending = self._pending, None
-            return self._decode(await pending)
-        return self._decode(await self.ws.receive())
-
-    def _decode(self, message: Any) -> ClientMessage | None:
-        if message["type"] == "websocket.disconnect":
-            self.disconnected = True
-            return None
-        data: bytes | None = message.get("bytes")
-        if data is not None:
-            return data
-        text: str = message.get("text") or ""
-        return text
 
     async def _apply(self, command: Command, session: Session) -> None:
         if command is None or isinstance(command, Begin):
@@ -200,10 +162,10 @@ class Connection:
             principal = self.principal
             if principal is None:  # a browser that could only send its token in the start message
                 principal = gate.authenticate_in_band(command.credential, self.ws.headers.get("origin"))
-                if self.lease is not None:
-                    gate.bind(self.lease, principal)
             if self.lease is None:  # the replica was full at accept: try again, now that the start is read
                 self._take_slot(principal)
+            elif self.lease.key is None:
+                gate.bind(self.lease, principal)
             self.principal = principal
             gate.admit_session(principal, request.project)
             limits = gate.session_limits(principal, live=True)
@@ -217,52 +179,13 @@ class Connection:
         )  # fmt: skip
         self.session = session
         self._wake.set()
-        result = await self._start(session, request)
+        result = await self.reader.start(session, request, self.settings.pre_start_audio_ms)
         if isinstance(result, GatewayError):
-            if not self.disconnected:
+            if not self.reader.disconnected:
                 await self._refuse(result, start_failed=True)
             return
         self.started_any = True
         self.sender = asyncio.create_task(self._send(session), name=f"ws-{self.dialect.name}-{session.id}")
-
-    async def _start(self, session: Session, request: StartRequest) -> GatewayError | None:
-        """Start ``session`` while reading the socket, holding up to ``pre_start_audio_ms`` of what arrives.
-
-        A client that disconnects meanwhile aborts the session, which cancels the upstream start.
-        """
-        limit = max(request.audio.ms_to_bytes(self.settings.pre_start_audio_ms), 1)
-        held_bytes = 0
-        starting = asyncio.ensure_future(session.start(request, request.audio))
-        try:
-            while not starting.done():
-                if self._pending is None and held_bytes < limit and not self.disconnected:
-                    self._pending = asyncio.ensure_future(self.ws.receive())
-                waiting: set[asyncio.Future[Any]] = {starting}
-                if self._pending is not None:
-                    waiting.add(self._pending)
-                await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
-                if self._pending is not None and self._pending.done():
-                    message = self._decode(self._pending.result())
-                    self._pending = None
-                    if message is None:
-                        session.abort()
-                    else:
-                        self._held.append(message)
-                        held_bytes += len(message)
-        finally:
-            if not starting.done():  # we were cancelled ourselves
-                starting.cancel()
-                with contextlib.suppress(BaseException):
-                    await starting
-        if starting.cancelled():
-            closed = session.closed
-            return closed.error if closed is not None and closed.error else GoingAway("the session was closed")
-        error = starting.exception()
-        if isinstance(error, GatewayError):
-            return error
-        if error is not None:
-            raise error
-        return None
 
     async def _send(self, session: Session) -> None:
         """Render everything the session produces; on its Closed, say goodbye (and close, unless the
@@ -351,27 +274,18 @@ class Connection:
             if self._going_away:
                 await self._refuse(GoingAway("this gateway replica is shutting down; reconnect to continue"))
                 return
-            error, deadline = self._deadline(s.start_timeout_s, s.idle_timeout_s, s.max_session_s)
+            hit, deadline = connection_deadline(
+                self.opened_at, self.last_activity if self.started_any else None,
+                start_s=s.start_timeout_s, idle_s=s.idle_timeout_s, max_s=s.max_session_s,
+            )  # fmt: skip
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                await self._refuse(error)
+                await self._refuse(LimitReached(hit.message, code=hit.reason))
                 return
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(remaining):
                     await self._wake.wait()
-
-    def _deadline(self, start_s: float, idle_s: float, max_s: float) -> tuple[GatewayError, float]:
-        if self.started_any:
-            error = LimitReached(f"no audio or message for {idle_s:g} s", code=ErrorCode.IDLE_TIMEOUT)
-            deadline = self.last_activity + idle_s
-        else:
-            error = LimitReached(f"no start message within {start_s:g} s", code=ErrorCode.START_TIMEOUT)
-            deadline = self.opened_at + start_s
-        if self.opened_at + max_s < deadline:
-            error = LimitReached(f"maximum connection duration of {max_s:g} s reached", code=ErrorCode.MAX_DURATION)
-            deadline = self.opened_at + max_s
-        return error, deadline
 
     # --- drain (registry.Drainable) -----------------------------------------------------------------
 

@@ -1,15 +1,25 @@
-"""What a session hands its adapter, in order; each dialect renders it its own way."""
+"""A session's plain data: its states, and what it hands its driver in order (each dialect renders it its own way)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
 from gateway.audio.format import AudioFormat
 from gateway.dataflow.messages import DataflowEvent, DataflowResponse, UpstreamAudio
 from gateway.errors import GatewayError
+from gateway.relay.stream import UpstreamStream
 
-__all__ = ["Closed", "Flow", "Notice", "OutItem", "Started"]
+__all__ = ["Closed", "Flow", "Notice", "OutItem", "SessionState", "Started"]
+
+
+class SessionState(StrEnum):
+    NEW = "new"
+    STARTING = "starting"
+    STREAMING = "streaming"
+    FINALIZING = "finalizing"
+    CLOSED = "closed"
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +39,19 @@ class Flow:
     sent_ms: float
     buffered_ms: float
     paused: bool
+
+    @classmethod
+    def measure(
+        cls, client: AudioFormat | None, upstream: AudioFormat | None, bytes_in: int, stream: UpstreamStream | None
+    ) -> Flow:
+        if client is None or upstream is None or stream is None:
+            return cls(0.0, 0.0, 0.0, False)
+        return cls(
+            audio_ms=round(client.bytes_to_ms(bytes_in), 1),
+            sent_ms=round(upstream.bytes_to_ms(stream.audio_bytes_sent), 1),
+            buffered_ms=round(upstream.bytes_to_ms(stream.buffered_bytes), 1),
+            paused=stream.backpressured,
+        )
 
 
 @dataclass(frozen=True, slots=True)

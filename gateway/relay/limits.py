@@ -72,3 +72,20 @@ class LimitWatch:
             return True
         new_bytes, self._bytes_budgeted = bytes_in - self._bytes_budgeted, bytes_in
         return spend(new_bytes / fmt.bytes_per_second)
+
+
+def connection_deadline(
+    opened_at: float, last_activity: float | None, *, start_s: float, idle_s: float, max_s: float
+) -> tuple[LimitHit, float]:
+    """When a connection with no session running is ended, and why: the start timeout until its first
+    session, then the idle timeout since the last activity; never past its maximum duration."""
+    if last_activity is None:
+        hit = LimitHit(ErrorCode.START_TIMEOUT, f"no start message within {start_s:g} s")
+        deadline = opened_at + start_s
+    else:
+        hit = LimitHit(ErrorCode.IDLE_TIMEOUT, f"no audio or message for {idle_s:g} s")
+        deadline = last_activity + idle_s
+    if opened_at + max_s < deadline:
+        hit = LimitHit(ErrorCode.MAX_DURATION, f"maximum connection duration of {max_s:g} s reached")
+        deadline = opened_at + max_s
+    return hit, deadline

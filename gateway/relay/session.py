@@ -16,7 +16,6 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from enum import StrEnum
 from typing import Any
 
 from gateway.audio.convert import AudioConverter
@@ -29,12 +28,12 @@ from gateway.errors import (
     GoingAway,
     InvalidState,
     LimitReached,
-    UpstreamError,
     UpstreamTimeout,
     UpstreamUnavailable,
 )
 from gateway.observability import GatewayMetrics
-from gateway.relay.items import Closed, Flow, Notice, OutItem, Started
+from gateway.relay.accounting import account_end, log_fields
+from gateway.relay.items import Closed, Flow, Notice, OutItem, SessionState, Started
 from gateway.relay.limits import LimitHit, LimitWatch, SessionLimits
 from gateway.relay.outbox import Outbox
 from gateway.relay.stream import StreamOpener, UpstreamStream
@@ -43,25 +42,9 @@ from gateway.settings import Settings
 log = logging.getLogger(__name__)
 
 
-class SessionState(StrEnum):
-    NEW = "new"
-    STARTING = "starting"
-    STREAMING = "streaming"
-    FINALIZING = "finalizing"
-    CLOSED = "closed"
-
-
 class Session:
-    def __init__(
-        self,
-        upstream: StreamOpener,
-        settings: Settings,
-        limits: SessionLimits | None = None,
-        *,
-        metrics: GatewayMetrics,
-        dialect: str,
-        key: str | None = None,
-    ) -> None:
+    def __init__(self, upstream: StreamOpener, settings: Settings, limits: SessionLimits | None = None, *,
+                 metrics: GatewayMetrics, dialect: str, key: str | None = None) -> None:  # fmt: skip
         self.id = uuid.uuid4().hex
         self.settings = settings
         self.limits = limits or SessionLimits(settings.max_session_s)
@@ -73,11 +56,11 @@ class Session:
         self.bytes_in = 0
         self.backpressure_pauses = 0
         self._upstream = upstream
-        self._metrics = metrics
+        self.metrics = metrics
         self._watch = LimitWatch(self.limits, settings.idle_timeout_s, self.opened_at)
-        self._stream: UpstreamStream | None = None
+        self.stream: UpstreamStream | None = None
         self._converter: AudioConverter | None = None
-        self._client_format: AudioFormat | None = None
+        self.client_format: AudioFormat | None = None
         self._upstream_format: AudioFormat | None = None
         self._outbox = Outbox(settings.client_event_queue, metrics)
         self._tasks: list[asyncio.Task[None]] = []
@@ -100,26 +83,26 @@ class Session:
         encoding = DATAFLOW_ENCODINGS[s.upstream_encoding]
         upstream_format = upstream_format_for(client_format, encoding, s.upstream_sample_rate_hz)
         self._converter = AudioConverter(client_format, upstream_format)
-        self._client_format, self._upstream_format = client_format, upstream_format
+        self.client_format, self._upstream_format = client_format, upstream_format
         request.audio = upstream_format
         self.project = request.project
         deadline = self.limits.max_session_s + s.finalize_timeout_s + 30.0
-        self._stream = self._upstream.stream(upstream_format, deadline_s=deadline)
+        self.stream = self._upstream.stream(upstream_format, deadline_s=deadline)
         began = time.monotonic()
         try:
-            response = await self._stream.start(request)
+            response = await self.stream.start(request)
         except BaseException as exc:
             self._finish("start_failed", exc if isinstance(exc, GatewayError) else None)
             raise
         if self.state is SessionState.CLOSED:  # aborted (client gone, drain) while Data Flow was answering
-            self._stream.cancel()
+            self.stream.cancel()
             raise self._end_error or GoingAway("the session was closed while starting")
         self.state = SessionState.STREAMING
         now = time.monotonic()
         self._watch.streaming(client_format, now)
-        self._metrics.start_latency.observe(now - began)
-        self._metrics.sessions_started.labels(dialect=self.dialect).inc()
-        log.info("session started", extra=self._log_fields())
+        self.metrics.start_latency.observe(now - began)
+        self.metrics.sessions_started.labels(dialect=self.dialect).inc()
+        log.info("session started", extra=log_fields(self))
         started = Started(self.id, response.session_id, client_format, upstream_format, response)
         self._emit(started)
         self._tasks = [
@@ -133,7 +116,7 @@ class Session:
         if self.state is not SessionState.STREAMING:
             self._refuse_audio()
             return
-        assert self._converter is not None and self._stream is not None
+        assert self._converter is not None and self.stream is not None
         now = self._last_activity = time.monotonic()
         self.bytes_in += len(data)
         hit = self._watch.too_fast(self.bytes_in, now)
@@ -143,12 +126,12 @@ class Session:
         converted = self._converter.convert(data)
         if not converted:
             return
-        paused = self._stream.backpressured
+        paused = self.stream.backpressured
         if paused and not self._was_paused:
             self.backpressure_pauses += 1
         self._was_paused = paused
         try:
-            await self._stream.send_audio(converted)
+            await self.stream.send_audio(converted)
         except GatewayError as exc:
             self._finish("upstream_error", exc)
 
@@ -205,15 +188,7 @@ class Session:
         return await self._outbox.wait_closed()
 
     def flow(self) -> Flow:
-        client, upstream, stream = self._client_format, self._upstream_format, self._stream
-        if client is None or upstream is None or stream is None:
-            return Flow(0.0, 0.0, 0.0, False)
-        return Flow(
-            audio_ms=round(client.bytes_to_ms(self.bytes_in), 1),
-            sent_ms=round(upstream.bytes_to_ms(stream.audio_bytes_sent), 1),
-            buffered_ms=round(upstream.bytes_to_ms(stream.buffered_bytes), 1),
-            paused=stream.backpressured,
-        )
+        return Flow.measure(self.client_format, self._upstream_format, self.bytes_in, self.stream)
 
     async def aclose(self) -> None:
         """Abort if still open and wait for the session's tasks to end (no leaks)."""
@@ -228,8 +203,8 @@ class Session:
     def _streaming_stream(self) -> UpstreamStream:
         if self.state is not SessionState.STREAMING:
             raise InvalidState(f"not possible while the session is {self.state}", code=ErrorCode.INVALID_STATE)
-        assert self._stream is not None
-        return self._stream
+        assert self.stream is not None
+        return self.stream
 
     async def _control(self, action: Callable[[UpstreamStream], Awaitable[None]]) -> None:
         stream = self._streaming_stream()
@@ -265,9 +240,9 @@ class Session:
             self._finish("client_too_slow", ClientTooSlow("the client is not reading its events"), drop_backlog=True)
 
     async def _pump_upstream(self) -> None:
-        assert self._stream is not None
+        assert self.stream is not None
         try:
-            async for item in self._stream.items():
+            async for item in self.stream.items():
                 if isinstance(item, DataflowEvent) and item.name == FINAL_RESULT:
                     self._saw_final_result = True
                 self._emit(item)
@@ -308,38 +283,13 @@ class Session:
             return
         self.state = SessionState.CLOSED
         code = 1000 if error is None else error.ws_close_code
-        audio_ms = round(self._client_format.bytes_to_ms(self.bytes_in), 1) if self._client_format else 0.0
+        audio_ms = round(self.client_format.bytes_to_ms(self.bytes_in), 1) if self.client_format else 0.0
         self._outbox.close(Closed(reason, code, audio_ms, error), drop_backlog=drop_backlog)
         self._end_error = error
-        if self._stream is not None:
-            self._stream.cancel()
+        if self.stream is not None:
+            self.stream.cancel()
         current = asyncio.current_task()
         for task in self._tasks:
             if task is not current:
                 task.cancel()
-        self._account(reason, error)
-
-    def _account(self, outcome: str, error: GatewayError | None) -> None:
-        """Metrics and the session's one end-of-life log line (never per frame)."""
-        fmt = self._client_format
-        audio_s = self.bytes_in / fmt.bytes_per_second if fmt is not None else 0.0
-        upstream = error if isinstance(error, UpstreamError) else None
-        self._metrics.session_ended(self.dialect, outcome, self.bytes_in, audio_s, self.backpressure_pauses, upstream)
-        fields = self._log_fields()
-        fields.update(
-            outcome=outcome,
-            duration_s=round(time.monotonic() - self.opened_at, 3),
-            audio_s=round(audio_s, 3),
-            error_code=error.error_code if error else None,
-        )
-        log.info("session ended", extra=fields)
-
-    def _log_fields(self) -> dict[str, Any]:
-        stream = self._stream
-        return {
-            "session_id": self.id,
-            "dataflow_session_id": stream.session_id if stream is not None else None,
-            "dialect": self.dialect,
-            "key": self.key,
-            "project": self.project,
-        }
+        account_end(self, reason, error)

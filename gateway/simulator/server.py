@@ -11,21 +11,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import grpc
 
 from gateway.simulator.faults import Fault, fault_from_settings
+from gateway.simulator.records import SessionRecord, SimulatorConfig
 from gateway.simulator.session import SimulatedSession
 from gateway.upstream.contract import WireContract
 
+# The records are re-exported: tests and tools name everything simulator-related from here.
+__all__ = ["DataflowSimulator", "SessionRecord", "SimulatorConfig"]
+
 log = logging.getLogger(__name__)
 
-Dialect = Literal["current", "legacy"]
 
 _SERVER_OPTIONS = [
     # Let clients keep the connection alive with pings (the gateway's keepalive), and keep the
@@ -37,42 +38,6 @@ _SERVER_OPTIONS = [
     ("grpc.http2.lookahead_bytes", 65536),
     ("grpc.max_receive_message_length", 16 * 1024 * 1024),
 ]
-
-
-@dataclass
-class SimulatorConfig:
-    token: str = "simulator-token"  # noqa: S105 - the simulator's own test credential
-    tenant: str = ""  # when set, Start must carry exactly this tenant
-    projects: frozenset[str] = frozenset()  # when set, only these projects exist
-    dialect: Dialect = "current"
-    fault: Fault | None = None  # applies to every session (per-session faults come from Settings)
-    method_path: str = "/dataflow/Stream"
-    proto_module: str = "gateway.upstream._proto.dataflow_pb2"
-    bench_stamps: bool = False  # add a monotonic emit stamp to every event (benchmarks)
-    bench_frame_bytes: int = 640  # bench clients stamp frames of this size (20 ms of 16 kHz pcm16)
-
-
-@dataclass
-class SessionRecord:
-    """What the simulator saw of one stream; tests assert on these."""
-
-    session_id: str = ""
-    project: str = ""
-    token_ok: bool = False
-    tokens_seen: list[str] = field(default_factory=list)
-    audio_bytes: int = 0
-    audio_messages: int = 0
-    largest_audio_message: int = 0
-    requests: list[str] = field(default_factory=list)
-    client_events: list[dict[str, Any]] = field(default_factory=list)
-    started_at: float = field(default_factory=time.monotonic)
-    ended_at: float | None = None
-    outcome: str = "open"  # finalized, stopped, cancelled, rejected, aborted, stalled, dropped, error
-
-    def end(self, outcome: str) -> None:
-        if self.ended_at is None:
-            self.ended_at = time.monotonic()
-            self.outcome = outcome
 
 
 class DataflowSimulator:

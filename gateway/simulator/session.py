@@ -7,7 +7,7 @@ import json
 import time
 import uuid
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import grpc
 import numpy as np
@@ -28,13 +28,22 @@ from gateway.errors import GatewayError
 from gateway.simulator.bench import ArrivalLatency
 from gateway.simulator.faults import Fault
 from gateway.simulator.recognizer import Recognizer, RecognizerEvent
-from gateway.upstream.contract import ContentType
-
-if TYPE_CHECKING:
-    from gateway.simulator.server import DataflowSimulator, SessionRecord
+from gateway.simulator.records import SessionRecord, SimulatorConfig
+from gateway.upstream.contract import ContentType, WireContract
 
 _DEFAULT_AUDIO = AudioFormat("pcm16", 16000, 1)
 _TTS_TONE_HZ = 440.0
+
+
+class SimulatorHost(Protocol):
+    """What a simulated session needs from its server (:class:`gateway.simulator.server.DataflowSimulator`)."""
+
+    config: SimulatorConfig
+    contract: WireContract
+
+    def session_fault(self, settings: dict[str, Any]) -> Fault | None: ...
+
+    def crash_and_restart(self, down_s: float = 0.0) -> None: ...
 
 
 class _Finished(Exception):
@@ -43,7 +52,7 @@ class _Finished(Exception):
 
 class SimulatedSession:
     def __init__(
-        self, sim: DataflowSimulator, record: SessionRecord, context: grpc.aio.ServicerContext[bytes, bytes]
+        self, sim: SimulatorHost, record: SessionRecord, context: grpc.aio.ServicerContext[bytes, bytes]
     ) -> None:
         self.sim = sim
         self.record = record

@@ -23,9 +23,9 @@ from gateway.adapters import messages
 from gateway.audio.format import AudioFormat
 from gateway.dataflow.messages import PARTIAL, DataflowEvent, StartRequest, parse_start
 from gateway.errors import BadRequest, ClientGone, ErrorCode, GatewayError, GoingAway, LimitReached
-from gateway.relay.items import Closed, Flow, Notice, OutItem, Started
+from gateway.relay.items import Closed, Flow, Notice, OutItem, SessionState, Started
 from gateway.relay.registry import Lease
-from gateway.relay.session import Session, SessionState
+from gateway.relay.session import Session
 from gateway.upload.body import MultipartAudio, RequestBody, media_type, parse_parameters
 from gateway.upload.source import AudioSource, open_audio, raw_hint
 

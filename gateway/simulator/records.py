@@ -1,0 +1,47 @@
+"""The simulator's configuration and what it records of each stream (tests assert on the records)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from gateway.simulator.faults import Fault
+
+Dialect = Literal["current", "legacy"]
+
+
+@dataclass
+class SimulatorConfig:
+    token: str = "simulator-token"  # noqa: S105 - the simulator's own test credential
+    tenant: str = ""  # when set, Start must carry exactly this tenant
+    projects: frozenset[str] = frozenset()  # when set, only these projects exist
+    dialect: Dialect = "current"
+    fault: Fault | None = None  # applies to every session (per-session faults come from Settings)
+    method_path: str = "/dataflow/Stream"
+    proto_module: str = "gateway.upstream._proto.dataflow_pb2"
+    bench_stamps: bool = False  # add a monotonic emit stamp to every event (benchmarks)
+    bench_frame_bytes: int = 640  # bench clients stamp frames of this size (20 ms of 16 kHz pcm16)
+
+
+@dataclass
+class SessionRecord:
+    """What the simulator saw of one stream; tests assert on these."""
+
+    session_id: str = ""
+    project: str = ""
+    token_ok: bool = False
+    tokens_seen: list[str] = field(default_factory=list)
+    audio_bytes: int = 0
+    audio_messages: int = 0
+    largest_audio_message: int = 0
+    requests: list[str] = field(default_factory=list)
+    client_events: list[dict[str, Any]] = field(default_factory=list)
+    started_at: float = field(default_factory=time.monotonic)
+    ended_at: float | None = None
+    outcome: str = "open"  # finalized, stopped, cancelled, rejected, aborted, stalled, dropped, error
+
+    def end(self, outcome: str) -> None:
+        if self.ended_at is None:
+            self.ended_at = time.monotonic()
+            self.outcome = outcome
