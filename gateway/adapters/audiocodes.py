@@ -15,17 +15,8 @@ import logging
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
-from gateway.adapters.dialect import (
-    Audio,
-    Begin,
-    ClientMessage,
-    Command,
-    Finalize,
-    Goodbye,
-    Refuse,
-    Reply,
-    SessionCommand,
-)
+from gateway.adapters import commands
+from gateway.adapters.dialect import ClientMessage, Command, SessionCommand
 from gateway.adapters.socket import Frame
 from gateway.audio.format import AudioFormat
 from gateway.dataflow.messages import MILESTONE, PARTIAL, DataflowEvent, StartRequest, as_int, get, loads_object
@@ -142,31 +133,31 @@ class AudioCodesDialect:
             kind = obj.get("type")
             if kind == "start":
                 request, self.wav = parse_start(obj, project=self.project)
-                return Begin(request)
+                return commands.Begin(request)
         except GatewayError as exc:
-            return Refuse(exc)
+            return commands.Refuse(exc)
         if kind == "stop":
-            return Reply(({"type": "end", "reason": "no recognition running"},))
+            return commands.Reply(({"type": "end", "reason": "no recognition running"},))
         log.debug("ignored an AudioCodes %r message", kind)
         return None
 
     def streaming(self, message: ClientMessage) -> Command:
         if isinstance(message, bytes):
             if self.wav is None:
-                return Audio(message)
+                return commands.Audio(message)
             try:
-                return Audio(self.wav.feed(message))
+                return commands.Audio(self.wav.feed(message))
             except GatewayError as exc:
-                return Refuse(exc)
+                return commands.Refuse(exc)
         try:
             obj = loads_object(message)
         except GatewayError as exc:
-            return Refuse(exc)
+            return commands.Refuse(exc)
         kind = obj.get("type")
         if kind == "start":
-            return Refuse(InvalidState("a recognition is already running", code=ErrorCode.ALREADY_STARTED))
+            return commands.Refuse(InvalidState("a recognition is already running", code=ErrorCode.ALREADY_STARTED))
         if kind == "stop":
-            return Finalize()
+            return commands.Finalize()
         log.debug("ignored an AudioCodes %r message", kind)
         return None
 
@@ -179,10 +170,12 @@ class AudioCodesDialect:
         message = render(item)
         return () if message is None else (message,)
 
-    def goodbye(self, closed: Closed) -> Goodbye:
+    def goodbye(self, closed: Closed) -> commands.Goodbye:
         if closed.error is None:
-            return Goodbye(({"type": "end", "reason": _END_REASONS.get(closed.reason, closed.reason)},), close=False)
-        return Goodbye((_error(closed.error),))  # the API wants the socket closed when the server cannot go on
+            return commands.Goodbye(
+                ({"type": "end", "reason": _END_REASONS.get(closed.reason, closed.reason)},), close=False
+            )
+        return commands.Goodbye((_error(closed.error),))  # the API wants the socket closed when the server cannot go on
 
     def refusal(self, error: GatewayError, *, start_failed: bool) -> Sequence[Frame]:
         return (_error(error),)

@@ -14,20 +14,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
-from gateway.adapters.dialect import (
-    Audio,
-    Begin,
-    ClientMessage,
-    Command,
-    Finalize,
-    Goodbye,
-    Refuse,
-    Reply,
-    SendEvent,
-    SessionCommand,
-    Stop,
-    Update,
-)
+from gateway.adapters import commands
+from gateway.adapters.dialect import ClientMessage, Command, SessionCommand
 from gateway.adapters.socket import Frame
 from gateway.audio.format import AudioFormat
 from gateway.dataflow.messages import (
@@ -43,13 +31,13 @@ from gateway.dataflow.messages import (
 from gateway.errors import BadRequest, ErrorCode, GatewayError, InvalidState, UpstreamRejected
 from gateway.relay.items import Closed, Notice, OutItem, Started
 
-# What a Start declares when it leaves (part of) Audio out: Data Flow's own default input.
+# What a Start declares when it leaves (part of) commands.Audio out: Data Flow's own default input.
 DEFAULT_AUDIO = AudioFormat("pcm16", 16000, 1)
 
 _RESPONSE_NAMES: dict[type[Any], str] = {
-    Finalize: "FinalizeResponse",
-    Stop: "StopResponse",
-    Update: "UpdateResponse",
+    commands.Finalize: "FinalizeResponse",
+    commands.Stop: "StopResponse",
+    commands.Update: "UpdateResponse",
 }
 
 
@@ -107,40 +95,40 @@ class DataflowDialect:
                     "ProjectName is required (no default project is configured)", code=ErrorCode.INVALID_START
                 )
         except GatewayError as exc:
-            return Refuse(exc)
-        return Begin(request)
+            return commands.Refuse(exc)
+        return commands.Begin(request)
 
     def streaming(self, message: ClientMessage) -> Command:
         if isinstance(message, bytes):
-            return Audio(message)
+            return commands.Audio(message)
         try:
             obj = loads_object(message)
         except GatewayError as exc:
-            return Reply((self.response("ErrorResponse", exc),))
+            return commands.Reply((self.response("ErrorResponse", exc),))
         event = get(obj, "Event")
         if isinstance(event, dict):
-            return SendEvent(event)
+            return commands.SendEvent(event)
         kind = message_name(obj)
         if kind == "finalize":
-            return Finalize()
+            return commands.Finalize()
         if kind == "stop":
-            return Stop()
+            return commands.Stop()
         if kind == "update":
             settings = get(obj, "Settings")
             if not isinstance(settings, dict):
-                error = BadRequest("Update needs a Settings object", code=ErrorCode.INVALID_UPDATE)
-                return Reply((self.response("UpdateResponse", error),))
-            return Update(settings)
+                error = BadRequest("commands.Update needs a Settings object", code=ErrorCode.INVALID_UPDATE)
+                return commands.Reply((self.response("UpdateResponse", error),))
+            return commands.Update(settings)
         if kind == "start":
             error = InvalidState("the session has already been started", code=ErrorCode.ALREADY_STARTED)
-            return Reply((self.response("StartResponse", error),))
+            return commands.Reply((self.response("StartResponse", error),))
         unknown = BadRequest(f"unknown message {kind or '(no MessageName)'}", code=ErrorCode.UNKNOWN_MESSAGE_TYPE)
-        return Reply((self.response("ErrorResponse", unknown),))
+        return commands.Reply((self.response("ErrorResponse", unknown),))
 
     def failed(self, command: SessionCommand, error: GatewayError) -> Command:
-        if isinstance(command, Audio):
-            return None  # audio after Finalize/Stop is dropped without a word, as Data Flow ignores it too
-        return Reply((self.response(_RESPONSE_NAMES.get(type(command), "ErrorResponse"), error),))
+        if isinstance(command, commands.Audio):
+            return None  # audio after Finalize/commands.Stop is dropped without a word, as Data Flow ignores it too
+        return commands.Reply((self.response(_RESPONSE_NAMES.get(type(command), "ErrorResponse"), error),))
 
     # --- session items -------------------------------------------------------------------------------
 
@@ -157,10 +145,10 @@ class DataflowDialect:
             return (item,)
         return ()  # flow reports have no counterpart in Data Flow's protocol
 
-    def goodbye(self, closed: Closed) -> Goodbye:
+    def goodbye(self, closed: Closed) -> commands.Goodbye:
         if closed.error is None:
-            return Goodbye(())
-        return Goodbye((self.response("ErrorResponse", closed.error),))
+            return commands.Goodbye(())
+        return commands.Goodbye((self.response("ErrorResponse", closed.error),))
 
     def refusal(self, error: GatewayError, *, start_failed: bool) -> Sequence[Frame]:
         """A failed start the way Data Flow answers it: a StartResponse with the error."""

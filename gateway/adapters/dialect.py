@@ -1,4 +1,4 @@
-"""The contract between the WebSocket driver and a dialect, and the neutral commands between them.
+"""The contract between the WebSocket driver and a dialect (the commands between them: :mod:`commands`).
 
 A dialect is pure: no I/O, no timers, no session. One instance serves one connection (it may keep
 what the client declared, e.g. whether it wants interim results). The driver
@@ -10,75 +10,14 @@ render into the dialect's frames.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any, ClassVar, Protocol
+from typing import ClassVar, Protocol
 
+from gateway.adapters.commands import ClientMessage, Command, Goodbye, SessionCommand
 from gateway.adapters.socket import Frame
-from gateway.dataflow.messages import StartRequest
 from gateway.errors import GatewayError
 from gateway.relay.items import Closed, OutItem
 
-ClientMessage = str | bytes
-
-
-@dataclass(frozen=True, slots=True)
-class Begin:
-    """Start a session. ``credential`` is an in-band credential (browsers that cannot use headers)."""
-
-    request: StartRequest
-    credential: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Audio:
-    data: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class Finalize:
-    pass
-
-
-@dataclass(frozen=True, slots=True)
-class Stop:
-    pass
-
-
-@dataclass(frozen=True, slots=True)
-class Update:
-    settings: dict[str, Any]
-
-
-@dataclass(frozen=True, slots=True)
-class SendEvent:
-    event: dict[str, Any]
-
-
-@dataclass(frozen=True, slots=True)
-class Reply:
-    """Answer the client (in order with everything else); the session, if any, goes on."""
-
-    frames: tuple[Frame, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class Refuse:
-    """The connection cannot go on: end the running session with ``error``, or refuse the start."""
-
-    error: GatewayError
-
-
-#: What a client message asks for. None: nothing (the message is ignored).
-Command = Begin | Audio | Finalize | Stop | Update | SendEvent | Reply | Refuse | None
-SessionCommand = Audio | Finalize | Stop | Update | SendEvent
-
-
-@dataclass(frozen=True, slots=True)
-class Goodbye:
-    """The frames that end one session, and whether the connection ends with it."""
-
-    frames: tuple[Frame, ...]
-    close: bool = True
+__all__ = ["ClientMessage", "Command", "Dialect", "SessionCommand"]
 
 
 class Dialect(Protocol):

@@ -13,20 +13,8 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from gateway.adapters import messages
-from gateway.adapters.dialect import (
-    Audio,
-    Begin,
-    ClientMessage,
-    Command,
-    Finalize,
-    Goodbye,
-    Reply,
-    SendEvent,
-    SessionCommand,
-    Stop,
-    Update,
-)
+from gateway.adapters import commands, messages
+from gateway.adapters.dialect import ClientMessage, Command, SessionCommand
 from gateway.adapters.socket import Frame
 from gateway.audio.format import AudioFormat, parse_encoding
 from gateway.dataflow.messages import (
@@ -68,8 +56,8 @@ def _invalid_start(exc: ValidationError) -> BadRequest:
     return BadRequest(f"invalid start message: {problems}", code=ErrorCode.INVALID_START)
 
 
-def _say(error: GatewayError) -> Reply:
-    return Reply((messages.error(error),))
+def _say(error: GatewayError) -> commands.Reply:
+    return commands.Reply((messages.error(error),))
 
 
 class NativeDialect:
@@ -97,14 +85,14 @@ class NativeDialect:
             obj = loads_object(message)
             kind = obj.get("type")
             if kind == "ping":
-                return Reply((messages.pong(obj.get("id")),))
+                return commands.Reply((messages.pong(obj.get("id")),))
             if kind != "start":
                 raise InvalidState(f"expected a start message, got {kind!r}", code=ErrorCode.NOT_STARTED)
             return self.parse_start(obj)
         except GatewayError as exc:
             return _say(exc)
 
-    def parse_start(self, obj: dict[str, Any]) -> Begin:
+    def parse_start(self, obj: dict[str, Any]) -> commands.Begin:
         try:
             start = StartMessage.model_validate(obj)
         except ValidationError as exc:
@@ -128,11 +116,11 @@ class NativeDialect:
             settings=settings,
             call_properties=start.call_properties,
         )
-        return Begin(request, start.token)
+        return commands.Begin(request, start.token)
 
     def streaming(self, message: ClientMessage) -> Command:
         if isinstance(message, bytes):
-            return Audio(message)
+            return commands.Audio(message)
         try:
             return self._control(loads_object(message))
         except GatewayError as exc:
@@ -142,21 +130,21 @@ class NativeDialect:
     def _control(obj: dict[str, Any]) -> Command:
         kind = obj.get("type")
         if kind == "finalize":
-            return Finalize()
+            return commands.Finalize()
         if kind == "stop":
-            return Stop()
+            return commands.Stop()
         if kind == "update":
             settings = obj.get("settings")
             if not isinstance(settings, dict):
                 raise BadRequest("update.settings must be an object", code=ErrorCode.INVALID_UPDATE)
-            return Update(settings)
+            return commands.Update(settings)
         if kind == "event":
             event = obj.get("event")
             if not isinstance(event, dict):
                 raise BadRequest("event.event must be an object", code=ErrorCode.INVALID_EVENT)
-            return SendEvent(event)
+            return commands.SendEvent(event)
         if kind == "ping":
-            return Reply((messages.pong(obj.get("id")),))
+            return commands.Reply((messages.pong(obj.get("id")),))
         if kind == "start":
             raise InvalidState("the session has already been started", code=ErrorCode.ALREADY_STARTED)
         raise BadRequest(f"unknown message type {kind!r}", code=ErrorCode.UNKNOWN_MESSAGE_TYPE)
@@ -185,9 +173,9 @@ class NativeDialect:
             return (item,)
         return ()
 
-    def goodbye(self, closed: Closed) -> Goodbye:
+    def goodbye(self, closed: Closed) -> commands.Goodbye:
         frames: tuple[Frame, ...] = () if closed.error is None else (messages.error(closed.error),)
-        return Goodbye((*frames, messages.closed(closed.reason, closed.audio_ms)))
+        return commands.Goodbye((*frames, messages.closed(closed.reason, closed.audio_ms)))
 
     def refusal(self, error: GatewayError, *, start_failed: bool) -> Sequence[Frame]:
         reason = "start_failed" if start_failed else error.error_code.value

@@ -19,19 +19,8 @@ import time
 
 from starlette.websockets import WebSocket
 
-from gateway.adapters.dialect import (
-    Audio,
-    Begin,
-    Command,
-    Dialect,
-    Finalize,
-    Refuse,
-    Reply,
-    SendEvent,
-    SessionCommand,
-    Stop,
-    Update,
-)
+from gateway.adapters import commands
+from gateway.adapters.dialect import Command, Dialect, SessionCommand
 from gateway.adapters.reader import ClientReader
 from gateway.adapters.socket import ClientSocket
 from gateway.auth import Principal
@@ -113,22 +102,22 @@ class Connection:
             if self.ended:
                 return
             command = self.dialect.waiting(message)
-            if isinstance(command, Begin):
+            if isinstance(command, commands.Begin):
                 await self._begin(command)
-            elif isinstance(command, Reply):
+            elif isinstance(command, commands.Reply):
                 await self._reply_now(command)
-            elif isinstance(command, Refuse):
+            elif isinstance(command, commands.Refuse):
                 await self._refuse(command.error)
 
     async def _apply(self, command: Command, session: Session) -> None:
-        if command is None or isinstance(command, Begin):
+        if command is None or isinstance(command, commands.Begin):
             return
-        if isinstance(command, Reply):
+        if isinstance(command, commands.Reply):
             for frame in command.frames:
                 if isinstance(frame, dict):
                     session.reply(frame)
             return
-        if isinstance(command, Refuse):
+        if isinstance(command, commands.Refuse):
             session.abort("client_error", command.error)
             return
         try:
@@ -138,15 +127,15 @@ class Connection:
 
     @staticmethod
     async def _run_command(command: SessionCommand, session: Session) -> None:
-        if isinstance(command, Audio):
+        if isinstance(command, commands.Audio):
             await session.feed_audio(command.data)
-        elif isinstance(command, Finalize):
+        elif isinstance(command, commands.Finalize):
             await session.finalize()
-        elif isinstance(command, Stop):
+        elif isinstance(command, commands.Stop):
             await session.stop()
-        elif isinstance(command, Update):
+        elif isinstance(command, commands.Update):
             await session.update(command.settings)
-        elif isinstance(command, SendEvent):
+        elif isinstance(command, commands.SendEvent):
             await session.send_event(command.event)
 
     # --- a session -----------------------------------------------------------------------------------
@@ -155,7 +144,7 @@ class Connection:
         self.lease = self.service.gate.reserve(self.dialect.name, principal)
         self.lease.drainable = self
 
-    async def _begin(self, command: Begin) -> None:
+    async def _begin(self, command: commands.Begin) -> None:
         gate = self.service.gate
         request = command.request
         try:
@@ -246,13 +235,13 @@ class Connection:
 
     # --- without a session ---------------------------------------------------------------------------
 
-    async def _reply_now(self, reply: Reply) -> None:
+    async def _reply_now(self, reply: commands.Reply) -> None:
         with contextlib.suppress(ClientGone, GatewayError):
             for frame in reply.frames:
                 await self.socket.send(frame)
 
     async def _refuse(self, error: GatewayError, *, start_failed: bool = False) -> None:
-        """Refuse a start (or end a connection that has no session) in the dialect's words, then close."""
+        """commands.Refuse a start (or end a connection that has no session) in the dialect's words, then close."""
         if self.ended:
             return
         self.ended = True

@@ -1,4 +1,5 @@
-"""Map a gRPC status (transport-level failure) to the gateway's error type."""
+"""The one place Data Flow's failures become the gateway's errors: a gRPC status (transport level) or a
+refused StartResponse (API level)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,8 @@ _MAX_DETAILS = 200
 
 
 def error_from_status(code: grpc.StatusCode, details: str | None) -> UpstreamError:
+    if code is grpc.StatusCode.OK:  # the RPC ended cleanly while the gateway still had something to say
+        return UpstreamUnavailable("Data Flow closed the stream")
     text = (details or "").strip()[:_MAX_DETAILS]
     described = f"gRPC {code.name}" + (f": {text}" if text else "")
     error: UpstreamError
@@ -35,3 +38,11 @@ def error_from_status(code: grpc.StatusCode, details: str | None) -> UpstreamErr
         error = UpstreamUnavailable(f"Data Flow stream failed ({described})")
     error.grpc_status = code.name
     return error
+
+
+def start_refused(text: str) -> UpstreamError:
+    """A failed StartResponse: the gateway's credential refused, or the session itself."""
+    lowered = text.lower()
+    if any(word in lowered for word in ("token", "unauthor", "unauthent", "expired", "credential")):
+        return UpstreamAuthFailed(f"Data Flow refused the gateway's credential: {text}")
+    return UpstreamRejected(f"Data Flow rejected the session: {text}", dataflow_message=text)

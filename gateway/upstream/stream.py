@@ -36,13 +36,12 @@ from gateway.errors import (
     UpstreamAuthFailed,
     UpstreamError,
     UpstreamProtocolError,
-    UpstreamRejected,
     UpstreamTimeout,
     UpstreamUnavailable,
 )
 from gateway.settings import Settings
 from gateway.upstream.contract import ContentType, WireContract
-from gateway.upstream.errors import error_from_status
+from gateway.upstream.errors import error_from_status, start_refused
 from gateway.upstream.send_queue import SendQueue
 from gateway.upstream.token import TokenProvider
 
@@ -112,11 +111,7 @@ class DataflowStream:
             raise
         if not response.ok:
             self.cancel()
-            text = response.error or "start failed"
-            if _looks_like_auth_failure(text):
-                self._client.tokens.invalidate(self._token)
-                raise UpstreamAuthFailed(f"Data Flow refused the gateway's credential: {text}")
-            raise UpstreamRejected(f"Data Flow rejected the session: {text}", dataflow_message=text)
+            raise self._noted(start_refused(response.error or "start failed"))
         self.session_id = response.session_id
         self._writer = asyncio.create_task(self._write_loop(), name="dataflow-writer")
         return response
@@ -260,21 +255,13 @@ class DataflowStream:
 
     async def _ended_error(self) -> UpstreamError:
         assert self._call is not None
-        code = await self._call.code()
-        if code is grpc.StatusCode.OK:
-            return UpstreamUnavailable("Data Flow closed the stream")
-        return self._typed(code, await self._call.details())
+        return self._noted(error_from_status(await self._call.code(), await self._call.details()))
 
     def _from_status(self, exc: grpc.aio.AioRpcError) -> UpstreamError:
-        return self._typed(exc.code(), exc.details())
+        return self._noted(error_from_status(exc.code(), exc.details()))
 
-    def _typed(self, code: grpc.StatusCode, details: str | None) -> UpstreamError:
-        error = error_from_status(code, details)
+    def _noted(self, error: UpstreamError) -> UpstreamError:
+        """``error``, after dropping a token Data Flow refused (the next stream fetches a new one)."""
         if isinstance(error, UpstreamAuthFailed) and self._token is not None:
             self._client.tokens.invalidate(self._token)
         return error
-
-
-def _looks_like_auth_failure(text: str) -> bool:
-    lowered = text.lower()
-    return any(word in lowered for word in ("token", "unauthor", "unauthent", "expired", "credential"))
