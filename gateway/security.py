@@ -143,11 +143,13 @@ class AccessGate:
             self.registry.deny(exc.error_code)
             raise
 
-    def reserve(self, dialect: str, principal: Principal | None) -> Lease:
+    def reserve(self, dialect: str, principal: Principal | None, *, count_denial: bool = True) -> Lease:
         """A session slot, counted against the caller's key as well as the process."""
         if principal is None or principal.kind == "anonymous":
-            return self.registry.reserve(dialect)
-        return self.registry.reserve(dialect, key=principal.name, key_limit=principal.max_sessions)
+            return self.registry.reserve(dialect, count_denial=count_denial)
+        return self.registry.reserve(
+            dialect, key=principal.name, key_limit=principal.max_sessions, count_denial=count_denial
+        )
 
     def session_limits(self, principal: Principal | None, *, live: bool) -> SessionLimits:
         s = self.settings

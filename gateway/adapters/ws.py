@@ -66,7 +66,8 @@ class Connection:
         watchdog: asyncio.Task[None] | None = None
         try:
             try:  # a dialect whose clients may name themselves in the start message is counted by key then
-                self._take_slot(None if self.dialect.credentials_in_band else self.principal)
+                at_once = self.dialect.refuse_full_at_once
+                self._take_slot(None if self.dialect.credentials_in_band else self.principal, count_denial=at_once)
             except GatewayError as exc:
                 if self.dialect.refuse_full_at_once:
                     await self._refuse(exc)
@@ -140,8 +141,8 @@ class Connection:
 
     # --- a session -----------------------------------------------------------------------------------
 
-    def _take_slot(self, principal: Principal | None) -> None:
-        self.lease = self.service.gate.reserve(self.dialect.name, principal)
+    def _take_slot(self, principal: Principal | None, *, count_denial: bool = True) -> None:
+        self.lease = self.service.gate.reserve(self.dialect.name, principal, count_denial=count_denial)
         self.lease.drainable = self
 
     async def _begin(self, command: commands.Begin) -> None:

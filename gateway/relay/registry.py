@@ -77,33 +77,36 @@ class SessionRegistry:
         """Raise (and count) the refusal a new connection would get now, without taking a slot."""
         self._admit(None, None)
 
-    def reserve(self, dialect: str, key: str | None = None, key_limit: int | None = None) -> Lease:
+    def reserve(
+        self, dialect: str, key: str | None = None, key_limit: int | None = None, *, count_denial: bool = True
+    ) -> Lease:
         """Take a slot or raise: GoingAway while draining, RateLimited over a key's cap,
-        CapacityExceeded when the process is full."""
-        self._admit(key, key_limit)
+        CapacityExceeded when the process is full. ``count_denial=False``: a tentative try, whose
+        refusal is counted only when it is final."""
+        self._admit(key, key_limit, count_denial)
         lease = Lease(self, dialect, key)
         self.leases.add(lease)
         self.by_dialect[dialect] += 1
         return lease
 
-    def check_key(self, key: str, limit: int | None) -> None:
+    def check_key(self, key: str, limit: int | None, *, count_denial: bool = True) -> None:
         if limit is not None and self.by_key[key] >= limit:
             error = RateLimited(f"this API key already has its maximum of {limit} concurrent sessions")
-            self.deny(error.error_code)
+            if count_denial:
+                self.deny(error.error_code)
             raise error
 
-    def _admit(self, key: str | None, key_limit: int | None) -> None:
+    def _admit(self, key: str | None, key_limit: int | None, count_denial: bool = True) -> None:
         try:
             if self.draining:
                 raise GoingAway("this gateway replica is shutting down; reconnect to be served by another")
             if key is not None:
-                self.check_key(key, key_limit)
+                self.check_key(key, key_limit, count_denial=False)
             if self.full:
                 raise CapacityExceeded(f"the gateway is at its capacity of {self.max_sessions} sessions; retry later")
-        except RateLimited:
-            raise  # counted by check_key
         except GatewayError as exc:
-            self.deny(exc.error_code)
+            if count_denial:
+                self.deny(exc.error_code)
             raise
 
     def deny(self, reason: str) -> None:

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from gateway.errors import BadRequest, Unauthorized, error_response
 from gateway.service import service_of
 
 router = APIRouter(tags=["operations"])
@@ -40,14 +41,12 @@ def _admin_allowed(request: Request) -> bool:
     "or a loopback caller when no admin token is set.",
     status_code=202,
 )
-async def drain(request: Request, budget_s: float | None = None) -> JSONResponse:
+async def drain(request: Request, budget_s: float | None = None) -> Response:
     gateway = service_of(request)
     if not _admin_allowed(request):
         gateway.registry.deny("admin_unauthorized")
-        body = {"error": {"code": "unauthorized", "message": "admin credential required", "retryable": False}}
-        return JSONResponse(body, status_code=401)
+        return error_response(Unauthorized("admin credential required"))
     if budget_s is not None and budget_s < 0:
-        body = {"error": {"code": "bad_request", "message": "budget_s must be >= 0", "retryable": False}}
-        return JSONResponse(body, status_code=422)
+        return error_response(BadRequest("budget_s must be >= 0"))
     gateway.drain(budget_s)
     return JSONResponse({"draining": True, "sessions": gateway.registry.active}, status_code=202)

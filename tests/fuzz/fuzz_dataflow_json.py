@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import json
 
+from gateway.adapters.commands import Reply
 from gateway.adapters.dataflow_ws import DEFAULT_AUDIO, DataflowDialect, scrub
-from gateway.adapters.dialect import Reply
 from gateway.dataflow.messages import (
     build_start,
     loads_object,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 
-from gateway.adapters.dialect import Begin, Reply, SendEvent, Update
+from gateway.adapters.commands import Begin, Reply, SendEvent, Update
 from gateway.adapters.native import NativeDialect
 from gateway.dataflow.messages import build_start
 from tests.fuzz.common import encodable, text_of
