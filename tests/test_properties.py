@@ -25,6 +25,7 @@ from hypothesis import strategies as st
 from websockets.sync.client import connect as sync_connect
 
 from gateway.adapters.audiocodes import WavHeaderSkipper
+from gateway.adapters.native import NativeDialect
 from gateway.audio.containers import RawHint, parser_for, sniff
 from gateway.audio.format import AudioFormat
 from gateway.dataflow.messages import (
@@ -533,7 +534,7 @@ def _valid_start(payload: Any) -> bool:
     if obj is None or obj.get("type") != "start":
         return False
     try:
-        fuzz_native._connection()._parse_start(obj)
+        NativeDialect(default_project="demo").parse_start(obj)
     except BadRequest:
         return False
     return True

@@ -89,7 +89,9 @@ class TestVanishDuringSlowStart:
         return SimulatorConfig(token=SIM_TOKEN, tenant=SIM_TENANT, fault=Fault("slow_start", 3000))
 
     @by_name
-    async def test_upstream_is_cancelled_within_a_second(self, simulator: DataflowSimulator, dialect: WsDialect) -> None:
+    async def test_upstream_is_cancelled_within_a_second(
+        self, simulator: DataflowSimulator, dialect: WsDialect
+    ) -> None:
         async with running_gateway(settings_for(simulator)) as gw:
             ws = await ws_connect(gw.ws_url(dialect.path), ping_interval=None)
             await ws.send(json.dumps(dialect.start))
