@@ -31,7 +31,7 @@ from gateway.dataflow.messages import (
 from gateway.errors import BadRequest, ErrorCode, GatewayError, InvalidState, UpstreamRejected
 from gateway.relay.items import Closed, Notice, OutItem, Started
 
-# What a Start declares when it leaves (part of) commands.Audio out: Data Flow's own default input.
+# What a Start declares when it leaves (part of) Audio out: Data Flow's own default input.
 DEFAULT_AUDIO = AudioFormat("pcm16", 16000, 1)
 
 _RESPONSE_NAMES: dict[type[Any], str] = {
@@ -116,7 +116,7 @@ class DataflowDialect:
         if kind == "update":
             settings = get(obj, "Settings")
             if not isinstance(settings, dict):
-                error = BadRequest("commands.Update needs a Settings object", code=ErrorCode.INVALID_UPDATE)
+                error = BadRequest("Update needs a Settings object", code=ErrorCode.INVALID_UPDATE)
                 return commands.Reply((self.response("UpdateResponse", error),))
             return commands.Update(settings)
         if kind == "start":
@@ -127,7 +127,7 @@ class DataflowDialect:
 
     def failed(self, command: SessionCommand, error: GatewayError) -> Command:
         if isinstance(command, commands.Audio):
-            return None  # audio after Finalize/commands.Stop is dropped without a word, as Data Flow ignores it too
+            return None  # audio after Finalize/Stop is dropped without a word, as Data Flow ignores it too
         return commands.Reply((self.response(_RESPONSE_NAMES.get(type(command), "ErrorResponse"), error),))
 
     # --- session items -------------------------------------------------------------------------------

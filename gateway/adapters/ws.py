@@ -242,7 +242,7 @@ class Connection:
                 await self.socket.send(frame)
 
     async def _refuse(self, error: GatewayError, *, start_failed: bool = False) -> None:
-        """commands.Refuse a start (or end a connection that has no session) in the dialect's words, then close."""
+        """Refuse a start (or end a connection that has no session) in the dialect's words, then close."""
         if self.ended:
             return
         self.ended = True
