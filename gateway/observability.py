@@ -144,6 +144,9 @@ def logging_config(level: str, fmt: str) -> dict[str, Any]:
         {"()": JsonFormatter} if fmt == "json" else {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}
     )
     handler = {"class": "logging.StreamHandler", "formatter": "default", "stream": "ext://sys.stderr"}
+    # uvicorn hands its logger to the WebSocket library, whose debug lines are the raw handshake (with
+    # credentials) and every frame (with audio and tokens): uvicorn's lines stop at info.
+    server_level = "INFO" if level.upper() == "DEBUG" else level.upper()
     return {
         "version": 1,
         "disable_existing_loggers": False,
@@ -154,13 +157,13 @@ def logging_config(level: str, fmt: str) -> dict[str, Any]:
         "root": {"handlers": ["default"], "level": "WARNING"},
         "loggers": {
             "gateway": {"level": level.upper()},
-            "uvicorn": {"handlers": [], "level": level.upper(), "propagate": True},
+            "uvicorn": {"handlers": [], "level": server_level, "propagate": True},
             "uvicorn.error": {
                 "handlers": [],
-                "level": level.upper(),
+                "level": server_level,
                 "propagate": True,
                 "filters": ["client_mistakes"],
             },
-            "uvicorn.access": {"handlers": [], "level": level.upper(), "propagate": True},
+            "uvicorn.access": {"handlers": [], "level": server_level, "propagate": True},
         },
     }

@@ -30,6 +30,7 @@ _BEARER_PROTOCOL = "bearer."
 # Scope keys (names, not secrets) under which the scrubber keeps credentials lifted from the URL.
 _PATH_SECRET = "gateway.path_credential"  # noqa: S105
 _QUERY_TOKEN = "gateway.query_credential"  # noqa: S105
+_OPERATOR_PATHS = ("metrics", "internal", "healthz", "readyz")
 
 
 class CredentialScrubber:
@@ -44,7 +45,8 @@ class CredentialScrubber:
             if path.startswith("/t/"):
                 secret, _, rest = path[3:].partition("/")
                 scope[_PATH_SECRET] = secret
-                scope["path"] = "/" + rest
+                # A credential in the path is for the client APIs: operator endpoints under it are not found.
+                scope["path"] = ("/t/" if rest.startswith(_OPERATOR_PATHS) else "/") + rest
                 scope["raw_path"] = scope["path"].encode()
             query: bytes = scope.get("query_string", b"")
             if b"token=" in query:

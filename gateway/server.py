@@ -59,21 +59,42 @@ class DrainingServer(uvicorn.Server):
         return getattr(app.state, "gateway", None) if app is not None else None
 
 
-class HeaderDeadlineProtocol(HttpToolsProtocol):
-    """uvicorn's HTTP protocol plus a deadline on each request's headers. uvicorn has none: a client
-    that sends its headers (or its WebSocket handshake) a byte at a time, or nothing at all, would hold
-    a connection and a file descriptor forever (slowloris). Late headers get 408 and the connection closes."""
+_HEAD_END = b"\r\n\r\n"
+
+
+class BoundedHeadProtocol(HttpToolsProtocol):
+    """uvicorn's HTTP protocol with each request head bounded in time and in bytes; uvicorn bounds
+    neither. A client that sends its headers (or its WebSocket handshake) a byte at a time, or nothing,
+    would hold a connection forever (slowloris): late heads get 408. A head of megabytes would be held
+    whole before any authentication: past ``max_head_bytes`` the request gets 431 and the connection
+    closes before the parser sees the excess."""
 
     header_timeout_s = 10.0
+    max_head_bytes = 16 * 1024
     _header_timer: asyncio.TimerHandle | None = None
+    _in_head = True  # reading a request head (until its headers are complete)
+    _head_bytes = 0  # bytes of the current head seen so far
+    _head_tail = b""  # the last bytes seen, so an end of head split across reads is still found
 
     @classmethod
-    def with_timeout(cls, timeout_s: float) -> type[HeaderDeadlineProtocol]:
-        return type(cls.__name__, (cls,), {"header_timeout_s": timeout_s})
+    def with_limits(cls, timeout_s: float, max_head_bytes: int) -> type[BoundedHeadProtocol]:
+        return type(cls.__name__, (cls,), {"header_timeout_s": timeout_s, "max_head_bytes": max_head_bytes})
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self._arm()
+
+    def data_received(self, data: bytes) -> None:
+        if self._in_head:
+            end = (self._head_tail + data).find(_HEAD_END)
+            seen = len(data) if end < 0 else end + len(_HEAD_END) - len(self._head_tail)
+            if self._head_bytes + seen > self.max_head_bytes:
+                self._refuse(b"431 Request Header Fields Too Large", b'{"error":{"code":"request_head_too_large",'
+                             b'"message":"the request head is too large","retryable":false}}')  # fmt: skip
+                return
+            self._head_bytes += seen
+            self._head_tail = (self._head_tail + data)[-3:]
+        super().data_received(data)
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
@@ -82,7 +103,12 @@ class HeaderDeadlineProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         self._disarm()
+        self._in_head, self._head_bytes, self._head_tail = False, 0, b""
         super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        self._in_head = True  # a kept-alive connection's next request starts with its head
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
@@ -98,8 +124,14 @@ class HeaderDeadlineProtocol(HttpToolsProtocol):
 
     def _headers_late(self) -> None:
         self._header_timer = None
+        self._refuse(b"408 Request Timeout", b"")
+
+    def _refuse(self, status: bytes, body: bytes) -> None:
+        self._disarm()
         if not self.transport.is_closing():
-            self.transport.write(b"HTTP/1.1 408 Request Timeout\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+            kind = b"content-type: application/json\r\n" if body else b""
+            head = b"HTTP/1.1 %s\r\n%scontent-length: %d\r\nconnection: close\r\n\r\n" % (status, kind, len(body))
+            self.transport.write(head + body)
             self.transport.close()
 
 
@@ -108,7 +140,7 @@ def uvicorn_config(settings: Settings) -> uvicorn.Config:
         create_app(settings),
         host=settings.host,
         port=settings.port,
-        http=HeaderDeadlineProtocol.with_timeout(settings.http_header_timeout_s),
+        http=BoundedHeadProtocol.with_limits(settings.http_header_timeout_s, settings.max_request_head_bytes),
         ws=settings.ws_implementation,
         ws_max_size=settings.max_ws_message_bytes,
         ws_per_message_deflate=False,  # compression costs CPU per frame and audio does not compress
@@ -116,7 +148,7 @@ def uvicorn_config(settings: Settings) -> uvicorn.Config:
         ws_ping_timeout=settings.ws_ping_timeout_s,
         lifespan="on",
         log_config=None,  # serve() configures logging once; embedding apps and tests keep their own
-        log_level=settings.log_level,
+        log_level="info" if settings.log_level == "debug" else settings.log_level,  # see observability.logging_config
         server_header=False,
         # The drain happens before uvicorn's shutdown starts; this only bounds stragglers after it.
         timeout_graceful_shutdown=5,

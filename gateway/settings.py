@@ -38,8 +38,11 @@ class Settings(BaseSettings):
     http_header_timeout_s: float = Field(
         10.0, gt=0, description="Close a connection whose request headers or WebSocket handshake take longer (408)."
     )
+    max_request_head_bytes: int = Field(
+        16 * 1024, ge=1024, description="Largest request head (request line and headers); larger gets 431."
+    )
     log_level: Literal["debug", "info", "warning", "error"] = Field(
-        "info", description="Log level of the gateway and uvicorn."
+        "info", description="Log level of the gateway (uvicorn's own lines stop at info: they would carry frames)."
     )
     log_format: Literal["json", "text"] = Field("json", description="json: one object per line, for log shippers.")
     drain_budget_s: float = Field(

@@ -211,12 +211,19 @@ class DataflowEvent:
         return isinstance(attributes, str) and "recognized" in attributes.lower()
 
 
+#: Event names Data Flow documents. Others (custom events echoed back, new kinds) are passed through,
+#: but metrics count them as ``other``: a name a client can choose never becomes a label value.
+KNOWN_EVENT_NAMES: frozenset[str] = frozenset(
+    {MILESTONE, PARTIAL, FINAL_RESULT, "Speech Started", "Speech Ended", "Start of TTS Fragment", "End of TTS Fragment"}
+)
+_CANONICAL = {
+    norm_key(n).replace(" ", ""): n for n in (MILESTONE, PARTIAL, FINAL_RESULT, "Speech Started", "Speech Ended")
+}
+
+
 def _canonical_event_name(name: str) -> str:
     # Legacy servers may spell names in other cases; map the well-known ones to the documented form.
-    known = {
-        norm_key(n).replace(" ", ""): n for n in (MILESTONE, PARTIAL, FINAL_RESULT, "Speech Started", "Speech Ended")
-    }
-    return known.get(norm_key(name).replace(" ", ""), name)
+    return _CANONICAL.get(norm_key(name).replace(" ", ""), name)
 
 
 def parse_event(obj: Mapping[str, Any]) -> DataflowEvent:

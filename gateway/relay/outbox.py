@@ -7,7 +7,7 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator
 
-from gateway.dataflow.messages import DataflowEvent
+from gateway.dataflow.messages import KNOWN_EVENT_NAMES, DataflowEvent
 from gateway.observability import GatewayMetrics
 from gateway.relay.items import Closed, OutItem
 
@@ -26,7 +26,7 @@ class Outbox:
         if len(self._items) >= self._limit:
             return False
         if isinstance(item, DataflowEvent):
-            self._metrics.events.labels(name=item.name).inc()
+            self._metrics.events.labels(name=item.name if item.name in KNOWN_EVENT_NAMES else "other").inc()
         self._items.append((item, time.monotonic()))
         self._ready.set()
         return True
