@@ -20,6 +20,7 @@ class SimulatorConfig:
     fault: Fault | None = None  # applies to every session (per-session faults come from Settings)
     method_path: str = "/dataflow/Stream"
     proto_module: str = "gateway.upstream._proto.dataflow_pb2"
+    echo_token: bool = False  # a careless Data Flow: rejections and event Data quote the token it was sent
     bench_stamps: bool = False  # add a monotonic emit stamp to every event (benchmarks)
     bench_frame_bytes: int = 640  # bench clients stamp frames of this size (20 ms of 16 kHz pcm16)
 

@@ -106,7 +106,8 @@ class SimulatedSession:
         self.record.token_ok = True
         fault = self.sim.session_fault(request.settings) or Fault("slow_start", 0)
         if fault.kind == "reject_start":
-            await self._reject("simulated start failure")
+            echo = f" (token {token})" if self.sim.config.echo_token else ""
+            await self._reject(f"simulated start failure{echo}")
             return None
         if fault.kind == "slow_start":
             await asyncio.sleep(fault.after_ms / 1000)
@@ -258,6 +259,8 @@ class SimulatedSession:
     ) -> dict[str, Any]:  # fmt: skip
         if self.sim.config.bench_stamps:
             data = {**data, "SimEmitNs": time.monotonic_ns()}
+        if self.sim.config.echo_token and self.record.tokens_seen:
+            data = {**data, "Echo": f"seen token {self.record.tokens_seen[-1]}"}
         if not self.legacy:
             return {"Name": name, "Channel": channel, "StartMsec": start, "EndMsec": end,
                     "GroupId": group, "Tags": tags or [], "Data": data}  # fmt: skip

@@ -225,7 +225,7 @@ class DataflowStream:
             if frame.content_type is ContentType.AUDIO:
                 return UpstreamAudio(frame.binary)
             try:
-                obj = loads_object(frame.text)
+                obj = loads_object(self._redacted(frame.text))
             except InvalidMessage:
                 log.warning("skipped an upstream %s message that is not a JSON object", frame.content_type.value)
                 continue
@@ -255,10 +255,17 @@ class DataflowStream:
 
     async def _ended_error(self) -> UpstreamError:
         assert self._call is not None
-        return self._noted(error_from_status(await self._call.code(), await self._call.details()))
+        details = await self._call.details()
+        return self._noted(error_from_status(await self._call.code(), self._redacted(details or "")))
 
     def _from_status(self, exc: grpc.aio.AioRpcError) -> UpstreamError:
-        return self._noted(error_from_status(exc.code(), exc.details()))
+        return self._noted(error_from_status(exc.code(), self._redacted(exc.details() or "")))
+
+    def _redacted(self, text: str) -> str:
+        """``text`` without the gateway's own token: a Data Flow that echoes it (in a rejection, an event
+        field) must not hand it to a client, whatever relays the text."""
+        token = self._token.get_secret_value() if self._token is not None else ""
+        return text.replace(token, "[redacted]") if token and token in text else text
 
     def _noted(self, error: UpstreamError) -> UpstreamError:
         """``error``, after dropping a token Data Flow refused (the next stream fetches a new one)."""
