@@ -99,6 +99,14 @@ class Settings(BaseSettings):
         100, ge=0, le=1000, description="Longest a stream merges audio when over upstream_write_rate."
     )
     upstream_buffer_ms: int = Field(3000, ge=100, description="Audio held for upstream before the client is paused.")
+    upstream_control_buffer_bytes: int = Field(
+        1024 * 1024,
+        ge=64 * 1024,
+        description="Events and updates held for upstream before the client is paused.",
+    )
+    max_control_message_bytes: int = Field(
+        64 * 1024, ge=1024, description="Largest event or update a client may send (larger: error message_too_big)."
+    )
 
     # --- sessions --------------------------------------------------------------------------------------
     default_project: str = Field("", description="Project used when a client names none.")

@@ -28,6 +28,7 @@ from gateway.errors import (
     GoingAway,
     InvalidState,
     LimitReached,
+    UpstreamError,
     UpstreamTimeout,
     UpstreamUnavailable,
 )
@@ -211,7 +212,7 @@ class Session:
         self.touch()
         try:
             await action(stream)
-        except GatewayError as exc:
+        except UpstreamError as exc:  # anything else (a message too big) is the client's, and said to it
             self._finish("upstream_error", exc)
 
     async def _end_input(self, *, stop: bool) -> None:

@@ -67,6 +67,8 @@ class SendQueue:
         self._hold_s = hold_s
         self._items: deque[tuple[ContentType, bytearray | str, float]] = deque()  # with the time queued
         self.pending_audio = 0  # accepted, not yet written
+        self.pending_control = 0  # bytes of control messages (events, updates) not yet written
+        self.control_limit = settings.upstream_control_buffer_bytes
         self._has_work = asyncio.Event()
         self._holding_for = 0  # while the writer holds partial audio: the byte count that ends the hold
         self._hold_over = asyncio.Event()
@@ -93,9 +95,14 @@ class SendQueue:
             self.has_space.clear()
 
     def put_text(self, kind: ContentType, text: str) -> None:
+        """A control message; its bytes count against ``control_limit`` until written (so a client that
+        floods events while Data Flow is slow is paused like one that floods audio)."""
         self._items.append((kind, text, time.monotonic()))
+        self.pending_control += len(text)
         self._has_work.set()
         self._hold_over.set()  # a control message (say, Finalize) does not wait behind held audio
+        if self.pending_control >= self.control_limit:
+            self.has_space.clear()
 
     async def next(self) -> Outgoing:
         """The next message to write, once it is due (audio may be held to merge more into it)."""
@@ -106,10 +113,11 @@ class SendQueue:
         kind, payload, _ = self._items.popleft()
         return kind, bytes(payload) if isinstance(payload, bytearray) else payload
 
-    def written(self, audio_bytes: int) -> None:
-        """The writer sent a message carrying ``audio_bytes`` of audio."""
+    def written(self, audio_bytes: int, control_bytes: int = 0) -> None:
+        """The writer sent a message carrying ``audio_bytes`` of audio or ``control_bytes`` of control."""
         self.pending_audio -= audio_bytes
-        if self.pending_audio < self.buffer_limit:
+        self.pending_control -= control_bytes
+        if self.pending_audio < self.buffer_limit and self.pending_control < self.control_limit:
             self.has_space.set()
 
     async def _hold(self) -> None:

@@ -33,6 +33,7 @@ from gateway.dataflow.messages import (
 from gateway.errors import (
     GatewayError,
     InvalidMessage,
+    MessageTooBig,
     UpstreamAuthFailed,
     UpstreamError,
     UpstreamProtocolError,
@@ -74,6 +75,7 @@ class DataflowStream:
         self._contract = client.contract
         self._deadline_s = deadline_s
         self._response_timeout_s = s.upstream_response_timeout_s
+        self._max_control_bytes = s.max_control_message_bytes
         self._call: grpc.aio.StreamStreamCall[bytes, bytes] | None = None
         self._token: SecretStr | None = None
         self._early: deque[UpstreamItem] = deque()
@@ -140,20 +142,26 @@ class DataflowStream:
         """Queue whole-sample audio; waits (bounded) while the upstream buffer is full."""
         self._check_writable()
         self._queue.put_audio(data)
+        await self._backpressure()
+
+    async def _backpressure(self) -> None:
+        """Wait while audio or control messages over their budgets wait for Data Flow (bounded)."""
         if not self._queue.has_space.is_set():
             try:
                 async with asyncio.timeout(self._response_timeout_s):
                     await self._queue.has_space.wait()
             except TimeoutError:
-                raise UpstreamTimeout(f"Data Flow stopped accepting audio for {self._response_timeout_s:g} s") from None
+                raise UpstreamTimeout(f"Data Flow stopped accepting input for {self._response_timeout_s:g} s") from None
             self._check_writable()
 
     async def update(self, settings: dict[str, Any]) -> None:
-        self._enqueue(ContentType.REQUEST, build_request("Update", Settings=settings))
+        self._enqueue(ContentType.REQUEST, build_request("Update", Settings=settings), limited=True)
+        await self._backpressure()
 
     async def send_event(self, event: dict[str, Any]) -> None:
         body = event if "Event" in event else {"Event": event}
-        self._enqueue(ContentType.EVENT, body)
+        self._enqueue(ContentType.EVENT, body, limited=True)
+        await self._backpressure()
 
     async def finalize(self) -> None:
         self._enqueue(ContentType.REQUEST, build_request("Finalize"))
@@ -163,9 +171,14 @@ class DataflowStream:
         self._enqueue(ContentType.REQUEST, build_request("Stop"))
         self._input_closed = True
 
-    def _enqueue(self, kind: ContentType, message: dict[str, Any]) -> None:
+    def _enqueue(self, kind: ContentType, message: dict[str, Any], *, limited: bool = False) -> None:
         self._check_writable()
-        self._queue.put_text(kind, json.dumps(message))
+        text = json.dumps(message)
+        if limited and len(text) > self._max_control_bytes:
+            raise MessageTooBig(
+                f"a control message of {len(text)} bytes is over the limit of {self._max_control_bytes}; not sent"
+            )
+        self._queue.put_text(kind, text)
 
     def _check_writable(self) -> None:
         if self._failure is not None:
@@ -186,6 +199,7 @@ class DataflowStream:
                     self.audio_bytes_sent += len(payload)
                 else:
                     await self._call.write(self._contract.encode_request(kind, text=payload))
+                    self._queue.written(0, len(payload))
         except grpc.aio.AioRpcError as exc:
             self._fail(self._from_status(exc))
         except asyncio.InvalidStateError:
