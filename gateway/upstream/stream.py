@@ -142,26 +142,28 @@ class DataflowStream:
         """Queue whole-sample audio; waits (bounded) while the upstream buffer is full."""
         self._check_writable()
         self._queue.put_audio(data)
-        await self._backpressure()
+        await self._backpressure("audio")
 
-    async def _backpressure(self) -> None:
+    async def _backpressure(self, what: str) -> None:
         """Wait while audio or control messages over their budgets wait for Data Flow (bounded)."""
         if not self._queue.has_space.is_set():
             try:
                 async with asyncio.timeout(self._response_timeout_s):
                     await self._queue.has_space.wait()
             except TimeoutError:
-                raise UpstreamTimeout(f"Data Flow stopped accepting input for {self._response_timeout_s:g} s") from None
+                raise UpstreamTimeout(
+                    f"Data Flow stopped accepting {what} for {self._response_timeout_s:g} s"
+                ) from None
             self._check_writable()
 
     async def update(self, settings: dict[str, Any]) -> None:
         self._enqueue(ContentType.REQUEST, build_request("Update", Settings=settings), limited=True)
-        await self._backpressure()
+        await self._backpressure("control messages")
 
     async def send_event(self, event: dict[str, Any]) -> None:
         body = event if "Event" in event else {"Event": event}
         self._enqueue(ContentType.EVENT, body, limited=True)
-        await self._backpressure()
+        await self._backpressure("control messages")
 
     async def finalize(self) -> None:
         self._enqueue(ContentType.REQUEST, build_request("Finalize"))
