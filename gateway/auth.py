@@ -8,6 +8,7 @@ JWTs minted with an API key and bound to its name, projects, an origin and a ses
 from __future__ import annotations
 
 import hashlib
+import math
 import secrets
 import time
 import uuid
@@ -189,17 +190,43 @@ class FailedAuthThrottle:
 
 
 class AudioBudgets:
-    """Audio seconds per key per minute (sliding window, per replica)."""
+    """Audio seconds per key per minute (sliding window, per replica), charged as audio is accepted.
+
+    Each key keeps its charges and their running total, so a charge and a check cost O(1) (amortised):
+    they happen for every chunk of audio a session accepts.
+    """
+
+    WINDOW_S = 60.0
 
     def __init__(self) -> None:
         self._spent: dict[str, deque[tuple[float, float]]] = defaultdict(deque)
+        self._totals: dict[str, float] = defaultdict(float)
+
+    def _expire(self, key: str, now: float) -> None:
+        window = self._spent.get(key)
+        while window and window[0][0] < now - self.WINDOW_S:
+            self._totals[key] -= window.popleft()[1]
+        if window is not None and not window:  # no empty entries left behind per key ever seen
+            del self._spent[key]
+            self._totals.pop(key, None)
 
     def remaining(self, key: str, per_minute: float) -> float:
-        window = self._spent[key]
-        cutoff = time.monotonic() - 60
-        while window and window[0][0] < cutoff:
-            window.popleft()
-        return per_minute - sum(seconds for _, seconds in window)
+        self._expire(key, time.monotonic())
+        return per_minute - self._totals.get(key, 0.0)
 
     def spend(self, key: str, seconds: float) -> None:
-        self._spent[key].append((time.monotonic(), seconds))
+        now = time.monotonic()
+        self._expire(key, now)
+        self._spent[key].append((now, seconds))
+        self._totals[key] += seconds
+
+    def retry_after_s(self, key: str, per_minute: float) -> int:
+        """Whole seconds until some of the budget is back (at least 1)."""
+        now = time.monotonic()
+        self._expire(key, now)
+        excess = self._totals.get(key, 0.0) - per_minute
+        for at, seconds in self._spent.get(key, ()):
+            excess -= seconds
+            if excess < 0:
+                return max(1, math.ceil(at + self.WINDOW_S - now))
+        return 1

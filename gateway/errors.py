@@ -15,6 +15,8 @@ The tree::
         │   ├── LimitReached            a session limit: idle, duration, rate, budget, start timeout (408)
         │   ├── MessageTooBig           a WebSocket message over the cap (413, close 1009)
         │   │   └── UploadTooLarge      an upload body over the cap
+        │   ├── AudioTooLong            an upload's decoded audio is over the limit (413)
+        │   ├── BudgetSpent             the caller's audio budget is spent (429, retryable)
         │   ├── ClientTooSlow           the client does not read its events
         │   ├── CapacityExceeded        this replica is full (503, close 1013, retryable)
         │   └── RateLimited             a key's or address's quota (429, close 1013, retryable)
@@ -80,6 +82,7 @@ class ErrorCode(StrEnum):
     MAX_DURATION = "max_duration"
     AUDIO_TOO_FAST = "audio_too_fast"
     AUDIO_BUDGET_SPENT = "audio_budget_spent"
+    AUDIO_TOO_LONG = "audio_too_long"
     MESSAGE_TOO_BIG = "message_too_big"
     UPLOAD_TOO_LARGE = "upload_too_large"
     CLIENT_TOO_SLOW = "client_too_slow"
@@ -112,11 +115,14 @@ class GatewayError(Exception):
     #: Seconds a client should wait before retrying (HTTP ``Retry-After``), for retryable errors.
     retry_after_s: ClassVar[int] = 1
 
-    def __init__(self, message: str, *, code: ErrorCode | None = None, retryable: bool | None = None) -> None:
+    def __init__(
+        self, message: str, *, code: ErrorCode | None = None, retryable: bool | None = None, retry_after_s: int = 0
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.error_code: ErrorCode = code or self.code
         self.retryable = self.retryable_by_default if retryable is None else retryable
+        self.retry_after = retry_after_s or self.retry_after_s  # when known (a budget refills), the truth
 
     def to_json(self) -> dict[str, Any]:
         return {"code": self.error_code.value, "message": self.message, "retryable": self.retryable}
@@ -128,7 +134,7 @@ class GatewayError(Exception):
 def error_response(error: GatewayError) -> JSONResponse:
     """Any error as an HTTP answer: its status, the ``{"error": {...}}`` envelope, and ``Retry-After``
     when waiting can help."""
-    headers = {"Retry-After": str(error.retry_after_s)} if error.retryable else None
+    headers = {"Retry-After": str(error.retry_after)} if error.retryable else None
     return JSONResponse({"error": error.to_json()}, status_code=error.http_status, headers=headers)
 
 
@@ -202,6 +208,22 @@ class UploadTooLarge(MessageTooBig):
     """An uploaded body over ``max_upload_bytes`` (found while streaming; the upstream is cancelled)."""
 
     code = ErrorCode.UPLOAD_TOO_LARGE
+
+
+class AudioTooLong(LimitError):
+    """An upload's decoded audio is longer than the limit (a decompression bomb, or just a long file)."""
+
+    code = ErrorCode.AUDIO_TOO_LONG
+    http_status = 413
+
+
+class BudgetSpent(LimitError):
+    """The caller's audio budget for the last minute ran out during a session (charged as audio is
+    accepted); a session refused for a spent budget gets RateLimited."""
+
+    code = ErrorCode.AUDIO_BUDGET_SPENT
+    http_status = 429
+    retryable_by_default = True
 
 
 class ClientTooSlow(LimitError):

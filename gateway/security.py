@@ -77,6 +77,20 @@ def offered_subprotocols(headers: Any) -> list[str]:
     return [p.strip() for p in value.split(",") if p.strip()]
 
 
+class KeyBudget:
+    """One key's audio budget, as a session charges it (``relay.limits.AudioBudget``)."""
+
+    def __init__(self, budgets: AudioBudgets, key: str, per_minute: float) -> None:
+        self._budgets, self._key, self._per_minute = budgets, key, per_minute
+
+    def spend(self, seconds: float) -> bool:
+        self._budgets.spend(self._key, seconds)
+        return self._budgets.remaining(self._key, self._per_minute) > 0
+
+    def retry_after_s(self) -> int:
+        return self._budgets.retry_after_s(self._key, self._per_minute)
+
+
 class AccessGate:
     def __init__(self, settings: Settings, authenticator: Authenticator, registry: SessionRegistry) -> None:
         self.settings = settings
@@ -137,9 +151,9 @@ class AccessGate:
             principal.check_project(project)
             per_minute = principal.audio_seconds_per_minute
             if per_minute is not None and self.budgets.remaining(principal.name, per_minute) <= 0:
-                raise RateLimited(
-                    "this key's audio budget for the last minute is spent", code=ErrorCode.AUDIO_BUDGET_SPENT
-                )
+                retry = self.budgets.retry_after_s(principal.name, per_minute)
+                raise RateLimited(f"this key's audio budget for the last minute is spent; retry in {retry} s",
+                                  code=ErrorCode.AUDIO_BUDGET_SPENT, retry_after_s=retry)  # fmt: skip
             self.auth.consume(principal)
         except GatewayError as exc:
             self.registry.deny(exc.error_code)
@@ -158,15 +172,13 @@ class AccessGate:
         max_s = s.max_session_s
         if principal is not None and principal.max_session_s is not None:
             max_s = min(max_s, principal.max_session_s)
-        spend = None
+        budget = None
         if principal is not None and principal.audio_seconds_per_minute is not None:
-            name, per_minute, budgets = principal.name, principal.audio_seconds_per_minute, self.budgets
-
-            def spend(seconds: float) -> bool:
-                budgets.spend(name, seconds)
-                return budgets.remaining(name, per_minute) > 0
-
-        return SessionLimits(max_s, s.max_audio_rate_x if live else None, s.audio_rate_burst_ms, spend)
+            budget = KeyBudget(self.budgets, principal.name, principal.audio_seconds_per_minute)
+        # Live audio is paced against real time; an upload's length is its audio, however fast it comes.
+        if live:
+            return SessionLimits(max_s, s.max_audio_rate_x, s.audio_rate_burst_ms, budget)
+        return SessionLimits(max_s, None, s.audio_rate_burst_ms, budget, max_audio_s=max_s)
 
     def bind(self, lease: Lease, principal: Principal) -> None:
         """Count a slot taken before the caller was known (a browser's in-band token) against its key."""

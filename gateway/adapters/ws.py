@@ -24,7 +24,7 @@ from gateway.adapters.dialect import Command, Dialect, SessionCommand
 from gateway.adapters.reader import ClientReader
 from gateway.adapters.socket import ClientSocket
 from gateway.auth import Principal
-from gateway.errors import ClientGone, ClientTooSlow, GatewayError, GoingAway, LimitReached
+from gateway.errors import ClientGone, ClientTooSlow, GatewayError, GoingAway
 from gateway.relay.items import Closed
 from gateway.relay.limits import connection_deadline
 from gateway.relay.registry import Lease
@@ -264,13 +264,13 @@ class Connection:
             if self._going_away:
                 await self._refuse(GoingAway("this gateway replica is shutting down; reconnect to continue"))
                 return
-            hit, deadline = connection_deadline(
+            limit, deadline = connection_deadline(
                 self.opened_at, self.last_activity if self.started_any else None,
                 start_s=s.start_timeout_s, idle_s=s.idle_timeout_s, max_s=s.max_session_s,
             )  # fmt: skip
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                await self._refuse(LimitReached(hit.message, code=hit.reason))
+                await self._refuse(limit)
                 return
             self._wake.clear()
             with contextlib.suppress(TimeoutError):

@@ -2,17 +2,29 @@
 
 :class:`SessionLimits` is what a caller's credential allows (length, audio rate against real time,
 audio budget); :class:`LimitWatch` applies them, with the idle timeout, to one session's clock and
-byte count. It decides *which* limit is reached; the session decides what that does (finalize so
-results are still delivered, then close 1008).
+byte count. Audio limits are checked as audio is accepted — the budget is charged there, never by a
+timer — so no chunk goes upstream past a limit. The watch decides *which* limit is reached (as the
+error the client will see); the session decides what that does (finalize so results are still
+delivered, then close).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from gateway.audio.format import AudioFormat
-from gateway.errors import ErrorCode
+from gateway.errors import AudioTooLong, BudgetSpent, ErrorCode, LimitError, LimitReached
+
+
+class AudioBudget(Protocol):
+    """A caller's audio budget (see :class:`gateway.auth.AudioBudgets`)."""
+
+    def spend(self, seconds: float) -> bool:
+        """Charge ``seconds``; False once the budget is spent."""
+        ...
+
+    def retry_after_s(self) -> int: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,15 +34,8 @@ class SessionLimits:
     max_session_s: float
     max_rate_x: float | None = None  # live streams: audio may not outrun real time by more than this
     rate_burst_ms: float = 0.0
-    spend_audio: Callable[[float], bool] | None = None  # False once the caller's audio budget is spent
-
-
-@dataclass(frozen=True, slots=True)
-class LimitHit:
-    """A limit that ends the session: the close reason (also the error code) and the client's words."""
-
-    reason: ErrorCode
-    message: str
+    budget: AudioBudget | None = None
+    max_audio_s: float | None = None  # uploads: the most audio (as decoded) that goes to Data Flow
 
 
 class LimitWatch:
@@ -40,52 +45,57 @@ class LimitWatch:
         self.opened_at = opened_at
         self._format: AudioFormat | None = None
         self._streaming_since = 0.0
-        self._bytes_budgeted = 0
+        self._cap_bytes: int | None = None
 
     def streaming(self, client_format: AudioFormat, since: float) -> None:
         self._format, self._streaming_since = client_format, since
+        if self.limits.max_audio_s is not None:
+            self._cap_bytes = client_format.ms_to_bytes(self.limits.max_audio_s * 1000)
 
-    def too_fast(self, bytes_in: int, now: float) -> LimitHit | None:
-        """Live audio may run ahead of real time by ``max_rate_x`` plus a burst, no more."""
-        rate_x, fmt = self.limits.max_rate_x, self._format
-        if rate_x is None or fmt is None:
-            return None
-        ahead_ms = fmt.bytes_to_ms(bytes_in) - (now - self._streaming_since) * 1000 * rate_x
-        if ahead_ms > self.limits.rate_burst_ms:
-            return LimitHit(ErrorCode.AUDIO_TOO_FAST, f"audio arrives faster than {rate_x:g}x real time")
-        return None
+    def accept(self, bytes_before: int, length: int, now: float) -> tuple[int, LimitError | None]:
+        """Of ``length`` new bytes after ``bytes_before``, how many may go upstream, and the limit this
+        chunk reaches (None: none). What is accepted is charged to the caller's budget."""
+        fmt, limits = self._format, self.limits
+        if fmt is None:
+            return length, None
+        if limits.max_rate_x is not None:
+            ahead_ms = fmt.bytes_to_ms(bytes_before + length) - (now - self._streaming_since) * 1000 * limits.max_rate_x
+            if ahead_ms > limits.rate_burst_ms:
+                message = f"audio arrives faster than {limits.max_rate_x:g}x real time"
+                return 0, LimitReached(message, code=ErrorCode.AUDIO_TOO_FAST)
+        allowed = length
+        hit: LimitError | None = None
+        if self._cap_bytes is not None and bytes_before + length > self._cap_bytes:
+            allowed = max(0, self._cap_bytes - bytes_before)
+            allowed -= allowed % fmt.frame_bytes
+            hit = AudioTooLong(f"the audio is longer than the limit of {limits.max_audio_s:g} s; the rest was not sent")
+        if limits.budget is not None and allowed and not limits.budget.spend(allowed / fmt.bytes_per_second):
+            retry = limits.budget.retry_after_s()
+            hit = hit or BudgetSpent("the caller's audio budget for the last minute is spent", retry_after_s=retry)
+        return allowed, hit
 
-    def periodic(self, bytes_in: int, now: float, last_activity: float) -> LimitHit | None:
-        """The budget, the maximum duration and the idle timeout, checked on the session's ticker."""
-        if not self._spend(bytes_in):
-            return LimitHit(ErrorCode.AUDIO_BUDGET_SPENT, "the caller's audio budget for the last minute is spent")
+    def periodic(self, now: float, last_activity: float) -> LimitError | None:
+        """The maximum duration and the idle timeout, checked on the session's ticker."""
         max_s = self.limits.max_session_s
         if now - self.opened_at >= max_s:
-            return LimitHit(ErrorCode.MAX_DURATION, f"maximum session duration of {max_s:g} s reached")
+            return LimitReached(f"maximum session duration of {max_s:g} s reached", code=ErrorCode.MAX_DURATION)
         if now - last_activity >= self.idle_timeout_s:
-            return LimitHit(ErrorCode.IDLE_TIMEOUT, f"no audio or message for {self.idle_timeout_s:g} s")
+            return LimitReached(f"no audio or message for {self.idle_timeout_s:g} s", code=ErrorCode.IDLE_TIMEOUT)
         return None
-
-    def _spend(self, bytes_in: int) -> bool:
-        spend, fmt = self.limits.spend_audio, self._format
-        if spend is None or fmt is None:
-            return True
-        new_bytes, self._bytes_budgeted = bytes_in - self._bytes_budgeted, bytes_in
-        return spend(new_bytes / fmt.bytes_per_second)
 
 
 def connection_deadline(
     opened_at: float, last_activity: float | None, *, start_s: float, idle_s: float, max_s: float
-) -> tuple[LimitHit, float]:
+) -> tuple[LimitError, float]:
     """When a connection with no session running is ended, and why: the start timeout until its first
     session, then the idle timeout since the last activity; never past its maximum duration."""
     if last_activity is None:
-        hit = LimitHit(ErrorCode.START_TIMEOUT, f"no start message within {start_s:g} s")
+        error = LimitReached(f"no start message within {start_s:g} s", code=ErrorCode.START_TIMEOUT)
         deadline = opened_at + start_s
     else:
-        hit = LimitHit(ErrorCode.IDLE_TIMEOUT, f"no audio or message for {idle_s:g} s")
+        error = LimitReached(f"no audio or message for {idle_s:g} s", code=ErrorCode.IDLE_TIMEOUT)
         deadline = last_activity + idle_s
     if opened_at + max_s < deadline:
-        hit = LimitHit(ErrorCode.MAX_DURATION, f"maximum connection duration of {max_s:g} s reached")
+        error = LimitReached(f"maximum connection duration of {max_s:g} s reached", code=ErrorCode.MAX_DURATION)
         deadline = opened_at + max_s
-    return hit, deadline
+    return error, deadline

@@ -27,7 +27,7 @@ from gateway.errors import (
     GatewayError,
     GoingAway,
     InvalidState,
-    LimitReached,
+    LimitError,
     UpstreamError,
     UpstreamTimeout,
     UpstreamUnavailable,
@@ -35,7 +35,7 @@ from gateway.errors import (
 from gateway.observability import GatewayMetrics
 from gateway.relay.accounting import account_end, log_fields
 from gateway.relay.items import Closed, Flow, Notice, OutItem, SessionState, Started
-from gateway.relay.limits import LimitHit, LimitWatch, SessionLimits
+from gateway.relay.limits import LimitWatch, SessionLimits
 from gateway.relay.outbox import Outbox
 from gateway.relay.stream import StreamOpener, UpstreamStream
 from gateway.settings import Settings
@@ -119,22 +119,24 @@ class Session:
             return
         assert self._converter is not None and self.stream is not None
         now = self._last_activity = time.monotonic()
+        before = self.bytes_in
         self.bytes_in += len(data)
-        hit = self._watch.too_fast(self.bytes_in, now)
-        if hit is not None:
-            await self._limit(hit)
-            return
-        converted = self._converter.convert(data)
-        if not converted:
-            return
-        paused = self.stream.backpressured
-        if paused and not self._was_paused:
-            self.backpressure_pauses += 1
-        self._was_paused = paused
-        try:
-            await self.stream.send_audio(converted)
-        except GatewayError as exc:
-            self._finish("upstream_error", exc)
+        allowed, limit = self._watch.accept(before, len(data), now)
+        converted = self._converter.convert(data if allowed == len(data) else data[:allowed])
+        if converted:
+            paused = self.stream.backpressured
+            if paused and not self._was_paused:
+                self.backpressure_pauses += 1
+            self._was_paused = paused
+            try:
+                await self.stream.send_audio(converted)
+            except UpstreamError as exc:
+                self._finish("upstream_error", exc)
+                return
+            except InvalidState:  # a limit closed the input while this chunk waited for Data Flow
+                return
+        if limit is not None and self.state is SessionState.STREAMING:
+            await self._limit(limit)
 
     def _refuse_audio(self) -> None:
         if self.state is SessionState.FINALIZING:
@@ -262,9 +264,9 @@ class Session:
             now = time.monotonic()
             if self.state is SessionState.STREAMING:
                 self._emit(self.flow())
-                hit = self._watch.periodic(self.bytes_in, now, self._last_activity)
-                if hit is not None:
-                    await self._limit(hit)
+                limit = self._watch.periodic(now, self._last_activity)
+                if limit is not None:
+                    await self._limit(limit)
             elif self.state is SessionState.FINALIZING and now >= self._finalize_deadline:
                 if self._saw_final_result:
                     self._finish(self._end_reason or "finalized", self._end_error)
@@ -274,9 +276,9 @@ class Session:
                         "upstream_error", UpstreamTimeout(f"no final result from Data Flow within {timeout:g} s")
                     )
 
-    async def _limit(self, hit: LimitHit) -> None:
-        """A policy limit: deliver what Data Flow still has (finalize), then close with 1008."""
-        self._end_reason, self._end_error = hit.reason, LimitReached(hit.message, code=hit.reason)
+    async def _limit(self, error: LimitError) -> None:
+        """A policy limit: deliver what Data Flow still has (finalize), then close with the limit's code."""
+        self._end_reason, self._end_error = error.error_code.value, error
         await self._end_input(stop=False)
 
     def _finish(self, reason: str, error: GatewayError | None = None, *, drop_backlog: bool = False) -> None:

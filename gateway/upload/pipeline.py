@@ -22,7 +22,16 @@ from starlette.types import Receive, Scope
 from gateway.adapters import messages
 from gateway.audio.format import AudioFormat
 from gateway.dataflow.messages import PARTIAL, DataflowEvent, StartRequest, parse_start
-from gateway.errors import BadRequest, ClientGone, ErrorCode, GatewayError, GoingAway, LimitReached
+from gateway.errors import (
+    AudioTooLong,
+    BadRequest,
+    BudgetSpent,
+    ClientGone,
+    ErrorCode,
+    GatewayError,
+    GoingAway,
+    LimitReached,
+)
 from gateway.relay.items import Closed, Flow, Notice, OutItem, SessionState, Started
 from gateway.relay.registry import Lease
 from gateway.relay.session import Session
@@ -66,6 +75,7 @@ class Upload:
         self.session: Session | None = None
         self.source: AudioSource | None = None
         self.error: GatewayError | None = None  # set when the upload ended with an error message
+        self.partial: dict[str, Any] | None = None  # the results before a limit ended the upload
         self.disconnected = False
         self._started: Started | None = None
         self._lease: Lease | None = None
@@ -212,13 +222,18 @@ class Upload:
             self.error = GoingAway(f"the session ended before its result ({closed.reason})")
         else:
             self.error = closed.error
-        if self.error is not None:
-            return {"type": "error", **self.error.to_json()}
+        if self.error is None:
+            return {"type": "result", **self._result(session, closed)}
+        if isinstance(self.error, LimitReached | AudioTooLong | BudgetSpent):  # finalized: what came before counts
+            self.partial = self._result(session, closed)
+            return {"type": "error", **self.error.to_json(), "result": self.partial}
+        return {"type": "error", **self.error.to_json()}
+
+    def _result(self, session: Session, closed: Closed) -> dict[str, Any]:
         assert self.source is not None
         channels = {str(c): "" for c in range(self.source.format.channels)}
         transcript = channels | {c: " ".join(texts) for c, texts in sorted(self._transcript.items())}
         return {
-            "type": "result",
             "sessionId": session.id,
             "dataflowSessionId": self._started.dataflow_session_id if self._started else None,
             "audioMs": closed.audio_ms,

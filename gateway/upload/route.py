@@ -180,7 +180,12 @@ async def recognize(
             elif message["type"] == "result":
                 result = message
     if upload.error is not None:
-        return error_response(upload.error)
+        if upload.partial is None:
+            return error_response(upload.error)
+        answer = error_response(upload.error)  # the limit's status, envelope and Retry-After, plus the results
+        retry = {"Retry-After": answer.headers["retry-after"]} if "retry-after" in answer.headers else None
+        return JSONResponse({"error": upload.error.to_json(), **upload.partial, "events": events},
+                            status_code=answer.status_code, headers=retry)  # fmt: skip
     if upload.disconnected or not result:
         return Response(status_code=499)
     del result["type"]

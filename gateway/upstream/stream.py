@@ -31,8 +31,10 @@ from gateway.dataflow.messages import (
     parse_response,
 )
 from gateway.errors import (
+    ErrorCode,
     GatewayError,
     InvalidMessage,
+    InvalidState,
     MessageTooBig,
     UpstreamAuthFailed,
     UpstreamError,
@@ -188,7 +190,7 @@ class DataflowStream:
         if self._writer is None:
             raise UpstreamProtocolError("the upstream stream is not started")
         if self._input_closed:
-            raise InvalidMessage("the session is finalizing; nothing more can be sent")
+            raise InvalidState("the session is finalizing; nothing more can be sent", code=ErrorCode.SESSION_FINALIZING)
 
     async def _write_loop(self) -> None:
         assert self._call is not None
