@@ -14,7 +14,7 @@ from fastapi import FastAPI
 from gateway import __version__
 from gateway.adapters import routes as websockets
 from gateway.routes import demo, docs, health, ops, tokens
-from gateway.security import CredentialScrubber
+from gateway.security import CredentialScrubber, HostGuard
 from gateway.service import Gateway, check_auth_mode
 from gateway.settings import Settings, load_settings
 from gateway.upload import route as recognize
@@ -43,5 +43,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for router in (websockets.router, recognize.router, tokens.router,
                    health.router, ops.router, docs.router, demo.router):  # fmt: skip
         app.include_router(router)
-    app.add_middleware(CredentialScrubber)
+    app.add_middleware(HostGuard, public_hosts=config.public_hosts, auth_required=config.auth_required)
+    app.add_middleware(CredentialScrubber)  # added last, runs first: no credential reaches anything else
     return app

@@ -12,14 +12,14 @@ import math
 import secrets
 import time
 import uuid
-from collections import defaultdict, deque
+from collections import OrderedDict, defaultdict, deque
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import jwt
 from pydantic import BaseModel, Field
 
-from gateway.errors import ErrorCode, Forbidden, RateLimited, Unauthorized
+from gateway.errors import ErrorCode, Forbidden, Unauthorized
 
 _ISSUER = "dataflow-gateway"
 _AUDIENCE = "dataflow-gateway/session"
@@ -164,28 +164,43 @@ class Authenticator:
 
 
 class FailedAuthThrottle:
-    """Refuses a client address for a while after too many failed authentications."""
+    """Slows credential guessing from one client address: past ``limit_per_minute`` failed credentials,
+    its next wrong ones get 429 instead of being checked further. A valid credential always passes (behind
+    one proxy address, other clients' mistakes must not lock a key out; keys are too long to guess).
+    The table of addresses is bounded: an attacker who varies addresses cannot grow it without limit."""
+
+    WINDOW_S = 60.0
+    MAX_ADDRESSES = 10_000
 
     def __init__(self, limit_per_minute: int) -> None:
         self.limit = limit_per_minute
-        self._failures: dict[str, deque[float]] = defaultdict(deque)
+        self._failures: OrderedDict[str, deque[float]] = OrderedDict()
 
-    def check(self, client: str) -> None:
-        window = self._window(client)
-        if self.limit and len(window) >= self.limit:
-            raise RateLimited("too many failed authentication attempts; wait a minute", code=ErrorCode.AUTH_THROTTLED)
+    def blocked_for(self, client: str) -> int:
+        """Seconds until ``client`` may fail again without a 429 (0: not throttled)."""
+        window = self._window(client, time.monotonic())
+        if not self.limit or window is None or len(window) < self.limit:
+            return 0
+        ages_out = window[len(window) - self.limit] + self.WINDOW_S  # then fewer than ``limit`` remain
+        return max(1, math.ceil(ages_out - time.monotonic()))
 
     def failed(self, client: str) -> None:
-        self._window(client).append(time.monotonic())
+        now = time.monotonic()
+        window = self._window(client, now)
+        if window is None:
+            window = self._failures[client] = deque()
+            while len(self._failures) > self.MAX_ADDRESSES:
+                self._failures.popitem(last=False)
+        window.append(now)
+        self._failures.move_to_end(client)
 
-    def _window(self, client: str) -> deque[float]:
-        window = self._failures[client]
-        cutoff = time.monotonic() - 60
-        while window and window[0] < cutoff:
+    def _window(self, client: str, now: float) -> deque[float] | None:
+        window = self._failures.get(client)
+        while window and window[0] < now - self.WINDOW_S:
             window.popleft()
-        if not window:
-            self._failures.pop(client, None)
-            window = self._failures[client]
+        if window is not None and not window:
+            del self._failures[client]
+            return None
         return window
 
 

@@ -55,6 +55,7 @@ class ErrorCode(StrEnum):
     INVALID_PARAMETERS = "invalid_parameters"
     INVALID_MULTIPART = "invalid_multipart"
     EMPTY_BODY = "empty_body"
+    INVALID_HOST = "invalid_host"
     UNKNOWN_MESSAGE_TYPE = "unknown_message_type"
     UNSUPPORTED_AUDIO_FORMAT = "unsupported_audio_format"
     MISALIGNED_AUDIO = "misaligned_audio"

@@ -18,7 +18,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway.auth import AudioBudgets, Authenticator, FailedAuthThrottle, Principal
-from gateway.errors import ErrorCode, Forbidden, GatewayError, RateLimited, Unauthorized, error_response
+from gateway.errors import BadRequest, ErrorCode, Forbidden, GatewayError, RateLimited, Unauthorized, error_response
 from gateway.relay.limits import SessionLimits
 from gateway.relay.registry import Lease, SessionRegistry
 from gateway.settings import Settings
@@ -53,6 +53,41 @@ class CredentialScrubber:
                 pairs = parse_qsl(query.decode("latin-1"), keep_blank_values=True)
                 scope[_QUERY_TOKEN] = next((v for k, v in pairs if k == "token"), None)
                 scope["query_string"] = urlencode([(k, v) for k, v in pairs if k != "token"]).encode("latin-1")
+        await self.app(scope, receive, send)
+
+
+_LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "[::1]", "::1"})
+
+
+def _host_name(host: str) -> str:
+    """``host`` without its port (``[::1]:8080`` -> ``[::1]``)."""
+    if host.startswith("["):
+        return host[: host.find("]") + 1]
+    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+
+
+class HostGuard:
+    """ASGI middleware against DNS rebinding: the client APIs answer only to the configured public
+    hosts (and loopback). With none configured: any host while authentication is on (a credential is
+    needed anyway), only loopback hosts while it is off. Health, metrics and drain answer any host
+    (probes use the pod's address)."""
+
+    def __init__(self, app: ASGIApp, public_hosts: list[str], auth_required: bool) -> None:
+        self.app = app
+        self.hosts = {h.lower() for h in public_hosts}
+        self.any_host = not public_hosts and auth_required
+
+    def allowed(self, host: str) -> bool:
+        host = host.strip().lower()
+        return self.any_host or host in self.hosts or _host_name(host) in self.hosts | _LOOPBACK_HOSTS
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] in ("http", "websocket") and not scope["path"].lstrip("/").startswith(_OPERATOR_PATHS):
+            host = next((v.decode("latin-1") for k, v in scope.get("headers", ()) if k == b"host"), "")
+            if not self.allowed(host):
+                error = BadRequest("this gateway does not answer to that host name", code=ErrorCode.INVALID_HOST)
+                await error_response(error)(scope, receive, send)
+                return
         await self.app(scope, receive, send)
 
 
@@ -99,50 +134,63 @@ class AccessGate:
         self.throttle = FailedAuthThrottle(settings.auth_failures_per_minute)
         self.budgets = AudioBudgets()
         self._origins = set(settings.allowed_origins)
+        self._public_hosts = {h.lower() for h in settings.public_hosts}
 
     # --- checks --------------------------------------------------------------------------------------
 
     def origin_allowed(self, origin: str, scope: Scope, headers: Any) -> bool:
         if origin in self._origins:
             return True
-        # Same-origin pages (the built-in demo page) may always connect.
-        scheme = "https" if scope.get("scheme") in ("https", "wss") else "http"
-        host = headers.get("host", "")
-        return bool(host) and hmac.compare_digest(origin, f"{scheme}://{host}")
+        # Same-origin pages (the built-in demo page) may connect: same as a configured public host, or,
+        # with none configured, a loopback origin (with auth on, also the Host the caller names).
+        scheme, _, host = origin.partition("://")
+        if scheme not in ("http", "https") or not host:
+            return False
+        if self._public_hosts:
+            return host.lower() in self._public_hosts or _host_name(host.lower()) in self._public_hosts
+        if _host_name(host.lower()) in _LOOPBACK_HOSTS:
+            return True
+        sent_host = headers.get("host", "")
+        return self.auth.required and bool(sent_host) and hmac.compare_digest(host, sent_host)
 
     def identify(self, scope: Scope, headers: Any, *, in_band: bool = False) -> Principal | None:
         """The caller of a request or handshake. None means "not yet": an in-band credential (the
         native start message) may still come. Raises the denial as a GatewayError."""
-        client = scope["client"][0] if scope.get("client") else "unknown"
         try:
-            self.throttle.check(client)
             origin = headers.get("origin")
             credential = credential_of(scope, headers)
             if origin is not None and not self.origin_allowed(origin, scope, headers):
                 raise Forbidden(f"origin {origin!r} is not allowed", code=ErrorCode.ORIGIN_NOT_ALLOWED)
             if credential is None and in_band and self.auth.required and origin is not None:
                 return None  # a browser: its token may come in the start message
-            try:
-                principal = self.auth.authenticate(credential)
-            except Unauthorized:
-                self.throttle.failed(client)
-                raise
-            if principal.origin is not None and principal.origin != origin:
-                raise Forbidden("the browser token is bound to another origin", code=ErrorCode.ORIGIN_MISMATCH)
-            return principal
+            return self._authenticate(credential, origin, scope)
         except GatewayError as exc:
             self.registry.deny(exc.error_code)
             raise
 
-    def authenticate_in_band(self, credential: str | None, origin: str | None) -> Principal:
+    def authenticate_in_band(self, credential: str | None, origin: str | None, scope: Scope) -> Principal:
         """A credential from the start message (browsers that cannot use the handshake)."""
         try:
-            principal = self.auth.authenticate(credential)
-            if principal.origin is not None and principal.origin != origin:
-                raise Forbidden("the browser token is bound to another origin", code=ErrorCode.ORIGIN_MISMATCH)
+            return self._authenticate(credential, origin, scope)
         except GatewayError as exc:
             self.registry.deny(exc.error_code)
             raise
+
+    def _authenticate(self, credential: str | None, origin: str | None, scope: Scope) -> Principal:
+        """Every path's credential check: a wrong one feeds the throttle, a throttled address gets 429."""
+        try:
+            principal = self.auth.authenticate(credential)
+        except Unauthorized:
+            if credential is not None:
+                client = scope["client"][0] if scope.get("client") else "unknown"
+                wait_s = self.throttle.blocked_for(client)
+                if wait_s:
+                    raise RateLimited(f"too many failed credentials from this address; retry in {wait_s} s",
+                                      code=ErrorCode.AUTH_THROTTLED, retry_after_s=wait_s) from None  # fmt: skip
+                self.throttle.failed(client)
+            raise
+        if principal.origin is not None and principal.origin != origin:
+            raise Forbidden("the browser token is bound to another origin", code=ErrorCode.ORIGIN_MISMATCH)
         return principal
 
     def admit_session(self, principal: Principal, project: str) -> None:

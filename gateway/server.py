@@ -150,6 +150,10 @@ def uvicorn_config(settings: Settings) -> uvicorn.Config:
         log_config=None,  # serve() configures logging once; embedding apps and tests keep their own
         log_level="info" if settings.log_level == "debug" else settings.log_level,  # see observability.logging_config
         server_header=False,
+        # The client's address (the auth throttle's key) comes from X-Forwarded-For only behind a
+        # configured proxy; uvicorn would otherwise believe it from 127.0.0.1.
+        proxy_headers=bool(settings.trusted_proxies),
+        forwarded_allow_ips=settings.trusted_proxies or None,
         # The drain happens before uvicorn's shutdown starts; this only bounds stragglers after it.
         timeout_graceful_shutdown=5,
     )

@@ -145,9 +145,16 @@ class Settings(BaseSettings):
     token_ttl_s: float = Field(60.0, gt=0, description="Default life of a browser token (to start a session).")
     token_max_ttl_s: float = Field(900.0, gt=0, description="Longest life a browser token may ask for.")
     allowed_origins: list[str] = Field(
-        default_factory=list, description="Exact Origins allowed on WebSocket handshakes (same-origin always is)."
+        default_factory=list, description="Exact Origins allowed on WebSocket handshakes (pages on public_hosts are)."
     )
-    auth_failures_per_minute: int = Field(20, ge=0, description="Failed authentications per client before 429.")
+    public_hosts: list[str] = Field(
+        default_factory=list,
+        description="Host names clients use (host or host:port); others get 400. Empty: any with auth, else loopback.",
+    )
+    trusted_proxies: list[str] = Field(
+        default_factory=list, description="Proxy addresses or CIDRs whose X-Forwarded-For is believed (empty: none)."
+    )
+    auth_failures_per_minute: int = Field(20, ge=0, description="Failed credentials per client address before 429.")
 
     # --- embedded simulator --------------------------------------------------------------------------
     simulator_port: int = Field(0, ge=0, le=65535, description="Port of the embedded simulator (0: any free).")

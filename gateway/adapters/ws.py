@@ -151,7 +151,7 @@ class Connection:
         try:
             principal = self.principal
             if principal is None:  # a browser that could only send its token in the start message
-                principal = gate.authenticate_in_band(command.credential, self.ws.headers.get("origin"))
+                principal = gate.authenticate_in_band(command.credential, self.ws.headers.get("origin"), self.ws.scope)
             if self.lease is None:  # the replica was full at accept: try again, now that the start is read
                 self._take_slot(principal)
             elif self.lease.key is None:
