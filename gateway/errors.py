@@ -7,6 +7,7 @@ The tree::
     └── GatewayError                    reported to a client: code, message, retryable
         ├── BadRequest                  the client broke the protocol (422, close 1008)
         │   ├── InvalidMessage          not JSON, not an object, nested too deep (close 1007)
+        │   ├── InvalidHost             a Host header the gateway does not serve (400)
         │   ├── InvalidState            valid, but not now: before start, after finalize (409)
         │   └── AudioFormatError        audio the gateway cannot take or convert (415, close 1003)
         ├── Unauthorized                no or a wrong credential (401)
@@ -155,6 +156,13 @@ class InvalidMessage(BadRequest):
 
     code = ErrorCode.INVALID_MESSAGE
     ws_close_code = 1007
+
+
+class InvalidHost(BadRequest):
+    """A request for a host name this gateway does not serve (DNS rebinding)."""
+
+    code = ErrorCode.INVALID_HOST
+    http_status = 400
 
 
 class InvalidState(BadRequest):

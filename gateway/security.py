@@ -18,7 +18,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway.auth import AudioBudgets, Authenticator, FailedAuthThrottle, Principal
-from gateway.errors import BadRequest, ErrorCode, Forbidden, GatewayError, RateLimited, Unauthorized, error_response
+from gateway.errors import ErrorCode, Forbidden, GatewayError, InvalidHost, RateLimited, Unauthorized, error_response
 from gateway.relay.limits import SessionLimits
 from gateway.relay.registry import Lease, SessionRegistry
 from gateway.settings import Settings
@@ -85,7 +85,7 @@ class HostGuard:
         if scope["type"] in ("http", "websocket") and not scope["path"].lstrip("/").startswith(_OPERATOR_PATHS):
             host = next((v.decode("latin-1") for k, v in scope.get("headers", ()) if k == b"host"), "")
             if not self.allowed(host):
-                error = BadRequest("this gateway does not answer to that host name", code=ErrorCode.INVALID_HOST)
+                error = InvalidHost("this gateway does not answer to that host name")
                 await error_response(error)(scope, receive, send)
                 return
         await self.app(scope, receive, send)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -17,10 +16,10 @@ from gateway.app import create_app
 from gateway.auth import key_digest
 from gateway.settings import SettingsError
 from gateway.simulator.server import DataflowSimulator
-from tests import signals
-from tests.conftest import SECRETS, settings_for
-from tests.harness import RunningGateway, Transcript, next_message, read_all, running_gateway, ws_connect
-from tests.test_native_stream import start_message
+from tests.support import signals
+from tests.support.harness import RunningGateway, Transcript, next_message, read_all, running_gateway, ws_connect
+from tests.support.native_client import start_message
+from tests.support.settings import SECRETS, settings_for
 
 ACME_KEY = "dfg_acme_3b1f0c9e5d7a44c8b2f6e0a1d9c8b7a6"
 TINY_KEY = "dfg_tiny_77e2c1d0a9b84f3e8c6d5b4a39281706"
@@ -31,22 +30,18 @@ SECRETS.update({ACME_KEY, TINY_KEY, SIGNING_KEY})
 
 
 @pytest.fixture
-async def gw(simulator: DataflowSimulator, request: pytest.FixtureRequest) -> AsyncIterator[RunningGateway]:
-    overrides: dict[str, Any] = getattr(request, "param", {})
-    settings = settings_for(
-        simulator,
-        auth="required",
-        api_keys=[
+def gw_settings() -> dict[str, Any]:
+    """``gw`` requires auth; a test adds overrides with ``parametrize("gw", [{...}], indirect=True)``."""
+    return {
+        "auth": "required",
+        "api_keys": [
             {"name": "acme", "sha256": key_digest(ACME_KEY), "projects": ["demo"], "max_sessions": 2},
             {"name": "tiny", "sha256": key_digest(TINY_KEY), "audio_seconds_per_minute": 2},
         ],
-        token_signing_key=SIGNING_KEY,
-        allowed_origins=[APP_ORIGIN, OTHER_ORIGIN],
-        ack_interval_ms=100,
-        **overrides,
-    )
-    async with running_gateway(settings) as running:
-        yield running
+        "token_signing_key": SIGNING_KEY,
+        "allowed_origins": [APP_ORIGIN, OTHER_ORIGIN],
+        "ack_interval_ms": 100,
+    }
 
 
 async def denied(url: str, **kwargs: Any) -> tuple[int, dict[str, Any]]:
@@ -230,10 +225,19 @@ async def test_audio_budget_per_minute(gw: RunningGateway) -> None:
 
 @pytest.mark.parametrize("gw", [{"auth_failures_per_minute": 3}], indirect=True)
 async def test_failed_auth_is_throttled(gw: RunningGateway) -> None:
+    """Past the limit, wrong credentials from that address get 429 with a Retry-After its text agrees
+    with; a valid key from the same address (other clients behind one proxy) still gets in."""
     for _ in range(3):
         assert (await denied(gw.ws_url(), additional_headers={"X-API-Key": "dfg_wrong"}))[0] == 401
-    status, body = await denied(gw.ws_url(), additional_headers={"X-API-Key": ACME_KEY})
+    status, body = await denied(gw.ws_url(), additional_headers={"X-API-Key": "dfg_wrong_again"})
     assert (status, body["error"]["code"]) == (429, "auth_throttled")
+    retry = int(body["error"]["message"].rsplit("retry in ", 1)[1].split()[0])
+    assert 55 <= retry <= 60
+    async with httpx.AsyncClient(base_url=gw.http_url) as http:
+        refused = await http.post("/v1/recognize", headers={"X-API-Key": "dfg_wrong_3"}, content=b"")
+    assert refused.status_code == 429
+    assert abs(int(refused.headers["retry-after"]) - retry) <= 1
+    assert (await digits_through(gw, "1", additional_headers={"X-API-Key": ACME_KEY})).milestones() == ["1"]
 
 
 async def test_denials_are_visible_in_metrics(gw: RunningGateway) -> None:
