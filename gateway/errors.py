@@ -29,10 +29,9 @@ The tree::
             ├── UpstreamAuthFailed      refused the gateway's own credential (retryable)
             └── UpstreamProtocolError   sent what the gateway cannot read
 
-Each class knows its WebSocket close code, its HTTP status and whether retrying can help; the
-machine-readable code is an :class:`ErrorCode`, the class's own or a more precise one given at
-the raise site. :func:`error_response` is the one place an error becomes an HTTP answer.
-Messages must never contain secrets or audio: they are sent to clients and logged as they are.
+Each class knows its close code, HTTP status and whether a retry can help; its code is an
+:class:`ErrorCode` (the class's, or a more precise one from the raise site). :func:`error_response` is
+the one place an error becomes an HTTP answer. Messages never carry secrets or audio.
 """
 
 from __future__ import annotations
@@ -47,7 +46,6 @@ class ErrorCode(StrEnum):
     """Every ``code`` a client can receive (documented in README and the AsyncAPI document)."""
 
     INTERNAL_ERROR = "internal_error"
-    # the protocol
     BAD_REQUEST = "bad_request"
     INVALID_MESSAGE = "invalid_message"
     INVALID_START = "invalid_start"
@@ -60,13 +58,11 @@ class ErrorCode(StrEnum):
     UNKNOWN_MESSAGE_TYPE = "unknown_message_type"
     UNSUPPORTED_AUDIO_FORMAT = "unsupported_audio_format"
     MISALIGNED_AUDIO = "misaligned_audio"
-    # state
     INVALID_STATE = "invalid_state"
     NOT_STARTED = "not_started"
     ALREADY_STARTED = "already_started"
     AUDIO_BEFORE_START = "audio_before_start"
     SESSION_FINALIZING = "session_finalizing"
-    # credentials and origins
     UNAUTHORIZED = "unauthorized"
     MISSING_CREDENTIAL = "missing_credential"
     INVALID_CREDENTIAL = "invalid_credential"
@@ -77,7 +73,6 @@ class ErrorCode(StrEnum):
     ORIGIN_NOT_ALLOWED = "origin_not_allowed"
     ORIGIN_MISMATCH = "origin_mismatch"
     PROJECT_NOT_ALLOWED = "project_not_allowed"
-    # limits
     LIMIT_REACHED = "limit_reached"
     START_TIMEOUT = "start_timeout"
     IDLE_TIMEOUT = "idle_timeout"
@@ -91,10 +86,8 @@ class ErrorCode(StrEnum):
     CAPACITY_EXCEEDED = "capacity_exceeded"
     RATE_LIMITED = "rate_limited"
     AUTH_THROTTLED = "auth_throttled"
-    # lifecycle
     GOING_AWAY = "going_away"
     DRAINING = "draining"
-    # Data Flow
     UPSTREAM_ERROR = "upstream_error"
     UPSTREAM_UNAVAILABLE = "upstream_unavailable"
     UPSTREAM_TIMEOUT = "upstream_timeout"
@@ -138,9 +131,6 @@ def error_response(error: GatewayError) -> JSONResponse:
     when waiting can help."""
     headers = {"Retry-After": str(error.retry_after)} if error.retryable else None
     return JSONResponse({"error": error.to_json()}, status_code=error.http_status, headers=headers)
-
-
-# --- client mistakes -------------------------------------------------------------------------
 
 
 class BadRequest(GatewayError):
@@ -190,9 +180,6 @@ class Forbidden(GatewayError):
     code = ErrorCode.FORBIDDEN
     ws_close_code = 1008
     http_status = 403
-
-
-# --- limits -----------------------------------------------------------------------------------------
 
 
 class LimitError(GatewayError):
@@ -257,9 +244,6 @@ class RateLimited(LimitError):
     retry_after_s = 60  # quotas and throttles count per minute
 
 
-# --- lifecycle ----------------------------------------------------------------------------------
-
-
 class GoingAway(GatewayError):
     """This replica is draining; the client should reconnect (the load balancer picks another)."""
 
@@ -267,9 +251,6 @@ class GoingAway(GatewayError):
     ws_close_code = 1001
     http_status = 503
     retryable_by_default = True
-
-
-# --- upstream (Data Flow) failures ----------------------------------------------------------------
 
 
 class UpstreamError(GatewayError):

@@ -151,7 +151,8 @@ class AccessGate:
         if _host_name(host.lower()) in _LOOPBACK_HOSTS:
             return True
         sent_host = headers.get("host", "")
-        return self.auth.required and bool(sent_host) and hmac.compare_digest(host, sent_host)
+        page_scheme = "https" if scope.get("scheme") in ("https", "wss") else "http"
+        return self.auth.required and bool(sent_host) and hmac.compare_digest(origin, f"{page_scheme}://{sent_host}")
 
     def identify(self, scope: Scope, headers: Any, *, in_band: bool = False) -> Principal | None:
         """The caller of a request or handshake. None means "not yet": an in-band credential (the

@@ -24,7 +24,10 @@ class Session(Protocol):
     project: str
     opened_at: float
     bytes_in: int
-    backpressure_pauses: int
+
+    @property
+    def backpressure_pauses(self) -> int: ...
+
     metrics: GatewayMetrics
     client_format: AudioFormat | None
     stream: UpstreamStream | None

@@ -66,8 +66,7 @@ class LimitWatch:
         allowed = length
         hit: LimitError | None = None
         if self._cap_bytes is not None and bytes_before + length > self._cap_bytes:
-            allowed = max(0, self._cap_bytes - bytes_before)
-            allowed -= allowed % fmt.frame_bytes
+            allowed = max(0, self._cap_bytes - bytes_before)  # the cap is whole frames: so is where it stops
             hit = AudioTooLong(f"the audio is longer than the limit of {limits.max_audio_s:g} s; the rest was not sent")
         if limits.budget is not None and allowed and not limits.budget.spend(allowed / fmt.bytes_per_second):
             retry = limits.budget.retry_after_s()

@@ -55,7 +55,6 @@ class Session:
         self.project = ""
         self.opened_at = time.monotonic()
         self.bytes_in = 0
-        self.backpressure_pauses = 0
         self._upstream = upstream
         self.metrics = metrics
         self._watch = LimitWatch(self.limits, settings.idle_timeout_s, self.opened_at)
@@ -71,7 +70,6 @@ class Session:
         self._said_finalizing = False
         self._finalize_deadline = 0.0
         self._last_activity = self.opened_at
-        self._was_paused = False
 
     # --- lifecycle ---------------------------------------------------------------------------------
 
@@ -124,10 +122,6 @@ class Session:
         allowed, limit = self._watch.accept(before, len(data), now)
         converted = self._converter.convert(data if allowed == len(data) else data[:allowed])
         if converted:
-            paused = self.stream.backpressured
-            if paused and not self._was_paused:
-                self.backpressure_pauses += 1
-            self._was_paused = paused
             try:
                 await self.stream.send_audio(converted)
             except UpstreamError as exc:
@@ -189,6 +183,11 @@ class Session:
 
     async def wait_closed(self) -> Closed:
         return await self._outbox.wait_closed()
+
+    @property
+    def backpressure_pauses(self) -> int:
+        """Times this client was paused because Data Flow was slow."""
+        return self.stream.pauses if self.stream is not None else 0
 
     def flow(self) -> Flow:
         return Flow.measure(self.client_format, self._upstream_format, self.bytes_in, self.stream)

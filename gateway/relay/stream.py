@@ -31,6 +31,11 @@ class UpstreamStream(Protocol):
     @property
     def backpressured(self) -> bool: ...
 
+    @property
+    def pauses(self) -> int:
+        """Times a send had to wait for room (the client was paused)."""
+        ...
+
     async def start(self, request: StartRequest) -> DataflowResponse: ...
 
     async def send_audio(self, data: bytes) -> None:

@@ -88,6 +88,7 @@ class DataflowStream:
         self._counted = False
         self.session_id: str | None = None
         self.audio_bytes_sent = 0
+        self.pauses = 0  # times a send waited for room
 
     # --- opening -------------------------------------------------------------------------------------
 
@@ -149,6 +150,7 @@ class DataflowStream:
     async def _backpressure(self, what: str) -> None:
         """Wait while audio or control messages over their budgets wait for Data Flow (bounded)."""
         if not self._queue.has_space.is_set():
+            self.pauses += 1
             try:
                 async with asyncio.timeout(self._response_timeout_s):
                     await self._queue.has_space.wait()

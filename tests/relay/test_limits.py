@@ -1,0 +1,209 @@
+"""gateway.relay.limits on an explicit clock: audio too fast (with its burst), the upload audio cap and
+the audio budget as audio is accepted; the maximum duration and the idle timeout on the ticker; and
+the deadlines of a connection with no session running."""
+
+from __future__ import annotations
+
+import pytest
+
+from gateway.audio.format import AudioFormat
+from gateway.errors import AudioTooLong, BudgetSpent, ErrorCode, LimitReached
+from gateway.relay.limits import LimitWatch, SessionLimits, connection_deadline
+
+PCM16_16K = AudioFormat("pcm16", 16000, 1)  # 32 bytes per ms
+MULAW_8K = AudioFormat("mulaw", 8000, 1)  # 8 bytes per ms
+T0 = 1000.0  # the session opened (monotonic seconds)
+
+
+def ms(n: float, fmt: AudioFormat = PCM16_16K) -> int:
+    return fmt.ms_to_bytes(n)
+
+
+class Budget:
+    """An audio budget with ``seconds`` left (relay.limits.AudioBudget)."""
+
+    def __init__(self, seconds: float, retry_after_s: int = 12) -> None:
+        self.left = seconds
+        self.charged: list[float] = []
+        self._retry_after_s = retry_after_s
+
+    def spend(self, seconds: float) -> bool:
+        self.charged.append(seconds)
+        self.left -= seconds
+        return self.left > 0
+
+    def retry_after_s(self) -> int:
+        return self._retry_after_s
+
+
+def watch(limits: SessionLimits, *, idle_s: float = 30.0, fmt: AudioFormat | None = PCM16_16K) -> LimitWatch:
+    w = LimitWatch(limits, idle_s, T0)
+    if fmt is not None:
+        w.streaming(fmt, T0 + 0.5)  # Data Flow answered Start half a second after the session opened
+    return w
+
+
+# --- audio too fast -----------------------------------------------------------------------------------
+
+
+def test_audio_may_run_ahead_of_real_time_by_the_rate_and_the_burst() -> None:
+    w = watch(SessionLimits(60.0, max_rate_x=1.0, rate_burst_ms=100.0))
+    now = T0 + 1.5  # streaming for 1 s
+    assert w.accept(0, ms(1100), now) == (ms(1100), None)  # exactly 100 ms ahead: allowed
+    assert w.accept(ms(1000), ms(100), now) == (ms(100), None)  # what counts is the total
+    allowed, limit = w.accept(ms(1100), ms(1), now)  # 101 ms ahead
+    assert allowed == 0
+    assert isinstance(limit, LimitReached)
+    assert limit.error_code is ErrorCode.AUDIO_TOO_FAST
+    assert limit.message == "audio arrives faster than 1x real time"
+
+
+def test_a_higher_rate_allows_more() -> None:
+    w = watch(SessionLimits(60.0, max_rate_x=2.5, rate_burst_ms=0.0))
+    now = T0 + 2.5  # streaming for 2 s: 5 s of audio at 2.5x
+    assert w.accept(0, ms(5000), now) == (ms(5000), None)
+    allowed, limit = w.accept(ms(5000), ms(1), now)
+    assert allowed == 0 and limit is not None
+    assert limit.message == "audio arrives faster than 2.5x real time"
+
+
+def test_real_time_counts_from_the_start_of_streaming_not_the_open() -> None:
+    w = watch(SessionLimits(60.0, max_rate_x=1.0, rate_burst_ms=0.0))
+    assert w.accept(0, ms(500), T0 + 1.0)[1] is None  # 0.5 s since streaming began
+    assert w.accept(ms(500), ms(1), T0 + 1.0)[1] is not None
+
+
+def test_without_a_rate_audio_may_come_as_fast_as_it_can() -> None:
+    w = watch(SessionLimits(60.0, max_rate_x=None, rate_burst_ms=0.0))
+    assert w.accept(0, ms(3_600_000), T0 + 0.5) == (ms(3_600_000), None)
+
+
+def test_nothing_is_limited_before_streaming() -> None:
+    budget = Budget(0.0)
+    w = watch(SessionLimits(60.0, max_rate_x=1.0, budget=budget, max_audio_s=1.0), fmt=None)
+    assert w.accept(0, ms(10_000), T0) == (ms(10_000), None)
+    assert budget.charged == []
+
+
+# --- the upload cap -----------------------------------------------------------------------------------
+
+
+def test_the_cap_lets_through_what_fits_and_nothing_after() -> None:
+    w = watch(SessionLimits(60.0, max_audio_s=1.0))
+    assert w.accept(0, ms(900), T0 + 1) == (ms(900), None)
+    assert w.accept(ms(900), ms(100), T0 + 1) == (ms(100), None)  # exactly at the cap
+    allowed, limit = w.accept(ms(1000), ms(20), T0 + 1)
+    assert allowed == 0
+    assert isinstance(limit, AudioTooLong)
+    assert limit.error_code is ErrorCode.AUDIO_TOO_LONG and limit.http_status == 413
+    assert limit.message == "the audio is longer than the limit of 1 s; the rest was not sent"
+
+
+def test_a_chunk_across_the_cap_is_cut_at_the_cap() -> None:
+    w = watch(SessionLimits(60.0, max_audio_s=1.0))
+    allowed, limit = w.accept(ms(950), ms(100), T0 + 1)
+    assert allowed == ms(50)
+    assert isinstance(limit, AudioTooLong)
+
+
+def test_the_cap_cuts_at_a_sample_boundary_even_after_a_split_sample() -> None:
+    w = watch(SessionLimits(60.0, max_audio_s=1.0))  # 32000 bytes
+    allowed, limit = w.accept(ms(1000) - 1, 10, T0 + 1)  # the byte that completes the last sample fits
+    assert (allowed, isinstance(limit, AudioTooLong)) == (1, True)
+
+
+def test_the_cap_in_a_one_byte_format() -> None:
+    w = watch(SessionLimits(60.0, max_audio_s=0.5), fmt=MULAW_8K)
+    assert w.accept(ms(499, MULAW_8K), 100, T0 + 1)[0] == ms(1, MULAW_8K)
+
+
+# --- the audio budget ---------------------------------------------------------------------------------
+
+
+def test_accepted_audio_is_charged_to_the_budget() -> None:
+    budget = Budget(10.0)
+    w = watch(SessionLimits(60.0, budget=budget))
+    assert w.accept(0, ms(250), T0 + 1) == (ms(250), None)
+    assert w.accept(ms(250), ms(500), T0 + 1) == (ms(500), None)
+    assert budget.charged == [pytest.approx(0.25), pytest.approx(0.5)]
+
+
+def test_the_chunk_that_spends_the_budget_goes_and_ends_the_session() -> None:
+    budget = Budget(0.3, retry_after_s=42)
+    w = watch(SessionLimits(60.0, budget=budget))
+    assert w.accept(0, ms(200), T0 + 1) == (ms(200), None)
+    allowed, limit = w.accept(ms(200), ms(200), T0 + 1)
+    assert allowed == ms(200)  # charged, so sent
+    assert isinstance(limit, BudgetSpent)
+    assert limit.error_code is ErrorCode.AUDIO_BUDGET_SPENT
+    assert (limit.http_status, limit.retryable, limit.retry_after) == (429, True, 42)
+
+
+def test_audio_refused_for_another_limit_is_not_charged() -> None:
+    budget = Budget(10.0)
+    too_fast = watch(SessionLimits(60.0, max_rate_x=1.0, rate_burst_ms=0.0, budget=budget))
+    assert too_fast.accept(0, ms(2000), T0 + 1)[0] == 0
+    capped = watch(SessionLimits(60.0, budget=budget, max_audio_s=1.0))
+    assert capped.accept(ms(1000), ms(100), T0 + 1)[0] == 0
+    assert budget.charged == []
+    allowed, limit = capped.accept(ms(900), ms(300), T0 + 1)  # only what passes the cap is charged
+    assert allowed == ms(100) and isinstance(limit, AudioTooLong)  # the cap is the reason given
+    assert budget.charged == [pytest.approx(0.1)]
+
+
+# --- on the ticker: maximum duration and idle ---------------------------------------------------------
+
+
+def test_max_duration_counts_from_the_open() -> None:
+    w = watch(SessionLimits(10.0), idle_s=1000.0)
+    assert w.periodic(T0 + 9.99, T0 + 9.9) is None
+    limit = w.periodic(T0 + 10.0, T0 + 9.9)
+    assert isinstance(limit, LimitReached)
+    assert limit.error_code is ErrorCode.MAX_DURATION
+    assert limit.message == "maximum session duration of 10 s reached"
+    assert (limit.ws_close_code, limit.http_status) == (1008, 408)
+
+
+def test_idle_counts_from_the_last_activity() -> None:
+    w = watch(SessionLimits(3600.0), idle_s=5.0)
+    assert w.periodic(T0 + 104.9, T0 + 100.0) is None
+    limit = w.periodic(T0 + 105.0, T0 + 100.0)
+    assert limit is not None and limit.error_code is ErrorCode.IDLE_TIMEOUT
+    assert limit.message == "no audio or message for 5 s"
+
+
+def test_max_duration_is_named_before_idle() -> None:
+    w = watch(SessionLimits(10.0), idle_s=5.0)
+    limit = w.periodic(T0 + 20.0, T0)
+    assert limit is not None and limit.error_code is ErrorCode.MAX_DURATION
+
+
+def test_the_ticker_applies_before_streaming_too() -> None:
+    w = watch(SessionLimits(10.0), idle_s=5.0, fmt=None)
+    limit = w.periodic(T0 + 6.0, T0)
+    assert limit is not None and limit.error_code is ErrorCode.IDLE_TIMEOUT
+
+
+# --- a connection with no session ---------------------------------------------------------------------
+
+
+def test_a_connection_has_until_the_start_timeout_for_its_first_session() -> None:
+    limit, deadline = connection_deadline(T0, None, start_s=10.0, idle_s=30.0, max_s=3600.0)
+    assert deadline == T0 + 10.0
+    assert limit.error_code is ErrorCode.START_TIMEOUT
+    assert limit.message == "no start message within 10 s"
+
+
+def test_between_sessions_the_idle_timeout_counts_from_the_last_activity() -> None:
+    limit, deadline = connection_deadline(T0, T0 + 100.0, start_s=10.0, idle_s=30.0, max_s=3600.0)
+    assert deadline == T0 + 130.0
+    assert limit.error_code is ErrorCode.IDLE_TIMEOUT
+
+
+def test_a_connection_never_outlives_its_maximum_duration() -> None:
+    limit, deadline = connection_deadline(T0, T0 + 3590.0, start_s=10.0, idle_s=30.0, max_s=3600.0)
+    assert deadline == T0 + 3600.0
+    assert limit.error_code is ErrorCode.MAX_DURATION
+    assert limit.message == "maximum connection duration of 3600 s reached"
+    first, at = connection_deadline(T0, None, start_s=10.0, idle_s=30.0, max_s=5.0)
+    assert (first.error_code, at) == (ErrorCode.MAX_DURATION, T0 + 5.0)

@@ -1,0 +1,113 @@
+"""gateway.relay.outbox.Outbox: a session's bounded, ordered queue to its client, ending with one Closed."""
+
+from __future__ import annotations
+
+import asyncio
+
+from gateway.errors import ClientTooSlow
+from gateway.observability import GatewayMetrics
+from gateway.relay.items import Closed, Flow, OutItem
+from gateway.relay.outbox import Outbox
+from tests.support.fake_upstream import event, milestone
+
+CLOSED = Closed("finalized", 1000, 20.0, None)
+
+
+async def collect(outbox: Outbox) -> list[OutItem]:
+    async with asyncio.timeout(2):
+        return [item async for item in outbox.items()]
+
+
+async def test_items_come_out_in_order_then_one_closed() -> None:
+    outbox = Outbox(10, GatewayMetrics())
+    queued: list[OutItem] = [{"type": "pong"}, milestone("a"), Flow(20.0, 20.0, 0.0, False), milestone("b")]
+    for item in queued:
+        assert outbox.put(item)
+    outbox.close(CLOSED, drop_backlog=False)
+    items = await collect(outbox)
+    assert items == [*queued, CLOSED]
+    assert sum(isinstance(item, Closed) for item in items) == 1
+
+
+async def test_put_refuses_at_the_limit_until_the_client_reads() -> None:
+    outbox = Outbox(3, GatewayMetrics())
+    assert [outbox.put({"n": n}) for n in range(4)] == [True, True, True, False]
+    reader = outbox.items()
+    assert await anext(reader) == {"n": 0}
+    assert outbox.put({"n": 3})
+    assert not outbox.put({"n": 4})
+    outbox.close(CLOSED, drop_backlog=False)
+    assert [item async for item in reader] == [{"n": 1}, {"n": 2}, {"n": 3}, CLOSED]
+
+
+async def test_close_with_drop_backlog_overtakes_what_is_queued() -> None:
+    outbox = Outbox(10, GatewayMetrics())
+    outbox.put(milestone("never read"))
+    outbox.put({"type": "pong"})
+    closed = Closed("client_too_slow", 1008, 0.0, ClientTooSlow("slow"))
+    outbox.close(closed, drop_backlog=True)
+    assert await collect(outbox) == [closed]
+    assert outbox.closed is closed
+
+
+async def test_a_reader_waits_for_items_and_the_close() -> None:
+    outbox = Outbox(10, GatewayMetrics())
+    got: list[OutItem] = []
+
+    async def read() -> None:
+        async for item in outbox.items():
+            got.append(item)
+
+    reader = asyncio.create_task(read())
+    await asyncio.sleep(0.01)
+    assert got == [] and not reader.done()
+    outbox.put({"n": 1})
+    await asyncio.sleep(0.01)
+    assert got == [{"n": 1}]
+    outbox.put({"n": 2})
+    outbox.close(CLOSED, drop_backlog=False)
+    async with asyncio.timeout(1):
+        await reader
+    assert got == [{"n": 1}, {"n": 2}, CLOSED]
+
+
+async def test_wait_closed() -> None:
+    outbox = Outbox(10, GatewayMetrics())
+    waiting = asyncio.create_task(outbox.wait_closed())
+    outbox.put({"n": 1})  # an item is not the end
+    await asyncio.sleep(0.01)
+    assert not waiting.done()
+    assert outbox.closed is None
+    outbox.close(CLOSED, drop_backlog=False)
+    async with asyncio.timeout(1):
+        assert await waiting is CLOSED
+    assert await outbox.wait_closed() is CLOSED  # at once when already closed
+
+
+async def test_wait_closed_and_a_reader_do_not_steal_each_others_wakeups() -> None:
+    outbox = Outbox(10, GatewayMetrics())
+    waiting = asyncio.create_task(outbox.wait_closed())
+    reading = asyncio.create_task(collect(outbox))
+    await asyncio.sleep(0.01)
+    for n in range(3):
+        outbox.put({"n": n})
+        await asyncio.sleep(0)
+    outbox.close(CLOSED, drop_backlog=False)
+    async with asyncio.timeout(1):
+        assert await waiting is CLOSED
+        assert await reading == [{"n": 0}, {"n": 1}, {"n": 2}, CLOSED]
+
+
+async def test_events_are_counted_when_queued_and_timed_when_read() -> None:
+    metrics = GatewayMetrics()
+    outbox = Outbox(2, metrics)
+    outbox.put(milestone("a"))
+    outbox.put(event("Vendor Specific"))
+    assert not outbox.put(milestone("refused"))  # a refused event is not counted
+    sample = metrics.registry.get_sample_value
+    assert sample("dataflow_gateway_events_relayed_total", {"name": "SR Milestone"}) == 1
+    assert sample("dataflow_gateway_events_relayed_total", {"name": "other"}) == 1  # a closed set of labels
+    assert sample("dataflow_gateway_event_relay_latency_seconds_count") == 0
+    outbox.close(CLOSED, drop_backlog=False)
+    await collect(outbox)
+    assert sample("dataflow_gateway_event_relay_latency_seconds_count") == 2
