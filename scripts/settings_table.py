@@ -3,7 +3,7 @@
     python scripts/settings_table.py                  # print the markdown table
     python scripts/settings_table.py --update-readme  # rewrite it in README.md between the markers
 
-tests/test_deploy.py fails when README.md and this output differ.
+tests/system/test_deploy.py fails when README.md and this output differ.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""Suite-wide setup: asyncio debug mode, the simulator and upstream fixtures, the log secret check."""
+"""Suite-wide setup and every shared fixture: asyncio debug mode, the log secret check, the simulator,
+the upstream client and the gateways (``gateway_factory``, ``gw``). Helpers live in tests/support/."""
 
 from __future__ import annotations
 
@@ -10,21 +11,16 @@ os.environ.setdefault("PYTHONASYNCIODEBUG", "1")
 os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
 
 import logging
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from typing import Any
 
 import pytest
-from pydantic import SecretStr
 
-from gateway.settings import Settings
 from gateway.simulator.server import DataflowSimulator, SimulatorConfig
 from gateway.upstream.channel import UpstreamClient
 from gateway.upstream.token import StaticTokenProvider
-
-SIM_TOKEN = "sim-token-5f0c2d9a-never-log-me"
-SIM_TENANT = "7c1f9a52-0000-4000-8000-0000000000aa"
-
-#: Every secret the suite uses; tests add the ones they mint. None may appear in a server log line.
-SECRETS: set[str] = {SIM_TOKEN}
+from tests.support.harness import GatewayFactory, RunningGateway, gateway_factory_for
+from tests.support.settings import SECRETS, SIM_TENANT, SIM_TOKEN, settings_for
 
 
 class _ServerLogLines(logging.Handler):
@@ -63,23 +59,6 @@ async def simulator(sim_config: SimulatorConfig) -> AsyncIterator[DataflowSimula
     await sim.stop(None)
 
 
-def settings_for(simulator: DataflowSimulator, **overrides: object) -> Settings:
-    values: dict[str, object] = {
-        "upstream_target": simulator.target,
-        "upstream_token": SecretStr(SIM_TOKEN),
-        "upstream_tenant": SIM_TENANT,
-        "upstream_method_path": simulator.config.method_path,
-        "upstream_proto_module": simulator.config.proto_module,
-        "default_project": "demo",
-        # Relay tests run without client auth; tests/test_auth.py turns it on explicitly.
-        "auth": "none",
-        "allow_insecure_no_auth": True,
-        "_env_file": None,
-    }
-    values.update(overrides)
-    return Settings(**values)  # type: ignore[arg-type]
-
-
 @pytest.fixture
 async def upstream(simulator: DataflowSimulator) -> AsyncIterator[UpstreamClient]:
     settings = settings_for(simulator)
@@ -87,3 +66,38 @@ async def upstream(simulator: DataflowSimulator) -> AsyncIterator[UpstreamClient
     client = UpstreamClient(settings, StaticTokenProvider(settings.upstream_token))
     yield client
     await client.aclose()
+
+
+@pytest.fixture
+def gateway_factory(simulator: DataflowSimulator) -> GatewayFactory:
+    """``gateway_factory(**setting_overrides)``: an async context manager running a gateway in front of
+    this test's simulator."""
+    return gateway_factory_for(simulator)
+
+
+@pytest.fixture
+def gw_settings() -> dict[str, Any]:
+    """Setting overrides of ``gw``: override this fixture in a test module to change its gateway."""
+    return {}
+
+
+@pytest.fixture
+def gw_teardown() -> Callable[[], Awaitable[None]] | None:
+    """Awaited once ``gw``'s gateway has stopped: override it in a test module to check what must be gone."""
+    return None
+
+
+@pytest.fixture
+async def gw(
+    gateway_factory: GatewayFactory,
+    gw_settings: dict[str, Any],
+    gw_teardown: Callable[[], Awaitable[None]] | None,
+    request: pytest.FixtureRequest,
+) -> AsyncIterator[RunningGateway]:
+    """A gateway with ``gw_settings``; a test may add overrides with
+    ``@pytest.mark.parametrize("gw", [{...}], indirect=True)``."""
+    overrides: dict[str, Any] = {**gw_settings, **getattr(request, "param", {})}
+    async with gateway_factory(**overrides) as running:
+        yield running
+    if gw_teardown is not None:
+        await gw_teardown()

@@ -13,8 +13,8 @@ import yaml
 
 from gateway.adapters import messages, native
 from gateway.simulator.server import DataflowSimulator
-from tests.conftest import settings_for
-from tests.harness import running_gateway
+from tests.support.harness import running_gateway
+from tests.support.settings import settings_for
 
 
 def load() -> dict[str, Any]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -17,19 +16,19 @@ from gateway.dataflow.messages import parse_event
 from gateway.errors import AudioFormatError
 from gateway.simulator.faults import Fault
 from gateway.simulator.server import DataflowSimulator, SimulatorConfig
-from tests import signals
-from tests.conftest import SECRETS, SIM_TENANT, SIM_TOKEN, settings_for
-from tests.harness import RunningGateway, read_all, running_gateway, vanish_and_expect_upstream_cancelled, ws_connect
+from tests.support import signals
+from tests.support.harness import (
+    RunningGateway,
+    read_all,
+    running_gateway,
+    vanish_and_expect_upstream_cancelled,
+    ws_connect,
+)
+from tests.support.settings import SECRETS, SIM_TENANT, SIM_TOKEN, settings_for
 
 FRAME_MS = 20
 API_KEY = "dfg_voiceai-connect-key"
 SECRETS.add(API_KEY)  # never in a server log line
-
-
-@pytest.fixture
-async def gw(simulator: DataflowSimulator) -> AsyncIterator[RunningGateway]:
-    async with running_gateway(settings_for(simulator)) as running:
-        yield running
 
 
 def start(rate: int = 16000, audio_format: str = "raw", **extra: Any) -> str:

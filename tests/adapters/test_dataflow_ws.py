@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -16,21 +15,15 @@ from websockets.exceptions import InvalidStatus
 from gateway.adapters.dataflow_ws import scrub
 from gateway.auth import key_digest
 from gateway.simulator.server import DataflowSimulator, SimulatorConfig
-from tests import signals
-from tests.conftest import SECRETS, SIM_TENANT, SIM_TOKEN, settings_for
-from tests.harness import RunningGateway, Transcript, read_all, running_gateway, ws_connect
+from tests.support import signals
+from tests.support.harness import RunningGateway, Transcript, read_all, running_gateway, ws_connect
+from tests.support.settings import SECRETS, SIM_TENANT, SIM_TOKEN, settings_for
 
 CLIENT_TOKEN = "client-token-that-must-never-reach-dataflow"
 CLIENT_TENANT = "client-tenant-ignored"
 URL_KEY = "dfg_telephony-key-in-the-url"
 FRAME_MS = 20
 SECRETS.update({CLIENT_TOKEN, URL_KEY})  # never in a server log line either
-
-
-@pytest.fixture
-async def gw(simulator: DataflowSimulator) -> AsyncIterator[RunningGateway]:
-    async with running_gateway(settings_for(simulator)) as running:
-        yield running
 
 
 def current_start(rate: int = 8000, **extra: Any) -> str:

@@ -4,76 +4,22 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager
-from typing import Any
 
 import numpy as np
 import pytest
 
 from gateway.simulator.server import DataflowSimulator
-from tests import signals
-from tests.conftest import settings_for
-from tests.harness import (
+from tests.support import signals
+from tests.support.harness import (
+    GatewayFactory,
     RunningGateway,
     Transcript,
     next_message,
     read_all,
-    running_gateway,
     vanish_and_expect_upstream_cancelled,
     ws_connect,
 )
-
-GatewayFactory = Callable[..., AbstractAsyncContextManager[RunningGateway]]
-
-
-@pytest.fixture
-def gateway_factory(simulator: DataflowSimulator) -> GatewayFactory:
-    def factory(**overrides: Any) -> AbstractAsyncContextManager[RunningGateway]:
-        return running_gateway(settings_for(simulator, **overrides))
-
-    return factory
-
-
-@pytest.fixture
-async def gw(gateway_factory: GatewayFactory) -> AsyncIterator[RunningGateway]:
-    async with gateway_factory() as running:
-        yield running
-
-
-def start_message(encoding: str = "pcm16", rate: int = 16000, channels: int = 1, **extra: Any) -> str:
-    audio = {"encoding": encoding, "sampleRate": rate, "channels": channels}
-    return json.dumps({"type": "start", "project": "demo", "audio": audio, **extra})
-
-
-def client_audio(samples: np.ndarray, encoding: str) -> bytes:
-    from gateway.audio.convert import encode
-
-    frames = samples if samples.ndim == 2 else samples[:, None]
-    return encode(frames.astype(np.float32), encoding)  # type: ignore[arg-type]
-
-
-async def send_audio(ws: Any, data: bytes, frame_bytes: int, pace_s: float = 0.0) -> None:
-    for offset in range(0, len(data), frame_bytes):
-        await ws.send(data[offset : offset + frame_bytes])
-        if pace_s:
-            await asyncio.sleep(pace_s)
-
-
-async def dtmf_session(gw: RunningGateway, digits: list[str], encoding: str, rate: int, channels: int = 1,
-                       frame_ms: int = 20, **extra: Any) -> Transcript:  # fmt: skip
-    samples = signals.utterances(digits, rate)
-    data = client_audio(samples, encoding)
-    width = {"pcm16": 2, "f32": 4, "mulaw": 1, "alaw": 1}[encoding]
-    async with ws_connect(gw.ws_url()) as ws:
-        await ws.send(start_message(encoding, rate, channels, **extra))
-        started = await next_message(ws, "started")
-        assert started["audio"] == {"encoding": encoding, "sampleRate": rate, "channels": channels}
-        upstream_rate = 8000 if rate <= 8000 else 16000  # 8 kHz is never upsampled
-        assert started["upstreamAudio"] == {"encoding": "pcm16", "sampleRate": upstream_rate, "channels": channels}
-        await send_audio(ws, data, rate * frame_ms // 1000 * width * channels)
-        await ws.send(json.dumps({"type": "finalize"}))
-        return await read_all(ws)
+from tests.support.native_client import client_audio, dtmf_session, send_audio, start_message
 
 
 @pytest.mark.parametrize(("encoding", "rate"), [("f32", 48000), ("pcm16", 16000), ("mulaw", 8000), ("alaw", 8000)])

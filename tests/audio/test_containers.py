@@ -10,7 +10,7 @@ import pytest
 from gateway.audio.containers import HEADER_LIMIT, AuParser, PushParser, RawHint, RawParser, WavParser, sniff
 from gateway.audio.format import AudioFormat
 from gateway.errors import AudioFormatError
-from tests import audio_files, signals
+from tests.support import audio_files, signals
 
 SAMPLES = signals.utterances(["1"], 8000)[:400]  # a short, non-silent stretch
 

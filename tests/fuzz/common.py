@@ -3,7 +3,7 @@
 Every harness module defines ``one_input(data: bytes) -> None``. It feeds ``data`` to one parser
 the way the gateway does and lets only the gateway's declared error types (``GatewayError`` and
 the subclasses named per parser) through; any other exception is a finding. The same functions run
-under Hypothesis in the normal suite (tests/test_properties.py) and under atheris on demand
+under Hypothesis in the normal suite (tests/system/test_properties.py) and under atheris on demand
 (``python tests/fuzz/run.py <parser>``).
 """
 

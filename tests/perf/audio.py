@@ -5,7 +5,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Iterator
 
-from tests import signals
+from tests.support import signals
 
 DIGIT_GROUPS = ["12", "345", "6789"]
 

@@ -23,7 +23,7 @@ from gateway.simulator.recognizer import (
     Recognizer,
     RecognizerEvent,
 )
-from tests import signals
+from tests.support import signals
 
 ALL_KEYS = "0123456789*#ABCD"
 TOLERANCE_MS = 60

@@ -1,4 +1,4 @@
-"""Audio files in the containers uploads accept, built from tests.signals samples.
+"""Audio files in the containers uploads accept, built from tests.support.signals samples.
 
 Compressed formats are encoded with PyAV (the library the gateway decodes them with is FFmpeg too,
 but the encoders are independent code paths from the decoders). WAV/AU variants are built by hand
@@ -15,7 +15,7 @@ import av
 import numpy as np
 import numpy.typing as npt
 
-from tests import signals
+from tests.support import signals
 
 
 def encoded(
@@ -73,3 +73,10 @@ def au_mulaw(samples: npt.ArrayLike, rate: int) -> bytes:
     """Sun AU with mu-law payload (what ``audio/basic`` files usually are)."""
     data = signals.g711_encode(samples, "mulaw")
     return b".snd" + struct.pack(">IIIII", 24, len(data), 1, rate, 1) + data
+
+
+def chained_ogg() -> bytes:
+    """Ogg Opus mono then stereo, chained: FFmpeg decodes the first and fails on the second."""
+    mono = encoded(signals.utterances(["1"], 16000), 16000, "ogg", "libopus", 48000)
+    stereo = signals.interleave(signals.utterances(["2"], 16000), signals.utterances(["3"], 16000))
+    return mono + encoded(stereo, 16000, "ogg", "libopus", 48000)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,6 +16,8 @@ from websockets.exceptions import ConnectionClosed
 from gateway.server import DrainingServer, uvicorn_config
 from gateway.service import Gateway
 from gateway.settings import Settings
+from gateway.simulator.server import DataflowSimulator
+from tests.support.settings import settings_for
 
 
 @dataclass
@@ -55,6 +57,19 @@ async def running_gateway(settings: Settings) -> AsyncIterator[RunningGateway]:
     finally:
         server.should_exit = True
         await asyncio.wait_for(task, 15)
+
+
+#: ``factory(**setting_overrides)``: a gateway in front of one simulator, as an async context manager.
+GatewayFactory = Callable[..., AbstractAsyncContextManager[RunningGateway]]
+
+
+def gateway_factory_for(simulator: DataflowSimulator) -> GatewayFactory:
+    """What the ``gateway_factory`` fixture returns, for a test that brings its own simulator."""
+
+    def factory(**overrides: Any) -> AbstractAsyncContextManager[RunningGateway]:
+        return running_gateway(settings_for(simulator, **overrides))
+
+    return factory
 
 
 @dataclass

@@ -25,7 +25,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 NGINX_TEMPLATE = ROOT / "deploy" / "nginx" / "templates" / "default.conf.template"
 REQUIRED = os.environ.get("CI", "").lower() == "true" or os.environ.get("REQUIRE_SYSTEM_BINARIES") == "1"
 _PLACEHOLDER = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")

@@ -21,8 +21,8 @@ from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
 from gateway.simulator.server import SessionRecord
-from tests import signals
-from tests.harness import RunningGateway, next_message, ws_connect
+from tests.support import signals
+from tests.support.harness import RunningGateway, next_message, ws_connect
 
 START = {"type": "start", "project": "demo", "audio": {"encoding": "pcm16", "sampleRate": 16000, "channels": 1}}
 FRAME_BYTES = 640  # 20 ms of 16 kHz pcm16

@@ -1,4 +1,4 @@
-"""Shared pieces of the POST /v1/recognize tests: gateway factory, bodies, and a raw HTTP/1.1
+"""Shared pieces of the POST /v1/recognize tests: bodies, the decoder-thread check, and a raw HTTP/1.1
 client for what httpx cannot do (read the response while the request body is still being sent,
 vanish mid-upload)."""
 
@@ -7,26 +7,13 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
-from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager
+from collections.abc import AsyncIterator
 from typing import Any
 
 from gateway.audio import decoders
-from gateway.simulator.server import DataflowSimulator
-from tests.conftest import settings_for
-from tests.harness import RunningGateway, running_gateway
+from tests.support.harness import RunningGateway
 
 URL = "/v1/recognize"
-GatewayFactory = Callable[..., AbstractAsyncContextManager[RunningGateway]]
-
-
-def gateway_factory_for(simulator: DataflowSimulator) -> GatewayFactory:
-    """Test modules wrap this in their own fixtures (importing fixtures would shadow names)."""
-
-    def factory(**overrides: Any) -> AbstractAsyncContextManager[RunningGateway]:
-        return running_gateway(settings_for(simulator, **overrides))
-
-    return factory
 
 
 async def no_decoder_thread_left() -> None:

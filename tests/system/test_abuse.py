@@ -2,7 +2,7 @@
 
 Each attack must get its documented answer (close code, error code or HTTP status), its upstream
 stream (if any) must be gone, and the canary's digits must still come back with bounded latency.
-Raw frames come from tests/raw_ws.py, so the attacks are what a broken or malicious client sends.
+Raw frames come from tests/support/raw_ws.py, so the attacks are what a broken or malicious client sends.
 """
 
 from __future__ import annotations
@@ -20,11 +20,10 @@ import pytest
 
 from gateway.dataflow.messages import MAX_JSON_DEPTH
 from gateway.simulator.server import DataflowSimulator
-from tests import signals
-from tests.conftest import settings_for
-from tests.harness import RunningGateway, running_gateway
-from tests.probes import LoopLag, dtmf_round_trip, figure, start_json, wait_for
-from tests.raw_ws import (
+from tests.support import signals
+from tests.support.harness import RunningGateway, running_gateway
+from tests.support.probes import LoopLag, dtmf_round_trip, figure, start_json, wait_for
+from tests.support.raw_ws import (
     OP_BINARY,
     OP_CLOSE,
     OP_CONT,
@@ -34,6 +33,7 @@ from tests.raw_ws import (
     frame,
     handshake_request,
 )
+from tests.support.settings import settings_for
 
 HEADER_TIMEOUT_S = 1.0
 START_TIMEOUT_S = 2.0
@@ -42,13 +42,11 @@ CANARY_LATENCY_S = 3.0  # finalize -> closed of the canary while attacked (typic
 
 
 @pytest.fixture
-async def gw(simulator: DataflowSimulator) -> AsyncIterator[RunningGateway]:
-    settings = settings_for(
-        simulator, http_header_timeout_s=HEADER_TIMEOUT_S, start_timeout_s=START_TIMEOUT_S,
-        max_ws_message_bytes=MAX_MESSAGE, idle_timeout_s=5,
-    )  # fmt: skip
-    async with running_gateway(settings) as running:
-        yield running
+def gw_settings() -> dict[str, Any]:
+    return {
+        "http_header_timeout_s": HEADER_TIMEOUT_S, "start_timeout_s": START_TIMEOUT_S,
+        "max_ws_message_bytes": MAX_MESSAGE, "idle_timeout_s": 5,
+    }  # fmt: skip
 
 
 @dataclass
@@ -170,7 +168,7 @@ async def test_header_deadline_spares_kept_alive_and_long_connections(gw: Runnin
     session longer than the deadline (the canary's, 1.7 s) are not cut."""
     conn = await RawWebSocket.open(gw.port)
     for _ in range(2):
-        await conn.send_raw(b"GET /healthz HTTP/1.1\r\nHost: gw\r\n\r\n")
+        await conn.send_raw(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
         assert await conn.read_response() == 200
         assert json.loads(await conn.read_body()) == {"status": "ok"}
         await asyncio.sleep(HEADER_TIMEOUT_S * 1.5)  # idle longer than the header deadline
@@ -281,7 +279,7 @@ async def test_hostile_upload_headers_get_4xx(gw: RunningGateway, header: bytes,
     body = bytes(3200)
     conn = await RawWebSocket.open(gw.port)
     content_type = b"" if header.startswith(b"Content-Type") else b"Content-Type: audio/L16; rate=8000\r\n"
-    head = b"POST /v1/recognize HTTP/1.1\r\nHost: gw\r\n" + content_type + header + b"\r\n"
+    head = b"POST /v1/recognize HTTP/1.1\r\nHost: 127.0.0.1\r\n" + content_type + header + b"\r\n"
     await conn.send_raw(head + b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(body) + body)
     status = await conn.read_response()
     answer = json.loads(await conn.read_body())

@@ -21,9 +21,9 @@ import pytest
 
 from gateway.settings import Settings
 from gateway.simulator.server import DataflowSimulator
-from tests import signals
-from tests.conftest import settings_for
-from tests.harness import RunningGateway, running_gateway
+from tests.support import signals
+from tests.support.harness import RunningGateway, running_gateway
+from tests.support.settings import settings_for
 
 DIGITS = "147"
 RECORD_PARTIALS = """() => {
@@ -34,7 +34,7 @@ RECORD_PARTIALS = """() => {
     }
   }).observe(document.getElementById('live-transcript'), {subtree: true, childList: true, characterData: true});
 }"""
-ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts"
+ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts"
 REQUIRED = os.environ.get("CI", "").lower() == "true" or os.environ.get("REQUIRE_SYSTEM_BINARIES") == "1"
 CHROMIUM_ARGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",

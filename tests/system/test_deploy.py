@@ -15,7 +15,6 @@ import re
 import shutil
 import subprocess
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -26,12 +25,10 @@ import yaml
 from gateway.observability import GatewayMetrics
 from gateway.relay.registry import SessionRegistry
 from gateway.settings import Settings
-from gateway.simulator.server import DataflowSimulator
 from scripts.settings_table import README, readme_block, settings_table
-from tests.conftest import settings_for
-from tests.harness import running_gateway
+from tests.support.harness import RunningGateway
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "deploy" / "k8s"
 KUBERNETES_VERSION = "1.30.0"
 NGINX_TEMPLATE = ROOT / "deploy" / "nginx" / "templates" / "default.conf.template"
@@ -233,9 +230,8 @@ def test_dockerfile_final_stage_is_slim_non_root_and_has_no_build_tools() -> Non
 
 
 @pytest.fixture
-async def gateway_port(simulator: DataflowSimulator) -> AsyncIterator[int]:
-    async with running_gateway(settings_for(simulator)) as gw:
-        yield gw.port
+def gateway_port(gw: RunningGateway) -> int:
+    return gw.port
 
 
 async def test_image_healthcheck_command_probes_healthz(gateway_port: int) -> None:

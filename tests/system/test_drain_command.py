@@ -15,10 +15,10 @@ import pytest
 
 from gateway import cli
 from gateway.simulator.server import DataflowSimulator
-from tests import signals
-from tests.conftest import settings_for
-from tests.harness import RunningGateway, next_message, read_all, running_gateway, ws_connect
-from tests.test_native_stream import start_message
+from tests.support import signals
+from tests.support.harness import RunningGateway, next_message, read_all, running_gateway, ws_connect
+from tests.support.native_client import start_message
+from tests.support.settings import settings_for
 
 ADMIN = "adm-drain-4b1f0c"
 

@@ -1,6 +1,6 @@
 """Network faults between the gateway and Data Flow, and between clients and the gateway.
 
-A FaultProxy (tests/fault_proxy.py) sits in the path and cuts, stalls or blackholes connections;
+A FaultProxy (tests/support/fault_proxy.py) sits in the path and cuts, stalls or blackholes connections;
 the simulator is also restarted under live sessions. Every test asserts what the client sees
 (typed error, close code), that the upstream stream is gone, and prints the measured figure.
 """
@@ -18,10 +18,9 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 
 from gateway.simulator.server import DataflowSimulator
-from tests.conftest import settings_for
-from tests.fault_proxy import FaultProxy
-from tests.harness import RunningGateway, next_message, running_gateway, ws_connect
-from tests.probes import (
+from tests.support.fault_proxy import FaultProxy
+from tests.support.harness import RunningGateway, next_message, running_gateway, ws_connect
+from tests.support.probes import (
     Timed,
     dtmf_pcm,
     dtmf_round_trip,
@@ -32,6 +31,7 @@ from tests.probes import (
     stream_paced,
     wait_for,
 )
+from tests.support.settings import settings_for
 
 KEEPALIVE_S = 1.0  # interval and timeout of the upstream keepalive in the half-open tests
 

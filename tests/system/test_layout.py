@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 GATEWAY = ROOT / "gateway"
 SOURCES = sorted(p for p in GATEWAY.rglob("*.py") if "_proto" not in p.parts)
 

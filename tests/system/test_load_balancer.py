@@ -30,10 +30,10 @@ import pytest
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
-from tests import signals
-from tests.harness import Transcript, read_all, ws_connect
-from tests.lb_stack import Stack, metric, nginx_binary, nginx_command, nginx_config, scrape, wait_http_ok
-from tests.lb_stack import free_port as _free_port
+from tests.support import signals
+from tests.support.harness import Transcript, read_all, ws_connect
+from tests.support.lb_stack import Stack, metric, nginx_binary, nginx_command, nginx_config, scrape, wait_http_ok
+from tests.support.lb_stack import free_port as _free_port
 
 RATE = 16000
 FRAME_BYTES = RATE * 2 * 40 // 1000  # 40 ms of pcm16

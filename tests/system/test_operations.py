@@ -11,8 +11,8 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -20,12 +20,18 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.observability import JsonFormatter
 from gateway.simulator.server import DataflowSimulator
-from tests import signals
-from tests.conftest import SIM_TOKEN, settings_for
-from tests.harness import RunningGateway, Transcript, next_message, read_all, running_gateway, ws_connect
-from tests.test_native_stream import GatewayFactory, dtmf_session, gateway_factory, start_message
-
-__all__ = ["gateway_factory"]  # the fixture, re-exported for this module
+from tests.support import signals
+from tests.support.harness import (
+    GatewayFactory,
+    RunningGateway,
+    Transcript,
+    next_message,
+    read_all,
+    running_gateway,
+    ws_connect,
+)
+from tests.support.native_client import dtmf_session, start_message
+from tests.support.settings import SIM_TOKEN, settings_for
 
 
 def metric_values(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -44,9 +50,8 @@ async def scrape(gw: RunningGateway) -> dict[tuple[str, tuple[tuple[str, str], .
 
 
 @pytest.fixture
-async def gw(gateway_factory: GatewayFactory) -> AsyncIterator[RunningGateway]:
-    async with gateway_factory(ack_interval_ms=100) as running:
-        yield running
+def gw_settings() -> dict[str, Any]:
+    return {"ack_interval_ms": 100}
 
 
 async def test_health_and_readiness(gateway_factory: GatewayFactory) -> None:

@@ -43,8 +43,6 @@ from gateway.errors import BadRequest, InvalidMessage
 from gateway.simulator.server import DataflowSimulator, SimulatorConfig
 from gateway.upload.body import MultipartAudio
 from gateway.upstream.contract import ContentType, WireContract
-from tests import signals
-from tests.conftest import SIM_TENANT, SIM_TOKEN, settings_for
 from tests.fuzz import (
     common,
     fuzz_audiocodes,
@@ -54,7 +52,9 @@ from tests.fuzz import (
     fuzz_upload_body,
     fuzz_upstream,
 )
-from tests.harness import running_gateway
+from tests.support import signals
+from tests.support.harness import running_gateway
+from tests.support.settings import SIM_TENANT, SIM_TOKEN, settings_for
 
 FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 SLOW = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -162,7 +162,7 @@ def test_atheris_runner_smoke(parser: str, tmp_path: Path) -> None:
     corpus.mkdir()
     run = subprocess.run(
         [sys.executable, "tests/fuzz/run.py", parser, "-runs=300", f"-artifact_prefix={tmp_path}/", str(corpus)],
-        cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, timeout=120, check=False,
+        cwd=Path(__file__).resolve().parents[2], capture_output=True, text=True, timeout=120, check=False,
     )  # fmt: skip
     assert run.returncode == 0, run.stderr[-2000:]
     assert "Done 300 runs" in run.stderr

@@ -30,11 +30,11 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from gateway.observability import JsonFormatter
 from gateway.simulator.server import DataflowSimulator
-from tests.conftest import SECRETS, settings_for
-from tests.harness import RunningGateway, next_message, running_gateway, ws_connect
-from tests.probes import FRAME_BYTES, Resources, figure, read_timed, resources, start_json, wait_for
-from tests.raw_ws import RawWebSocket
-from tests.signals import wav_bytes
+from tests.support.harness import RunningGateway, next_message, running_gateway, ws_connect
+from tests.support.probes import FRAME_BYTES, Resources, figure, read_timed, resources, start_json, wait_for
+from tests.support.raw_ws import RawWebSocket
+from tests.support.settings import SECRETS, settings_for
+from tests.support.signals import wav_bytes
 
 SESSIONS = int(os.environ.get("SOAK_SESSIONS", "2000"))
 CONCURRENCY = 24
@@ -143,7 +143,12 @@ UPLOAD = wav_bytes(np.zeros(1600, dtype=np.float32), 16000)  # 100 ms of silence
 
 
 def upload_head(*, close: bool) -> bytes:
-    lines = ["POST /v1/recognize HTTP/1.1", "Host: gw", "Content-Type: audio/wav", f"Content-Length: {len(UPLOAD)}"]
+    lines = [
+        "POST /v1/recognize HTTP/1.1",
+        "Host: 127.0.0.1",
+        "Content-Type: audio/wav",
+        f"Content-Length: {len(UPLOAD)}",
+    ]
     return ("\r\n".join(lines + (["Connection: close"] if close else [])) + "\r\n\r\n").encode()
 
 
@@ -151,7 +156,8 @@ async def upload(gw: RunningGateway) -> str:
     conn = await RawWebSocket.open(gw.port)
     try:
         head = (
-            f"POST /v1/recognize HTTP/1.1\r\nHost: gw\r\nContent-Type: audio/wav\r\nContent-Length: {len(UPLOAD)}\r\n"
+            f"POST /v1/recognize HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: audio/wav\r\n"
+            f"Content-Length: {len(UPLOAD)}\r\n"
         )
         await conn.send_raw(head.encode() + b"Connection: close\r\n\r\n" + UPLOAD)
         status = await conn.read_response(timeout=20)
@@ -164,7 +170,8 @@ async def upload(gw: RunningGateway) -> str:
 async def upload_abort(gw: RunningGateway) -> str:
     conn = await RawWebSocket.open(gw.port)
     head = (
-        f"POST /v1/recognize HTTP/1.1\r\nHost: gw\r\nContent-Type: audio/wav\r\nContent-Length: {len(UPLOAD)}\r\n\r\n"
+        f"POST /v1/recognize HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: audio/wav\r\n"
+        f"Content-Length: {len(UPLOAD)}\r\n\r\n"
     )
     await conn.send_raw(head.encode() + UPLOAD[: len(UPLOAD) // 2])
     await wait_for(lambda: gw.gateway.registry.by_dialect["upload"] > 0, 5)  # the session is running

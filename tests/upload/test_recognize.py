@@ -11,17 +11,12 @@ import httpx
 import pytest
 
 from gateway.simulator.server import DataflowSimulator
-from tests import audio_files, signals
-from tests.conftest import SIM_TOKEN
-from tests.harness import RunningGateway
-from tests.upload_client import URL, GatewayFactory, gateway_factory_for, multipart, no_decoder_thread_left, pieces
+from tests.support import audio_files, signals
+from tests.support.harness import GatewayFactory, RunningGateway
+from tests.support.settings import SIM_TOKEN
+from tests.support.upload_client import URL, multipart, no_decoder_thread_left, pieces
 
 DIGITS = ["159", "#0*"]
-
-
-@pytest.fixture
-def gateway_factory(simulator: DataflowSimulator) -> GatewayFactory:
-    return gateway_factory_for(simulator)
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import httpx
@@ -13,24 +13,18 @@ import pytest
 
 from gateway.auth import key_digest
 from gateway.simulator.server import DataflowSimulator
-from tests import audio_files, signals
-from tests.conftest import SECRETS
-from tests.harness import RunningGateway
-from tests.upload_client import URL, GatewayFactory, gateway_factory_for, multipart, no_decoder_thread_left, pieces
+from tests.support import audio_files, signals
+from tests.support.harness import GatewayFactory, RunningGateway, gateway_factory_for
+from tests.support.settings import SECRETS
+from tests.support.upload_client import URL, multipart, no_decoder_thread_left, pieces
 
 WAV = signals.wav_bytes(signals.utterances(["12"], 8000), 8000)
 
 
 @pytest.fixture
-def gateway_factory(simulator: DataflowSimulator) -> GatewayFactory:
-    return gateway_factory_for(simulator)
-
-
-@pytest.fixture
-async def gw(gateway_factory: GatewayFactory) -> AsyncIterator[RunningGateway]:
-    async with gateway_factory() as running:
-        yield running
-    await no_decoder_thread_left()
+def gw_teardown() -> Callable[[], Awaitable[None]]:
+    """``gw`` leaves no decoder thread behind."""
+    return no_decoder_thread_left
 
 
 async def post(gw: RunningGateway, content: Any, query: str = "", **headers: str) -> httpx.Response:
@@ -204,15 +198,8 @@ async def test_capacity_is_503_with_retry_after(gateway_factory: GatewayFactory)
         assert (await first).json()["transcript"] == {"0": "12"}
 
 
-def chained_ogg() -> bytes:
-    """Ogg Opus mono then stereo, chained: FFmpeg decodes the first and fails on the second."""
-    mono = audio_files.encoded(signals.utterances(["1"], 16000), 16000, "ogg", "libopus", 48000)
-    stereo = signals.interleave(signals.utterances(["2"], 16000), signals.utterances(["3"], 16000))
-    return mono + audio_files.encoded(stereo, 16000, "ogg", "libopus", 48000)
-
-
 async def test_decoder_failure_mid_stream_is_415(gw: RunningGateway, simulator: DataflowSimulator) -> None:
-    error = error_of(await post(gw, chained_ogg()), 415)
+    error = error_of(await post(gw, audio_files.chained_ogg()), 415)
     assert error["code"] == "unsupported_audio_format"
     assert "ogg" in error["message"]
     assert await outcome(simulator) == "cancelled"  # Data Flow had started: the failure came mid-stream

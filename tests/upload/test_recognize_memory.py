@@ -18,9 +18,9 @@ import numpy as np
 import pytest
 
 from gateway.simulator.server import DataflowSimulator
-from tests import signals
-from tests.harness import RunningGateway
-from tests.upload_client import URL, gateway_factory_for
+from tests.support import signals
+from tests.support.harness import RunningGateway, gateway_factory_for
+from tests.support.upload_client import URL
 
 RATE = 8000
 BLOCK_S = 5

@@ -19,8 +19,8 @@ from hypothesis import HealthCheck, given, settings
 from schemathesis import GenerationMode, checks
 
 from gateway.simulator.server import DataflowSimulator, SimulatorConfig
-from tests.conftest import SIM_TENANT, SIM_TOKEN, settings_for
-from tests.harness import running_gateway
+from tests.support.harness import running_gateway
+from tests.support.settings import SIM_TENANT, SIM_TOKEN, settings_for
 
 
 @pytest.fixture(scope="module")

@@ -6,31 +6,29 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httpx
 import pytest
 
 from gateway.simulator.server import DataflowSimulator
-from tests import audio_files, signals
-from tests.harness import RunningGateway
-from tests.test_recognize_errors import chained_ogg
-from tests.upload_client import URL, GatewayFactory, RawUpload, gateway_factory_for, no_decoder_thread_left, pieces
+from tests.support import audio_files, signals
+from tests.support.harness import GatewayFactory, RunningGateway
+from tests.support.upload_client import URL, RawUpload, no_decoder_thread_left, pieces
 
 NDJSON = {"accept": "application/x-ndjson"}
 
 
 @pytest.fixture
-def gateway_factory(simulator: DataflowSimulator) -> GatewayFactory:
-    return gateway_factory_for(simulator)
+def gw_settings() -> dict[str, Any]:
+    return {"ack_interval_ms": 50}
 
 
 @pytest.fixture
-async def gw(gateway_factory: GatewayFactory) -> AsyncIterator[RunningGateway]:
-    async with gateway_factory(ack_interval_ms=50) as running:
-        yield running
-    await no_decoder_thread_left()
+def gw_teardown() -> Callable[[], Awaitable[None]]:
+    """``gw`` leaves no decoder thread behind."""
+    return no_decoder_thread_left
 
 
 async def ndjson(gw: RunningGateway, content: Any, **headers: str) -> list[dict[str, Any]]:
@@ -106,7 +104,7 @@ async def test_failure_after_the_200_is_the_last_line(gateway_factory: GatewayFa
 
 
 async def test_decoder_failure_after_the_200_is_the_last_line(gw: RunningGateway) -> None:
-    messages = await ndjson(gw, chained_ogg())
+    messages = await ndjson(gw, audio_files.chained_ogg())
     assert messages[0]["type"] == "started"
     assert messages[-1]["type"] == "error" and messages[-1]["code"] == "unsupported_audio_format"
 

@@ -17,10 +17,10 @@ from gateway.simulator.server import DataflowSimulator, SimulatorConfig
 from gateway.upstream.channel import UpstreamClient
 from gateway.upstream.contract import ContentType, WireContract
 from gateway.upstream.token import StaticTokenProvider
-from tests import signals
-from tests.conftest import SIM_TOKEN, settings_for
+from tests.support import signals
+from tests.support.settings import SIM_TOKEN, settings_for
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 # A contract unlike ours in every swappable way: a package, other message and service names,
 # other field numbers, and enum values in another order.

@@ -33,8 +33,8 @@ from gateway.simulator.server import DataflowSimulator, SimulatorConfig
 from gateway.upstream.channel import UpstreamClient
 from gateway.upstream.stream import DataflowStream
 from gateway.upstream.token import StaticTokenProvider
-from tests import signals
-from tests.conftest import SIM_TENANT, SIM_TOKEN, settings_for
+from tests.support import signals
+from tests.support.settings import SIM_TENANT, SIM_TOKEN, settings_for
 
 
 def audio_bytes(samples: np.ndarray, fmt: AudioFormat) -> bytes:

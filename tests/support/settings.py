@@ -1,0 +1,31 @@
+"""The simulator's credentials, the suite's secrets and the gateway settings every test starts from."""
+
+from __future__ import annotations
+
+from pydantic import SecretStr
+
+from gateway.settings import Settings
+from gateway.simulator.server import DataflowSimulator
+
+SIM_TOKEN = "sim-token-5f0c2d9a-never-log-me"
+SIM_TENANT = "7c1f9a52-0000-4000-8000-0000000000aa"
+
+#: Every secret the suite uses; tests add the ones they mint. None may appear in a server log line.
+SECRETS: set[str] = {SIM_TOKEN}
+
+
+def settings_for(simulator: DataflowSimulator, **overrides: object) -> Settings:
+    values: dict[str, object] = {
+        "upstream_target": simulator.target,
+        "upstream_token": SecretStr(SIM_TOKEN),
+        "upstream_tenant": SIM_TENANT,
+        "upstream_method_path": simulator.config.method_path,
+        "upstream_proto_module": simulator.config.proto_module,
+        "default_project": "demo",
+        # Relay tests run without client auth; tests/security/test_auth.py turns it on explicitly.
+        "auth": "none",
+        "allow_insecure_no_auth": True,
+        "_env_file": None,
+    }
+    values.update(overrides)
+    return Settings(**values)  # type: ignore[arg-type]
