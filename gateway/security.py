@@ -157,41 +157,40 @@ class AccessGate:
     def identify(self, scope: Scope, headers: Any, *, in_band: bool = False) -> Principal | None:
         """The caller of a request or handshake. None means "not yet": an in-band credential (the
         native start message) may still come. Raises the denial as a GatewayError."""
-        try:
-            origin = headers.get("origin")
-            credential = credential_of(scope, headers)
-            if origin is not None and not self.origin_allowed(origin, scope, headers):
-                raise Forbidden(f"origin {origin!r} is not allowed", code=ErrorCode.ORIGIN_NOT_ALLOWED)
-            if credential is None and in_band and self.auth.required and origin is not None:
-                return None  # a browser: its token may come in the start message
-            return self._authenticate(credential, origin, scope)
-        except GatewayError as exc:
-            self.registry.deny(exc.error_code)
-            raise
+        origin = headers.get("origin")
+        credential = credential_of(scope, headers)
+        if origin is not None and not self.origin_allowed(origin, scope, headers):
+            raise self._refused(Forbidden(f"origin {origin!r} is not allowed", code=ErrorCode.ORIGIN_NOT_ALLOWED))
+        if credential is None and in_band and self.auth.required and origin is not None:
+            return None  # a browser: its token may come in the start message
+        return self._authenticate(credential, origin, scope)
 
     def authenticate_in_band(self, credential: str | None, origin: str | None, scope: Scope) -> Principal:
         """A credential from the start message (browsers that cannot use the handshake)."""
-        try:
-            return self._authenticate(credential, origin, scope)
-        except GatewayError as exc:
-            self.registry.deny(exc.error_code)
-            raise
+        return self._authenticate(credential, origin, scope)
+
+    def _refused(self, error: GatewayError) -> GatewayError:
+        self.registry.deny(error.error_code)  # every refusal is counted, by its code
+        return error
 
     def _authenticate(self, credential: str | None, origin: str | None, scope: Scope) -> Principal:
         """Every path's credential check: a wrong one feeds the throttle, a throttled address gets 429."""
         try:
             principal = self.auth.authenticate(credential)
-        except Unauthorized:
+        except Unauthorized as exc:
             if credential is not None:
                 client = scope["client"][0] if scope.get("client") else "unknown"
                 wait_s = self.throttle.blocked_for(client)
                 if wait_s:
-                    raise RateLimited(f"too many failed credentials from this address; retry in {wait_s} s",
-                                      code=ErrorCode.AUTH_THROTTLED, retry_after_s=wait_s) from None  # fmt: skip
+                    raise self._refused(RateLimited(f"too many failed credentials from this address; retry in "
+                                                    f"{wait_s} s", code=ErrorCode.AUTH_THROTTLED,
+                                                    retry_after_s=wait_s)) from None  # fmt: skip
                 self.throttle.failed(client)
-            raise
+            raise self._refused(exc) from None
         if principal.origin is not None and principal.origin != origin:
-            raise Forbidden("the browser token is bound to another origin", code=ErrorCode.ORIGIN_MISMATCH)
+            raise self._refused(
+                Forbidden("the browser token is bound to another origin", code=ErrorCode.ORIGIN_MISMATCH)
+            )
         return principal
 
     def admit_session(self, principal: Principal, project: str) -> None:
