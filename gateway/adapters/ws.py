@@ -25,7 +25,7 @@ from gateway.adapters.reader import ClientReader
 from gateway.adapters.socket import ClientSocket
 from gateway.auth import Principal
 from gateway.errors import ClientGone, ClientTooSlow, GatewayError, GoingAway
-from gateway.relay.items import Closed
+from gateway.relay.items import Closed, SessionState
 from gateway.relay.limits import connection_deadline
 from gateway.relay.registry import Lease
 from gateway.relay.session import Session
@@ -190,8 +190,9 @@ class Connection:
                         await self.socket.send(frame)
                 except ClientTooSlow as exc:
                     session.abort("client_too_slow", exc)
-                except ClientGone:
-                    session.abort()
+                except ClientGone:  # after finalize the audio is declared complete: Data Flow still finishes it
+                    if session.state is not SessionState.FINALIZING:
+                        session.abort()
                 except (ValueError, TypeError, RecursionError) as exc:  # JSON that cannot be written
                     log.warning("session %s: a message could not be rendered (%s)", session.id, type(exc).__name__)
                     session.abort("internal_error", GatewayError("a message from Data Flow could not be relayed"))
@@ -222,6 +223,10 @@ class Connection:
         session, sender = self.session, self.sender
         if session is None:
             return
+        if session.state is SessionState.FINALIZING:  # finalize, then gone: let Data Flow finish (bounded)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.settings.finalize_timeout_s + 1):
+                    await session.wait_closed()
         if session.closed is None:
             session.abort()  # the client went away or stopped talking: nothing reads what Data Flow sends
         if sender is not None:

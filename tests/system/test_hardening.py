@@ -204,3 +204,28 @@ async def test_foreign_host_names_are_refused_without_auth(simulator: DataflowSi
     async with running_gateway(public) as gw, httpx.AsyncClient(base_url=gw.http_url) as http:
         assert (await http.get("/asyncapi.yaml", headers={"Host": "gw.example.com"})).status_code == 200
         assert (await http.get("/asyncapi.yaml", headers={"Host": "other.example.com"})).status_code == 400
+
+
+async def test_finalize_then_gone_still_finishes_upstream(simulator: DataflowSimulator) -> None:
+    """A client that sends finalize and closes at once has declared its audio complete: Data Flow gets it
+    all and finalizes (bounded by the finalize timeout); without finalize, upstream is cancelled."""
+    pcm = signals.to_pcm16(signals.utterances(["47", "1", "9"], 16000)) + bytes(16000 * 2 * 60)  # ~63 s
+    async with running_gateway(settings_for(simulator, finalize_timeout_s=5, max_audio_rate_x=1000.0)) as gw:
+        ws = await ws_connect(gw.ws_url(), ping_interval=None)
+        await ws.send(start_message())
+        async with asyncio.timeout(5):
+            while json.loads(await ws.recv())["type"] != "started":
+                pass
+        for offset in range(0, len(pcm), 32000):
+            await ws.send(pcm[offset : offset + 32000])
+        await ws.send(json.dumps({"type": "finalize"}))
+        await ws.close()  # at once, without waiting for results: the gateway is still writing audio upstream
+        record = simulator.records[-1]
+        async with asyncio.timeout(6):
+            while record.ended_at is None:
+                await asyncio.sleep(0.01)
+        assert record.outcome == "finalized"
+        assert record.audio_bytes == len(pcm)  # 16 kHz pcm16 in and upstream: every byte arrived
+        async with asyncio.timeout(3):
+            while gw.gateway.registry.active or gw.gateway.upstream.active_streams:
+                await asyncio.sleep(0.01)
