@@ -30,6 +30,7 @@ from gateway.relay.limits import SessionLimits
 from gateway.relay.session import Session
 from gateway.settings import Settings
 from tests.support.fake_upstream import FakeOpener, FakeStream, final_result, milestone, response
+from tests.support.settings import offline_settings
 
 PCM16_16K = AudioFormat("pcm16", 16000, 1)
 PCM16_8K = AudioFormat("pcm16", 8000, 1)
@@ -43,17 +44,9 @@ def ms(n: int, fmt: AudioFormat = PCM16_16K) -> bytes:
 
 
 def make_settings(**overrides: Any) -> Settings:
-    values: dict[str, Any] = {
-        "_env_file": None,
-        "auth": "none",
-        "allow_insecure_no_auth": True,
-        "upstream_target": "127.0.0.1:1",
-        "ack_interval_ms": 50,
-        "finalize_timeout_s": 1.0,
-        "client_event_queue": 1000,
-    }
-    values.update(overrides)
-    return Settings(**values)
+    return offline_settings(
+        **{**dict(ack_interval_ms=50, finalize_timeout_s=1.0, client_event_queue=1000), **overrides}
+    )
 
 
 class Rig:

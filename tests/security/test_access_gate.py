@@ -25,7 +25,7 @@ from gateway.errors import (
 )
 from gateway.relay.registry import SessionRegistry
 from gateway.security import AccessGate, CredentialScrubber, credential_of
-from gateway.settings import Settings
+from tests.support.settings import offline_settings
 
 ALICE_KEY = "dfg_alice-key-for-gate-tests-0123456789"
 BOB_KEY = "dfg_bob-key-for-gate-tests-9876543210"
@@ -38,15 +38,12 @@ def make_gate(
     *, required: bool = True, specs: list[ApiKeySpec] | None = None, max_sessions: int = 10, **overrides: Any
 ) -> AccessGate:
     values: dict[str, Any] = {
-        "_env_file": None,
         "auth": "required" if required else "none",
-        "allow_insecure_no_auth": True,
-        "upstream_target": "127.0.0.1:1",
         "allowed_origins": [APP],
         "token_signing_key": SecretStr(SIGNING_KEY),
     }
     values.update(overrides)
-    settings = Settings(**values)
+    settings = offline_settings(**values)
     if specs is None:
         specs = [
             ApiKeySpec(name="alice", sha256=key_digest(ALICE_KEY), projects=["demo"], max_sessions=2),

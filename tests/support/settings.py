@@ -29,3 +29,15 @@ def settings_for(simulator: DataflowSimulator, **overrides: object) -> Settings:
     }
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]
+
+
+def offline_settings(**overrides: object) -> Settings:
+    """Settings for unit tests that open no upstream connection (no simulator, no auth)."""
+    values: dict[str, object] = {
+        "_env_file": None,
+        "auth": "none",
+        "allow_insecure_no_auth": True,
+        "upstream_target": "127.0.0.1:1",  # never dialled
+    }
+    values.update(overrides)
+    return Settings(**values)  # type: ignore[arg-type]

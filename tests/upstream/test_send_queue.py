@@ -13,22 +13,14 @@ from gateway.audio.format import AudioFormat
 from gateway.settings import Settings
 from gateway.upstream.contract import ContentType
 from gateway.upstream.send_queue import HoldPolicy, Outgoing, SendQueue
+from tests.support.settings import offline_settings
 
 PCM16_16K = AudioFormat("pcm16", 16000, 1)  # 32 bytes per ms
 STEREO_8K = AudioFormat("pcm16", 8000, 2)  # 4-byte frames
 
 
 def make_settings(**overrides: Any) -> Settings:
-    values: dict[str, Any] = {
-        "_env_file": None,
-        "auth": "none",
-        "allow_insecure_no_auth": True,
-        "upstream_target": "127.0.0.1:1",
-        "upstream_coalesce_ms": 200,
-        "upstream_buffer_ms": 1000,
-    }
-    values.update(overrides)
-    return Settings(**values)
+    return offline_settings(**{**dict(upstream_coalesce_ms=200, upstream_buffer_ms=1000), **overrides})
 
 
 def ms(n: float, fmt: AudioFormat = PCM16_16K, fill: int = 0) -> bytes:
