@@ -77,7 +77,6 @@ class ErrorCode(StrEnum):
     START_TIMEOUT = "start_timeout"
     IDLE_TIMEOUT = "idle_timeout"
     MAX_DURATION = "max_duration"
-    AUDIO_TOO_FAST = "audio_too_fast"
     AUDIO_BUDGET_SPENT = "audio_budget_spent"
     AUDIO_TOO_LONG = "audio_too_long"
     MESSAGE_TOO_BIG = "message_too_big"

@@ -42,15 +42,21 @@ class Flow:
 
     @classmethod
     def measure(
-        cls, client: AudioFormat | None, upstream: AudioFormat | None, bytes_in: int, stream: UpstreamStream | None
+        cls,
+        client: AudioFormat | None,
+        upstream: AudioFormat | None,
+        bytes_in: int,
+        stream: UpstreamStream | None,
+        pacing: bool = False,
     ) -> Flow:
+        """``paused``: the client is being held, because Data Flow is slow or audio outruns the rate limit."""
         if client is None or upstream is None or stream is None:
             return cls(0.0, 0.0, 0.0, False)
         return cls(
             audio_ms=round(client.bytes_to_ms(bytes_in), 1),
             sent_ms=round(upstream.bytes_to_ms(stream.audio_bytes_sent), 1),
             buffered_ms=round(upstream.bytes_to_ms(stream.buffered_bytes), 1),
-            paused=stream.backpressured,
+            paused=stream.backpressured or pacing,
         )
 
 

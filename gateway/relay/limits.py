@@ -2,14 +2,16 @@
 
 :class:`SessionLimits` is what a caller's credential allows (length, audio rate against real time,
 audio budget); :class:`LimitWatch` applies them, with the idle timeout, to one session's clock and
-byte count. Audio limits are checked as audio is accepted — the budget is charged there, never by a
-timer — so no chunk goes upstream past a limit. The watch decides *which* limit is reached (as the
-error the client will see); the session decides what that does (finalize so results are still
-delivered, then close).
+byte count. Audio ahead of the rate limit is held (paced), never refused. The other audio limits are
+checked as audio is accepted — the budget is charged there, never by a timer — so no chunk goes
+upstream past a limit. The watch decides *which* limit is reached (as the error the client will
+see); the session decides what that does (finalize so results are still delivered, then close).
 """
 
 from __future__ import annotations
 
+import asyncio
+import time
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -32,7 +34,7 @@ class SessionLimits:
     """Per-session limits beyond the settings' defaults (from the caller's credential)."""
 
     max_session_s: float
-    max_rate_x: float | None = None  # live streams: audio may not outrun real time by more than this
+    max_rate_x: float | None = None  # live streams: audio is paced to at most this multiple of real time
     rate_burst_ms: float = 0.0
     budget: AudioBudget | None = None
     max_audio_s: float | None = None  # uploads: the most audio (as decoded) that goes to Data Flow
@@ -46,23 +48,42 @@ class LimitWatch:
         self._format: AudioFormat | None = None
         self._streaming_since = 0.0
         self._cap_bytes: int | None = None
+        self.pacing = False  # audio is being held right now (flow reports say paused)
+        self.paced_s = 0.0  # how long audio was held in all
 
     def streaming(self, client_format: AudioFormat, since: float) -> None:
         self._format, self._streaming_since = client_format, since
         if self.limits.max_audio_s is not None:
             self._cap_bytes = client_format.ms_to_bytes(self.limits.max_audio_s * 1000)
 
-    def accept(self, bytes_before: int, length: int, now: float) -> tuple[int, LimitError | None]:
+    def pace_s(self, bytes_total: int, now: float) -> float:
+        """How long to hold audio that brings the stream to ``bytes_total`` bytes so it does not outrun
+        real time by more than the rate limit allows (0: send it now). Live audio is paced, never
+        refused: a client that sends a file as fast as it can is slowed to the limit."""
+        fmt, limits = self._format, self.limits
+        if fmt is None or limits.max_rate_x is None:
+            return 0.0
+        allowed_ms = (now - self._streaming_since) * 1000 * limits.max_rate_x + limits.rate_burst_ms
+        ahead_ms = fmt.bytes_to_ms(bytes_total) - allowed_ms
+        return ahead_ms / 1000 / limits.max_rate_x if ahead_ms > 0 else 0.0
+
+    async def pace(self, bytes_total: int) -> None:
+        """Hold the caller (and so the reading of its socket) until ``bytes_total`` is within the rate."""
+        delay = self.pace_s(bytes_total, time.monotonic())
+        if delay <= 0:
+            return
+        self.pacing, self.paced_s = True, self.paced_s + delay
+        try:
+            await asyncio.sleep(delay)
+        finally:
+            self.pacing = False
+
+    def accept(self, bytes_before: int, length: int) -> tuple[int, LimitError | None]:
         """Of ``length`` new bytes after ``bytes_before``, how many may go upstream, and the limit this
         chunk reaches (None: none). What is accepted is charged to the caller's budget."""
         fmt, limits = self._format, self.limits
         if fmt is None:
             return length, None
-        if limits.max_rate_x is not None:
-            ahead_ms = fmt.bytes_to_ms(bytes_before + length) - (now - self._streaming_since) * 1000 * limits.max_rate_x
-            if ahead_ms > limits.rate_burst_ms:
-                message = f"audio arrives faster than {limits.max_rate_x:g}x real time"
-                return 0, LimitReached(message, code=ErrorCode.AUDIO_TOO_FAST)
         allowed = length
         hit: LimitError | None = None
         if self._cap_bytes is not None and bytes_before + length > self._cap_bytes:

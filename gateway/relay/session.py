@@ -115,11 +115,14 @@ class Session:
         if self.state is not SessionState.STREAMING:
             self._refuse_audio()
             return
+        await self._watch.pace(self.bytes_in + len(data))
+        if self.state is not SessionState.STREAMING:  # ended (a limit, the client, a drain) while held
+            return
         assert self._converter is not None and self.stream is not None
-        now = self._last_activity = time.monotonic()
+        self._last_activity = time.monotonic()
         before = self.bytes_in
         self.bytes_in += len(data)
-        allowed, limit = self._watch.accept(before, len(data), now)
+        allowed, limit = self._watch.accept(before, len(data))
         converted = self._converter.convert(data if allowed == len(data) else data[:allowed])
         if converted:
             try:
@@ -190,7 +193,7 @@ class Session:
         return self.stream.pauses if self.stream is not None else 0
 
     def flow(self) -> Flow:
-        return Flow.measure(self.client_format, self._upstream_format, self.bytes_in, self.stream)
+        return Flow.measure(self.client_format, self._upstream_format, self.bytes_in, self.stream, self._watch.pacing)
 
     async def aclose(self) -> None:
         """Abort if still open and wait for the session's tasks to end (no leaks)."""

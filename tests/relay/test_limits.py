@@ -1,8 +1,10 @@
-"""gateway.relay.limits on an explicit clock: audio too fast (with its burst), the upload audio cap and
+"""gateway.relay.limits on an explicit clock: pacing (the rate with its burst), the upload audio cap and
 the audio budget as audio is accepted; the maximum duration and the idle timeout on the ticker; and
 the deadlines of a connection with no session running."""
 
 from __future__ import annotations
+
+import time
 
 import pytest
 
@@ -43,45 +45,54 @@ def watch(limits: SessionLimits, *, idle_s: float = 30.0, fmt: AudioFormat | Non
     return w
 
 
-# --- audio too fast -----------------------------------------------------------------------------------
+# --- pacing: audio faster than the rate is held, never refused --------------------------------------
 
 
 def test_audio_may_run_ahead_of_real_time_by_the_rate_and_the_burst() -> None:
     w = watch(SessionLimits(60.0, max_rate_x=1.0, rate_burst_ms=100.0))
     now = T0 + 1.5  # streaming for 1 s
-    assert w.accept(0, ms(1100), now) == (ms(1100), None)  # exactly 100 ms ahead: allowed
-    assert w.accept(ms(1000), ms(100), now) == (ms(100), None)  # what counts is the total
-    allowed, limit = w.accept(ms(1100), ms(1), now)  # 101 ms ahead
-    assert allowed == 0
-    assert isinstance(limit, LimitReached)
-    assert limit.error_code is ErrorCode.AUDIO_TOO_FAST
-    assert limit.message == "audio arrives faster than 1x real time"
+    assert w.pace_s(ms(1100), now) == 0.0  # exactly 100 ms ahead: sent at once
+    assert w.pace_s(ms(1101), now) == pytest.approx(0.001)  # 1 ms too far ahead: held 1 ms
+    assert w.pace_s(ms(2100), now) == pytest.approx(1.0)
 
 
-def test_a_higher_rate_allows_more() -> None:
+def test_a_higher_rate_holds_for_less() -> None:
     w = watch(SessionLimits(60.0, max_rate_x=2.5, rate_burst_ms=0.0))
     now = T0 + 2.5  # streaming for 2 s: 5 s of audio at 2.5x
-    assert w.accept(0, ms(5000), now) == (ms(5000), None)
-    allowed, limit = w.accept(ms(5000), ms(1), now)
-    assert allowed == 0 and limit is not None
-    assert limit.message == "audio arrives faster than 2.5x real time"
+    assert w.pace_s(ms(5000), now) == 0.0
+    assert w.pace_s(ms(7500), now) == pytest.approx(1.0)  # 2.5 s of audio more at 2.5x: 1 s
 
 
 def test_real_time_counts_from_the_start_of_streaming_not_the_open() -> None:
     w = watch(SessionLimits(60.0, max_rate_x=1.0, rate_burst_ms=0.0))
-    assert w.accept(0, ms(500), T0 + 1.0)[1] is None  # 0.5 s since streaming began
-    assert w.accept(ms(500), ms(1), T0 + 1.0)[1] is not None
+    assert w.pace_s(ms(500), T0 + 1.0) == 0.0  # 0.5 s since streaming began
+    assert w.pace_s(ms(600), T0 + 1.0) == pytest.approx(0.1)
+
+
+async def test_pace_holds_the_caller_for_the_time_it_is_ahead() -> None:
+    w = LimitWatch(SessionLimits(60.0, max_rate_x=10.0, rate_burst_ms=0.0), 30.0, time.monotonic())
+    w.streaming(PCM16_16K, time.monotonic())
+    began = time.monotonic()
+    await w.pace(ms(2000))  # 2 s of audio at 10x: 0.2 s
+    held = time.monotonic() - began
+    assert 0.15 <= held < 0.6
+    assert w.paced_s == pytest.approx(0.2, abs=0.02) and not w.pacing
+
+
+def test_the_rate_never_refuses_audio() -> None:
+    w = watch(SessionLimits(60.0, max_rate_x=1.0, rate_burst_ms=0.0))
+    assert w.accept(0, ms(60_000)) == (ms(60_000), None)  # pacing, not accept, applies the rate
 
 
 def test_without_a_rate_audio_may_come_as_fast_as_it_can() -> None:
     w = watch(SessionLimits(60.0, max_rate_x=None, rate_burst_ms=0.0))
-    assert w.accept(0, ms(3_600_000), T0 + 0.5) == (ms(3_600_000), None)
+    assert w.accept(0, ms(3_600_000)) == (ms(3_600_000), None)
 
 
 def test_nothing_is_limited_before_streaming() -> None:
     budget = Budget(0.0)
     w = watch(SessionLimits(60.0, max_rate_x=1.0, budget=budget, max_audio_s=1.0), fmt=None)
-    assert w.accept(0, ms(10_000), T0) == (ms(10_000), None)
+    assert w.accept(0, ms(10_000)) == (ms(10_000), None)
     assert budget.charged == []
 
 
@@ -90,9 +101,9 @@ def test_nothing_is_limited_before_streaming() -> None:
 
 def test_the_cap_lets_through_what_fits_and_nothing_after() -> None:
     w = watch(SessionLimits(60.0, max_audio_s=1.0))
-    assert w.accept(0, ms(900), T0 + 1) == (ms(900), None)
-    assert w.accept(ms(900), ms(100), T0 + 1) == (ms(100), None)  # exactly at the cap
-    allowed, limit = w.accept(ms(1000), ms(20), T0 + 1)
+    assert w.accept(0, ms(900)) == (ms(900), None)
+    assert w.accept(ms(900), ms(100)) == (ms(100), None)  # exactly at the cap
+    allowed, limit = w.accept(ms(1000), ms(20))
     assert allowed == 0
     assert isinstance(limit, AudioTooLong)
     assert limit.error_code is ErrorCode.AUDIO_TOO_LONG and limit.http_status == 413
@@ -101,20 +112,20 @@ def test_the_cap_lets_through_what_fits_and_nothing_after() -> None:
 
 def test_a_chunk_across_the_cap_is_cut_at_the_cap() -> None:
     w = watch(SessionLimits(60.0, max_audio_s=1.0))
-    allowed, limit = w.accept(ms(950), ms(100), T0 + 1)
+    allowed, limit = w.accept(ms(950), ms(100))
     assert allowed == ms(50)
     assert isinstance(limit, AudioTooLong)
 
 
 def test_the_cap_cuts_at_a_sample_boundary_even_after_a_split_sample() -> None:
     w = watch(SessionLimits(60.0, max_audio_s=1.0))  # 32000 bytes
-    allowed, limit = w.accept(ms(1000) - 1, 10, T0 + 1)  # the byte that completes the last sample fits
+    allowed, limit = w.accept(ms(1000) - 1, 10)  # the byte that completes the last sample fits
     assert (allowed, isinstance(limit, AudioTooLong)) == (1, True)
 
 
 def test_the_cap_in_a_one_byte_format() -> None:
     w = watch(SessionLimits(60.0, max_audio_s=0.5), fmt=MULAW_8K)
-    assert w.accept(ms(499, MULAW_8K), 100, T0 + 1)[0] == ms(1, MULAW_8K)
+    assert w.accept(ms(499, MULAW_8K), 100)[0] == ms(1, MULAW_8K)
 
 
 # --- the audio budget ---------------------------------------------------------------------------------
@@ -123,16 +134,16 @@ def test_the_cap_in_a_one_byte_format() -> None:
 def test_accepted_audio_is_charged_to_the_budget() -> None:
     budget = Budget(10.0)
     w = watch(SessionLimits(60.0, budget=budget))
-    assert w.accept(0, ms(250), T0 + 1) == (ms(250), None)
-    assert w.accept(ms(250), ms(500), T0 + 1) == (ms(500), None)
+    assert w.accept(0, ms(250)) == (ms(250), None)
+    assert w.accept(ms(250), ms(500)) == (ms(500), None)
     assert budget.charged == [pytest.approx(0.25), pytest.approx(0.5)]
 
 
 def test_the_chunk_that_spends_the_budget_goes_and_ends_the_session() -> None:
     budget = Budget(0.3, retry_after_s=42)
     w = watch(SessionLimits(60.0, budget=budget))
-    assert w.accept(0, ms(200), T0 + 1) == (ms(200), None)
-    allowed, limit = w.accept(ms(200), ms(200), T0 + 1)
+    assert w.accept(0, ms(200)) == (ms(200), None)
+    allowed, limit = w.accept(ms(200), ms(200))
     assert allowed == ms(200)  # charged, so sent
     assert isinstance(limit, BudgetSpent)
     assert limit.error_code is ErrorCode.AUDIO_BUDGET_SPENT
@@ -141,12 +152,10 @@ def test_the_chunk_that_spends_the_budget_goes_and_ends_the_session() -> None:
 
 def test_audio_refused_for_another_limit_is_not_charged() -> None:
     budget = Budget(10.0)
-    too_fast = watch(SessionLimits(60.0, max_rate_x=1.0, rate_burst_ms=0.0, budget=budget))
-    assert too_fast.accept(0, ms(2000), T0 + 1)[0] == 0
     capped = watch(SessionLimits(60.0, budget=budget, max_audio_s=1.0))
-    assert capped.accept(ms(1000), ms(100), T0 + 1)[0] == 0
+    assert capped.accept(ms(1000), ms(100))[0] == 0
     assert budget.charged == []
-    allowed, limit = capped.accept(ms(900), ms(300), T0 + 1)  # only what passes the cap is charged
+    allowed, limit = capped.accept(ms(900), ms(300))  # only what passes the cap is charged
     assert allowed == ms(100) and isinstance(limit, AudioTooLong)  # the cap is the reason given
     assert budget.charged == [pytest.approx(0.1)]
 

@@ -521,15 +521,22 @@ async def test_max_duration(make_rig: RigFactory) -> None:
     await rig.session.aclose()
 
 
-async def test_audio_faster_than_allowed(make_rig: RigFactory) -> None:
-    rig = make_rig(SessionLimits(max_session_s=60.0, max_rate_x=1.0, rate_burst_ms=200.0))
+async def test_audio_faster_than_allowed_is_paced_and_all_of_it_sent(make_rig: RigFactory) -> None:
+    rig = make_rig(SessionLimits(max_session_s=60.0, max_rate_x=4.0, rate_burst_ms=200.0))
     await rig.start()
-    await rig.session.feed_audio(ms(100))  # within the burst
-    assert rig.stream.audio_received == ms(100)
-    await rig.session.feed_audio(ms(1000))
-    assert rig.stream.audio_received == ms(100)  # the chunk over the limit is not sent
-    closed = await _limit_ends_the_session(rig, ErrorCode.AUDIO_TOO_FAST, audio_ms=1100.0)
-    assert closed.error is not None and closed.error.message == "audio arrives faster than 1x real time"
+    began = time.monotonic()
+    await rig.session.feed_audio(ms(200))  # within the burst: at once
+    assert time.monotonic() - began < 0.1
+    paused: list[bool] = []
+    feeding = asyncio.create_task(rig.session.feed_audio(ms(1000)))  # 1 s at 4x: held ~0.25 s
+    await asyncio.sleep(0.1)
+    paused.append(rig.session.flow().paused)
+    await feeding
+    held = time.monotonic() - began
+    assert rig.stream.audio_received == ms(1200)  # nothing dropped
+    assert 0.2 <= held < 0.8
+    assert paused == [True] and not rig.session.flow().paused
+    assert rig.session.state is SessionState.STREAMING
     await rig.session.aclose()
 
 

@@ -197,16 +197,25 @@ async def test_per_key_concurrency(gw: RunningGateway) -> None:
     await second.close()
 
 
-@pytest.mark.parametrize("gw", [{"max_audio_rate_x": 2.0, "audio_rate_burst_ms": 500}], indirect=True)
-async def test_audio_faster_than_real_time_is_stopped(gw: RunningGateway) -> None:
+@pytest.mark.parametrize(
+    "gw", [{"max_audio_rate_x": 8.0, "audio_rate_burst_ms": 500, "ack_interval_ms": 50}], indirect=True
+)
+async def test_audio_faster_than_real_time_is_paced_not_refused(gw: RunningGateway) -> None:
+    """3 s of audio sent at once against 8x: held about (3 - 0.5) / 8 s, all of it arrives, closes 1000."""
     async with ws_connect(gw.ws_url(), additional_headers={"X-API-Key": ACME_KEY}) as ws:
         await ws.send(start_message())
         await next_message(ws, "started")
-        for _ in range(100):  # 10 s of audio at once
+        began = time.monotonic()
+        for _ in range(30):
             await ws.send(bytes(3200))
+        await ws.send(json.dumps({"type": "finalize"}))
         result = await read_all(ws)
-    assert result.errors() == ["audio_too_fast"]
-    assert result.close_code == 1008
+        held = time.monotonic() - began
+    assert result.errors() == []
+    assert result.close_code == 1000
+    assert [m["audioMs"] for m in result.of_type("closed")] == [3000.0]
+    assert held >= 0.25
+    assert any(m["paused"] for m in result.of_type("ack"))
 
 
 @pytest.mark.parametrize("gw", [{"max_audio_rate_x": 100.0}], indirect=True)
