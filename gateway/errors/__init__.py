@@ -30,69 +30,18 @@ The tree::
             └── UpstreamProtocolError   sent what the gateway cannot read
 
 Each class knows its close code, HTTP status and whether a retry can help; its code is an
-:class:`ErrorCode` (the class's, or a more precise one from the raise site). :func:`error_response` is
-the one place an error becomes an HTTP answer. Messages never carry secrets or audio.
+:class:`~gateway.errors.codes.ErrorCode` (the class's, or a more precise one from the raise site).
+:func:`error_response` is the one place an error becomes an HTTP answer. Messages never carry
+secrets or audio.
 """
 
 from __future__ import annotations
 
-from enum import StrEnum
 from typing import Any, ClassVar
 
 from starlette.responses import JSONResponse
 
-
-class ErrorCode(StrEnum):
-    """Every ``code`` a client can receive (documented in README and the AsyncAPI document)."""
-
-    INTERNAL_ERROR = "internal_error"
-    BAD_REQUEST = "bad_request"
-    INVALID_MESSAGE = "invalid_message"
-    INVALID_START = "invalid_start"
-    INVALID_UPDATE = "invalid_update"
-    INVALID_EVENT = "invalid_event"
-    INVALID_PARAMETERS = "invalid_parameters"
-    INVALID_MULTIPART = "invalid_multipart"
-    EMPTY_BODY = "empty_body"
-    INVALID_HOST = "invalid_host"
-    UNKNOWN_MESSAGE_TYPE = "unknown_message_type"
-    UNSUPPORTED_AUDIO_FORMAT = "unsupported_audio_format"
-    MISALIGNED_AUDIO = "misaligned_audio"
-    INVALID_STATE = "invalid_state"
-    NOT_STARTED = "not_started"
-    ALREADY_STARTED = "already_started"
-    AUDIO_BEFORE_START = "audio_before_start"
-    SESSION_FINALIZING = "session_finalizing"
-    UNAUTHORIZED = "unauthorized"
-    MISSING_CREDENTIAL = "missing_credential"
-    INVALID_CREDENTIAL = "invalid_credential"
-    API_KEY_REQUIRED = "api_key_required"
-    TOKEN_EXPIRED = "token_expired"  # noqa: S105 (a code, not a secret)
-    TOKEN_REUSED = "token_reused"  # noqa: S105
-    FORBIDDEN = "forbidden"
-    ORIGIN_NOT_ALLOWED = "origin_not_allowed"
-    ORIGIN_MISMATCH = "origin_mismatch"
-    PROJECT_NOT_ALLOWED = "project_not_allowed"
-    LIMIT_REACHED = "limit_reached"
-    START_TIMEOUT = "start_timeout"
-    IDLE_TIMEOUT = "idle_timeout"
-    MAX_DURATION = "max_duration"
-    AUDIO_BUDGET_SPENT = "audio_budget_spent"
-    AUDIO_TOO_LONG = "audio_too_long"
-    MESSAGE_TOO_BIG = "message_too_big"
-    UPLOAD_TOO_LARGE = "upload_too_large"
-    CLIENT_TOO_SLOW = "client_too_slow"
-    CAPACITY_EXCEEDED = "capacity_exceeded"
-    RATE_LIMITED = "rate_limited"
-    AUTH_THROTTLED = "auth_throttled"
-    GOING_AWAY = "going_away"
-    DRAINING = "draining"
-    UPSTREAM_ERROR = "upstream_error"
-    UPSTREAM_UNAVAILABLE = "upstream_unavailable"
-    UPSTREAM_TIMEOUT = "upstream_timeout"
-    UPSTREAM_REJECTED = "upstream_rejected"
-    UPSTREAM_AUTH_FAILED = "upstream_auth_failed"
-    UPSTREAM_PROTOCOL_ERROR = "upstream_protocol_error"
+from gateway.errors.codes import ErrorCode as ErrorCode  # re-exported: callers import it from here
 
 
 class ClientGone(Exception):
