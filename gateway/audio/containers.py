@@ -76,6 +76,66 @@ class RawHint:
     big_endian: bool = False  # audio/L16 is network byte order (RFC 3551)
 
 
+@dataclass(frozen=True, slots=True)
+class SizeMismatch:
+    """A container header whose audio size disagrees with the audio the body holds (all of it was sent)."""
+
+    container: str
+    declared_bytes: int
+    actual_bytes: int
+
+
+class _DeclaredSize:
+    """The audio a header declares against what the body holds. Past the declared size, a RIFF chunk
+    (``LIST``, ``id3 `` …) is metadata and ignored; anything else is audio the header undercounted (a
+    writer that never patched its sizes), and goes on being read — never dropped silently."""
+
+    def __init__(self, declared: int, *, chunks_may_follow: bool) -> None:
+        self.declared = declared
+        self._remaining = declared
+        self._chunks_may_follow = chunks_may_follow
+        self._after = b""  # the first bytes past the declared size, until they show what follows
+        self._beyond: str | None = None  # "chunk" (ignored) or "audio" (read on)
+        self.actual = 0
+
+    def take(self, data: bytes) -> bytes:
+        if self._beyond == "audio":
+            self.actual += len(data)
+            return data
+        if self._beyond == "chunk":
+            return b""
+        keep = data[: self._remaining]
+        self._remaining -= len(keep)
+        self.actual += len(keep)
+        if self._remaining or len(keep) == len(data):
+            return keep
+        self._after += data[len(keep) :]
+        pad = self.declared & 1  # RIFF pads an odd-sized chunk with one byte
+        if len(self._after) < pad + 8:
+            return keep
+        return keep + self._decide(self._after[pad : pad + 4])
+
+    def _decide(self, name: bytes) -> bytes:
+        looks_like_chunk = name[:1].isalpha() and all(c == 0x20 or chr(c).isalnum() for c in name)
+        if self._chunks_may_follow and name.isascii() and looks_like_chunk:
+            self._beyond, self._after = "chunk", b""
+            return b""
+        self._beyond = "audio"
+        rest, self._after = self._after, b""
+        self.actual += len(rest)
+        return rest
+
+    def finish(self) -> bytes:
+        """At the end of the body: what is left undecided is audio unless it is a lone pad byte."""
+        if self._beyond is None and len(self._after) > (self.declared & 1):
+            return self._decide(b"")
+        return b""
+
+    @property
+    def mismatch(self) -> bool:
+        return self.actual != self.declared
+
+
 class PushParser:
     """Holds the header until the payload starts, then passes the payload through (byte-swapped if needed)."""
 
@@ -83,7 +143,7 @@ class PushParser:
         self.format: AudioFormat | None = None
         self.needs_decoder = False
         self._head = bytearray()
-        self._remaining: int | None = None  # payload bytes still to come; None = until the end of the body
+        self._size: _DeclaredSize | None = None  # None: the payload runs to the end of the body
         self._swap = 0  # sample width to byte-swap (big-endian payloads)
         self._tail = b""  # an incomplete sample held for the swap
 
@@ -113,10 +173,17 @@ class PushParser:
         """Set ``format`` (or ``needs_decoder``) and return where the payload starts; None: need more bytes."""
         raise NotImplementedError
 
-    def _payload(self, data: bytes) -> bytes:
-        if self._remaining is not None:
-            data = data[: self._remaining]
-            self._remaining -= len(data)
+    def finish(self) -> bytes:
+        """The end of the body: any payload still held back."""
+        return self._payload(self._size.finish(), limit=False) if self._size is not None else b""
+
+    def size_mismatch(self, container: str) -> SizeMismatch | None:
+        size = self._size
+        return SizeMismatch(container, size.declared, size.actual) if size is not None and size.mismatch else None
+
+    def _payload(self, data: bytes, *, limit: bool = True) -> bytes:
+        if limit and self._size is not None:
+            data = self._size.take(data)
         if not self._swap or not data:
             return data
         data = self._tail + data
@@ -160,7 +227,8 @@ class WavParser(PushParser):
                     raise AudioFormatError("WAV data chunk before its fmt chunk")
                 self.format = fmt
                 unknown = size == _UNKNOWN_SIZE or (size == 0 and riff_size in (0, _UNKNOWN_SIZE))
-                self._remaining = None if unknown else size  # streaming writers leave sizes open
+                if not unknown:  # streaming writers leave sizes open (0 or all ones): read to the end
+                    self._size = _DeclaredSize(size, chunks_may_follow=True)
                 return body
             if chunk == b"fmt ":
                 if body + size > len(head):
@@ -201,7 +269,8 @@ class AuParser(PushParser):
             self.needs_decoder = True
             return 0
         self.format = fmt
-        self._remaining = None if size == _UNKNOWN_SIZE else size
+        if size != _UNKNOWN_SIZE:
+            self._size = _DeclaredSize(size, chunks_may_follow=False)  # AU has nothing after its audio
         self._swap = width if width > 1 else 0
         return int(offset)
 

@@ -18,6 +18,7 @@ import logging
 import threading
 from collections import deque
 from collections.abc import AsyncIterator
+from typing import Any
 
 import av
 import numpy as np
@@ -62,6 +63,9 @@ class DecodedSource:
         self._ready = asyncio.Event()
         self._thread = threading.Thread(target=self._run, name=f"{THREAD_PREFIX}-{next(_ids)}", daemon=True)
         self._pump: asyncio.Task[None] | None = None
+
+    def warnings(self) -> list[Any]:
+        return []  # the decoder reads the container itself
 
     async def open(self) -> DecodedSource:
         """Start decoding; returns once the first audio is decoded (the format is then known)."""

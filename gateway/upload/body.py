@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from collections import deque
 from collections.abc import AsyncIterator
+from tempfile import SpooledTemporaryFile
 from typing import Any, Final
 
 from python_multipart.exceptions import MultipartParseError
@@ -21,6 +22,8 @@ from gateway.dataflow.messages import MAX_JSON_DEPTH, too_deep
 from gateway.errors import BadRequest, ClientGone, ErrorCode, UploadTooLarge
 
 PARAMETERS_LIMIT: Final = 64 * 1024
+SPOOL_MEMORY_BYTES: Final = 1024 * 1024  # an Audio part before Parameters: held in memory up to this, then on disk
+SPOOL_READ_BYTES: Final = 64 * 1024
 
 
 class RequestBody:
@@ -66,9 +69,12 @@ def media_type(content_type: str | None) -> tuple[str, dict[str, str]]:
 class MultipartAudio:
     """Data Flow's HTTP batch body: a ``Parameters`` part (Start JSON) and an ``Audio`` part (the file).
 
-    :meth:`open` reads up to the start of the Audio part; :meth:`audio` then yields its bytes as they
-    arrive and reads the rest of the body. Parameters must come before Audio (the Start needs them
-    before any audio can go upstream); other parts are ignored.
+    :meth:`open` reads until the audio can start: the start of an Audio part that comes after
+    Parameters (or with no Parameters before it). An Audio part that comes first is spooled — in
+    memory up to :data:`SPOOL_MEMORY_BYTES`, then in a temporary file, bounded by the body's own
+    size cap and deleted when the upload ends — until the Parameters arrive (the Start needs them
+    before any audio can go upstream). :meth:`audio` then yields the audio bytes and reads the rest
+    of the body. Other parts are ignored.
     """
 
     def __init__(self, body: AsyncIterator[bytes], boundary: str) -> None:
@@ -82,6 +88,7 @@ class MultipartAudio:
         self._part = ""  # "parameters", "audio", or "" for a part that is ignored
         self._params = bytearray()
         self._audio_seen = False
+        self._spool: SpooledTemporaryFile[bytes] | None = None  # an Audio part that came before Parameters
         self._ended = False
         try:
             self._parser = MultipartParser(boundary.encode("latin-1"), self._callbacks())
@@ -102,27 +109,55 @@ class MultipartAudio:
         }  # fmt: skip
 
     async def open(self) -> None:
-        async for chunk in self._body:
-            self._write(chunk)
-            while self._events:
-                kind, data = self._events.popleft()
-                self._handle(kind, data)
-                if kind == "headers" and self._part == "audio":
-                    return
-        self._finish_parser()
-        raise BadRequest("the multipart body has no Audio part", code=ErrorCode.INVALID_MULTIPART)
+        try:
+            async for chunk in self._body:
+                self._write(chunk)
+                while self._events:
+                    kind, data = self._events.popleft()
+                    if (audio := self._handle(kind, data)) and self._spool is not None:
+                        self._spool.write(audio)
+                    if self._ready(kind):
+                        return
+            self._finish_parser()
+        except BaseException:
+            self.close()
+            raise
+        if self._spool is None:
+            raise BadRequest("the multipart body has no Audio part", code=ErrorCode.INVALID_MULTIPART)
+
+    def _ready(self, kind: str) -> bool:
+        """May the audio start? At an Audio part after Parameters, or once spooled audio has them."""
+        if kind == "headers" and self._part == "audio":
+            if self.parameters is not None:
+                return True
+            self._spool = SpooledTemporaryFile(max_size=SPOOL_MEMORY_BYTES)  # noqa: SIM115 (closed in close())
+        return kind == "part_end" and self._spool is not None and self.parameters is not None
 
     async def audio(self) -> AsyncIterator[bytes]:
-        while True:
-            while self._events:
-                kind, data = self._events.popleft()
-                if chunk := self._handle(kind, data):
-                    yield chunk
-            body = await anext(self._body, b"")
-            if not body:
-                break
-            self._write(body)
-        self._finish_parser()
+        try:
+            if self._spool is not None:
+                self._spool.seek(0)
+                while spooled := self._spool.read(SPOOL_READ_BYTES):
+                    yield spooled
+                self.close()
+            while True:
+                while self._events:
+                    kind, data = self._events.popleft()
+                    if chunk := self._handle(kind, data):
+                        yield chunk
+                body = await anext(self._body, b"")
+                if not body:
+                    break
+                self._write(body)
+            self._finish_parser()
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Delete the spooled audio (idempotent)."""
+        if self._spool is not None:
+            self._spool.close()
+            self._spool = None
 
     def _write(self, chunk: bytes) -> None:
         try:
@@ -131,6 +166,8 @@ class MultipartAudio:
             raise BadRequest(f"malformed multipart body: {exc}", code=ErrorCode.INVALID_MULTIPART) from None
 
     def _finish_parser(self) -> None:
+        if self._ended and not self._events:
+            return  # already at the closing boundary (an Audio part spooled to the end of the body)
         try:
             self._parser.finalize()
         except MultipartParseError as exc:
@@ -178,9 +215,9 @@ class MultipartAudio:
             self._part = "audio"
             self.audio_content_type = self._headers.get("content-type")
         elif name == "parameters":
-            if self._audio_seen:
+            if self.parameters is not None or self._params:
                 raise BadRequest(
-                    "the Parameters part must come before the Audio part", code=ErrorCode.INVALID_PARAMETERS
+                    "the multipart body has more than one Parameters part", code=ErrorCode.INVALID_MULTIPART
                 )
             self._part, self._params = "parameters", bytearray()
 

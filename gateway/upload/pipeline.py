@@ -21,7 +21,7 @@ from starlette.types import Receive, Scope
 
 from gateway.adapters import messages
 from gateway.audio.format import AudioFormat
-from gateway.dataflow.messages import PARTIAL, DataflowEvent, StartRequest, parse_start
+from gateway.dataflow.messages import PARTIAL, DataflowEvent, StartRequest, as_dict, get, norm_key, parse_start
 from gateway.errors import (
     AudioTooLong,
     BadRequest,
@@ -36,7 +36,7 @@ from gateway.relay.items import Closed, Flow, Notice, OutItem, SessionState, Sta
 from gateway.relay.registry import Lease
 from gateway.relay.session import Session
 from gateway.upload.body import MultipartAudio, RequestBody, media_type, parse_parameters
-from gateway.upload.source import AudioSource, open_audio, raw_hint
+from gateway.upload.source import AudioSource, declared_audio, open_audio
 
 if TYPE_CHECKING:
     from gateway.service import Gateway
@@ -81,6 +81,7 @@ class Upload:
         self._lease: Lease | None = None
         self._transcript: dict[str, list[str]] = {}
         self._warnings: list[dict[str, Any]] = []
+        self._multipart: MultipartAudio | None = None
 
     # --- opening -------------------------------------------------------------------------------------
 
@@ -108,6 +109,7 @@ class Upload:
             )
             lease.drainable = self.session
             self._started = await self.session.start(request, self.source.format)
+            self._warn(self.session)
             return self._started
         except BaseException:
             await self.aclose()
@@ -121,22 +123,27 @@ class Upload:
         stream = self.body.chunks()
         part_params: dict[str, Any] | None = None
         if content_type[0] == "multipart/form-data":
-            multipart = MultipartAudio(stream, content_type[1].get("boundary", ""))
+            self._multipart = multipart = MultipartAudio(stream, content_type[1].get("boundary", ""))
             await multipart.open()
             part_params, stream = multipart.parameters, multipart.audio()
             content_type = media_type(multipart.audio_content_type)
         parameters = {**(header_params or {}), **(part_params or {})} if header_params or part_params else None
-        hint = raw_hint(
+        declared = declared_audio(
             encoding=opts.encoding, sample_rate=opts.sample_rate, channels=opts.channels,
             content_type=content_type, parameters=parameters,
         )  # fmt: skip
-        # Token and Tenant in the Parameters are ignored: the gateway injects its own.
-        request, _, _ = parse_start(parameters or {}, default_audio=AudioFormat("pcm16", 16000, 1))
+        # Token and Tenant in the Parameters are ignored: the gateway injects its own. Their Audio block
+        # is only a declaration (above): the audio's own header, or the declaration, makes the format.
+        start = {k: v for k, v in (parameters or {}).items() if norm_key(k) != "audio"}
+        output = get(as_dict(get(parameters or {}, "Audio")), "Output")
+        if output is not None:
+            start["Audio"] = {"Output": output}
+        request, _, _ = parse_start(start, default_audio=AudioFormat("pcm16", 16000, 1))
         request.project = opts.project or opts.project_header or request.project or self.settings.default_project
         if not request.project:
             raise BadRequest("name a project (?project= or the ProjectName header)", code=ErrorCode.INVALID_PARAMETERS)
         request.language = opts.language or request.language
-        self.source = await open_audio(stream, hint)
+        self.source = await open_audio(stream, declared)
         return request
 
     # --- running -------------------------------------------------------------------------------------
@@ -169,6 +176,7 @@ class Upload:
                     await session.feed_audio(chunk[i : i + step])
                     if session.state is not SessionState.STREAMING:
                         return  # closed or ending (upstream failure, limit): the outbound side reports it
+            self._warn(session)
             session.reply(self._progress(session.flow(), final=True))
             await session.finalize()
         except ClientGone:
@@ -188,6 +196,13 @@ class Upload:
         if session.closed is None:
             self.disconnected = True
             session.abort()
+
+    def _warn(self, session: Session) -> None:
+        """The source's warnings about the audio, in order with the events, and in the result."""
+        assert self.source is not None
+        for warning in self.source.warnings():
+            self._warnings.append(warning.to_json())
+            session.reply({"type": "warning", **warning.to_json()})
 
     def _render(self, item: OutItem) -> dict[str, Any] | None:
         if isinstance(item, DataflowEvent):
@@ -248,5 +263,7 @@ class Upload:
             await self.session.aclose()
         if self.source is not None:
             await self.source.aclose()
+        if self._multipart is not None:
+            self._multipart.close()  # audio spooled before the Parameters arrived
         if self._lease is not None:
             self._lease.release()

@@ -1,19 +1,22 @@
 """From an upload's byte stream to PCM the Session takes: sniff, then a push parser or a decoder.
 
-The container is recognised from the first bytes, whatever the Content-Type says. A headerless body
-needs a declared format (:func:`raw_hint`: query parameters, ``audio/L16;rate=…``, ``audio/basic``
-or the Parameters' ``Audio`` block); without one it is a 415.
+The container is recognised from the first bytes, whatever the Content-Type says, and its header is
+the truth for its audio. A headerless body needs a declared format (:func:`declared_audio`: query
+parameters, ``audio/L16;rate=…``, ``audio/basic`` or the Parameters' ``Audio`` block); without one
+it is a 415. A WAV or AU header whose sizes disagree with the body is read as the body is, with a
+warning.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from gateway.audio.containers import DEMUXERS, SNIFF_BYTES, PushParser, RawHint, parser_for, sniff
+from gateway.audio.containers import DEMUXERS, SNIFF_BYTES, PushParser, RawHint, SizeMismatch, parser_for, sniff
 from gateway.audio.decoders import DecodedSource
-from gateway.audio.format import AudioFormat, Encoding, parse_encoding
-from gateway.dataflow.messages import as_int, get, parse_audio
+from gateway.audio.format import AudioFormat, parse_encoding
+from gateway.dataflow.messages import as_int, get
 from gateway.errors import AudioFormatError, BadRequest, ErrorCode
 
 _G711: frozenset[str] = frozenset({"mulaw", "alaw"})
@@ -26,15 +29,21 @@ class AudioSource(Protocol):
 
     def chunks(self) -> AsyncIterator[bytes]: ...
 
+    def warnings(self) -> list[AudioWarning]:
+        """What the client should be told about its audio and was not yet (each said once)."""
+        ...
+
     async def aclose(self) -> None: ...
 
 
 class ParsedSource:
     """WAV, AU or headerless audio: parsed in the event loop as the body arrives (no thread)."""
 
-    def __init__(self, parser: PushParser, first: bytes, rest: AsyncIterator[bytes]) -> None:
+    def __init__(self, parser: PushParser, kind: str | None, first: bytes, rest: AsyncIterator[bytes]) -> None:
         assert parser.format is not None
         self.format = parser.format
+        self.kind = (kind or "raw").upper()
+        self._warnings: list[AudioWarning] = []
         self._parser = parser
         self._first = first
         self._rest = rest
@@ -46,6 +55,18 @@ class ParsedSource:
         async for body in self._rest:  # read to the end even past a WAV data chunk: the body must be consumed
             if data := self._parser.feed(body):
                 yield data
+        if tail := self._parser.finish():
+            yield tail
+        if (size := self._parser.size_mismatch(self.kind)) is not None:
+            self._warnings.append(_size_warning(size))
+
+    def warn(self, warning: AudioWarning | None) -> None:
+        if warning is not None:
+            self._warnings.append(warning)
+
+    def warnings(self) -> list[AudioWarning]:
+        told, self._warnings = self._warnings, []
+        return told
 
     async def aclose(self) -> None:
         aclose = getattr(self._rest, "aclose", None)
@@ -53,7 +74,21 @@ class ParsedSource:
             await aclose()
 
 
-async def open_audio(stream: AsyncIterator[bytes], hint: RawHint | None) -> AudioSource:
+def _size_warning(size: SizeMismatch) -> AudioWarning:
+    message = (
+        f"the {size.container} header declares {size.declared_bytes} bytes of audio but the body holds "
+        f"{size.actual_bytes}; all {size.actual_bytes} were read"
+    )
+    details = {"declaredBytes": size.declared_bytes, "actualBytes": size.actual_bytes}
+    return AudioWarning(ErrorCode.HEADER_SIZE_MISMATCH, message, details)
+
+    async def aclose(self) -> None:
+        aclose = getattr(self._rest, "aclose", None)
+        if aclose is not None:
+            await aclose()
+
+
+async def open_audio(stream: AsyncIterator[bytes], declared: DeclaredAudio | None) -> AudioSource:
     """Read just enough of ``stream`` to know its format; the returned source carries on from there."""
     head = b""
     async for chunk in stream:
@@ -62,7 +97,8 @@ async def open_audio(stream: AsyncIterator[bytes], hint: RawHint | None) -> Audi
             break
     if not head:
         raise BadRequest("the upload contains no audio (empty body)", code=ErrorCode.EMPTY_BODY)
-    kind = sniff(head, weak=hint is None)
+    kind = sniff(head, weak=declared is None)
+    hint = declared.hint() if kind is None and declared is not None else None  # a container's header wins
     parser = parser_for(kind, hint)
     if parser is not None:
         first = parser.feed(head)
@@ -72,7 +108,10 @@ async def open_audio(stream: AsyncIterator[bytes], hint: RawHint | None) -> Audi
                 raise AudioFormatError(f"the {kind} header is truncated")
             first += parser.feed(chunk)
         if not parser.needs_decoder:
-            return ParsedSource(parser, first, stream)
+            source = ParsedSource(parser, kind, first, stream)
+            if kind is not None and declared is not None:
+                source.warn(declared.disagreement(source.kind, source.format))
+            return source
         head = parser.head
     if kind is None:
         raise AudioFormatError(
@@ -82,46 +121,93 @@ async def open_audio(stream: AsyncIterator[bytes], hint: RawHint | None) -> Audi
     return await DecodedSource(DEMUXERS[kind], head, stream).open()
 
 
-def raw_hint(
+@dataclass(frozen=True, slots=True)
+class AudioWarning:
+    """Something about the audio the client should know; the upload goes on (its ``warnings``)."""
+
+    code: ErrorCode
+    message: str
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"code": self.code.value, "message": self.message, "retryable": False, **self.details}
+
+
+@dataclass(frozen=True, slots=True)
+class DeclaredAudio:
+    """What the client said its audio is (query, Content-Type or the Parameters' ``Audio`` block).
+
+    It is the format of a headerless body. A container's own header is the truth for its audio: a
+    declaration that disagrees with it is a warning, and an incomplete one (no sample rate, an
+    encoding the gateway does not take raw) matters only when the body turns out to be headerless.
+    """
+
+    origin: str
+    encoding: str
+    sample_rate: int | None = None
+    channels: int | None = None
+    big_endian: bool = False  # audio/L16 is network byte order (RFC 3551)
+
+    def hint(self) -> RawHint:
+        """The format of a headerless body; 422 when the declaration says too little (415: unknown encoding)."""
+        encoding = parse_encoding(self.encoding)  # an unknown one is a 415
+        rate = self.sample_rate
+        if rate is None:
+            if encoding not in _G711:
+                raise BadRequest(
+                    f"sampleRate is required for headerless {encoding} audio", code=ErrorCode.INVALID_PARAMETERS
+                )
+            rate = 8000
+        try:
+            fmt = AudioFormat(encoding, rate, self.channels or 1).validate()
+        except AudioFormatError as exc:
+            raise BadRequest(exc.message, code=ErrorCode.INVALID_PARAMETERS) from None
+        return RawHint(fmt, big_endian=self.big_endian)
+
+    def disagreement(self, container: str, actual: AudioFormat) -> AudioWarning | None:
+        """A warning when what was declared is not what the container's header says (None: it agrees)."""
+        try:
+            same_encoding = parse_encoding(self.encoding) == actual.encoding
+        except AudioFormatError:
+            same_encoding = False
+        said = [] if same_encoding else [f"encoding {self.encoding}"]
+        if self.sample_rate is not None and self.sample_rate != actual.sample_rate:
+            said.append(f"{self.sample_rate} Hz")
+        if self.channels is not None and self.channels != actual.channels:
+            said.append(f"{self.channels} channel(s)")
+        if not said:
+            return None
+        message = (
+            f"{self.origin} declares {', '.join(said)}, but the {container} header says {actual.encoding} "
+            f"{actual.sample_rate} Hz {actual.channels} channel(s); the header was used"
+        )
+        return AudioWarning(ErrorCode.DECLARED_FORMAT_MISMATCH, message)
+
+
+def declared_audio(
     *,
     encoding: str | None,
     sample_rate: int | None,
     channels: int | None,
     content_type: tuple[str, dict[str, str]],
     parameters: dict[str, Any] | None,
-) -> RawHint | None:
-    """The declared format of a headerless body: query parameters, then Content-Type, then Parameters.Audio."""
-    declared: Encoding | None = None
-    rate, count, big_endian = sample_rate, channels, False
+) -> DeclaredAudio | None:
+    """What the client declared about its audio: query parameters, then Content-Type, then Parameters.Audio."""
     ctype, options = content_type
     if encoding:
-        declared = parse_encoding(encoding)
-    elif ctype in ("audio/basic", "audio/l16", "audio/pcmu", "audio/pcma", "audio/x-mulaw", "audio/x-alaw"):
+        return DeclaredAudio("the query", encoding, sample_rate, channels)
+    if ctype in ("audio/basic", "audio/l16", "audio/pcmu", "audio/pcma", "audio/x-mulaw", "audio/x-alaw"):
         # RFC 2046: audio/basic is 8 kHz mono mu-law; RFC 3551: L16 is big-endian with rate/channels.
-        declared = "mulaw" if ctype == "audio/basic" else parse_encoding(ctype)
-        big_endian = ctype == "audio/l16"
-        rate = rate or _positive(options.get("rate"), "rate")
-        count = count or _positive(options.get("channels"), "channels")
-    if declared is None and parameters is not None:
-        audio = get(parameters, "Audio")
-        if isinstance(audio, dict) and get(audio, "Encoding") is not None:
-            fallback = AudioFormat("pcm16", 16000, 1)
-            declared = parse_audio(audio, default=fallback).encoding
-            rate = rate or as_int(get(audio, "SampleRate", "sample-rate"), 0) or None
-            count = count or as_int(get(audio, "ChannelCount", "channel-count"), 0) or None
-    if declared is None:
-        return None
-    if rate is None:
-        if declared not in _G711:
-            raise BadRequest(
-                f"sampleRate is required for headerless {declared} audio", code=ErrorCode.INVALID_PARAMETERS
-            )
-        rate = 8000
-    try:
-        fmt = AudioFormat(declared, rate, count or 1).validate()
-    except AudioFormatError as exc:
-        raise BadRequest(exc.message, code=ErrorCode.INVALID_PARAMETERS) from None
-    return RawHint(fmt, big_endian=big_endian)
+        declared = "mulaw" if ctype == "audio/basic" else ctype
+        rate = sample_rate or _positive(options.get("rate"), "rate")
+        count = channels or _positive(options.get("channels"), "channels")
+        return DeclaredAudio("Content-Type", declared, rate, count, big_endian=ctype == "audio/l16")
+    audio = get(parameters, "Audio") if parameters is not None else None
+    if isinstance(audio, dict) and isinstance(declared := get(audio, "Encoding"), str):
+        rate = sample_rate or as_int(get(audio, "SampleRate", "sample-rate"), 0) or None
+        count = channels or as_int(get(audio, "ChannelCount", "channel-count"), 0) or None
+        return DeclaredAudio("Parameters.Audio", declared, rate, count)
+    return None
 
 
 def _positive(value: str | None, name: str) -> int | None:

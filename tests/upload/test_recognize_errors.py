@@ -131,10 +131,14 @@ async def test_unknown_encoding_is_415(gw: RunningGateway) -> None:
     "parts",
     [
         [("Parameters", None, "application/json", b"{}")],
-        [("Audio", "a.wav", "audio/wav", WAV), ("Parameters", None, "application/json", b"{}")],
+        [
+            ("Parameters", None, "application/json", b"{}"),
+            ("Parameters", None, "application/json", b"{}"),
+            ("Audio", "a.wav", "audio/wav", WAV),
+        ],
         [("Parameters", None, "application/json", b'"just a string"'), ("Audio", "a.wav", "audio/wav", WAV)],
     ],
-    ids=["no_audio", "parameters_after_audio", "parameters_not_object"],
+    ids=["no_audio", "two_parameters_parts", "parameters_not_object"],
 )
 async def test_bad_multipart_is_422(gw: RunningGateway, parts: list[tuple[str, str | None, str, bytes]]) -> None:
     body, ctype = multipart(parts)
