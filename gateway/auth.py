@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import jwt
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, SecretStr
 
 from gateway.errors import ErrorCode, Forbidden, Unauthorized
 
@@ -34,6 +34,9 @@ class ApiKeySpec(BaseModel):
     projects: list[str] | None = Field(None, description="projects this key may run (default: any)")
     max_sessions: int | None = Field(None, ge=1, description="concurrent sessions for this key (per replica)")
     audio_seconds_per_minute: float | None = Field(None, gt=0, description="audio budget per minute (per replica)")
+    audiohook_client_secret: SecretStr | None = Field(
+        None, description="base64 AudioHook client secret of this key (default: GATEWAY_AUDIOHOOK_CLIENT_SECRET)"
+    )
 
 
 def key_digest(key: str) -> str:

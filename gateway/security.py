@@ -22,6 +22,7 @@ from gateway.errors import ErrorCode, Forbidden, GatewayError, InvalidHost, Rate
 from gateway.relay.limits import SessionLimits
 from gateway.relay.registry import Lease, SessionRegistry
 from gateway.settings import Settings
+from gateway.signatures.audiohook import AudioHookSignatures
 
 log = logging.getLogger(__name__)
 
@@ -135,6 +136,7 @@ class AccessGate:
         self.budgets = AudioBudgets()
         self._origins = set(settings.allowed_origins)
         self._public_hosts = {h.lower() for h in settings.public_hosts}
+        self.audiohook = AudioHookSignatures.from_settings(settings)
 
     # --- checks --------------------------------------------------------------------------------------
 
@@ -178,20 +180,36 @@ class AccessGate:
         try:
             principal = self.auth.authenticate(credential)
         except Unauthorized as exc:
-            if credential is not None:
-                client = scope["client"][0] if scope.get("client") else "unknown"
-                wait_s = self.throttle.blocked_for(client)
-                if wait_s:
-                    raise self._refused(RateLimited(f"too many failed credentials from this address; retry in "
-                                                    f"{wait_s} s", code=ErrorCode.AUTH_THROTTLED,
-                                                    retry_after_s=wait_s)) from None  # fmt: skip
-                self.throttle.failed(client)
-            raise self._refused(exc) from None
+            raise self._failed_credential(exc, scope) if credential is not None else self._refused(exc) from None
         if principal.origin is not None and principal.origin != origin:
             raise self._refused(
                 Forbidden("the browser token is bound to another origin", code=ErrorCode.ORIGIN_MISMATCH)
             )
         return principal
+
+    def _failed_credential(self, error: Unauthorized, scope: Scope) -> GatewayError:
+        """A wrong credential feeds the throttle; a throttled address gets 429 instead."""
+        client = scope["client"][0] if scope.get("client") else "unknown"
+        wait_s = self.throttle.blocked_for(client)
+        if wait_s:
+            return self._refused(RateLimited(f"too many failed credentials from this address; retry in {wait_s} s",
+                                             code=ErrorCode.AUTH_THROTTLED, retry_after_s=wait_s))  # fmt: skip
+        self.throttle.failed(client)
+        return self._refused(error)
+
+    def verify_audiohook(self, principal: Principal, scope: Scope, headers: Any) -> None:
+        """AudioHook's signed upgrade (:mod:`gateway.signatures.audiohook`): a missing, wrong, expired or
+        replayed signature is a failed credential like any other."""
+        query = scope.get("query_string", b"").decode("latin-1")
+        target = scope.get("raw_path", scope["path"].encode()).decode("latin-1") + (f"?{query}" if query else "")
+        key = None if principal.kind == "anonymous" else principal.name
+        try:
+            self.audiohook.verify(key_name=key, api_key=credential_of(scope, headers), headers=headers, target=target,
+                                  host=headers.get("host", ""))  # fmt: skip
+        except Unauthorized as exc:
+            raise self._failed_credential(exc, scope) from None
+        except GatewayError as exc:
+            raise self._refused(exc) from None
 
     def admit_session(self, principal: Principal, project: str) -> None:
         """Project allowed, single-use token unspent, audio budget left — or raise."""

@@ -156,6 +156,16 @@ class Settings(BaseSettings):
     )
     auth_failures_per_minute: int = Field(20, ge=0, description="Failed credentials per client address before 429.")
 
+    # --- Genesys AudioHook (/v1/audiohook) ---------------------------------------------------------------
+    audiohook_client_secret: SecretStr | None = Field(
+        None,
+        description="Base64 client secret of the AudioHook integration (per key: api_keys[].audiohook_client_secret)"
+        "; set, upgrades must carry a valid signature.",
+    )
+    audiohook_signature_max_age_s: float = Field(
+        30.0, gt=0, le=300, description="Oldest AudioHook upgrade signature accepted (from its created time)."
+    )
+
     # --- embedded simulator --------------------------------------------------------------------------
     simulator_port: int = Field(0, ge=0, le=65535, description="Port of the embedded simulator (0: any free).")
 

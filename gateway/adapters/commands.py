@@ -17,10 +17,12 @@ ClientMessage = str | bytes
 
 @dataclass(frozen=True, slots=True)
 class Begin:
-    """Start a session. ``credential`` is an in-band credential (browsers that cannot use headers)."""
+    """Start a session. ``credential`` is an in-band credential (browsers that cannot use headers);
+    ``reply`` goes out once the caller is admitted, before Data Flow answers (AudioHook's ``opened``)."""
 
     request: StartRequest
     credential: str | None = None
+    reply: tuple[Frame, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,9 +5,11 @@ from __future__ import annotations
 from fastapi import APIRouter, WebSocket
 
 from gateway.adapters.audiocodes import AudioCodesDialect
+from gateway.adapters.audiohook import AudioHookDialect
 from gateway.adapters.dataflow_ws import DataflowDialect
 from gateway.adapters.native import NativeDialect
 from gateway.adapters.ws import Connection
+from gateway.errors import GatewayError
 from gateway.service import service_of
 
 router = APIRouter()
@@ -36,3 +38,22 @@ async def audiocodes(ws: WebSocket) -> None:
     service = service_of(ws)
     project = ws.query_params.get("project") or service.settings.default_project
     await Connection(ws, AudioCodesDialect(project), service).run()
+
+
+@router.websocket("/v1/audiohook")
+async def audiohook(ws: WebSocket) -> None:
+    """Genesys AudioHook: the signature is checked here, before the driver admits and accepts."""
+    service = service_of(ws)
+    gate = service.gate
+    try:
+        principal = gate.identify(ws.scope, ws.headers)
+        if principal is not None:
+            gate.verify_audiohook(principal, ws.scope, ws.headers)
+    except GatewayError as exc:
+        await ws.send_denial_response(gate.denial(exc))
+        return
+    project = ws.query_params.get("project") or service.settings.default_project
+    session_id = ws.headers.get("audiohook-session-id", "")
+    organization_id = ws.headers.get("audiohook-organization-id", "")
+    dialect = AudioHookDialect(project, session_id=session_id, organization_id=organization_id)
+    await Connection(ws, dialect, service).run()

@@ -169,6 +169,7 @@ class Connection:
         )  # fmt: skip
         self.session = session
         self._wake.set()
+        await self._reply_now(commands.Reply(command.reply))  # before Data Flow answers, if the dialect says so
         result = await self.reader.start(session, request, self.settings.pre_start_audio_ms)
         if isinstance(result, GatewayError):
             if not self.reader.disconnected:

@@ -29,6 +29,7 @@ class ErrorCode(StrEnum):
     UNAUTHORIZED = "unauthorized"
     MISSING_CREDENTIAL = "missing_credential"
     INVALID_CREDENTIAL = "invalid_credential"
+    INVALID_SIGNATURE = "invalid_signature"
     API_KEY_REQUIRED = "api_key_required"
     TOKEN_EXPIRED = "token_expired"  # noqa: S105 (a code, not a secret)
     TOKEN_REUSED = "token_reused"  # noqa: S105

@@ -76,6 +76,6 @@ def test_layer_boundaries(package: str, forbidden: tuple[str, ...]) -> None:
 
 def test_dialects_are_pure() -> None:
     """A dialect module does no I/O: no sockets, no asyncio, no session, no FastAPI."""
-    for name in ("native", "dataflow_ws", "audiocodes"):
+    for name in ("native", "dataflow_ws", "audiocodes", "audiohook", "audiohook_media"):
         names = imported(GATEWAY / "adapters" / f"{name}.py")
         assert not {n for n in names if n.startswith(("asyncio", "fastapi", "starlette", "gateway.relay.session"))}

@@ -1,0 +1,259 @@
+"""``/v1/audiohook``: Genesys Cloud AudioHook (protocol version 2), as a pure dialect.
+
+Every text frame is ``{version: "2", id, type, seq, parameters}``; the client adds ``serverseq``
+(the last server seq it saw) and ``position``, the server ``clientseq`` (the last client seq it
+handled). Each side's ``seq`` counts its own messages from 1: a client message out of sequence, or
+one claiming a server seq not yet sent, is a protocol error (``disconnect`` with reason ``error``).
+
+``open`` -> ``opened`` at once (Genesys gives up after about 5 s; Data Flow starts meanwhile), then
+binary frames of interleaved audio (:mod:`audiohook_media`). ``ping`` -> ``pong``; ``paused`` /
+``resumed`` / ``discarded`` are the client's notices (audio while paused is not forwarded; the
+position counts it); ``update`` changes the language; ``close`` finalizes the session, so every
+result is sent before ``closed``. Results are ``event`` messages with Transcription Connector
+``transcript`` entities, per channel. Server messages get their ``seq`` as they are rendered, in
+the order they are sent; ``pong`` keeps the ``clientseq`` of its ``ping``.
+
+The handshake (API key, HTTP message signature) is checked before this dialect sees anything.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+from gateway.adapters import commands
+from gateway.adapters.audiohook_media import SampleAligner, Timeline, choose_media, duration, parse_duration
+from gateway.adapters.dialect import ClientMessage, Command, SessionCommand
+from gateway.adapters.socket import Frame
+from gateway.dataflow.messages import MILESTONE, PARTIAL, DataflowEvent, StartRequest, get, loads_object
+from gateway.errors import (
+    AudioFormatError,
+    ErrorCode,
+    Forbidden,
+    GatewayError,
+    InvalidMessage,
+    InvalidState,
+    Unauthorized,
+)
+from gateway.relay.items import Closed, OutItem
+
+log = logging.getLogger(__name__)
+
+VERSION = "2"
+#: Data Flow's channel tags for AudioHook's channels: the customer is external, the agent internal.
+_TAGS = {"external": "customer", "internal": "agent"}
+
+
+class AudioHookDialect:
+    name: ClassVar[str] = "audiohook"
+    sequential: ClassVar[bool] = False
+    credentials_in_band: ClassVar[bool] = False  # X-API-KEY and the signature, at the handshake
+    refuse_full_at_once: ClassVar[bool] = True
+
+    def __init__(self, project: str, *, session_id: str = "", organization_id: str = "") -> None:
+        self.project = project
+        self.session_id = session_id  # Audiohook-Session-Id; the open message's id must match it
+        self.organization_id = organization_id  # Audiohook-Organization-Id, checked against open's
+        self.seq = 0  # the last server seq sent
+        self.clientseq = 0  # the last client seq handled
+        self.language: str | None = None
+        self.timeline = Timeline()
+        self.aligner: SampleAligner | None = None
+        self.channels = 0
+        self.paused = False
+        self.closing = False  # the client sent close: the goodbye is ``closed``
+
+    def subprotocol(self, offered: Sequence[str]) -> str | None:
+        return None
+
+    # --- client messages -----------------------------------------------------------------------------
+
+    def waiting(self, message: ClientMessage) -> Command:
+        if isinstance(message, bytes):
+            return commands.Refuse(InvalidState("audio before open", code=ErrorCode.AUDIO_BEFORE_START))
+        try:
+            obj = self._checked(message)
+            kind = obj["type"]
+            if kind == "open":
+                return self._open(obj)
+        except GatewayError as exc:
+            return commands.Refuse(exc)
+        if kind == "ping":
+            return commands.Reply((self._stamp(self._message("pong", {})),))
+        if kind == "close":
+            self.closing = True
+            return commands.Reply((self._stamp(self._message("closed", {})),))
+        log.debug("ignored an AudioHook %r message before open", kind)
+        return None
+
+    def streaming(self, message: ClientMessage) -> Command:
+        if isinstance(message, bytes):
+            return self._audio(message)
+        try:
+            obj = self._checked(message)
+        except GatewayError as exc:
+            return commands.Refuse(exc)
+        kind, parameters = obj["type"], obj["parameters"]
+        if kind == "ping":
+            return commands.Reply((self._message("pong", {}),))  # seq at render, clientseq of this ping
+        if kind == "close":
+            self.closing = True
+            return commands.Finalize()
+        if kind == "paused":
+            self.paused = True
+        elif kind == "resumed":
+            self.paused = False
+            self._skip_seconds(parameters.get("discarded"))
+        elif kind == "discarded":
+            self._skip_seconds(parameters.get("discarded"))
+        elif kind == "update":
+            language = parameters.get("language")
+            if isinstance(language, str) and language:
+                self.language = language
+                return commands.Update({"Language": language})
+        elif kind == "error":
+            log.info("AudioHook client error %s", str(parameters.get("code"))[:8])  # its text may hold call data
+        elif kind == "open":
+            return commands.Refuse(InvalidState("the session is already open", code=ErrorCode.ALREADY_STARTED))
+        return None
+
+    def failed(self, command: SessionCommand, error: GatewayError) -> Command:
+        return None  # audio after close, an update while closing: the protocol has nothing to say
+
+    def _checked(self, text: str) -> dict[str, Any]:
+        """A well-formed client message in sequence (its seq becomes ``clientseq``), or raise."""
+        obj = loads_object(text)
+        seq, serverseq, kind = obj.get("seq"), obj.get("serverseq"), obj.get("type")
+        if obj.get("version") != VERSION or not isinstance(kind, str) or not isinstance(obj.get("parameters"), dict):
+            raise InvalidMessage("not an AudioHook version 2 client message")
+        if type(seq) is not int or seq != self.clientseq + 1:
+            raise InvalidMessage(f"seq must be {self.clientseq + 1}", code=ErrorCode.INVALID_MESSAGE)
+        if type(serverseq) is not int or not 0 <= serverseq <= self.seq:
+            raise InvalidMessage(f"serverseq must be 0..{self.seq}", code=ErrorCode.INVALID_MESSAGE)
+        message_id = str(obj.get("id", ""))
+        if not self.session_id:
+            self.session_id = message_id
+        elif message_id != self.session_id:
+            raise InvalidMessage("the message id is not this session's id")
+        self.clientseq = seq
+        return obj
+
+    def _open(self, obj: dict[str, Any]) -> Command:
+        parameters = obj["parameters"]
+        organization = parameters.get("organizationId")
+        if self.organization_id and organization != self.organization_id:
+            raise Forbidden("organizationId differs from the Audiohook-Organization-Id header")
+        media = choose_media(parameters.get("media"))
+        if media is None:
+            raise AudioFormatError("no offered media is audio PCMU or L16 at 8000 Hz on external/internal channels")
+        language = parameters.get("language")
+        self.language = language if isinstance(language, str) and language else None
+        self.channels = len(media.channels)
+        self.aligner = SampleAligner(media.audio.frame_bytes)
+        config = parameters.get("customConfig")
+        project = get(config, "project") if isinstance(config, dict) else None
+        request = StartRequest(
+            project=project if isinstance(project, str) and project else self.project,
+            audio=media.audio,
+            language=self.language,
+            settings={"ChannelTags": [_TAGS[c] for c in media.channels]},
+            call_properties=_call_properties(parameters),
+        )
+        opened = self._message("opened", {"media": [media.offer], "startPaused": False})
+        return commands.Begin(request, reply=(self._stamp(opened),))
+
+    def _audio(self, data: bytes) -> Command:
+        if self.aligner is None:
+            return None
+        whole = self.aligner.feed(data)
+        samples = len(whole) // self.aligner.frame_bytes
+        if self.paused:  # not for Data Flow; the stream's position still moves on
+            self.timeline.skipped(samples)
+            return None
+        self.timeline.heard(samples)
+        return commands.Audio(whole) if whole else None
+
+    def _skip_seconds(self, value: Any) -> None:
+        seconds = parse_duration(value)
+        if seconds is not None:
+            self.timeline.skipped(round(seconds * self.timeline.rate))
+
+    # --- server messages -----------------------------------------------------------------------------
+
+    def _message(self, kind: str, parameters: dict[str, Any]) -> dict[str, Any]:
+        """A server message without its seq yet (given when it is sent: :meth:`_stamp`)."""
+        return {"version": VERSION, "id": self.session_id, "type": kind, "clientseq": self.clientseq,
+                "parameters": parameters}  # fmt: skip
+
+    def _stamp(self, message: dict[str, Any]) -> dict[str, Any]:
+        self.seq += 1
+        return {**message, "seq": self.seq}
+
+    def render(self, item: OutItem) -> Sequence[Frame]:
+        if isinstance(item, dict):  # a pong queued in order with the results
+            return (self._stamp(item) if "seq" not in item else item,)
+        if isinstance(item, DataflowEvent):
+            entity = self._transcript(item)
+            if entity is not None:
+                return (self._stamp(self._message("event", {"entities": [entity]})),)
+        return ()  # Started (opened went out at once), flow reports, notices, VAD: no counterpart
+
+    def _transcript(self, item: DataflowEvent) -> dict[str, Any] | None:
+        final = item.name == MILESTONE or item.final
+        if not item.text or not (final or item.name == PARTIAL) or not 0 <= item.channel < self.channels:
+            return None
+        start = self.timeline.stream_seconds(item.start_ms)
+        end = self.timeline.stream_seconds(max(item.end_ms, item.start_ms))
+        alternative: dict[str, Any] = {"confidence": _confidence(item.data)}
+        if self.language:
+            alternative["languages"] = [self.language]
+        alternative["interpretations"] = [{"type": "display", "transcript": item.text}]
+        # Partials and the final of one utterance share its id, so the client replaces them in place.
+        utterance = uuid.uuid5(uuid.NAMESPACE_URL, f"audiohook:{self.session_id}:{item.channel}:{item.group_id}")
+        data = {
+            "id": str(utterance), "channelId": item.channel, "isFinal": final,
+            "offset": duration(start), "duration": duration(end - start), "alternatives": [alternative],
+        }  # fmt: skip
+        return {"type": "transcript", "data": data}
+
+    def goodbye(self, closed: Closed) -> commands.Goodbye:
+        if closed.error is None and self.closing:
+            # The client closes the socket once it has ``closed`` (it always ends the session).
+            return commands.Goodbye((self._stamp(self._message("closed", {})),), close=False)
+        if closed.error is None:
+            return commands.Goodbye((self._disconnect("completed", closed.reason),))
+        return commands.Goodbye((self._disconnect(_reason(closed.error), str(closed.error)),))
+
+    def refusal(self, error: GatewayError, *, start_failed: bool) -> Sequence[Frame]:
+        return (self._disconnect(_reason(error), str(error)),)
+
+    def _disconnect(self, reason: str, info: str) -> dict[str, Any]:
+        return self._stamp(self._message("disconnect", {"reason": reason, "info": info}))
+
+
+def _reason(error: GatewayError) -> str:
+    return "unauthorized" if isinstance(error, Unauthorized | Forbidden) else "error"
+
+
+def _confidence(data: dict[str, Any]) -> float:
+    # Data Flow does not promise a confidence; 1.0 says "final, no score given".
+    value = get(data, "Confidence")
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return 1.0
+    return min(max(float(value), 0.0), 1.0)
+
+
+def _call_properties(parameters: dict[str, Any]) -> dict[str, Any] | None:
+    properties: dict[str, Any] = {}
+    conversation = parameters.get("conversationId")
+    if isinstance(conversation, str) and conversation:
+        properties["ExternalId"] = conversation
+    participant = parameters.get("participant")
+    if isinstance(participant, dict):
+        for ours, theirs in (("CallerNumber", "ani"), ("CalledNumber", "dnis")):
+            value = participant.get(theirs)
+            if isinstance(value, str) and value:
+                properties[ours] = value
+    return properties or None

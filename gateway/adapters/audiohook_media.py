@@ -1,0 +1,118 @@
+"""AudioHook's media and time, as pure code: the offered media, ISO-8601 durations, whole samples
+across frames, and the stream position of Data Flow's times.
+
+AudioHook offers media as ``{type: "audio", format: "PCMU"|"L16", channels: ["external",
+"internal"], rate: 8000}``; the channels of a binary frame are interleaved in that order, so channel
+``i`` of the upstream stream is ``channelId`` ``i``. L16 is 16-bit little-endian (what Genesys's
+reference implementation reads). A frame may end inside a sample: :class:`SampleAligner` hands on
+whole samples only and keeps the rest for the next frame.
+
+The client's ``position`` counts every sample of the stream, also those it discarded or that arrived
+while paused (none of which reach Data Flow): :class:`Timeline` maps a time in the audio Data Flow
+heard back to the stream position, for the ``offset`` of results.
+"""
+
+from __future__ import annotations
+
+import re
+from bisect import bisect_right
+from dataclasses import dataclass
+from typing import Any
+
+from gateway.audio.format import AudioFormat, Encoding
+
+RATE = 8000
+CHANNELS = ("external", "internal")
+_ENCODINGS: dict[str, Encoding] = {"PCMU": "mulaw", "L16": "pcm16"}
+_DURATION = re.compile(r"^PT(\d+\.\d*|\.?\d+)S$")
+
+
+@dataclass(frozen=True, slots=True)
+class Media:
+    """The media the gateway chose from those the client offered (``opened`` echoes ``offer``)."""
+
+    offer: dict[str, Any]
+    audio: AudioFormat
+    channels: tuple[str, ...]
+
+
+def choose_media(offered: Any) -> Media | None:
+    """The first offer the gateway takes (the client lists them in its order of preference)."""
+    if not isinstance(offered, list):
+        return None
+    for offer in offered:
+        if not isinstance(offer, dict) or offer.get("type") != "audio" or offer.get("rate") != RATE:
+            continue
+        encoding = _ENCODINGS.get(str(offer.get("format")))
+        channels = offer.get("channels")
+        if encoding is None or not isinstance(channels, list) or not 1 <= len(channels) <= 2:
+            continue
+        if not all(isinstance(c, str) for c in channels) or len(set(channels)) != len(channels):
+            continue
+        if not set(channels) <= set(CHANNELS):
+            continue
+        audio = AudioFormat(encoding, RATE, len(channels)).validate()
+        return Media(dict(offer), audio, tuple(channels))
+    return None
+
+
+def duration(seconds: float) -> str:
+    """``PT1.5S``: seconds as an ISO-8601 duration, to the millisecond."""
+    text = f"{max(seconds, 0.0):.3f}".rstrip("0").rstrip(".")
+    return f"PT{text}S"
+
+
+def parse_duration(value: Any) -> float | None:
+    """Seconds of a ``PT<n>S`` duration; None when it is not one."""
+    match = _DURATION.match(value) if isinstance(value, str) else None
+    return float(match.group(1)) if match else None
+
+
+class SampleAligner:
+    """Whole samples (all channels) out of frames that may split one."""
+
+    def __init__(self, frame_bytes: int) -> None:
+        self.frame_bytes = frame_bytes
+        self._tail = b""
+
+    def feed(self, data: bytes) -> bytes:
+        buf = self._tail + data if self._tail else data
+        cut = len(buf) - len(buf) % self.frame_bytes
+        self._tail = buf[cut:]
+        return buf[:cut]
+
+
+class Timeline:
+    """Samples received, samples Data Flow got, and the gaps between the two (pause, discard)."""
+
+    def __init__(self, rate: int = RATE) -> None:
+        self.rate = rate
+        self.received = 0  # samples per channel of the stream, the client's position
+        self.forwarded = 0  # samples per channel Data Flow got
+        self._gap_at: list[int] = []  # forwarded samples when a gap began (ascending)
+        self._gap_total: list[int] = []  # the gaps' running total in samples
+
+    @property
+    def position_s(self) -> float:
+        return self.received / self.rate
+
+    def heard(self, samples: int) -> None:
+        self.received += samples
+        self.forwarded += samples
+
+    def skipped(self, samples: int) -> None:
+        """Stream time Data Flow will not hear (audio while paused, or discarded by the client)."""
+        if samples <= 0:
+            return
+        self.received += samples
+        if self._gap_at and self._gap_at[-1] == self.forwarded:
+            self._gap_total[-1] += samples
+            return
+        self._gap_at.append(self.forwarded)
+        self._gap_total.append((self._gap_total[-1] if self._gap_total else 0) + samples)
+
+    def stream_seconds(self, upstream_ms: float) -> float:
+        """The stream position of a time in the audio Data Flow heard (gaps before it added back)."""
+        at = upstream_ms * self.rate / 1000.0
+        index = bisect_right(self._gap_at, at)
+        return (at + (self._gap_total[index - 1] if index else 0)) / self.rate

@@ -1,0 +1,198 @@
+"""/v1/audiohook end to end: a Genesys AudioHook client through the real gateway to the real simulator
+(stereo DTMF, results per channel, framing and sequence numbers), plus the pure pieces."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Any
+
+import numpy as np
+import pytest
+
+from gateway.adapters.audiohook_media import SampleAligner, Timeline, choose_media, duration, parse_duration
+from gateway.simulator.server import DataflowSimulator
+from tests.support import signals
+from tests.support.audiohook_client import STEREO_PCMU, AudioHookClient, connect, upgrade_headers
+from tests.support.harness import RunningGateway
+
+RATE = 8000
+EXTERNAL, INTERNAL = "123", "45"
+
+
+def stereo_dtmf(fmt: str) -> bytes:
+    """``EXTERNAL`` on the external channel, ``INTERNAL`` on the internal one, interleaved."""
+    left = signals.utterances([EXTERNAL], RATE)
+    right = signals.utterances([INTERNAL], RATE, lead_ms=600)
+    n = max(len(left), len(right))
+    both = signals.interleave(np.pad(left, (0, n - len(left))), np.pad(right, (0, n - len(right))))
+    return signals.g711_encode(both, "mulaw") if fmt == "PCMU" else signals.to_pcm16(both)
+
+
+def finals(messages: list[dict[str, Any]]) -> dict[int, list[str]]:
+    """Final transcripts by channelId."""
+    out: dict[int, list[str]] = {}
+    for m in messages:
+        for entity in m["parameters"]["entities"] if m["type"] == "event" else []:
+            data = entity["data"]
+            if entity["type"] == "transcript" and data["isFinal"]:
+                out.setdefault(data["channelId"], []).append(
+                    data["alternatives"][0]["interpretations"][0]["transcript"]
+                )
+    return out
+
+
+async def opened_client(gw: RunningGateway, media: list[dict[str, Any]] | None = None) -> tuple[Any, AudioHookClient]:
+    headers = upgrade_headers("any-key")
+    ws = await connect(gw.ws_url("/v1/audiohook"), headers).__aenter__()
+    client = AudioHookClient(ws, headers["Audiohook-Session-Id"], headers["Audiohook-Organization-Id"])
+    await client.open(media)
+    return ws, client
+
+
+@pytest.mark.parametrize("fmt", ["PCMU", "L16"])
+async def test_stereo_dtmf_comes_back_per_channel(gw: RunningGateway, simulator: DataflowSimulator, fmt: str) -> None:
+    media = {**STEREO_PCMU, "format": fmt}
+    ws, client = await opened_client(gw, [{"type": "audio", "format": "opus", "channels": ["external"], "rate": 8000},
+                                         media])  # fmt: skip
+    try:
+        opened = await client.recv()
+        assert opened["type"] == "opened" and opened["seq"] == 1 and opened["clientseq"] == 1
+        assert opened["parameters"] == {"media": [media], "startPaused": False}  # the first offer it can take
+        width = 1 if fmt == "PCMU" else 2
+        # 321-byte frames split samples (2 or 4 bytes each): the gateway carries the rest to the next frame.
+        await client.audio(stereo_dtmf(fmt), frame_bytes=321, width=width)
+        await client.send("ping", {"rtt": "PT0.05S"})
+        ping_seq = client.seq
+        await client.send("close", {"reason": "end"})
+        messages = await client.until("closed")
+    finally:
+        await ws.close()
+    assert finals(messages) == {0: [EXTERNAL], 1: [INTERNAL]}
+    pong = next(m for m in messages if m["type"] == "pong")
+    assert pong["clientseq"] == ping_seq and pong["parameters"] == {}
+    closed = messages[-1]
+    assert closed["clientseq"] == client.seq and closed["parameters"] == {}
+    # Every server message: version 2, this session's id, seq 1, 2, 3 ... in the order sent.
+    everything = [opened, *messages]
+    assert [m["seq"] for m in everything] == list(range(1, len(everything) + 1))
+    assert {(m["version"], m["id"]) for m in everything} == {("2", client.session_id)}
+    record = simulator.records[-1]
+    # Every whole sample reached Data Flow as 16-bit stereo, none split, none lost; close finalized it.
+    assert record.audio_bytes == client.samples * 2 * 2 and record.outcome == "finalized"
+
+
+async def test_transcript_entity_shape_and_offsets(gw: RunningGateway) -> None:
+    ws, client = await opened_client(gw)
+    try:
+        await client.recv()
+        await client.audio(stereo_dtmf("PCMU"))
+        await client.send("close", {"reason": "end"})
+        messages = await client.until("closed")
+    finally:
+        await ws.close()
+    entities = [e for m in messages if m["type"] == "event" for e in m["parameters"]["entities"]]
+    external_final = next(e["data"] for e in entities if e["data"]["isFinal"] and e["data"]["channelId"] == 0)
+    assert set(external_final) == {"id", "channelId", "isFinal", "offset", "duration", "alternatives"}
+    uuid.UUID(external_final["id"])
+    assert external_final["alternatives"] == [{
+        "confidence": 1.0, "languages": ["en-US"], "interpretations": [{"type": "display", "transcript": EXTERNAL}],
+    }]  # fmt: skip
+    # The utterance starts 300 ms into the audio; the simulator reports 300 ms of pre-speech before it.
+    assert parse_duration(external_final["offset"]) == 0.0
+    assert 0.6 <= (parse_duration(external_final["duration"]) or 0) <= 2.0
+    partial_ids = {e["data"]["id"] for e in entities if not e["data"]["isFinal"] and e["data"]["channelId"] == 0}
+    assert partial_ids == {external_final["id"]}  # partials and the final of one utterance share its id
+
+
+async def test_pause_drops_audio_but_position_counts_it(gw: RunningGateway) -> None:
+    ws, client = await opened_client(gw, [{**STEREO_PCMU, "channels": ["external"]}])
+    try:
+        await client.recv()
+        first = signals.g711_encode(signals.utterances(["7"], RATE, tail_ms=600), "mulaw")
+        await client.audio(first, channels=1)
+        await client.send("paused")
+        await client.audio(signals.g711_encode(signals.dtmf("99", RATE), "mulaw"), channels=1)  # must not be heard
+        await client.send("resumed", {"start": f"PT{client.samples / RATE:g}S", "discarded": "PT0S"})
+        paused_s = len(first) / RATE
+        await client.audio(signals.g711_encode(signals.utterances(["8"], RATE), "mulaw"), channels=1)
+        await client.send("close", {"reason": "end"})
+        messages = await client.until("closed")
+    finally:
+        await ws.close()
+    assert finals(messages) == {0: ["7", "8"]}
+    second = [e["data"] for m in messages if m["type"] == "event" for e in m["parameters"]["entities"]][-1]
+    # "8" starts after the paused audio (2 x 160 ms of DTMF): its offset counts the paused time.
+    assert parse_duration(second["offset"]) == pytest.approx(paused_s + 0.32, abs=0.02)
+
+
+async def test_out_of_sequence_message_is_a_protocol_error(gw: RunningGateway) -> None:
+    ws, client = await opened_client(gw)
+    try:
+        await client.recv()
+        await ws.send(client.message("ping", {}, seq=client.seq + 5))
+        disconnect = await client.recv()
+        await asyncio.wait_for(ws.wait_closed(), 5)
+    finally:
+        await ws.close()
+    assert disconnect["type"] == "disconnect" and disconnect["seq"] == 2
+    assert disconnect["parameters"]["reason"] == "error" and "seq must be 2" in disconnect["parameters"]["info"]
+
+
+async def test_serverseq_ahead_of_the_server_is_refused(gw: RunningGateway) -> None:
+    ws, client = await opened_client(gw)
+    try:
+        await client.recv()
+        client.serverseq = 9  # the server has sent 1 message
+        await client.send("ping")
+        disconnect = await client.recv()
+    finally:
+        await ws.close()
+    assert disconnect["type"] == "disconnect" and "serverseq must be 0..1" in disconnect["parameters"]["info"]
+
+
+async def test_unusable_media_is_refused_in_protocol(gw: RunningGateway) -> None:
+    ws, client = await opened_client(gw, [{"type": "audio", "format": "PCMU", "channels": ["external"], "rate": 16000}])
+    try:
+        disconnect = await client.recv()
+    finally:
+        await ws.close()
+    assert disconnect["type"] == "disconnect" and disconnect["parameters"]["reason"] == "error"
+    assert disconnect["seq"] == 1 and disconnect["clientseq"] == 1
+
+
+# --- the pure pieces ---------------------------------------------------------------------------------
+
+
+def test_durations() -> None:
+    assert [duration(s) for s in (0, 1.5, 2.0, 0.0125, 61.25)] == ["PT0S", "PT1.5S", "PT2S", "PT0.013S", "PT61.25S"]
+    assert [parse_duration(v) for v in ("PT1.5S", "PT0S", "PT.5S", "1.5", "PT-1S", None)] == [1.5, 0, 0.5, None,
+                                                                                            None, None]  # fmt: skip
+
+
+def test_choose_media_takes_the_first_usable_offer() -> None:
+    offers = [
+        {"type": "audio", "format": "PCMU", "channels": ["external", "external"], "rate": 8000},
+        {"type": "audio", "format": "L16", "channels": ["internal"], "rate": 8000},
+        STEREO_PCMU,
+    ]
+    media = choose_media(offers)
+    assert media is not None and media.channels == ("internal",) and media.audio.encoding == "pcm16"
+    assert choose_media([{"type": "audio", "format": "PCMU", "channels": [{}], "rate": 8000}]) is None
+
+
+def test_sample_aligner_carries_split_samples() -> None:
+    aligner = SampleAligner(4)
+    out = [aligner.feed(b"abcde"), aligner.feed(b"fg"), aligner.feed(b"h"), aligner.feed(b"ijklm")]
+    assert out == [b"abcd", b"", b"efgh", b"ijkl"]
+
+
+def test_timeline_adds_gaps_back() -> None:
+    timeline = Timeline()
+    timeline.heard(8000)
+    timeline.skipped(4000)  # half a second paused
+    timeline.heard(8000)
+    assert timeline.position_s == 2.5
+    assert timeline.stream_seconds(500) == 0.5
+    assert timeline.stream_seconds(1000) == 1.5  # the moment audio resumed
+    assert timeline.stream_seconds(1500) == 2.0

@@ -1,0 +1,125 @@
+"""/v1/audiohook's signed upgrade over real sockets: a correctly signed upgrade is accepted; a bad,
+missing, expired or replayed signature, an unknown key, or a signature over another authority is
+refused with 401 before ``accept()``; failed signatures feed the failed-credential throttle."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from typing import Any
+
+import pytest
+from pydantic import SecretStr
+from websockets.exceptions import InvalidStatus
+
+from gateway.auth import ApiKeySpec, key_digest
+from tests.support.audiohook_client import AudioHookClient, connect, sign, upgrade_headers
+from tests.support.harness import RunningGateway
+from tests.support.settings import SECRETS
+
+API_KEY = "dfg_genesys-audiohook-key"
+OPEN_KEY = "dfg_genesys-unsigned-key"
+CLIENT_SECRET = base64.b64encode(b"audiohook-client-secret-0123456789").decode()
+PUBLIC_HOST = "audiohook.example.test"
+SECRETS.update({API_KEY, OPEN_KEY, CLIENT_SECRET})
+
+
+@pytest.fixture
+def gw_settings() -> dict[str, Any]:
+    return {
+        "auth": "required",
+        "api_keys": [
+            ApiKeySpec(name="genesys", sha256=key_digest(API_KEY), audiohook_client_secret=SecretStr(CLIENT_SECRET)),
+            ApiKeySpec(name="unsigned", sha256=key_digest(OPEN_KEY)),
+        ],
+        "public_hosts": [PUBLIC_HOST],
+    }
+
+
+def signed(api_key: str = API_KEY, **options: Any) -> dict[str, str]:
+    options.setdefault("secret_b64", CLIENT_SECRET)
+    options.setdefault("authority", PUBLIC_HOST)
+    return sign(upgrade_headers(api_key), **options)
+
+
+async def opens(gw: RunningGateway, headers: dict[str, str]) -> str:
+    """The first server message after open on an accepted upgrade."""
+    async with connect(gw.ws_url("/v1/audiohook"), headers) as ws:
+        client = AudioHookClient(ws, headers["Audiohook-Session-Id"], headers["Audiohook-Organization-Id"])
+        await client.open()
+        first = str((await client.recv())["type"])
+        await client.send("close", {"reason": "end"})
+        await client.until("closed")
+        return first
+
+
+async def refused(gw: RunningGateway, headers: dict[str, str]) -> tuple[int, str]:
+    with pytest.raises(InvalidStatus) as info:
+        async with connect(gw.ws_url("/v1/audiohook"), headers):
+            pass
+    response = info.value.response
+    return response.status_code, json.loads(response.body or b"{}")["error"]["code"]
+
+
+async def test_correctly_signed_upgrade_opens(gw: RunningGateway) -> None:
+    assert await opens(gw, signed()) == "opened"
+
+
+async def test_key_without_secret_opens_unsigned(gw: RunningGateway) -> None:
+    assert await opens(gw, upgrade_headers(OPEN_KEY)) == "opened"
+
+
+async def test_bad_signature_is_refused(gw: RunningGateway) -> None:
+    wrong = base64.b64encode(b"some-other-secret").decode()
+    assert await refused(gw, signed(secret_b64=wrong)) == (401, "invalid_signature")
+
+
+async def test_tampered_header_is_refused(gw: RunningGateway) -> None:
+    headers = signed()
+    headers["Audiohook-Session-Id"] = "00000000-0000-4000-8000-000000000000"  # signed over another session
+    assert await refused(gw, headers) == (401, "invalid_signature")
+
+
+async def test_unknown_key_is_refused(gw: RunningGateway) -> None:
+    assert await refused(gw, signed("dfg_not-a-key")) == (401, "invalid_credential")
+
+
+async def test_unsigned_upgrade_is_refused_when_the_key_has_a_secret(gw: RunningGateway) -> None:
+    assert await refused(gw, upgrade_headers(API_KEY)) == (401, "invalid_signature")
+
+
+async def test_expired_signature_is_refused(gw: RunningGateway) -> None:
+    stale = signed(created=int(time.time()) - 120, expires_in=60)  # expired a minute ago
+    assert await refused(gw, stale) == (401, "invalid_signature")
+    too_old = signed(created=int(time.time()) - 90, expires_in=3600)  # older than the 30 s maximum age
+    assert await refused(gw, too_old) == (401, "invalid_signature")
+
+
+async def test_replayed_signature_is_refused(gw: RunningGateway) -> None:
+    headers = signed()
+    assert await opens(gw, headers) == "opened"
+    assert await refused(gw, headers) == (401, "invalid_signature")
+
+
+async def test_authority_is_the_public_host_not_the_callers_host(gw: RunningGateway) -> None:
+    # Signed over the Host the test connects to (loopback, which the host guard lets through), not the
+    # configured public host: a signature made for another server must not verify here.
+    assert await refused(gw, signed(authority=f"127.0.0.1:{gw.port}")) == (401, "invalid_signature")
+
+
+async def test_signature_must_cover_the_audiohook_headers(gw: RunningGateway) -> None:
+    partial = signed(components=("@request-target", "@authority", "x-api-key"))
+    assert await refused(gw, partial) == (401, "invalid_signature")
+
+
+async def test_keyid_must_be_the_key_sent(gw: RunningGateway) -> None:
+    assert await refused(gw, signed(keyid=OPEN_KEY)) == (401, "invalid_signature")
+
+
+@pytest.mark.parametrize("gw", [{"auth_failures_per_minute": 2}], indirect=True)
+async def test_failed_signatures_feed_the_auth_throttle(gw: RunningGateway) -> None:
+    wrong = base64.b64encode(b"guessing").decode()
+    statuses = [(await refused(gw, signed(secret_b64=wrong)))[0] for _ in range(3)]
+    assert statuses == [401, 401, 429]
+    assert await opens(gw, signed()) == "opened"  # a valid signature still passes from that address
