@@ -3,13 +3,19 @@
 
 from __future__ import annotations
 
+import ast
 import asyncio
+import inspect
 import uuid
+from importlib import resources
 from typing import Any
 
+import httpx
 import numpy as np
 import pytest
+import yaml
 
+from gateway.adapters import audiohook
 from gateway.adapters.audiohook_media import SampleAligner, Timeline, choose_media, duration, parse_duration
 from gateway.simulator.server import DataflowSimulator
 from tests.support import signals
@@ -196,3 +202,37 @@ def test_timeline_adds_gaps_back() -> None:
     assert timeline.stream_seconds(500) == 0.5
     assert timeline.stream_seconds(1000) == 1.5  # the moment audio resumed
     assert timeline.stream_seconds(1500) == 2.0
+
+
+def test_every_audiohook_message_type_is_documented() -> None:
+    """The client types the dialect compares ``kind`` with and the server types it builds are exactly
+    the AsyncAPI channel's."""
+    tree = ast.parse(inspect.getsource(audiohook))
+    client, server = set(), set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Compare) and isinstance(node.left, ast.Name) and node.left.id == "kind":
+            client |= {c.value for c in node.comparators if isinstance(c, ast.Constant) and isinstance(c.value, str)}
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "_message":
+            first = node.args[0]
+            if isinstance(first, ast.Constant):
+                server.add(first.value)
+    assert {"open", "close", "ping"} <= client and {"opened", "closed", "pong", "event"} <= server  # the scan works
+    doc = yaml.safe_load(resources.files("gateway").joinpath("asyncapi.yaml").read_text("utf-8"))
+    documented: dict[str, set[str]] = {"receive": set(), "send": set()}
+    for operation in doc["operations"].values():
+        if operation["channel"]["$ref"] == "#/channels/audiohook":
+            for ref in operation["messages"]:
+                message = doc["channels"]["audiohook"]["messages"][ref["$ref"].rsplit("/", 1)[1]]
+                name = message["$ref"].rsplit("/", 1)[1]
+                parts = doc["components"]["messages"][name]["payload"].get("allOf", [{}])
+                types = [p.get("properties", {}).get("type", {}).get("const") for p in parts]
+                documented[operation["action"]] |= {t for t in types if t}
+    assert doc["channels"]["audiohook"]["address"] == "/v1/audiohook"
+    assert documented == {"receive": client, "send": server}
+
+
+@pytest.mark.parametrize("gw", [{"demo_page": True}], indirect=True)
+async def test_demo_page_lists_the_endpoint(gw: RunningGateway) -> None:
+    async with httpx.AsyncClient(base_url=gw.http_url) as http:
+        page = (await http.get("/")).text
+    assert "<code>/v1/audiohook</code>" in page
