@@ -111,25 +111,30 @@ async def test_transcript_entity_shape_and_offsets(gw: RunningGateway) -> None:
     assert partial_ids == {external_final["id"]}  # partials and the final of one utterance share its id
 
 
-async def test_pause_drops_audio_but_position_counts_it(gw: RunningGateway) -> None:
+async def test_pause_discard_and_update(gw: RunningGateway, simulator: DataflowSimulator) -> None:
     ws, client = await opened_client(gw, [{**STEREO_PCMU, "channels": ["external"]}])
     try:
         await client.recv()
         first = signals.g711_encode(signals.utterances(["7"], RATE, tail_ms=600), "mulaw")
         await client.audio(first, channels=1)
+        await client.send("discarded", {"start": f"PT{client.samples / RATE:g}S", "discarded": "PT0.5S"})
+        client.samples += RATE // 2
         await client.send("paused")
         await client.audio(signals.g711_encode(signals.dtmf("99", RATE), "mulaw"), channels=1)  # must not be heard
         await client.send("resumed", {"start": f"PT{client.samples / RATE:g}S", "discarded": "PT0S"})
-        paused_s = len(first) / RATE
+        await client.send("update", {"language": "tr-TR"})
         await client.audio(signals.g711_encode(signals.utterances(["8"], RATE), "mulaw"), channels=1)
         await client.send("close", {"reason": "end"})
         messages = await client.until("closed")
     finally:
         await ws.close()
-    assert finals(messages) == {0: ["7", "8"]}
+    assert finals(messages) == {0: ["7", "8"]}  # the paused "99" never reached Data Flow
     second = [e["data"] for m in messages if m["type"] == "event" for e in m["parameters"]["entities"]][-1]
-    # "8" starts after the paused audio (2 x 160 ms of DTMF): its offset counts the paused time.
-    assert parse_duration(second["offset"]) == pytest.approx(paused_s + 0.32, abs=0.02)
+    # "8" starts after the discarded half second and the paused audio (2 x 160 ms of DTMF): its offset
+    # is on the call's timeline, not on the audio Data Flow heard.
+    assert parse_duration(second["offset"]) == pytest.approx(len(first) / RATE + 0.5 + 0.32, abs=0.02)
+    assert second["alternatives"][0]["languages"] == ["tr-TR"]
+    assert "update" in simulator.records[-1].requests
 
 
 async def test_out_of_sequence_message_is_a_protocol_error(gw: RunningGateway) -> None:

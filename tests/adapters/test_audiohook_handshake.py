@@ -14,6 +14,9 @@ from pydantic import SecretStr
 from websockets.exceptions import InvalidStatus
 
 from gateway.auth import ApiKeySpec, key_digest
+from gateway.errors import RateLimited, Unauthorized
+from gateway.signatures.audiohook import AudioHookSignatures, client_secret
+from gateway.signatures.nonces import NonceMemory
 from tests.support.audiohook_client import AudioHookClient, connect, sign, upgrade_headers
 from tests.support.harness import RunningGateway
 from tests.support.settings import SECRETS
@@ -123,3 +126,65 @@ async def test_failed_signatures_feed_the_auth_throttle(gw: RunningGateway) -> N
     statuses = [(await refused(gw, signed(secret_b64=wrong)))[0] for _ in range(3)]
     assert statuses == [401, 401, 429]
     assert await opens(gw, signed()) == "opened"  # a valid signature still passes from that address
+
+
+@pytest.mark.parametrize("gw", [{"public_hosts": []}], indirect=True)
+async def test_without_public_hosts_the_authority_is_the_host_reached(gw: RunningGateway) -> None:
+    assert await opens(gw, signed(authority=f"127.0.0.1:{gw.port}")) == "opened"
+    assert await refused(gw, signed(authority="elsewhere.example.test")) == (401, "invalid_signature")
+
+
+async def test_open_for_another_organization_is_unauthorized(gw: RunningGateway) -> None:
+    headers = signed()
+    async with connect(gw.ws_url("/v1/audiohook"), headers) as ws:
+        client = AudioHookClient(ws, headers["Audiohook-Session-Id"], "11111111-2222-4333-8444-555555555555")
+        await client.open()
+        disconnect = await client.recv()
+    assert disconnect["type"] == "disconnect" and disconnect["parameters"]["reason"] == "unauthorized"
+
+
+# --- the pure pieces ---------------------------------------------------------------------------------
+
+
+def verifier(**options: Any) -> AudioHookSignatures:
+    values: dict[str, Any] = {
+        "default_secret": None, "key_secrets": {"genesys": base64.b64decode(CLIENT_SECRET)},
+        "public_hosts": [PUBLIC_HOST], "max_age_s": 30.0, **options,
+    }  # fmt: skip
+    return AudioHookSignatures(**values)
+
+
+def check(signatures: AudioHookSignatures, headers: dict[str, str], key_name: str | None = "genesys") -> None:
+    lowered = {k.lower(): v for k, v in headers.items()}
+    signatures.verify(key_name=key_name, api_key=lowered["x-api-key"], headers=lowered, target="/v1/audiohook",
+                      host="127.0.0.1:1")  # fmt: skip
+
+
+def test_nonce_memory_is_bounded_and_refuses_when_full() -> None:
+    signatures = verifier(max_nonces=2)
+    check(signatures, signed())
+    check(signatures, signed())
+    with pytest.raises(RateLimited):  # full of unexpired nonces: forgetting one would allow its replay
+        check(signatures, signed())
+    assert len(signatures.nonces) == 2
+
+
+def test_nonces_are_forgotten_once_their_signature_expired() -> None:
+    memory = NonceMemory(10)
+    assert memory.add("a", until=100.0, now=50.0) and not memory.add("a", until=100.0, now=60.0)
+    assert memory.add("a", until=200.0, now=101.0)  # expired at 100: no longer needed to refuse a replay
+    assert len(memory) == 1
+
+
+def test_the_default_secret_applies_to_keys_without_their_own() -> None:
+    other = base64.b64encode(b"the-default-secret").decode()
+    signatures = verifier(default_secret=base64.b64decode(other))
+    check(signatures, signed(OPEN_KEY, secret_b64=other), key_name="unsigned")
+    with pytest.raises(Unauthorized):  # the key's own secret wins over the default
+        check(signatures, signed(secret_b64=other))
+
+
+def test_a_client_secret_that_is_not_base64_fails_at_startup() -> None:
+    with pytest.raises(ValueError, match="not base64"):
+        client_secret(SecretStr("not base64!"), "GATEWAY_AUDIOHOOK_CLIENT_SECRET")
+    assert client_secret(SecretStr(""), "x") is None
