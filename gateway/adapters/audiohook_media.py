@@ -24,6 +24,7 @@ from gateway.audio.format import AudioFormat, Encoding
 RATE = 8000
 CHANNELS = ("external", "internal")
 _ENCODINGS: dict[str, Encoding] = {"PCMU": "mulaw", "L16": "pcm16"}
+MAX_DURATION_S = 7 * 24 * 3600.0  # a longer one is nonsense, and would overflow sample counts
 _DURATION = re.compile(r"^PT(\d+\.\d*|\.?\d+)S$")
 
 
@@ -63,9 +64,10 @@ def duration(seconds: float) -> str:
 
 
 def parse_duration(value: Any) -> float | None:
-    """Seconds of a ``PT<n>S`` duration; None when it is not one."""
-    match = _DURATION.match(value) if isinstance(value, str) else None
-    return float(match.group(1)) if match else None
+    """Seconds of a ``PT<n>S`` duration; None when it is not one (or longer than any call)."""
+    match = _DURATION.match(value) if isinstance(value, str) and len(value) <= 32 else None
+    seconds = float(match.group(1)) if match else None
+    return seconds if seconds is not None and seconds <= MAX_DURATION_S else None
 
 
 class SampleAligner:

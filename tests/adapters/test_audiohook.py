@@ -6,6 +6,7 @@ from __future__ import annotations
 import ast
 import asyncio
 import inspect
+import json
 import uuid
 from importlib import resources
 from typing import Any
@@ -14,6 +15,8 @@ import httpx
 import numpy as np
 import pytest
 import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gateway.adapters import audiohook
 from gateway.adapters.audiohook_media import SampleAligner, Timeline, choose_media, duration, parse_duration
@@ -241,3 +244,29 @@ async def test_demo_page_lists_the_endpoint(gw: RunningGateway) -> None:
     async with httpx.AsyncClient(base_url=gw.http_url) as http:
         page = (await http.get("/")).text
     assert "<code>/v1/audiohook</code>" in page
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=12),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=12,
+)
+_FIELDS = {
+    "version": st.just("2") | _JSON, "id": st.just("s") | _JSON, "seq": st.integers(0, 4) | _JSON,
+    "serverseq": st.integers(0, 3) | _JSON, "position": st.just("PT1S") | _JSON,
+    "type": st.sampled_from(["open", "ping", "paused", "resumed", "discarded", "update", "error", "close", "x"]),
+    "parameters": st.fixed_dictionaries({}, optional={
+        "media": st.just([STEREO_PCMU]) | _JSON,
+        "discarded": st.sampled_from(["PT0.5S", "PT" + "9" * 30 + "S", "PT" + "9" * 400 + "S"]) | _JSON,
+        "language": _JSON, "customConfig": _JSON, "organizationId": _JSON, "participant": _JSON,
+    }) | _JSON,
+}  # fmt: skip
+_MESSAGE = st.fixed_dictionaries({}, optional=_FIELDS).map(json.dumps) | st.binary(max_size=9) | st.text(max_size=9)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_MESSAGE, max_size=8), st.booleans())
+def test_dialect_never_raises_on_client_input(messages: list[str | bytes], streaming: bool) -> None:
+    dialect = audiohook.AudioHookDialect("demo", session_id="s")
+    for message in messages:
+        dialect.streaming(message) if streaming else dialect.waiting(message)
