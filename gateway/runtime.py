@@ -7,6 +7,13 @@ sessions that cost 3 % of the loop's time in a 10 s run, and each full collectio
 loop for 50-100 ms: every event in flight waited that long. ``tune_gc`` freezes what exists after
 startup (the collector never walks it again) and collects the young generation less often; a
 full collection of what sessions leave behind then takes a fraction of that time.
+
+The price is that full collections are rare, so nothing a session owns may depend on one: a
+finished session is freed by reference counting alone. The cycles that used to keep sessions alive
+(a connection and its registry lease; a cancelled task whose traceback holds the frame of the
+object that owns the task; uvicorn's HTTP protocol and its parser after a WebSocket upgrade) are
+broken where they form, and ``tests/system/test_memory.py`` checks with the collector off that no
+gateway object is left for it.
 """
 
 from __future__ import annotations

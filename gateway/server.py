@@ -114,6 +114,12 @@ class BoundedHeadProtocol(HttpToolsProtocol):
         self._disarm()
         super().connection_lost(exc)
 
+    def handle_websocket_upgrade(self) -> None:
+        super().handle_websocket_upgrade()
+        # The WebSocket protocol has the transport now. The parser's callbacks point back at this
+        # object: a cycle that only a full collection would free, long after the socket is gone.
+        del self.parser
+
     def _arm(self) -> None:
         self._header_timer = self.loop.call_later(self.header_timeout_s, self._headers_late)
 

@@ -117,6 +117,9 @@ class Settings(BaseSettings):
     finalize_timeout_s: float = Field(30.0, gt=0, description="Wait for FinalResult after finalize/stop.")
     client_send_timeout_s: float = Field(10.0, gt=0, description="Budget for a client that does not read events.")
     client_event_queue: int = Field(1000, ge=10, description="Events held for a slow client before closing it.")
+    client_outbox_bytes: int = Field(
+        4 * 1024 * 1024, ge=64 * 1024, description="Bytes of events and audio held for a slow client before closing it."
+    )
     max_ws_message_bytes: int = Field(1024 * 1024, ge=1024, description="Largest WebSocket message accepted.")
     ack_interval_ms: int = Field(1000, ge=50, description="Period of flow-control acks to streaming clients.")
     pre_start_audio_ms: int = Field(5000, ge=0, description="Audio held while Data Flow's start is pending.")

@@ -221,7 +221,7 @@ class Connection:
 
     async def _end_session(self) -> None:
         """The connection is over: abort a session still running and give its goodbye a bounded time."""
-        session, sender = self.session, self.sender
+        session, sender, self.sender = self.session, self.sender, None  # a cancelled sender's traceback holds self
         if session is None:
             return
         if session.state is SessionState.FINALIZING:  # finalize, then gone: let Data Flow finish (bounded)

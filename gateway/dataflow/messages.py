@@ -196,6 +196,7 @@ class DataflowEvent:
     tags: list[Any]
     data: dict[str, Any]
     raw: dict[str, Any]
+    wire_bytes: int = 0  # the size Data Flow sent it in (what holding it for a client costs, roughly)
 
     @property
     def text(self) -> str | None:
@@ -226,7 +227,7 @@ def _canonical_event_name(name: str) -> str:
     return _CANONICAL.get(norm_key(name).replace(" ", ""), name)
 
 
-def parse_event(obj: Mapping[str, Any]) -> DataflowEvent:
+def parse_event(obj: Mapping[str, Any], wire_bytes: int = 0) -> DataflowEvent:
     inner = get(obj, "Event")
     body: Mapping[str, Any] = inner if isinstance(inner, Mapping) else obj
     name = get(body, "Name")
@@ -241,6 +242,7 @@ def parse_event(obj: Mapping[str, Any]) -> DataflowEvent:
         tags=list(tags) if isinstance(tags, list) else [],
         data=as_dict(get(body, "Data")),
         raw=dict(obj),
+        wire_bytes=wire_bytes,
     )
 
 

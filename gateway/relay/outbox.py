@@ -1,4 +1,5 @@
-"""A session's queue to its client: bounded, in order, ending with exactly one Closed."""
+"""A session's queue to its client: bounded in items and in bytes, in order, ending with exactly one
+Closed. A client that lets either bound fill is not reading: the session ends (client_too_slow)."""
 
 from __future__ import annotations
 
@@ -7,33 +8,54 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator
 
-from gateway.dataflow.messages import KNOWN_EVENT_NAMES, DataflowEvent
+from gateway.dataflow.messages import KNOWN_EVENT_NAMES, DataflowEvent, UpstreamAudio
 from gateway.observability import GatewayMetrics
 from gateway.relay.items import Closed, OutItem
 
+#: What a queued item without a known size (an ack, a notice, a reply, an event parsed from elsewhere)
+#: is counted as: a generous bound on those small JSON objects.
+SMALL_ITEM_BYTES = 512
+
+
+def held_bytes(item: OutItem) -> int:
+    """Roughly what holding ``item`` for the client costs (its payload, not Python's overhead)."""
+    if isinstance(item, UpstreamAudio):
+        return len(item.data)
+    if isinstance(item, DataflowEvent) and item.wire_bytes:
+        return item.wire_bytes
+    return SMALL_ITEM_BYTES
+
 
 class Outbox:
-    def __init__(self, limit: int, metrics: GatewayMetrics) -> None:
+    def __init__(self, limit: int, metrics: GatewayMetrics, limit_bytes: int = 1 << 62) -> None:
         self._limit = limit
+        self._limit_bytes = limit_bytes
         self._metrics = metrics
-        self._items: deque[tuple[OutItem, float]] = deque()  # with the time each was queued
+        self._items: deque[tuple[OutItem, float, int]] = deque()  # with the time queued and the bytes held
+        self.bytes = 0
         self._ready = asyncio.Event()
         self._drop_backlog = False
         self.closed: Closed | None = None
 
     def put(self, item: OutItem) -> bool:
-        """Queue ``item``; False when the client has let ``limit`` items pile up."""
-        if len(self._items) >= self._limit:
+        """Queue ``item``; False when the client has let ``limit`` items or ``limit_bytes`` pile up (one
+        item alone is always taken, however big: the bound is on what waits behind it)."""
+        size = held_bytes(item)
+        if len(self._items) >= self._limit or (self._items and self.bytes + size > self._limit_bytes):
             return False
         if isinstance(item, DataflowEvent):
             self._metrics.events.labels(name=item.name if item.name in KNOWN_EVENT_NAMES else "other").inc()
-        self._items.append((item, time.monotonic()))
+        self._items.append((item, time.monotonic(), size))
+        self.bytes += size
         self._ready.set()
         return True
 
     def close(self, closed: Closed, *, drop_backlog: bool) -> None:
-        """The last item; with ``drop_backlog`` it overtakes what is still queued."""
+        """The last item; with ``drop_backlog`` it overtakes what is still queued (and is let go now)."""
         self.closed, self._drop_backlog = closed, drop_backlog
+        if drop_backlog:
+            self._items.clear()
+            self.bytes = 0
         self._ready.set()
 
     async def items(self) -> AsyncIterator[OutItem]:
@@ -42,7 +64,8 @@ class Outbox:
                 yield self.closed
                 return
             if self._items:
-                item, queued_at = self._items.popleft()
+                item, queued_at, size = self._items.popleft()
+                self.bytes -= size
                 if isinstance(item, DataflowEvent):
                     self._metrics.event_latency.observe(time.monotonic() - queued_at)
                 yield item

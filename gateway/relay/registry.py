@@ -52,6 +52,7 @@ class Lease:
         if self.released:
             return
         self.released = True
+        self.drainable = None  # the connection holds its lease: no cycle left for the collector to find
         self._registry._release(self)
 
 

@@ -62,7 +62,7 @@ class Session:
         self._converter: AudioConverter | None = None
         self.client_format: AudioFormat | None = None
         self._upstream_format: AudioFormat | None = None
-        self._outbox = Outbox(settings.client_event_queue, metrics)
+        self._outbox = Outbox(settings.client_event_queue, metrics, settings.client_outbox_bytes)
         self._tasks: list[asyncio.Task[None]] = []
         self._end_reason: str | None = None
         self._end_error: GatewayError | None = None

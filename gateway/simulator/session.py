@@ -220,7 +220,8 @@ class SimulatedSession:
 
     async def _on_client_event(self, obj: dict[str, Any]) -> None:
         inner = as_dict(get(obj, "Event")) or obj
-        self.record.client_events.append(inner)
+        if len(self.record.client_events) < 100:  # a record for tests, bounded (floods are tested too)
+            self.record.client_events.append(inner)
         name = get(inner, "Name")
         name = name if isinstance(name, str) else "Custom"
         await self._emit(self._event(name, -2, -1, -1, None, as_dict(get(inner, "Data")), tags=["echo"]))

@@ -83,6 +83,7 @@ class DataflowStream:
         self._early: deque[UpstreamItem] = deque()
         self._queue = SendQueue(audio, s, client.audio_write_interval_s)
         self._writer: asyncio.Task[None] | None = None
+        self._writer_ended = False
         self._failure: GatewayError | None = None
         self._input_closed = False
         self._counted = False
@@ -119,7 +120,11 @@ class DataflowStream:
             raise self._noted(start_refused(response.error or "start failed"))
         self.session_id = response.session_id
         self._writer = asyncio.create_task(self._write_loop(), name="dataflow-writer")
+        self._writer.add_done_callback(self._writer_done)  # a cancelled writer's traceback holds this stream
         return response
+
+    def _writer_done(self, _: asyncio.Task[None]) -> None:
+        self._writer, self._writer_ended = None, True
 
     async def _await_start_response(self) -> DataflowResponse:
         while True:
@@ -155,9 +160,8 @@ class DataflowStream:
                 async with asyncio.timeout(self._response_timeout_s):
                     await self._queue.has_space.wait()
             except TimeoutError:
-                raise UpstreamTimeout(
-                    f"Data Flow stopped accepting {what} for {self._response_timeout_s:g} s"
-                ) from None
+                waited = self._response_timeout_s
+                raise UpstreamTimeout(f"Data Flow stopped accepting {what} for {waited:g} s") from None
             self._check_writable()
 
     async def update(self, settings: dict[str, Any]) -> None:
@@ -189,7 +193,7 @@ class DataflowStream:
     def _check_writable(self) -> None:
         if self._failure is not None:
             raise self._failure
-        if self._writer is None:
+        if self._writer is None and not self._writer_ended:
             raise UpstreamProtocolError("the upstream stream is not started")
         if self._input_closed:
             raise InvalidState("the session is finalizing; nothing more can be sent", code=ErrorCode.SESSION_FINALIZING)
@@ -245,14 +249,15 @@ class DataflowStream:
             if frame.content_type is ContentType.AUDIO:
                 return UpstreamAudio(frame.binary)
             try:
-                obj = loads_object(self._redacted(frame.text))
+                text = self._redacted(frame.text)
+                obj = loads_object(text)
             except InvalidMessage:
                 log.warning("skipped an upstream %s message that is not a JSON object", frame.content_type.value)
                 continue
             if frame.content_type is ContentType.RESPONSE:
                 return parse_response(obj)
             if frame.content_type is ContentType.EVENT:
-                return parse_event(obj)
+                return parse_event(obj, len(text))
             log.debug("ignored an upstream %s message", frame.content_type.value)
 
     # --- ending ----------------------------------------------------------------------------------------
@@ -263,6 +268,7 @@ class DataflowStream:
             self._writer.cancel()
         if self._call is not None and not self._call.done():
             self._call.cancel()
+        self._queue.has_space.set()  # a sender waiting for space: nothing drains the queue any more
         if self._counted:
             self._counted = False
             self._client.call_ended()

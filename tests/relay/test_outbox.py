@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 
+from gateway.dataflow.messages import UpstreamAudio, parse_event
 from gateway.errors import ClientTooSlow
 from gateway.observability import GatewayMetrics
 from gateway.relay.items import Closed, Flow, OutItem
-from gateway.relay.outbox import Outbox
+from gateway.relay.outbox import SMALL_ITEM_BYTES, Outbox, held_bytes
 from tests.support.fake_upstream import event, milestone
 
 CLOSED = Closed("finalized", 1000, 20.0, None)
@@ -111,3 +112,26 @@ async def test_events_are_counted_when_queued_and_timed_when_read() -> None:
     outbox.close(CLOSED, drop_backlog=False)
     await collect(outbox)
     assert sample("dataflow_gateway_event_relay_latency_seconds_count") == 2
+
+
+async def test_put_refuses_past_the_byte_bound_and_reading_gives_the_bytes_back() -> None:
+    outbox = Outbox(1000, GatewayMetrics(), limit_bytes=100_000)
+    chunk = UpstreamAudio(bytes(40_000))
+    assert [outbox.put(chunk) for _ in range(3)] == [True, True, False]  # 80 kB held; 120 kB would be over
+    assert outbox.bytes == 80_000
+    reader = outbox.items()
+    assert await anext(reader) is chunk
+    assert outbox.bytes == 40_000
+    assert outbox.put(chunk)
+    outbox.close(CLOSED, drop_backlog=True)
+    assert outbox.bytes == 0  # a dropped backlog is let go at once, not when the reader gets to it
+    assert [item async for item in reader] == [CLOSED]
+
+
+async def test_events_count_their_wire_size_and_one_big_item_is_always_taken() -> None:
+    outbox = Outbox(1000, GatewayMetrics(), limit_bytes=64 * 1024)
+    big = parse_event({"Name": "Custom", "Data": {"blob": "x" * 100_000}}, wire_bytes=100_050)
+    assert held_bytes(big) == 100_050
+    assert held_bytes({"type": "pong"}) == SMALL_ITEM_BYTES
+    assert outbox.put(big)  # alone: taken, however big
+    assert not outbox.put({"type": "pong"})  # nothing more may wait behind it

@@ -1,0 +1,83 @@
+"""A real ``dataflow-gateway serve`` process on a free loopback port, for what only a separate process
+shows: its own memory (RSS), signals, its stderr."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from gateway.simulator.server import DataflowSimulator
+from tests.support.settings import SIM_TENANT, SIM_TOKEN
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@dataclass(frozen=True)
+class GatewayProcess:
+    process: subprocess.Popen[bytes]
+    port: int
+    log: Path
+
+    @property
+    def http_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def ws_url(self, path: str = "/v1/stream") -> str:
+        return f"ws://127.0.0.1:{self.port}{path}"
+
+    def rss_bytes(self) -> int:
+        with open(f"/proc/{self.process.pid}/statm") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def upstream_env(simulator: DataflowSimulator) -> dict[str, str]:
+    """The environment that points a gateway process at ``simulator`` (auth off, loopback only)."""
+    return {
+        "GATEWAY_UPSTREAM_TARGET": simulator.target,
+        "GATEWAY_UPSTREAM_TOKEN": SIM_TOKEN,
+        "GATEWAY_UPSTREAM_TENANT": SIM_TENANT,
+        "GATEWAY_UPSTREAM_METHOD_PATH": simulator.config.method_path,
+        "GATEWAY_UPSTREAM_PROTO_MODULE": simulator.config.proto_module,
+        "GATEWAY_DEFAULT_PROJECT": "demo",
+        "GATEWAY_AUTH": "none",
+        "GATEWAY_ALLOW_INSECURE_NO_AUTH": "true",
+    }
+
+
+@asynccontextmanager
+async def gateway_process(tmp_path: Path, env: dict[str, str], ready_s: float = 20) -> AsyncIterator[GatewayProcess]:
+    port = free_port()
+    full = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
+    full |= {"GATEWAY_PORT": str(port), "GATEWAY_LOG_LEVEL": "warning", **env}
+    log = tmp_path / f"gateway-{port}.log"
+    with log.open("wb") as stderr:
+        process = subprocess.Popen([sys.executable, "-m", "gateway", "serve"], env=full, stderr=stderr, cwd=tmp_path)
+    running = GatewayProcess(process, port, log)
+    try:
+        async with asyncio.timeout(ready_s), httpx.AsyncClient() as http:
+            while True:
+                assert process.poll() is None, log.read_text()[-2000:]
+                try:
+                    if (await http.get(f"{running.http_url}/healthz")).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    await asyncio.sleep(0.1)
+        yield running
+    finally:
+        if process.poll() is None:
+            process.kill()
+        await asyncio.to_thread(process.wait, 10)

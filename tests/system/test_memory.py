@@ -1,0 +1,148 @@
+"""Memory comes back after a session ends: a client that never reads is held to a byte bound and
+closed, and what its session held is freed by reference counting at once, not left in reference
+cycles for a full collection that the GC tuning (gateway/runtime.py) makes rare."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import gc
+import json
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+from websockets.asyncio.client import ClientConnection
+from websockets.exceptions import ConnectionClosed
+
+from gateway.simulator.server import DataflowSimulator
+from tests.support import signals
+from tests.support.gateway_process import gateway_process, upstream_env
+from tests.support.harness import RunningGateway, read_all, running_gateway, ws_connect
+from tests.support.native_client import start_message
+from tests.support.settings import settings_for
+
+MiB = 1024 * 1024
+EVENT = json.dumps({"type": "event", "event": {"Name": "Pad", "Data": {"Pad": "a" * 60 * 1024}}})
+ACTIVE = "dataflow_gateway_sessions_active"
+DTMF = signals.to_pcm16(signals.utterances(["123", "456"], 16000))
+
+
+def small_window_socket(port: int) -> socket.socket:
+    """A client socket whose receive buffer is small, so what it does not read backs up into the gateway."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", port))
+    sock.setblocking(False)
+    return sock
+
+
+async def never_reads(url: str, port: int) -> ClientConnection:
+    """Sends 6 MiB of events that Data Flow echoes back and reads nothing: more than the kernel's socket
+    buffers and the outbox's byte bound hold, so the gateway gives up on it (client_too_slow)."""
+    ws = await ws_connect(url, ping_interval=None, max_queue=1, sock=small_window_socket(port))
+    await ws.send(start_message())
+    ws.transport.pause_reading()  # from here on nothing is read: the echoes pile up in the gateway
+    with contextlib.suppress(ConnectionClosed, TimeoutError):
+        async with asyncio.timeout(10):
+            for _ in range(100):
+                await ws.send(EVENT)
+    return ws
+
+
+async def sessions_active(http_url: str) -> float:
+    async with httpx.AsyncClient() as http:
+        text = (await http.get(f"{http_url}/metrics")).text
+    return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(ACTIVE))
+
+
+async def test_non_reading_clients_do_not_grow_memory_round_after_round(
+    simulator: DataflowSimulator, tmp_path: Path
+) -> None:
+    """5 rounds of 20 clients that never read, against a gateway process: its RSS after the last round
+    is within 15 % of its RSS after the first (memory is given back; no growth per round)."""
+    env = upstream_env(simulator) | {"GATEWAY_CLIENT_SEND_TIMEOUT_S": "1", "GATEWAY_CLIENT_OUTBOX_BYTES": str(MiB)}
+    async with gateway_process(tmp_path, env) as gw:
+        after: list[int] = []
+        for _ in range(5):
+            clients = await asyncio.gather(*(never_reads(gw.ws_url(), gw.port) for _ in range(20)))
+            async with asyncio.timeout(15):  # the gateway ends every one of them itself
+                while await sessions_active(gw.http_url):
+                    await asyncio.sleep(0.1)
+            for ws in clients:
+                ws.transport.abort()
+            await asyncio.sleep(0.2)
+            after.append(gw.rss_bytes())
+        growth = after[-1] - after[0]
+        print(f"gateway RSS by round (MiB): {[round(a / MiB) for a in after]}")
+        assert growth < 0.15 * after[0], f"gateway RSS by round (MiB): {[round(a / MiB) for a in after]}"
+
+
+# --- no cycles: what a session leaves behind is freed without the collector ------------------------------
+
+
+async def reading(gw: RunningGateway) -> None:
+    async with ws_connect(gw.ws_url()) as ws:
+        await ws.send(start_message())
+        await ws.send(DTMF)
+        await ws.send(json.dumps({"type": "finalize"}))
+        assert (await read_all(ws)).close_code == 1000
+
+
+async def never_reads_here(gw: RunningGateway) -> None:
+    ws = await never_reads(gw.ws_url(), gw.port)
+    async with asyncio.timeout(10):
+        while gw.gateway.registry.active:
+            await asyncio.sleep(0.05)
+    ws.transport.abort()
+
+
+async def vanishes(gw: RunningGateway) -> None:
+    ws: ClientConnection = await ws_connect(gw.ws_url())
+    await ws.send(start_message())
+    await ws.send(DTMF[:32000])
+    await asyncio.sleep(0.2)
+    ws.transport.abort()
+
+
+async def upload(gw: RunningGateway) -> None:
+    async with httpx.AsyncClient() as http:
+        wav = signals.wav_bytes(signals.utterances(["12"], 8000), 8000)
+        assert (await http.post(f"{gw.http_url}/v1/recognize", content=wav)).status_code == 200
+
+
+@contextlib.contextmanager
+def collector_off() -> Iterator[None]:
+    gc.collect()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+
+
+def gateway_objects_in_cycles() -> dict[str, int]:
+    """Types from gateway/ that only a cycle collection would free (collected here, with SAVEALL)."""
+    gc.set_debug(gc.DEBUG_SAVEALL)
+    try:
+        gc.collect()
+        names = (f"{type(o).__module__}.{type(o).__qualname__}" for o in gc.garbage)
+        return dict(collections.Counter(n for n in names if n.startswith("gateway.")))
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+
+
+async def test_a_finished_session_leaves_nothing_for_the_cycle_collector(simulator: DataflowSimulator) -> None:
+    settings = settings_for(simulator, client_send_timeout_s=1.0, client_outbox_bytes=256 * 1024)
+    async with running_gateway(settings) as gw:
+        for warm_up in (reading, never_reads_here, vanishes, upload):
+            await warm_up(gw)
+        with collector_off():
+            for ending in (reading, never_reads_here, vanishes, upload):
+                await ending(gw)
+            await asyncio.sleep(0.5)  # the sessions' last tasks finish
+            assert gw.gateway.registry.active == 0
+            assert gateway_objects_in_cycles() == {}
