@@ -7,6 +7,7 @@ import ast
 import asyncio
 import inspect
 import json
+import time
 import uuid
 from importlib import resources
 from typing import Any
@@ -20,10 +21,12 @@ from hypothesis import strategies as st
 
 from gateway.adapters import audiohook
 from gateway.adapters.audiohook_media import SampleAligner, Timeline, choose_media, duration, parse_duration
-from gateway.simulator.server import DataflowSimulator
+from gateway.simulator.faults import Fault
+from gateway.simulator.server import DataflowSimulator, SimulatorConfig
 from tests.support import signals
 from tests.support.audiohook_client import STEREO_PCMU, AudioHookClient, connect, upgrade_headers
 from tests.support.harness import RunningGateway
+from tests.support.settings import SIM_TENANT, SIM_TOKEN
 
 RATE = 8000
 EXTERNAL, INTERNAL = "123", "45"
@@ -270,3 +273,41 @@ def test_dialect_never_raises_on_client_input(messages: list[str | bytes], strea
     dialect = audiohook.AudioHookDialect("demo", session_id="s")
     for message in messages:
         dialect.streaming(message) if streaming else dialect.waiting(message)
+
+
+class TestSlowDataFlow:
+    @pytest.fixture
+    def sim_config(self) -> SimulatorConfig:
+        return SimulatorConfig(token=SIM_TOKEN, tenant=SIM_TENANT, fault=Fault("slow_start", 1500))
+
+    async def test_opened_at_once_and_audio_held_until_data_flow_answers(self, gw: RunningGateway) -> None:
+        began = time.monotonic()
+        ws, client = await opened_client(gw)
+        try:
+            opened = await client.recv()
+            opened_after_s = time.monotonic() - began
+            await client.audio(stereo_dtmf("PCMU"))  # sent while Data Flow's StartResponse is 1.5 s away
+            await client.send("close", {"reason": "end"})
+            messages = await client.until("closed")
+        finally:
+            await ws.close()
+        assert opened["type"] == "opened" and opened_after_s < 0.5, opened_after_s  # not 1.5 s
+        assert finals(messages) == {0: [EXTERNAL], 1: [INTERNAL]}  # the held audio was not lost
+
+
+class TestDataFlowRefusesTheSession:
+    @pytest.fixture
+    def sim_config(self) -> SimulatorConfig:
+        return SimulatorConfig(token=SIM_TOKEN, tenant=SIM_TENANT, fault=Fault("reject_start"))
+
+    async def test_opened_then_disconnect_and_close(self, gw: RunningGateway) -> None:
+        ws, client = await opened_client(gw)
+        try:
+            opened, disconnect = await client.recv(), await client.recv()
+            await asyncio.wait_for(ws.wait_closed(), 5)
+        finally:
+            await ws.close()
+        assert (opened["type"], opened["seq"], disconnect["type"], disconnect["seq"]) == ("opened", 1, "disconnect", 2)
+        assert disconnect["parameters"]["reason"] == "error"
+        assert disconnect["parameters"]["info"].startswith("upstream_rejected: ")
+        assert ws.close_code == 1011
