@@ -3,7 +3,7 @@
     python -m pip install -e ".[test]"
     python tests/fuzz/run.py <parser> [libFuzzer options]      e.g. -runs=200000 -max_len=4096
 
-Parsers: native, dataflow_json, audiocodes, containers, upload_body, upstream. The harness's seeds
+Parsers: native, dataflow_json, audiocodes, audiohook, containers, upload_body, upstream. The harness's seeds
 are written to ``build/fuzz/<parser>/`` (the working corpus, kept between runs) before it starts;
 crashes are written as ``build/fuzz/<parser>-crash-<sha1>``. A crash is any exception other than
 the parser's declared error types, or a failed invariant; replay one with
@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-PARSERS = ("native", "dataflow_json", "audiocodes", "containers", "upload_body", "upstream")
+PARSERS = ("native", "dataflow_json", "audiocodes", "audiohook", "containers", "upload_body", "upstream")
 
 
 def main(argv: list[str]) -> None:

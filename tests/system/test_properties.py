@@ -46,6 +46,7 @@ from gateway.upstream.contract import ContentType, WireContract
 from tests.fuzz import (
     common,
     fuzz_audiocodes,
+    fuzz_audiohook,
     fuzz_containers,
     fuzz_dataflow_json,
     fuzz_native,
@@ -58,7 +59,9 @@ from tests.support.settings import SIM_TENANT, SIM_TOKEN, settings_for
 
 FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 SLOW = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-HARNESSES = [fuzz_native, fuzz_dataflow_json, fuzz_audiocodes, fuzz_containers, fuzz_upload_body, fuzz_upstream]
+HARNESSES = [
+    fuzz_native, fuzz_dataflow_json, fuzz_audiocodes, fuzz_audiohook, fuzz_containers, fuzz_upload_body, fuzz_upstream,
+]  # fmt: skip
 
 
 @pytest.fixture(scope="module", autouse=True)
