@@ -42,6 +42,8 @@ from gateway.relay.items import Closed, OutItem
 log = logging.getLogger(__name__)
 
 VERSION = "2"
+#: The conversation id of Genesys's connection probe (the integration's test): answered, nothing started.
+PROBE_CONVERSATION = "00000000-0000-0000-0000-000000000000"
 #: Data Flow's channel tags for AudioHook's channels: the customer is external, the agent internal.
 _TAGS = {"external": "customer", "internal": "agent"}
 
@@ -64,6 +66,7 @@ class AudioHookDialect:
         self.channels = 0
         self.paused = False
         self.closing = False  # the client sent close: the goodbye is ``closed``
+        self.probe = False  # a connection probe: opened without a Data Flow session
 
     def subprotocol(self, offered: Sequence[str]) -> str | None:
         return None
@@ -72,6 +75,8 @@ class AudioHookDialect:
 
     def waiting(self, message: ClientMessage) -> Command:
         if isinstance(message, bytes):
+            if self.probe:
+                return None  # a probe may stream a little; nobody listens
             return commands.Refuse(InvalidState("audio before open", code=ErrorCode.AUDIO_BEFORE_START))
         try:
             obj = self._checked(message)
@@ -162,6 +167,9 @@ class AudioHookDialect:
             call_properties=_call_properties(parameters),
         )
         opened = self._message("opened", {"media": [media.offer], "startPaused": False})
+        if parameters.get("conversationId") == PROBE_CONVERSATION:
+            self.probe = True
+            return commands.Reply((self._stamp(opened),))
         return commands.Begin(request, reply=(self._stamp(opened),))
 
     def _audio(self, data: bytes) -> Command:

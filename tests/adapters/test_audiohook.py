@@ -54,11 +54,13 @@ def finals(messages: list[dict[str, Any]]) -> dict[int, list[str]]:
     return out
 
 
-async def opened_client(gw: RunningGateway, media: list[dict[str, Any]] | None = None) -> tuple[Any, AudioHookClient]:
+async def opened_client(
+    gw: RunningGateway, media: list[dict[str, Any]] | None = None, **open_extra: Any
+) -> tuple[Any, AudioHookClient]:
     headers = upgrade_headers("any-key")
     ws = await connect(gw.ws_url("/v1/audiohook"), headers).__aenter__()
     client = AudioHookClient(ws, headers["Audiohook-Session-Id"], headers["Audiohook-Organization-Id"])
-    await client.open(media)
+    await client.open(media, **open_extra)
     return ws, client
 
 
@@ -311,3 +313,21 @@ class TestDataFlowRefusesTheSession:
         assert disconnect["parameters"]["reason"] == "error"
         assert disconnect["parameters"]["info"].startswith("upstream_rejected: ")
         assert ws.close_code == 1011
+
+
+async def test_connection_probe_is_answered_without_a_data_flow_session(
+    gw: RunningGateway, simulator: DataflowSimulator
+) -> None:
+    sessions_before = len(simulator.records)
+    ws, client = await opened_client(gw, conversationId=audiohook.PROBE_CONVERSATION)
+    try:
+        opened = await client.recv()
+        await client.audio(bytes(320))  # a probe may stream a little: ignored
+        await client.send("ping")
+        await client.send("close", {"reason": "end"})
+        rest = await client.until("closed")
+    finally:
+        await ws.close()
+    assert opened["type"] == "opened" and [m["type"] for m in rest] == ["pong", "closed"]
+    assert [m["seq"] for m in [opened, *rest]] == [1, 2, 3]
+    assert len(simulator.records) == sessions_before
