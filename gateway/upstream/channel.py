@@ -62,7 +62,8 @@ class UpstreamClient:
     def ready(self) -> bool:
         """The channel is connected or able to connect on demand (not in a failure back-off)."""
         state = self.channel.get_state(try_to_connect=True)
-        return state in (grpc.ChannelConnectivity.READY, grpc.ChannelConnectivity.IDLE)
+        usable = (grpc.ChannelConnectivity.READY, grpc.ChannelConnectivity.IDLE, grpc.ChannelConnectivity.CONNECTING)
+        return state in usable  # a first connect is not an outage: TRANSIENT_FAILURE stays until READY
 
     def open_call(self, deadline_s: float) -> grpc.aio.StreamStreamCall[bytes, bytes]:
         # Messages are serialised by the contract, so the channel moves raw bytes both ways.

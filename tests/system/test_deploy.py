@@ -15,9 +15,12 @@ import re
 import shutil
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import httpx
 import kubernetes_validate
 import pytest
 import yaml
@@ -25,8 +28,11 @@ import yaml
 from gateway.observability import GatewayMetrics
 from gateway.relay.registry import SessionRegistry
 from gateway.settings import Settings
+from gateway.simulator.server import DataflowSimulator
 from scripts.settings_table import README, readme_block, settings_table
-from tests.support.harness import RunningGateway
+from tests.support.harness import RunningGateway, running_gateway, ws_connect
+from tests.support.probes import read_timed, start_json
+from tests.support.settings import settings_for
 
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "deploy" / "k8s"
@@ -89,7 +95,7 @@ def test_deployment_drains_before_it_stops_and_runs_locked_down(monkeypatch: pyt
     secret = load_all(K8S / "secret.example.yaml")[0]
     pod = deployment["spec"]["template"]["spec"]
     (container,) = pod["containers"]
-    assert "replicas" not in deployment["spec"], "the HorizontalPodAutoscaler owns the replica count"
+    assert deployment["spec"]["replicas"] == 2 == res["HorizontalPodAutoscaler"]["spec"]["minReplicas"]
     env = {**config["data"], **secret["stringData"], **{e["name"]: e["value"] for e in container["env"]}}
     settings = settings_from_env(monkeypatch, env)
     assert [ref.get("configMapRef", ref.get("secretRef"))["name"] for ref in container["envFrom"]] == [
@@ -137,11 +143,94 @@ def test_service_ingress_hpa_and_pdb_point_at_the_deployment() -> None:
     routed = {p["path"] for p in paths}
     assert {"/v1", "/project-runner"} <= routed
     assert not any(p == "/" or p.startswith(("/internal", "/metrics", "/readyz")) for p in routed)
+    public = [
+        "/v1/stream",
+        "/v1/recognize",
+        "/project-runner/demo",
+        "/project-runner",
+        "/docs",
+        "/healthz",
+        "/t/k3y/v1/audiocodes",
+        "/t/k3y/v1/audiohook",
+        "/t/k3y/project-runner/demo",
+        "/t/k3y/project-runner",
+    ]
+    private = ["/metrics", "/internal/drain", "/readyz", "/", "/t/k3y/metrics", "/t/k3y/internal/drain",
+               "/t/k3y/readyz", "/T/k3y/METRICS", "/t/k3y/healthz", "/t/v1/metrics", "/v1x"]  # fmt: skip
+    assert [url for url in public if not ingress_routes(ingress, url)] == []
+    assert [url for url in private if ingress_routes(ingress, url)] == []
     notes = ingress["metadata"]["annotations"]
     for key in ("proxy-read-timeout", "proxy-send-timeout"):
         assert int(notes[f"nginx.ingress.kubernetes.io/{key}"]) >= WS_TIMEOUT_FLOOR_S
     assert notes["nginx.ingress.kubernetes.io/proxy-body-size"] == "0"
     assert notes["nginx.ingress.kubernetes.io/proxy-request-buffering"] == "off"
+
+
+def ingress_routes(ingress: dict[str, Any], url: str) -> bool:
+    """Whether ingress-nginx sends ``url`` to a pod. With ``use-regex`` every path of the host is a
+    case-insensitive regex anchored at the start, except Exact paths; Prefix matches whole segments."""
+    regex = ingress["metadata"]["annotations"].get("nginx.ingress.kubernetes.io/use-regex") == "true"
+    for rule in ingress["spec"]["rules"]:
+        for path in rule["http"]["paths"]:
+            kind, value = path["pathType"], path["path"]
+            if kind == "Exact":
+                hit = url == value
+            elif kind == "Prefix" and not regex:
+                hit = url == value or url.startswith(value.rstrip("/") + "/")
+            else:
+                assert regex, f"{value}: an ImplementationSpecific path needs use-regex"
+                hit = re.match(value if kind != "Prefix" else re.escape(value) + "(/|$)", url, re.I) is not None
+            if hit:
+                return True
+    return False
+
+
+def test_kustomize_sets_the_image_of_the_deployment() -> None:
+    kustomization = yaml.safe_load((K8S / "kustomization.yaml").read_text())
+    (container,) = kustomize_resources()["Deployment"]["spec"]["template"]["spec"]["containers"]
+    (image,) = kustomization["images"]
+    assert image["name"] == container["image"], "kustomize's images: must name the Deployment's image"
+    assert image["newName"] and str(image["newTag"])
+
+
+async def test_readiness_is_capacity_not_data_flow_and_an_outage_is_a_retryable_error(
+    simulator: DataflowSimulator,
+) -> None:
+    """Data Flow down: the pod stays ready (an ingress would otherwise answer a bare 503), /healthz
+    tells the outage, a new session gets the retryable upstream_unavailable; Data Flow back: ok."""
+    settings = settings_for(simulator, upstream_reconnect_backoff_max_s=0.5)
+    async with running_gateway(settings) as gw, httpx.AsyncClient(base_url=gw.http_url, timeout=5) as http:
+        assert (await http.get("/healthz")).json()["upstream"]["status"] == "ok"
+        port = simulator.port
+        await simulator.stop(None)
+        began = time.monotonic()
+        health = await until_json(http, "/healthz", lambda body: body["upstream"]["status"] == "unavailable")
+        noticed_s = time.monotonic() - began
+        assert health == {"status": "ok", "upstream": {"status": "unavailable", "channel": False, "token": True}}
+        ready = await http.get("/readyz")
+        assert ready.status_code == 200, ready.json()
+        assert ready.json()["checks"] == {"not_draining": True, "below_capacity": True}
+        async with ws_connect(gw.ws_url()) as ws:
+            await ws.send(start_json())
+            refused = await read_timed(ws, timeout=10)
+        (error,) = refused.of_type("error")
+        assert (error["code"], error["retryable"], refused.close_code) == ("upstream_unavailable", True, 1011)
+
+        await simulator.start("127.0.0.1", port)
+        await until_json(http, "/healthz", lambda body: body["upstream"]["status"] == "ok", timeout=5)
+        print(f"upstream outage in /healthz after {noticed_s:.2f} s; /readyz stayed 200")
+
+
+async def until_json(
+    http: httpx.AsyncClient, path: str, done: Callable[[dict[str, Any]], bool], timeout: float = 3
+) -> dict[str, Any]:
+    async with asyncio.timeout(timeout):
+        while True:
+            response = await http.get(path)
+            body: dict[str, Any] = response.json()
+            if done(body):
+                return body
+            await asyncio.sleep(0.05)
 
 
 # --- docker-compose, Dockerfile, nginx ---------------------------------------------------------------

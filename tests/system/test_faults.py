@@ -233,9 +233,14 @@ async def test_simulator_restart_under_live_sessions(simulator: DataflowSimulato
             assert_upstream_failure(result)
         told = max(r.first("error")[0] for r in results) - restart_at
 
-        # While Data Flow is down: readiness fails, new sessions are refused fast and retryable.
-        await _until_not_ready(http)
+        # While Data Flow is down: /healthz says so, readiness stays (the pod can still take sessions:
+        # a Service emptied by an outage would answer the ingress's bare 503), and new sessions are
+        # refused fast with the retryable error.
+        await _until_upstream_reported_down(http)
         not_ready = time.monotonic() - restart_at
+        ready_in_outage = await http.get("/readyz")
+        assert ready_in_outage.status_code == 200, ready_in_outage.json()
+        assert ready_in_outage.json()["upstream"]["status"] == "unavailable"
         refused_at = time.monotonic()
         async with ws_connect(gw.ws_url()) as ws:
             await ws.send(start_json())
@@ -253,9 +258,9 @@ async def test_simulator_restart_under_live_sessions(simulator: DataflowSimulato
         assert ready.status_code == 200, ready.json()
         figure(
             "simulator_restart",
-            f"5 live sessions got upstream_unavailable within {told * 1000:.0f} ms; /readyz 503 "
-            f"(upstream_channel false) {not_ready:.2f} s after the crash; sessions during the outage refused in "
-            f"{refused_s * 1000:.0f} ms; first good session {recovered_s:.2f} s after Data Flow was back "
+            f"5 live sessions got upstream_unavailable within {told * 1000:.0f} ms; /healthz upstream "
+            f"unavailable {not_ready:.2f} s after the crash (/readyz stayed 200); sessions during the outage "
+            f"refused in {refused_s * 1000:.0f} ms; first good session {recovered_s:.2f} s after Data Flow was back "
             f"(reconnect back-off max 1 s)",
         )
         assert told < 2.0
@@ -264,12 +269,12 @@ async def test_simulator_restart_under_live_sessions(simulator: DataflowSimulato
         await settled(gw)
 
 
-async def _until_not_ready(http: httpx.AsyncClient, timeout: float = 2.0) -> None:
+async def _until_upstream_reported_down(http: httpx.AsyncClient, timeout: float = 2.0) -> None:
     async with asyncio.timeout(timeout):
         while True:
-            response = await http.get("/readyz")
-            if response.status_code == 503:
-                assert response.json()["checks"]["upstream_channel"] is False
+            response = await http.get("/healthz")
+            assert response.status_code == 200  # liveness never fails over Data Flow
+            if response.json()["upstream"] == {"status": "unavailable", "channel": False, "token": True}:
                 return
             await asyncio.sleep(0.05)
 

@@ -56,11 +56,13 @@ def gw_settings() -> dict[str, Any]:
 
 async def test_health_and_readiness(gateway_factory: GatewayFactory) -> None:
     async with gateway_factory(max_sessions=1) as gw, httpx.AsyncClient(base_url=gw.http_url) as http:
-        assert (await http.get("/healthz")).json() == {"status": "ok"}
+        upstream = {"status": "ok", "channel": True, "token": True}
+        assert (await http.get("/healthz")).json() == {"status": "ok", "upstream": upstream}
         ready = await http.get("/readyz")
         assert ready.status_code == 200
-        assert ready.json()["checks"] == {
-            "upstream_channel": True, "token": True, "not_draining": True, "below_capacity": True,
+        assert ready.json() == {
+            "status": "ready", "checks": {"not_draining": True, "below_capacity": True}, "sessions": 0,
+            "upstream": upstream,
         }  # fmt: skip
         async with ws_connect(gw.ws_url()) as ws:
             await ws.send(start_message())
