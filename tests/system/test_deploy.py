@@ -9,6 +9,7 @@ settings class and with each other.
 from __future__ import annotations
 
 import asyncio
+import fnmatch
 import json
 import os
 import re
@@ -353,3 +354,26 @@ def test_readme_lists_every_metric() -> None:
     readme = README.read_text()
     missing = [f.name for f in metrics.registry.collect() if f"`{f.name}" not in readme]
     assert not missing, f"metrics missing from README.md's Operate section: {missing}"
+
+
+def test_readme_set_up_is_two_commands_each_in_its_own_virtualenv_and_ci_runs_the_test_one() -> None:
+    text = README.read_text()
+    quick_start = text[text.index("## Quick start") : text.index("The gateway listens on")]
+    run, test = re.findall(r"```sh\n(.*?)\n```", quick_start, re.S)
+    venvs = []
+    for command in (run, test):
+        assert "\n" not in command, f"one command per block: {command!r}"
+        venv = re.match(r"python3 -m venv (\S+) && ", command)
+        assert venv is not None, f"must start by creating a virtualenv: {command!r}"
+        venvs.append(venv.group(1))
+        assert "python3 -m pip" not in command and " pip install" not in command, "pip must be the venv's"
+    assert venvs[0] != venvs[1], "the test install must not touch the running gateway's environment"
+    assert run.endswith(f"{venvs[0]}/bin/dataflow-gateway") and "-e " not in run
+    assert test.endswith("bash scripts/check") and '-e ".[test]"' in test
+    ci = [line for line in (ROOT / ".ci" / "run").read_text().splitlines() if not line.startswith("#")]
+    assert test in ci, ".ci/run must run README's test command verbatim"
+    assert "export REQUIRE_SYSTEM_BINARIES=1" in ci
+    check = (ROOT / "scripts" / "check").read_text()
+    assert check.index("bash scripts/system_binaries.sh") < check.index("python -m pytest")
+    ignored = (ROOT / ".gitignore").read_text().split()
+    assert all(any(fnmatch.fnmatch(f"{venv}/", pattern) for pattern in ignored) for venv in venvs)
