@@ -3,12 +3,16 @@
 # (minbase + python3, venv and pip) from the Debian mirror apt already uses, imported with
 # `docker import`. deploy/Dockerfile takes it as build argument PYTHON_IMAGE.
 #
-#   bash scripts/docker_base_image.sh [TAG]      # prints the tag; reuses an existing image
+#   bash scripts/docker_base_image.sh [TAG [PACKAGES]]   # prints the tag; reuses an existing image
+#
+# PACKAGES (comma-separated) replaces the default python3,python3-venv,python3-pip,ca-certificates:
+# the container tests build their nginx image the same way (nginx,gettext-base).
 #
 # The image is cached by tag: a re-run with the image present does nothing (about 0.1 s). Set
 # REBUILD_BASE_IMAGE=1 to build it again. Needs root (debootstrap), debootstrap and a Docker daemon.
 set -euo pipefail
 tag="${1:-dataflow-gateway-base:bookworm-python3}"
+packages="${2:-python3,python3-venv,python3-pip,ca-certificates}"
 
 if [ "${REBUILD_BASE_IMAGE:-0}" != 1 ] && docker image inspect "$tag" >/dev/null 2>&1; then
     echo "$tag"
@@ -37,7 +41,7 @@ mirror="${mirror:-http://deb.debian.org/debian}"
 root="$(mktemp -d "${TMPDIR:-/tmp}/dataflow-gateway-rootfs.XXXXXX")"
 trap 'rm -rf "$root"' EXIT
 echo "debootstrap bookworm from $mirror into $root" >&2
-debootstrap --variant=minbase --include=python3,python3-venv,python3-pip,ca-certificates \
+debootstrap --variant=minbase --include="$packages" \
     bookworm "$root" "$mirror" >"$root.log" 2>&1 || { tail -n 30 "$root.log" >&2; exit 1; }
 rm -f "$root.log"
 # Package lists and downloaded .debs are not needed at run time.
@@ -47,6 +51,5 @@ rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/* "$root"/
 tar --numeric-owner -C "$root" -c . | docker import \
     --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
     --change 'ENV LANG=C.UTF-8' \
-    --change 'CMD ["python3"]' \
     - "$tag" >/dev/null
 echo "$tag"
