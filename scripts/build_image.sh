@@ -16,8 +16,15 @@ python="${PYTHON:-python3}"
 base="$(bash scripts/docker_base_image.sh)"
 wheelhouse=deploy/wheelhouse
 rm -f "$wheelhouse"/*.whl
+log="$(mktemp "${TMPDIR:-/tmp}/dataflow-gateway-image.XXXXXX.log")"
+trap 'rm -f "$log"' EXIT
+fail() { echo "$1 failed; its output:" >&2; tail -n 40 "$log" >&2; exit 1; }
 # The build backend too: the image builds the project's wheel with --no-index.
-"$python" -m pip wheel --quiet --prefer-binary --wheel-dir "$wheelhouse" . "setuptools>=69" wheel >&2
+"$python" -m pip wheel --prefer-binary --wheel-dir "$wheelhouse" . "setuptools>=69" wheel >"$log" 2>&1 ||
+    fail "pip wheel"
 rm -f "$wheelhouse"/dataflow_gateway-*.whl  # the image builds its own from the sources it copies
-docker build --quiet --file deploy/Dockerfile --build-arg "PYTHON_IMAGE=$base" --tag "$tag" . >&2
+docker build --file deploy/Dockerfile --build-arg "PYTHON_IMAGE=$base" --tag "$tag" . >"$log" 2>&1 ||
+    fail "docker build"
+# Earlier builds of this image (and their build stages) are left untagged: reclaim their space.
+docker image prune --force --filter label=org.opencontainers.image.title=dataflow-gateway >/dev/null
 echo "$tag"
