@@ -79,6 +79,15 @@ class Settings(BaseSettings):
         5.0, gt=0, description="Longest wait between reconnection attempts after Data Flow was unreachable."
     )
     upstream_max_message_bytes: int = Field(4 * 1024 * 1024, ge=64 * 1024, description="Largest gRPC message.")
+    upstream_max_streams_per_connection: int = Field(
+        100, ge=1, description="Most sessions on one upstream connection; more open another connection."
+    )
+    upstream_resolve_interval_s: float = Field(
+        30.0, gt=0, description="Re-resolve the upstream name this often; connections spread over its addresses."
+    )
+    upstream_idle_connection_s: float = Field(
+        60.0, gt=0, description="Close an upstream connection idle this long (one per address stays open)."
+    )
     upstream_start_timeout_s: float = Field(10.0, gt=0, description="Bound on waiting for StartResponse.")
     upstream_response_timeout_s: float = Field(30.0, gt=0, description="Bound on Finalize/Stop/Update answers.")
     upstream_encoding: UpstreamEncoding = Field("pcm", description="Audio encoding sent to Data Flow.")

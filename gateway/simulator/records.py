@@ -23,6 +23,19 @@ class SimulatorConfig:
     echo_token: bool = False  # a careless Data Flow: rejections and event Data quote the token it was sent
     bench_stamps: bool = False  # add a monotonic emit stamp to every event (benchmarks)
     bench_frame_bytes: int = 640  # bench clients stamp frames of this size (20 ms of 16 kHz pcm16)
+    # Connection limits of real servers and proxies (None: gRPC's default, unlimited):
+    max_streams_per_connection: int | None = None  # HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS
+    max_connection_age_ms: int | None = None  # then GOAWAY: new streams go to a new connection
+    max_connection_age_grace_ms: int | None = None  # streams left after GOAWAY get this long to finish
+
+    def server_options(self) -> list[tuple[str, int]]:
+        """The gRPC server options for the connection limits set."""
+        limits = {
+            "grpc.max_concurrent_streams": self.max_streams_per_connection,
+            "grpc.max_connection_age_ms": self.max_connection_age_ms,
+            "grpc.max_connection_age_grace_ms": self.max_connection_age_grace_ms,
+        }
+        return [(name, value) for name, value in limits.items() if value is not None]
 
 
 @dataclass
@@ -30,6 +43,7 @@ class SessionRecord:
     """What the simulator saw of one stream; tests assert on these."""
 
     session_id: str = ""
+    peer: str = ""  # the client's address and port: one per TCP connection
     project: str = ""
     token_ok: bool = False
     tokens_seen: list[str] = field(default_factory=list)

@@ -58,7 +58,7 @@ class DataflowSimulator:
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
         self._host = host
-        server = grpc.aio.server(options=_SERVER_OPTIONS)
+        server = grpc.aio.server(options=_SERVER_OPTIONS + self.config.server_options())
         handler = grpc.stream_stream_rpc_method_handler(self._handle)
         path = self.config.method_path
 
@@ -97,7 +97,7 @@ class DataflowSimulator:
         self._listeners.append(listener)
 
     async def _handle(self, requests: Any, context: grpc.aio.ServicerContext[bytes, bytes]) -> None:
-        record = SessionRecord()
+        record = SessionRecord(peer=context.peer())
         self.records.append(record)
         self.active += 1
         session = SimulatedSession(self, record, context)

@@ -1,4 +1,4 @@
-"""The process's connection to Data Flow: one grpc.aio channel, the streams opened on it, the hold policy."""
+"""The process's way to Data Flow: a pool of connections (pool.py), the streams opened on it, the hold policy."""
 
 from __future__ import annotations
 
@@ -9,22 +9,29 @@ import grpc
 from gateway.audio.format import AudioFormat
 from gateway.settings import Settings
 from gateway.upstream.contract import WireContract
+from gateway.upstream.pool import ConnectionPool, Resolver, split_target
 from gateway.upstream.send_queue import HoldPolicy
 from gateway.upstream.stream import DataflowStream
 from gateway.upstream.token import TokenProvider
 
 
 class UpstreamClient:
-    """Owns the process-wide channel to Data Flow and opens streams on it."""
+    """Owns the process-wide connections to Data Flow and opens streams on them."""
 
-    def __init__(self, settings: Settings, tokens: TokenProvider, target: str | None = None) -> None:
+    def __init__(
+        self, settings: Settings, tokens: TokenProvider, target: str | None = None, resolver: Resolver | None = None
+    ) -> None:
         self.settings = settings
         self.tokens = tokens
         self.target = target or settings.upstream_target
         self.contract = WireContract(settings.upstream_proto_module, settings.upstream_method_path)
         self.active_streams = 0
-        self._channel: grpc.aio.Channel | None = None
         self._hold_policy = HoldPolicy(settings)
+        self.pool = ConnectionPool(
+            self.target, self._open_channel, max_streams=settings.upstream_max_streams_per_connection,
+            resolve_interval_s=settings.upstream_resolve_interval_s,
+            idle_close_s=settings.upstream_idle_connection_s, resolver=resolver,
+        )  # fmt: skip
 
     def audio_write_interval_s(self) -> float:
         """How long one stream may hold audio to merge it, at the current load (one call per write)."""
@@ -47,28 +54,26 @@ class UpstreamClient:
             ("grpc.max_receive_message_length", s.upstream_max_message_bytes),
         ]
 
-    @property
-    def channel(self) -> grpc.aio.Channel:
-        if self._channel is None:
-            if self.settings.upstream_is_plaintext() or self.settings.simulator_mode:
-                self._channel = grpc.aio.insecure_channel(self.target, options=self._options())
-            else:
-                ca = self.settings.upstream_ca_file
-                roots = ca.read_bytes() if ca else None
-                creds = grpc.ssl_channel_credentials(root_certificates=roots)
-                self._channel = grpc.aio.secure_channel(self.target, creds, options=self._options())
-        return self._channel
+    def _open_channel(self, target: str, extra: list[tuple[str, Any]]) -> grpc.aio.Channel:
+        options = self._options() + extra
+        if self.settings.upstream_is_plaintext() or self.settings.simulator_mode:
+            return grpc.aio.insecure_channel(target, options=options)
+        name = split_target(self.target)
+        if name is not None and target != self.target:
+            # The pool dials addresses: TLS must still check the certificate against the configured name,
+            # and Data Flow (or its proxy) must still see that name as the authority.
+            options += [("grpc.ssl_target_name_override", name[0]), ("grpc.default_authority", self.target)]
+        ca = self.settings.upstream_ca_file
+        creds = grpc.ssl_channel_credentials(root_certificates=ca.read_bytes() if ca else None)
+        return grpc.aio.secure_channel(target, creds, options=options)
 
     def ready(self) -> bool:
-        """The channel is connected or able to connect on demand (not in a failure back-off)."""
-        state = self.channel.get_state(try_to_connect=True)
-        usable = (grpc.ChannelConnectivity.READY, grpc.ChannelConnectivity.IDLE, grpc.ChannelConnectivity.CONNECTING)
-        return state in usable  # a first connect is not an outage: TRANSIENT_FAILURE stays until READY
+        """A connection is connected or able to connect on demand (not in a failure back-off)."""
+        return self.pool.ready()
 
     def open_call(self, deadline_s: float) -> grpc.aio.StreamStreamCall[bytes, bytes]:
         # Messages are serialised by the contract, so the channel moves raw bytes both ways.
-        method = self.channel.stream_stream(self.contract.method_path, None, None)
-        call = method(None, timeout=deadline_s)
+        call = self.pool.open_call(self.contract.method_path, deadline_s)
         self.active_streams += 1
         return call
 
@@ -79,6 +84,4 @@ class UpstreamClient:
         return DataflowStream(self, audio, deadline_s=deadline_s)
 
     async def aclose(self) -> None:
-        if self._channel is not None:
-            await self._channel.close(grace=None)
-            self._channel = None
+        await self.pool.aclose()

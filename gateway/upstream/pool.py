@@ -1,0 +1,267 @@
+"""Upstream connections: sessions spread over several grpc.aio channels, each one HTTP/2 connection.
+
+Proxies and Data Flow cap concurrent streams per connection (nginx 128, many gRPC servers 100) and
+retire connections (GOAWAY after a request count or a maximum age). One shared channel made the
+101st session wait for a stream slot, so the pool:
+
+- gives a stream to the least loaded open connection below ``max_streams``, and opens a new
+  connection when none has room, plus a spare as soon as the last slot is taken, so a session never
+  waits for another to end or for a handshake;
+- spreads connections over the addresses the name resolves to (re-resolved periodically): the
+  n-th connection tries address n first (gRPC's pick_first falls back to the others if it is down);
+- retires a connection that leaves READY (GOAWAY, maximum age, reset): its streams finish on it,
+  new ones go elsewhere, and it is closed once empty; idle connections beyond one per address close.
+
+Each channel gets a local subchannel pool and its own id argument: gRPC otherwise shares one TCP
+connection between channels with the same target and arguments.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import itertools
+import logging
+import socket
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+
+log = logging.getLogger(__name__)
+
+#: Addresses for (host, port), each "ipv4:a.b.c.d:port" or "ipv6:[addr]:port".
+Resolver = Callable[[str, int], Awaitable[list[str]]]
+#: Opens one channel to ``target`` with ``options``.
+ChannelFactory = Callable[[str, list[tuple[str, Any]]], grpc.aio.Channel]
+
+_USABLE = (grpc.ChannelConnectivity.READY, grpc.ChannelConnectivity.IDLE, grpc.ChannelConnectivity.CONNECTING)
+
+
+async def system_resolver(host: str, port: int) -> list[str]:
+    """The name's addresses from the system resolver, IPv4 first, in the resolver's order."""
+    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    found = [(family, str(sockaddr[0])) for family, _, _, _, sockaddr in infos]
+    v4 = [f"{a}:{port}" for f, a in found if f == socket.AF_INET]
+    v6 = [f"[{a}]:{port}" for f, a in found if f == socket.AF_INET6]
+    return list(dict.fromkeys(f"ipv4:{a}" for a in v4)) or list(dict.fromkeys(f"ipv6:{a}" for a in v6))
+
+
+def split_target(target: str) -> tuple[str, int] | None:
+    """(host, port) of a plain ``host:port`` name the pool resolves itself; None for IP literals and
+    gRPC URIs (``dns:///``, ``ipv4:``, ``unix:``), which go to gRPC as they are."""
+    if "/" in target or target.startswith(("ipv4:", "ipv6:", "unix:", "unix-abstract:", "vsock:")):
+        return None
+    host, sep, port = target.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not port.isdigit() or not host:
+        return None
+    with contextlib.suppress(ValueError):
+        ipaddress.ip_address(host)
+        return None
+    return host, int(port)
+
+
+def channel_target(addresses: list[str], first: int) -> str:
+    """One gRPC target listing every address of one family, starting with ``addresses[first]``."""
+    rotated = addresses[first:] + addresses[:first]
+    scheme = rotated[0].split(":", 1)[0]
+    return f"{scheme}:" + ",".join(a.split(":", 1)[1] for a in rotated if a.startswith(scheme + ":"))
+
+
+@dataclass(eq=False)
+class Connection:
+    """One channel: one HTTP/2 connection at a time."""
+
+    id: int
+    address: str  # the address it tries first (or the configured target before resolution)
+    channel: grpc.aio.Channel
+    streams: int = 0
+    retiring: bool = False
+    idle_since: float = field(default_factory=time.monotonic)
+    watcher: asyncio.Task[None] | None = None
+
+
+@dataclass
+class PoolStats:
+    """What the metrics read (no addresses: their number is unbounded)."""
+
+    opened: int = 0
+    retired: Counter[str] = field(default_factory=Counter)  # by reason: disconnected, address_gone, idle
+
+
+class ConnectionPool:
+    def __init__(
+        self,
+        target: str,
+        factory: ChannelFactory,
+        *,
+        max_streams: int,
+        resolve_interval_s: float,
+        idle_close_s: float,
+        resolver: Resolver | None = None,
+    ) -> None:
+        self.target = target
+        self.max_streams = max_streams
+        self.stats = PoolStats()
+        self._factory = factory
+        self._resolve_interval_s = resolve_interval_s
+        self._idle_close_s = idle_close_s
+        self._resolver = resolver or system_resolver
+        self._name = split_target(target)
+        self._addresses: list[str] = [target]  # until the name is resolved, gRPC resolves it
+        self._resolved_at: float | None = None
+        self._connections: list[Connection] = []
+        self._ids = itertools.count(1)
+        self._maintainer: asyncio.Task[None] | None = None
+        self._closed = False
+
+    # --- what the client asks --------------------------------------------------------------------------
+
+    @property
+    def connections(self) -> list[Connection]:
+        return list(self._connections)
+
+    @property
+    def addresses(self) -> list[str]:
+        return list(self._addresses)
+
+    def open_call(self, method_path: str, deadline_s: float) -> grpc.aio.StreamStreamCall[bytes, bytes]:
+        """Open the RPC on the least loaded connection with room; it counts there until it ends."""
+        self._maintain()
+        connection = self._pick()
+        call = connection.channel.stream_stream(method_path, None, None)(None, timeout=deadline_s)
+        connection.streams += 1
+        call.add_done_callback(lambda _: self._released(connection))
+        if not any(c.streams < self.max_streams for c in self._open()):
+            self._connect()  # the last slot is taken: the next session finds a connection ready
+        return call
+
+    def ready(self) -> bool:
+        """A connection is connected or able to connect on demand (not in a failure back-off)."""
+        self._maintain()
+        open_ = self._open() or [self._connect()]
+        # A first connect is not an outage: TRANSIENT_FAILURE stays until READY.
+        return any(c.channel.get_state(try_to_connect=True) in _USABLE for c in open_)
+
+    async def resolve(self) -> list[str]:
+        """Look the name up now; connections to addresses no longer listed retire."""
+        if self._name is not None:
+            try:
+                found = await self._resolver(*self._name)
+            except OSError as exc:
+                log.warning("upstream name did not resolve (%s); keeping %d addresses", exc, len(self._addresses))
+                found = []
+            if found:
+                gone = set(self._addresses) - set(found)
+                self._addresses = found
+                for connection in self._open():
+                    if connection.address in gone:
+                        self._retire(connection, "address_gone")
+        self._resolved_at = time.monotonic()
+        return list(self._addresses)
+
+    async def aclose(self) -> None:
+        self._closed = True
+        if self._maintainer is not None:
+            self._maintainer.cancel()
+        for connection in self._connections:
+            if connection.watcher is not None:
+                connection.watcher.cancel()
+            await connection.channel.close(grace=None)
+        self._connections.clear()
+
+    # --- choosing and opening --------------------------------------------------------------------------
+
+    def _open(self) -> list[Connection]:
+        return [c for c in self._connections if not c.retiring]
+
+    def _pick(self) -> Connection:
+        open_ = self._open()
+        with_room = [c for c in open_ if c.streams < self.max_streams]
+        # Fewer connections than addresses: a busy one makes the next session reach another backend.
+        spread = len(open_) < len(self._addresses) and all(c.streams for c in with_room)
+        if not with_room or spread:
+            return self._connect()
+        return min(with_room, key=lambda c: c.streams)
+
+    def _connect(self) -> Connection:
+        per_address = Counter(c.address for c in self._open())
+        first = min(range(len(self._addresses)), key=lambda i: per_address[self._addresses[i]])
+        address = self._addresses[first]
+        target = self.target if address == self.target else channel_target(self._addresses, first)
+        number = next(self._ids)
+        # A local subchannel pool and a distinct argument: a connection of its own, not a shared one.
+        options = [("grpc.use_local_subchannel_pool", 1), ("gateway.upstream_connection", number)]
+        channel = self._factory(target, options)
+        channel.get_state(try_to_connect=True)
+        connection = Connection(number, address, channel)
+        connection.watcher = asyncio.get_running_loop().create_task(self._watch(connection), name="upstream-conn")
+        self._connections.append(connection)
+        self.stats.opened += 1
+        return connection
+
+    # --- retiring and closing --------------------------------------------------------------------------
+
+    async def _watch(self, connection: Connection) -> None:
+        """Retire the connection once it leaves READY: GOAWAY, maximum age, reset, keepalive failure."""
+        channel = connection.channel
+        with contextlib.suppress(asyncio.CancelledError):
+            state = channel.get_state()
+            while state is not grpc.ChannelConnectivity.READY:
+                if state is grpc.ChannelConnectivity.SHUTDOWN:
+                    return
+                await channel.wait_for_state_change(state)
+                state = channel.get_state()
+            # Any change away from READY counts, even if it is READY again by the time we look.
+            await channel.wait_for_state_change(grpc.ChannelConnectivity.READY)
+            self._retire(connection, "disconnected")
+
+    def _retire(self, connection: Connection, reason: str) -> None:
+        if connection.retiring:
+            return
+        connection.retiring = True
+        self.stats.retired[reason] += 1
+        log.info("upstream connection %d retires (%s) with %d streams", connection.id, reason, connection.streams)
+        if connection.streams == 0:
+            self._close(connection)
+
+    def _released(self, connection: Connection) -> None:
+        connection.streams -= 1
+        if connection.streams == 0:
+            connection.idle_since = time.monotonic()
+            if connection.retiring:
+                self._close(connection)
+
+    def _close(self, connection: Connection) -> None:
+        if connection in self._connections:
+            self._connections.remove(connection)
+        if connection.watcher is not None and connection.watcher is not asyncio.current_task():
+            connection.watcher.cancel()
+        if not self._closed:
+            asyncio.get_running_loop().create_task(connection.channel.close(grace=None), name="upstream-conn-close")
+
+    # --- upkeep ----------------------------------------------------------------------------------------
+
+    def _maintain(self) -> None:
+        if self._maintainer is None and not self._closed:
+            self._maintainer = asyncio.get_running_loop().create_task(self._maintain_loop(), name="upstream-pool")
+
+    async def _maintain_loop(self) -> None:
+        period = max(0.05, min(self._resolve_interval_s, self._idle_close_s) / 2)
+        while True:
+            if self._resolved_at is None or time.monotonic() - self._resolved_at >= self._resolve_interval_s:
+                await self.resolve()
+            self._close_idle_surplus()
+            await asyncio.sleep(period)
+
+    def _close_idle_surplus(self) -> None:
+        keep = max(1, len(self._addresses))
+        now = time.monotonic()
+        idle = [c for c in self._open() if c.streams == 0 and now - c.idle_since >= self._idle_close_s]
+        for connection in idle[: max(0, len(self._open()) - keep)]:
+            self._retire(connection, "idle")
