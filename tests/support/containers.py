@@ -14,6 +14,7 @@ import contextlib
 import json
 import os
 import secrets
+import shutil
 import subprocess
 import time
 from collections.abc import Iterator
@@ -31,6 +32,8 @@ ROOT = Path(__file__).resolve().parents[2]
 REQUIRED = os.environ.get("CI", "").lower() == "true" or os.environ.get("REQUIRE_SYSTEM_BINARIES") == "1"
 IMAGE = "dataflow-gateway:test"
 NGINX_IMAGE = "dataflow-gateway-nginx:bookworm"
+BASE_IMAGE = "dataflow-gateway-base:bookworm-python3"  # scripts/docker_base_image.sh's default tag
+NGINX_ARGS = f"sudo bash scripts/docker_base_image.sh {NGINX_IMAGE} nginx,gettext-base"
 RATE = 16000
 
 
@@ -41,16 +44,28 @@ def docker(*args: str, timeout: float = 60, check: bool = True) -> str:
     return done.stdout.strip()
 
 
-def require_daemon() -> None:
+def require_docker() -> None:
+    """A reachable daemon, and debootstrap as root unless the base images are already built."""
     try:
         reachable = subprocess.run(["docker", "info"], capture_output=True, timeout=20, check=False).returncode == 0
     except (FileNotFoundError, subprocess.TimeoutExpired):
         reachable = False
+    reason = None
     if not reachable:
         reason = "no Docker daemon (apt-get install docker.io; bash scripts/system_binaries.sh starts dockerd)"
+    elif not all(_image_exists(image) for image in (BASE_IMAGE, NGINX_IMAGE)):
+        if shutil.which("debootstrap", path=f"{os.environ.get('PATH', '')}:/usr/sbin:/sbin") is None:
+            reason = "debootstrap is not installed (apt-get install debootstrap): the base images are built with it"
+        elif os.geteuid() != 0:
+            reason = f"building the base images needs root: sudo bash scripts/docker_base_image.sh; {NGINX_ARGS}"
+    if reason is not None:
         if REQUIRED:
             pytest.fail(f"the container tests are required here (CI): {reason}")
         pytest.skip(reason)
+
+
+def _image_exists(image: str) -> bool:
+    return subprocess.run(["docker", "image", "inspect", image], capture_output=True, timeout=20).returncode == 0
 
 
 @dataclass
@@ -74,7 +89,7 @@ class Timings:
 def build_images(timings: Timings) -> None:
     """The gateway image (base image cached by tag) and the nginx image, both without a registry."""
     with timings.step("base images"):
-        for script_args in ([], [NGINX_IMAGE, "nginx,gettext-base"]):
+        for script_args in ([BASE_IMAGE], [NGINX_IMAGE, "nginx,gettext-base"]):
             subprocess.run(["bash", "scripts/docker_base_image.sh", *script_args], cwd=ROOT, check=True,
                            capture_output=True, timeout=600)  # fmt: skip
     with timings.step("image build"):

@@ -40,7 +40,7 @@ from tests.support.containers import (
     logs,
     network,
     published_port,
-    require_daemon,
+    require_docker,
     stream_digits,
     wait_healthz,
 )
@@ -62,7 +62,7 @@ def timings() -> Iterator[Timings]:
 
 @pytest.fixture(scope="module")
 def images(timings: Timings) -> None:
-    require_daemon()
+    require_docker()
     build_images(timings)
 
 
