@@ -37,6 +37,8 @@ class ApiKeySpec(BaseModel):
     audiohook_client_secret: SecretStr | None = Field(
         None, description="base64 AudioHook client secret of this key (default: GATEWAY_AUDIOHOOK_CLIENT_SECRET)"
     )
+    webhook_url: str | None = Field(None, description="result webhook of this key (default: GATEWAY_WEBHOOK_URL)")
+    webhook_secret: SecretStr | None = Field(None, description="whsec_ secret of this key (default: webhook_secret)")
 
 
 def key_digest(key: str) -> str:

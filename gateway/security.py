@@ -108,6 +108,12 @@ def credential_of(scope: Scope, headers: Any) -> str | None:
     return str(token) if token else None
 
 
+def original_path(scope: Scope) -> str:
+    """The path as the caller sent it, ``/t/<secret>`` included (what a signed URL covers)."""
+    secret = scope.get(_PATH_SECRET)
+    return f"/t/{secret}{scope['path']}" if secret else str(scope["path"])
+
+
 def offered_subprotocols(headers: Any) -> list[str]:
     value: str = headers.get("sec-websocket-protocol", "")
     return [p.strip() for p in value.split(",") if p.strip()]

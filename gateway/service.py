@@ -21,10 +21,13 @@ from gateway.observability import GatewayMetrics
 from gateway.relay.registry import SessionRegistry
 from gateway.security import AccessGate
 from gateway.settings import Settings, SettingsError
+from gateway.signatures.twilio import TwilioSignatures
 from gateway.simulator.records import SimulatorConfig
 from gateway.simulator.server import DataflowSimulator
 from gateway.upstream.channel import UpstreamClient
 from gateway.upstream.token import StaticTokenProvider, TokenProvider, token_provider_from_settings
+from gateway.webhooks.delivery import RetryPolicy, WebhookDeliverer
+from gateway.webhooks.targets import WebhookTargets
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +43,9 @@ class Gateway:
     tokens: TokenProvider
     registry: SessionRegistry
     gate: AccessGate
+    webhooks: WebhookDeliverer
+    webhook_targets: WebhookTargets
+    twilio: TwilioSignatures
     simulator: DataflowSimulator | None = None
     _drain_task: asyncio.Task[None] | None = None
 
@@ -75,7 +81,11 @@ class Gateway:
         metrics.upstream_write_interval.set_function(upstream.audio_write_interval_s)
         registry = SessionRegistry(settings.max_sessions, metrics)
         gate = AccessGate(settings, _authenticator(settings), registry)
-        return cls(settings, upstream, tokens, registry, gate, simulator)
+        policy = RetryPolicy(settings.webhook_attempts, settings.webhook_retry_window_s, settings.webhook_timeout_s,
+                             settings.webhook_backoff_s)  # fmt: skip
+        webhooks = WebhookDeliverer(policy, settings.webhook_concurrency, metrics.registry)
+        targets, twilio = WebhookTargets.from_settings(settings), TwilioSignatures.from_settings(settings)
+        return cls(settings, upstream, tokens, registry, gate, webhooks, targets, twilio, simulator)
 
     def drain(self, budget_s: float | None = None) -> asyncio.Task[None]:
         """Start draining (idempotent): readiness fails and new sessions are refused at once; live
@@ -104,6 +114,8 @@ class Gateway:
         goodbye_deadline = time.monotonic() + self.settings.client_send_timeout_s
         while self.registry.active and time.monotonic() < goodbye_deadline:
             await asyncio.sleep(0.02)
+        if await self.webhooks.drain(deadline - time.monotonic()):  # result webhooks: within the same budget
+            log.warning("drained: %d result webhooks were still pending", self.webhooks.pending)
         log.warning("drained: %d sessions were closed with going_away", len(remaining))
 
     async def aclose(self) -> None:
@@ -111,6 +123,7 @@ class Gateway:
             connection.go_away()
         await self.upstream.aclose()
         await self.tokens.aclose()
+        await self.webhooks.aclose()
         if self.simulator is not None:
             await self.simulator.stop(None)
 

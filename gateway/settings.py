@@ -178,6 +178,27 @@ class Settings(BaseSettings):
         30.0, gt=0, le=300, description="Oldest AudioHook upgrade signature accepted (from its created time)."
     )
 
+    # --- Twilio, Vonage, jambonz, and result webhooks -----------------------------------------------------
+    twilio_auth_token: SecretStr | None = Field(
+        None, description="Twilio auth token; set, /v1/twilio upgrades must carry a valid X-Twilio-Signature."
+    )
+    vonage_call_header: str = Field(
+        "", description="A custom header of Vonage's first frame also sent as the call's id in webhooks (callId)."
+    )
+    webhook_url: str = Field(
+        "", description="Where Twilio/Vonage results are POSTed (per key: api_keys[].webhook_url); empty: nowhere."
+    )
+    webhook_secret: SecretStr | None = Field(
+        None, description="Standard Webhooks secret whsec_<base64> that signs each POST (per key: api_keys[])."
+    )
+    webhook_timeout_s: float = Field(5.0, gt=0, description="Bound on one webhook POST (connect, send, answer).")
+    webhook_attempts: int = Field(5, ge=1, le=20, description="Attempts per webhook before it is dropped.")
+    webhook_retry_window_s: float = Field(
+        60.0, gt=0, description="No retry of a webhook starts later than this after its first attempt."
+    )
+    webhook_backoff_s: float = Field(0.5, gt=0, description="Wait before a webhook's first retry; doubles each time.")
+    webhook_concurrency: int = Field(32, ge=1, description="Webhook POSTs in flight at once, all calls together.")
+
     # --- embedded simulator --------------------------------------------------------------------------
     simulator_port: int = Field(0, ge=0, le=65535, description="Port of the embedded simulator (0: any free).")
 

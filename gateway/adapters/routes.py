@@ -6,11 +6,17 @@ from fastapi import APIRouter, WebSocket
 
 from gateway.adapters.audiocodes import AudioCodesDialect
 from gateway.adapters.audiohook import AudioHookDialect
+from gateway.adapters.call_results import WebhookResults
 from gateway.adapters.dataflow_ws import DataflowDialect
+from gateway.adapters.jambonz import JambonzDialect
 from gateway.adapters.native import NativeDialect
+from gateway.adapters.twilio import TwilioDialect
+from gateway.adapters.vonage import VonageDialect
 from gateway.adapters.ws import Connection
+from gateway.auth import Principal
 from gateway.errors import GatewayError
-from gateway.service import service_of
+from gateway.security import original_path
+from gateway.service import Gateway, service_of
 
 router = APIRouter()
 
@@ -57,3 +63,55 @@ async def audiohook(ws: WebSocket) -> None:
     organization_id = ws.headers.get("audiohook-organization-id", "")
     dialect = AudioHookDialect(project, session_id=session_id, organization_id=organization_id)
     await Connection(ws, dialect, service).run()
+
+
+# --- telephony platforms: results of Twilio and Vonage calls go to the result webhook -------------------
+
+
+def _results(service: Gateway, principal: Principal | None, call: TwilioDialect | VonageDialect) -> WebhookResults:
+    key = None if principal is None or principal.kind == "anonymous" else principal.name
+    return WebhookResults(call, service.webhooks, service.webhook_targets.for_key(key))
+
+
+@router.websocket("/v1/twilio")
+async def twilio(ws: WebSocket) -> None:
+    """Twilio Media Streams (also at /t/<key>/v1/twilio: Twilio forbids query strings). The signature is
+    checked here, before the driver admits and accepts."""
+    service = service_of(ws)
+    gate = service.gate
+    try:
+        principal = gate.identify(ws.scope, ws.headers)
+        try:
+            service.twilio.verify(ws.headers, original_path(ws.scope))
+        except GatewayError as exc:
+            gate.registry.deny(exc.error_code)  # counted like every other refusal
+            raise
+    except GatewayError as exc:
+        await ws.send_denial_response(gate.denial(exc))
+        return
+    named = ws.query_params.get("project")
+    dialect = TwilioDialect(named or service.settings.default_project, project_from_url=bool(named))
+    await Connection(ws, dialect, service, _results(service, principal, dialect)).run()
+
+
+@router.websocket("/v1/vonage")
+async def vonage(ws: WebSocket) -> None:
+    service = service_of(ws)
+    named = ws.query_params.get("project")
+    dialect = VonageDialect(
+        named or service.settings.default_project, project_from_url=bool(named),
+        call_header=service.settings.vonage_call_header,
+    )  # fmt: skip
+    try:
+        principal = service.gate.identify(ws.scope, ws.headers)
+    except GatewayError as exc:
+        await ws.send_denial_response(service.gate.denial(exc))
+        return
+    await Connection(ws, dialect, service, _results(service, principal, dialect)).run()
+
+
+@router.websocket("/v1/jambonz")
+async def jambonz(ws: WebSocket) -> None:
+    service = service_of(ws)
+    project = ws.query_params.get("project") or service.settings.default_project
+    await Connection(ws, JambonzDialect(project), service).run()

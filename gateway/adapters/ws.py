@@ -20,6 +20,7 @@ import time
 from starlette.websockets import WebSocket
 
 from gateway.adapters import commands
+from gateway.adapters.call_results import NO_RESULTS, CallResults
 from gateway.adapters.dialect import Command, Dialect, SessionCommand
 from gateway.adapters.reader import ClientReader
 from gateway.adapters.socket import ClientSocket
@@ -38,8 +39,8 @@ log = logging.getLogger(__name__)
 class Connection:
     """One WebSocket connection in one dialect: ``await Connection(ws, dialect, service).run()``."""
 
-    def __init__(self, ws: WebSocket, dialect: Dialect, service: Gateway) -> None:
-        self.ws = ws
+    def __init__(self, ws: WebSocket, dialect: Dialect, service: Gateway, results: CallResults = NO_RESULTS) -> None:
+        self.ws, self.results = ws, results  # results: also to a webhook (Twilio, Vonage)
         self.dialect = dialect
         self.service = service
         self.settings = service.settings
@@ -183,6 +184,7 @@ class Connection:
         dialect runs another session on this connection)."""
         try:
             async for item in session.outbound():
+                self.results.observe(item)
                 if isinstance(item, Closed):
                     await self._goodbye(item)
                     return
@@ -224,6 +226,7 @@ class Connection:
         session, sender, self.sender = self.session, self.sender, None  # a cancelled sender's traceback holds self
         if session is None:
             return
+        await self.results.hang_up(session)  # a telephony hang-up finalizes (Data Flow finishes, results go out)
         if session.state is SessionState.FINALIZING:  # finalize, then gone: let Data Flow finish (bounded)
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.settings.finalize_timeout_s + 1):

@@ -1,0 +1,85 @@
+"""A call's results sent to its webhook, for dialects whose socket carries no results back (Twilio, Vonage).
+
+The WebSocket driver hands every session item to the connection's :class:`CallResults` before the
+dialect renders it, and tells it when the socket is gone. :class:`WebhookResults` posts one signed
+webhook per final event (the native ``event`` fields) and, when the session closes, a summary with the
+whole transcript per channel and how the call ended; each carries the call's identity (the platform's
+ids and the gateway's session id). For a telephony call the socket closing is the hang-up: the session
+is finalized, not cancelled, so Data Flow finishes and its last results are delivered.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from typing import Any, ClassVar, Protocol
+
+from gateway.adapters import messages
+from gateway.dataflow.messages import DataflowEvent
+from gateway.errors import GatewayError
+from gateway.relay.items import Closed, OutItem, SessionState, Started
+from gateway.relay.session import Session
+from gateway.webhooks.delivery import WebhookDeliverer
+from gateway.webhooks.targets import WebhookTarget
+
+log = logging.getLogger(__name__)
+
+
+class CallResults:
+    """What the driver tells a connection's result sink; this one does nothing (results go on the socket)."""
+
+    def observe(self, item: OutItem) -> None:
+        """A session item, before the dialect renders it."""
+
+    async def hang_up(self, session: Session) -> None:
+        """The connection is over while ``session`` may still run."""
+
+
+NO_RESULTS = CallResults()
+
+
+class IdentifiedCall(Protocol):
+    name: ClassVar[str]
+
+    def call_identity(self) -> dict[str, str]: ...
+
+
+class WebhookResults(CallResults):
+    def __init__(self, call: IdentifiedCall, deliverer: WebhookDeliverer, target: WebhookTarget | None) -> None:
+        self.call = call
+        self.deliverer = deliverer
+        self.target = target
+        self.session_id = ""
+        self.dataflow_session_id: str | None = None
+        self.transcript: dict[int, list[str]] = {}
+
+    def observe(self, item: OutItem) -> None:
+        if isinstance(item, Started):
+            self.session_id, self.dataflow_session_id = item.session_id, item.dataflow_session_id
+        elif isinstance(item, DataflowEvent) and item.final and item.text:
+            self.transcript.setdefault(item.channel, []).append(item.text)
+            self._post({"type": "event", "event": messages.event(item, raw=False)})
+        elif isinstance(item, Closed):
+            self._post({"type": "summary", "transcript": self._transcript(), "ended": _ended(item)})
+
+    async def hang_up(self, session: Session) -> None:
+        if session.state is SessionState.STREAMING:  # the caller hung up: finish, don't cancel
+            with contextlib.suppress(GatewayError):
+                await session.finalize()
+
+    def _transcript(self) -> list[dict[str, Any]]:
+        return [{"channel": channel, "text": " ".join(texts)} for channel, texts in sorted(self.transcript.items())]
+
+    def _post(self, body: dict[str, Any]) -> None:
+        if self.target is None:
+            return  # no webhook configured for this caller: nobody to tell
+        ids = {"sessionId": self.session_id, "dataflowSessionId": self.dataflow_session_id}
+        call = {**self.call.call_identity(), **ids}
+        msg_id = self.deliverer.submit(self.target, {"dialect": self.call.name, "call": call, **body})
+        log.debug("session %s: webhook %s queued (%s)", self.session_id, msg_id, body["type"])
+
+
+def _ended(closed: Closed) -> dict[str, Any]:
+    """How the call ended: the session's reason and close code, the error code if it failed."""
+    error = closed.error.error_code if closed.error is not None else None
+    return {"reason": closed.reason, "code": closed.code, "error": error, "audioMs": closed.audio_ms}

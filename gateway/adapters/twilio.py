@@ -1,0 +1,169 @@
+"""``/v1/twilio``: Twilio Media Streams, as a pure dialect.
+
+Twilio sends text frames only: ``connected``, then ``start`` (streamSid, callSid, tracks,
+customParameters, mediaFormat ``audio/x-mulaw`` 8 kHz mono), ``media`` (base64 μ-law payloads), ``dtmf``
+and ``mark`` (bidirectional streams), and ``stop`` when the call or stream ends. The socket carries
+nothing back but ``media``, ``mark`` and ``clear`` (anything else is an error on Twilio's side), so
+results go to the result webhook (:mod:`gateway.adapters.call_results`) and this dialect renders only
+audio that Data Flow sends back (TTS): as ``media`` frames followed by a ``mark``, on bidirectional
+streams. A stream that declares the ``outbound`` track is a unidirectional ``<Start><Stream>`` (a
+bidirectional one carries only ``inbound``): audio back is dropped there.
+
+Only the inbound track (the caller) is transcribed. ``stop`` finalizes the session: the hang-up
+delivers its results. Start mapping: customParameters ``language`` -> Language, ``project`` -> the
+project (when the URL named none), callSid -> CallProperties.ExternalId.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import logging
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+from gateway.adapters import commands
+from gateway.adapters.dialect import ClientMessage, Command, SessionCommand
+from gateway.adapters.socket import Frame
+from gateway.audio.convert import AudioConverter
+from gateway.audio.format import AudioFormat, parse_encoding
+from gateway.dataflow.messages import StartRequest, UpstreamAudio, as_int, loads_object
+from gateway.errors import AudioFormatError, BadRequest, ErrorCode, GatewayError, InvalidState
+from gateway.relay.items import Closed, OutItem, Started
+
+log = logging.getLogger(__name__)
+
+#: What Twilio streams and plays: G.711 μ-law, 8 kHz, mono.
+TWILIO_AUDIO = AudioFormat("mulaw", 8000, 1)
+#: Audio back is sent in pieces of at most this many bytes (1 s of μ-law): Twilio plays them in order.
+MEDIA_CHUNK_BYTES = 8000
+
+
+def _strings(value: Any) -> dict[str, str]:
+    return {str(k): str(v) for k, v in value.items()} if isinstance(value, dict) else {}
+
+
+class TwilioDialect:
+    name: ClassVar[str] = "twilio"
+    sequential: ClassVar[bool] = False
+    credentials_in_band: ClassVar[bool] = False  # X-API-Key header, or /t/<key>/ (Twilio forbids query strings)
+    refuse_full_at_once: ClassVar[bool] = True
+
+    def __init__(self, project: str = "", *, project_from_url: bool = False) -> None:
+        self.project = project
+        self.project_from_url = project_from_url
+        self.stream_sid = ""
+        self.call_sid = ""
+        self.account_sid = ""
+        self.custom: dict[str, str] = {}
+        self.bidirectional = True
+        self.marks = 0
+        self._tts: AudioConverter | None = None
+
+    def subprotocol(self, offered: Sequence[str]) -> str | None:
+        return None
+
+    def call_identity(self) -> dict[str, str]:
+        """Who the results belong to, for the webhook."""
+        return {"callSid": self.call_sid, "streamSid": self.stream_sid, "accountSid": self.account_sid}
+
+    # --- client messages -----------------------------------------------------------------------------
+
+    def waiting(self, message: ClientMessage) -> Command:
+        if isinstance(message, bytes):
+            return None  # Twilio sends text only
+        try:
+            obj = loads_object(message)
+            if obj.get("event") == "start":
+                return commands.Begin(self._start(obj))
+        except GatewayError as exc:
+            return commands.Refuse(exc)
+        return None  # connected; media, dtmf or stop before start: nothing to do
+
+    def _start(self, obj: dict[str, Any]) -> StartRequest:
+        start = obj.get("start")
+        if not isinstance(start, dict):
+            raise BadRequest("a start message needs its start object", code=ErrorCode.INVALID_START)
+        media = start.get("mediaFormat")
+        media = media if isinstance(media, dict) else {}
+        fmt = AudioFormat(
+            parse_encoding(str(media.get("encoding", "audio/x-mulaw"))),
+            as_int(media.get("sampleRate"), 8000),
+            as_int(media.get("channels"), 1),
+        )
+        if fmt != TWILIO_AUDIO:
+            raise AudioFormatError("Twilio Media Streams carry audio/x-mulaw at 8000 Hz, one channel")
+        self.stream_sid = str(start.get("streamSid") or obj.get("streamSid") or "")
+        self.call_sid = str(start.get("callSid") or "")
+        self.account_sid = str(start.get("accountSid") or "")
+        self.custom = _strings(start.get("customParameters"))
+        tracks = start.get("tracks")
+        self.bidirectional = not (isinstance(tracks, list) and "outbound" in tracks)
+        project = self.project if self.project_from_url else (self.custom.get("project") or self.project)
+        if not project:
+            raise BadRequest("no project: add a 'project' custom parameter", code=ErrorCode.INVALID_START)
+        return StartRequest(
+            project=project,
+            audio=TWILIO_AUDIO,
+            language=self.custom.get("language") or None,
+            call_properties={"ExternalId": self.call_sid} if self.call_sid else None,
+        )
+
+    def streaming(self, message: ClientMessage) -> Command:
+        if isinstance(message, bytes):
+            return None
+        try:
+            obj = loads_object(message)
+        except GatewayError as exc:
+            return commands.Refuse(exc)
+        event = obj.get("event")
+        if event == "media":
+            return self._media(obj.get("media"))
+        if event == "stop":
+            return commands.Finalize()  # the call (or the stream) ended: deliver what was said
+        if event == "start":
+            return commands.Refuse(InvalidState("the stream has already started", code=ErrorCode.ALREADY_STARTED))
+        return None  # dtmf (the tones are in the audio), mark (our audio was played), unknown events
+
+    @staticmethod
+    def _media(media: Any) -> Command:
+        if not isinstance(media, dict) or media.get("track", "inbound") != "inbound":
+            return None  # the outbound track (a <Start><Stream> of both tracks) is not transcribed
+        try:
+            return commands.Audio(base64.b64decode(media.get("payload") or "", validate=True))
+        except (binascii.Error, ValueError, TypeError):
+            return commands.Refuse(BadRequest("a media payload is not base64", code=ErrorCode.INVALID_MESSAGE))
+
+    def failed(self, command: SessionCommand, error: GatewayError) -> Command:
+        return None  # media after stop: Twilio gets nothing back but audio
+
+    # --- session items -------------------------------------------------------------------------------
+
+    def render(self, item: OutItem) -> Sequence[Frame]:
+        if isinstance(item, Started):
+            upstream = item.upstream_format
+            self._tts = AudioConverter(AudioFormat("pcm16", upstream.sample_rate, 1), TWILIO_AUDIO)
+        elif isinstance(item, UpstreamAudio) and self.bidirectional and self._tts is not None:
+            return self._speak(item.data)
+        return ()  # results go to the webhook: Twilio's socket takes audio and marks only
+
+    def _speak(self, pcm: bytes) -> Sequence[Frame]:
+        assert self._tts is not None
+        audio = self._tts.convert(pcm)
+        if not audio:
+            return ()
+        frames: list[Frame] = [
+            {"event": "media", "streamSid": self.stream_sid,
+             "media": {"payload": base64.b64encode(audio[i : i + MEDIA_CHUNK_BYTES]).decode("ascii")}}
+            for i in range(0, len(audio), MEDIA_CHUNK_BYTES)
+        ]  # fmt: skip
+        self.marks += 1
+        frames.append({"event": "mark", "streamSid": self.stream_sid, "mark": {"name": f"tts-{self.marks}"}})
+        return frames
+
+    def goodbye(self, closed: Closed) -> commands.Goodbye:
+        return commands.Goodbye(())  # no text for Twilio: the close code (and the webhook's summary) say it
+
+    def refusal(self, error: GatewayError, *, start_failed: bool) -> Sequence[Frame]:
+        log.info("refused a Twilio stream: %s", error.error_code)
+        return ()

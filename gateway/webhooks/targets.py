@@ -1,0 +1,56 @@
+"""Where a caller's results go: ``GATEWAY_WEBHOOK_URL``/``GATEWAY_WEBHOOK_SECRET``, or the API key's own
+``webhook_url``/``webhook_secret`` (either one overrides the default's). Checked once, at startup: a URL
+without a secret, or a secret that is not ``whsec_<base64>``, stops the gateway (never echoing it)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from gateway.settings import Settings, SettingsError
+from gateway.webhooks.signing import WebhookSigner, signer_from
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookTarget:
+    url: str
+    signer: WebhookSigner
+
+
+def _target(url: str, signer: WebhookSigner | None, where: str) -> WebhookTarget | None:
+    if not url:
+        return None
+    if urlsplit(url).scheme not in ("http", "https"):
+        raise SettingsError(f"{where}: the webhook URL must be http or https")
+    if signer is None:
+        raise SettingsError(f"{where}: a webhook URL needs a secret (whsec_<base64>) to sign with")
+    return WebhookTarget(url, signer)
+
+
+class WebhookTargets:
+    def __init__(self, default: WebhookTarget | None, by_key: dict[str, WebhookTarget | None]) -> None:
+        self.default = default
+        self._by_key = by_key
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> WebhookTargets:
+        try:
+            secret = signer_from(settings.webhook_secret, "GATEWAY_WEBHOOK_SECRET")
+            default = _target(settings.webhook_url, secret, "GATEWAY_WEBHOOK_URL")
+            by_key: dict[str, WebhookTarget | None] = {}
+            for spec in settings.api_keys:
+                if spec.webhook_url is None and spec.webhook_secret is None:
+                    continue
+                where = f"api_keys[{spec.name}]"
+                own = signer_from(spec.webhook_secret, f"{where}.webhook_secret")
+                url = settings.webhook_url if spec.webhook_url is None else spec.webhook_url
+                by_key[spec.name] = _target(url, own or secret, f"{where}.webhook_url")
+        except ValueError as exc:
+            raise SettingsError(str(exc)) from None
+        return cls(default, by_key)
+
+    def for_key(self, key: str | None) -> WebhookTarget | None:
+        """The target of ``key`` (an API key's name), else the default; None: results go nowhere."""
+        if key is not None and key in self._by_key:
+            return self._by_key[key]
+        return self.default

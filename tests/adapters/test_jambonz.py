@@ -1,0 +1,80 @@
+"""/v1/jambonz end to end: jambonz's custom speech (STT) protocol through the real gateway to the real
+simulator: start, binary LINEAR16, stop; transcription messages back, then the gateway closes."""
+
+from __future__ import annotations
+
+import json
+from importlib import resources
+from typing import Any
+
+import pytest
+import yaml
+from websockets.exceptions import InvalidStatus
+
+from gateway.auth import key_digest
+from tests.support import telephony
+from tests.support.harness import GatewayFactory, read_all, ws_connect
+from tests.support.settings import SECRETS
+
+API_KEY = "dfg_jambonz-vendor-key-never-logged"
+SECRETS.add(API_KEY)
+KEYS = [{"name": "jambonz", "sha256": key_digest(API_KEY)}]
+
+
+def start(rate: int, interim: bool) -> str:
+    return json.dumps({
+        "type": "start", "language": "en-US", "format": "raw", "encoding": "LINEAR16", "sampleRateHz": rate,
+        "interimResults": interim, "options": {},
+    })  # fmt: skip
+
+
+@pytest.mark.parametrize(("rate", "interim"), [(8000, False), (16000, True)])
+async def test_dtmf_comes_back_as_transcriptions_then_the_gateway_closes(
+    gateway_factory: GatewayFactory, rate: int, interim: bool
+) -> None:
+    auth = {"Authorization": f"Bearer {API_KEY}"}
+    async with (
+        gateway_factory(auth="required", api_keys=KEYS) as gw,
+        ws_connect(gw.ws_url("/v1/jambonz"), additional_headers=auth) as ws,
+    ):
+        await ws.send(start(rate, interim))
+        for frame in telephony.l16_frames("258", rate):
+            await ws.send(frame)
+        await ws.send(json.dumps({"type": "stop"}))
+        seen = await read_all(ws, timeout=15)
+    assert seen.audio == [] and {m["type"] for m in seen.messages} == {"transcription"}, seen.messages
+    finals = [m for m in seen.messages if m["is_final"]]
+    assert finals == [{
+        "type": "transcription", "is_final": True, "alternatives": [{"transcript": "258", "confidence": 1.0}],
+        "channel": 1, "language": "en-US",
+    }]  # fmt: skip
+    interims = [m["alternatives"][0]["transcript"] for m in seen.messages if not m["is_final"]]
+    assert interims == (["2", "25", "258"] if interim else [])
+    assert seen.close_code == 1000
+
+
+async def test_without_the_bearer_key_the_upgrade_is_refused(gateway_factory: GatewayFactory) -> None:
+    async with gateway_factory(auth="required", api_keys=KEYS) as gw:
+        with pytest.raises(InvalidStatus) as refused:
+            async with ws_connect(gw.ws_url("/v1/jambonz"), additional_headers={"Authorization": "Bearer nope"}):
+                pass
+    assert refused.value.response.status_code == 401
+
+
+async def test_a_bad_start_gets_an_error_message_and_a_close_code(gateway_factory: GatewayFactory) -> None:
+    async with gateway_factory() as gw, ws_connect(gw.ws_url("/v1/jambonz")) as ws:
+        bad: dict[str, Any] = json.loads(start(8000, False)) | {"encoding": "MULAW"}
+        await ws.send(json.dumps(bad))
+        seen = await read_all(ws, timeout=5)
+    assert [m["type"] for m in seen.messages] == ["error"] and seen.messages[0]["error"]
+    assert seen.close_code == 1003  # unsupported data
+
+
+def test_the_telephony_dialects_and_the_webhook_are_in_the_asyncapi_document() -> None:
+    doc = yaml.safe_load(resources.files("gateway").joinpath("asyncapi.yaml").read_text("utf-8"))
+    addresses = {c["address"] for c in doc["channels"].values()}
+    assert {"/v1/twilio", "/v1/vonage", "/v1/jambonz"} <= addresses
+    names = {m["$ref"].rsplit("/", 1)[-1] for m in doc["channels"]["jambonz"]["messages"].values()}
+    assert names == {"JambonzStart", "JambonzStop", "JambonzAudio", "JambonzTranscription", "JambonzError"}
+    webhook = doc["channels"]["resultWebhook"]["messages"]
+    assert set(webhook) == {"event", "summary"}

@@ -1,0 +1,164 @@
+"""/v1/twilio end to end: Twilio's Media Streams messages through the real gateway to the real simulator,
+results back as signed webhooks (verified by the standardwebhooks package in the receiver)."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+from typing import Any
+
+import pytest
+from websockets.asyncio.client import ClientConnection
+from websockets.exceptions import InvalidStatus
+
+from gateway.adapters import commands
+from gateway.adapters.twilio import TwilioDialect
+from gateway.audio.format import AudioFormat
+from gateway.auth import key_digest
+from gateway.dataflow.messages import DataflowResponse, UpstreamAudio
+from gateway.errors import GatewayError
+from gateway.relay.items import Started
+from tests.support import telephony
+from tests.support.harness import GatewayFactory, read_all, ws_connect
+from tests.support.settings import SECRETS
+from tests.support.webhook_receiver import WebhookReceiver, webhook_receiver
+
+WEBHOOK_SECRET = "whsec_" + base64.b64encode(b"twilio-webhook-secret-32-bytes!!").decode()
+AUTH_TOKEN = "twilio-auth-token-0123456789abcdef"
+API_KEY = "dfg_twilio-key-never-logged"
+PUBLIC_HOST = "gw.example.test"
+SECRETS.update({WEBHOOK_SECRET, AUTH_TOKEN, API_KEY})
+
+
+async def stream_call(ws: ClientConnection, digits: str) -> None:
+    await ws.send(telephony.twilio_connected())
+    await ws.send(telephony.twilio_start())
+    for frame in telephony.twilio_media(digits):
+        await ws.send(frame)
+    await ws.send(telephony.twilio_dtmf(digits[-1]))  # Twilio's own DTMF notice: nothing to answer
+    await ws.send(telephony.twilio_stop())
+
+
+def settings(receiver: WebhookReceiver, **extra: Any) -> dict[str, Any]:
+    return {"webhook_url": receiver.url, "webhook_secret": WEBHOOK_SECRET, "webhook_backoff_s": 0.05, **extra}
+
+
+async def test_dtmf_comes_back_as_signed_webhooks_with_the_call_ids(gateway_factory: GatewayFactory) -> None:
+    async with (
+        webhook_receiver(WEBHOOK_SECRET) as receiver,
+        gateway_factory(**settings(receiver, twilio_auth_token=AUTH_TOKEN, public_hosts=[PUBLIC_HOST])) as gw,
+    ):
+        # Twilio signs the public wss URL it was given; the socket itself reaches 127.0.0.1.
+        signature = telephony.twilio_signature(AUTH_TOKEN, f"wss://{PUBLIC_HOST}/v1/twilio")
+        async with ws_connect(gw.ws_url("/v1/twilio"), additional_headers={"X-Twilio-Signature": signature}) as ws:
+            await stream_call(ws, "1234")
+            seen = await read_all(ws, timeout=15)  # the gateway closes once Data Flow has finished
+        await receiver.wait_for(lambda r: bool(r.payloads("summary")))
+    # Nothing but media/mark/clear may go to Twilio: with no TTS, nothing at all; a normal close.
+    assert seen.messages == [] and seen.audio == [] and seen.close_code == 1000
+    events = receiver.payloads("event")
+    assert [e["event"]["text"] for e in events] == ["1234"], receiver.dump()
+    assert events[0]["event"]["name"] == "SR Milestone" and events[0]["event"]["final"] is True
+    summary = receiver.payloads("summary")[0]
+    for payload in (events[0], summary):
+        assert payload["dialect"] == "twilio"
+        assert payload["call"]["callSid"] == telephony.CALL_SID
+        assert payload["call"]["streamSid"] == telephony.STREAM_SID
+        assert payload["call"]["sessionId"]
+    assert summary["transcript"] == [{"channel": 0, "text": "1234"}]
+    assert summary["ended"]["reason"] == "finalized" and summary["ended"]["code"] == 1000
+    assert receiver.bad_signatures == 0 and receiver.duplicates == []
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {},  # unsigned
+        {"X-Twilio-Signature": telephony.twilio_signature("wrong-token", f"wss://{PUBLIC_HOST}/v1/twilio")},
+        # signed for the Host the caller sent, not the public host: refused
+        {"X-Twilio-Signature": telephony.twilio_signature(AUTH_TOKEN, "wss://127.0.0.1/v1/twilio")},
+    ],
+)
+async def test_a_bad_signature_is_refused_401_before_accept(
+    gateway_factory: GatewayFactory, headers: dict[str, str]
+) -> None:
+    async with gateway_factory(twilio_auth_token=AUTH_TOKEN, public_hosts=[PUBLIC_HOST]) as gw:
+        with pytest.raises(InvalidStatus) as refused:
+            async with ws_connect(gw.ws_url("/v1/twilio"), additional_headers=headers):
+                pass
+        assert refused.value.response.status_code == 401
+        assert gw.gateway.registry.active == 0
+
+
+async def test_key_in_the_path_since_twilio_forbids_query_strings(gateway_factory: GatewayFactory) -> None:
+    keys = [{"name": "twilio", "sha256": key_digest(API_KEY)}]
+    secured = {"auth": "required", "api_keys": keys, "twilio_auth_token": AUTH_TOKEN, "public_hosts": [PUBLIC_HOST]}
+    async with webhook_receiver(WEBHOOK_SECRET) as receiver, gateway_factory(**settings(receiver, **secured)) as gw:
+        path = f"/t/{API_KEY}/v1/twilio"
+        signature = telephony.twilio_signature(AUTH_TOKEN, f"wss://{PUBLIC_HOST}{path}")  # Twilio signs the key too
+        async with ws_connect(gw.ws_url(path), additional_headers={"X-Twilio-Signature": signature}) as ws:
+            await stream_call(ws, "9#")
+            seen = await read_all(ws, timeout=15)
+        await receiver.wait_for(lambda r: bool(r.payloads("summary")))
+        with pytest.raises(InvalidStatus) as refused:  # no key: refused, signature or not
+            async with ws_connect(gw.ws_url("/v1/twilio"), additional_headers={"X-Twilio-Signature": signature}):
+                pass
+    assert seen.close_code == 1000
+    assert [e["event"]["text"] for e in receiver.payloads("event")] == ["9#"]
+    assert refused.value.response.status_code == 401
+
+
+async def test_hang_up_without_stop_still_delivers_the_results(gateway_factory: GatewayFactory) -> None:
+    async with webhook_receiver(WEBHOOK_SECRET) as receiver, gateway_factory(**settings(receiver)) as gw:
+        async with ws_connect(gw.ws_url("/v1/twilio")) as ws:
+            await ws.send(telephony.twilio_connected())
+            await ws.send(telephony.twilio_start())
+            for frame in telephony.twilio_media("56"):
+                await ws.send(frame)
+            await asyncio.sleep(0.2)
+        # the socket closed without stop: finalized, not cancelled
+        await receiver.wait_for(lambda r: bool(r.payloads("summary")))
+    summary = receiver.payloads("summary")[0]
+    assert summary["transcript"] == [{"channel": 0, "text": "56"}], receiver.dump()
+    assert summary["ended"]["reason"] == "finalized"
+
+
+# --- the pure dialect ------------------------------------------------------------------------------------
+
+
+def _started(dialect: TwilioDialect, rate: int = 8000) -> None:
+    response = DataflowResponse("StartResponse", True, None, None, {})
+    fmt = AudioFormat("mulaw", 8000, 1)
+    dialect.render(Started("s1", None, fmt, AudioFormat("pcm16", rate, 1), response))
+
+
+def test_tts_audio_goes_back_as_media_then_a_mark_on_bidirectional_streams() -> None:
+    dialect = TwilioDialect("demo")
+    dialect.waiting(telephony.twilio_start())
+    _started(dialect)
+    frames = dialect.render(UpstreamAudio(b"\x00\x10" * 8000))  # 1 s of 8 kHz PCM
+    media, mark = frames[:-1], frames[-1]
+    assert [f["event"] for f in media if isinstance(f, dict)] == ["media"]
+    first = media[0]
+    assert isinstance(first, dict) and len(base64.b64decode(first["media"]["payload"])) == 8000  # μ-law: 1 byte/sample
+    assert first["streamSid"] == telephony.STREAM_SID
+    assert mark == {"event": "mark", "streamSid": telephony.STREAM_SID, "mark": {"name": "tts-1"}}
+
+
+def test_no_audio_back_on_a_unidirectional_stream_and_nothing_but_audio_ever() -> None:
+    dialect = TwilioDialect("demo")
+    dialect.waiting(telephony.twilio_start(tracks=["inbound", "outbound"]))  # <Start><Stream>: one way
+    _started(dialect, rate=16000)
+    assert dialect.render(UpstreamAudio(b"\x00\x10" * 1600)) == ()
+    assert dialect.refusal(GatewayError("refused"), start_failed=True) == ()
+
+
+def test_outbound_track_media_is_not_transcribed_and_bad_base64_is_refused() -> None:
+    dialect = TwilioDialect("demo")
+    outbound = json.loads(telephony.twilio_media("1")[0])
+    outbound["media"]["track"] = "outbound"
+    assert dialect.streaming(json.dumps(outbound)) is None
+    broken = json.loads(telephony.twilio_media("1")[0])
+    broken["media"]["payload"] = "not base64!"
+    assert isinstance(dialect.streaming(json.dumps(broken)), commands.Refuse)

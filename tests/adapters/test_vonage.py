@@ -1,0 +1,77 @@
+"""/v1/vonage end to end: Vonage's first frame and 20 ms L16 frames through the real gateway to the real
+simulator; the socket closing is the hang-up, and results arrive as signed webhooks."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from typing import Any
+
+import pytest
+from websockets.asyncio.client import ClientConnection
+
+from gateway.adapters import commands
+from gateway.adapters.vonage import VonageDialect
+from gateway.audio.format import AudioFormat
+from gateway.dataflow.messages import DataflowResponse, UpstreamAudio
+from gateway.relay.items import Started
+from tests.support import telephony
+from tests.support.harness import GatewayFactory, read_all, ws_connect
+from tests.support.settings import SECRETS
+from tests.support.webhook_receiver import webhook_receiver
+
+WEBHOOK_SECRET = "whsec_" + base64.b64encode(b"vonage-webhook-secret-32-bytes!!").decode()
+SECRETS.add(WEBHOOK_SECRET)
+
+
+async def nothing_back(ws: ClientConnection, wait_s: float) -> None:
+    """Vonage reads audio only: with no TTS, the gateway sends nothing at all."""
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(wait_s):
+            await ws.recv()
+
+
+@pytest.mark.parametrize("rate", [16000, 8000])
+async def test_dtmf_then_hang_up_comes_back_as_signed_webhooks(gateway_factory: GatewayFactory, rate: int) -> None:
+    options: dict[str, Any] = {"webhook_secret": WEBHOOK_SECRET, "vonage_call_header": "x-call-ref"}
+    async with webhook_receiver(WEBHOOK_SECRET) as receiver, gateway_factory(webhook_url=receiver.url, **options) as gw:
+        async with ws_connect(gw.ws_url("/v1/vonage")) as ws:
+            await ws.send(telephony.vonage_connected(rate, **{"x-call-ref": "ticket-77"}))
+            frames = telephony.l16_frames("147", rate)
+            assert {len(f) for f in frames[:-1]} == {rate // 50 * 2}  # 640 bytes at 16 kHz, 320 at 8 kHz
+            for frame in frames:
+                await ws.send(frame)
+            await receiver.wait_for(lambda r: bool(r.payloads("event")))  # recognised while the call goes on
+            await nothing_back(ws, 0.3)
+            await ws.send(telephony.l16_frames("2", rate)[0])  # the caller is still talking as it hangs up
+        # closed by Vonage: the hang-up finalizes the session and its summary is delivered
+        await receiver.wait_for(lambda r: bool(r.payloads("summary")))
+    event, summary = receiver.payloads("event")[0], receiver.payloads("summary")[0]
+    assert event["event"]["text"] == "147" and event["event"]["final"] is True
+    for payload in (event, summary):
+        assert payload["dialect"] == "vonage"
+        assert payload["call"]["uuid"] == telephony.VONAGE_UUID
+        assert payload["call"]["conversation_uuid"] == telephony.VONAGE_CONVERSATION
+        assert payload["call"]["callId"] == "ticket-77" and payload["call"]["sessionId"]
+    assert summary["transcript"] == [{"channel": 0, "text": "147"}]
+    assert summary["ended"]["reason"] == "finalized", summary  # a hang-up, not a cancel
+    assert receiver.bad_signatures == 0 and receiver.duplicates == []
+
+
+async def test_a_bad_content_type_is_refused_with_a_close_code(gateway_factory: GatewayFactory) -> None:
+    async with gateway_factory() as gw, ws_connect(gw.ws_url("/v1/vonage")) as ws:
+        await ws.send(telephony.vonage_connected().replace("audio/l16;rate=16000", "audio/opus"))
+        seen = await read_all(ws, timeout=5)
+    assert seen.messages == [] and seen.audio == []  # no text for Vonage: the close code says it
+    assert seen.close_code == 1003  # unsupported data
+
+
+def test_tts_goes_back_as_whole_20_ms_l16_frames_at_the_call_rate() -> None:
+    dialect = VonageDialect("demo")
+    assert isinstance(dialect.waiting(telephony.vonage_connected(16000)), commands.Begin)
+    response = DataflowResponse("StartResponse", True, None, None, {})
+    fmt = AudioFormat("pcm16", 16000, 1)
+    assert dialect.render(Started("s1", None, fmt, fmt, response)) == ()
+    frames = dialect.render(UpstreamAudio(b"\x01\x00" * 3000))  # 187.5 ms: the last frame is padded
+    assert [len(f) for f in frames if isinstance(f, bytes)] == [640] * 10
+    assert all(isinstance(f, bytes) for f in frames)

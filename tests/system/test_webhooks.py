@@ -1,0 +1,134 @@
+"""Signed result webhooks over real sockets: a Twilio call through the gateway to the simulator, the
+results POSTed to a receiver that verifies each with the standardwebhooks package. At least once (retried
+with the same id), bounded (attempts, time), counted, and waited for by a drain."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import time
+from typing import Any
+
+import pytest
+from pydantic import SecretStr
+
+from gateway.auth import key_digest
+from gateway.service import Gateway
+from gateway.settings import SettingsError
+from gateway.webhooks.targets import WebhookTargets
+from tests.support import telephony
+from tests.support.harness import GatewayFactory, RunningGateway, read_all, ws_connect
+from tests.support.settings import SECRETS, offline_settings
+from tests.support.webhook_receiver import WebhookReceiver, webhook_receiver
+
+SECRET = "whsec_" + base64.b64encode(b"result-webhook-secret-0123456789").decode()
+OTHER_SECRET = "whsec_" + base64.b64encode(b"another-webhook-secret-987654321").decode()
+API_KEY = "dfg_webhook-key-never-logged"
+SECRETS.update({SECRET, OTHER_SECRET, API_KEY})
+
+
+def deliveries(gw: RunningGateway, outcome: str) -> float:
+    value = gw.gateway.metrics.registry.get_sample_value("dataflow_gateway_webhook_deliveries_total",
+                                                         {"outcome": outcome})  # fmt: skip
+    return value or 0.0
+
+
+async def twilio_call(gw: RunningGateway, *utterances: str, path: str = "/v1/twilio") -> None:
+    async with ws_connect(gw.ws_url(path)) as ws:
+        await ws.send(telephony.twilio_connected())
+        await ws.send(telephony.twilio_start())
+        for frame in telephony.twilio_media(*utterances):
+            await ws.send(frame)
+        await ws.send(telephony.twilio_stop())
+        seen = await read_all(ws, timeout=15)
+    assert seen.messages == [] and seen.close_code == 1000
+
+
+def hooks(receiver: WebhookReceiver, **extra: Any) -> dict[str, Any]:
+    return {"webhook_url": receiver.url, "webhook_secret": SECRET, "webhook_backoff_s": 0.05, **extra}
+
+
+async def test_a_receiver_failing_the_first_two_deliveries_gets_every_result_once(
+    gateway_factory: GatewayFactory,
+) -> None:
+    async with webhook_receiver(SECRET, fail_first=2) as receiver, gateway_factory(**hooks(receiver)) as gw:
+        await twilio_call(gw, "12", "34")
+        await receiver.wait_for(lambda r: len(r.accepted) == 3)  # two final events and the summary
+        counts = {outcome: deliveries(gw, outcome) for outcome in ("delivered", "retried", "dropped")}
+    assert sorted(e["event"]["text"] for e in receiver.payloads("event")) == ["12", "34"], receiver.dump()
+    assert receiver.payloads("summary")[0]["transcript"] == [{"channel": 0, "text": "12 34"}]
+    assert receiver.duplicates == [] and receiver.bad_signatures == 0
+    assert set(receiver.attempts[:2]) <= set(receiver.accepted)  # the failed ones came again, same id
+    assert len(receiver.attempts) == 5, receiver.attempts  # 3 results + 2 retries
+    assert counts == {"delivered": 3, "retried": 2, "dropped": 0}, counts
+
+
+async def test_retries_are_bounded_and_a_timeout_counts_as_a_failure(gateway_factory: GatewayFactory) -> None:
+    async with (
+        webhook_receiver(SECRET, delay_s=0.6) as receiver,  # never answers within the attempt's timeout
+        gateway_factory(**hooks(receiver, webhook_timeout_s=0.2, webhook_attempts=3)) as gw,
+    ):
+        await twilio_call(gw, "7")
+        started = time.monotonic()
+        async with asyncio.timeout(15):
+            while deliveries(gw, "dropped") < 2:
+                await asyncio.sleep(0.05)
+        counts = {outcome: deliveries(gw, outcome) for outcome in ("delivered", "retried", "dropped")}
+    assert time.monotonic() - started < 5
+    assert len(receiver.attempts) == 6  # 2 webhooks x 3 attempts, then given up
+    assert counts == {"delivered": 0, "retried": 4, "dropped": 2}
+
+
+async def test_a_refusal_is_not_retried_and_a_wrong_secret_fails_verification(
+    gateway_factory: GatewayFactory,
+) -> None:
+    async with webhook_receiver(OTHER_SECRET) as receiver, gateway_factory(**hooks(receiver)) as gw:
+        await twilio_call(gw, "5")
+        await receiver.wait_for(lambda r: r.bad_signatures == 2)
+        assert receiver.accepted == {}
+        assert len(receiver.attempts) == 2  # 401: the same request would fare no better
+        assert deliveries(gw, "dropped") == 2
+
+
+async def test_a_drain_waits_for_pending_deliveries_within_its_budget(gateway_factory: GatewayFactory) -> None:
+    async with webhook_receiver(SECRET, delay_s=0.5) as receiver, gateway_factory(**hooks(receiver)) as gw:
+        await twilio_call(gw, "8")
+        service: Gateway = gw.gateway
+        assert service.webhooks.pending >= 1
+        started = time.monotonic()
+        await service.drain(budget_s=5)
+        took = time.monotonic() - started
+        assert service.webhooks.pending == 0
+        assert len(receiver.accepted) == 2, receiver.dump()
+    assert 0.4 < took < 5
+
+
+async def test_an_api_key_sends_its_results_to_its_own_webhook(gateway_factory: GatewayFactory) -> None:
+    keys = [{"name": "crm", "sha256": key_digest(API_KEY), "webhook_secret": OTHER_SECRET}]
+    async with (
+        webhook_receiver(SECRET) as default,
+        webhook_receiver(OTHER_SECRET) as own,
+    ):
+        keys[0]["webhook_url"] = own.url
+        async with gateway_factory(**hooks(default, auth="required", api_keys=keys)) as gw:
+            await twilio_call(gw, "3", path=f"/t/{API_KEY}/v1/twilio")
+            await own.wait_for(lambda r: bool(r.payloads("summary")))
+    assert [e["event"]["text"] for e in own.payloads("event")] == ["3"]
+    assert default.attempts == [] and own.bad_signatures == 0
+
+
+@pytest.mark.parametrize(
+    ("url", "secret"),
+    [
+        ("https://hooks.example.test/x", None),  # a URL needs a secret
+        ("https://hooks.example.test/x", "not-a-whsec-secret"),
+        ("https://hooks.example.test/x", "whsec_%%%not-base64"),
+        ("ftp://hooks.example.test/x", SECRET),
+    ],
+)
+def test_a_bad_webhook_configuration_stops_the_gateway_without_echoing_it(url: str, secret: str | None) -> None:
+    settings = offline_settings(webhook_url=url, webhook_secret=SecretStr(secret) if secret else None)
+    with pytest.raises(SettingsError) as failed:
+        WebhookTargets.from_settings(settings)
+    assert secret is None or secret not in str(failed.value)
+    assert "GATEWAY_WEBHOOK" in str(failed.value)
