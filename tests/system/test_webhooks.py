@@ -33,6 +33,13 @@ def deliveries(gw: RunningGateway, outcome: str) -> float:
     return value or 0.0
 
 
+async def until_counted(gw: RunningGateway, outcome: str, count: int) -> None:
+    """The receiver has answered before the gateway reads the answer: wait for the count to land."""
+    async with asyncio.timeout(15):
+        while deliveries(gw, outcome) < count:
+            await asyncio.sleep(0.02)
+
+
 async def twilio_call(gw: RunningGateway, *utterances: str, path: str = "/v1/twilio") -> None:
     async with ws_connect(gw.ws_url(path)) as ws:
         await ws.send(telephony.twilio_connected())
@@ -54,6 +61,7 @@ async def test_a_receiver_failing_the_first_two_deliveries_gets_every_result_onc
     async with webhook_receiver(SECRET, fail_first=2) as receiver, gateway_factory(**hooks(receiver)) as gw:
         await twilio_call(gw, "12", "34")
         await receiver.wait_for(lambda r: len(r.accepted) == 3)  # two final events and the summary
+        await until_counted(gw, "delivered", 3)
         counts = {outcome: deliveries(gw, outcome) for outcome in ("delivered", "retried", "dropped")}
     assert sorted(e["event"]["text"] for e in receiver.payloads("event")) == ["12", "34"], receiver.dump()
     assert receiver.payloads("summary")[0]["transcript"] == [{"channel": 0, "text": "12 34"}]
@@ -70,9 +78,7 @@ async def test_retries_are_bounded_and_a_timeout_counts_as_a_failure(gateway_fac
     ):
         await twilio_call(gw, "7")
         started = time.monotonic()
-        async with asyncio.timeout(15):
-            while deliveries(gw, "dropped") < 2:
-                await asyncio.sleep(0.05)
+        await until_counted(gw, "dropped", 2)
         counts = {outcome: deliveries(gw, outcome) for outcome in ("delivered", "retried", "dropped")}
     assert time.monotonic() - started < 5
     assert len(receiver.attempts) == 6  # 2 webhooks x 3 attempts, then given up
@@ -85,6 +91,7 @@ async def test_a_refusal_is_not_retried_and_a_wrong_secret_fails_verification(
     async with webhook_receiver(OTHER_SECRET) as receiver, gateway_factory(**hooks(receiver)) as gw:
         await twilio_call(gw, "5")
         await receiver.wait_for(lambda r: r.bad_signatures == 2)
+        await until_counted(gw, "dropped", 2)
         assert receiver.accepted == {}
         assert len(receiver.attempts) == 2  # 401: the same request would fare no better
         assert deliveries(gw, "dropped") == 2
