@@ -52,6 +52,7 @@ class WebhookResults(CallResults):
         self.session_id = ""
         self.dataflow_session_id: str | None = None
         self.transcript: dict[int, list[str]] = {}
+        self.summarised = False
 
     def observe(self, item: OutItem) -> None:
         if isinstance(item, Started):
@@ -60,12 +61,20 @@ class WebhookResults(CallResults):
             self.transcript.setdefault(item.channel, []).append(item.text)
             self._post({"type": "event", "event": messages.event(item, raw=False)})
         elif isinstance(item, Closed):
-            self._post({"type": "summary", "transcript": self._transcript(), "ended": _ended(item)})
+            self._summary(item)
 
     async def hang_up(self, session: Session) -> None:
         if session.state is SessionState.STREAMING:  # the caller hung up: finish, don't cancel
             with contextlib.suppress(GatewayError):
                 await session.finalize()
+        elif session.closed is not None and not self.summarised:  # it never started: say how it ended
+            self.session_id = self.session_id or session.id
+            self._summary(session.closed)
+
+    def _summary(self, closed: Closed) -> None:
+        if not self.summarised:
+            self.summarised = True
+            self._post({"type": "summary", "transcript": self._transcript(), "ended": _ended(closed)})
 
     def _transcript(self) -> list[dict[str, Any]]:
         return [{"channel": channel, "text": " ".join(texts)} for channel, texts in sorted(self.transcript.items())]

@@ -15,10 +15,12 @@ from pydantic import SecretStr
 from gateway.auth import key_digest
 from gateway.service import Gateway
 from gateway.settings import SettingsError
+from gateway.simulator.faults import Fault
+from gateway.simulator.server import DataflowSimulator, SimulatorConfig
 from gateway.webhooks.targets import WebhookTargets
 from tests.support import telephony
-from tests.support.harness import GatewayFactory, RunningGateway, read_all, ws_connect
-from tests.support.settings import SECRETS, offline_settings
+from tests.support.harness import GatewayFactory, RunningGateway, gateway_factory_for, read_all, ws_connect
+from tests.support.settings import SECRETS, SIM_TENANT, SIM_TOKEN, offline_settings
 from tests.support.webhook_receiver import WebhookReceiver, webhook_receiver
 
 SECRET = "whsec_" + base64.b64encode(b"result-webhook-secret-0123456789").decode()
@@ -122,6 +124,25 @@ async def test_an_api_key_sends_its_results_to_its_own_webhook(gateway_factory: 
             await own.wait_for(lambda r: bool(r.payloads("summary")))
     assert [e["event"]["text"] for e in own.payloads("event")] == ["3"]
     assert default.attempts == [] and own.bad_signatures == 0
+
+
+async def test_a_call_data_flow_refuses_still_gets_its_summary() -> None:
+    simulator = DataflowSimulator(SimulatorConfig(token=SIM_TOKEN, tenant=SIM_TENANT, fault=Fault("reject_start")))
+    await simulator.start()
+    try:
+        async with webhook_receiver(SECRET) as receiver, gateway_factory_for(simulator)(**hooks(receiver)) as gw:
+            async with ws_connect(gw.ws_url("/v1/twilio")) as ws:
+                await ws.send(telephony.twilio_connected())
+                await ws.send(telephony.twilio_start())
+                seen = await read_all(ws, timeout=10)
+            await receiver.wait_for(lambda r: bool(r.payloads("summary")))
+    finally:
+        await simulator.stop(None)
+    assert seen.messages == [] and seen.close_code == 1011  # no text for Twilio: the close code says it
+    summary = receiver.payloads("summary")[0]
+    assert summary["call"]["callSid"] == telephony.CALL_SID and summary["call"]["sessionId"]
+    assert summary["transcript"] == [] and summary["ended"]["error"] == "upstream_rejected", summary
+    assert receiver.payloads("event") == []
 
 
 @pytest.mark.parametrize(
