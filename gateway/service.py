@@ -25,6 +25,7 @@ from gateway.signatures.twilio import TwilioSignatures
 from gateway.simulator.records import SimulatorConfig
 from gateway.simulator.server import DataflowSimulator
 from gateway.upstream.channel import UpstreamClient
+from gateway.upstream.pool_metrics import PoolCollector
 from gateway.upstream.token import StaticTokenProvider, TokenProvider, token_provider_from_settings
 from gateway.webhooks.delivery import RetryPolicy, WebhookDeliverer
 from gateway.webhooks.targets import WebhookTargets
@@ -77,8 +78,10 @@ class Gateway:
         else:
             tokens = token_provider_from_settings(settings)
             upstream = UpstreamClient(settings, tokens)
+        await upstream.start()
         metrics = GatewayMetrics()
         metrics.upstream_write_interval.set_function(upstream.audio_write_interval_s)
+        metrics.registry.register(PoolCollector(upstream.pool))
         registry = SessionRegistry(settings.max_sessions, metrics)
         gate = AccessGate(settings, _authenticator(settings), registry)
         policy = RetryPolicy(settings.webhook_attempts, settings.webhook_retry_window_s, settings.webhook_timeout_s,

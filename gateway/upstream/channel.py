@@ -67,6 +67,10 @@ class UpstreamClient:
         creds = grpc.ssl_channel_credentials(root_certificates=ca.read_bytes() if ca else None)
         return grpc.aio.secure_channel(target, creds, options=options)
 
+    async def start(self) -> None:
+        """Resolve the upstream name before the first session, so it is dialled by address from the start."""
+        await self.pool.resolve()
+
     def ready(self) -> bool:
         """A connection is connected or able to connect on demand (not in a failure back-off)."""
         return self.pool.ready()

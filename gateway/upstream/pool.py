@@ -39,6 +39,7 @@ Resolver = Callable[[str, int], Awaitable[list[str]]]
 #: Opens one channel to ``target`` with ``options``.
 ChannelFactory = Callable[[str, list[tuple[str, Any]]], grpc.aio.Channel]
 
+_RESOLVE_TIMEOUT_S = 5.0
 _USABLE = (grpc.ChannelConnectivity.READY, grpc.ChannelConnectivity.IDLE, grpc.ChannelConnectivity.CONNECTING)
 
 
@@ -82,6 +83,7 @@ class Connection:
     channel: grpc.aio.Channel
     streams: int = 0
     retiring: bool = False
+    was_ready: bool = False  # has been READY: any other state now means it was retired or lost
     idle_since: float = field(default_factory=time.monotonic)
     watcher: asyncio.Task[None] | None = None
 
@@ -152,12 +154,13 @@ class ConnectionPool:
         """Look the name up now; connections to addresses no longer listed retire."""
         if self._name is not None:
             try:
-                found = await self._resolver(*self._name)
-            except OSError as exc:
+                async with asyncio.timeout(_RESOLVE_TIMEOUT_S):
+                    found = await self._resolver(*self._name)
+            except (OSError, TimeoutError) as exc:
                 log.warning("upstream name did not resolve (%s); keeping %d addresses", exc, len(self._addresses))
                 found = []
             if found:
-                gone = set(self._addresses) - set(found)
+                gone = set(self._addresses) - set(found) - {self.target}  # dialled by name: still good
                 self._addresses = found
                 for connection in self._open():
                     if connection.address in gone:
@@ -181,6 +184,9 @@ class ConnectionPool:
         return [c for c in self._connections if not c.retiring]
 
     def _pick(self) -> Connection:
+        for connection in self._open():
+            if connection.was_ready and connection.channel.get_state() is not grpc.ChannelConnectivity.READY:
+                self._retire(connection, "disconnected")  # before its watcher runs: a GOAWAY just came in
         open_ = self._open()
         with_room = [c for c in open_ if c.streams < self.max_streams]
         # Fewer connections than addresses: a busy one makes the next session reach another backend.
@@ -217,6 +223,7 @@ class ConnectionPool:
                     return
                 await channel.wait_for_state_change(state)
                 state = channel.get_state()
+            connection.was_ready = True
             # Any change away from READY counts, even if it is READY again by the time we look.
             await channel.wait_for_state_change(grpc.ChannelConnectivity.READY)
             self._retire(connection, "disconnected")

@@ -1,0 +1,125 @@
+"""Upstream at fleet scale: streams-per-connection caps, a TLS gRPC proxy that retires connections.
+
+A real gateway in front of the simulator, real WebSocket clients; nginx (TLS, HTTP/2, ``grpc_pass``)
+where a test needs the production topology.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from gateway.simulator.server import DataflowSimulator, SimulatorConfig
+from tests.support import signals
+from tests.support.grpc_proxy import grpc_tls_proxy
+from tests.support.harness import GatewayFactory, RunningGateway, Transcript, next_message, read_all, ws_connect
+from tests.support.lb_stack import metric, scrape
+from tests.support.native_client import client_audio, send_audio, start_message
+from tests.support.settings import SIM_TENANT, SIM_TOKEN
+
+LIVE_SESSIONS = 250
+SHORT_SESSIONS = 1500
+
+
+@pytest.fixture
+def sim_config() -> SimulatorConfig:
+    # The cap of many gRPC servers; one connection for all sessions would make the 101st wait.
+    return SimulatorConfig(token=SIM_TOKEN, tenant=SIM_TENANT, max_streams_per_connection=100)
+
+
+async def live_session(gw: RunningGateway, started: list[float], release: asyncio.Event) -> Transcript:
+    async with ws_connect(gw.ws_url()) as ws:
+        began = time.monotonic()
+        await ws.send(start_message())
+        await next_message(ws, "started", timeout=10)
+        started.append(time.monotonic() - began)
+        await release.wait()
+        await ws.send(json.dumps({"type": "finalize"}))
+        return await read_all(ws)
+
+
+@pytest.mark.timeout(90)
+async def test_250_live_sessions_on_one_replica_all_start_within_1s(
+    gateway_factory: GatewayFactory, simulator: DataflowSimulator
+) -> None:
+    started: list[float] = []
+    release = asyncio.Event()
+    async with gateway_factory(max_sessions=500) as gw:
+        sessions = []
+        for _ in range(LIVE_SESSIONS // 25):  # arrivals in waves of 25, every 50 ms
+            sessions += [asyncio.create_task(live_session(gw, started, release)) for _ in range(25)]
+            await asyncio.sleep(0.05)
+        async with asyncio.timeout(30):
+            while len(started) < LIVE_SESSIONS and not any(s.done() for s in sessions):
+                await asyncio.sleep(0.02)
+        assert len(started) == LIVE_SESSIONS, [s.exception() for s in sessions if s.done()][:3]
+        assert max(started) < 1.0, f"slowest start {max(started):.3f} s"
+        assert simulator.active == LIVE_SESSIONS  # all live together: none waited for another to end
+        per_connection = Counter(r.peer for r in simulator.records if r.ended_at is None)
+        assert len(per_connection) >= 3 and max(per_connection.values()) <= 100, per_connection
+        metrics = await scrape(gw.port)
+        assert metric(metrics, "dataflow_gateway_upstream_streams") == LIVE_SESSIONS
+        assert metric(metrics, "dataflow_gateway_upstream_connection_streams_max") <= 100
+        assert metric(metrics, "dataflow_gateway_upstream_connections", state="open") >= 3
+        release.set()
+        transcripts = await asyncio.wait_for(asyncio.gather(*sessions), 60)
+    assert Counter(t.close_code for t in transcripts) == {1000: LIVE_SESSIONS}
+
+
+async def short_session(gw: RunningGateway, audio: bytes) -> Transcript:
+    async with ws_connect(gw.ws_url()) as ws:
+        await ws.send(start_message())
+        transcript = Transcript()
+        await next_message(ws, "started", timeout=10, skipped=transcript)
+        await send_audio(ws, audio, 640 * 5)
+        await ws.send(json.dumps({"type": "finalize"}))
+        return await read_all(ws, transcript)
+
+
+@pytest.mark.timeout(300)
+async def test_1500_sessions_through_nginx_tls_cross_goaway_without_a_failure(
+    gateway_factory: GatewayFactory, simulator: DataflowSimulator, tmp_path: Path
+) -> None:
+    """nginx with its defaults (128 streams, GOAWAY after 1000 requests per connection) over TLS with a
+    test CA: every session starts and ends normally while the gateway's connections are retired."""
+    audio = client_audio(signals.utterances(["1"], 16000, lead_ms=100, pause_ms=0, tail_ms=400), "pcm16")
+    async with (
+        grpc_tls_proxy(tmp_path, simulator.port) as proxy,
+        gateway_factory(
+            upstream_target=proxy.target, upstream_plaintext=False, upstream_ca_file=proxy.ca_file, max_sessions=500
+        ) as gw,
+    ):
+        slots = asyncio.Semaphore(30)
+
+        async def one() -> Transcript:
+            async with slots:
+                return await short_session(gw, audio)
+
+        began = time.monotonic()
+        transcripts = await asyncio.gather(*(one() for _ in range(SHORT_SESSIONS)), return_exceptions=True)
+        elapsed = time.monotonic() - began
+        pool = gw.gateway.upstream.pool
+        retired = pool.stats.retired["disconnected"]
+    failures = Counter(type(t).__name__ for t in transcripts if isinstance(t, BaseException))
+    assert not failures, failures
+    ok = [t for t in transcripts if isinstance(t, Transcript)]
+    assert Counter(t.close_code for t in ok) == {1000: SHORT_SESSIONS}
+    assert Counter(tuple(t.errors()) for t in ok) == {(): SHORT_SESSIONS}  # 0 failed starts, 0 ended by GOAWAY
+    assert Counter(tuple(t.milestones()) for t in ok) == {("1",): SHORT_SESSIONS}
+    per_connection = proxy.requests_by_connection()
+    assert sum(per_connection.values()) == SHORT_SESSIONS
+    assert max(per_connection.values()) <= 1000  # nginx's keepalive_requests: then GOAWAY
+    *finished, _last = [count for _, count in sorted(per_connection.items())]
+    # Each closed connection ended at nginx's GOAWAY after 1000 requests, or carried only the few
+    # sessions (at most the 30 in flight) that picked a channel as its GOAWAY arrived: gRPC then dials
+    # anew for them, and the pool closes that channel as soon as they end.
+    goaways = [count for count in finished if count == 1000]
+    assert len(goaways) >= 1 and all(count == 1000 or count <= 30 for count in finished), per_connection
+    assert retired >= len(goaways)  # the gateway noticed every GOAWAY
+    assert proxy.statuses() == {"200 0": SHORT_SESSIONS}
+    print(f"{SHORT_SESSIONS} sessions in {elapsed:.1f} s over nginx connections {dict(per_connection)}")
