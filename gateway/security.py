@@ -23,6 +23,7 @@ from gateway.relay.limits import SessionLimits
 from gateway.relay.registry import Lease, SessionRegistry
 from gateway.settings import Settings
 from gateway.signatures.audiohook import AudioHookSignatures
+from gateway.signatures.twilio import TwilioSignatures
 
 log = logging.getLogger(__name__)
 
@@ -143,6 +144,7 @@ class AccessGate:
         self._origins = set(settings.allowed_origins)
         self._public_hosts = {h.lower() for h in settings.public_hosts}
         self.audiohook = AudioHookSignatures.from_settings(settings)
+        self.twilio = TwilioSignatures.from_settings(settings)
 
     # --- checks --------------------------------------------------------------------------------------
 
@@ -216,6 +218,14 @@ class AccessGate:
             raise self._failed_credential(exc, scope) from None
         except GatewayError as exc:
             raise self._refused(exc) from None
+
+    def verify_twilio(self, scope: Scope, headers: Any) -> None:
+        """Twilio's ``X-Twilio-Signature`` (:mod:`gateway.signatures.twilio`) over the path as sent: a missing
+        or wrong one is a failed credential like any other."""
+        try:
+            self.twilio.verify(headers, original_path(scope))
+        except Unauthorized as exc:
+            raise self._failed_credential(exc, scope) from None
 
     def admit_session(self, principal: Principal, project: str) -> None:
         """Project allowed, single-use token unspent, audio budget left — or raise."""

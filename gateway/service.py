@@ -21,7 +21,6 @@ from gateway.observability import GatewayMetrics
 from gateway.relay.registry import SessionRegistry
 from gateway.security import AccessGate
 from gateway.settings import Settings, SettingsError
-from gateway.signatures.twilio import TwilioSignatures
 from gateway.simulator.records import SimulatorConfig
 from gateway.simulator.server import DataflowSimulator
 from gateway.upstream.channel import UpstreamClient
@@ -46,7 +45,6 @@ class Gateway:
     gate: AccessGate
     webhooks: WebhookDeliverer
     webhook_targets: WebhookTargets
-    twilio: TwilioSignatures
     simulator: DataflowSimulator | None = None
     _drain_task: asyncio.Task[None] | None = None
 
@@ -87,8 +85,8 @@ class Gateway:
         policy = RetryPolicy(settings.webhook_attempts, settings.webhook_retry_window_s, settings.webhook_timeout_s,
                              settings.webhook_backoff_s)  # fmt: skip
         webhooks = WebhookDeliverer(policy, settings.webhook_concurrency, metrics.registry)
-        targets, twilio = WebhookTargets.from_settings(settings), TwilioSignatures.from_settings(settings)
-        return cls(settings, upstream, tokens, registry, gate, webhooks, targets, twilio, simulator)
+        targets = WebhookTargets.from_settings(settings)
+        return cls(settings, upstream, tokens, registry, gate, webhooks, targets, simulator)
 
     def drain(self, budget_s: float | None = None) -> asyncio.Task[None]:
         """Start draining (idempotent): readiness fails and new sessions are refused at once; live

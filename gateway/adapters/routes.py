@@ -15,7 +15,6 @@ from gateway.adapters.vonage import VonageDialect
 from gateway.adapters.ws import Connection
 from gateway.auth import Principal
 from gateway.errors import GatewayError
-from gateway.security import original_path
 from gateway.service import Gateway, service_of
 
 router = APIRouter()
@@ -81,11 +80,7 @@ async def twilio(ws: WebSocket) -> None:
     gate = service.gate
     try:
         principal = gate.identify(ws.scope, ws.headers)
-        try:
-            service.twilio.verify(ws.headers, original_path(ws.scope))
-        except GatewayError as exc:
-            gate.registry.deny(exc.error_code)  # counted like every other refusal
-            raise
+        gate.verify_twilio(ws.scope, ws.headers)
     except GatewayError as exc:
         await ws.send_denial_response(gate.denial(exc))
         return

@@ -91,6 +91,20 @@ async def test_a_bad_signature_is_refused_401_before_accept(
         assert gw.gateway.registry.active == 0
 
 
+async def test_wrong_signatures_feed_the_failed_credential_throttle(gateway_factory: GatewayFactory) -> None:
+    wrong = {"X-Twilio-Signature": telephony.twilio_signature("wrong-token", f"wss://{PUBLIC_HOST}/v1/twilio")}
+    statuses = []
+    async with gateway_factory(
+        twilio_auth_token=AUTH_TOKEN, public_hosts=[PUBLIC_HOST], auth_failures_per_minute=2
+    ) as gw:
+        for _ in range(3):
+            with pytest.raises(InvalidStatus) as refused:
+                async with ws_connect(gw.ws_url("/v1/twilio"), additional_headers=wrong):
+                    pass
+            statuses.append(refused.value.response.status_code)
+    assert statuses == [401, 401, 429]
+
+
 async def test_key_in_the_path_since_twilio_forbids_query_strings(gateway_factory: GatewayFactory) -> None:
     keys = [{"name": "twilio", "sha256": key_digest(API_KEY)}]
     secured = {"auth": "required", "api_keys": keys, "twilio_auth_token": AUTH_TOKEN, "public_hosts": [PUBLIC_HOST]}
