@@ -120,6 +120,7 @@ class ConnectionPool:
         self._connections: list[Connection] = []
         self._ids = itertools.count(1)
         self._maintainer: asyncio.Task[None] | None = None
+        self._closing: set[asyncio.Task[None]] = set()  # channel closes under way (a task needs a reference)
         self._closed = False
 
     # --- what the client asks --------------------------------------------------------------------------
@@ -177,6 +178,7 @@ class ConnectionPool:
                 connection.watcher.cancel()
             await connection.channel.close(grace=None)
         self._connections.clear()
+        await asyncio.gather(*self._closing, return_exceptions=True)
 
     # --- choosing and opening --------------------------------------------------------------------------
 
@@ -250,7 +252,9 @@ class ConnectionPool:
         if connection.watcher is not None and connection.watcher is not asyncio.current_task():
             connection.watcher.cancel()
         if not self._closed:
-            asyncio.get_running_loop().create_task(connection.channel.close(grace=None), name="upstream-conn-close")
+            task = asyncio.get_running_loop().create_task(connection.channel.close(grace=None), name="upstream-close")
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
 
     # --- upkeep ----------------------------------------------------------------------------------------
 
