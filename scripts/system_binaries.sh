@@ -38,10 +38,24 @@ if present dockerd && ! docker info >/dev/null 2>&1; then
     if [ "${as_root[*]-}" = none ]; then
         echo "== docker: the daemon is not running and this user cannot start it (sudo dockerd &)" >&2
     else
+        # A daemon that was killed (not stopped) leaves its pid files: dockerd refuses to start over
+        # its own, and would wait for a containerd that is gone. Remove them unless they name a live one.
+        for pidfile in /var/run/docker.pid /var/run/docker/containerd/containerd.pid; do
+            [ -f "$pidfile" ] || continue
+            pid="$(cat "$pidfile" 2>/dev/null || true)"
+            state="$(awk '/^State:/ { print $2 }' "/proc/$pid/status" 2>/dev/null || true)"
+            name="$(cat "/proc/$pid/comm" 2>/dev/null || true)"
+            case "$name:$state" in
+                dockerd:[!Z]* | containerd:[!Z]*) ;;  # alive: leave it
+                *) "${as_root[@]}" rm -f "$pidfile" ;;
+            esac
+        done
         echo "== docker: starting dockerd (log: $DOCKERD_LOG)" >&2
         nohup "${as_root[@]}" dockerd >"$DOCKERD_LOG" 2>&1 </dev/null &
-        for _ in $(seq 1 60); do  # bounded: 30 s
+        daemon=$!
+        for _ in $(seq 1 60); do  # bounded: 30 s, less if dockerd gives up
             docker info >/dev/null 2>&1 && break
+            kill -0 "$daemon" 2>/dev/null || break
             sleep 0.5
         done
         docker info >/dev/null 2>&1 || { echo "== docker: dockerd did not come up; last lines of its log:" >&2; tail -n 20 "$DOCKERD_LOG" >&2; }
