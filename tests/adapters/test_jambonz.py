@@ -9,8 +9,11 @@ from typing import Any
 
 import pytest
 import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from websockets.exceptions import InvalidStatus
 
+from gateway.adapters.jambonz import JambonzDialect
 from gateway.auth import key_digest
 from tests.support import telephony
 from tests.support.harness import GatewayFactory, read_all, ws_connect
@@ -78,3 +81,11 @@ def test_the_telephony_dialects_and_the_webhook_are_in_the_asyncapi_document() -
     assert names == {"JambonzStart", "JambonzStop", "JambonzAudio", "JambonzTranscription", "JambonzError"}
     webhook = doc["channels"]["resultWebhook"]["messages"]
     assert set(webhook) == {"event", "summary"}
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(telephony.arbitrary_messages(["start", "stop"], "type"), max_size=8), st.booleans())
+def test_dialect_never_raises_on_client_input(messages: list[str | bytes], streaming: bool) -> None:
+    dialect = JambonzDialect("demo")
+    for message in messages:
+        dialect.streaming(message) if streaming else dialect.waiting(message)

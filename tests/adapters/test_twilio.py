@@ -9,6 +9,8 @@ import json
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import InvalidStatus
 
@@ -40,14 +42,14 @@ async def stream_call(ws: ClientConnection, digits: str) -> None:
     await ws.send(telephony.twilio_stop())
 
 
-def settings(receiver: WebhookReceiver, **extra: Any) -> dict[str, Any]:
+def hooks(receiver: WebhookReceiver, **extra: Any) -> dict[str, Any]:
     return {"webhook_url": receiver.url, "webhook_secret": WEBHOOK_SECRET, "webhook_backoff_s": 0.05, **extra}
 
 
 async def test_dtmf_comes_back_as_signed_webhooks_with_the_call_ids(gateway_factory: GatewayFactory) -> None:
     async with (
         webhook_receiver(WEBHOOK_SECRET) as receiver,
-        gateway_factory(**settings(receiver, twilio_auth_token=AUTH_TOKEN, public_hosts=[PUBLIC_HOST])) as gw,
+        gateway_factory(**hooks(receiver, twilio_auth_token=AUTH_TOKEN, public_hosts=[PUBLIC_HOST])) as gw,
     ):
         # Twilio signs the public wss URL it was given; the socket itself reaches 127.0.0.1.
         signature = telephony.twilio_signature(AUTH_TOKEN, f"wss://{PUBLIC_HOST}/v1/twilio")
@@ -108,7 +110,7 @@ async def test_wrong_signatures_feed_the_failed_credential_throttle(gateway_fact
 async def test_key_in_the_path_since_twilio_forbids_query_strings(gateway_factory: GatewayFactory) -> None:
     keys = [{"name": "twilio", "sha256": key_digest(API_KEY)}]
     secured = {"auth": "required", "api_keys": keys, "twilio_auth_token": AUTH_TOKEN, "public_hosts": [PUBLIC_HOST]}
-    async with webhook_receiver(WEBHOOK_SECRET) as receiver, gateway_factory(**settings(receiver, **secured)) as gw:
+    async with webhook_receiver(WEBHOOK_SECRET) as receiver, gateway_factory(**hooks(receiver, **secured)) as gw:
         path = f"/t/{API_KEY}/v1/twilio"
         signature = telephony.twilio_signature(AUTH_TOKEN, f"wss://{PUBLIC_HOST}{path}")  # Twilio signs the key too
         async with ws_connect(gw.ws_url(path), additional_headers={"X-Twilio-Signature": signature}) as ws:
@@ -124,7 +126,7 @@ async def test_key_in_the_path_since_twilio_forbids_query_strings(gateway_factor
 
 
 async def test_hang_up_without_stop_still_delivers_the_results(gateway_factory: GatewayFactory) -> None:
-    async with webhook_receiver(WEBHOOK_SECRET) as receiver, gateway_factory(**settings(receiver)) as gw:
+    async with webhook_receiver(WEBHOOK_SECRET) as receiver, gateway_factory(**hooks(receiver)) as gw:
         async with ws_connect(gw.ws_url("/v1/twilio")) as ws:
             await ws.send(telephony.twilio_connected())
             await ws.send(telephony.twilio_start())
@@ -176,3 +178,12 @@ def test_outbound_track_media_is_not_transcribed_and_bad_base64_is_refused() -> 
     broken = json.loads(telephony.twilio_media("1")[0])
     broken["media"]["payload"] = "not base64!"
     assert isinstance(dialect.streaming(json.dumps(broken)), commands.Refuse)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(telephony.arbitrary_messages(["connected", "start", "media", "dtmf", "mark", "stop"], "event"),
+                max_size=8), st.booleans())  # fmt: skip
+def test_dialect_never_raises_on_client_input(messages: list[str | bytes], streaming: bool) -> None:
+    dialect = TwilioDialect("demo")
+    for message in messages:
+        dialect.streaming(message) if streaming else dialect.waiting(message)

@@ -8,11 +8,15 @@ import base64
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from websockets.asyncio.client import ClientConnection
+from websockets.exceptions import InvalidStatus
 
 from gateway.adapters import commands
 from gateway.adapters.vonage import VonageDialect
 from gateway.audio.format import AudioFormat
+from gateway.auth import key_digest
 from gateway.dataflow.messages import DataflowResponse, UpstreamAudio
 from gateway.relay.items import Started
 from tests.support import telephony
@@ -21,7 +25,8 @@ from tests.support.settings import SECRETS
 from tests.support.webhook_receiver import webhook_receiver
 
 WEBHOOK_SECRET = "whsec_" + base64.b64encode(b"vonage-webhook-secret-32-bytes!!").decode()
-SECRETS.add(WEBHOOK_SECRET)
+API_KEY = "dfg_vonage-key-never-logged"
+SECRETS.update({WEBHOOK_SECRET, API_KEY})
 
 
 async def nothing_back(ws: ClientConnection, wait_s: float) -> None:
@@ -58,6 +63,24 @@ async def test_dtmf_then_hang_up_comes_back_as_signed_webhooks(gateway_factory: 
     assert receiver.bad_signatures == 0 and receiver.duplicates == []
 
 
+async def test_the_key_rides_in_the_path_and_a_missing_one_is_refused(gateway_factory: GatewayFactory) -> None:
+    keys = [{"name": "vonage", "sha256": key_digest(API_KEY)}]
+    async with (
+        webhook_receiver(WEBHOOK_SECRET) as receiver,
+        gateway_factory(webhook_url=receiver.url, webhook_secret=WEBHOOK_SECRET, auth="required", api_keys=keys) as gw,
+    ):
+        with pytest.raises(InvalidStatus) as refused:
+            async with ws_connect(gw.ws_url("/v1/vonage")):
+                pass
+        async with ws_connect(gw.ws_url(f"/t/{API_KEY}/v1/vonage")) as ws:
+            await ws.send(telephony.vonage_connected(8000))
+            for frame in telephony.l16_frames("6", 8000):
+                await ws.send(frame)
+        await receiver.wait_for(lambda r: bool(r.payloads("summary")))
+    assert refused.value.response.status_code == 401
+    assert receiver.payloads("summary")[0]["transcript"] == [{"channel": 0, "text": "6"}]
+
+
 async def test_a_bad_content_type_is_refused_with_a_close_code(gateway_factory: GatewayFactory) -> None:
     async with gateway_factory() as gw, ws_connect(gw.ws_url("/v1/vonage")) as ws:
         await ws.send(telephony.vonage_connected().replace("audio/l16;rate=16000", "audio/opus"))
@@ -75,3 +98,13 @@ def test_tts_goes_back_as_whole_20_ms_l16_frames_at_the_call_rate() -> None:
     frames = dialect.render(UpstreamAudio(b"\x01\x00" * 3000))  # 187.5 ms: the last frame is padded
     assert [len(f) for f in frames if isinstance(f, bytes)] == [640] * 10
     assert all(isinstance(f, bytes) for f in frames)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(telephony.arbitrary_messages(["websocket:connected", "websocket:dtmf"], "event"), max_size=8),
+       st.booleans())  # fmt: skip
+def test_dialect_never_raises_on_client_input(messages: list[str | bytes], streaming: bool) -> None:
+    dialect = VonageDialect("demo", call_header="uuid")
+    for message in messages:
+        dialect.streaming(message) if streaming else dialect.waiting(message)
+    dialect.call_identity()

@@ -70,3 +70,33 @@ def l16_frames(digits: str, rate: int) -> list[bytes]:
     audio = signals.to_pcm16(signals.utterances([digits], rate))
     step = rate // 50 * 2
     return [audio[i : i + step] for i in range(0, len(audio), step)]
+
+
+def arbitrary_messages(kinds: list[str], key: str) -> Any:
+    """A hypothesis strategy: client messages of one platform, well-formed or not (``key`` names the kind)."""
+    from hypothesis import strategies as st
+
+    anything = st.recursive(
+        st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=12),
+        lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+        max_leaves=12,
+    )
+    fields = {
+        key: st.sampled_from(kinds) | anything,
+        "start": st.fixed_dictionaries({}, optional={
+            "mediaFormat": st.just({"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1}) | anything,
+            "tracks": st.just(["inbound", "outbound"]) | anything, "customParameters": anything,
+            "callSid": anything, "streamSid": anything,
+        }) | anything,
+        "media": st.fixed_dictionaries({}, optional={
+            "track": st.sampled_from(["inbound", "outbound"]) | anything,
+            "payload": st.sampled_from(["AAAA", "////", "A", "é"]) | anything,
+        }) | anything,
+        "content-type": st.sampled_from(["audio/l16;rate=16000", "audio/l16;rate=8000", "audio/l16"]) | anything,
+        "sampleRateHz": st.sampled_from([8000, 16000, 7, 10**9]) | anything,
+        "encoding": st.sampled_from(["LINEAR16", "MULAW"]) | anything,
+        "format": st.sampled_from(["raw", "wav"]) | anything,
+        "interimResults": anything, "language": anything, "uuid": anything,
+    }  # fmt: skip
+    objects = st.fixed_dictionaries({}, optional=fields).map(json.dumps)
+    return objects | st.binary(max_size=9) | st.text(max_size=9) | st.just("[" * 5000)
