@@ -27,6 +27,8 @@ class WebhookReceiver:
     accepted: dict[str, dict[str, Any]] = field(default_factory=dict)  # webhook-id -> verified payload
     duplicates: list[str] = field(default_factory=list)  # ids accepted more than once
     bad_signatures: int = 0
+    in_flight: int = 0
+    max_in_flight: int = 0  # most POSTs being answered at once
     port: int = 0
 
     @property
@@ -40,8 +42,13 @@ class WebhookReceiver:
         body = (await request.body()).decode()
         msg_id = request.headers.get("webhook-id", "")
         self.attempts.append(msg_id)
-        if self.delay_s:
-            await asyncio.sleep(self.delay_s)
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            if self.delay_s:
+                await asyncio.sleep(self.delay_s)
+        finally:
+            self.in_flight -= 1
         if len(self.attempts) <= self.fail_first:
             await Response(status_code=503)(scope, receive, send)
             return

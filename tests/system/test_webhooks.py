@@ -112,6 +112,16 @@ async def test_a_drain_waits_for_pending_deliveries_within_its_budget(gateway_fa
     assert 0.4 < took < 5
 
 
+async def test_deliveries_are_concurrency_limited(gateway_factory: GatewayFactory) -> None:
+    async with (
+        webhook_receiver(SECRET, delay_s=0.2) as receiver,
+        gateway_factory(**hooks(receiver, webhook_concurrency=1)) as gw,
+    ):
+        await asyncio.gather(twilio_call(gw, "1", "2"), twilio_call(gw, "3", "4"))  # 6 webhooks at about once
+        await receiver.wait_for(lambda r: len(r.accepted) == 6)
+    assert receiver.max_in_flight == 1
+
+
 async def test_an_api_key_sends_its_results_to_its_own_webhook(gateway_factory: GatewayFactory) -> None:
     keys = [{"name": "crm", "sha256": key_digest(API_KEY), "webhook_secret": OTHER_SECRET}]
     async with (
