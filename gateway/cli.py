@@ -1,4 +1,4 @@
-"""The ``dataflow-gateway`` command: ``serve`` (default), ``simulator`` and ``drain``.
+"""The ``dataflow-gateway`` command: ``serve`` (default), ``settings``, ``simulator``, ``drain`` and ``keygen``.
 
 ``drain`` is the Kubernetes preStop hook: it asks the gateway in the same container to drain
 (``POST /internal/drain`` on loopback) and waits until its sessions are gone, so that the SIGTERM
@@ -15,16 +15,16 @@ import logging
 import signal
 import sys
 import time
+from importlib import metadata
 from typing import Any
 
 import httpx
 
+import gateway.upstream  # noqa: F401  (first: sets gRPC's log defaults before anything imports grpc)
+from gateway import __version__
 from gateway.auth import ApiKeySpec, key_digest, new_api_key
 from gateway.runtime import run_fast, tune_gc
 from gateway.settings import SettingsError, load_settings
-from gateway.simulator.faults import parse_fault
-from gateway.simulator.records import SimulatorConfig
-from gateway.simulator.server import DataflowSimulator
 
 
 def _simulator_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -42,6 +42,10 @@ def _simulator_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
 
 async def _run_simulator(ns: argparse.Namespace) -> None:
+    from gateway.simulator.faults import parse_fault
+    from gateway.simulator.records import SimulatorConfig
+    from gateway.simulator.server import DataflowSimulator
+
     config = SimulatorConfig(
         token=ns.token,
         tenant=ns.tenant,
@@ -152,15 +156,61 @@ def _keygen(ns: argparse.Namespace) -> int:
     return 0
 
 
+SERVE_EPILOG = (
+    "Configuration comes from GATEWAY_* environment variables (and a .env file); an unknown GATEWAY_* "
+    "variable or an invalid value stops startup with one line per variable. 'dataflow-gateway settings' "
+    "prints the effective configuration (secrets masked); README's settings table describes each one."
+)
+
+
+def _settings_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "settings",
+        help="print the effective configuration (secrets masked) and exit",
+        description="Validate the GATEWAY_* environment and print every setting as GATEWAY_NAME=value "
+        "('# default' marks values not set). Secrets, API key hashes and credentials in URLs are masked.",
+    )
+    p.add_argument("--json", action="store_true", help="one JSON object instead of NAME=value lines")
+
+
+def _print_settings(ns: argparse.Namespace) -> int:
+    from gateway.config.report import effective_settings, settings_lines
+
+    settings = load_settings()
+    if ns.json:
+        print(json.dumps(effective_settings(settings), indent=2, ensure_ascii=False))
+    else:
+        print("\n".join(settings_lines(settings)))
+    return 0
+
+
+def _version() -> str:
+    try:
+        return metadata.version("dataflow-gateway")
+    except metadata.PackageNotFoundError:  # run from a source tree that was never installed
+        return __version__
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="dataflow-gateway", description="REST/WebSocket gateway for Data Flow")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command")
-    sub.add_parser("serve", help="run the gateway (default)")
+    sub.add_parser("serve", help="run the gateway (default)", description=SERVE_EPILOG)
+    _settings_parser(sub)
     _simulator_parser(sub)
     _drain_parser(sub)
     _keygen_parser(sub)
     ns = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    try:
+        return _run(ns)
+    except SettingsError as exc:
+        for problem in exc.problems:  # one line per variable, no traceback: the operator fixes the value
+            print(problem, file=sys.stderr)
+        return 2
+
+
+def _run(ns: argparse.Namespace) -> int:
     if ns.command == "simulator":
         tune_gc()
         run_fast(_run_simulator(ns))
@@ -169,6 +219,8 @@ def main(argv: list[str] | None = None) -> int:
         return _drain(ns)
     if ns.command == "keygen":
         return _keygen(ns)
+    if ns.command == "settings":
+        return _print_settings(ns)
     from gateway.server import serve  # imported late: the simulator needs no web stack
 
     return serve()

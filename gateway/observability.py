@@ -1,4 +1,4 @@
-"""Prometheus metrics and structured JSON logs.
+"""Prometheus metrics (the logs are in gateway/logs/).
 
 Each app gets its own CollectorRegistry (tests run several apps in one process). Hot-path counts
 (audio bytes) are added once per session at its end, not per frame.
@@ -6,15 +6,16 @@ Each app gets its own CollectorRegistry (tests run several apps in one process).
 
 from __future__ import annotations
 
-import json
-import logging
-import time
 from collections.abc import Iterator, Mapping
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
+
+from gateway.logs.config import logging_config
+from gateway.logs.filters import ClientMistakeFilter
+from gateway.logs.formats import JsonFormatter
 
 if TYPE_CHECKING:
     from gateway.errors import UpstreamError
@@ -105,65 +106,6 @@ class GatewayMetrics:
 
 
 # --- logs --------------------------------------------------------------------------------------------
+# The logging half lives in gateway/logs/; these names stay importable from here.
 
-_STANDARD_ATTRS = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime"}
-
-
-class JsonFormatter(logging.Formatter):
-    """One JSON object per line; ``extra={...}`` fields become top-level keys."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        entry: dict[str, Any] = {
-            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "msg": record.getMessage(),
-        }
-        for key, value in record.__dict__.items():
-            if key not in _STANDARD_ATTRS and not key.startswith("_"):
-                entry[key] = value
-        if record.exc_info:
-            entry["exc"] = self.formatException(record.exc_info)
-        return json.dumps(entry, default=str)
-
-
-class ClientMistakeFilter(logging.Filter):
-    """uvicorn logs a client's invalid UTF-8 text frame as an ERROR with a traceback, so one client
-    could flood the log; it is the client's mistake (closed with 1007): one short INFO line."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if record.getMessage().startswith("Invalid UTF-8 sequence received from client"):
-            record.exc_info, record.exc_text = None, None
-            record.levelno, record.levelname = logging.INFO, "INFO"
-        return True
-
-
-def logging_config(level: str, fmt: str) -> dict[str, Any]:
-    """A dictConfig for the gateway and uvicorn's loggers (also passed to uvicorn as log_config)."""
-    formatter: dict[str, Any] = (
-        {"()": JsonFormatter} if fmt == "json" else {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}
-    )
-    handler = {"class": "logging.StreamHandler", "formatter": "default", "stream": "ext://sys.stderr"}
-    # uvicorn hands its logger to the WebSocket library, whose debug lines are the raw handshake (with
-    # credentials) and every frame (with audio and tokens): uvicorn's lines stop at info.
-    server_level = "INFO" if level.upper() == "DEBUG" else level.upper()
-    return {
-        "version": 1,
-        "disable_existing_loggers": False,
-        "formatters": {"default": formatter},
-        "filters": {"client_mistakes": {"()": ClientMistakeFilter}},
-        "handlers": {"default": handler},
-        # One handler on the root logger; everything propagates to it (and to test log capture).
-        "root": {"handlers": ["default"], "level": "WARNING"},
-        "loggers": {
-            "gateway": {"level": level.upper()},
-            "uvicorn": {"handlers": [], "level": server_level, "propagate": True},
-            "uvicorn.error": {
-                "handlers": [],
-                "level": server_level,
-                "propagate": True,
-                "filters": ["client_mistakes"],
-            },
-            "uvicorn.access": {"handlers": [], "level": server_level, "propagate": True},
-        },
-    }
+__all__ = ["ClientMistakeFilter", "GatewayMetrics", "JsonFormatter", "LiveCounts", "logging_config"]

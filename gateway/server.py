@@ -18,7 +18,9 @@ import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from gateway.app import create_app
-from gateway.observability import logging_config
+from gateway.config.report import secret_values
+from gateway.logs.access import AccessLog
+from gateway.logs.config import logging_config
 from gateway.runtime import tune_gc
 from gateway.service import Gateway
 from gateway.settings import Settings, load_settings
@@ -143,7 +145,7 @@ class BoundedHeadProtocol(HttpToolsProtocol):
 
 def uvicorn_config(settings: Settings) -> uvicorn.Config:
     return uvicorn.Config(
-        create_app(settings),
+        AccessLog(create_app(settings)),  # outermost: times the whole request, sees the path as sent
         host=settings.host,
         port=settings.port,
         http=BoundedHeadProtocol.with_limits(settings.http_header_timeout_s, settings.max_request_head_bytes),
@@ -154,7 +156,8 @@ def uvicorn_config(settings: Settings) -> uvicorn.Config:
         ws_ping_timeout=settings.ws_ping_timeout_s,
         lifespan="on",
         log_config=None,  # serve() configures logging once; embedding apps and tests keep their own
-        log_level="info" if settings.log_level == "debug" else settings.log_level,  # see observability.logging_config
+        log_level=settings.log_level,  # debug too: handshake lines are masked where made (gateway.logs.filters)
+        access_log=False,  # gateway.access has these lines, with fields and redacted paths
         server_header=False,
         # The client's address (the auth throttle's key) comes from X-Forwarded-For only behind a
         # configured proxy; uvicorn would otherwise believe it from 127.0.0.1.
@@ -167,7 +170,7 @@ def uvicorn_config(settings: Settings) -> uvicorn.Config:
 
 def serve() -> int:
     settings = load_settings()
-    logging.config.dictConfig(logging_config(settings.log_level, settings.log_format))
+    logging.config.dictConfig(logging_config(settings.log_level, settings.log_format, secret_values(settings)))
     config = uvicorn_config(settings)
     tune_gc()  # after the app is built: what exists now lives as long as the process
     DrainingServer(config).run()

@@ -1,26 +1,33 @@
 """All configuration: one pydantic-settings class, environment prefix ``GATEWAY_``.
 
 Every limit and timeout is a typed field whose name carries its unit. Secrets are ``SecretStr``
-and :func:`load_settings` turns validation failures into messages that never echo input values.
+and :func:`load_settings` turns validation failures into one line per variable that never echoes its value.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import os
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsError as PydanticSettingsError
 
 from gateway.auth import ApiKeySpec
+from gateway.config.environment import parse_problem, unknown_variables, validation_problems
 
 UpstreamEncoding = Literal["pcm", "ulaw", "alaw"]
 WsImplementation = Literal["websockets", "websockets-sansio", "wsproto"]
 
 
 class SettingsError(ValueError):
-    """Configuration is invalid. The text names fields and problems, never the values."""
+    """Configuration is invalid. The text names variables and problems (one line each), never values."""
+
+    def __init__(self, *problems: str) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = list(problems)
 
 
 class Settings(BaseSettings):
@@ -42,9 +49,11 @@ class Settings(BaseSettings):
         16 * 1024, ge=1024, description="Largest request head (request line and headers); larger gets 431."
     )
     log_level: Literal["debug", "info", "warning", "error"] = Field(
-        "info", description="Log level of the gateway (uvicorn's own lines stop at info: they would carry frames)."
+        "info", description="Log level of the gateway and uvicorn (credentials are masked at every level)."
     )
-    log_format: Literal["json", "text"] = Field("json", description="json: one object per line, for log shippers.")
+    log_format: Literal["auto", "json", "text"] = Field(
+        "auto", description="json: one object per line, for log shippers; text: readable; auto: text on a terminal."
+    )
     drain_budget_s: float = Field(
         30.0, ge=0, description="On SIGTERM or POST /internal/drain: time live sessions get before a 1001 close."
     )
@@ -242,11 +251,16 @@ def _is_loopback(target: str) -> bool:
 
 
 def load_settings(**overrides: Any) -> Settings:
-    """Build settings from the environment (and ``overrides``) with secret-safe error text."""
+    """Build settings from the environment (and ``overrides``). Unknown ``GATEWAY_*`` variables and
+    invalid values raise one :class:`SettingsError` with a line per variable, never echoing a value."""
+    fields = list(Settings.model_fields)
+    problems = unknown_variables(os.environ, fields)
     try:
-        return Settings(**overrides)
+        settings = Settings(**overrides)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(part) for part in err['loc']) or 'settings'}: {err['msg']}" for err in exc.errors()
-        )
-        raise SettingsError(f"invalid configuration: {problems}") from None
+        problems += validation_problems(exc.errors(), fields)
+    except PydanticSettingsError as exc:  # a list or object variable that is not JSON
+        problems.append(parse_problem(str(exc)))
+    if problems:
+        raise SettingsError(*problems)
+    return settings

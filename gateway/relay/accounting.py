@@ -9,6 +9,7 @@ from typing import Any, Protocol
 
 from gateway.audio.format import AudioFormat
 from gateway.errors import GatewayError, UpstreamError
+from gateway.logs.context import note_session
 from gateway.observability import GatewayMetrics
 from gateway.relay.stream import UpstreamStream
 
@@ -34,6 +35,7 @@ class Session(Protocol):
 
 
 def log_fields(session: Session) -> dict[str, Any]:
+    note_session(session.id)  # called at the session's start, in its request: the access line names it
     stream = session.stream
     return {
         "session_id": session.id,

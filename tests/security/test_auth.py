@@ -291,5 +291,5 @@ def test_upstream_sample_rate_from_the_environment(monkeypatch: pytest.MonkeyPat
     monkeypatch.setenv("GATEWAY_UPSTREAM_SAMPLE_RATE_HZ", "8000")
     assert Settings(_env_file=None).upstream_sample_rate_hz == 8000  # type: ignore[call-arg]
     monkeypatch.setenv("GATEWAY_UPSTREAM_SAMPLE_RATE_HZ", "11025")
-    with pytest.raises(SettingsError, match="upstream_sample_rate_hz"):
+    with pytest.raises(SettingsError, match="GATEWAY_UPSTREAM_SAMPLE_RATE_HZ"):
         load_settings(_env_file=None)

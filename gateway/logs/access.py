@@ -1,0 +1,81 @@
+"""The access log: one structured line per HTTP request and per WebSocket, when it ends.
+
+Fields: method (``WS`` for a WebSocket), path with credentials masked (``/t/<secret>/`` and
+credential query parameters), status (101 for an accepted WebSocket), duration_ms, client, and the
+session id when the request started one (plus the close code of a WebSocket). The path is masked
+before the line is made, from the request as the client sent it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from gateway.logs.context import AccessNote, current_note
+from gateway.logs.redact import redact_path
+
+log = logging.getLogger("gateway.access")
+
+
+class AccessLog:
+    """ASGI middleware, outermost: it times the whole request and sees the path before anything
+    rewrites it."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket") or not log.isEnabledFor(logging.INFO):
+            await self.app(scope, receive, send)
+            return
+        began = time.perf_counter()
+        path = redact_path(str(scope["path"]), scope.get("query_string", b"").decode("latin-1"))
+        seen: dict[str, Any] = {"status": None, "close_code": None}
+
+        async def sending(message: Message) -> None:
+            kind = message["type"]
+            if kind in ("http.response.start", "websocket.http.response.start"):
+                seen["status"] = message["status"]
+            elif kind == "websocket.accept":
+                seen["status"] = 101
+            elif kind == "websocket.close":
+                seen["status"] = seen["status"] or 403  # closed before accept: uvicorn answers 403
+                seen["close_code"] = seen["close_code"] or message.get("code", 1000)
+            await send(message)
+
+        async def receiving() -> Message:
+            message = await receive()
+            if message["type"] == "websocket.disconnect" and seen["close_code"] is None:
+                seen["close_code"] = message.get("code")
+            return message
+
+        note = AccessNote()
+        reset = current_note.set(note)
+        try:
+            await self.app(scope, receiving, sending)
+        finally:
+            current_note.reset(reset)
+            self._line(scope, path, seen, note, began)
+
+    @staticmethod
+    def _line(scope: Scope, path: str, seen: dict[str, Any], note: AccessNote, began: float) -> None:
+        websocket = scope["type"] == "websocket"
+        method = "WS" if websocket else str(scope.get("method", ""))
+        status = seen["status"] or 500  # the app raised before answering: uvicorn answers 500
+        duration_ms = round((time.perf_counter() - began) * 1000, 1)
+        client = scope.get("client")
+        fields: dict[str, Any] = {
+            "method": method,
+            "path": path,
+            "status": status,
+            "duration_ms": duration_ms,
+            "client": f"{client[0]}:{client[1]}" if client else None,
+        }
+        if note.session_id is not None:
+            fields["session_id"] = note.session_id
+        if websocket and seen["close_code"] is not None:
+            fields["close_code"] = seen["close_code"]
+        log.info("%s %s %d %.1f ms", method, path, status, duration_ms, extra=fields)

@@ -1,0 +1,84 @@
+"""Filters that shape what uvicorn and the WebSocket library log, and the redaction backstop.
+
+:class:`HandshakeLines` sits on the ``uvicorn.error`` logger, the logger uvicorn hands to the
+WebSocket library: it sees each handshake and frame line as it is made, with its arguments, and
+masks credential headers by name, the request target's credentials, and frame payloads (audio and
+start messages with tokens) before any handler does. :class:`Redactor` sits on the handler: every
+line's text, extra fields and traceback pass it, whoever made them.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from typing import Any
+
+from gateway.logs.formats import extra_fields
+from gateway.logs.redact import SecretText, redact_header, redact_target
+
+_UVICORN_WS_ACCESS = '%s - "WebSocket %s"'  # uvicorn's own WebSocket access lines: gateway.access replaces them
+_HEADER_LINES = ("< %s: %s", "> %s: %s")
+_FRAME_LINES = ("< %s", "> %s")
+_REQUEST_LINES = ("< %s %s %s", "< GET %s HTTP/1.1")
+
+
+class ClientMistakeFilter(logging.Filter):
+    """uvicorn logs a client's invalid UTF-8 text frame as an ERROR with a traceback, so one client
+    could flood the log; it is the client's mistake (closed with 1007): one short INFO line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.getMessage().startswith("Invalid UTF-8 sequence received from client"):
+            record.exc_info, record.exc_text = None, None
+            record.levelno, record.levelname = logging.INFO, "INFO"
+        return True
+
+
+class HandshakeLines(logging.Filter):
+    """Masks credentials in the WebSocket library's handshake lines and payloads in its frame lines;
+    drops uvicorn's WebSocket access lines (the gateway's access log has them, with fields)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        template, args = record.msg, record.args
+        if not isinstance(template, str) or not isinstance(args, tuple):
+            return True
+        if template.startswith(_UVICORN_WS_ACCESS):
+            return False
+        if template in _HEADER_LINES and len(args) == 2:
+            record.args = (args[0], redact_header(str(args[0]), str(args[1])))
+        elif template in _REQUEST_LINES:
+            record.args = tuple(redact_target(str(a)) if str(a).startswith("/") else a for a in args)
+        elif template in _FRAME_LINES and len(args) == 1 and hasattr(args[0], "opcode"):
+            frame: Any = args[0]
+            record.args = (f"{frame.opcode.name} [{len(frame.data)} bytes]",)
+        return True
+
+
+class Redactor(logging.Filter):
+    """The backstop on the handler: masks credential shapes and the process's own secrets in the
+    message, string extra fields and traceback of every line."""
+
+    def __init__(self, secrets: Iterable[str] = ()) -> None:
+        super().__init__()
+        self.clean = SecretText(secrets)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg, record.args = self.clean(record.getMessage()), ()
+        for key, value in extra_fields(record).items():
+            record.__dict__[key] = self._clean_value(value)
+        if record.exc_info:
+            record.exc_text = self.clean(logging.Formatter().formatException(record.exc_info))
+            record.exc_info = None
+        elif record.exc_text:
+            record.exc_text = self.clean(record.exc_text)
+        if record.stack_info:
+            record.stack_info = self.clean(record.stack_info)
+        return True
+
+    def _clean_value(self, value: Any) -> Any:
+        if isinstance(value, str):
+            return self.clean(value)
+        if isinstance(value, dict):
+            return {k: self._clean_value(v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [self._clean_value(v) for v in value]
+        return value

@@ -1,0 +1,66 @@
+"""The two line formats: one JSON object per line (for log shippers) and readable text (a terminal).
+
+Both put ``extra={...}`` fields on the line; neither emits ANSI escapes (uvicorn's ``color_message``
+is dropped).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+from typing import Any
+
+_STANDARD_ATTRS = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime"}
+_DROPPED = {"color_message"}  # uvicorn's colored copy of the message
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
+def extra_fields(record: logging.LogRecord) -> dict[str, Any]:
+    """The ``extra={...}`` fields of ``record`` (what a line shows besides its message)."""
+    return {
+        key: value
+        for key, value in record.__dict__.items()
+        if key not in _STANDARD_ATTRS and key not in _DROPPED and not key.startswith("_")
+    }
+
+
+def _timestamp(record: logging.LogRecord) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z"
+
+
+def _exception_text(formatter: logging.Formatter, record: logging.LogRecord) -> str | None:
+    if record.exc_info and not record.exc_text:
+        record.exc_text = formatter.formatException(record.exc_info)
+    return record.exc_text or None
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line; ``extra={...}`` fields become top-level keys."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "ts": _timestamp(record),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": _ANSI.sub("", record.getMessage()),
+        }
+        entry.update(extra_fields(record))
+        if exc := _exception_text(self, record):
+            entry["exc"] = exc
+        if record.stack_info:
+            entry["stack"] = record.stack_info
+        return json.dumps(entry, default=str)
+
+
+class TextFormatter(logging.Formatter):
+    """``time level logger: message key=value ...``, for a person at a terminal."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        fields = " ".join(f"{key}={value}" for key, value in extra_fields(record).items())
+        line = f"{_timestamp(record)} {record.levelname:<7} {record.name}: {_ANSI.sub('', record.getMessage())}"
+        line = f"{line}  {fields}" if fields else line
+        if exc := _exception_text(self, record):
+            line = f"{line}\n{exc}"
+        return line

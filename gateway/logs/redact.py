@@ -1,0 +1,88 @@
+"""What counts as a credential in a request, and the masked form a log line may carry instead.
+
+Knows the places the gateway reads credentials from (``Authorization``, ``X-API-Key``, cookies, the
+``bearer.<credential>`` subprotocol, ``/t/<secret>/`` paths, ``?token=``) and the shapes credentials
+take in free text. Knows nothing of logging handlers or of the app.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from urllib.parse import parse_qsl, urlencode
+
+MASK = "[redacted]"
+
+# A header whose value is a credential (by name); Sec-WebSocket-Protocol is masked entry by entry.
+_SECRET_HEADER = re.compile(r"auth|key|token|cookie|secret|signature|session", re.IGNORECASE)
+# A query parameter whose value is a credential (by name).
+_SECRET_PARAM = re.compile(r"token|key|secret|sig|pass|auth|credential|jwt", re.IGNORECASE)
+
+# ``name: value`` / ``name=value`` where the name is a credential header or a *token / *secret field.
+_NAMED_VALUE = (
+    r"(?i)((?:x-api-key|authorization|cookie|set-cookie|[\w-]*token|[\w-]*secret)['\"]?\s*[:=]\s*['\"]?)"
+    r"(?!\[redacted\])[^\s'\",;&#]+"
+)
+# Credential shapes in free text: the backstop for lines built from unredacted data.
+_TEXT_SHAPES: tuple[tuple[re.Pattern[str], str], ...] = (
+    (re.compile(r"(?i)\b(bearer)([ .]+)(?!\[redacted\])[^\s,;'\"\]\)}]+"), rf"\1\2{MASK}"),
+    (re.compile(r"(?i)(basic )[A-Za-z0-9+/=]{8,}"), rf"\1{MASK}"),
+    (re.compile(r"/t/[^/\s?#'\"]+"), f"/t/{MASK}"),
+    (
+        re.compile(r"(?i)([?&;]\w*(?:token|key|secret|sig|pass|auth|credential|jwt)\w*=)[^&\s'\"#]+"),
+        rf"\1{MASK}",
+    ),
+    (re.compile(_NAMED_VALUE), rf"\1{MASK}"),
+    (re.compile(r"\bdfg_[A-Za-z0-9_-]{8,}"), "dfg_" + MASK),  # the gateway's own API key format
+)
+
+
+def redact_header(name: str, value: str) -> str:
+    """The value of header ``name`` as a log line may show it."""
+    if name.lower() == "sec-websocket-protocol":
+        return ", ".join(redact_subprotocol(p.strip()) for p in value.split(","))
+    if _SECRET_HEADER.search(name):
+        return MASK
+    return redact_text(value)
+
+
+def redact_subprotocol(offered: str) -> str:
+    return "bearer." + MASK if offered.lower().startswith("bearer.") else redact_text(offered)
+
+
+def redact_path(path: str, query: str = "") -> str:
+    """``path`` with a ``/t/<secret>`` prefix masked and ``query``'s credential values masked."""
+    if path.startswith("/t/"):
+        _, _, rest = path[3:].partition("/")
+        path = f"/t/{MASK}/{rest}"
+    if not query:
+        return path
+    pairs = parse_qsl(query, keep_blank_values=True)
+    masked = [(k, MASK if _SECRET_PARAM.search(k) else redact_text(v)) for k, v in pairs]
+    return f"{path}?{urlencode(masked, safe='[]')}"
+
+
+def redact_target(target: str) -> str:
+    """A request target (``/path?query``) as a log line may show it."""
+    path, _, query = target.partition("?")
+    return redact_path(path, query)
+
+
+class SecretText:
+    """Masks known credential shapes and the exact secrets it is given (the process's own)."""
+
+    def __init__(self, secrets: Iterable[str] = ()) -> None:
+        # Longest first, so a secret that contains another is masked whole; short ones would mask noise.
+        self.secrets = sorted({s for s in secrets if len(s) >= 6}, key=len, reverse=True)
+
+    def __call__(self, text: str) -> str:
+        for secret in self.secrets:
+            if secret in text:
+                text = text.replace(secret, MASK)
+        return redact_text(text)
+
+
+def redact_text(text: str) -> str:
+    for pattern, replacement in _TEXT_SHAPES:
+        text = pattern.sub(replacement, text)
+    return text

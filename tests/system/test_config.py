@@ -1,0 +1,71 @@
+"""Honest configuration, checked on the real command: bad values and unknown GATEWAY_* variables stop
+startup with one line per variable (no traceback, no value echoed), --version, and ``settings``."""
+
+from __future__ import annotations
+
+import json
+from importlib import metadata
+from pathlib import Path
+
+from gateway.auth import key_digest
+from tests.support.cli_process import run_cli
+
+SECRET_TOKEN = "upstream-token-7d1e0b-must-stay-hidden"
+API_KEY = "dfg_config_test_key_4b7c9d1e2f3a"
+HOOK_TOKEN = "hook-query-token-9a8b7c6d"
+
+
+def test_invalid_values_and_unknown_variables_stop_startup_one_line_each(tmp_path: Path) -> None:
+    env = {"GATEWAY_PORT": "99999", "GATEWAY_MAX_SESIONS": "5", "GATEWAY_LOG_LEVEL": "loud", "GATEWAY_WHATEVER": "1"}
+    done = run_cli(["serve"], env, tmp_path)
+    lines = done.stderr.splitlines()
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr
+    assert sorted(line.split(":")[0] for line in lines) == [
+        "GATEWAY_LOG_LEVEL", "GATEWAY_MAX_SESIONS", "GATEWAY_PORT", "GATEWAY_WHATEVER",
+    ], lines  # fmt: skip
+    assert "GATEWAY_MAX_SESIONS: unknown setting; did you mean GATEWAY_MAX_SESSIONS?" in lines
+    assert not any("did you mean" in line for line in lines if line.startswith("GATEWAY_WHATEVER"))
+    assert "99999" not in done.stderr and "loud" not in done.stderr  # values are never echoed
+
+
+def test_a_list_variable_that_is_not_json_names_the_variable(tmp_path: Path) -> None:
+    done = run_cli(["serve"], {"GATEWAY_API_KEYS": f"[{API_KEY}"}, tmp_path)
+    assert done.returncode == 2
+    assert done.stderr.splitlines() == ["GATEWAY_API_KEYS: not valid JSON (a list or object is expected)"]
+    assert API_KEY not in done.stderr
+
+
+def test_version_comes_from_the_package_metadata(tmp_path: Path) -> None:
+    done = run_cli(["--version"], {}, tmp_path)
+    assert done.returncode == 0
+    assert done.stdout.strip() == f"dataflow-gateway {metadata.version('dataflow-gateway')}"
+
+
+def test_settings_prints_the_effective_configuration_with_secrets_masked(tmp_path: Path) -> None:
+    keys = [{"name": "acme", "sha256": key_digest(API_KEY), "webhook_secret": "whsec_" + "QUJD" * 8}]
+    env = {
+        "GATEWAY_UPSTREAM_TOKEN": SECRET_TOKEN,
+        "GATEWAY_API_KEYS": json.dumps(keys),
+        "GATEWAY_WEBHOOK_URL": f"https://hooks.example.test/in?token={HOOK_TOKEN}",
+        "GATEWAY_MAX_SESSIONS": "7",
+    }
+    done = run_cli(["settings"], env, tmp_path)
+    assert done.returncode == 0, done.stderr
+    lines = dict(line.split("=", 1) for line in done.stdout.splitlines())
+    assert lines["GATEWAY_MAX_SESSIONS"] == "7"
+    assert lines["GATEWAY_PORT"] == "8080  # default"
+    assert lines["GATEWAY_UPSTREAM_TOKEN"] == "[redacted]"
+    for secret in (SECRET_TOKEN, HOOK_TOKEN, key_digest(API_KEY), "QUJD" * 8):
+        assert secret not in done.stdout
+    shown = run_cli(["settings", "--json"], env, tmp_path)
+    values = json.loads(shown.stdout)
+    assert values["GATEWAY_API_KEYS"][0]["name"] == "acme"
+    assert values["GATEWAY_API_KEYS"][0]["webhook_secret"] == "[redacted]"
+    assert SECRET_TOKEN not in shown.stdout
+
+
+def test_serve_help_points_to_the_settings_command(tmp_path: Path) -> None:
+    done = run_cli(["serve", "--help"], {}, tmp_path)
+    assert done.returncode == 0
+    assert "dataflow-gateway settings" in " ".join(done.stdout.split())

@@ -1,0 +1,158 @@
+"""Logs of a real gateway process: every stderr line JSON with structured access lines, and no
+credential in any line at debug level, whatever request carried it and whichever way it failed."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from websockets.exceptions import InvalidStatus
+
+from gateway.auth import key_digest
+from gateway.logs.config import resolve_format
+from gateway.logs.formats import TextFormatter
+from gateway.simulator.server import DataflowSimulator, SimulatorConfig
+from tests.support import signals
+from tests.support.gateway_process import GatewayProcess, gateway_process, upstream_env
+from tests.support.harness import Transcript, next_message, read_all, ws_connect
+from tests.support.native_client import start_message
+from tests.support.settings import SECRETS, SIM_TENANT, SIM_TOKEN
+
+KEY = "dfg_logsweep_5e4d3c2b1a0f9e8d7c6b"
+BAD_KEY = "dfg_wrongkey_0a1b2c3d4e5f6a7b8c9d"
+COOKIE = "cookie-secret-3f2e1d0c9b8a"
+SIGNING_KEY = "log-sweep-signing-key-0123456789abcdef"
+SECRETS.update({KEY, BAD_KEY, COOKIE, SIGNING_KEY})
+PCM = signals.to_pcm16(signals.utterances(["3"], 16000))
+WAV = signals.wav_bytes(signals.utterances(["4"], 8000), 8000)
+
+
+@pytest.fixture
+def sim_config() -> SimulatorConfig:
+    """A careless Data Flow: it quotes the gateway's token in rejections and event data."""
+    return SimulatorConfig(token=SIM_TOKEN, tenant=SIM_TENANT, echo_token=True)
+
+
+async def stream(gw: GatewayProcess, path: str = "/v1/stream", **connect: Any) -> Transcript:
+    async with ws_connect(gw.ws_url(path), **connect) as ws:
+        await ws.send(start_message())
+        await next_message(ws, "started")
+        for offset in range(0, len(PCM), 3200):
+            await ws.send(PCM[offset : offset + 3200])
+        await ws.send(json.dumps({"type": "finalize"}))
+        return await read_all(ws)
+
+
+async def refused(gw: GatewayProcess, path: str = "/v1/stream", **connect: Any) -> int:
+    with pytest.raises(InvalidStatus) as info:
+        async with ws_connect(gw.ws_url(path), **connect):
+            pass
+    return info.value.response.status_code
+
+
+async def stopped(gw: GatewayProcess) -> list[dict[str, Any]]:
+    """SIGTERM, wait for the exit, and every stderr line parsed as JSON (a line that is not fails)."""
+    gw.process.send_signal(signal.SIGTERM)
+    await asyncio.to_thread(gw.process.wait, 15)
+    lines = [line for line in gw.log.read_text().splitlines() if line.strip()]
+    not_json = []
+    for line in lines:
+        try:
+            json.loads(line)
+        except ValueError:
+            not_json.append(line)
+    assert not not_json, f"{len(not_json)} of {len(lines)} stderr lines are not JSON: {not_json[:3]}"
+    return [json.loads(line) for line in lines]
+
+
+async def test_every_stderr_line_is_json_with_structured_access_lines(tmp_path: Path) -> None:
+    # Simulator mode: the embedded simulator stands in for Data Flow (a real gRPC server in the process).
+    env = {"GATEWAY_LOG_LEVEL": "info", "GATEWAY_LOG_FORMAT": "json"}
+    async with gateway_process(tmp_path, env) as gw:
+        assert (await stream(gw)).milestones() == ["3"]
+        async with httpx.AsyncClient(base_url=gw.http_url, timeout=30) as http:
+            upload = await http.post("/v1/recognize?project=demo", content=WAV)
+        assert upload.status_code == 200, upload.text
+        entries = await stopped(gw)
+    assert len(entries) >= 5
+    access = [e for e in entries if e["logger"] == "gateway.access"]
+    by_method = {e["method"]: e for e in access if e["path"].startswith(("/v1/stream", "/v1/recognize"))}
+    ws, post = by_method["WS"], by_method["POST"]
+    assert (ws["path"], ws["status"], ws["close_code"]) == ("/v1/stream", 101, 1000)
+    assert (post["path"], post["status"]) == ("/v1/recognize?project=demo", 200)
+    for entry in (ws, post):
+        assert isinstance(entry["duration_ms"], float) and entry["duration_ms"] > 0
+        assert len(entry["session_id"]) == 32  # the session the request started
+    raw = gw.log.read_text()
+    assert "color_message" not in raw and "\x1b[" not in raw
+    assert not [e for e in entries if e["logger"] == "uvicorn.access"]  # replaced by gateway.access
+
+
+async def test_no_credential_in_any_log_line_at_debug(tmp_path: Path, simulator: DataflowSimulator) -> None:
+    env = upstream_env(simulator) | {
+        "GATEWAY_AUTH": "required",
+        "GATEWAY_ALLOW_INSECURE_NO_AUTH": "false",
+        "GATEWAY_API_KEYS": json.dumps([{"name": "sweep", "sha256": key_digest(KEY)}]),
+        "GATEWAY_TOKEN_SIGNING_KEY": SIGNING_KEY,
+        "GATEWAY_LOG_LEVEL": "debug",
+        "GATEWAY_LOG_FORMAT": "json",
+    }
+    async with gateway_process(tmp_path, env) as gw:
+        assert (await stream(gw, additional_headers={"X-API-Key": KEY, "Cookie": f"sid={COOKIE}"})).milestones()
+        assert (await stream(gw, subprotocols=["dataflow-gateway.v1", f"bearer.{KEY}"])).milestones()  # type: ignore[list-item]
+        assert (await stream(gw, f"/t/{KEY}/v1/stream")).milestones()
+        assert (await stream(gw, f"/v1/stream?token={KEY}&api_key={BAD_KEY}")).milestones()
+        assert await refused(gw, additional_headers={"X-API-Key": BAD_KEY}) == 401
+        assert await refused(gw, subprotocols=["dataflow-gateway.v1", f"bearer.{BAD_KEY}"]) == 401  # type: ignore[list-item]
+        assert await refused(gw, f"/t/{BAD_KEY}/v1/stream") == 401
+        assert await refused(gw, f"/v1/stream?token={BAD_KEY}") == 401
+        async with httpx.AsyncClient(base_url=gw.http_url, timeout=30) as http:
+            minted = await http.post("/v1/tokens", json={}, headers={"Authorization": f"Bearer {KEY}"})
+            assert minted.status_code == 200, minted.text
+            token = minted.json()["token"]
+            SECRETS.add(token)
+            assert (await stream(gw, subprotocols=["dataflow-gateway.v1", f"bearer.{token}"])).milestones()  # type: ignore[list-item]
+            ok = await http.post("/v1/recognize?project=demo", content=WAV, headers={"X-API-Key": KEY})
+            assert ok.status_code == 200, ok.text
+            bad = await http.post("/v1/recognize", content=WAV, headers={"Authorization": f"Bearer {BAD_KEY}"})
+            assert bad.status_code == 401
+            in_path = await http.post(f"/t/{KEY}/v1/recognize?api_key={KEY}", content=WAV)
+            assert in_path.status_code == 200, in_path.text
+            # Data Flow refuses the start and quotes the gateway's own token in its text.
+            fault = json.dumps({"Settings": {"SimulatorFault": "reject_start"}})
+            rejected = await http.post(
+                "/v1/recognize", content=WAV, headers={"X-API-Key": KEY, "X-Dataflow-Parameters": fault}
+            )
+            assert rejected.status_code == 502
+        entries = await stopped(gw)
+    raw = gw.log.read_text()
+    paths = {e["path"] for e in entries if e["logger"] == "gateway.access"}
+    assert {"/v1/stream?token=[redacted]&api_key=[redacted]", "/t/[redacted]/v1/stream"} <= paths
+    assert any(e["msg"].endswith("bearer.[redacted]") for e in entries)  # the subprotocol, masked by entry
+    assert sum(e["level"] == "debug" for e in entries) > 20  # debug really is on, uvicorn's lines included
+    assert any(e["logger"] == "uvicorn.error" and e["level"] == "debug" for e in entries)
+    leaked = sorted(secret[:10] + "…" for secret in SECRETS | {SIM_TOKEN, token} if secret in raw)
+    assert not leaked, f"secrets in the gateway's stderr at debug level: {leaked}"
+
+
+def test_a_terminal_gets_readable_text_without_escapes() -> None:
+    primary, secondary = os.openpty()
+    with os.fdopen(secondary, "w") as terminal, open(os.devnull, "w") as pipe_like:
+        assert resolve_format("auto", terminal) == "text"
+        assert resolve_format("auto", pipe_like) == "json"
+        assert resolve_format("json", terminal) == "json"
+    os.close(primary)
+    import logging
+
+    record = logging.LogRecord("gateway.access", logging.INFO, __file__, 1, "GET %s", ("/healthz",), None)
+    record.color_message = "\x1b[1mGET\x1b[0m"
+    record.status = 200
+    line = TextFormatter().format(record)
+    assert "GET /healthz" in line and "status=200" in line
+    assert "\x1b" not in line
