@@ -24,6 +24,8 @@ from gateway.logs.config import logging_config
 from gateway.runtime import tune_gc
 from gateway.service import Gateway
 from gateway.settings import Settings, load_settings
+from gateway.upstream.token import token_provider_from_settings
+from gateway.webhooks.targets import WebhookTargets
 
 log = logging.getLogger(__name__)
 
@@ -168,8 +170,17 @@ def uvicorn_config(settings: Settings) -> uvicorn.Config:
     )
 
 
+def preflight(settings: Settings) -> None:
+    """Configuration checks that would otherwise fail inside uvicorn's startup, as a traceback: each
+    raises :class:`SettingsError` with one line (the command prints it and exits 2)."""
+    WebhookTargets.from_settings(settings)
+    if not settings.simulator_mode:
+        token_provider_from_settings(settings)  # builds nothing that needs closing (its client is lazy)
+
+
 def serve() -> int:
     settings = load_settings()
+    preflight(settings)
     logging.config.dictConfig(logging_config(settings.log_level, settings.log_format, secret_values(settings)))
     config = uvicorn_config(settings)
     tune_gc()  # after the app is built: what exists now lives as long as the process

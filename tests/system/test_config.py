@@ -69,3 +69,16 @@ def test_serve_help_points_to_the_settings_command(tmp_path: Path) -> None:
     done = run_cli(["serve", "--help"], {}, tmp_path)
     assert done.returncode == 0
     assert "dataflow-gateway settings" in " ".join(done.stdout.split())
+
+
+def test_incomplete_credentials_stop_startup_in_one_line_not_a_traceback(tmp_path: Path) -> None:
+    env = {"GATEWAY_UPSTREAM_TARGET": "127.0.0.1:1", "GATEWAY_UPSTREAM_CLIENT_SECRET": SECRET_TOKEN}
+    done = run_cli(["serve"], env, tmp_path)
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("incomplete Data Flow client credentials"), lines
+    assert "GATEWAY_UPSTREAM_IDENTITY_URL" in lines[0]
+    assert SECRET_TOKEN not in done.stderr
+    hooks = run_cli(["serve"], {"GATEWAY_WEBHOOK_URL": "https://hooks.example.test/in"}, tmp_path)
+    assert hooks.returncode == 2, hooks.stderr
+    assert len(hooks.stderr.splitlines()) == 1 and "GATEWAY_WEBHOOK" in hooks.stderr, hooks.stderr
