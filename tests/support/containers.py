@@ -83,7 +83,7 @@ class Timings:
             self.steps[name] = self.steps.get(name, 0.0) + time.monotonic() - began
 
     def report(self) -> str:
-        return ", ".join(f"{name} {seconds:.1f} s" for name, seconds in self.steps.items())
+        return ", ".join(f"{name} {seconds:.2f} s" for name, seconds in self.steps.items())
 
 
 def build_images(timings: Timings) -> None:
