@@ -14,6 +14,8 @@ from fastapi import FastAPI
 from gateway import __version__
 from gateway.adapters import routes as websockets
 from gateway.routes import demo, docs, health, ops, tokens
+from gateway.routes.error_handlers import RefusalCounter, install_error_handlers
+from gateway.routes.openapi import install_openapi, operation_id
 from gateway.security import CredentialScrubber, HostGuard
 from gateway.service import Gateway, check_auth_mode
 from gateway.settings import Settings, load_settings
@@ -37,12 +39,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         title="dataflow-gateway",
         version=__version__,
         description="REST/WebSocket gateway in front of Knovvu Data Flow. The WebSocket protocols are "
-        "described by the AsyncAPI document at /asyncapi.yaml.",
+        "described by the AsyncAPI document at /asyncapi.yaml. Every error is answered as "
+        '`{"error": {"code", "message", "retryable"}}`.',
         lifespan=lifespan,
+        docs_url=None,  # gateway.routes.docs serves both pages with their files: no CDN, works offline
+        redoc_url=None,
+        generate_unique_id_function=operation_id,
     )
+    install_openapi(app, auth_required=config.auth_required, admin_token=config.admin_token is not None)
+    install_error_handlers(app)
     for router in (websockets.router, recognize.router, tokens.router,
                    health.router, ops.router, docs.router, demo.router):  # fmt: skip
         app.include_router(router)
     app.add_middleware(HostGuard, public_hosts=config.public_hosts, auth_required=config.auth_required)
+    app.add_middleware(RefusalCounter)  # outside HostGuard: its refusals count too
     app.add_middleware(CredentialScrubber)  # added last, runs first: no credential reaches anything else
     return app

@@ -9,10 +9,20 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Protocol
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import (
+    GC_COLLECTOR,
+    PLATFORM_COLLECTOR,
+    PROCESS_COLLECTOR,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+)
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from gateway.errors.codes import ErrorCode
 from gateway.logs.config import logging_config
 from gateway.logs.filters import ClientMistakeFilter
 from gateway.logs.formats import JsonFormatter
@@ -51,10 +61,21 @@ class _LiveSessions(Collector):
         )
 
 
+# Reasons of refused requests: the error codes, a closed set (never a string a client chose).
+_REFUSAL_REASONS = frozenset(code.value for code in ErrorCode)
+
+
 class GatewayMetrics:
     def __init__(self) -> None:
+        # ``*_created`` series (one per labelled child) are noise to Prometheus users; the switch is
+        # process-wide in prometheus_client, so it is thrown where every registry is built.
+        disable_created_metrics()  # type: ignore[no-untyped-call]
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
+        # The process's own figures (process_*: CPU, memory, file descriptors; python_info; python_gc_*)
+        # on this registry too: /metrics serves only this one.
+        for standard in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
+            r.register(standard)
         self.sessions_started = Counter(f"{PREFIX}_sessions_started", "Sessions started", ["dialect"], registry=r)
         self.sessions_ended = Counter(
             f"{PREFIX}_sessions_ended", "Sessions ended, by outcome", ["dialect", "outcome"], registry=r
@@ -79,6 +100,12 @@ class GatewayMetrics:
             f"{PREFIX}_backpressure_pauses", "Times a client was paused because Data Flow was slow", registry=r
         )
         self.denials = Counter(f"{PREFIX}_denials", "Refused sessions or requests, by reason", ["reason"], registry=r)
+        self.requests_refused = Counter(
+            f"{PREFIX}_requests_refused",
+            "HTTP requests and WebSocket handshakes answered with an error, by status and error code",
+            ["status", "reason"],
+            registry=r,
+        )
         self.upstream_write_interval = Gauge(
             f"{PREFIX}_upstream_write_interval_seconds",
             "Longest one stream holds audio to merge frames into one write, at the current load",
@@ -100,6 +127,11 @@ class GatewayMetrics:
             self.backpressure_pauses.inc(pauses)
         if upstream is not None:
             self.upstream_errors.labels(code=upstream.error_code, grpc_status=upstream.grpc_status or "").inc()
+
+    def refused(self, status: int, code: str) -> None:
+        """One error answer; a code outside the closed set counts as ``other``."""
+        reason = code if code in _REFUSAL_REASONS else "other"
+        self.requests_refused.labels(status=str(status), reason=reason).inc()
 
     def watch(self, sessions: LiveCounts) -> None:
         self.registry.register(_LiveSessions(sessions))

@@ -10,6 +10,8 @@ class ErrorCode(StrEnum):
 
     INTERNAL_ERROR = "internal_error"
     BAD_REQUEST = "bad_request"
+    NOT_FOUND = "not_found"  # no such path (HTTP 404)
+    METHOD_NOT_ALLOWED = "method_not_allowed"  # HTTP 405
     INVALID_MESSAGE = "invalid_message"
     INVALID_START = "invalid_start"
     INVALID_UPDATE = "invalid_update"

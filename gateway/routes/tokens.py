@@ -32,9 +32,7 @@ class TokenResponse(BaseModel):
 @router.post(
     "/v1/tokens",
     summary="Mint a browser token",
-    response_model=TokenResponse,
-    responses={401: {"description": "no or bad API key"}, 403: {"description": "not allowed"}},
-    openapi_extra={"security": [{"ApiKey": []}]},
+    response_model=TokenResponse,  # security and error responses: gateway.routes.openapi
 )
 async def mint_token(request: Request, body: TokenRequest) -> Any:
     gateway = service_of(request)

@@ -10,17 +10,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from gateway.routes.openapi import ErrorBody, ErrorDetail
+
 _AUDIO = {"schema": {"type": "string", "format": "binary"}}
-
-
-class ErrorDetail(BaseModel):
-    code: str = Field(description="Stable machine-readable code, e.g. upload_too_large.")
-    message: str
-    retryable: bool = Field(description="Whether the same request may succeed later.")
-
-
-class ErrorBody(BaseModel):
-    error: ErrorDetail
 
 
 class UploadEvent(BaseModel):
