@@ -164,3 +164,19 @@ async def test_connections_past_their_maximum_age_retire_under_live_sessions(
     assert Counter(tuple(t.errors()) for t in transcripts) == {(): 12}
     assert Counter(tuple(t.milestones()) for t in transcripts) == {("12", "34"): 12}
     assert Counter(r.outcome for r in simulator.records) == {"finalized": 12}
+
+
+@pytest.mark.timeout(60)
+async def test_the_proxy_certificate_is_checked(
+    gateway_factory: GatewayFactory, simulator: DataflowSimulator, tmp_path: Path
+) -> None:
+    """Without the test CA (system roots only) no session reaches Data Flow through the TLS proxy."""
+    async with (
+        grpc_tls_proxy(tmp_path, simulator.port) as proxy,
+        gateway_factory(upstream_target=proxy.target, upstream_plaintext=False, upstream_start_timeout_s=3) as gw,
+        ws_connect(gw.ws_url()) as ws,
+    ):
+        await ws.send(start_message())
+        transcript = await read_all(ws, timeout=10)
+    assert transcript.errors() == ["upstream_unavailable"], transcript.messages
+    assert len(simulator.records) == 0
