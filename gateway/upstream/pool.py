@@ -173,6 +173,7 @@ class ConnectionPool:
         self._closed = True
         if self._maintainer is not None:
             self._maintainer.cancel()
+            await asyncio.gather(self._maintainer, return_exceptions=True)
         for connection in self._connections:
             if connection.watcher is not None:
                 connection.watcher.cancel()
@@ -265,9 +266,12 @@ class ConnectionPool:
     async def _maintain_loop(self) -> None:
         period = max(0.05, min(self._resolve_interval_s, self._idle_close_s) / 2)
         while True:
-            if self._resolved_at is None or time.monotonic() - self._resolved_at >= self._resolve_interval_s:
-                await self.resolve()
-            self._close_idle_surplus()
+            try:
+                if self._resolved_at is None or time.monotonic() - self._resolved_at >= self._resolve_interval_s:
+                    await self.resolve()
+                self._close_idle_surplus()
+            except Exception:  # the upkeep must outlive a bad resolver answer
+                log.exception("upstream connection pool upkeep failed")
             await asyncio.sleep(period)
 
     def _close_idle_surplus(self) -> None:
