@@ -12,6 +12,8 @@ import asyncio
 import contextlib
 import json
 import logging
+import logging.config
+import os
 import signal
 import sys
 import time
@@ -23,6 +25,7 @@ import httpx
 import gateway.upstream  # noqa: F401  (first: sets gRPC's log defaults before anything imports grpc)
 from gateway import __version__
 from gateway.auth import ApiKeySpec, key_digest, new_api_key
+from gateway.logs.config import logging_config
 from gateway.runtime import run_fast, tune_gc
 from gateway.settings import SettingsError, load_settings
 
@@ -201,7 +204,9 @@ def main(argv: list[str] | None = None) -> int:
     _drain_parser(sub)
     _keygen_parser(sub)
     ns = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    # The other commands log like the gateway (serve reconfigures with its settings' level and secrets).
+    log_format = os.environ.get("GATEWAY_LOG_FORMAT", "auto").lower()
+    logging.config.dictConfig(logging_config("info", log_format if log_format in ("json", "text") else "auto"))
     try:
         return _run(ns)
     except SettingsError as exc:
