@@ -28,6 +28,7 @@ KEY = "dfg_logsweep_5e4d3c2b1a0f9e8d7c6b"
 BAD_KEY = "dfg_wrongkey_0a1b2c3d4e5f6a7b8c9d"
 COOKIE = "cookie-secret-3f2e1d0c9b8a"
 SIGNING_KEY = "log-sweep-signing-key-0123456789abcdef"
+APP_ORIGIN = "https://app.example.test"
 SECRETS.update({KEY, BAD_KEY, COOKIE, SIGNING_KEY})
 PCM = signals.to_pcm16(signals.utterances(["3"], 16000))
 WAV = signals.wav_bytes(signals.utterances(["4"], 8000), 8000)
@@ -39,9 +40,10 @@ def sim_config() -> SimulatorConfig:
     return SimulatorConfig(token=SIM_TOKEN, tenant=SIM_TENANT, echo_token=True)
 
 
-async def stream(gw: GatewayProcess, path: str = "/v1/stream", **connect: Any) -> Transcript:
+async def stream(gw: GatewayProcess, path: str = "/v1/stream", start: dict[str, Any] | None = None,
+                 **connect: Any) -> Transcript:  # fmt: skip
     async with ws_connect(gw.ws_url(path), **connect) as ws:
-        await ws.send(start_message())
+        await ws.send(start_message(**(start or {})))
         await next_message(ws, "started")
         for offset in range(0, len(PCM), 3200):
             await ws.send(PCM[offset : offset + 3200])
@@ -56,22 +58,42 @@ async def refused(gw: GatewayProcess, path: str = "/v1/stream", **connect: Any) 
     return info.value.response.status_code
 
 
+def not_json(lines: list[str]) -> list[str]:
+    bad = []
+    for line in lines:
+        try:
+            json.loads(line)
+        except ValueError:
+            bad.append(line)
+    return bad
+
+
+async def raw_handshake(gw: GatewayProcess, extra_headers: str) -> bytes:
+    """A WebSocket upgrade written by hand (malformed on purpose); the status line of the answer."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
+    writer.write(
+        f"GET /v1/stream?token={KEY} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        f"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{extra_headers}\r\n\r\n".encode()
+    )
+    status = await asyncio.wait_for(reader.readline(), 10)
+    writer.close()
+    return status
+
+
 async def stopped(gw: GatewayProcess) -> list[dict[str, Any]]:
     """SIGTERM, wait for the exit, and every stderr line parsed as JSON (a line that is not fails)."""
     gw.process.send_signal(signal.SIGTERM)
     await asyncio.to_thread(gw.process.wait, 15)
     lines = [line for line in gw.log.read_text().splitlines() if line.strip()]
-    not_json = []
-    for line in lines:
-        try:
-            json.loads(line)
-        except ValueError:
-            not_json.append(line)
-    assert not not_json, f"{len(not_json)} of {len(lines)} stderr lines are not JSON: {not_json[:3]}"
+    raw = not_json(lines)
+    assert not raw, f"{len(raw)} of {len(lines)} stderr lines are not JSON: {raw[:3]}"
     return [json.loads(line) for line in lines]
 
 
-async def test_every_stderr_line_is_json_with_structured_access_lines(tmp_path: Path) -> None:
+async def test_every_stderr_line_is_json_with_structured_access_lines(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("GRPC_VERBOSITY", raising=False)  # the gateway's own default for gRPC's C core
     # Simulator mode: the embedded simulator stands in for Data Flow (a real gRPC server in the process).
     env = {"GATEWAY_LOG_LEVEL": "info", "GATEWAY_LOG_FORMAT": "json"}
     async with gateway_process(tmp_path, env) as gw:
@@ -94,12 +116,24 @@ async def test_every_stderr_line_is_json_with_structured_access_lines(tmp_path: 
     assert not [e for e in entries if e["logger"] == "uvicorn.access"]  # replaced by gateway.access
 
 
+async def test_grpc_core_lines_would_break_json_and_are_quiet_by_default(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The control for the test above: asked to speak, gRPC's C core writes raw lines to stderr."""
+    monkeypatch.setenv("GRPC_VERBOSITY", "info")
+    async with gateway_process(tmp_path, {"GATEWAY_LOG_FORMAT": "json"}) as gw:
+        assert (await stream(gw)).milestones() == ["3"]
+    raw = not_json([line for line in gw.log.read_text().splitlines() if line.strip()])
+    assert raw, "gRPC's C core wrote nothing even at info: the JSON check above proves nothing"
+
+
 async def test_no_credential_in_any_log_line_at_debug(tmp_path: Path, simulator: DataflowSimulator) -> None:
     env = upstream_env(simulator) | {
         "GATEWAY_AUTH": "required",
         "GATEWAY_ALLOW_INSECURE_NO_AUTH": "false",
         "GATEWAY_API_KEYS": json.dumps([{"name": "sweep", "sha256": key_digest(KEY)}]),
         "GATEWAY_TOKEN_SIGNING_KEY": SIGNING_KEY,
+        "GATEWAY_ALLOWED_ORIGINS": json.dumps([APP_ORIGIN]),
         "GATEWAY_LOG_LEVEL": "debug",
         "GATEWAY_LOG_FORMAT": "json",
     }
@@ -130,6 +164,17 @@ async def test_no_credential_in_any_log_line_at_debug(tmp_path: Path, simulator:
                 "/v1/recognize", content=WAV, headers={"X-API-Key": KEY, "X-Dataflow-Parameters": fault}
             )
             assert rejected.status_code == 502
+            garbage = await http.post("/v1/recognize", content=b"RIFF-not-audio", headers={"X-API-Key": KEY})
+            assert garbage.status_code in (415, 422), garbage.text
+            assert (await http.get(f"/t/{KEY}/metrics")).status_code == 404
+        assert await refused(gw, origin="https://evil.example", additional_headers={"X-API-Key": KEY}) == 403
+        # A browser's credential in the start message (a page cannot set headers).
+        assert (await stream(gw, start={"token": token}, origin=APP_ORIGIN)).milestones()
+        async with ws_connect(gw.ws_url(), origin=APP_ORIGIN) as ws:
+            await ws.send(start_message(token=BAD_KEY))
+            assert (await read_all(ws)).errors() == ["invalid_credential"]
+        # A handshake the WebSocket library cannot parse: its debug line carries the exception's text.
+        assert await raw_handshake(gw, f"Sec-WebSocket-Protocol: bearer.{token},, @\r\nCookie: sid={COOKIE}")
         entries = await stopped(gw)
     raw = gw.log.read_text()
     paths = {e["path"] for e in entries if e["logger"] == "gateway.access"}
