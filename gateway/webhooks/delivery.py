@@ -38,7 +38,8 @@ class RetryPolicy:
     backoff_s: float = 0.5  # the first wait; doubles each time, with jitter
 
     def backoff(self, attempt: int) -> float:
-        """The wait after failed attempt number ``attempt`` (1-based): full jitter over an exponential step."""
+        """The wait after failed attempt number ``attempt`` (1-based): an exponential step, less up to half of it
+        at random (callers failing together do not retry together)."""
         step: float = self.backoff_s * 2 ** (attempt - 1)
         return step * random.uniform(0.5, 1.0)  # noqa: S311 - jitter, not crypto
 
