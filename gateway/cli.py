@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import logging.config
 import os
 import signal
 import sys
@@ -25,7 +24,7 @@ import httpx
 import gateway.upstream  # noqa: F401  (first: sets gRPC's log defaults before anything imports grpc)
 from gateway import __version__
 from gateway.auth import ApiKeySpec, key_digest, new_api_key
-from gateway.logs.config import logging_config
+from gateway.logs.config import configure_logging
 from gateway.runtime import run_fast, tune_gc
 from gateway.settings import SettingsError, load_settings
 
@@ -206,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
     ns = parser.parse_args(argv)
     # The other commands log like the gateway (serve reconfigures with its settings' level and secrets).
     log_format = os.environ.get("GATEWAY_LOG_FORMAT", "auto").lower()
-    logging.config.dictConfig(logging_config("info", log_format if log_format in ("json", "text") else "auto"))
+    configure_logging("info", log_format if log_format in ("json", "text") else "auto")
     try:
         return _run(ns)
     except SettingsError as exc:

@@ -8,8 +8,8 @@ with 1001 — then uvicorn shuts down. A second signal skips the drain.
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import logging
-import logging.config
 import signal
 import socket
 from types import FrameType
@@ -20,10 +20,10 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from gateway.app import create_app
 from gateway.config.report import secret_values
 from gateway.logs.access import AccessLog
-from gateway.logs.config import logging_config
+from gateway.logs.config import configure_logging
 from gateway.runtime import tune_gc
 from gateway.service import Gateway
-from gateway.settings import Settings, load_settings
+from gateway.settings import Settings, SettingsError, load_settings
 from gateway.upstream.token import token_provider_from_settings
 from gateway.webhooks.targets import WebhookTargets
 
@@ -174,6 +174,8 @@ def preflight(settings: Settings) -> None:
     """Configuration checks that would otherwise fail inside uvicorn's startup, as a traceback: each
     raises :class:`SettingsError` with one line (the command prints it and exits 2)."""
     WebhookTargets.from_settings(settings)
+    if settings.ws_implementation == "wsproto" and importlib.util.find_spec("wsproto") is None:
+        raise SettingsError("GATEWAY_WS_IMPLEMENTATION: wsproto is not installed (pip install wsproto)")
     if not settings.simulator_mode:
         token_provider_from_settings(settings)  # builds nothing that needs closing (its client is lazy)
 
@@ -181,7 +183,7 @@ def preflight(settings: Settings) -> None:
 def serve() -> int:
     settings = load_settings()
     preflight(settings)
-    logging.config.dictConfig(logging_config(settings.log_level, settings.log_format, secret_values(settings)))
+    configure_logging(settings.log_level, settings.log_format, secret_values(settings))
     config = uvicorn_config(settings)
     tune_gc()  # after the app is built: what exists now lives as long as the process
     DrainingServer(config).run()

@@ -8,6 +8,8 @@ line passes the :class:`Redactor` backstop.
 
 from __future__ import annotations
 
+import logging
+import logging.config
 import sys
 from collections.abc import Iterable
 from typing import Any, TextIO
@@ -55,3 +57,10 @@ def logging_config(level: str, fmt: str, secrets: Iterable[str] = ()) -> dict[st
             "uvicorn.access": {"handlers": [], "level": "WARNING", "propagate": False},
         },
     }
+
+
+def configure_logging(level: str, fmt: str, secrets: Iterable[str] = ()) -> None:
+    """Apply :func:`logging_config`; Python's warnings (a library's DeprecationWarning) become log lines
+    too, instead of raw text on stderr."""
+    logging.config.dictConfig(logging_config(level, fmt, secrets))
+    logging.captureWarnings(True)

@@ -3,9 +3,12 @@ startup with one line per variable (no traceback, no value echoed), --version, a
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from importlib import metadata
 from pathlib import Path
+
+import pytest
 
 from gateway.auth import key_digest
 from tests.support.cli_process import run_cli
@@ -82,3 +85,11 @@ def test_incomplete_credentials_stop_startup_in_one_line_not_a_traceback(tmp_pat
     hooks = run_cli(["serve"], {"GATEWAY_WEBHOOK_URL": "https://hooks.example.test/in"}, tmp_path)
     assert hooks.returncode == 2, hooks.stderr
     assert len(hooks.stderr.splitlines()) == 1 and "GATEWAY_WEBHOOK" in hooks.stderr, hooks.stderr
+
+
+def test_a_websocket_implementation_that_is_not_installed_stops_startup(tmp_path: Path) -> None:
+    if importlib.util.find_spec("wsproto") is not None:
+        pytest.skip("wsproto is installed here")
+    done = run_cli(["serve"], {"GATEWAY_WS_IMPLEMENTATION": "wsproto"}, tmp_path)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.splitlines() == ["GATEWAY_WS_IMPLEMENTATION: wsproto is not installed (pip install wsproto)"]

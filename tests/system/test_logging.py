@@ -127,8 +127,12 @@ async def test_grpc_core_lines_would_break_json_and_are_quiet_by_default(
     assert raw, "gRPC's C core wrote nothing even at info: the JSON check above proves nothing"
 
 
-async def test_no_credential_in_any_log_line_at_debug(tmp_path: Path, simulator: DataflowSimulator) -> None:
+@pytest.mark.parametrize("ws_implementation", ["websockets-sansio", "websockets"])  # wsproto: not installed
+async def test_no_credential_in_any_log_line_at_debug(
+    tmp_path: Path, simulator: DataflowSimulator, ws_implementation: str
+) -> None:
     env = upstream_env(simulator) | {
+        "GATEWAY_WS_IMPLEMENTATION": ws_implementation,
         "GATEWAY_AUTH": "required",
         "GATEWAY_ALLOW_INSECURE_NO_AUTH": "false",
         "GATEWAY_API_KEYS": json.dumps([{"name": "sweep", "sha256": key_digest(KEY)}]),
