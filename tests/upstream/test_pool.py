@@ -14,6 +14,7 @@ from gateway.dataflow.messages import MILESTONE, DataflowEvent, StartRequest
 from gateway.errors import UpstreamTimeout
 from gateway.simulator.server import DataflowSimulator, SimulatorConfig
 from gateway.upstream.channel import UpstreamClient
+from gateway.upstream.pool import channel_target, split_target, system_resolver
 from gateway.upstream.stream import DataflowStream
 from gateway.upstream.token import StaticTokenProvider
 from tests.support import signals
@@ -175,3 +176,31 @@ async def test_a_connection_past_its_maximum_age_retires_without_failing_a_sessi
     for stream in [*first, later]:
         stream.cancel()
     assert all(not c.retiring for c in pooled.pool.connections)  # the retired one is gone
+
+
+@pytest.mark.parametrize(
+    ("target", "name"),
+    [
+        ("dataflow.eu.knovvu.com:443", ("dataflow.eu.knovvu.com", 443)),
+        ("localhost:50051", ("localhost", 50051)),
+        ("127.0.0.1:50051", None),  # an address: nothing to resolve
+        ("[::1]:50051", None),
+        ("dns:///dataflow:443", None),  # a gRPC URI goes to gRPC as it is
+        ("ipv4:10.0.0.1:443,10.0.0.2:443", None),
+        ("unix:/run/dataflow.sock", None),
+        ("dataflow", None),  # no port
+    ],
+)
+def test_which_targets_the_pool_resolves_itself(target: str, name: tuple[str, int] | None) -> None:
+    assert split_target(target) == name
+
+
+def test_each_connection_dials_its_own_address_first_and_falls_back_to_the_others() -> None:
+    addresses = ["ipv4:10.0.0.1:443", "ipv4:10.0.0.2:443", "ipv4:10.0.0.3:443"]
+    assert channel_target(addresses, 0) == "ipv4:10.0.0.1:443,10.0.0.2:443,10.0.0.3:443"
+    assert channel_target(addresses, 2) == "ipv4:10.0.0.3:443,10.0.0.1:443,10.0.0.2:443"
+    assert channel_target(["ipv6:[::1]:443", "ipv6:[::2]:443"], 1) == "ipv6:[::2]:443,[::1]:443"
+
+
+async def test_the_system_resolver_prefers_ipv4_and_lists_each_address_once() -> None:
+    assert await system_resolver("localhost", 50051) == ["ipv4:127.0.0.1:50051"]
