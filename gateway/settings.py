@@ -16,7 +16,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from pydantic_settings import SettingsError as PydanticSettingsError
 
 from gateway.auth import ApiKeySpec
-from gateway.config.environment import parse_problem, unknown_variables, validation_problems
+from gateway.config.environment import dotenv_names, parse_problem, unknown_variables, validation_problems
 
 UpstreamEncoding = Literal["pcm", "ulaw", "alaw"]
 WsImplementation = Literal["websockets", "websockets-sansio", "wsproto"]
@@ -254,7 +254,8 @@ def load_settings(**overrides: Any) -> Settings:
     """Build settings from the environment (and ``overrides``). Unknown ``GATEWAY_*`` variables and
     invalid values raise one :class:`SettingsError` with a line per variable, never echoing a value."""
     fields = list(Settings.model_fields)
-    problems = unknown_variables(os.environ, fields)
+    env_file = overrides.get("_env_file", Settings.model_config.get("env_file"))
+    problems = unknown_variables([*os.environ, *dotenv_names(env_file)], fields)
     try:
         settings = Settings(**overrides)
     except ValidationError as exc:

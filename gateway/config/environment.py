@@ -6,11 +6,21 @@ from __future__ import annotations
 import difflib
 import re
 from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
+
+from dotenv import dotenv_values
 
 PREFIX = "GATEWAY_"
 # Kubernetes injects <SERVICE>_SERVICE_HOST / _PORT_<n>_TCP… for a Service named "gateway".
 _SERVICE_LINKS = re.compile(r"^GATEWAY_(SERVICE_(HOST|PORT)(_\w+)?|PORT_\d+_(TCP|UDP|SCTP)(_\w+)?)$")
+
+
+def dotenv_names(env_file: object) -> list[str]:
+    """The variable names a .env file sets (none when there is no such file)."""
+    if not isinstance(env_file, str | Path) or not Path(env_file).is_file():
+        return []
+    return list(dotenv_values(env_file))
 
 
 def variable_name(field: str) -> str:

@@ -93,3 +93,10 @@ def test_a_websocket_implementation_that_is_not_installed_stops_startup(tmp_path
     done = run_cli(["serve"], {"GATEWAY_WS_IMPLEMENTATION": "wsproto"}, tmp_path)
     assert done.returncode == 2, done.stderr
     assert done.stderr.splitlines() == ["GATEWAY_WS_IMPLEMENTATION: wsproto is not installed (pip install wsproto)"]
+
+
+def test_an_unknown_variable_in_the_env_file_stops_startup_too(tmp_path: Path) -> None:
+    (tmp_path / ".env").write_text("GATEWAY_MAX_SESSIONS=3\nGATEWAY_UPSTREAM_TOKN=abc\n")
+    done = run_cli(["settings"], {}, tmp_path)
+    assert done.returncode == 2, done.stdout
+    assert done.stderr.splitlines() == ["GATEWAY_UPSTREAM_TOKN: unknown setting; did you mean GATEWAY_UPSTREAM_TOKEN?"]
