@@ -115,7 +115,8 @@ class Gateway:
         goodbye_deadline = time.monotonic() + self.settings.client_send_timeout_s
         while self.registry.active and time.monotonic() < goodbye_deadline:
             await asyncio.sleep(0.02)
-        if await self.webhooks.drain(deadline - time.monotonic()):  # result webhooks: within the same budget
+        # Result webhooks (the summaries of calls just ended too) get the same time: the budget, or the goodbyes'.
+        if await self.webhooks.drain(max(deadline, goodbye_deadline) - time.monotonic()):
             log.warning("drained: %d result webhooks were still pending", self.webhooks.pending)
         log.warning("drained: %d sessions were closed with going_away", len(remaining))
 

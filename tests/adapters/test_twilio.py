@@ -125,6 +125,33 @@ async def test_key_in_the_path_since_twilio_forbids_query_strings(gateway_factor
     assert refused.value.response.status_code == 401
 
 
+async def test_no_start_is_closed_after_the_start_timeout_without_a_word(gateway_factory: GatewayFactory) -> None:
+    async with gateway_factory(start_timeout_s=0.5) as gw, ws_connect(gw.ws_url("/v1/twilio")) as ws:
+        await ws.send(telephony.twilio_connected())
+        seen = await read_all(ws, timeout=5)
+    assert seen.messages == [] and seen.audio == [] and seen.close_code == 1008
+
+
+async def test_a_drain_closes_the_call_with_1001_and_its_summary_still_goes_out(
+    gateway_factory: GatewayFactory,
+) -> None:
+    async with webhook_receiver(WEBHOOK_SECRET) as receiver, gateway_factory(**hooks(receiver)) as gw:
+        async with ws_connect(gw.ws_url("/v1/twilio")) as ws:
+            await ws.send(telephony.twilio_connected())
+            await ws.send(telephony.twilio_start())
+            for frame in telephony.twilio_media("42"):
+                await ws.send(frame)
+            await receiver.wait_for(lambda r: bool(r.payloads("event")))
+            drained = gw.gateway.drain(budget_s=0.3)  # the call goes on past the budget
+            seen = await read_all(ws, timeout=10)
+            await drained
+        assert gw.gateway.webhooks.pending == 0
+    assert seen.messages == [] and seen.close_code == 1001
+    summary = receiver.payloads("summary")[0]
+    assert summary["transcript"] == [{"channel": 0, "text": "42"}]
+    assert summary["ended"]["reason"] == "going_away" and summary["ended"]["code"] == 1001
+
+
 async def test_hang_up_without_stop_still_delivers_the_results(gateway_factory: GatewayFactory) -> None:
     async with webhook_receiver(WEBHOOK_SECRET) as receiver, gateway_factory(**hooks(receiver)) as gw:
         async with ws_connect(gw.ws_url("/v1/twilio")) as ws:
