@@ -58,8 +58,10 @@ class TextFormatter(logging.Formatter):
     """``time level logger: message key=value ...``, for a person at a terminal."""
 
     def format(self, record: logging.LogRecord) -> str:
-        fields = " ".join(f"{key}={value}" for key, value in extra_fields(record).items())
-        line = f"{_timestamp(record)} {record.levelname:<7} {record.name}: {_ANSI.sub('', record.getMessage())}"
+        message = _ANSI.sub("", record.getMessage())
+        # Fields the message already shows (the access line's method, path, status) are not repeated.
+        fields = " ".join(f"{k}={v}" for k, v in extra_fields(record).items() if str(v) not in message)
+        line = f"{_timestamp(record)} {record.levelname:<7} {record.name}: {message}"
         line = f"{line}  {fields}" if fields else line
         if exc := _exception_text(self, record):
             line = f"{line}\n{exc}"

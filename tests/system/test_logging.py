@@ -147,6 +147,8 @@ async def test_no_credential_in_any_log_line_at_debug(
         assert (await stream(gw, f"/t/{KEY}/v1/stream")).milestones()
         assert (await stream(gw, f"/v1/stream?token={KEY}&api_key={BAD_KEY}")).milestones()
         assert await refused(gw, additional_headers={"X-API-Key": BAD_KEY}) == 401
+        assert await refused(gw, additional_headers={"Authorization": f"Bearer {BAD_KEY}"}) == 401
+        assert (await stream(gw, additional_headers={"Authorization": f"Bearer {KEY}"})).milestones()
         assert await refused(gw, subprotocols=["dataflow-gateway.v1", f"bearer.{BAD_KEY}"]) == 401  # type: ignore[list-item]
         assert await refused(gw, f"/t/{BAD_KEY}/v1/stream") == 401
         assert await refused(gw, f"/v1/stream?token={BAD_KEY}") == 401
