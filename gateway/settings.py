@@ -97,6 +97,12 @@ class Settings(BaseSettings):
     upstream_idle_connection_s: float = Field(
         60.0, gt=0, description="Close an upstream connection idle this long (one per address stays open)."
     )
+    upstream_min_connections: int = Field(
+        1, ge=1, le=64, description="Upstream connections kept open even when few sessions need them."
+    )
+    upstream_max_connection_age_s: float | None = Field(
+        None, gt=0, description="Retire an upstream connection this old: its streams finish, new ones go elsewhere."
+    )
     upstream_start_timeout_s: float = Field(10.0, gt=0, description="Bound on waiting for StartResponse.")
     upstream_response_timeout_s: float = Field(30.0, gt=0, description="Bound on Finalize/Stop/Update answers.")
     upstream_encoding: UpstreamEncoding = Field("pcm", description="Audio encoding sent to Data Flow.")

@@ -8,8 +8,9 @@ import grpc
 
 from gateway.audio.format import AudioFormat
 from gateway.settings import Settings
+from gateway.upstream.addresses import Resolver, split_target
 from gateway.upstream.contract import WireContract
-from gateway.upstream.pool import ConnectionPool, Resolver, split_target
+from gateway.upstream.pool import ConnectionPool
 from gateway.upstream.send_queue import HoldPolicy
 from gateway.upstream.stream import DataflowStream
 from gateway.upstream.token import TokenProvider
@@ -30,7 +31,8 @@ class UpstreamClient:
         self.pool = ConnectionPool(
             self.target, self._open_channel, max_streams=settings.upstream_max_streams_per_connection,
             resolve_interval_s=settings.upstream_resolve_interval_s,
-            idle_close_s=settings.upstream_idle_connection_s, resolver=resolver,
+            idle_close_s=settings.upstream_idle_connection_s, min_connections=settings.upstream_min_connections,
+            max_age_s=settings.upstream_max_connection_age_s, resolver=resolver,
         )  # fmt: skip
 
     def audio_write_interval_s(self) -> float:

@@ -10,7 +10,8 @@ retire connections (GOAWAY after a request count or a maximum age). One shared c
 - spreads connections over the addresses the name resolves to (re-resolved periodically): the
   n-th connection tries address n first (gRPC's pick_first falls back to the others if it is down);
 - retires a connection that leaves READY (GOAWAY, maximum age, reset): its streams finish on it,
-  new ones go elsewhere, and it is closed once empty; idle connections beyond one per address close.
+  new ones go elsewhere, and it is closed once empty (so does one past the pool's own maximum age);
+  idle connections beyond one per address (or ``min_connections``) close.
 
 Each channel gets a local subchannel pool and its own id argument: gRPC otherwise shares one TCP
 connection between channels with the same target and arguments.
@@ -20,58 +21,25 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import itertools
 import logging
-import socket
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
 
+from gateway.upstream.addresses import Resolver, channel_target, split_target, system_resolver
+
 log = logging.getLogger(__name__)
 
-#: Addresses for (host, port), each "ipv4:a.b.c.d:port" or "ipv6:[addr]:port".
-Resolver = Callable[[str, int], Awaitable[list[str]]]
 #: Opens one channel to ``target`` with ``options``.
 ChannelFactory = Callable[[str, list[tuple[str, Any]]], grpc.aio.Channel]
 
 _RESOLVE_TIMEOUT_S = 5.0
 _USABLE = (grpc.ChannelConnectivity.READY, grpc.ChannelConnectivity.IDLE, grpc.ChannelConnectivity.CONNECTING)
-
-
-async def system_resolver(host: str, port: int) -> list[str]:
-    """The name's addresses from the system resolver, IPv4 first, in the resolver's order."""
-    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    found = [(family, str(sockaddr[0])) for family, _, _, _, sockaddr in infos]
-    v4 = [f"{a}:{port}" for f, a in found if f == socket.AF_INET]
-    v6 = [f"[{a}]:{port}" for f, a in found if f == socket.AF_INET6]
-    return list(dict.fromkeys(f"ipv4:{a}" for a in v4)) or list(dict.fromkeys(f"ipv6:{a}" for a in v6))
-
-
-def split_target(target: str) -> tuple[str, int] | None:
-    """(host, port) of a plain ``host:port`` name the pool resolves itself; None for IP literals and
-    gRPC URIs (``dns:///``, ``ipv4:``, ``unix:``), which go to gRPC as they are."""
-    if "/" in target or target.startswith(("ipv4:", "ipv6:", "unix:", "unix-abstract:", "vsock:")):
-        return None
-    host, sep, port = target.rpartition(":")
-    host = host.strip("[]")
-    if not sep or not port.isdigit() or not host:
-        return None
-    with contextlib.suppress(ValueError):
-        ipaddress.ip_address(host)
-        return None
-    return host, int(port)
-
-
-def channel_target(addresses: list[str], first: int) -> str:
-    """One gRPC target listing every address of one family, starting with ``addresses[first]``."""
-    rotated = addresses[first:] + addresses[:first]
-    scheme = rotated[0].split(":", 1)[0]
-    return f"{scheme}:" + ",".join(a.split(":", 1)[1] for a in rotated if a.startswith(scheme + ":"))
 
 
 @dataclass(eq=False)
@@ -84,6 +52,7 @@ class Connection:
     streams: int = 0
     retiring: bool = False
     was_ready: bool = False  # has been READY: any other state now means it was retired or lost
+    opened_at: float = field(default_factory=time.monotonic)
     idle_since: float = field(default_factory=time.monotonic)
     watcher: asyncio.Task[None] | None = None
 
@@ -93,7 +62,7 @@ class PoolStats:
     """What the metrics read (no addresses: their number is unbounded)."""
 
     opened: int = 0
-    retired: Counter[str] = field(default_factory=Counter)  # by reason: disconnected, address_gone, idle
+    retired: Counter[str] = field(default_factory=Counter)  # by reason: disconnected, age, address_gone, idle
 
 
 class ConnectionPool:
@@ -105,6 +74,8 @@ class ConnectionPool:
         max_streams: int,
         resolve_interval_s: float,
         idle_close_s: float,
+        min_connections: int = 1,
+        max_age_s: float | None = None,
         resolver: Resolver | None = None,
     ) -> None:
         self.target = target
@@ -113,6 +84,8 @@ class ConnectionPool:
         self._factory = factory
         self._resolve_interval_s = resolve_interval_s
         self._idle_close_s = idle_close_s
+        self._min_connections = min_connections
+        self._max_age_s = max_age_s
         self._resolver = resolver or system_resolver
         self._name = split_target(target)
         self._addresses: list[str] = [target]  # until the name is resolved, gRPC resolves it
@@ -186,14 +159,21 @@ class ConnectionPool:
     def _open(self) -> list[Connection]:
         return [c for c in self._connections if not c.retiring]
 
+    def _keep(self) -> int:
+        """Connections kept open: one per address, or more (behind an L4 balancer each reaches a backend)."""
+        return max(self._min_connections, len(self._addresses))
+
     def _pick(self) -> Connection:
+        now = time.monotonic()
         for connection in self._open():
             if connection.was_ready and connection.channel.get_state() is not grpc.ChannelConnectivity.READY:
                 self._retire(connection, "disconnected")  # before its watcher runs: a GOAWAY just came in
+            elif self._max_age_s is not None and now - connection.opened_at >= self._max_age_s:
+                self._retire(connection, "age")  # so long-lived replicas follow a changed backend set
         open_ = self._open()
         with_room = [c for c in open_ if c.streams < self.max_streams]
-        # Fewer connections than addresses: a busy one makes the next session reach another backend.
-        spread = len(open_) < len(self._addresses) and all(c.streams for c in with_room)
+        # Fewer connections than kept: a busy one makes the next session reach another backend.
+        spread = len(open_) < self._keep() and all(c.streams for c in with_room)
         if not with_room or spread:
             return self._connect()
         return min(with_room, key=lambda c: c.streams)
@@ -275,7 +255,7 @@ class ConnectionPool:
             await asyncio.sleep(period)
 
     def _close_idle_surplus(self) -> None:
-        keep = max(1, len(self._addresses))
+        keep = self._keep()
         now = time.monotonic()
         idle = [c for c in self._open() if c.streams == 0 and now - c.idle_since >= self._idle_close_s]
         for connection in idle[: max(0, len(self._open()) - keep)]:

@@ -13,8 +13,8 @@ from gateway.audio.format import AudioFormat
 from gateway.dataflow.messages import MILESTONE, DataflowEvent, StartRequest
 from gateway.errors import UpstreamTimeout
 from gateway.simulator.server import DataflowSimulator, SimulatorConfig
+from gateway.upstream.addresses import channel_target, split_target, system_resolver
 from gateway.upstream.channel import UpstreamClient
-from gateway.upstream.pool import channel_target, split_target, system_resolver
 from gateway.upstream.stream import DataflowStream
 from gateway.upstream.token import StaticTokenProvider
 from tests.support import signals
@@ -139,6 +139,35 @@ async def test_connections_spread_over_the_addresses_the_name_resolves_to() -> N
         await client.aclose()
         for sim in simulators:
             await sim.stop(None)
+
+
+async def test_min_connections_spread_sessions_behind_one_address(simulator: DataflowSimulator) -> None:
+    """Behind an L4 balancer one name is one address; each connection can still reach another backend."""
+    client = client_for(simulator, upstream_min_connections=3)
+    try:
+        started = await asyncio.gather(*(timed_start(client) for _ in range(6)))
+        assert sorted(streams_by_connection(simulator).values()) == [2, 2, 2]
+        for stream, _ in started:
+            stream.cancel()
+    finally:
+        await client.aclose()
+
+
+async def test_the_pools_own_maximum_age_moves_new_sessions_to_a_new_connection(simulator: DataflowSimulator) -> None:
+    client = client_for(simulator, upstream_max_connection_age_s=0.3)
+    try:
+        old = [s for s, _ in await asyncio.gather(*(timed_start(client) for _ in range(3)))]
+        running = [asyncio.create_task(dtmf_session(s, "12")) for s in old]
+        await asyncio.sleep(0.5)
+        later, seconds = await timed_start(client)
+        assert seconds < 1.0 and client.pool.stats.retired["age"] == 1
+        assert len({r.peer for r in simulator.records}) == 2
+        assert await asyncio.gather(*running) == [["12"]] * 3  # streams on the retired one finish normally
+        assert await dtmf_session(later, "3") == ["3"]
+        for stream in [*old, later]:
+            stream.cancel()
+    finally:
+        await client.aclose()
 
 
 async def dtmf_session(stream: DataflowStream, digits: str) -> list[str]:
