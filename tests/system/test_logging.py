@@ -80,6 +80,15 @@ async def raw_handshake(gw: GatewayProcess, extra_headers: str) -> bytes:
     return status
 
 
+async def touch(gw: GatewayProcess, path: str, **connect: Any) -> int:
+    """Open a WebSocket and close it at once: 101 if accepted, else the refusal's status."""
+    try:
+        async with ws_connect(gw.ws_url(path), **connect):
+            return 101
+    except InvalidStatus as refusal:
+        return refusal.response.status_code
+
+
 async def stopped(gw: GatewayProcess) -> list[dict[str, Any]]:
     """SIGTERM, wait for the exit, and every stderr line parsed as JSON (a line that is not fails)."""
     gw.process.send_signal(signal.SIGTERM)
@@ -174,6 +183,11 @@ async def test_no_credential_in_any_log_line_at_debug(
             assert garbage.status_code in (415, 422), garbage.text
             assert (await http.get(f"/t/{KEY}/metrics")).status_code == 404
         assert await refused(gw, origin="https://evil.example", additional_headers={"X-API-Key": KEY}) == 403
+        # Every dialect's URL with the key in its path, and with a wrong one.
+        for dialect in ("/v1/audiocodes", "/project-runner/demo", "/v1/audiohook", "/v1/twilio", "/v1/vonage",
+                        "/v1/jambonz"):  # fmt: skip
+            assert await touch(gw, f"/t/{KEY}{dialect}") == 101
+            assert await touch(gw, f"/t/{BAD_KEY}{dialect}") == 401
         # A browser's credential in the start message (a page cannot set headers).
         assert (await stream(gw, start={"token": token}, origin=APP_ORIGIN)).milestones()
         async with ws_connect(gw.ws_url(), origin=APP_ORIGIN) as ws:
