@@ -9,9 +9,11 @@ audio that Data Flow sends back (TTS): as ``media`` frames followed by a ``mark`
 streams. A stream that declares the ``outbound`` track is a unidirectional ``<Start><Stream>`` (a
 bidirectional one carries only ``inbound``): audio back is dropped there.
 
-Only the inbound track (the caller) is transcribed. ``stop`` finalizes the session: the hang-up
-delivers its results. Start mapping: customParameters ``language`` -> Language, ``project`` -> the
-project (when the URL named none), callSid -> CallProperties.ExternalId.
+A stream of both tracks (``<Start><Stream track="both_tracks">``) is transcribed as a stereo call,
+channel 0 the caller (``inbound``) and channel 1 what the call plays (``outbound``), the tracks aligned
+by their timestamps (:mod:`gateway.adapters.twilio_tracks`); otherwise only ``inbound`` is. ``stop``
+finalizes the session: the hang-up delivers its results. Start mapping: customParameters ``language``
+-> Language, ``project`` -> the project (when the URL named none), callSid -> CallProperties.ExternalId.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from typing import Any, ClassVar
 from gateway.adapters import commands
 from gateway.adapters.dialect import ClientMessage, Command, SessionCommand
 from gateway.adapters.socket import Frame
+from gateway.adapters.twilio_tracks import TwoTracks
 from gateway.audio.convert import AudioConverter
 from gateway.audio.format import AudioFormat, parse_encoding
 from gateway.dataflow.messages import StartRequest, UpstreamAudio, as_int, loads_object
@@ -34,8 +37,9 @@ from gateway.relay.items import Closed, OutItem, Started
 
 log = logging.getLogger(__name__)
 
-#: What Twilio streams and plays: G.711 μ-law, 8 kHz, mono.
+#: What Twilio streams and plays: G.711 μ-law, 8 kHz, mono (per track).
 TWILIO_AUDIO = AudioFormat("mulaw", 8000, 1)
+STEREO = AudioFormat("mulaw", 8000, 2)
 #: Audio back is sent in pieces of at most this many bytes (1 s of μ-law): Twilio plays them in order.
 MEDIA_CHUNK_BYTES = 8000
 
@@ -59,6 +63,7 @@ class TwilioDialect:
         self.custom: dict[str, str] = {}
         self.bidirectional = True
         self.marks = 0
+        self.tracks: TwoTracks | None = None  # both tracks: a stereo stream (0 inbound, 1 outbound)
         self._tts: AudioConverter | None = None
 
     def subprotocol(self, offered: Sequence[str]) -> str | None:
@@ -98,14 +103,15 @@ class TwilioDialect:
         self.call_sid = str(start.get("callSid") or "")
         self.account_sid = str(start.get("accountSid") or "")
         self.custom = _strings(start.get("customParameters"))
-        tracks = start.get("tracks")
-        self.bidirectional = not (isinstance(tracks, list) and "outbound" in tracks)
+        tracks = {str(t) for t in start["tracks"]} if isinstance(start.get("tracks"), list) else set()
+        self.bidirectional = "outbound" not in tracks  # only a one-way <Start><Stream> streams what is played
+        self.tracks = TwoTracks() if {"inbound", "outbound"} <= tracks else None
         project = self.project if self.project_from_url else (self.custom.get("project") or self.project)
         if not project:
             raise BadRequest("no project: add a 'project' custom parameter", code=ErrorCode.INVALID_START)
         return StartRequest(
             project=project,
-            audio=TWILIO_AUDIO,
+            audio=TWILIO_AUDIO if self.tracks is None else STEREO,
             language=self.custom.get("language") or None,
             call_properties={"ExternalId": self.call_sid} if self.call_sid else None,
         )
@@ -130,14 +136,22 @@ class TwilioDialect:
             return commands.Refuse(InvalidState("the stream has already started", code=ErrorCode.ALREADY_STARTED))
         return None  # dtmf (the tones are in the audio), mark (our audio was played), unknown events
 
-    @staticmethod
-    def _media(media: Any) -> Command:
-        if not isinstance(media, dict) or media.get("track", "inbound") != "inbound":
-            return None  # the outbound track (a <Start><Stream> of both tracks) is not transcribed
+    def _media(self, media: Any) -> Command:
+        if not isinstance(media, dict):
+            return None
+        track = media.get("track", "inbound")
+        if track not in ("inbound", "outbound") or (track == "outbound" and self.tracks is None):
+            return None
         try:
-            return commands.Audio(binascii.a2b_base64(media.get("payload") or "", strict_mode=True))
+            audio = binascii.a2b_base64(media.get("payload") or "", strict_mode=True)
         except (binascii.Error, ValueError, TypeError):
             return commands.Refuse(BadRequest("a media payload is not base64", code=ErrorCode.INVALID_MESSAGE))
+        if self.tracks is None:
+            return commands.Audio(audio)
+        timestamp = media.get("timestamp")
+        at = int(timestamp) if isinstance(timestamp, str) and timestamp.isdigit() and len(timestamp) < 12 else None
+        stereo = self.tracks.feed(0 if track == "inbound" else 1, at, audio)
+        return commands.Audio(stereo) if stereo else None
 
     def failed(self, command: SessionCommand, error: GatewayError) -> Command:
         return None  # media after stop: Twilio gets nothing back but audio

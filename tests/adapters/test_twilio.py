@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import itertools
 import json
 from typing import Any
 
@@ -16,6 +17,7 @@ from websockets.exceptions import InvalidStatus
 
 from gateway.adapters import commands
 from gateway.adapters.twilio import TwilioDialect
+from gateway.adapters.twilio_tracks import MAX_SKEW_BYTES, TwoTracks
 from gateway.audio.format import AudioFormat
 from gateway.auth import key_digest
 from gateway.dataflow.messages import DataflowResponse, UpstreamAudio
@@ -167,7 +169,46 @@ async def test_hang_up_without_stop_still_delivers_the_results(gateway_factory: 
     assert summary["ended"]["reason"] == "finalized"
 
 
+async def test_both_tracks_are_a_stereo_call_with_each_track_on_its_channel(gateway_factory: GatewayFactory) -> None:
+    caller = telephony.twilio_media("12", track="inbound")
+    played = telephony.twilio_media("345", track="outbound", lead_ms=900)  # later, and longer
+    async with webhook_receiver(WEBHOOK_SECRET) as receiver, gateway_factory(**hooks(receiver)) as gw:
+        async with ws_connect(gw.ws_url("/v1/twilio")) as ws:
+            await ws.send(telephony.twilio_connected())
+            await ws.send(telephony.twilio_start(tracks=["inbound", "outbound"]))
+            for pair in itertools.zip_longest(caller, played):  # Twilio sends each track's 20 ms in turn
+                for frame in pair:
+                    if frame is not None:
+                        await ws.send(frame)
+            await ws.send(telephony.twilio_stop())
+            seen = await read_all(ws, timeout=15)
+        await receiver.wait_for(lambda r: bool(r.payloads("summary")))
+    assert seen.messages == [] and seen.close_code == 1000
+    summary = receiver.payloads("summary")[0]
+    assert summary["transcript"] == [{"channel": 0, "text": "12"}, {"channel": 1, "text": "345"}], summary
+    assert sorted((e["event"]["channel"], e["event"]["text"]) for e in receiver.payloads("event")) == [
+        (0, "12"), (1, "345")
+    ]  # fmt: skip
+
+
 # --- the pure dialect ------------------------------------------------------------------------------------
+
+
+def test_two_tracks_interleave_by_timestamp_fill_gaps_and_drop_repeats() -> None:
+    tracks = TwoTracks()
+    assert tracks.feed(0, 0, b"\x01" * 160) == b""  # the other track has nothing yet
+    assert tracks.feed(1, 0, b"\x02" * 160) == b"\x01\x02" * 160
+    assert tracks.feed(1, 40, b"\x03" * 160) == b""  # 20 ms missing on channel 1: silence there
+    assert tracks.feed(0, 20, b"\x04" * 320) == b"\x04\xff" * 160 + b"\x04\x03" * 160
+    assert tracks.feed(0, 20, b"\x05" * 160) == b""  # a repeat of a position already sent: dropped
+    assert tracks.feed(0, 60, b"\x06" * 160) + tracks.feed(1, 60, b"\x07" * 160) == b"\x06\x07" * 160
+
+
+def test_a_silent_track_does_not_hold_the_other_back_more_than_a_second() -> None:
+    tracks = TwoTracks()
+    out = b"".join(tracks.feed(0, n * 20, b"\x01" * 160) for n in range(100))  # 2 s of caller, nothing played
+    assert len(out) == 2 * (16000 - MAX_SKEW_BYTES)  # all but the last second went out, padded
+    assert out[1::2] == b"\xff" * (16000 - MAX_SKEW_BYTES)
 
 
 def _started(dialect: TwilioDialect, rate: int = 8000) -> None:

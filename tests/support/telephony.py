@@ -37,14 +37,14 @@ def twilio_start(tracks: list[str] | None = None, **custom: str) -> str:
     })  # fmt: skip
 
 
-def twilio_media(*utterances: str) -> list[str]:
+def twilio_media(*utterances: str, track: str = "inbound", lead_ms: int = 300) -> list[str]:
     """DTMF utterances (digits each) in Twilio's ``media`` messages: 20 ms of base64 μ-law each."""
-    audio = signals.g711_encode(signals.utterances(list(utterances), 8000), "mulaw")
+    audio = signals.g711_encode(signals.utterances(list(utterances), 8000, lead_ms=lead_ms), "mulaw")
     frames = []
     for n, offset in enumerate(range(0, len(audio), 160)):
         frames.append(json.dumps({
             "event": "media", "sequenceNumber": str(n + 2), "streamSid": STREAM_SID,
-            "media": {"track": "inbound", "chunk": str(n + 1), "timestamp": str(n * 20),
+            "media": {"track": track, "chunk": str(n + 1), "timestamp": str(n * 20),
                       "payload": base64.b64encode(audio[offset : offset + 160]).decode()},
         }))  # fmt: skip
     return frames

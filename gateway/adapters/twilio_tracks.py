@@ -1,0 +1,53 @@
+"""Twilio's two tracks as one stereo stream: a ``<Start><Stream track="both_tracks">`` sends the caller
+(``inbound``) and what the call plays to them (``outbound``) as separate ``media`` messages, each stamped
+with its offset from the stream's start. Data Flow takes one interleaved stream: channel 0 inbound,
+channel 1 outbound.
+
+Each track's bytes (μ-law, one byte a sample) are placed at their timestamp: a gap is filled with
+silence and audio for a position already passed (late or repeated) is dropped, so neither channel
+drifts. Whatever both tracks have goes out at once; a track that falls more than ``MAX_SKEW_BYTES``
+behind is padded with silence, so one silent track cannot hold the other's results back. Pure: no I/O.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+ULAW_SILENCE = 0xFF
+SAMPLES_PER_MS = 8
+MAX_SKEW_BYTES = 8000  # 1 s at 8 kHz: also the longest gap a timestamp may open
+
+
+class TwoTracks:
+    def __init__(self) -> None:
+        self._pending = (bytearray(), bytearray())
+        self._sent = 0  # samples per channel already interleaved
+
+    def feed(self, channel: int, timestamp_ms: int | None, data: bytes) -> bytes:
+        """Add one track's audio; returns the interleaved stereo bytes now complete (maybe none)."""
+        pending = self._pending[channel]
+        if timestamp_ms is not None:
+            at, end = timestamp_ms * SAMPLES_PER_MS, self._sent + len(pending)
+            if end < at <= end + MAX_SKEW_BYTES:
+                pending.extend(bytes([ULAW_SILENCE]) * (at - end))  # a gap in this track: silence
+            elif at < end:
+                data = data[end - at :]  # already placed (or passed): keep only what is new
+        pending.extend(data)
+        return self._take()
+
+    def _take(self) -> bytes:
+        first, second = self._pending
+        ready = min(len(first), len(second))
+        behind = max(len(first), len(second)) - MAX_SKEW_BYTES
+        if behind > ready:  # one track is silent or stalled: do not hold the other back
+            for track in (first, second):
+                track.extend(bytes([ULAW_SILENCE]) * max(0, behind - len(track)))
+            ready = behind
+        if not ready:
+            return b""
+        out = np.empty(2 * ready, np.uint8)
+        out[0::2] = np.frombuffer(first, np.uint8, ready)
+        out[1::2] = np.frombuffer(second, np.uint8, ready)
+        del first[:ready], second[:ready]
+        self._sent += ready
+        return out.tobytes()
