@@ -87,6 +87,21 @@ async def test_retries_are_bounded_and_a_timeout_counts_as_a_failure(gateway_fac
     assert counts == {"delivered": 0, "retried": 4, "dropped": 2}
 
 
+async def test_retries_stop_at_the_retry_window_whatever_the_attempts_left(gateway_factory: GatewayFactory) -> None:
+    bounded = {"webhook_attempts": 20, "webhook_retry_window_s": 0.5, "webhook_backoff_s": 0.1}
+    async with (
+        webhook_receiver(SECRET, fail_first=1000) as receiver,  # a receiver that is down
+        gateway_factory(**hooks(receiver, **bounded)) as gw,
+    ):
+        await twilio_call(gw, "7")
+        started = time.monotonic()
+        await until_counted(gw, "dropped", 2)
+        given_up_after = time.monotonic() - started
+    per_webhook = len(receiver.attempts) / 2
+    assert 2 <= per_webhook <= 5, receiver.attempts  # waits of 0.05-0.1, 0.1-0.2, 0.2-0.4 s fit in 0.5 s
+    assert given_up_after < 2
+
+
 async def test_a_refusal_is_not_retried_and_a_wrong_secret_fails_verification(
     gateway_factory: GatewayFactory,
 ) -> None:
