@@ -123,6 +123,16 @@ class Settings(BaseSettings):
         100, ge=0, le=1000, description="Longest a stream merges audio when over upstream_write_rate."
     )
     upstream_buffer_ms: int = Field(3000, ge=100, description="Audio held for upstream before the client is paused.")
+    upstream_replay_ms: int = Field(
+        10000, ge=0, description="Audio kept to replay on a new upstream stream after a failure (0: no recovery)."
+    )
+    upstream_recovery_attempts: int = Field(
+        5, ge=0, le=6, description="Attempts to reopen a failed upstream stream under a live session."
+    )
+    upstream_recovery_window_s: float = Field(10.0, gt=0, description="Time for all attempts of one recovery.")
+    upstream_max_stream_s: float | None = Field(
+        None, gt=0, description="Move a session to a new upstream stream after this long, at a final result."
+    )
     upstream_control_buffer_bytes: int = Field(
         1024 * 1024,
         ge=64 * 1024,

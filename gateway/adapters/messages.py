@@ -11,7 +11,7 @@ from typing import Any
 from gateway.audio.format import AudioFormat
 from gateway.dataflow.messages import DataflowEvent, DataflowResponse
 from gateway.errors import GatewayError
-from gateway.relay.items import Flow, Started
+from gateway.relay.items import Flow, Recovered, Started
 
 
 def audio_format(fmt: AudioFormat) -> dict[str, Any]:
@@ -69,3 +69,12 @@ def pong(ping_id: Any) -> dict[str, Any]:
 
 def closed(reason: str, audio_ms: float) -> dict[str, Any]:
     return {"type": "closed", "reason": reason, "audioMs": audio_ms}
+
+
+def recovered(item: Recovered) -> dict[str, Any]:
+    """The upstream stream was replaced under the session; the session goes on (events continue on
+    the same timeline, nothing recognised is repeated)."""
+    return {
+        "type": "upstream_recovered", "reason": item.reason, "gapMs": item.gap_ms, "replayedMs": item.replayed_ms,
+        "lostMs": item.lost_ms, "attempts": item.attempts,
+    }  # fmt: skip

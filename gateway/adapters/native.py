@@ -26,7 +26,7 @@ from gateway.dataflow.messages import (
     loads_object,
 )
 from gateway.errors import BadRequest, ErrorCode, GatewayError, InvalidState
-from gateway.relay.items import Closed, Flow, Notice, OutItem, Started
+from gateway.relay.items import Closed, Flow, Notice, OutItem, Recovered, Started
 from gateway.security import SUBPROTOCOL
 
 
@@ -169,6 +169,8 @@ class NativeDialect:
             return (messages.error(item.error),)
         if isinstance(item, Started):
             return (messages.started(item),)
+        if isinstance(item, Recovered):
+            return (messages.recovered(item),)
         if isinstance(item, dict):
             return (item,)
         return ()

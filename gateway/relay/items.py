@@ -9,9 +9,9 @@ from typing import Any
 from gateway.audio.format import AudioFormat
 from gateway.dataflow.messages import DataflowEvent, DataflowResponse, UpstreamAudio
 from gateway.errors import GatewayError
-from gateway.relay.stream import UpstreamStream
+from gateway.relay.stream import Recovered, UpstreamStream
 
-__all__ = ["Closed", "Flow", "Notice", "OutItem", "SessionState", "Started"]
+__all__ = ["Closed", "Flow", "Notice", "OutItem", "Recovered", "SessionState", "Started"]
 
 
 class SessionState(StrEnum):
@@ -76,4 +76,6 @@ class Closed:
 
 
 # A plain dict is a dialect-specific reply the adapter built itself (e.g. pong), kept in order.
-OutItem = Started | DataflowEvent | DataflowResponse | UpstreamAudio | Flow | Notice | Closed | dict[str, Any]
+OutItem = (
+    Started | DataflowEvent | DataflowResponse | UpstreamAudio | Flow | Notice | Recovered | Closed | dict[str, Any]
+)

@@ -1,11 +1,10 @@
-"""The relay core: one client paired with one upstream Data Flow stream.
-
-States (:class:`SessionState`): ``new -> starting -> streaming -> finalizing -> closed``. The
-driver of a connection (a WebSocket dialect, an upload) calls start, feed_audio, update,
-send_event, finalize, stop and abort, and renders what ``outbound()`` yields. Every way a session
-ends goes through ``_finish``, which picks the reason and close code, tears the upstream stream
-down, and accounts for the session once. It knows no FastAPI and no gRPC: the upstream is a
-:class:`~gateway.relay.stream.StreamOpener`.
+"""The relay core: one client paired with one upstream Data Flow stream (which survives a failure:
+:mod:`gateway.relay.recovery`). States (:class:`SessionState`): ``new -> starting -> streaming ->
+finalizing -> closed``. The driver of a connection (a WebSocket dialect, an upload) calls start,
+feed_audio, update, send_event, finalize, stop and abort, and renders what ``outbound()`` yields.
+Every way a session ends goes through ``_finish``, which picks the reason and close code, tears the
+upstream stream down, and accounts for the session once. It knows no FastAPI and no gRPC: the
+upstream is a :class:`~gateway.relay.stream.StreamOpener`.
 """
 
 from __future__ import annotations
@@ -37,6 +36,7 @@ from gateway.relay.accounting import account_end, log_fields
 from gateway.relay.items import Closed, Flow, Notice, OutItem, SessionState, Started
 from gateway.relay.limits import LimitWatch, SessionLimits
 from gateway.relay.outbox import Outbox
+from gateway.relay.recovery import open_stream
 from gateway.relay.stream import StreamOpener, UpstreamStream
 from gateway.settings import Settings
 
@@ -86,7 +86,7 @@ class Session:
         request.audio = upstream_format
         self.project = request.project
         deadline = self.limits.max_session_s + s.finalize_timeout_s + 30.0
-        self.stream = self._upstream.stream(upstream_format, deadline_s=deadline)
+        self.stream = open_stream(self._upstream, upstream_format, deadline, s)
         began = time.monotonic()
         try:
             response = await self.stream.start(request)

@@ -8,10 +8,22 @@ clients through a mock transport.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from gateway.audio.format import AudioFormat
 from gateway.dataflow.messages import DataflowResponse, StartRequest, UpstreamItem
+
+
+@dataclass(frozen=True, slots=True)
+class Recovered:
+    """The upstream stream was replaced under a live session (see :mod:`gateway.relay.recovery`)."""
+
+    reason: str  # "failure" (Data Flow or the connection failed) or "rotation" (planned)
+    gap_ms: float  # from noticing the failure to the new stream taking audio
+    replayed_ms: float  # audio sent again, from the end of the last final result
+    lost_ms: float  # audio between that point and the oldest audio kept (GATEWAY_UPSTREAM_REPLAY_MS)
+    attempts: int
 
 
 class UpstreamStream(Protocol):
@@ -50,8 +62,9 @@ class UpstreamStream(Protocol):
 
     async def stop(self) -> None: ...
 
-    def items(self) -> AsyncIterator[UpstreamItem]:
-        """Everything Data Flow sends, in order, until the stream ends."""
+    def items(self) -> AsyncIterator[UpstreamItem | Recovered]:
+        """Everything Data Flow sends, in order, until the stream ends (a recovering stream adds a
+        :class:`Recovered` where it replaced the stream under the session)."""
         ...
 
     def cancel(self) -> None:

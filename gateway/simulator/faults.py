@@ -1,6 +1,7 @@
 """Fault modes of the simulator, chosen per server (CLI flag) or per session (a Settings key).
 
-A fault is written ``kind[:after_ms[:STATUS]]``:
+A fault is written ``kind[:after_ms[:STATUS[:once]]]``; with ``once`` it strikes the first stream
+of a given Start Settings only (a gateway that recovers opens the next with the same Settings):
 
 - ``reject_start``          StartResponse with an API-level failure
 - ``slow_start:MS``         StartResponse only after MS milliseconds
@@ -28,6 +29,7 @@ class Fault:
     kind: FaultKind
     after_ms: int = 0
     status: str = "UNAVAILABLE"
+    once: bool = False
 
     @property
     def status_code(self) -> grpc.StatusCode:
@@ -43,7 +45,8 @@ def parse_fault(spec: str) -> Fault:
     status = parts[2].strip().upper() if len(parts) > 2 and parts[2] else "UNAVAILABLE"
     if status not in grpc.StatusCode.__members__ or status == "OK":
         raise ValueError(f"unknown gRPC status {status!r}")
-    return Fault(cast(FaultKind, kind), max(0, after), status)
+    once = len(parts) > 3 and parts[3].strip().lower() == "once"
+    return Fault(cast(FaultKind, kind), max(0, after), status, once)
 
 
 def fault_from_settings(settings: Mapping[str, Any]) -> Fault | None:

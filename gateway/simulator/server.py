@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 from collections import deque
 from collections.abc import Callable
@@ -45,6 +46,7 @@ class DataflowSimulator:
         self.config = config or SimulatorConfig()
         self.contract = WireContract(self.config.proto_module, self.config.method_path)
         self.records: deque[SessionRecord] = deque(maxlen=10000)
+        self.faults_fired: set[str] = set()  # Settings whose ``once`` fault has struck
         self.active = 0
         self._server: grpc.aio.Server | None = None
         self._host = "127.0.0.1"
@@ -120,4 +122,10 @@ class DataflowSimulator:
                     listener(record)
 
     def session_fault(self, settings: dict[str, Any]) -> Fault | None:
-        return fault_from_settings(settings) or self.config.fault
+        fault = fault_from_settings(settings) or self.config.fault
+        if fault is not None and fault.once:
+            key = json.dumps(settings, sort_keys=True, default=str)
+            if key in self.faults_fired:
+                return None
+            self.faults_fired.add(key)
+        return fault

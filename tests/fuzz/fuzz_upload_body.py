@@ -14,7 +14,7 @@ from gateway.audio.format import AudioFormat
 from gateway.dataflow.messages import parse_start
 from gateway.errors import BadRequest
 from gateway.upload.body import MultipartAudio, media_type, parse_parameters
-from gateway.upload.source import raw_hint
+from gateway.upload.source import declared_audio
 from tests.fuzz.common import run, split_points
 
 BOUNDARY = "fuzzb0undary"
@@ -27,17 +27,19 @@ def one_input(data: bytes) -> None:
     try:
         if mode == 0:
             content_type = media_type(body.decode("latin-1"))
-            hint = raw_hint(encoding=None, sample_rate=None, channels=None, content_type=content_type, parameters=None)
-            if hint is not None:
-                hint.format.validate()
+            declared = declared_audio(
+                encoding=None, sample_rate=None, channels=None, content_type=content_type, parameters=None
+            )
+            if declared is not None:
+                declared.hint().format.validate()
         elif mode == 1:
             parameters = parse_parameters(body, "Parameters")
             parse_start(parameters, default_audio=AudioFormat("pcm16", 16000, 1))
-            hint = raw_hint(
+            declared = declared_audio(
                 encoding=None, sample_rate=None, channels=None, content_type=("", {}), parameters=parameters
             )
-            if hint is not None:
-                hint.format.validate()
+            if declared is not None:
+                declared.hint().format.validate()
         else:
             run(_multipart(body))
     except BadRequest:

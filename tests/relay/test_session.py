@@ -45,7 +45,11 @@ def ms(n: int, fmt: AudioFormat = PCM16_16K) -> bytes:
 
 def make_settings(**overrides: Any) -> Settings:
     return offline_settings(
-        **{**dict(ack_interval_ms=50, finalize_timeout_s=1.0, client_event_queue=1000), **overrides}
+        # The session core without recovery (which tests/relay/test_recovery.py covers over the same fake).
+        **{
+            **dict(ack_interval_ms=50, finalize_timeout_s=1.0, client_event_queue=1000, upstream_replay_ms=0),
+            **overrides,
+        }
     )
 
 

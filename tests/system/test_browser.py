@@ -257,7 +257,8 @@ async def _closed_state(page: Any) -> tuple[str, str]:
 
 @pytest.mark.needs_binary
 async def test_upstream_failure_is_shown(page: Any) -> None:
-    async with running_gateway(simulator_settings()) as gw:
+    # Recovery off: the failure reaches the page (with recovery on, the session would go on).
+    async with running_gateway(simulator_settings(upstream_replay_ms=0)) as gw:
         await _open_demo(page, gw)
         await page.get_by_label("Simulate a Data Flow failure").select_option("abort:3000:UNAVAILABLE")
         await page.get_by_role("button", name="Start microphone").click()

@@ -43,7 +43,10 @@ async def upstream_proxy(simulator: DataflowSimulator) -> AsyncIterator[FaultPro
 
 
 def via(simulator: DataflowSimulator, proxy: FaultProxy, **overrides: Any) -> Any:
-    return running_gateway(settings_for(simulator, upstream_target=proxy.target, **overrides))
+    """A gateway reaching Data Flow through ``proxy``, with session recovery off: these tests measure how
+    fast a failure is found and reported (tests/system/test_recovery.py has sessions surviving it)."""
+    settings = settings_for(simulator, upstream_target=proxy.target, **{"upstream_replay_ms": 0, **overrides})
+    return running_gateway(settings)
 
 
 async def settled(gw: RunningGateway, timeout: float = 3.0) -> None:
@@ -220,7 +223,9 @@ async def test_client_half_open_is_reaped_by_idle_timeout(simulator: DataflowSim
 
 async def test_simulator_restart_under_live_sessions(simulator: DataflowSimulator) -> None:
     down_s = 3.0  # long enough to observe the outage even on a busy CI machine
-    settings = settings_for(simulator, upstream_reconnect_backoff_max_s=1.0)
+    # Recovery off: this measures the outage as the gateway reports it (with recovery on, the live
+    # sessions would go on: tests/system/test_recovery.py).
+    settings = settings_for(simulator, upstream_reconnect_backoff_max_s=1.0, upstream_replay_ms=0)
     async with running_gateway(settings) as gw, httpx.AsyncClient(base_url=gw.http_url) as http:
         assert (await http.get("/readyz")).status_code == 200
         live = [await open_streaming(gw, d) for d in ("12", "34", "56", "78", "90")]

@@ -20,6 +20,7 @@ import logging
 import os
 import threading
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -83,11 +84,24 @@ async def client_abort(gw: RunningGateway) -> str:
 
 
 async def upstream_abort(gw: RunningGateway) -> str:
+    """Data Flow aborts the stream with a cause no retry cures: the session ends with the typed error."""
     async with ws_connect(gw.ws_url()) as ws:
-        await ws.send(start_json(settings={"SimulatorFault": "abort:50:UNAVAILABLE"}))
+        await ws.send(start_json(settings={"SimulatorFault": "abort:50:FAILED_PRECONDITION"}))
         await ws.send(bytes(FRAME_BYTES))
         result = await read_timed(ws)
     return f"{result.close_code}:{','.join(result.errors())}"
+
+
+async def upstream_recovered(gw: RunningGateway) -> str:
+    """Data Flow drops the stream once: the session moves to a new stream and finishes normally."""
+    async with ws_connect(gw.ws_url()) as ws:
+        fault = {"SimulatorFault": "abort:50:UNAVAILABLE:once", "Call": uuid.uuid4().hex}
+        await ws.send(start_json(settings=fault))
+        await next_message(ws, "upstream_recovered")
+        await ws.send(bytes(FRAME_BYTES * 5))
+        await ws.send(json.dumps({"type": "finalize"}))
+        result = await read_timed(ws)
+    return f"{result.close_code}:{result.of_type('closed')[-1]['reason']}:recovered"
 
 
 async def idle_timeout(gw: RunningGateway) -> str:
@@ -191,7 +205,8 @@ PATHS: dict[str, tuple[Path_, str]] = {
     "finalize": (finalize, "1000:finalized"),
     "stop": (stop, "1000:stopped"),
     "client_abort": (client_abort, "aborted"),
-    "upstream_abort": (upstream_abort, "1011:upstream_unavailable"),
+    "upstream_abort": (upstream_abort, "1011:upstream_rejected"),
+    "upstream_recovered": (upstream_recovered, "1000:finalized:recovered"),
     "idle_timeout": (idle_timeout, "1008:idle_timeout"),
     "start_timeout": (start_timeout, "1008:start_timeout"),
     "denied": (denied, "http 403"),

@@ -162,6 +162,9 @@ async def test_start_rejected_by_dataflow_is_502_with_its_message(gw: RunningGat
     assert "simulated start failure" in error["message"]  # Data Flow's own text
 
 
+@pytest.mark.parametrize(
+    "gw", [{"upstream_replay_ms": 0}], indirect=True
+)  # recovery off: the failure reaches the client
 async def test_upstream_unavailable_is_503(gw: RunningGateway) -> None:
     long_wav = signals.wav_bytes(signals.silence(20_000, 8000), 8000)
     response = await post(gw, pieces(long_wav, 4096, pause_s=0.01), **fault("abort:100:UNAVAILABLE"))

@@ -1,0 +1,122 @@
+"""Sessions survive an upstream failure (issue: upstream at fleet scale, item 4): a new stream with the
+same Start, the audio Data Flow had not finished replayed from the end of the last final result,
+times kept on the session's timeline, every result delivered once. The simulator is Data Flow; its
+``once`` faults strike the first stream of a session only, as a real failure would."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import math
+from typing import Any
+
+import pytest
+from websockets.exceptions import ConnectionClosed
+
+from gateway.simulator.server import DataflowSimulator
+from tests.support import signals
+from tests.support.harness import GatewayFactory, RunningGateway, Transcript, read_all, ws_connect
+from tests.support.native_client import send_audio, start_message
+
+RATE = 16000
+GROUPS = ["147", "258", "369", "0*#", "159", "357"]
+AUDIO = signals.to_pcm16(signals.utterances(GROUPS, RATE, pause_ms=700))  # ~6.3 s
+FRAME = 640  # 20 ms
+
+
+async def dtmf_call(gw: RunningGateway, settings: dict[str, Any], pace_s: float = 0.01) -> Transcript:
+    """One call sent at 2x real time (so a failure lands mid-call), then finalize; everything it got."""
+    async with ws_connect(gw.ws_url()) as ws:
+        await ws.send(start_message(settings=settings))
+        with contextlib.suppress(ConnectionClosed):  # a failure the gateway could not recover from
+            await send_audio(ws, AUDIO, FRAME, pace_s=pace_s)
+            await ws.send(json.dumps({"type": "finalize"}))
+        return await read_all(ws, timeout=30)
+
+
+def finals(result: Transcript) -> list[str]:
+    return result.milestones()
+
+
+def assert_one_continuous_session(result: Transcript) -> None:
+    milestones = result.events("SR Milestone", 0)
+    starts = [m["startMs"] for m in milestones]
+    assert starts == sorted(starts) and len(set(starts)) == len(starts), starts  # monotonic session times
+    assert result.close_code == 1000, result.errors()
+    assert finals(result) == GROUPS  # every group exactly once, the one across the failure included
+
+
+def p99(values: list[float]) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, math.ceil(0.99 * len(ordered)) - 1)]
+
+
+async def test_an_abort_in_each_of_20_concurrent_calls_loses_and_repeats_nothing(gw: RunningGateway) -> None:
+    calls = [{"SimulatorFault": "abort:1200:UNAVAILABLE:once", "Call": i} for i in range(20)]
+    results = await asyncio.gather(*(dtmf_call(gw, settings) for settings in calls))
+    gaps: list[float] = []
+    for result in results:
+        assert_one_continuous_session(result)
+        notices = result.of_type("upstream_recovered")
+        assert len(notices) == 1, notices
+        assert notices[0]["reason"] == "failure" and notices[0]["lostMs"] == 0
+        assert notices[0]["replayedMs"] > 0
+        gaps.append(notices[0]["gapMs"])
+    assert p99(gaps) < 1000, gaps
+
+
+async def test_a_simulator_restart_is_survived_within_the_attempt_budget(
+    gw: RunningGateway, simulator: DataflowSimulator
+) -> None:
+    """Every connection dropped; Data Flow back after 2 s: the calls go on (back-off 0, 0.25, 0.5, 1, 2 s)."""
+
+    async def restart_mid_call() -> None:
+        await asyncio.sleep(1.2)
+        await simulator.restart(down_s=2.0)
+
+    restarting = asyncio.create_task(restart_mid_call())
+    results = await asyncio.gather(*(dtmf_call(gw, {"Call": i}) for i in range(5)))
+    await restarting
+    for result in results:
+        assert_one_continuous_session(result)
+        notices = result.of_type("upstream_recovered")
+        assert len(notices) == 1 and notices[0]["attempts"] > 1, notices
+        assert 1900 <= notices[0]["gapMs"] < 6000
+
+
+async def test_a_failure_that_keeps_coming_back_ends_with_the_typed_error(gw: RunningGateway) -> None:
+    """Every stream of the call aborts: after the budget the client gets today's error (1011)."""
+    result = await dtmf_call(gw, {"SimulatorFault": "abort:300:UNAVAILABLE"}, pace_s=0.02)
+    assert result.errors() == ["upstream_unavailable"]
+    assert result.close_code == 1011
+    assert 1 <= len(result.of_type("upstream_recovered")) <= 5
+
+
+@pytest.mark.parametrize("fault", ["abort:300:UNAUTHENTICATED", "abort:300:INVALID_ARGUMENT"])
+async def test_causes_a_retry_cannot_cure_are_never_retried(
+    gw: RunningGateway, simulator: DataflowSimulator, fault: str
+) -> None:
+    before = len(simulator.records)
+    result = await dtmf_call(gw, {"SimulatorFault": fault}, pace_s=0.02)
+    assert result.close_code == 1011
+    assert result.of_type("upstream_recovered") == []
+    assert len(simulator.records) - before == 1  # one stream: no second try
+
+
+async def test_recovery_off_fails_as_before(gateway_factory: GatewayFactory) -> None:
+    async with gateway_factory(upstream_replay_ms=0) as gw:
+        result = await dtmf_call(gw, {"SimulatorFault": "abort:800:UNAVAILABLE:once"})
+    assert result.errors() == ["upstream_unavailable"] and result.close_code == 1011
+
+
+async def test_streams_rotate_at_a_final_result_without_the_client_noticing_a_gap(
+    gateway_factory: GatewayFactory, simulator: DataflowSimulator
+) -> None:
+    async with gateway_factory(upstream_max_stream_s=1.0) as gw:
+        before = len(simulator.records)
+        result = await dtmf_call(gw, {"Call": "rotating"})
+    assert_one_continuous_session(result)
+    rotations = result.of_type("upstream_recovered")
+    assert rotations and all(r["reason"] == "rotation" for r in rotations)
+    assert len(simulator.records) - before == 1 + len(rotations)
