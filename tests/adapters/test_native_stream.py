@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 
 import numpy as np
 import pytest
@@ -206,6 +207,27 @@ async def test_slow_start_times_out(gateway_factory: GatewayFactory) -> None:
         result = await read_all(ws)
     assert result.errors() == ["upstream_timeout"]
     assert result.close_code == 1011
+
+
+@pytest.mark.parametrize("leaves", ["reset", "close"])
+async def test_a_client_gone_while_data_flow_answers_start_frees_its_slot_at_once(
+    gateway_factory: GatewayFactory, leaves: str
+) -> None:
+    """Data Flow takes 3 s to answer Start; the client hangs up at once: the connection's slot and the
+    upstream stream are let go within a second, not when the start would have timed out."""
+    async with gateway_factory(upstream_start_timeout_s=10) as gw:
+        ws = await ws_connect(gw.ws_url())
+        await ws.send(start_message(settings={"SimulatorFault": "slow_start:3000"}))
+        await asyncio.sleep(0.2)
+        gone_at = time.monotonic()
+        if leaves == "reset":
+            ws.transport.abort()
+        else:
+            await ws.close()
+        async with asyncio.timeout(1.0):
+            while gw.gateway.registry.active or gw.gateway.upstream.active_streams:
+                await asyncio.sleep(0.01)
+        assert time.monotonic() - gone_at < 1.0
 
 
 async def test_upstream_stall_pauses_the_client_and_says_so(gateway_factory: GatewayFactory) -> None:
