@@ -170,7 +170,7 @@ async def test_header_deadline_spares_kept_alive_and_long_connections(gw: Runnin
     for _ in range(2):
         await conn.send_raw(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
         assert await conn.read_response() == 200
-        assert json.loads(await conn.read_body()) == {"status": "ok"}
+        assert json.loads(await conn.read_body())["status"] == "ok"
         await asyncio.sleep(HEADER_TIMEOUT_S * 1.5)  # idle longer than the header deadline
     await conn.aclose()
     async with canary(gw) as bird:
