@@ -110,14 +110,20 @@ class _DeclaredSize:
         if self._remaining or len(keep) == len(data):
             return keep
         self._after += data[len(keep) :]
-        pad = self.declared & 1  # RIFF pads an odd-sized chunk with one byte
-        if len(self._after) < pad + 8:
+        if len(self._after) >= 8 and _chunk_name(self._after[:4]):
+            return keep + self._decide(self._after[:4])
+        if len(self._after) < (self.declared & 1) + 8:
             return keep
-        return keep + self._decide(self._after[pad : pad + 4])
+        return keep + self._decide(*self._names())
 
-    def _decide(self, name: bytes) -> bytes:
-        looks_like_chunk = name[:1].isalpha() and all(c == 0x20 or chr(c).isalnum() for c in name)
-        if self._chunks_may_follow and name.isascii() and looks_like_chunk:
+    def _names(self) -> tuple[bytes, bytes]:
+        """What would be the next chunk's id, without and with the pad byte RIFF puts after an odd size
+        (some writers leave it out)."""
+        pad = self.declared & 1
+        return self._after[:4], self._after[pad : pad + 4]
+
+    def _decide(self, *names: bytes) -> bytes:
+        if self._chunks_may_follow and any(_chunk_name(name) for name in names):
             self._beyond, self._after = "chunk", b""
             return b""
         self._beyond = "audio"
@@ -128,12 +134,17 @@ class _DeclaredSize:
     def finish(self) -> bytes:
         """At the end of the body: what is left undecided is audio unless it is a lone pad byte."""
         if self._beyond is None and len(self._after) > (self.declared & 1):
-            return self._decide(b"")
+            return self._decide(*self._names())
         return b""
 
     @property
     def mismatch(self) -> bool:
         return self.actual != self.declared
+
+
+def _chunk_name(name: bytes) -> bool:
+    """Four bytes that read as a RIFF chunk id (``LIST``, ``id3 ``, ``cue `` …), not as audio."""
+    return len(name) == 4 and name.isascii() and name[:1].isalpha() and all(c == 0x20 or chr(c).isalnum() for c in name)
 
 
 class PushParser:
