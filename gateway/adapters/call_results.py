@@ -28,6 +28,9 @@ log = logging.getLogger(__name__)
 class CallResults:
     """What the driver tells a connection's result sink; this one does nothing (results go on the socket)."""
 
+    #: Does the client's hanging up end the call normally (finalize), rather than cancel it?
+    finishes_call = False
+
     def observe(self, item: OutItem) -> None:
         """A session item, before the dialect renders it."""
 
@@ -45,6 +48,8 @@ class IdentifiedCall(Protocol):
 
 
 class WebhookResults(CallResults):
+    finishes_call = True
+
     def __init__(self, call: IdentifiedCall, deliverer: WebhookDeliverer, target: WebhookTarget | None) -> None:
         self.call = call
         self.deliverer = deliverer

@@ -59,10 +59,14 @@ class ClientReader:
         text: str = message.get("text") or ""
         return text
 
-    async def start(self, session: Session, request: StartRequest, hold_ms: float) -> GatewayError | None:
+    async def start(
+        self, session: Session, request: StartRequest, hold_ms: float, *, hang_up_finishes: bool = False
+    ) -> GatewayError | None:
         """Start ``session`` while reading, holding up to ``hold_ms`` of what arrives; the start's error.
 
-        A client that disconnects meanwhile aborts the session, which cancels the upstream start.
+        A client that disconnects meanwhile aborts the session, which cancels the upstream start —
+        unless its hanging up is how a call ends (telephony with webhooks): then the start goes on, and
+        what it sent is finalized as after any hang-up.
         """
         limit = max(request.audio.ms_to_bytes(hold_ms), 1)
         held_bytes = 0
@@ -79,7 +83,8 @@ class ClientReader:
                     message = self._decode(self._pending.result())
                     self._pending = None
                     if message is None:
-                        session.abort()
+                        if not hang_up_finishes:
+                            session.abort()
                     else:
                         self._held.append(message)
                         held_bytes += len(message)

@@ -171,7 +171,8 @@ class Connection:
         self.session = session
         self._wake.set()
         await self._reply_now(commands.Reply(command.reply))  # before Data Flow answers, if the dialect says so
-        result = await self.reader.start(session, request, self.settings.pre_start_audio_ms)
+        result = await self.reader.start(session, request, self.settings.pre_start_audio_ms,
+                                         hang_up_finishes=self.results.finishes_call)  # fmt: skip
         if isinstance(result, GatewayError):
             if not self.reader.disconnected:
                 await self._refuse(result, start_failed=True)

@@ -19,9 +19,11 @@ from gateway.audio.format import AudioFormat
 from gateway.auth import key_digest
 from gateway.dataflow.messages import DataflowResponse, UpstreamAudio
 from gateway.relay.items import Started
+from gateway.simulator.faults import Fault
+from gateway.simulator.records import SimulatorConfig
 from tests.support import telephony
 from tests.support.harness import GatewayFactory, read_all, ws_connect
-from tests.support.settings import SECRETS
+from tests.support.settings import SECRETS, SIM_TENANT, SIM_TOKEN
 from tests.support.webhook_receiver import webhook_receiver
 
 WEBHOOK_SECRET = "whsec_" + base64.b64encode(b"vonage-webhook-secret-32-bytes!!").decode()
@@ -79,6 +81,28 @@ async def test_the_key_rides_in_the_path_and_a_missing_one_is_refused(gateway_fa
         await receiver.wait_for(lambda r: bool(r.payloads("summary")))
     assert refused.value.response.status_code == 401
     assert receiver.payloads("summary")[0]["transcript"] == [{"channel": 0, "text": "6"}]
+
+
+class TestHangUpWhileDataFlowAnswersStart:
+    @pytest.fixture
+    def sim_config(self) -> SimulatorConfig:
+        return SimulatorConfig(token=SIM_TOKEN, tenant=SIM_TENANT, fault=Fault("slow_start", 800))
+
+    async def test_the_call_is_still_finished_and_delivered(self, gateway_factory: GatewayFactory) -> None:
+        """The caller hangs up before Data Flow answered Start: the audio held meanwhile is sent, the
+        session finalized and its results delivered — a hang-up ends a call, it does not cancel it."""
+        async with (
+            webhook_receiver(WEBHOOK_SECRET) as receiver,
+            gateway_factory(webhook_url=receiver.url, webhook_secret=WEBHOOK_SECRET) as gw,
+        ):
+            async with ws_connect(gw.ws_url("/v1/vonage")) as ws:
+                await ws.send(telephony.vonage_connected(8000))
+                for frame in telephony.l16_frames("47", 8000):
+                    await ws.send(frame)
+            await receiver.wait_for(lambda r: bool(r.payloads("summary")))
+        summary = receiver.payloads("summary")[0]
+        assert summary["transcript"] == [{"channel": 0, "text": "47"}]
+        assert summary["ended"]["reason"] == "finalized"
 
 
 async def test_a_bad_content_type_is_refused_with_a_close_code(gateway_factory: GatewayFactory) -> None:
