@@ -62,3 +62,4 @@ class ErrorCode(StrEnum):
     # Warnings (an upload's ``warnings``; the work goes on)
     HEADER_SIZE_MISMATCH = "header_size_mismatch"
     DECLARED_FORMAT_MISMATCH = "declared_format_mismatch"
+    UPSTREAM_RECOVERED = "upstream_recovered"

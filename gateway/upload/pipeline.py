@@ -32,7 +32,7 @@ from gateway.errors import (
     GoingAway,
     LimitReached,
 )
-from gateway.relay.items import Closed, Flow, Notice, OutItem, SessionState, Started
+from gateway.relay.items import Closed, Flow, Notice, OutItem, Recovered, SessionState, Started
 from gateway.relay.registry import Lease
 from gateway.relay.session import Session
 from gateway.upload.body import MultipartAudio, RequestBody, media_type, parse_parameters
@@ -215,6 +215,12 @@ class Upload:
             return self._progress(item)
         if isinstance(item, Started):
             return messages.started(item)
+        if isinstance(item, Recovered):  # said, so audio older than the replay buffer is never lost silently
+            text = f"Data Flow's stream was replaced ({item.reason}); {item.replayed_ms:g} ms of audio sent again"
+            warning = {"code": ErrorCode.UPSTREAM_RECOVERED.value, "message": text, "retryable": False,
+                       "gapMs": item.gap_ms, "replayedMs": item.replayed_ms, "lostMs": item.lost_ms}  # fmt: skip
+            self._warnings.append(warning)
+            return {"type": "warning", **warning}
         if isinstance(item, Notice):
             warning = item.error.to_json()
             self._warnings.append(warning)

@@ -11,6 +11,7 @@ import json
 import math
 from typing import Any
 
+import httpx
 import pytest
 from websockets.exceptions import ConnectionClosed
 
@@ -18,6 +19,7 @@ from gateway.simulator.server import DataflowSimulator
 from tests.support import signals
 from tests.support.harness import GatewayFactory, RunningGateway, Transcript, read_all, ws_connect
 from tests.support.native_client import send_audio, start_message
+from tests.support.upload_client import pieces
 
 RATE = 16000
 GROUPS = ["147", "258", "369", "0*#", "159", "357"]
@@ -120,3 +122,21 @@ async def test_streams_rotate_at_a_final_result_without_the_client_noticing_a_ga
     rotations = result.of_type("upstream_recovered")
     assert rotations and all(r["reason"] == "rotation" for r in rotations)
     assert len(simulator.records) - before == 1 + len(rotations)
+
+
+async def test_an_upload_survives_a_failure_and_says_so(gw: RunningGateway) -> None:
+    """An upload whose Data Flow stream drops mid-file: every group once, 200, and a warning that says
+    what was replayed (and lost, were the replay buffer too short) — never a silent loss."""
+    wav = signals.wav_bytes(signals.utterances(GROUPS, RATE, pause_ms=700), RATE)
+    params = json.dumps({"Settings": {"SimulatorFault": "abort:300:UNAVAILABLE:once", "Call": "upload"}})
+    async with httpx.AsyncClient(timeout=30) as http:
+        response = await http.post(
+            f"{gw.http_url}/v1/recognize",
+            content=pieces(wav, 4096, pause_s=0.02),
+            headers={"X-Dataflow-Parameters": params},
+        )
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["transcript"] == {"0": " ".join(GROUPS)}
+    warnings = [w for w in body["warnings"] if w["code"] == "upstream_recovered"]
+    assert len(warnings) == 1 and warnings[0]["lostMs"] == 0 and warnings[0]["replayedMs"] > 0
