@@ -13,7 +13,7 @@ The tree::
         ├── Unauthorized                no or a wrong credential (401)
         ├── Forbidden                   a credential or origin that may not do this (403)
         ├── LimitError                  a limit ended or refused the work
-        │   ├── LimitReached            a session limit: idle, duration, rate, budget, start timeout (408)
+        │   ├── LimitReached            a session limit: idle, duration, start timeout (408)
         │   ├── MessageTooBig           a WebSocket message over the cap (413, close 1009)
         │   │   └── UploadTooLarge      an upload body over the cap
         │   ├── AudioTooLong            an upload's decoded audio is over the limit (413)
@@ -139,7 +139,7 @@ class LimitError(GatewayError):
 
 
 class LimitReached(LimitError):
-    """A per-session policy limit ended the session (idle, max duration, audio too fast, start timeout)."""
+    """A per-session policy limit ended the session (idle, max duration, start timeout)."""
 
 
 class MessageTooBig(LimitError):
