@@ -229,9 +229,27 @@ def machine() -> dict[str, Any]:
     return {"cpu": model, "cores": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()}
 
 
+def pinning(pin: bool) -> dict[str, list[int]] | None:
+    """With ``pin`` and at least two cores: the process under test (the gateway, and the bare receiver
+    it is compared with) gets a core of its own; the load generator and the simulator share the rest.
+    The bench pins itself first, so every child starts on the shared cores."""
+    cores = sorted(os.sched_getaffinity(0))
+    if not pin or len(cores) < 2:
+        return None
+    plan = {"under_test": cores[:1], "load_and_simulator": cores[1:]}
+    os.sched_setaffinity(0, plan["load_and_simulator"])
+    return plan
+
+
+def pinned(proc: Proc, plan: dict[str, list[int]] | None) -> Proc:
+    if plan is not None:
+        os.sched_setaffinity(proc.pid, plan["under_test"])
+    return proc
+
+
 def launch(args: argparse.Namespace, workdir: Path, simulator: Proc) -> Proc:
     env = dict(item.split("=", 1) for item in args.gateway_env)
-    return start_gateway(workdir, simulator, args.gateway_root, **env)
+    return pinned(start_gateway(workdir, simulator, args.gateway_root, **env), args.plan)
 
 
 def restart(gateway: Proc, args: argparse.Namespace, workdir: Path, simulator: Proc) -> Proc:
@@ -242,7 +260,11 @@ def restart(gateway: Proc, args: argparse.Namespace, workdir: Path, simulator: P
 async def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     simulator = start_simulator(workdir)
     gateway = launch(args, workdir, simulator)
-    bare = start_bare_ws(workdir)
+    bare = pinned(start_bare_ws(workdir), args.plan)
+    affinity = {
+        "gateway": sorted(os.sched_getaffinity(gateway.pid)),
+        "simulator": sorted(os.sched_getaffinity(simulator.pid)),
+    }
     try:
         relay_runs = [await relay(gateway, bare, simulator, n, args.seconds, args.phases) for n in args.sessions]
         # Fresh processes for uploads and idle memory: after the runs above the gateway may still be
@@ -259,6 +281,8 @@ async def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         "machine": machine(),
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "smoke": args.smoke,
+        "pinning": args.plan,  # cores: None when not pinned (--no-pin, or a single core)
+        "affinity": affinity,  # as read back from the processes
         "gateway_root": str(args.gateway_root),
         "gateway_env": args.gateway_env,
         "frame_ms": FRAME_S * 1000,
@@ -281,6 +305,12 @@ def main() -> int:
     parser.add_argument(
         "--phases", type=int, default=10, help="send times per 20 ms period the sessions are spread over (1: lockstep)"
     )
+    parser.add_argument(
+        "--pin",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="give the gateway a core of its own, the load and simulator the others (needs 2+ cores)",
+    )
     parser.add_argument("--out", type=Path, default=Path("bench-results/bench.json"))
     parser.add_argument(
         "--gateway-root",
@@ -300,6 +330,7 @@ def main() -> int:
         args.sessions, args.seconds, args.upload_seconds, args.idle_sessions = [2, 4], 2.0, [10.0, 30.0], 10
         # A write rate low enough that 2 and 4 sessions already hold audio: the merging path runs too.
         args.gateway_env = ["GATEWAY_UPSTREAM_WRITE_RATE=50", *args.gateway_env]
+    args.plan = pinning(args.pin)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         result = run_fast(run(args, Path(tmp)))  # the load generator on the gateway's event loop

@@ -25,6 +25,11 @@ def test_smoke_run_reports_every_scenario(tmp_path: Path) -> None:
     result = json.loads(out.read_text())
     assert "| sessions |" in run.stdout
     assert result["machine"]["cores"] >= 1
+    if len(os.sched_getaffinity(0)) >= 2:  # pinned by default: the gateway alone on its core
+        plan = result["pinning"]
+        assert len(plan["under_test"]) == 1 and plan["load_and_simulator"]
+        assert not set(plan["under_test"]) & set(plan["load_and_simulator"])
+        assert result["affinity"] == {"gateway": plan["under_test"], "simulator": plan["load_and_simulator"]}
     assert [r["sessions"] for r in result["relay"]] == [2, 4]
     for r in result["relay"]:
         assert r["gateway_cpu_ms_per_session_s"] > 0
