@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ from pathlib import Path
 import trustme
 
 from tests.support.lb_stack import Stack, free_port, nginx_binary, nginx_command
+from tests.support.system import nginx_main_config
 
 HOSTNAME = "localhost"  # the name in the certificate and in GATEWAY_UPSTREAM_TARGET
 
@@ -52,16 +52,7 @@ class GrpcProxy:
 
 
 def proxy_config(workdir: Path, port: int, upstream_port: int, cert: Path, key: Path, extra: str) -> Path:
-    user = "user root root;\n" if os.geteuid() == 0 else ""  # workers would otherwise run as nobody
-    temp = "".join(
-        f"    {kind}_temp_path {workdir / kind};\n" for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
-    )
-    main = workdir / "nginx.conf"
-    main.write_text(
-        f"{user}worker_processes 1;\npid {workdir / 'nginx.pid'};\nerror_log {workdir / 'error.log'} warn;\n"
-        "events { worker_connections 4096; }\n"
-        "http {\n"
-        f"{temp}"
+    http = (
         "    log_format grpc '$connection $connection_requests $status '\n"
         "                    '$sent_http_grpc_status $sent_trailer_grpc_status';\n"
         f"    access_log {workdir / 'access.log'} grpc;\n"
@@ -74,9 +65,8 @@ def proxy_config(workdir: Path, port: int, upstream_port: int, cert: Path, key: 
         f"            grpc_pass grpc://127.0.0.1:{upstream_port};\n"
         "        }\n"
         "    }\n"
-        "}\n"
     )
-    return main
+    return nginx_main_config(workdir, 4096, http)
 
 
 async def wait_listening(port: int, timeout: float = 10) -> None:

@@ -22,12 +22,12 @@ from pathlib import Path
 from typing import IO
 
 import httpx
-import pytest
 from prometheus_client.parser import text_string_to_metric_families
+
+from tests.support.system import nginx_main_config, unavailable
 
 ROOT = Path(__file__).resolve().parents[2]
 NGINX_TEMPLATE = ROOT / "deploy" / "nginx" / "templates" / "default.conf.template"
-REQUIRED = os.environ.get("CI", "").lower() == "true" or os.environ.get("REQUIRE_SYSTEM_BINARIES") == "1"
 _PLACEHOLDER = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 Metrics = dict[tuple[str, tuple[tuple[str, str], ...]], float]
@@ -36,10 +36,7 @@ Metrics = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 def nginx_binary() -> str:
     found = shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin:/usr/local/sbin")
     if found is None:
-        reason = "nginx is not installed (apt-get install nginx)"
-        if REQUIRED:
-            pytest.fail(f"the load-balancer tests are required here (CI): {reason}")
-        pytest.skip(reason)
+        unavailable("the nginx tests", "nginx is not installed (apt-get install nginx)")
     return found
 
 
@@ -57,17 +54,8 @@ def nginx_config(workdir: Path, port: int, backends: list[int]) -> Path:
     values = {"NGINX_PORT": f"127.0.0.1:{port}"}
     values.update({f"GATEWAY_BACKEND_{i}": f"127.0.0.1:{p}" for i, p in enumerate(backends, start=1)})
     (workdir / "gateway.conf").write_text(render_template(NGINX_TEMPLATE.read_text(), values))
-    user = "user root root;\n" if os.geteuid() == 0 else ""  # workers would otherwise run as nobody
-    temp = "\n".join(
-        f"    {kind}_temp_path {workdir / kind};" for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
-    )
-    main = workdir / "nginx.conf"
-    main.write_text(
-        f"{user}worker_processes 1;\npid {workdir / 'nginx.pid'};\nerror_log {workdir / 'error.log'} warn;\n"
-        f"events {{ worker_connections 1024; }}\n"
-        f"http {{\n    access_log {workdir / 'access.log'};\n{temp}\n    include {workdir / 'gateway.conf'};\n}}\n"
-    )
-    return main
+    http = f"    access_log {workdir / 'access.log'};\n    include {workdir / 'gateway.conf'};\n"
+    return nginx_main_config(workdir, 1024, http)
 
 
 def nginx_command(binary: str, config: Path, *extra: str) -> list[str]:

@@ -10,8 +10,6 @@ they fail. Screenshots land in ``artifacts/``.
 
 from __future__ import annotations
 
-import os
-import shutil
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -24,6 +22,7 @@ from gateway.simulator.server import DataflowSimulator
 from tests.support import signals
 from tests.support.harness import RunningGateway, running_gateway
 from tests.support.settings import settings_for
+from tests.support.system import chromium as find_chromium
 
 DIGITS = "147"
 RECORD_PARTIALS = """() => {
@@ -35,7 +34,6 @@ RECORD_PARTIALS = """() => {
   }).observe(document.getElementById('live-transcript'), {subtree: true, childList: true, characterData: true});
 }"""
 ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts"
-REQUIRED = os.environ.get("CI", "").lower() == "true" or os.environ.get("REQUIRE_SYSTEM_BINARIES") == "1"
 CHROMIUM_ARGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
@@ -83,21 +81,6 @@ async def test_demo_page_is_off_with_a_real_upstream_unless_enabled(simulator: D
 # --- the real browser ------------------------------------------------------------------------------
 
 
-def _require_browser() -> str:
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    try:
-        import playwright.async_api  # noqa: F401
-    except ImportError:
-        chromium, reason = None, "Playwright for Python is not installed (pip install -e '.[test]')"
-    else:
-        reason = "Debian's chromium is not installed (apt-get install chromium)"
-    if chromium is None:
-        if REQUIRED:
-            pytest.fail(f"browser tests are required here (CI): {reason}")
-        pytest.skip(reason)
-    return chromium
-
-
 @pytest.fixture
 def dtmf_wav(tmp_path: Path) -> Path:
     # Leading silence, the digits, then >= 1 s of silence: the capture file loops, and the simulator's
@@ -113,7 +96,7 @@ Launcher = Callable[..., Awaitable[Any]]
 @pytest.fixture
 async def launch(dtmf_wav: Path) -> AsyncIterator[Launcher]:
     """Start headless Chromium (the DTMF WAV as its microphone) and return a new page in it."""
-    chromium = _require_browser()
+    chromium = find_chromium()
     from playwright.async_api import async_playwright
 
     async with async_playwright() as playwright:

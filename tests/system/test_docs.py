@@ -8,8 +8,6 @@ skip, except in CI (``CI=true`` or ``REQUIRE_SYSTEM_BINARIES=1``), where they fa
 
 from __future__ import annotations
 
-import os
-import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -23,6 +21,7 @@ from gateway.errors import ErrorCode
 from gateway.simulator.server import DataflowSimulator
 from tests.support.harness import RunningGateway, running_gateway
 from tests.support.settings import settings_for
+from tests.support.system import chromium as find_chromium
 
 KEY = "dfg_docs-test-key-0123456789abcdefghijklmnop"
 OPERATION_IDS = {
@@ -32,7 +31,6 @@ OPERATION_IDS = {
 CREDENTIAL_SCHEMES = {"ApiKey", "Bearer", "BrowserToken", "QueryToken", "AdminToken"}
 ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts"
 PROBE = "https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/swagger-ui.css"
-REQUIRED = os.environ.get("CI", "").lower() == "true" or os.environ.get("REQUIRE_SYSTEM_BINARIES") == "1"
 
 
 def operations(document: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -147,26 +145,11 @@ async def test_docs_pages_load_only_files_the_gateway_serves(simulator: Dataflow
         )
 
 
-def _chromium() -> str:
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    try:
-        import playwright.async_api  # noqa: F401
-    except ImportError:
-        chromium, reason = None, "Playwright for Python is not installed (pip install -e '.[test]')"
-    else:
-        reason = "Debian's chromium is not installed (apt-get install chromium)"
-    if chromium is None:
-        if REQUIRED:
-            pytest.fail(f"browser tests are required here (CI): {reason}")
-        pytest.skip(reason)
-    return chromium
-
-
 @pytest.fixture
 async def offline_page(tmp_path: Path) -> AsyncIterator[Any]:
     """A page in headless Chromium that can reach 127.0.0.1 and nothing else: every other host name
     resolves to nothing, and any connection that would leave goes to a proxy port that refuses."""
-    chromium = _chromium()
+    chromium = find_chromium()
     from playwright.async_api import async_playwright
 
     args = [
