@@ -85,6 +85,9 @@ class GatewayMetrics:
         )
         self.audio_bytes = Counter(f"{PREFIX}_audio_bytes", "Client audio relayed, bytes", ["dialect"], registry=r)
         self.events = Counter(f"{PREFIX}_events_relayed", "Data Flow events relayed", ["name"], registry=r)
+        self.upstream_recoveries = Counter(
+            f"{PREFIX}_upstream_recoveries", "Sessions moved to a new upstream stream", ["reason"], registry=r
+        )
         self.upstream_errors = Counter(
             f"{PREFIX}_upstream_errors", "Upstream failures by error code and gRPC status", ["code", "grpc_status"],
             registry=r,

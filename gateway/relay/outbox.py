@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 
 from gateway.dataflow.messages import KNOWN_EVENT_NAMES, DataflowEvent, UpstreamAudio
 from gateway.observability import GatewayMetrics
-from gateway.relay.items import Closed, OutItem
+from gateway.relay.items import Closed, OutItem, Recovered
 
 #: What a queued item without a known size (an ack, a notice, a reply, an event parsed from elsewhere)
 #: is counted as: a generous bound on those small JSON objects.
@@ -45,6 +45,8 @@ class Outbox:
             return False
         if isinstance(item, DataflowEvent):
             self._metrics.events.labels(name=item.name if item.name in KNOWN_EVENT_NAMES else "other").inc()
+        elif isinstance(item, Recovered):
+            self._metrics.upstream_recoveries.labels(reason=item.reason).inc()  # "failure" or "rotation"
         self._items.append((item, time.monotonic(), size))
         self.bytes += size
         self._ready.set()

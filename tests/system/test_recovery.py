@@ -66,6 +66,9 @@ async def test_an_abort_in_each_of_20_concurrent_calls_loses_and_repeats_nothing
         assert notices[0]["replayedMs"] > 0
         gaps.append(notices[0]["gapMs"])
     assert p99(gaps) < 1000, gaps
+    async with httpx.AsyncClient() as http:
+        metrics = (await http.get(f"{gw.http_url}/metrics")).text
+    assert 'dataflow_gateway_upstream_recoveries_total{reason="failure"} 20.0' in metrics
 
 
 async def test_a_simulator_restart_is_survived_within_the_attempt_budget(
