@@ -40,6 +40,11 @@ class Settings(BaseSettings):
         "websockets-sansio",
         description="uvicorn WebSocket implementation, pinned (its 'websockets' one uses a deprecated API).",
     )
+    ws_fast_path: bool = Field(
+        True,
+        description="Audio frames go from uvicorn's WebSocket protocol straight to the session while nothing waits "
+        "before them (websockets-sansio only); false: every frame through ASGI receive().",
+    )
     ws_ping_interval_s: float = Field(20.0, gt=0, description="WebSocket keepalive ping period.")
     ws_ping_timeout_s: float = Field(20.0, gt=0, description="Close a client that does not answer a ping in time.")
     http_header_timeout_s: float = Field(
