@@ -26,6 +26,7 @@ from gateway.service import Gateway
 from gateway.settings import Settings, SettingsError, load_settings
 from gateway.upstream.token import token_provider_from_settings
 from gateway.webhooks.targets import WebhookTargets
+from gateway.ws_protocol import FastReceiveProtocol
 
 log = logging.getLogger(__name__)
 
@@ -145,13 +146,20 @@ class BoundedHeadProtocol(HttpToolsProtocol):
             self.transport.close()
 
 
+def websocket_protocol(settings: Settings) -> str | type[asyncio.Protocol]:
+    """uvicorn's WebSocket implementation, or ours on top of its sans-I/O one (the audio fast path)."""
+    if settings.ws_fast_path and settings.ws_implementation == "websockets-sansio":
+        return FastReceiveProtocol
+    return settings.ws_implementation
+
+
 def uvicorn_config(settings: Settings) -> uvicorn.Config:
     return uvicorn.Config(
         AccessLog(create_app(settings)),  # outermost: times the whole request, sees the path as sent
         host=settings.host,
         port=settings.port,
         http=BoundedHeadProtocol.with_limits(settings.http_header_timeout_s, settings.max_request_head_bytes),
-        ws=settings.ws_implementation,
+        ws=websocket_protocol(settings),
         ws_max_size=settings.max_ws_message_bytes,
         ws_per_message_deflate=False,  # compression costs CPU per frame and audio does not compress
         ws_ping_interval=settings.ws_ping_interval_s,

@@ -115,6 +115,7 @@ class AudioCodesDialect:
     sequential: ClassVar[bool] = True
     credentials_in_band: ClassVar[bool] = False  # header, or /t/<secret>/ in the URL
     refuse_full_at_once: ClassVar[bool] = True
+    reports_flow: ClassVar[bool] = False
 
     def __init__(self, project: str = "") -> None:
         self.project = project
@@ -160,6 +161,9 @@ class AudioCodesDialect:
             return commands.Finalize()
         log.debug("ignored an AudioCodes %r message", kind)
         return None
+
+    def fast_audio(self, message: ClientMessage) -> bytes | None:
+        return message if isinstance(message, bytes) and self.wav is None else None  # a WAV header: the normal path
 
     def failed(self, command: SessionCommand, error: GatewayError) -> Command:
         return None  # audio after stop, a second stop while the first one flushes: nothing to say

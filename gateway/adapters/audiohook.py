@@ -53,6 +53,7 @@ class AudioHookDialect:
     sequential: ClassVar[bool] = False
     credentials_in_band: ClassVar[bool] = False  # X-API-KEY and the signature, at the handshake
     refuse_full_at_once: ClassVar[bool] = True
+    reports_flow: ClassVar[bool] = False
 
     def __init__(self, project: str, *, session_id: str = "", organization_id: str = "") -> None:
         self.project = project
@@ -123,6 +124,12 @@ class AudioHookDialect:
         elif kind == "open":
             return commands.Refuse(InvalidState("the session is already open", code=ErrorCode.ALREADY_STARTED))
         return None
+
+    def fast_audio(self, message: ClientMessage) -> bytes | None:
+        if not isinstance(message, bytes):
+            return None
+        command = self._audio(message)
+        return command.data if isinstance(command, commands.Audio) else b""  # paused, or not a whole sample yet
 
     def failed(self, command: SessionCommand, error: GatewayError) -> Command:
         return None  # audio after close, an update while closing: the protocol has nothing to say

@@ -59,6 +59,7 @@ class DataflowDialect:
     sequential: ClassVar[bool] = False
     credentials_in_band: ClassVar[bool] = False  # header, or /t/<secret>/ in the URL; never in Start
     refuse_full_at_once: ClassVar[bool] = False  # the refusal is a StartResponse in the client's spelling
+    reports_flow: ClassVar[bool] = False
 
     def __init__(self, path_project: str = "", default_project: str = "") -> None:
         self.path_project = path_project
@@ -124,6 +125,9 @@ class DataflowDialect:
             return commands.Reply((self.response("StartResponse", error),))
         unknown = BadRequest(f"unknown message {kind or '(no MessageName)'}", code=ErrorCode.UNKNOWN_MESSAGE_TYPE)
         return commands.Reply((self.response("ErrorResponse", unknown),))
+
+    def fast_audio(self, message: ClientMessage) -> bytes | None:
+        return message if isinstance(message, bytes) else None
 
     def failed(self, command: SessionCommand, error: GatewayError) -> Command:
         if isinstance(command, commands.Audio):

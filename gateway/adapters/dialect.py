@@ -30,6 +30,8 @@ class Dialect(Protocol):
     #: Refuse at once when the replica is full; else the refusal waits for the start message, so it
     #: can be written in the client's own dialect (Data Flow's two JSON spellings).
     refuse_full_at_once: ClassVar[bool]
+    #: Does the dialect render flow reports (:class:`Flow`)? Sessions of the others make none.
+    reports_flow: ClassVar[bool]
 
     def subprotocol(self, offered: Sequence[str]) -> str | None:
         """The subprotocol to accept with, from those the client offered."""
@@ -41,6 +43,12 @@ class Dialect(Protocol):
 
     def streaming(self, message: ClientMessage) -> Command:
         """A client message while a session runs (``Begin`` is not allowed here)."""
+        ...
+
+    def fast_audio(self, message: ClientMessage) -> bytes | None:
+        """The fast path's :meth:`streaming`, for messages that are audio only: their audio (b"": handled,
+        nothing to send), with the same effects on the dialect; None, with no effect at all, for
+        anything else (the message then takes the normal path, :meth:`streaming`)."""
         ...
 
     def failed(self, command: SessionCommand, error: GatewayError) -> Command:

@@ -45,6 +45,7 @@ class JambonzDialect:
     sequential: ClassVar[bool] = False
     credentials_in_band: ClassVar[bool] = False  # Authorization: Bearer
     refuse_full_at_once: ClassVar[bool] = True
+    reports_flow: ClassVar[bool] = False
 
     def __init__(self, project: str = "") -> None:
         self.project = project
@@ -82,6 +83,9 @@ class JambonzDialect:
             return commands.Refuse(InvalidState("one recognition per connection", code=ErrorCode.ALREADY_STARTED))
         log.debug("ignored a jambonz %r message", kind)
         return None
+
+    def fast_audio(self, message: ClientMessage) -> bytes | None:
+        return message if isinstance(message, bytes) else None
 
     def failed(self, command: SessionCommand, error: GatewayError) -> Command:
         return None  # audio after stop: the final results are on their way

@@ -65,6 +65,7 @@ class NativeDialect:
     sequential: ClassVar[bool] = False
     credentials_in_band: ClassVar[bool] = True
     refuse_full_at_once: ClassVar[bool] = True  # say so at once rather than after the client's start
+    reports_flow: ClassVar[bool] = True
 
     def __init__(self, default_project: str = "") -> None:
         self.default_project = default_project
@@ -148,6 +149,9 @@ class NativeDialect:
         if kind == "start":
             raise InvalidState("the session has already been started", code=ErrorCode.ALREADY_STARTED)
         raise BadRequest(f"unknown message type {kind!r}", code=ErrorCode.UNKNOWN_MESSAGE_TYPE)
+
+    def fast_audio(self, message: ClientMessage) -> bytes | None:
+        return message if isinstance(message, bytes) else None
 
     def failed(self, command: SessionCommand, error: GatewayError) -> Command:
         return _say(error)

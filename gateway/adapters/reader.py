@@ -34,6 +34,7 @@ class ClientReader:
         self._pending: asyncio.Future[Any] | None = None
         self._received = 0
         self.disconnected = False
+        self.idle = False  # every earlier message is handled and the driver waits for the next (fast path)
 
     async def next(self) -> ClientMessage | None:
         """The next client message: held ones first, then the socket; None once the client is gone."""
@@ -47,7 +48,11 @@ class ClientReader:
         if self._pending is not None:
             pending, self._pending = self._pending, None
             return self._decode(await pending)
-        return self._decode(await self._ws.receive())
+        self.idle = True
+        try:
+            return self._decode(await self._ws.receive())
+        finally:
+            self.idle = False
 
     def _decode(self, message: Any) -> ClientMessage | None:
         if message["type"] == "websocket.disconnect":

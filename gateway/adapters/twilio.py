@@ -53,6 +53,7 @@ class TwilioDialect:
     sequential: ClassVar[bool] = False
     credentials_in_band: ClassVar[bool] = False  # X-API-Key header, or /t/<key>/ (Twilio forbids query strings)
     refuse_full_at_once: ClassVar[bool] = True
+    reports_flow: ClassVar[bool] = False
 
     def __init__(self, project: str = "", *, project_from_url: bool = False) -> None:
         self.project = project
@@ -152,6 +153,22 @@ class TwilioDialect:
         at = int(timestamp) if isinstance(timestamp, str) and timestamp.isdigit() and len(timestamp) < 12 else None
         stereo = self.tracks.feed(0 if track == "inbound" else 1, at, audio)
         return commands.Audio(stereo) if stereo else None
+
+    def fast_audio(self, message: ClientMessage) -> bytes | None:
+        """A media message's audio (b"": a track not relayed, or buffered for the stereo mix); None for
+        anything else, or a payload that is not base64 (streaming() then says so)."""
+        if not isinstance(message, str):
+            return None
+        try:
+            obj = json.loads(message)
+        except (ValueError, RecursionError):
+            return None
+        if not isinstance(obj, dict) or obj.get("event") != "media":
+            return None
+        command = self._media(obj.get("media"))
+        if isinstance(command, commands.Audio):
+            return command.data
+        return b"" if command is None else None
 
     def failed(self, command: SessionCommand, error: GatewayError) -> Command:
         return None  # media after stop: Twilio gets nothing back but audio

@@ -47,6 +47,7 @@ class VonageDialect:
     sequential: ClassVar[bool] = False
     credentials_in_band: ClassVar[bool] = False  # a header the NCCO sets, or /t/<key>/ in the URI
     refuse_full_at_once: ClassVar[bool] = True
+    reports_flow: ClassVar[bool] = False
 
     def __init__(self, project: str = "", *, project_from_url: bool = False, call_header: str = "") -> None:
         self.project = project
@@ -98,6 +99,9 @@ class VonageDialect:
         if isinstance(message, bytes):
             return commands.Audio(message)
         return None  # websocket:dtmf and other notices: the tones are in the audio
+
+    def fast_audio(self, message: ClientMessage) -> bytes | None:
+        return message if isinstance(message, bytes) else None
 
     def failed(self, command: SessionCommand, error: GatewayError) -> Command:
         return None  # Vonage reads no text

@@ -1,13 +1,12 @@
 """The one WebSocket driver: everything with I/O and policy that every dialect shares.
 
 For each connection it admits the caller (credentials, origin) and refuses with a real HTTP status
-before ``accept()``; takes a slot in the session registry (capacity, the key's cap, drain) for the
-connection's whole life and releases it once, when the socket is done; applies the start timeout
-(no start message), the idle timeout between sessions and the connection's maximum duration;
-starts each session while still reading the socket — holding what arrives, bounded, so a client
-that vanishes cancels the upstream start at once; then reads client messages into the session
-and sends the session's items out, and says goodbye. A dialect (:class:`Dialect`) only parses and
-renders. Inside a session, the session's own limits apply (idle, duration, rate, budget).
+before ``accept()``; holds a slot in the session registry (capacity, the key's cap, drain) for the
+connection's life; applies the start timeout, the idle timeout between sessions and the maximum
+duration; starts each session while still reading the socket (holding what arrives, bounded, so a
+client that vanishes cancels the upstream start at once); reads client messages into the session
+(audio that needs no wait goes by the fast path: :mod:`fast_audio`), sends the session's items out
+and says goodbye. A dialect (:class:`Dialect`) only parses and renders.
 """
 
 from __future__ import annotations
@@ -19,7 +18,7 @@ import time
 
 from starlette.websockets import WebSocket
 
-from gateway.adapters import commands
+from gateway.adapters import commands, fast_audio
 from gateway.adapters.call_results import NO_RESULTS, CallResults
 from gateway.adapters.dialect import Command, Dialect, SessionCommand
 from gateway.adapters.reader import ClientReader
@@ -65,6 +64,7 @@ class Connection:
             return
         await self.ws.accept(subprotocol=self.dialect.subprotocol(offered_subprotocols(self.ws.headers)))
         watchdog: asyncio.Task[None] | None = None
+        unregister = fast_audio.register(self.ws.scope, self)
         try:
             try:  # a dialect whose clients may name themselves in the start message is counted by key then
                 at_once = self.dialect.refuse_full_at_once
@@ -76,6 +76,7 @@ class Connection:
             watchdog = asyncio.create_task(self._watch(), name=f"ws-{self.dialect.name}-watchdog")
             await self._read()
         finally:
+            unregister()
             if watchdog is not None:
                 watchdog.cancel()
             self.reader.close()
@@ -166,7 +167,7 @@ class Connection:
         key = None if principal.kind == "anonymous" else principal.name
         session = Session(
             self.service.upstream, self.settings, limits, metrics=self.service.metrics, dialect=self.dialect.name,
-            key=key,
+            key=key, flow_reports=self.dialect.reports_flow,
         )  # fmt: skip
         self.session = session
         self._wake.set()
@@ -181,8 +182,7 @@ class Connection:
         self.sender = asyncio.create_task(self._send(session), name=f"ws-{self.dialect.name}-{session.id}")
 
     async def _send(self, session: Session) -> None:
-        """Render everything the session produces; on its Closed, say goodbye (and close, unless the
-        dialect runs another session on this connection)."""
+        """Render what the session produces; on its Closed, say goodbye (and close, unless sequential)."""
         try:
             async for item in session.outbound():
                 self.results.observe(item)

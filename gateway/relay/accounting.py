@@ -24,10 +24,9 @@ class Session(Protocol):
     key: str | None
     project: str
     opened_at: float
-    bytes_in: int
 
     @property
-    def backpressure_pauses(self) -> int: ...
+    def bytes_in(self) -> int: ...
 
     metrics: GatewayMetrics
     client_format: AudioFormat | None
@@ -50,9 +49,8 @@ def account_end(session: Session, outcome: str, error: GatewayError | None) -> N
     fmt = session.client_format
     audio_s = session.bytes_in / fmt.bytes_per_second if fmt is not None else 0.0
     upstream = error if isinstance(error, UpstreamError) else None
-    session.metrics.session_ended(
-        session.dialect, outcome, session.bytes_in, audio_s, session.backpressure_pauses, upstream
-    )
+    pauses = session.stream.pauses if session.stream is not None else 0  # times Data Flow's buffer held the client
+    session.metrics.session_ended(session.dialect, outcome, session.bytes_in, audio_s, pauses, upstream)
     fields = log_fields(session)
     fields.update(
         outcome=outcome,

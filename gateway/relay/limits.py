@@ -67,6 +67,10 @@ class LimitWatch:
         ahead_ms = fmt.bytes_to_ms(bytes_total) - allowed_ms
         return ahead_ms / 1000 / limits.max_rate_x if ahead_ms > 0 else 0.0
 
+    def free_for(self, bytes_total: int, now: float) -> bool:
+        """Can the stream reach ``bytes_total`` now with no hold and no limit to check (no cap, no budget)?"""
+        return self._cap_bytes is None and self.limits.budget is None and self.pace_s(bytes_total, now) <= 0
+
     async def pace(self, bytes_total: int) -> None:
         """Hold the caller (and so the reading of its socket) until ``bytes_total`` is within the rate."""
         delay = self.pace_s(bytes_total, time.monotonic())

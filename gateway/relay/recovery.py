@@ -114,6 +114,13 @@ class RecoveringStream:
         except UpstreamError as exc:
             await self._recover_from(exc)
 
+    def ready(self) -> bool:
+        return self._recovery is None and self._inner.ready()
+
+    def put_audio(self, data: bytes) -> None:
+        self._buffer.append(data)
+        self._inner.put_audio(data)
+
     async def update(self, settings: dict[str, Any]) -> None:
         self._settings.update(settings)
         await self._control(lambda stream: stream.update(settings))

@@ -1,10 +1,9 @@
 """The relay core: one client paired with one upstream Data Flow stream (which survives a failure:
 :mod:`gateway.relay.recovery`). States (:class:`SessionState`): ``new -> starting -> streaming ->
-finalizing -> closed``. The driver of a connection (a WebSocket dialect, an upload) calls start,
-feed_audio, update, send_event, finalize, stop and abort, and renders what ``outbound()`` yields.
-Every way a session ends goes through ``_finish``, which picks the reason and close code, tears the
-upstream stream down, and accounts for the session once. It knows no FastAPI and no gRPC: the
-upstream is a :class:`~gateway.relay.stream.StreamOpener`.
+finalizing -> closed``. Drivers (WebSocket dialects, uploads) call start, feed_audio (or, on the fast
+path, ready_for + take_audio), update, send_event, finalize, stop and abort, and render ``outbound()``.
+Every way a session ends goes through ``_finish`` (reason, close code, teardown, accounting once).
+It knows no FastAPI and no gRPC: the upstream is a :class:`~gateway.relay.stream.StreamOpener`.
 """
 
 from __future__ import annotations
@@ -33,6 +32,7 @@ from gateway.errors import (
 )
 from gateway.observability import GatewayMetrics
 from gateway.relay.accounting import account_end, log_fields
+from gateway.relay.intake import AudioIntake
 from gateway.relay.items import Closed, Flow, Notice, OutItem, SessionState, Started
 from gateway.relay.limits import LimitWatch, SessionLimits
 from gateway.relay.outbox import Outbox
@@ -45,21 +45,22 @@ log = logging.getLogger(__name__)
 
 class Session:
     def __init__(self, upstream: StreamOpener, settings: Settings, limits: SessionLimits | None = None, *,
-                 metrics: GatewayMetrics, dialect: str, key: str | None = None) -> None:  # fmt: skip
+                 metrics: GatewayMetrics, dialect: str, key: str | None = None,
+                 flow_reports: bool = True) -> None:  # fmt: skip
         self.id = uuid.uuid4().hex
         self.settings = settings
         self.limits = limits or SessionLimits(settings.max_session_s)
         self.dialect = dialect
         self.key = key
+        self.flow_reports = flow_reports  # periodic Flow items: only for dialects that render them
         self.state = SessionState.NEW
         self.project = ""
         self.opened_at = time.monotonic()
-        self.bytes_in = 0
         self._upstream = upstream
         self.metrics = metrics
         self._watch = LimitWatch(self.limits, settings.idle_timeout_s, self.opened_at)
         self.stream: UpstreamStream | None = None
-        self._converter: AudioConverter | None = None
+        self._intake: AudioIntake | None = None
         self.client_format: AudioFormat | None = None
         self._upstream_format: AudioFormat | None = None
         self._outbox = Outbox(settings.client_event_queue, metrics, settings.client_outbox_bytes)
@@ -81,12 +82,12 @@ class Session:
         s = self.settings
         encoding = DATAFLOW_ENCODINGS[s.upstream_encoding]
         upstream_format = upstream_format_for(client_format, encoding, s.upstream_sample_rate_hz)
-        self._converter = AudioConverter(client_format, upstream_format)
         self.client_format, self._upstream_format = client_format, upstream_format
         request.audio = upstream_format
         self.project = request.project
         deadline = self.limits.max_session_s + s.finalize_timeout_s + 30.0
         self.stream = open_stream(self._upstream, upstream_format, deadline, s)
+        self._intake = AudioIntake(self._watch, AudioConverter(client_format, upstream_format), self.stream)
         began = time.monotonic()
         try:
             response = await self.stream.start(request)
@@ -104,36 +105,40 @@ class Session:
         log.info("session started", extra=log_fields(self))
         started = Started(self.id, response.session_id, client_format, upstream_format, response)
         self._emit(started)
-        self._tasks = [
-            asyncio.create_task(self._pump_upstream(), name=f"session-{self.id}-upstream"),
-            asyncio.create_task(self._tick(), name=f"session-{self.id}-ticker"),
-        ]
+        tasks = (self._pump_upstream(), "upstream"), (self._tick(), "ticker")
+        self._tasks = [asyncio.create_task(work, name=f"session-{self.id}-{kind}") for work, kind in tasks]
         return started
 
     async def feed_audio(self, data: bytes) -> None:
         """Client audio in the client's format, any byte count. Waits while Data Flow is slow."""
-        if self.state is not SessionState.STREAMING:
+        intake = self._intake
+        if self.state is not SessionState.STREAMING or intake is None:
             self._refuse_audio()
             return
-        await self._watch.pace(self.bytes_in + len(data))
+        await intake.pace(len(data))
         if self.state is not SessionState.STREAMING:  # ended (a limit, the client, a drain) while held
             return
-        assert self._converter is not None and self.stream is not None
         self._last_activity = time.monotonic()
-        before = self.bytes_in
-        self.bytes_in += len(data)
-        allowed, limit = self._watch.accept(before, len(data))
-        converted = self._converter.convert(data if allowed == len(data) else data[:allowed])
-        if converted:
-            try:
-                await self.stream.send_audio(converted)
-            except UpstreamError as exc:
-                self._finish("upstream_error", exc)
-                return
-            except InvalidState:  # a limit closed the input while this chunk waited for Data Flow
-                return
+        try:
+            limit = await intake.feed(data)
+        except UpstreamError as exc:
+            self._finish("upstream_error", exc)
+            return
+        except InvalidState:  # a limit closed the input while this chunk waited for Data Flow
+            return
         if limit is not None and self.state is SessionState.STREAMING:
             await self._limit(limit)
+
+    def ready_for(self, most_bytes: int) -> bool:
+        """May :meth:`take_audio` do a :meth:`feed_audio` of up to ``most_bytes`` at once (fast path)?"""
+        intake = self._intake
+        return self.state is SessionState.STREAMING and intake is not None and intake.ready_for(most_bytes)
+
+    def take_audio(self, data: bytes) -> None:
+        """:meth:`feed_audio` without a wait: only right after :meth:`ready_for` said True."""
+        assert self._intake is not None
+        self._last_activity = time.monotonic()
+        self._intake.take(data)
 
     def _refuse_audio(self) -> None:
         if self.state is SessionState.FINALIZING:
@@ -188,9 +193,8 @@ class Session:
         return await self._outbox.wait_closed()
 
     @property
-    def backpressure_pauses(self) -> int:
-        """Times this client was paused because Data Flow was slow."""
-        return self.stream.pauses if self.stream is not None else 0
+    def bytes_in(self) -> int:  # client audio accepted so far, in the client's format
+        return self._intake.bytes_in if self._intake is not None else 0
 
     def flow(self) -> Flow:
         return Flow.measure(self.client_format, self._upstream_format, self.bytes_in, self.stream, self._watch.pacing)
@@ -220,19 +224,14 @@ class Session:
             self._finish("upstream_error", exc)
 
     async def _end_input(self, *, stop: bool) -> None:
-        stream = self._streaming_stream()
-        assert self._converter is not None
+        self._streaming_stream()
+        assert self._intake is not None
         self.touch()
-        pending = self._converter.pending_bytes
-        if pending:
-            self.notify(InvalidState(f"{pending} trailing bytes did not form a whole sample and were dropped",
-                                     code=ErrorCode.MISALIGNED_AUDIO))  # fmt: skip
+        misaligned = self._intake.misaligned()
+        if misaligned is not None:
+            self.notify(misaligned)
         try:
-            if not stop:
-                tail = self._converter.flush()
-                if tail:
-                    await stream.send_audio(tail)
-            await (stream.stop() if stop else stream.finalize())
+            await self._intake.end(stop=stop)
         except GatewayError as exc:
             self._finish("upstream_error", exc)
             return
@@ -265,7 +264,8 @@ class Session:
             await asyncio.sleep(interval)
             now = time.monotonic()
             if self.state is SessionState.STREAMING:
-                self._emit(self.flow())
+                if self.flow_reports:
+                    self._emit(self.flow())
                 limit = self._watch.periodic(now, self._last_activity)
                 if limit is not None:
                     await self._limit(limit)

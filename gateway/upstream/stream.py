@@ -13,7 +13,7 @@ import json
 import logging
 from collections import deque
 from collections.abc import AsyncIterator
-from typing import Any, Protocol
+from typing import Any
 
 import grpc
 from pydantic import SecretStr
@@ -42,30 +42,13 @@ from gateway.errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
-from gateway.settings import Settings
-from gateway.upstream.contract import ContentType, WireContract
+from gateway.upstream.contract import ContentType
 from gateway.upstream.errors import error_from_status, start_refused
+from gateway.upstream.host import StreamHost
 from gateway.upstream.send_queue import SendQueue
-from gateway.upstream.token import TokenProvider
 
 log = logging.getLogger(__name__)
 _EOF = grpc.aio.EOF  # type: ignore[attr-defined]  # (missing from the grpc stubs)
-
-
-class StreamHost(Protocol):
-    """What a stream needs from the connection it rides on (:class:`gateway.upstream.channel.UpstreamClient`)."""
-
-    settings: Settings
-    tokens: TokenProvider
-    contract: WireContract
-
-    def open_call(self, deadline_s: float) -> grpc.aio.StreamStreamCall[bytes, bytes]:
-        """Open the RPC and count it as a live stream until :meth:`call_ended`."""
-        ...
-
-    def call_ended(self) -> None: ...
-
-    def audio_write_interval_s(self) -> float: ...
 
 
 class DataflowStream:
@@ -145,6 +128,15 @@ class DataflowStream:
     @property
     def backpressured(self) -> bool:
         return not self._queue.has_space.is_set()
+
+    def ready(self) -> bool:
+        """send_audio would not wait now: room in the buffer, and the stream writable."""
+        writable = self._failure is None and self._writer is not None and not self._input_closed
+        return writable and self._queue.has_space.is_set()
+
+    def put_audio(self, data: bytes) -> None:
+        """Queue audio without waiting: only right after :meth:`ready` said True (the fast path)."""
+        self._queue.put_audio(data)
 
     async def send_audio(self, data: bytes) -> None:
         """Queue whole-sample audio; waits (bounded) while the upstream buffer is full."""

@@ -152,6 +152,20 @@ class FakeStream:
         await self._audio_flowing.wait()
         self._check_writable()
 
+    def ready(self) -> bool:
+        try:
+            self._check_writable()
+        except GatewayError:
+            return False
+        return self._audio_flowing.is_set()
+
+    def put_audio(self, data: bytes) -> None:
+        assert self.ready(), "put_audio without ready()"
+        if len(data) % self.audio.frame_bytes:
+            raise ValueError("audio must be whole sample frames")
+        self.audio_chunks.append(data)
+        self.audio_bytes_sent += len(data)
+
     async def update(self, settings: dict[str, Any]) -> None:
         self._check_writable()
         self.updates.append(settings)
