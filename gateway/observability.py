@@ -102,6 +102,10 @@ class GatewayMetrics:
         self.backpressure_pauses = Counter(
             f"{PREFIX}_backpressure_pauses", "Times a client was paused because Data Flow was slow", registry=r
         )
+        self.ws_messages = Counter(
+            f"{PREFIX}_ws_messages", "Client WebSocket messages, by path: fast (straight to the session) or queued",
+            ["path"], registry=r,
+        )  # fmt: skip
         self.denials = Counter(f"{PREFIX}_denials", "Refused sessions or requests, by reason", ["reason"], registry=r)
         self.requests_refused = Counter(
             f"{PREFIX}_requests_refused",

@@ -15,6 +15,7 @@ from typing import Any, Protocol
 
 from gateway.adapters.dialect import ClientMessage, Dialect
 from gateway.adapters.reader import ClientReader
+from gateway.observability import GatewayMetrics
 from gateway.relay.session import Session
 from gateway.ws_protocol import FAST_RECEIVE
 
@@ -34,6 +35,7 @@ class FastAudioHost(Protocol):
 class FastAudio:
     def __init__(self, host: FastAudioHost) -> None:
         self._host = host
+        self.taken = 0
 
     def __call__(self, message: ClientMessage) -> bool:
         host = self._host
@@ -47,18 +49,24 @@ class FastAudio:
         if data is None:
             return False
         session.take_audio(data)
+        self.taken += 1
         return True
 
 
-def register(scope: Mapping[str, Any], host: FastAudioHost) -> Callable[[], None]:
-    """Offer ``host``'s connection the fast path when the server has one; returns the undo."""
-    extensions = scope.get("extensions") or {}
-    offer = extensions.get(FAST_RECEIVE)
-    if offer is None:
-        return _nothing
-    offer(FastAudio(host))
-    return lambda: offer(None)
+def register(scope: Mapping[str, Any], host: FastAudioHost, metrics: GatewayMetrics) -> Callable[[], None]:
+    """Offer ``host``'s connection the fast path when the server has one. Returns what to call at the
+    connection's end: it withdraws the offer and counts the messages by the path they took."""
+    sink = FastAudio(host)
+    offer = (scope.get("extensions") or {}).get(FAST_RECEIVE)
+    if offer is not None:
+        offer(sink)
 
+    def done() -> None:
+        if offer is not None:
+            offer(None)
+        if sink.taken:
+            metrics.ws_messages.labels(path="fast").inc(sink.taken)
+        if host.reader.queued:
+            metrics.ws_messages.labels(path="queued").inc(host.reader.queued)
 
-def _nothing() -> None:
-    return None
+    return done

@@ -34,6 +34,7 @@ class ClientReader:
         self._pending: asyncio.Future[Any] | None = None
         self._received = 0
         self.disconnected = False
+        self.queued = 0  # messages that came through ASGI receive() (not the fast path)
         self.idle = False  # every earlier message is handled and the driver waits for the next (fast path)
 
     async def next(self) -> ClientMessage | None:
@@ -58,6 +59,7 @@ class ClientReader:
         if message["type"] == "websocket.disconnect":
             self.disconnected = True
             return None
+        self.queued += 1
         data: bytes | None = message.get("bytes")
         if data is not None:
             return data

@@ -64,7 +64,7 @@ class Connection:
             return
         await self.ws.accept(subprotocol=self.dialect.subprotocol(offered_subprotocols(self.ws.headers)))
         watchdog: asyncio.Task[None] | None = None
-        unregister = fast_audio.register(self.ws.scope, self)
+        unregister = fast_audio.register(self.ws.scope, self, self.service.metrics)
         try:
             try:  # a dialect whose clients may name themselves in the start message is counted by key then
                 at_once = self.dialect.refuse_full_at_once

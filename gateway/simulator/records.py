@@ -51,6 +51,7 @@ class SessionRecord:
     audio_messages: int = 0
     largest_audio_message: int = 0
     requests: list[str] = field(default_factory=list)
+    request_offsets: list[int] = field(default_factory=list)  # audio bytes received before each request
     client_events: list[dict[str, Any]] = field(default_factory=list)
     started_at: float = field(default_factory=time.monotonic)
     ended_at: float | None = None

@@ -202,6 +202,7 @@ class SimulatedSession:
     async def _on_request(self, obj: dict[str, Any]) -> None:
         name = message_name(obj)
         self.record.requests.append(name)
+        self.record.request_offsets.append(self.record.audio_bytes)
         if name == "update":
             self.settings.update(as_dict(get(obj, "Settings")))
             await self._respond("UpdateResponse")
