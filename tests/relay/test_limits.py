@@ -79,6 +79,26 @@ async def test_pace_holds_the_caller_for_the_time_it_is_ahead() -> None:
     assert w.paced_s == pytest.approx(0.2, abs=0.02) and not w.pacing
 
 
+@pytest.mark.parametrize("rate_x", [None, 1.0, 2.5, 3.0])
+@pytest.mark.parametrize("burst_ms", [0.0, 100.0, 2000.0])
+def test_free_for_is_exactly_no_hold(rate_x: float | None, burst_ms: float) -> None:
+    """The fast path's check (free_for) agrees with pace_s == 0 on both sides of every boundary."""
+    w = watch(SessionLimits(60.0, max_rate_x=rate_x, rate_burst_ms=burst_ms))
+    for streaming_s in (0.0, 0.013, 0.5, 1.0, 7.77, 59.0):
+        now = T0 + 0.5 + streaming_s
+        edge = ms(streaming_s * 1000 * (rate_x or 1.0) + burst_ms)
+        for total in (0, 2, edge - 2, edge, edge + 2, edge + ms(20), ms(600_000)):
+            assert w.free_for(max(total, 0), now) == (w.pace_s(max(total, 0), now) == 0.0), (streaming_s, total)
+
+
+@pytest.mark.parametrize(("budget", "cap_s"), [(Budget(100.0), None), (None, 100.0)])
+def test_a_budget_or_a_cap_is_never_free(budget: Budget | None, cap_s: float | None) -> None:
+    """A chunk may spend a budget or cross a cap: that needs the session's own task (the queued path)."""
+    w = watch(SessionLimits(60.0, max_rate_x=None, budget=budget, max_audio_s=cap_s))
+    assert not w.free_for(2, T0 + 10.0)
+    assert budget is None or budget.charged == []
+
+
 def test_the_rate_never_refuses_audio() -> None:
     w = watch(SessionLimits(60.0, max_rate_x=1.0, rate_burst_ms=0.0))
     assert w.accept(0, ms(60_000)) == (ms(60_000), None)  # pacing, not accept, applies the rate
