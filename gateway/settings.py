@@ -116,7 +116,11 @@ class Settings(BaseSettings):
     )
     upstream_coalesce_ms: int = Field(200, ge=10, le=1000, description="Most audio merged into one upstream message.")
     upstream_write_interval_ms: int = Field(
-        0, ge=0, le=500, description="Least hold: audio waits up to this long to merge into one upstream write."
+        60,
+        ge=0,
+        le=500,
+        description="Least hold: audio waits up to this long to merge into one upstream write (a gRPC message "
+        "costs the same CPU whatever its size: 60 ms merges three 20 ms frames); 0: every frame at once.",
     )
     upstream_write_rate: int = Field(
         2000,

@@ -24,6 +24,10 @@ from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIO
 #: The scope extension: ``scope["extensions"][FAST_RECEIVE](sink)`` registers a sink (None removes it).
 FAST_RECEIVE = "gateway.fast_receive"
 
+#: The scope extension holding the protocol's ``writable`` event: set while a send goes out at once
+#: (the transport's buffer is under its high-water mark), so a sender needs no timer for it.
+WRITABLE = "gateway.writable"
+
 #: A message as sent (bytes: binary, str: text) -> True when the sink took it.
 FrameSink = Callable[[bytes | str], bool]
 
@@ -43,6 +47,7 @@ class FastReceiveProtocol(WebSocketsSansIOProtocol):
             extensions = cast(dict[str, Any] | None, self.scope.get("extensions"))
             if extensions is not None:
                 extensions[FAST_RECEIVE] = self._register
+                extensions[WRITABLE] = self.writable
 
     def _register(self, sink: FrameSink | None) -> None:
         self._sink = sink

@@ -178,7 +178,7 @@ async def test_a_hold_only_waits_for_what_it_needs() -> None:
 
 
 async def test_without_a_hold_each_chunk_goes_at_once() -> None:
-    policy = HoldPolicy(make_settings(upstream_write_rate=2000))
+    policy = HoldPolicy(make_settings(upstream_write_rate=2000, upstream_write_interval_ms=0))
     queue = SendQueue(PCM16_16K, make_settings(), lambda: policy.hold_s(10))
     writer = asyncio.create_task(queue.next())
     queue.put_audio(ms(20, fill=1))
@@ -207,7 +207,9 @@ async def test_without_a_hold_each_chunk_goes_at_once() -> None:
     ],
 )
 def test_the_hold_grows_in_20ms_steps_with_the_streams(streams: int, hold_s: float) -> None:
-    policy = HoldPolicy(make_settings(upstream_write_rate=2000, upstream_max_write_interval_ms=100))
+    policy = HoldPolicy(
+        make_settings(upstream_write_rate=2000, upstream_write_interval_ms=0, upstream_max_write_interval_ms=100)
+    )
     assert policy.hold_s(streams) == pytest.approx(hold_s)
 
 
@@ -228,11 +230,21 @@ def test_the_least_hold_wins_over_a_smaller_most() -> None:
 def test_a_write_rate_of_zero_never_holds_for_load() -> None:
     policy = HoldPolicy(make_settings(upstream_write_rate=0, upstream_write_interval_ms=10))
     assert policy.hold_s(1_000_000) == pytest.approx(0.01)
-    assert HoldPolicy(make_settings(upstream_write_rate=0)).hold_s(1_000_000) == 0.0
+    assert HoldPolicy(make_settings(upstream_write_rate=0, upstream_write_interval_ms=0)).hold_s(1_000_000) == 0.0
+
+
+def test_by_default_even_one_stream_merges_three_frames() -> None:
+    """A gRPC message costs the same whatever its size: at low load too, 60 ms go as one (issue 18)."""
+    policy = HoldPolicy(make_settings())
+    assert policy.hold_s(1) == pytest.approx(0.06)
+    assert policy.hold_s(120) == pytest.approx(0.06)
+    assert policy.hold_s(200) == pytest.approx(0.1)
 
 
 def test_a_higher_write_rate_holds_later() -> None:
-    policy = HoldPolicy(make_settings(upstream_write_rate=10_000, upstream_max_write_interval_ms=1000))
+    policy = HoldPolicy(
+        make_settings(upstream_write_rate=10_000, upstream_write_interval_ms=0, upstream_max_write_interval_ms=1000)
+    )
     assert policy.hold_s(399) == 0.0
     assert policy.hold_s(400) == pytest.approx(0.04)
     assert policy.hold_s(1000) == pytest.approx(0.1)

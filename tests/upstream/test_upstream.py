@@ -341,7 +341,9 @@ async def test_write_rate_merges_frames_only_under_load(
 ) -> None:
     # 100 writes/s for the process: one stream's share (10 ms) is under two 20 ms steps, so each frame
     # goes alone; eight streams share it, so each holds up to 80 ms and merges four frames a write.
-    settings = settings_for(simulator, upstream_write_rate=100, upstream_max_write_interval_ms=100)
+    settings = settings_for(
+        simulator, upstream_write_rate=100, upstream_write_interval_ms=0, upstream_max_write_interval_ms=100
+    )
     client = UpstreamClient(settings, StaticTokenProvider(SecretStr(SIM_TOKEN)))
     fmt = AudioFormat("pcm16", 16000, 1)
     opened = [await open_stream(client, fmt) for _ in range(streams)]
@@ -360,16 +362,36 @@ async def test_write_rate_merges_frames_only_under_load(
 
 def test_write_interval_bounds(simulator: DataflowSimulator) -> None:
     tokens = StaticTokenProvider(SecretStr(SIM_TOKEN))
-    capped = UpstreamClient(settings_for(simulator, upstream_write_rate=10, upstream_max_write_interval_ms=50), tokens)
+    capped = UpstreamClient(
+        settings_for(
+            simulator, upstream_write_rate=10, upstream_write_interval_ms=0, upstream_max_write_interval_ms=50
+        ),
+        tokens,
+    )
     capped.active_streams = 100
     assert capped.audio_write_interval_s() == pytest.approx(0.05)
-    stepped = UpstreamClient(settings_for(simulator, upstream_write_rate=1000), tokens)
+    stepped = UpstreamClient(settings_for(simulator, upstream_write_rate=1000, upstream_write_interval_ms=0), tokens)
     for streams, interval in ((19, 0.0), (39, 0.0), (40, 0.04), (59, 0.04), (60, 0.06), (5000, 0.1)):
         stepped.active_streams = streams
         assert stepped.audio_write_interval_s() == pytest.approx(interval), streams  # whole 20 ms frames
     floor = UpstreamClient(settings_for(simulator, upstream_write_rate=0, upstream_write_interval_ms=30), tokens)
     floor.active_streams = 1000
     assert floor.audio_write_interval_s() == pytest.approx(0.03)  # 0 turns load-merging off; the floor stays
+    default = UpstreamClient(settings_for(simulator), tokens)
+    default.active_streams = 1
+    assert default.audio_write_interval_s() == pytest.approx(0.06)  # one stream merges three 20 ms frames
+
+
+async def test_by_default_a_lone_paced_stream_sends_three_frames_a_message(simulator: DataflowSimulator) -> None:
+    """The low-load default (issue 18): a gRPC message costs the same whatever it holds, so 60 ms go as one."""
+    client = UpstreamClient(settings_for(simulator), StaticTokenProvider(SecretStr(SIM_TOKEN)))
+    stream = await open_stream(client, AudioFormat("pcm16", 16000, 1))
+    await _paced_second(stream)
+    await stream.aclose()
+    await client.aclose()
+    record = simulator.records[-1]
+    assert record.audio_bytes == 50 * 640
+    assert 15 <= record.audio_messages <= 20, record.audio_messages  # 50 frames in threes (and the tail)
 
 
 async def _sent_within(stream: DataflowStream, count: int, seconds: float) -> bool:
