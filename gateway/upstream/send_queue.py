@@ -12,7 +12,6 @@ message goes as soon as it is full, or as soon as a control message queues behin
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections import deque
 from collections.abc import Callable
@@ -134,9 +133,11 @@ class SendQueue:
             return
         self._holding_for = target
         self._hold_over.clear()
+        # A timer that ends the wait as a fill or a control message would: no cancellation (and no
+        # exception) per held message, as a timeout would cost.
+        timer = asyncio.get_running_loop().call_later(remaining, self._hold_over.set)
         try:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(remaining):
-                    await self._hold_over.wait()
+            await self._hold_over.wait()
         finally:
+            timer.cancel()
             self._holding_for = 0
