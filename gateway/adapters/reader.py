@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import deque
+from collections.abc import Awaitable
 from typing import Any
 
 from starlette.websockets import WebSocket
@@ -46,12 +47,14 @@ class ClientReader:
             return self._held.popleft()
         if self.disconnected:
             return None
-        if self._pending is not None:
-            pending, self._pending = self._pending, None
-            return self._decode(await pending)
-        self.idle = True
+        receiving: Awaitable[Any]
+        if self._pending is not None:  # the read the start left waiting
+            receiving, self._pending = self._pending, None
+        else:
+            receiving = self._ws.receive()
+        self.idle = True  # everything before is handled: the fast path may take what comes meanwhile
         try:
-            return self._decode(await self._ws.receive())
+            return self._decode(await receiving)
         finally:
             self.idle = False
 

@@ -9,8 +9,10 @@ import asyncio
 import json
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from websockets.frames import Frame, Opcode
 
 from gateway.adapters import commands
 from gateway.adapters.audiocodes import AudioCodesDialect
@@ -18,6 +20,7 @@ from gateway.adapters.dialect import ClientMessage, Dialect
 from gateway.adapters.native import NativeDialect
 from gateway.adapters.twilio import TwilioDialect
 from gateway.simulator.server import DataflowSimulator
+from gateway.ws_protocol import MESSAGES_PER_READ
 from tests.support import signals, telephony
 from tests.support.harness import RunningGateway, next_message, read_all, ws_connect
 from tests.support.native_client import client_audio, start_message
@@ -38,6 +41,7 @@ async def counted(gw: RunningGateway, path: str, at_least: float) -> float:
     return ws_messages(gw, path)
 
 
+@pytest.mark.ws
 async def test_paced_audio_takes_the_fast_path_and_every_digit_comes_back(gw: RunningGateway) -> None:
     audio = client_audio(signals.utterances(["314", "159"], 16000), "pcm16")
     frames = [audio[i : i + FRAME] for i in range(0, len(audio), FRAME)]
@@ -62,6 +66,7 @@ async def test_paced_audio_takes_the_fast_path_and_every_digit_comes_back(gw: Ru
         assert queued == len(frames) + 2
 
 
+@pytest.mark.ws
 async def test_control_messages_stay_in_order_with_audio_sent_in_one_burst(
     gw: RunningGateway, simulator: DataflowSimulator
 ) -> None:
@@ -82,6 +87,34 @@ async def test_control_messages_stay_in_order_with_audio_sent_in_one_burst(
     assert record.requests == ["update", "update", "update", "update", "finalize"]
     assert record.request_offsets == [10 * FRAME, 20 * FRAME, 30 * FRAME, 40 * FRAME, 40 * FRAME]
     assert record.audio_bytes == 40 * FRAME
+
+
+@pytest.mark.ws
+async def test_one_read_gives_the_fast_path_at_most_32_messages_and_keeps_their_order(
+    gw: RunningGateway, simulator: DataflowSimulator
+) -> None:
+    """200 tiny frames, an update and 100 more in one TCP write (one read on loopback): the fast path
+    takes at most MESSAGES_PER_READ of them, the rest queue (so a flood yields the loop), and Data
+    Flow still gets the update after exactly the audio sent before it."""
+    tiny = [Frame(Opcode.BINARY, bytes([i % 256]) * 10).serialize(mask=True, extensions=[]) for i in range(300)]
+    update = Frame(Opcode.TEXT, json.dumps({"type": "update", "settings": {"Marker": 1}}).encode())
+    burst = b"".join(tiny[:200]) + update.serialize(mask=True, extensions=[]) + b"".join(tiny[200:])
+    async with ws_connect(gw.ws_url()) as ws:
+        await ws.send(start_message())
+        await next_message(ws, "started")
+        ws.transport.write(burst)
+        assert (await next_message(ws, "response"))["name"] == "UpdateResponse"
+        await ws.send(json.dumps({"type": "finalize"}))
+        result = await read_all(ws)
+    assert result.close_code == 1000
+    record = simulator.records[-1]
+    assert record.request_offsets == [2000, 3000]  # the update after 200 frames, finalize after all 300
+    await counted(gw, "queued", 3 + 300 - MESSAGES_PER_READ)
+    if gw.gateway.settings.ws_fast_path:
+        assert ws_messages(gw, "fast") == MESSAGES_PER_READ
+        assert ws_messages(gw, "queued") == 3 + 300 - MESSAGES_PER_READ
+    else:
+        assert ws_messages(gw, "fast") == 0
 
 
 # --- the dialects' fast_audio is their streaming(), for audio only -------------------------------------
