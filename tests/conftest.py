@@ -1,5 +1,6 @@
 """Suite-wide setup and every shared fixture: asyncio debug mode, the log secret check, the simulator,
-the upstream client and the gateways (``gateway_factory``, ``gw``). Helpers live in tests/support/."""
+the upstream client, the gateways (``gateway_factory``, ``gw``) and the two WebSocket modes every test
+marked ``ws`` runs in (tests/support/ws_mode.py). Helpers live in tests/support/."""
 
 from __future__ import annotations
 
@@ -19,8 +20,52 @@ import pytest
 from gateway.simulator.server import DataflowSimulator, SimulatorConfig
 from gateway.upstream.channel import UpstreamClient
 from gateway.upstream.token import StaticTokenProvider
+from tests.support import ws_mode
 from tests.support.harness import GatewayFactory, RunningGateway, gateway_factory_for
 from tests.support.settings import SECRETS, SIM_TENANT, SIM_TOKEN, settings_for
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        f"{ws_mode.MARKER}: opens a WebSocket to a gateway; runs as [{ws_mode.FAST}] and [{ws_mode.QUEUED}] "
+        "(GATEWAY_WS_FAST_PATH=false)",
+    )
+    ws_mode.install_counters()
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """A ``ws`` test runs once per WebSocket mode. Module-scoped, so that pytest runs a module's tests
+    mode by mode and builds its module-scoped fixtures (gateways, containers) once per mode."""
+    if metafunc.definition.get_closest_marker(ws_mode.MARKER) is not None:
+        modes = list(ws_mode.MODES)
+        metafunc.parametrize("ws_mode_env", modes, ids=modes, indirect=True, scope="module")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def ws_mode_env(request: pytest.FixtureRequest) -> Iterator[str | None]:
+    """``GATEWAY_WS_FAST_PATH`` for the module's current mode (None: not a WebSocket test, the default).
+    Autouse and module-scoped: set before any other fixture of the module builds a gateway."""
+    mode: str | None = getattr(request, "param", None)
+    if mode is None:
+        yield None
+        return
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(ws_mode.ENV, ws_mode.MODES[mode])
+        yield mode
+
+
+@pytest.fixture(autouse=True)
+def only_ws_tests_open_websockets(request: pytest.FixtureRequest) -> Iterator[None]:
+    """A test that opens a WebSocket without the ``ws`` marker would silently run in one mode only."""
+    marked = request.node.get_closest_marker(ws_mode.MARKER) is not None
+    before = ws_mode.handshakes()
+    yield
+    if not marked and ws_mode.handshakes() != before:
+        pytest.fail(
+            f"{request.node.nodeid} opened a WebSocket but is not marked {ws_mode.MARKER!r}: add "
+            f"pytest.mark.{ws_mode.MARKER} (module pytestmark or the test) so it runs in both WebSocket modes"
+        )
 
 
 class _ServerLogLines(logging.Handler):

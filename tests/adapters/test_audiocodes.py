@@ -67,6 +67,7 @@ async def recognize(ws: ClientConnection, digits: str, rate: int, audio_format: 
     return await until(ws, "end")
 
 
+@pytest.mark.ws
 async def test_two_sequential_recognitions_on_one_socket(gw: RunningGateway, simulator: DataflowSimulator) -> None:
     async with ws_connect(gw.ws_url("/v1/audiocodes")) as ws:
         first = await recognize(ws, "123", 16000, "raw")
@@ -92,6 +93,7 @@ async def test_two_sequential_recognitions_on_one_socket(gw: RunningGateway, sim
     assert gw.gateway.registry.active == 0
 
 
+@pytest.mark.ws
 async def test_stop_flushes_an_utterance_still_open(gw: RunningGateway) -> None:
     # Speech that never ends in silence: only the Finalize behind ``stop`` can produce the recognition.
     audio = signals.to_pcm16(signals.silence(300, 16000).tolist() + signals.dtmf("78", 16000).tolist())
@@ -107,6 +109,7 @@ async def test_stop_flushes_an_utterance_still_open(gw: RunningGateway) -> None:
     ]
 
 
+@pytest.mark.ws
 async def test_abrupt_close_mid_recognition_cancels_upstream(gw: RunningGateway, simulator: DataflowSimulator) -> None:
     ws = await ws_connect(gw.ws_url("/v1/audiocodes"))
     await ws.send(start())
@@ -116,6 +119,7 @@ async def test_abrupt_close_mid_recognition_cancels_upstream(gw: RunningGateway,
     await vanish_and_expect_upstream_cancelled(ws, record, gw)
 
 
+@pytest.mark.ws
 async def test_stop_without_recognition_answers_end(gw: RunningGateway) -> None:
     async with ws_connect(gw.ws_url("/v1/audiocodes")) as ws:
         await ws.send(bytes(640))  # stray audio between recognitions is dropped
@@ -123,6 +127,7 @@ async def test_stop_without_recognition_answers_end(gw: RunningGateway) -> None:
         assert await until(ws, "end") == [{"type": "end", "reason": "no recognition running"}]
 
 
+@pytest.mark.ws
 @pytest.mark.parametrize(
     ("frames", "reason", "close_code"),
     [
@@ -144,6 +149,7 @@ async def test_client_mistakes_answer_error_and_close(
     assert gw.gateway.registry.active == 0
 
 
+@pytest.mark.ws
 class TestUpstreamFailures:
     @pytest.fixture
     def sim_config(self) -> SimulatorConfig:
@@ -159,6 +165,7 @@ class TestUpstreamFailures:
         assert result.close_code == 1011
 
 
+@pytest.mark.ws
 class TestUpstreamDropsMidRecognition:
     @pytest.fixture
     def sim_config(self) -> SimulatorConfig:
@@ -177,6 +184,7 @@ class TestUpstreamDropsMidRecognition:
         assert result.close_code == 1011
 
 
+@pytest.mark.ws
 async def test_api_key_and_its_projects_apply_to_every_recognition(simulator: DataflowSimulator) -> None:
     key = API_KEY
     keys = [{"name": "vaic", "sha256": key_digest(key), "projects": ["demo"]}]

@@ -64,6 +64,7 @@ async def opened_client(
     return ws, client
 
 
+@pytest.mark.ws
 @pytest.mark.parametrize("fmt", ["PCMU", "L16"])
 async def test_stereo_dtmf_comes_back_per_channel(gw: RunningGateway, simulator: DataflowSimulator, fmt: str) -> None:
     media = {**STEREO_PCMU, "format": fmt}
@@ -96,6 +97,7 @@ async def test_stereo_dtmf_comes_back_per_channel(gw: RunningGateway, simulator:
     assert record.audio_bytes == client.samples * 2 * 2 and record.outcome == "finalized"
 
 
+@pytest.mark.ws
 async def test_transcript_entity_shape_and_offsets(gw: RunningGateway) -> None:
     ws, client = await opened_client(gw)
     try:
@@ -119,6 +121,7 @@ async def test_transcript_entity_shape_and_offsets(gw: RunningGateway) -> None:
     assert partial_ids == {external_final["id"]}  # partials and the final of one utterance share its id
 
 
+@pytest.mark.ws
 async def test_pause_discard_and_update(gw: RunningGateway, simulator: DataflowSimulator) -> None:
     ws, client = await opened_client(gw, [{**STEREO_PCMU, "channels": ["external"]}])
     try:
@@ -145,6 +148,7 @@ async def test_pause_discard_and_update(gw: RunningGateway, simulator: DataflowS
     assert "update" in simulator.records[-1].requests
 
 
+@pytest.mark.ws
 async def test_out_of_sequence_message_is_a_protocol_error(gw: RunningGateway) -> None:
     ws, client = await opened_client(gw)
     try:
@@ -158,6 +162,7 @@ async def test_out_of_sequence_message_is_a_protocol_error(gw: RunningGateway) -
     assert disconnect["parameters"]["reason"] == "error" and "seq must be 2" in disconnect["parameters"]["info"]
 
 
+@pytest.mark.ws
 async def test_serverseq_ahead_of_the_server_is_refused(gw: RunningGateway) -> None:
     ws, client = await opened_client(gw)
     try:
@@ -170,6 +175,7 @@ async def test_serverseq_ahead_of_the_server_is_refused(gw: RunningGateway) -> N
     assert disconnect["type"] == "disconnect" and "serverseq must be 0..1" in disconnect["parameters"]["info"]
 
 
+@pytest.mark.ws
 async def test_unusable_media_is_refused_in_protocol(gw: RunningGateway) -> None:
     ws, client = await opened_client(gw, [{"type": "audio", "format": "PCMU", "channels": ["external"], "rate": 16000}])
     try:
@@ -277,6 +283,7 @@ def test_dialect_never_raises_on_client_input(messages: list[str | bytes], strea
         dialect.streaming(message) if streaming else dialect.waiting(message)
 
 
+@pytest.mark.ws
 class TestSlowDataFlow:
     @pytest.fixture
     def sim_config(self) -> SimulatorConfig:
@@ -297,6 +304,7 @@ class TestSlowDataFlow:
         assert finals(messages) == {0: [EXTERNAL], 1: [INTERNAL]}  # the held audio was not lost
 
 
+@pytest.mark.ws
 class TestDataFlowRefusesTheSession:
     @pytest.fixture
     def sim_config(self) -> SimulatorConfig:
@@ -315,6 +323,7 @@ class TestDataFlowRefusesTheSession:
         assert ws.close_code == 1011
 
 
+@pytest.mark.ws
 async def test_connection_probe_is_answered_without_a_data_flow_session(
     gw: RunningGateway, simulator: DataflowSimulator
 ) -> None:

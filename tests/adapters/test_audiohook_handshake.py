@@ -65,33 +65,40 @@ async def refused(gw: RunningGateway, headers: dict[str, str]) -> tuple[int, str
     return response.status_code, json.loads(response.body or b"{}")["error"]["code"]
 
 
+@pytest.mark.ws
 async def test_correctly_signed_upgrade_opens(gw: RunningGateway) -> None:
     assert await opens(gw, signed()) == "opened"
 
 
+@pytest.mark.ws
 async def test_key_without_secret_opens_unsigned(gw: RunningGateway) -> None:
     assert await opens(gw, upgrade_headers(OPEN_KEY)) == "opened"
 
 
+@pytest.mark.ws
 async def test_bad_signature_is_refused(gw: RunningGateway) -> None:
     wrong = base64.b64encode(b"some-other-secret").decode()
     assert await refused(gw, signed(secret_b64=wrong)) == (401, "invalid_signature")
 
 
+@pytest.mark.ws
 async def test_tampered_header_is_refused(gw: RunningGateway) -> None:
     headers = signed()
     headers["Audiohook-Session-Id"] = "00000000-0000-4000-8000-000000000000"  # signed over another session
     assert await refused(gw, headers) == (401, "invalid_signature")
 
 
+@pytest.mark.ws
 async def test_unknown_key_is_refused(gw: RunningGateway) -> None:
     assert await refused(gw, signed("dfg_not-a-key")) == (401, "invalid_credential")
 
 
+@pytest.mark.ws
 async def test_unsigned_upgrade_is_refused_when_the_key_has_a_secret(gw: RunningGateway) -> None:
     assert await refused(gw, upgrade_headers(API_KEY)) == (401, "invalid_signature")
 
 
+@pytest.mark.ws
 async def test_expired_signature_is_refused(gw: RunningGateway) -> None:
     stale = signed(created=int(time.time()) - 120, expires_in=60)  # expired a minute ago
     assert await refused(gw, stale) == (401, "invalid_signature")
@@ -99,27 +106,32 @@ async def test_expired_signature_is_refused(gw: RunningGateway) -> None:
     assert await refused(gw, too_old) == (401, "invalid_signature")
 
 
+@pytest.mark.ws
 async def test_replayed_signature_is_refused(gw: RunningGateway) -> None:
     headers = signed()
     assert await opens(gw, headers) == "opened"
     assert await refused(gw, headers) == (401, "invalid_signature")
 
 
+@pytest.mark.ws
 async def test_authority_is_the_public_host_not_the_callers_host(gw: RunningGateway) -> None:
     # Signed over the Host the test connects to (loopback, which the host guard lets through), not the
     # configured public host: a signature made for another server must not verify here.
     assert await refused(gw, signed(authority=f"127.0.0.1:{gw.port}")) == (401, "invalid_signature")
 
 
+@pytest.mark.ws
 async def test_signature_must_cover_the_audiohook_headers(gw: RunningGateway) -> None:
     partial = signed(components=("@request-target", "@authority", "x-api-key"))
     assert await refused(gw, partial) == (401, "invalid_signature")
 
 
+@pytest.mark.ws
 async def test_keyid_must_be_the_key_sent(gw: RunningGateway) -> None:
     assert await refused(gw, signed(keyid=OPEN_KEY)) == (401, "invalid_signature")
 
 
+@pytest.mark.ws
 @pytest.mark.parametrize("gw", [{"auth_failures_per_minute": 2}], indirect=True)
 async def test_failed_signatures_feed_the_auth_throttle(gw: RunningGateway) -> None:
     wrong = base64.b64encode(b"guessing").decode()
@@ -128,12 +140,14 @@ async def test_failed_signatures_feed_the_auth_throttle(gw: RunningGateway) -> N
     assert await opens(gw, signed()) == "opened"  # a valid signature still passes from that address
 
 
+@pytest.mark.ws
 @pytest.mark.parametrize("gw", [{"public_hosts": []}], indirect=True)
 async def test_without_public_hosts_the_authority_is_the_host_reached(gw: RunningGateway) -> None:
     assert await opens(gw, signed(authority=f"127.0.0.1:{gw.port}")) == "opened"
     assert await refused(gw, signed(authority="elsewhere.example.test")) == (401, "invalid_signature")
 
 
+@pytest.mark.ws
 async def test_open_for_another_organization_is_unauthorized(gw: RunningGateway) -> None:
     headers = signed()
     async with connect(gw.ws_url("/v1/audiohook"), headers) as ws:

@@ -104,6 +104,7 @@ async def wait_idle(gw: RunningGateway) -> None:
 # --- (a) a current-dialect client that waits for StartResponse and finalizes ------------------------
 
 
+@pytest.mark.ws
 async def test_current_client_waits_for_start_response_then_finalizes(
     gw: RunningGateway, simulator: DataflowSimulator
 ) -> None:
@@ -142,6 +143,7 @@ async def legacy_client_until_milestone(gw: RunningGateway) -> tuple[ClientConne
     return ws, result
 
 
+@pytest.mark.ws
 async def test_legacy_client_sends_audio_at_once_and_vanishes_without_finalize(
     gw: RunningGateway, simulator: DataflowSimulator
 ) -> None:
@@ -160,6 +162,7 @@ async def test_legacy_client_sends_audio_at_once_and_vanishes_without_finalize(
     await wait_idle(gw)
 
 
+@pytest.mark.ws
 async def test_legacy_client_closing_politely_without_finalize_cancels_upstream(
     gw: RunningGateway, simulator: DataflowSimulator
 ) -> None:
@@ -171,6 +174,7 @@ async def test_legacy_client_closing_politely_without_finalize_cancels_upstream(
     await wait_idle(gw)
 
 
+@pytest.mark.ws
 class TestLegacyDataflow:
     """Against a Data Flow that answers in the legacy dialect, the client gets exactly that dialect."""
 
@@ -196,6 +200,7 @@ class TestLegacyDataflow:
 # --- audio before StartResponse, and leaving while Data Flow is still starting -------------------------
 
 
+@pytest.mark.ws
 @pytest.mark.parametrize("pre_start_audio_ms", [5000, 100])
 async def test_audio_and_finalize_sent_before_start_response_are_held(
     simulator: DataflowSimulator, pre_start_audio_ms: int
@@ -217,6 +222,7 @@ async def test_audio_and_finalize_sent_before_start_response_are_held(
     assert result.close_code == 1000
 
 
+@pytest.mark.ws
 async def test_leaving_while_dataflow_starts_cancels_upstream(gw: RunningGateway, simulator: DataflowSimulator) -> None:
     ws = await ws_connect(gw.ws_url("/project-runner"))
     await ws.send(current_start(Settings={"SimulatorFault": "slow_start:5000"}))
@@ -235,6 +241,7 @@ async def test_leaving_while_dataflow_starts_cancels_upstream(gw: RunningGateway
 # --- failures, control messages ------------------------------------------------------------------------
 
 
+@pytest.mark.ws
 @pytest.mark.parametrize(
     ("path", "first", "expected", "close_code"),
     [
@@ -260,6 +267,7 @@ async def test_failed_start_is_reported_as_a_start_response_then_closed(
     assert gw.gateway.registry.active == 0
 
 
+@pytest.mark.ws
 async def test_capacity_refusal_is_a_start_response(simulator: DataflowSimulator) -> None:
     async with running_gateway(settings_for(simulator, max_sessions=1)) as gw:
         async with ws_connect(gw.ws_url("/project-runner")) as first:
@@ -273,6 +281,7 @@ async def test_capacity_refusal_is_a_start_response(simulator: DataflowSimulator
         assert refused.close_code == 1013
 
 
+@pytest.mark.ws
 async def test_update_event_unknown_and_stop(gw: RunningGateway, simulator: DataflowSimulator) -> None:
     async with ws_connect(gw.ws_url("/project-runner")) as ws:
         await ws.send(current_start())
@@ -300,6 +309,7 @@ async def test_update_event_unknown_and_stop(gw: RunningGateway, simulator: Data
     assert simulator.records[-1].client_events == [{"Name": "TTS Request", "Data": {"Text": "hi"}}]
 
 
+@pytest.mark.ws
 async def test_upstream_failure_mid_session_is_reported_then_closed_1011(gw: RunningGateway) -> None:
     async with ws_connect(gw.ws_url("/project-runner")) as ws:
         await ws.send(current_start(Settings={"SimulatorFault": "abort:300:UNAVAILABLE"}))
@@ -313,6 +323,7 @@ async def test_upstream_failure_mid_session_is_reported_then_closed_1011(gw: Run
     assert result.close_code == 1011
 
 
+@pytest.mark.ws
 async def test_credentials_come_with_the_url_never_in_start(simulator: DataflowSimulator) -> None:
     key = URL_KEY
     keys = [{"name": "pbx", "sha256": key_digest(key)}]

@@ -42,6 +42,7 @@ async def counted(gw: RunningGateway, path: str, at_least: float) -> float:
 
 
 @pytest.mark.ws
+@pytest.mark.ws
 async def test_paced_audio_takes_the_fast_path_and_every_digit_comes_back(gw: RunningGateway) -> None:
     audio = client_audio(signals.utterances(["314", "159"], 16000), "pcm16")
     frames = [audio[i : i + FRAME] for i in range(0, len(audio), FRAME)]
@@ -67,6 +68,7 @@ async def test_paced_audio_takes_the_fast_path_and_every_digit_comes_back(gw: Ru
 
 
 @pytest.mark.ws
+@pytest.mark.ws
 async def test_control_messages_stay_in_order_with_audio_sent_in_one_burst(
     gw: RunningGateway, simulator: DataflowSimulator
 ) -> None:
@@ -89,6 +91,7 @@ async def test_control_messages_stay_in_order_with_audio_sent_in_one_burst(
     assert record.audio_bytes == 40 * FRAME
 
 
+@pytest.mark.ws
 @pytest.mark.ws
 async def test_one_read_gives_the_fast_path_at_most_32_messages_and_keeps_their_order(
     gw: RunningGateway, simulator: DataflowSimulator

@@ -31,6 +31,7 @@ def start(rate: int, interim: bool) -> str:
     })  # fmt: skip
 
 
+@pytest.mark.ws
 @pytest.mark.parametrize(("rate", "interim"), [(8000, False), (16000, True)])
 async def test_dtmf_comes_back_as_transcriptions_then_the_gateway_closes(
     gateway_factory: GatewayFactory, rate: int, interim: bool
@@ -56,6 +57,7 @@ async def test_dtmf_comes_back_as_transcriptions_then_the_gateway_closes(
     assert seen.close_code == 1000
 
 
+@pytest.mark.ws
 async def test_without_the_bearer_key_the_upgrade_is_refused(gateway_factory: GatewayFactory) -> None:
     async with gateway_factory(auth="required", api_keys=KEYS) as gw:
         with pytest.raises(InvalidStatus) as refused:
@@ -64,6 +66,7 @@ async def test_without_the_bearer_key_the_upgrade_is_refused(gateway_factory: Ga
     assert refused.value.response.status_code == 401
 
 
+@pytest.mark.ws
 async def test_a_bad_start_gets_an_error_message_and_a_close_code(gateway_factory: GatewayFactory) -> None:
     async with gateway_factory() as gw, ws_connect(gw.ws_url("/v1/jambonz")) as ws:
         bad: dict[str, Any] = json.loads(start(8000, False)) | {"encoding": "MULAW"}

@@ -22,6 +22,8 @@ from tests.support.harness import (
 )
 from tests.support.native_client import client_audio, dtmf_session, send_audio, start_message
 
+pytestmark = pytest.mark.ws  # opens WebSockets: runs with the fast path on and off
+
 
 @pytest.mark.parametrize(("encoding", "rate"), [("f32", 48000), ("pcm16", 16000), ("mulaw", 8000), ("alaw", 8000)])
 async def test_dtmf_digits_come_back_in_every_client_format(gw: RunningGateway, encoding: str, rate: int) -> None:

@@ -48,6 +48,7 @@ def hooks(receiver: WebhookReceiver, **extra: Any) -> dict[str, Any]:
     return {"webhook_url": receiver.url, "webhook_secret": WEBHOOK_SECRET, "webhook_backoff_s": 0.05, **extra}
 
 
+@pytest.mark.ws
 async def test_dtmf_comes_back_as_signed_webhooks_with_the_call_ids(gateway_factory: GatewayFactory) -> None:
     async with (
         webhook_receiver(WEBHOOK_SECRET) as receiver,
@@ -75,6 +76,7 @@ async def test_dtmf_comes_back_as_signed_webhooks_with_the_call_ids(gateway_fact
     assert receiver.bad_signatures == 0 and receiver.duplicates == []
 
 
+@pytest.mark.ws
 @pytest.mark.parametrize(
     "headers",
     [
@@ -95,6 +97,7 @@ async def test_a_bad_signature_is_refused_401_before_accept(
         assert gw.gateway.registry.active == 0
 
 
+@pytest.mark.ws
 async def test_wrong_signatures_feed_the_failed_credential_throttle(gateway_factory: GatewayFactory) -> None:
     wrong = {"X-Twilio-Signature": telephony.twilio_signature("wrong-token", f"wss://{PUBLIC_HOST}/v1/twilio")}
     statuses = []
@@ -109,6 +112,7 @@ async def test_wrong_signatures_feed_the_failed_credential_throttle(gateway_fact
     assert statuses == [401, 401, 429]
 
 
+@pytest.mark.ws
 async def test_key_in_the_path_since_twilio_forbids_query_strings(gateway_factory: GatewayFactory) -> None:
     keys = [{"name": "twilio", "sha256": key_digest(API_KEY)}]
     secured = {"auth": "required", "api_keys": keys, "twilio_auth_token": AUTH_TOKEN, "public_hosts": [PUBLIC_HOST]}
@@ -127,6 +131,7 @@ async def test_key_in_the_path_since_twilio_forbids_query_strings(gateway_factor
     assert refused.value.response.status_code == 401
 
 
+@pytest.mark.ws
 async def test_no_start_is_closed_after_the_start_timeout_without_a_word(gateway_factory: GatewayFactory) -> None:
     async with gateway_factory(start_timeout_s=0.5) as gw, ws_connect(gw.ws_url("/v1/twilio")) as ws:
         await ws.send(telephony.twilio_connected())
@@ -134,6 +139,7 @@ async def test_no_start_is_closed_after_the_start_timeout_without_a_word(gateway
     assert seen.messages == [] and seen.audio == [] and seen.close_code == 1008
 
 
+@pytest.mark.ws
 async def test_a_drain_closes_the_call_with_1001_and_its_summary_still_goes_out(
     gateway_factory: GatewayFactory,
 ) -> None:
@@ -154,6 +160,7 @@ async def test_a_drain_closes_the_call_with_1001_and_its_summary_still_goes_out(
     assert summary["ended"]["reason"] == "going_away" and summary["ended"]["code"] == 1001
 
 
+@pytest.mark.ws
 async def test_hang_up_without_stop_still_delivers_the_results(gateway_factory: GatewayFactory) -> None:
     async with webhook_receiver(WEBHOOK_SECRET) as receiver, gateway_factory(**hooks(receiver)) as gw:
         async with ws_connect(gw.ws_url("/v1/twilio")) as ws:
@@ -169,6 +176,7 @@ async def test_hang_up_without_stop_still_delivers_the_results(gateway_factory: 
     assert summary["ended"]["reason"] == "finalized"
 
 
+@pytest.mark.ws
 async def test_both_tracks_are_a_stereo_call_with_each_track_on_its_channel(gateway_factory: GatewayFactory) -> None:
     caller = telephony.twilio_media("12", track="inbound")
     played = telephony.twilio_media("345", track="outbound", lead_ms=900)  # later, and longer

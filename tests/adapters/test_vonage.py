@@ -38,6 +38,7 @@ async def nothing_back(ws: ClientConnection, wait_s: float) -> None:
             await ws.recv()
 
 
+@pytest.mark.ws
 @pytest.mark.parametrize("rate", [16000, 8000])
 async def test_dtmf_then_hang_up_comes_back_as_signed_webhooks(gateway_factory: GatewayFactory, rate: int) -> None:
     options: dict[str, Any] = {"webhook_secret": WEBHOOK_SECRET, "vonage_call_header": "x-call-ref"}
@@ -65,6 +66,7 @@ async def test_dtmf_then_hang_up_comes_back_as_signed_webhooks(gateway_factory: 
     assert receiver.bad_signatures == 0 and receiver.duplicates == []
 
 
+@pytest.mark.ws
 async def test_the_key_rides_in_the_path_and_a_missing_one_is_refused(gateway_factory: GatewayFactory) -> None:
     keys = [{"name": "vonage", "sha256": key_digest(API_KEY)}]
     async with (
@@ -83,6 +85,7 @@ async def test_the_key_rides_in_the_path_and_a_missing_one_is_refused(gateway_fa
     assert receiver.payloads("summary")[0]["transcript"] == [{"channel": 0, "text": "6"}]
 
 
+@pytest.mark.ws
 class TestHangUpWhileDataFlowAnswersStart:
     @pytest.fixture
     def sim_config(self) -> SimulatorConfig:
@@ -105,6 +108,7 @@ class TestHangUpWhileDataFlowAnswersStart:
         assert summary["ended"]["reason"] == "finalized"
 
 
+@pytest.mark.ws
 async def test_a_bad_content_type_is_refused_with_a_close_code(gateway_factory: GatewayFactory) -> None:
     async with gateway_factory() as gw, ws_connect(gw.ws_url("/v1/vonage")) as ws:
         await ws.send(telephony.vonage_connected().replace("audio/l16;rate=16000", "audio/opus"))

@@ -21,6 +21,8 @@ from gateway.simulator.server import DataflowSimulator, SimulatorConfig
 from tests.support.harness import RunningGateway, Transcript, read_all, running_gateway, ws_connect
 from tests.support.settings import SIM_TENANT, SIM_TOKEN, settings_for
 
+pytestmark = pytest.mark.ws  # opens WebSockets: runs with the fast path on and off
+
 SILENCE_20MS = bytes(640)  # 16 kHz pcm16 mono
 
 

@@ -76,18 +76,21 @@ async def mint(gw: RunningGateway, key: str = ACME_KEY, **body: Any) -> dict[str
 # --- who may connect ----------------------------------------------------------------------------------
 
 
+@pytest.mark.ws
 async def test_no_credential_is_refused_before_accept(gw: RunningGateway, simulator: DataflowSimulator) -> None:
     status, body = await denied(gw.ws_url())
     assert (status, body["error"]["code"]) == (401, "missing_credential")
     assert not simulator.records  # the upstream was never opened
 
 
+@pytest.mark.ws
 async def test_bad_key_is_refused(gw: RunningGateway, simulator: DataflowSimulator) -> None:
     status, body = await denied(gw.ws_url(), additional_headers={"X-API-Key": "dfg_not_a_key"})
     assert (status, body["error"]["code"]) == (401, "invalid_credential")
     assert not simulator.records
 
 
+@pytest.mark.ws
 @pytest.mark.parametrize(
     "connect",
     [
@@ -101,6 +104,7 @@ async def test_api_key_in_every_accepted_place(gw: RunningGateway, connect: dict
     assert (await digits_through(gw, "57", **connect)).milestones() == ["57"]
 
 
+@pytest.mark.ws
 async def test_path_secret_and_query_token_are_accepted_and_never_logged(
     gw: RunningGateway, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -118,6 +122,7 @@ async def test_path_secret_and_query_token_are_accepted_and_never_logged(
     assert token not in server_lines
 
 
+@pytest.mark.ws
 async def test_disallowed_origin_gets_403(gw: RunningGateway, simulator: DataflowSimulator) -> None:
     status, body = await denied(
         gw.ws_url(), origin="https://evil.example", additional_headers={"X-API-Key": ACME_KEY}
@@ -126,6 +131,7 @@ async def test_disallowed_origin_gets_403(gw: RunningGateway, simulator: Dataflo
     assert not simulator.records
 
 
+@pytest.mark.ws
 async def test_browser_token_from_its_origin(gw: RunningGateway) -> None:
     minted = await mint(gw, origin=APP_ORIGIN)
     assert minted["subprotocols"][0] == "dataflow-gateway.v1"
@@ -144,6 +150,7 @@ async def expect_refusal(gw: RunningGateway, code: str, close: int, start: dict[
     assert result.close_code == close
 
 
+@pytest.mark.ws
 async def test_expired_forged_wrong_origin_and_wrong_project_tokens(
     gw: RunningGateway, simulator: DataflowSimulator
 ) -> None:
@@ -165,6 +172,7 @@ async def test_expired_forged_wrong_origin_and_wrong_project_tokens(
     assert not simulator.records
 
 
+@pytest.mark.ws
 async def test_single_use_token_cannot_be_reused(gw: RunningGateway) -> None:
     token = (await mint(gw, singleUse=True))["token"]
     assert (await digits_through(gw, "1", start={"token": token}, origin=APP_ORIGIN)).milestones() == ["1"]
@@ -185,6 +193,7 @@ async def test_token_endpoint_denials(gw: RunningGateway) -> None:
 # --- limits ----------------------------------------------------------------------------------------------
 
 
+@pytest.mark.ws
 async def test_per_key_concurrency(gw: RunningGateway) -> None:
     headers = {"X-API-Key": ACME_KEY}
     first = await ws_connect(gw.ws_url(), additional_headers=headers)
@@ -197,6 +206,7 @@ async def test_per_key_concurrency(gw: RunningGateway) -> None:
     await second.close()
 
 
+@pytest.mark.ws
 @pytest.mark.parametrize(
     "gw", [{"max_audio_rate_x": 8.0, "audio_rate_burst_ms": 500, "ack_interval_ms": 50}], indirect=True
 )
@@ -218,6 +228,7 @@ async def test_audio_faster_than_real_time_is_paced_not_refused(gw: RunningGatew
     assert any(m["paused"] for m in result.of_type("ack"))
 
 
+@pytest.mark.ws
 @pytest.mark.parametrize("gw", [{"max_audio_rate_x": 100.0}], indirect=True)
 async def test_audio_budget_per_minute(gw: RunningGateway) -> None:
     headers = {"X-API-Key": TINY_KEY}
@@ -232,6 +243,7 @@ async def test_audio_budget_per_minute(gw: RunningGateway) -> None:
     await expect_refusal(gw, "audio_budget_spent", 1013, additional_headers=headers)
 
 
+@pytest.mark.ws
 @pytest.mark.parametrize("gw", [{"auth_failures_per_minute": 3}], indirect=True)
 async def test_failed_auth_is_throttled(gw: RunningGateway) -> None:
     """Past the limit, wrong credentials from that address get 429 with a Retry-After its text agrees
@@ -249,6 +261,7 @@ async def test_failed_auth_is_throttled(gw: RunningGateway) -> None:
     assert (await digits_through(gw, "1", additional_headers={"X-API-Key": ACME_KEY})).milestones() == ["1"]
 
 
+@pytest.mark.ws
 async def test_denials_are_visible_in_metrics(gw: RunningGateway) -> None:
     await denied(gw.ws_url())
     await denied(gw.ws_url(), origin="https://evil.example", additional_headers={"X-API-Key": ACME_KEY})
@@ -278,6 +291,7 @@ def test_keygen_prints_a_key_and_a_config_entry_that_accepts_it(capsys: pytest.C
     assert (principal.name, principal.projects, principal.max_sessions) == ("ops", frozenset({"demo"}), 3)
 
 
+@pytest.mark.ws
 async def test_with_auth_off_a_stray_bearer_token_is_ignored(simulator: DataflowSimulator) -> None:
     """Legacy clients may still send their old Data Flow token; with auth off it must not refuse them."""
     async with running_gateway(settings_for(simulator)) as gw:

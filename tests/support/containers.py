@@ -24,7 +24,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-from tests.support import signals
+from tests.support import signals, ws_mode
 from tests.support.harness import read_all, ws_connect
 from tests.support.system import unavailable
 
@@ -107,9 +107,11 @@ def network() -> Iterator[str]:
 
 @contextlib.contextmanager
 def container(*run_args: str) -> Iterator[str]:
-    """``docker run -d`` with ``run_args``; the container is removed however the test ends."""
+    """``docker run -d`` with ``run_args``; the container is removed however the test ends. Every
+    container gets the running test's WebSocket mode (tests/support/ws_mode.py; ignored but by gateways)."""
     name = f"dfg-test-{secrets.token_hex(4)}"
-    docker("run", "-d", "--name", name, *run_args)
+    mode = [arg for key, value in ws_mode.process_env().items() for arg in ("-e", f"{key}={value}")]
+    docker("run", "-d", "--name", name, *mode, *run_args)
     try:
         yield name
     finally:

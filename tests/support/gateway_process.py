@@ -16,6 +16,7 @@ from pathlib import Path
 import httpx
 
 from gateway.simulator.server import DataflowSimulator
+from tests.support import ws_mode
 from tests.support.settings import SIM_TENANT, SIM_TOKEN
 
 
@@ -62,7 +63,8 @@ def upstream_env(simulator: DataflowSimulator) -> dict[str, str]:
 async def gateway_process(tmp_path: Path, env: dict[str, str], ready_s: float = 20) -> AsyncIterator[GatewayProcess]:
     port = free_port()
     full = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
-    full |= {"GATEWAY_PORT": str(port), "GATEWAY_LOG_LEVEL": "warning", **env}
+    # The running test's WebSocket mode (tests/support/ws_mode.py) unless the test sets it itself.
+    full |= {"GATEWAY_PORT": str(port), "GATEWAY_LOG_LEVEL": "warning", **ws_mode.process_env(), **env}
     log = tmp_path / f"gateway-{port}.log"
     with log.open("wb") as stderr:
         process = subprocess.Popen([sys.executable, "-m", "gateway", "serve"], env=full, stderr=stderr, cwd=tmp_path)

@@ -24,6 +24,7 @@ from typing import IO
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.support import ws_mode
 from tests.support.system import nginx_main_config, unavailable
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -116,6 +117,7 @@ class Stack:
             # The relay is under test here, not client authentication.
             GATEWAY_AUTH="none",
             GATEWAY_ALLOW_INSECURE_NO_AUTH="true",
+            **ws_mode.process_env(),  # the running test's WebSocket mode (tests/support/ws_mode.py)
         )
         self.start(name, [sys.executable, "-m", "gateway", "serve"], env)
 

@@ -14,10 +14,13 @@ import os
 import struct
 from dataclasses import dataclass
 
+from tests.support import ws_mode
+
 OP_CONT, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
 
 
 def handshake_request(port: int, path: str = "/v1/stream", extra: str = "") -> bytes:
+    ws_mode.count_handshake()  # a WebSocket test, whichever gateway it reaches (tests/support/ws_mode.py)
     key = base64.b64encode(os.urandom(16)).decode()
     return (
         f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"

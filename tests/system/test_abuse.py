@@ -35,6 +35,8 @@ from tests.support.raw_ws import (
 )
 from tests.support.settings import settings_for
 
+pytestmark = pytest.mark.ws  # opens WebSockets: runs with the fast path on and off
+
 HEADER_TIMEOUT_S = 1.0
 START_TIMEOUT_S = 2.0
 MAX_MESSAGE = 256 * 1024

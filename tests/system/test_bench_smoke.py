@@ -11,6 +11,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.ws  # opens WebSockets: runs with the fast path on and off
+
 ROOT = Path(__file__).resolve().parents[2]
 
 

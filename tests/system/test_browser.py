@@ -24,6 +24,8 @@ from tests.support.harness import RunningGateway, running_gateway
 from tests.support.settings import settings_for
 from tests.support.system import chromium as find_chromium
 
+pytestmark = pytest.mark.ws  # opens WebSockets: runs with the fast path on and off
+
 DIGITS = "147"
 RECORD_PARTIALS = """() => {
   window.partialsSeen = [];

@@ -50,7 +50,7 @@ DRAIN_BUDGET_S = 2.0
 CLIENT_SEND_TIMEOUT_S = 2.0
 GROUPS = ["12", "345", "6#"]
 
-pytestmark = [pytest.mark.needs_binary, pytest.mark.timeout(1500)]
+pytestmark = [pytest.mark.needs_binary, pytest.mark.timeout(1500), pytest.mark.ws]
 
 
 @pytest.fixture(scope="module")

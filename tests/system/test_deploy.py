@@ -194,6 +194,7 @@ def test_kustomize_sets_the_image_of_the_deployment() -> None:
     assert image["newName"] and str(image["newTag"])
 
 
+@pytest.mark.ws
 async def test_readiness_is_capacity_not_data_flow_and_an_outage_is_a_retryable_error(
     simulator: DataflowSimulator,
 ) -> None:

@@ -39,6 +39,7 @@ def drain(
     return asyncio.create_task(asyncio.to_thread(cli.main, ["drain", *args]))
 
 
+@pytest.mark.ws
 async def test_drain_waits_for_live_sessions_to_finish(
     simulator: DataflowSimulator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -65,6 +66,7 @@ async def test_drain_waits_for_live_sessions_to_finish(
         assert time.monotonic() - began < 1.5
 
 
+@pytest.mark.ws
 async def test_drain_budget_option_closes_lingering_sessions_with_1001(
     simulator: DataflowSimulator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -89,6 +91,7 @@ async def test_drain_without_the_admin_token_is_refused(
         assert gw.gateway.registry.draining is False
 
 
+@pytest.mark.ws
 async def test_drain_on_loopback_needs_no_token_and_no_wait_returns_at_once(
     simulator: DataflowSimulator, monkeypatch: pytest.MonkeyPatch
 ) -> None:

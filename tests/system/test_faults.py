@@ -33,6 +33,8 @@ from tests.support.probes import (
 )
 from tests.support.settings import settings_for
 
+pytestmark = pytest.mark.ws  # opens WebSockets: runs with the fast path on and off
+
 KEEPALIVE_S = 1.0  # interval and timeout of the upstream keepalive in the half-open tests
 
 

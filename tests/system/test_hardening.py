@@ -99,6 +99,7 @@ class TestStalledDataflow:
             assert result.close_code == 1011 and "upstream_timeout" in codes
 
 
+@pytest.mark.ws
 async def test_client_chosen_event_names_do_not_become_metric_series(simulator: DataflowSimulator) -> None:
     async with running_gateway(settings_for(simulator)) as gw:
         async with ws_connect(gw.ws_url()) as ws:
@@ -190,6 +191,7 @@ async def test_forwarded_for_is_only_believed_from_a_trusted_proxy(simulator: Da
         assert statuses == [401, 401, 401, 429, 429]
 
 
+@pytest.mark.ws
 async def test_foreign_host_names_are_refused_without_auth(simulator: DataflowSimulator) -> None:
     """DNS rebinding: with auth off, a page on another name that resolves here gets nothing."""
     async with running_gateway(settings_for(simulator)) as gw:
@@ -206,6 +208,7 @@ async def test_foreign_host_names_are_refused_without_auth(simulator: DataflowSi
         assert (await http.get("/asyncapi.yaml", headers={"Host": "other.example.com"})).status_code == 400
 
 
+@pytest.mark.ws
 async def test_finalize_then_gone_still_finishes_upstream(simulator: DataflowSimulator) -> None:
     """A client that sends finalize and closes at once has declared its audio complete: Data Flow gets it
     all and finalizes (bounded by the finalize timeout); without finalize, upstream is cancelled."""

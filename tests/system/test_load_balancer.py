@@ -157,6 +157,7 @@ async def test_nginx_accepts_the_rendered_config(tmp_path: Path) -> None:
     assert checked.returncode == 0, checked.stderr
 
 
+@pytest.mark.ws
 async def test_drain_one_replica_behind_nginx(tmp_path: Path) -> None:
     nginx = nginx_binary()
     token = "lb-test-simulator-token"

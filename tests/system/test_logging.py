@@ -99,6 +99,7 @@ async def stopped(gw: GatewayProcess) -> list[dict[str, Any]]:
     return [json.loads(line) for line in lines]
 
 
+@pytest.mark.ws
 async def test_every_stderr_line_is_json_with_structured_access_lines(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -125,6 +126,7 @@ async def test_every_stderr_line_is_json_with_structured_access_lines(
     assert not [e for e in entries if e["logger"] == "uvicorn.access"]  # replaced by gateway.access
 
 
+@pytest.mark.ws
 async def test_grpc_core_lines_would_break_json_and_are_quiet_by_default(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -136,6 +138,7 @@ async def test_grpc_core_lines_would_break_json_and_are_quiet_by_default(
     assert raw, "gRPC's C core wrote nothing even at info: the JSON check above proves nothing"
 
 
+@pytest.mark.ws
 @pytest.mark.parametrize("ws_implementation", ["websockets-sansio", "websockets"])  # wsproto: not installed
 async def test_no_credential_in_any_log_line_at_debug(
     tmp_path: Path, simulator: DataflowSimulator, ws_implementation: str

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import pytest
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
@@ -23,6 +24,8 @@ from tests.support.gateway_process import gateway_process, upstream_env
 from tests.support.harness import RunningGateway, read_all, running_gateway, ws_connect
 from tests.support.native_client import start_message
 from tests.support.settings import settings_for
+
+pytestmark = pytest.mark.ws  # opens WebSockets: runs with the fast path on and off
 
 MiB = 1024 * 1024
 EVENT = json.dumps({"type": "event", "event": {"Name": "Pad", "Data": {"Pad": "a" * 60 * 1024}}})

@@ -45,6 +45,7 @@ async def test_process_metrics_and_no_created_series(simulator: DataflowSimulato
     assert created == []
 
 
+@pytest.mark.ws
 async def test_refused_requests_are_counted_by_status_and_error_code(simulator: DataflowSimulator) -> None:
     settings = settings_for(
         simulator, auth="required", allow_insecure_no_auth=False, auth_failures_per_minute=2, max_upload_bytes=64_000,

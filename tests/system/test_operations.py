@@ -54,6 +54,7 @@ def gw_settings() -> dict[str, Any]:
     return {"ack_interval_ms": 100}
 
 
+@pytest.mark.ws
 async def test_health_and_readiness(gateway_factory: GatewayFactory) -> None:
     async with gateway_factory(max_sessions=1) as gw, httpx.AsyncClient(base_url=gw.http_url) as http:
         upstream = {"status": "ok", "channel": True, "token": True}
@@ -72,6 +73,7 @@ async def test_health_and_readiness(gateway_factory: GatewayFactory) -> None:
             assert full.json()["checks"]["below_capacity"] is False
 
 
+@pytest.mark.ws
 async def test_metrics_account_for_sessions_events_and_failures(gw: RunningGateway) -> None:
     result = await dtmf_session(gw, ["12", "3"], "pcm16", 16000)
     assert result.milestones() == ["12", "3"]
@@ -97,6 +99,7 @@ async def test_metrics_account_for_sessions_events_and_failures(gw: RunningGatew
     assert values[("dataflow_gateway_draining", ())] == 0
 
 
+@pytest.mark.ws
 async def test_denials_are_counted(gateway_factory: GatewayFactory) -> None:
     async with gateway_factory(max_sessions=1) as gw, ws_connect(gw.ws_url()) as ws:
         await ws.send(start_message())
@@ -108,6 +111,7 @@ async def test_denials_are_counted(gateway_factory: GatewayFactory) -> None:
         assert values[("dataflow_gateway_sessions_active", (("dialect", "native"),))] == 1
 
 
+@pytest.mark.ws
 async def test_one_structured_log_line_per_session_start_and_end(
     gw: RunningGateway, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -124,6 +128,7 @@ async def test_one_structured_log_line_per_session_start_and_end(
     assert SIM_TOKEN not in caplog.text
 
 
+@pytest.mark.ws
 async def test_drain_lets_sessions_finish_then_closes_1001(gw: RunningGateway) -> None:
     finishing = await ws_connect(gw.ws_url())
     lingering = await ws_connect(gw.ws_url())
@@ -181,6 +186,7 @@ def free_port() -> int:
         return port
 
 
+@pytest.mark.ws
 async def test_sigterm_drains_before_uvicorn_closes_sockets(tmp_path: Path) -> None:
     """A real `dataflow-gateway serve` process: SIGTERM gives live sessions 1001, not uvicorn's 1012."""
     port = free_port()

@@ -504,6 +504,7 @@ def live_port() -> Iterator[int]:
 DIGITS = signals.to_pcm16(signals.utterances(["159"], 16000))
 
 
+@pytest.mark.ws
 @SLOW
 @given(pre=st.lists(before_start, max_size=4), mid=st.lists(while_streaming, max_size=8))
 def test_generated_native_sessions_only_get_documented_errors(

@@ -10,8 +10,12 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.support import signals
 from tests.support.harness import GatewayFactory
+
+pytestmark = pytest.mark.ws  # opens WebSockets: runs with the fast path on and off
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 

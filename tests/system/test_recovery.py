@@ -54,6 +54,7 @@ def p99(values: list[float]) -> float:
     return ordered[min(len(ordered) - 1, math.ceil(0.99 * len(ordered)) - 1)]
 
 
+@pytest.mark.ws
 async def test_an_abort_in_each_of_20_concurrent_calls_loses_and_repeats_nothing(gw: RunningGateway) -> None:
     calls = [{"SimulatorFault": "abort:1200:UNAVAILABLE:once", "Call": i} for i in range(20)]
     results = await asyncio.gather(*(dtmf_call(gw, settings) for settings in calls))
@@ -71,6 +72,7 @@ async def test_an_abort_in_each_of_20_concurrent_calls_loses_and_repeats_nothing
     assert 'dataflow_gateway_upstream_recoveries_total{reason="failure"} 20.0' in metrics
 
 
+@pytest.mark.ws
 async def test_a_simulator_restart_is_survived_within_the_attempt_budget(
     gw: RunningGateway, simulator: DataflowSimulator
 ) -> None:
@@ -90,6 +92,7 @@ async def test_a_simulator_restart_is_survived_within_the_attempt_budget(
         assert 1900 <= notices[0]["gapMs"] < 6000
 
 
+@pytest.mark.ws
 async def test_a_failure_that_keeps_coming_back_ends_with_the_typed_error(gw: RunningGateway) -> None:
     """Every stream of the call aborts: after the budget the client gets today's error (1011)."""
     result = await dtmf_call(gw, {"SimulatorFault": "abort:300:UNAVAILABLE"}, pace_s=0.02)
@@ -98,6 +101,7 @@ async def test_a_failure_that_keeps_coming_back_ends_with_the_typed_error(gw: Ru
     assert 1 <= len(result.of_type("upstream_recovered")) <= 5
 
 
+@pytest.mark.ws
 @pytest.mark.parametrize("fault", ["abort:300:UNAUTHENTICATED", "abort:300:INVALID_ARGUMENT"])
 async def test_causes_a_retry_cannot_cure_are_never_retried(
     gw: RunningGateway, simulator: DataflowSimulator, fault: str
@@ -109,12 +113,14 @@ async def test_causes_a_retry_cannot_cure_are_never_retried(
     assert len(simulator.records) - before == 1  # one stream: no second try
 
 
+@pytest.mark.ws
 async def test_recovery_off_fails_as_before(gateway_factory: GatewayFactory) -> None:
     async with gateway_factory(upstream_replay_ms=0) as gw:
         result = await dtmf_call(gw, {"SimulatorFault": "abort:800:UNAVAILABLE:once"})
     assert result.errors() == ["upstream_unavailable"] and result.close_code == 1011
 
 
+@pytest.mark.ws
 async def test_streams_rotate_at_a_final_result_without_the_client_noticing_a_gap(
     gateway_factory: GatewayFactory, simulator: DataflowSimulator
 ) -> None:

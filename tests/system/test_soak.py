@@ -49,7 +49,7 @@ MAX_EXTRA_THREADS = 0
 MAX_EXTRA_PY_BLOCKS = 2000  # one-off caches; a leak of one object per session would be > 2000
 MAX_EXTRA_RSS_MIB = 24.0  # allocator high-water marks and caches, not per-session state (2000 sessions)
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.ws]
 
 Path_ = Callable[[RunningGateway], Awaitable[str]]
 

@@ -22,6 +22,8 @@ from tests.support.lb_stack import metric, scrape
 from tests.support.native_client import client_audio, send_audio, start_message
 from tests.support.settings import SIM_TENANT, SIM_TOKEN
 
+pytestmark = pytest.mark.ws  # opens WebSockets: runs with the fast path on and off
+
 LIVE_SESSIONS = 250
 SHORT_SESSIONS = 1500
 

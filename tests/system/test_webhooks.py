@@ -57,6 +57,7 @@ def hooks(receiver: WebhookReceiver, **extra: Any) -> dict[str, Any]:
     return {"webhook_url": receiver.url, "webhook_secret": SECRET, "webhook_backoff_s": 0.05, **extra}
 
 
+@pytest.mark.ws
 async def test_a_receiver_failing_the_first_two_deliveries_gets_every_result_once(
     gateway_factory: GatewayFactory,
 ) -> None:
@@ -73,6 +74,7 @@ async def test_a_receiver_failing_the_first_two_deliveries_gets_every_result_onc
     assert counts == {"delivered": 3, "retried": 2, "dropped": 0}, counts
 
 
+@pytest.mark.ws
 async def test_retries_are_bounded_and_a_timeout_counts_as_a_failure(gateway_factory: GatewayFactory) -> None:
     async with (
         webhook_receiver(SECRET, delay_s=0.6) as receiver,  # never answers within the attempt's timeout
@@ -87,6 +89,7 @@ async def test_retries_are_bounded_and_a_timeout_counts_as_a_failure(gateway_fac
     assert counts == {"delivered": 0, "retried": 4, "dropped": 2}
 
 
+@pytest.mark.ws
 async def test_retries_stop_at_the_retry_window_whatever_the_attempts_left(gateway_factory: GatewayFactory) -> None:
     bounded = {"webhook_attempts": 20, "webhook_retry_window_s": 0.5, "webhook_backoff_s": 0.1}
     async with (
@@ -102,6 +105,7 @@ async def test_retries_stop_at_the_retry_window_whatever_the_attempts_left(gatew
     assert given_up_after < 2
 
 
+@pytest.mark.ws
 async def test_a_refusal_is_not_retried_and_a_wrong_secret_fails_verification(
     gateway_factory: GatewayFactory,
 ) -> None:
@@ -114,6 +118,7 @@ async def test_a_refusal_is_not_retried_and_a_wrong_secret_fails_verification(
         assert deliveries(gw, "dropped") == 2
 
 
+@pytest.mark.ws
 async def test_a_drain_waits_for_pending_deliveries_within_its_budget(gateway_factory: GatewayFactory) -> None:
     async with webhook_receiver(SECRET, delay_s=0.5) as receiver, gateway_factory(**hooks(receiver)) as gw:
         await twilio_call(gw, "8")
@@ -127,6 +132,7 @@ async def test_a_drain_waits_for_pending_deliveries_within_its_budget(gateway_fa
     assert 0.4 < took < 5
 
 
+@pytest.mark.ws
 async def test_deliveries_are_concurrency_limited(gateway_factory: GatewayFactory) -> None:
     async with (
         webhook_receiver(SECRET, delay_s=0.2) as receiver,
@@ -137,6 +143,7 @@ async def test_deliveries_are_concurrency_limited(gateway_factory: GatewayFactor
     assert receiver.max_in_flight == 1
 
 
+@pytest.mark.ws
 async def test_an_api_key_sends_its_results_to_its_own_webhook(gateway_factory: GatewayFactory) -> None:
     keys = [{"name": "crm", "sha256": key_digest(API_KEY), "webhook_secret": OTHER_SECRET}]
     async with (
@@ -151,6 +158,7 @@ async def test_an_api_key_sends_its_results_to_its_own_webhook(gateway_factory: 
     assert default.attempts == [] and own.bad_signatures == 0
 
 
+@pytest.mark.ws
 async def test_a_call_data_flow_refuses_still_gets_its_summary() -> None:
     simulator = DataflowSimulator(SimulatorConfig(token=SIM_TOKEN, tenant=SIM_TENANT, fault=Fault("reject_start")))
     await simulator.start()
