@@ -22,8 +22,9 @@ from gateway.adapters.twilio import TwilioDialect
 from gateway.simulator.server import DataflowSimulator
 from gateway.ws_protocol import MESSAGES_PER_READ
 from tests.support import signals, telephony
-from tests.support.harness import RunningGateway, next_message, read_all, ws_connect
+from tests.support.harness import GatewayFactory, RunningGateway, next_message, read_all, ws_connect
 from tests.support.native_client import client_audio, start_message
+from tests.support.settings import SECRETS
 
 FRAME = 640  # 20 ms of 16 kHz pcm16
 
@@ -118,6 +119,35 @@ async def test_one_read_gives_the_fast_path_at_most_32_messages_and_keeps_their_
         assert ws_messages(gw, "queued") == 3 + 300 - MESSAGES_PER_READ
     else:
         assert ws_messages(gw, "fast") == 0
+
+
+@pytest.mark.ws
+async def test_twilio_media_text_frames_take_the_fast_path(
+    gateway_factory: GatewayFactory, simulator: DataflowSimulator
+) -> None:
+    """Twilio's audio is base64 in JSON text messages: those go the fast way too, every byte arrives."""
+    token, host = "twilio-fast-path-token-0123456789", "gw.example.test"
+    SECRETS.add(token)
+    media = telephony.twilio_media("42")
+    async with gateway_factory(twilio_auth_token=token, public_hosts=[host]) as gw:
+        signature = telephony.twilio_signature(token, f"wss://{host}/v1/twilio")
+        async with ws_connect(gw.ws_url("/v1/twilio"), additional_headers={"X-Twilio-Signature": signature}) as ws:
+            await ws.send(telephony.twilio_connected())
+            await ws.send(telephony.twilio_start())
+            for frame in media:
+                await ws.send(frame)
+                await asyncio.sleep(0.004)
+            await ws.send(telephony.twilio_stop())
+            result = await read_all(ws)
+        assert result.close_code == 1000
+        queued = await counted(gw, "queued", 3)  # connected, start and stop at least
+        fast = ws_messages(gw, "fast")
+        if gw.gateway.settings.ws_fast_path:
+            assert fast >= 0.9 * len(media), (fast, queued, len(media))
+        else:
+            assert fast == 0
+        assert fast + queued == len(media) + 3
+    assert simulator.records[-1].audio_bytes == 2 * 160 * len(media)  # mu-law 8 kHz as pcm16 8 kHz
 
 
 # --- the dialects' fast_audio is their streaming(), for audio only -------------------------------------
