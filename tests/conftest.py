@@ -57,10 +57,14 @@ def ws_mode_env(request: pytest.FixtureRequest) -> Iterator[str | None]:
 
 @pytest.fixture(autouse=True)
 def only_ws_tests_open_websockets(request: pytest.FixtureRequest) -> Iterator[None]:
-    """A test that opens a WebSocket without the ``ws`` marker would silently run in one mode only."""
+    """A test that opens a WebSocket without the ``ws`` marker would silently run in one mode only.
+    With WS_MODE_UNUSED_REPORT=<file>, marked tests that saw no handshake are listed there (to unmark)."""
     marked = request.node.get_closest_marker(ws_mode.MARKER) is not None
     before = ws_mode.handshakes()
     yield
+    if marked and ws_mode.handshakes() == before and (report := os.environ.get("WS_MODE_UNUSED_REPORT")):
+        with open(report, "a") as lines:  # a marked test that opened none here (a process or browser may have)
+            lines.write(f"{request.node.nodeid}\n")
     if not marked and ws_mode.handshakes() != before:
         pytest.fail(
             f"{request.node.nodeid} opened a WebSocket but is not marked {ws_mode.MARKER!r}: add "

@@ -35,8 +35,6 @@ from tests.support.raw_ws import (
 )
 from tests.support.settings import settings_for
 
-pytestmark = pytest.mark.ws  # opens WebSockets: runs with the fast path on and off
-
 HEADER_TIMEOUT_S = 1.0
 START_TIMEOUT_S = 2.0
 MAX_MESSAGE = 256 * 1024
@@ -130,6 +128,7 @@ def by_name(dialects: list[Dialect]) -> Any:
 # --- slow clients ---------------------------------------------------------------------------------------
 
 
+@pytest.mark.ws
 async def test_slowloris_handshakes_are_cut_at_the_header_deadline(
     gw: RunningGateway, simulator: DataflowSimulator
 ) -> None:
@@ -165,6 +164,7 @@ async def test_slowloris_handshakes_are_cut_at_the_header_deadline(
     assert cut_after < HEADER_TIMEOUT_S + 2.0
 
 
+@pytest.mark.ws
 async def test_header_deadline_spares_kept_alive_and_long_connections(gw: RunningGateway) -> None:
     """The deadline covers headers only: an idle kept-alive connection's next request and a WebSocket
     session longer than the deadline (the canary's, 1.7 s) are not cut."""
@@ -180,6 +180,7 @@ async def test_header_deadline_spares_kept_alive_and_long_connections(gw: Runnin
     assert bird.latencies  # a full session of about 1.7 s went through
 
 
+@pytest.mark.ws
 async def test_unrenderable_message_ends_the_session_typed(gw: RunningGateway, monkeypatch: pytest.MonkeyPatch) -> None:
     """Should a message from Data Flow not be writable as JSON, the client hears why (1011), not silence."""
     from gateway.adapters import messages
@@ -231,6 +232,7 @@ async def post_slowly(port: int, body: bytes, *, dribble_s: float, pause_after: 
         await conn.aclose()
 
 
+@pytest.mark.ws
 async def test_slowloris_upload_body_gets_408(gw: RunningGateway) -> None:
     """The WAV header dribbles in a byte at a time: 408 start_timeout after GATEWAY_START_TIMEOUT_S."""
     wav = signals.wav_bytes(signals.utterances(["12"], 8000), 8000, "pcm16")
@@ -293,6 +295,7 @@ async def test_hostile_upload_headers_get_4xx(gw: RunningGateway, header: bytes,
 # --- floods and sizes ------------------------------------------------------------------------------------
 
 
+@pytest.mark.ws
 async def test_flood_of_tiny_frames(gw: RunningGateway, simulator: DataflowSimulator) -> None:
     """100 000 one-byte audio frames and 5 000 pings in one burst: all handled, the loop keeps turning."""
     frames, pings = 100_000, 5000
@@ -328,6 +331,7 @@ async def test_flood_of_tiny_frames(gw: RunningGateway, simulator: DataflowSimul
     assert lag.worst < 2.0
 
 
+@pytest.mark.ws
 async def test_flood_of_bad_messages_is_answered_in_order(gw: RunningGateway) -> None:
     """Data Flow WS dialect: 3 000 unknown messages in one burst, each answered, then a normal finish."""
     count = 3000
@@ -348,6 +352,7 @@ async def test_flood_of_bad_messages_is_answered_in_order(gw: RunningGateway) ->
     assert code == 1000
 
 
+@pytest.mark.ws
 @by_name(DIALECTS)
 async def test_huge_frame_closes_1009(gw: RunningGateway, simulator: DataflowSimulator, dialect: Dialect) -> None:
     async with canary(gw) as bird:
@@ -378,6 +383,7 @@ def nested(levels: int) -> str:
     return "[" * levels + "]" * levels
 
 
+@pytest.mark.ws
 @by_name(DIALECTS)
 async def test_deeply_nested_json(gw: RunningGateway, simulator: DataflowSimulator, dialect: Dialect) -> None:
     """Too deep for Python's recursion (100 000) or just over the gateway's limit: invalid_message."""
@@ -423,6 +429,7 @@ def _code(message: dict[str, Any]) -> str:
     return str(message.get("code") or message.get("ErrorCode"))
 
 
+@pytest.mark.ws
 @by_name(DIALECTS)
 async def test_invalid_utf8_text_closes_1007(
     gw: RunningGateway, simulator: DataflowSimulator, dialect: Dialect
@@ -457,6 +464,7 @@ async def _interleave(ws: RawWebSocket) -> None:
     await ws.send(OP_BINARY, bytes(640))
 
 
+@pytest.mark.ws
 @by_name(DIALECTS)
 async def test_protocol_violations_close_1002(
     gw: RunningGateway, simulator: DataflowSimulator, dialect: Dialect
@@ -478,6 +486,7 @@ async def test_protocol_violations_close_1002(
            f"{bird.report()}")  # fmt: skip
 
 
+@pytest.mark.ws
 async def test_text_binary_misuse_native(gw: RunningGateway, simulator: DataflowSimulator) -> None:
     """Audio in text frames is refused; a control message in a binary frame is audio. Nothing else breaks."""
     ws = await NATIVE.open(gw)

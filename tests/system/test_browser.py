@@ -24,8 +24,6 @@ from tests.support.harness import RunningGateway, running_gateway
 from tests.support.settings import settings_for
 from tests.support.system import chromium as find_chromium
 
-pytestmark = pytest.mark.ws  # opens WebSockets: runs with the fast path on and off
-
 DIGITS = "147"
 RECORD_PARTIALS = """() => {
   window.partialsSeen = [];
@@ -169,6 +167,7 @@ async def _open_demo(page: Any, gw: RunningGateway) -> None:
     assert await page.locator("#simulator-note").is_visible()
 
 
+@pytest.mark.ws
 @pytest.mark.needs_binary
 async def test_microphone_digits_and_speech_activity_appear_live(page: Any) -> None:
     async with running_gateway(simulator_settings()) as gw:
@@ -240,6 +239,7 @@ async def _closed_state(page: Any) -> tuple[str, str]:
     return await page.locator("#errors").inner_text(), await page.locator("#live-status").inner_text()
 
 
+@pytest.mark.ws
 @pytest.mark.needs_binary
 async def test_upstream_failure_is_shown(page: Any) -> None:
     # Recovery off: the failure reaches the page (with recovery on, the session would go on).
@@ -267,6 +267,7 @@ async def test_denied_microphone_is_explained(launch: Launcher) -> None:
         assert await page.locator("#log-count").inner_text() == "0"  # no session was opened
 
 
+@pytest.mark.ws
 @pytest.mark.needs_binary
 async def test_lost_connection_is_shown(page: Any) -> None:
     async with running_gateway(simulator_settings()) as gw:

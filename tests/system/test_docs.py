@@ -124,7 +124,6 @@ def _explode(*_: object) -> None:
 # --- pages ---------------------------------------------------------------------------------------
 
 
-@pytest.mark.ws
 async def test_docs_pages_load_only_files_the_gateway_serves(simulator: DataflowSimulator) -> None:
     async with running_gateway(settings_for(simulator)) as gw, httpx.AsyncClient(base_url=gw.http_url) as http:
         for page_path, assets in [("/docs", ["swagger-ui-bundle.js", "swagger-ui.css", "favicon.png"]),
@@ -198,7 +197,6 @@ async def docs_gateway(simulator: DataflowSimulator) -> AsyncIterator[RunningGat
         yield gw
 
 
-@pytest.mark.ws
 @pytest.mark.needs_binary
 async def test_swagger_ui_renders_every_operation_offline(offline_page: Any, docs_gateway: RunningGateway) -> None:
     page = offline_page
@@ -220,7 +218,6 @@ async def test_swagger_ui_renders_every_operation_offline(offline_page: Any, doc
     assert page.problems == []
 
 
-@pytest.mark.ws
 @pytest.mark.needs_binary
 async def test_redoc_renders_every_operation_offline(offline_page: Any, docs_gateway: RunningGateway) -> None:
     page = offline_page

@@ -63,6 +63,7 @@ async def test_oversized_request_heads_get_431_and_memory_stays_flat(simulator: 
         assert (await raw_request(gw.port, over, chunk=len(over))).startswith(b"HTTP/1.1 431")  # still serving
 
 
+@pytest.mark.ws
 class TestStalledDataflow:
     @pytest.fixture
     def sim_config(self) -> SimulatorConfig:
@@ -124,6 +125,7 @@ async def test_operator_endpoints_are_not_served_under_a_path_credential(simulat
         assert gw.gateway.registry.draining is False
 
 
+@pytest.mark.ws
 class TestCarelessDataflow:
     @pytest.fixture
     def sim_config(self) -> SimulatorConfig:

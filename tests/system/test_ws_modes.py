@@ -93,10 +93,11 @@ def test_a_ws_test_is_collected_once_per_mode_and_other_tests_once() -> None:
 
 
 #: What makes a test module a WebSocket user: the websockets package, the suite's WebSocket clients and
-#: what drives one (a browser, the benchmark's load), or a gateway behind a load balancer or container.
+#: what drives one (the benchmark's load), or a gateway behind a load balancer or in a container. A
+#: browser's WebSockets reach an in-process gateway, whose upgrades the run-time check counts.
 WS_MODULES = ("websockets", "tests.support.raw_ws", "tests.support.audiohook_client", "tests.support.lb_stack",
-              "tests.support.containers", "tests.perf", "playwright")  # fmt: skip
-WS_NAMES = {"ws_connect", "dtmf_session", "send_audio", "dtmf_round_trip", "stream_digits", "chromium"}
+              "tests.support.containers", "tests.perf")  # fmt: skip
+WS_NAMES = {"ws_connect", "dtmf_session", "send_audio", "dtmf_round_trip", "stream_digits"}
 WS_TEXT = ("tests/perf/bench.py", "tests.perf.bench")
 
 
@@ -135,7 +136,7 @@ def test_every_module_using_a_websocket_client_runs_in_both_modes() -> None:
                 unmarked.append(str(path.relative_to(ROOT)))
     assert not unmarked, f"modules that use a WebSocket client but have no pytest.mark.ws test: {unmarked}"
     # The detection itself still sees the suite's WebSocket modules.
-    assert {"test_native_stream.py", "test_abuse.py", "test_browser.py", "test_bench_smoke.py"} <= set(users)
+    assert {"test_native_stream.py", "test_abuse.py", "test_bench_smoke.py", "test_faults.py"} <= set(users)
     assert {"test_soak.py", "test_container.py", "test_load_balancer.py", "test_audiohook.py"} <= set(users)
 
 

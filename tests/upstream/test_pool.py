@@ -153,7 +153,6 @@ async def test_min_connections_spread_sessions_behind_one_address(simulator: Dat
         await client.aclose()
 
 
-@pytest.mark.ws
 async def test_the_pools_own_maximum_age_moves_new_sessions_to_a_new_connection(simulator: DataflowSimulator) -> None:
     client = client_for(simulator, upstream_max_connection_age_s=0.3)
     try:
@@ -182,7 +181,6 @@ async def dtmf_session(stream: DataflowStream, digits: str) -> list[str]:
     return [i.text or "" async for i in stream.items() if isinstance(i, DataflowEvent) and i.name == MILESTONE]
 
 
-@pytest.mark.ws
 @pytest.mark.parametrize("sim_config", [SimulatorConfig(token=SIM_TOKEN, tenant=SIM_TENANT,
                          max_connection_age_ms=500, max_connection_age_grace_ms=30000)])  # fmt: skip
 async def test_a_connection_past_its_maximum_age_retires_without_failing_a_session(

@@ -74,7 +74,6 @@ def milestones(items: list[UpstreamItem], channel: int = 0) -> list[str]:
     ]
 
 
-@pytest.mark.ws
 @pytest.mark.parametrize(
     ("encoding", "rate"), [("pcm16", 16000), ("pcm16", 8000), ("mulaw", 8000), ("alaw", 8000), ("mulaw", 16000)]
 )
