@@ -328,8 +328,10 @@ def main() -> int:
     args = parser.parse_args()
     if args.smoke:
         args.sessions, args.seconds, args.upload_seconds, args.idle_sessions = [2, 4], 2.0, [10.0, 30.0], 10
-        # A write rate low enough that 2 and 4 sessions already hold audio: the merging path runs too.
-        args.gateway_env = ["GATEWAY_UPSTREAM_WRITE_RATE=50", *args.gateway_env]
+        # No least hold and a write rate low enough that 2 and 4 sessions hold 40 and 80 ms: the
+        # load-based merging path runs and its figure is exact.
+        smoke_env = ["GATEWAY_UPSTREAM_WRITE_INTERVAL_MS=0", "GATEWAY_UPSTREAM_WRITE_RATE=50"]
+        args.gateway_env = [*smoke_env, *args.gateway_env]
     args.plan = pinning(args.pin)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:

@@ -43,7 +43,7 @@ def test_smoke_run_reports_every_scenario(tmp_path: Path) -> None:
         assert r["simulator_cpu_ms_per_session_s"] > 0
         assert r["phases"] == min(r["sessions"], 10)
         assert r["gateway_realtime_factor"] >= 0.9  # the window spans the audio (and the closing after it)
-        # --smoke sets 50 writes/s: 2 sessions hold 40 ms, 4 hold 80 ms (read from the gateway's /metrics)
+        # --smoke: no least hold, 50 writes/s: 2 sessions hold 40 ms, 4 hold 80 ms (from the gateway's /metrics)
         assert r["upstream_write_interval_ms"] == 20 * r["sessions"]
         assert r["frames_sent"] == r["sessions"] * 100
         assert r["frames_lost"] == 0
