@@ -29,6 +29,7 @@ import numpy as np
 from gateway.runtime import run_fast
 from gateway.simulator.recognizer import Recognizer
 from tests.perf.audio import frames, pcm_stream, wav_header
+from tests.perf.dialects import run_dialect
 from tests.perf.load import FRAME_S, SessionStats, idle_sessions, paced_audio_s, stream_sessions
 from tests.perf.procs import ROOT, Proc, cpu_seconds, rss_bytes, start_bare_ws, start_gateway, start_simulator
 from tests.perf.report import TARGETS, capacity, chart, summary_ms, table, targets_met
@@ -100,8 +101,8 @@ def direct_cpu_ms(simulator: Proc, n: int, seconds: float, interval_ms: float = 
     return round(result["cpu_s"] * 1000 / result["audio_s"], 4)
 
 
-async def relay(gateway: Proc, bare: Proc, simulator: Proc, n: int, seconds: float, phases: int) -> dict[str, Any]:
-    phases = max(1, min(phases, n))
+async def gateway_relay(gateway: Proc, simulator: Proc, n: int, seconds: float, phases: int) -> dict[str, Any]:
+    """n native /v1/stream sessions through ``gateway``: its CPU, latencies, and anything lost."""
     window = CpuWindow(gateway.pid)
     sim_window = CpuWindow(simulator.pid)
 
@@ -115,41 +116,92 @@ async def relay(gateway: Proc, bare: Proc, simulator: Proc, n: int, seconds: flo
         f"ws://127.0.0.1:{gateway.port}/v1/stream", n, seconds, on_tick=on_tick, phases=phases
     )
     stop.set()
-    interval_ms = await watcher
+    audio_s = paced_audio_s(n, seconds)
+    expected = expected_milestones(stats[0].frames_sent) if stats else []
+    return {
+        "upstream_write_interval_ms": await watcher,
+        "gateway_cpu_ms_per_session_s": window.ms_per_session_s(audio_s),
+        "simulator_cpu_ms_per_session_s": sim_window.ms_per_session_s(audio_s),
+        "gateway_realtime_factor": window.realtime_factor(audio_s, n),
+        "event_latency_ms": summary_ms([v for st in stats for v in st.event_latency_us]),
+        "client_to_upstream_latency_ms": summary_ms([v for st in stats for v in st.arrival_us]),
+        "frames_sent": sum(st.frames_sent for st in stats),
+        "frames_lost": sum(st.frames_sent - len(st.arrival_us) for st in stats),
+        "sessions_with_lost_events": sum(st.milestones != expected for st in stats),
+        "unclean_closes": sum(st.close_code != 1000 or bool(st.errors) for st in stats),
+    }
+
+
+async def relay(gateway: Proc, bare: Proc, simulator: Proc, n: int, seconds: float, phases: int) -> dict[str, Any]:
+    """The gateway's relay, then the bare stack it is built on under the same load: a WebSocket receiver
+    with no ASGI and no upstream, and a grpc.aio client streaming straight to the simulator (per frame,
+    and merged as the gateway merged)."""
+    phases = max(1, min(phases, n))
+    row = await gateway_relay(gateway, simulator, n, seconds, phases)
     bare_window = CpuWindow(bare.pid)
     await stream_sessions(
         f"ws://127.0.0.1:{bare.port}/", n, seconds, protocol=False, on_tick=bare_window, phases=phases
     )
     per_frame_ms = await asyncio.to_thread(direct_cpu_ms, simulator, n, seconds)
     merged_ms = per_frame_ms  # below one frame's length the interval merges nothing
-    if interval_ms > FRAME_S * 1000:
-        merged_ms = await asyncio.to_thread(direct_cpu_ms, simulator, n, seconds, interval_ms)
-    audio_s = paced_audio_s(n, seconds)
-    gateway_ms = window.ms_per_session_s(audio_s)
-    bare_ms = bare_window.ms_per_session_s(audio_s)
-    expected = expected_milestones(stats[0].frames_sent) if stats else []
-    events = [v for st in stats for v in st.event_latency_us]
-    arrivals = [v for st in stats for v in st.arrival_us]
+    if row["upstream_write_interval_ms"] > FRAME_S * 1000:
+        merged_ms = await asyncio.to_thread(direct_cpu_ms, simulator, n, seconds, row["upstream_write_interval_ms"])
+    gateway_ms = row["gateway_cpu_ms_per_session_s"]
+    bare_ms = bare_window.ms_per_session_s(paced_audio_s(n, seconds))
+    floor_ms = bare_ms + merged_ms
     return {
         "sessions": n,
         "seconds": seconds,
         "phases": phases,
-        "upstream_write_interval_ms": interval_ms,
-        "gateway_cpu_ms_per_session_s": gateway_ms,
-        "simulator_cpu_ms_per_session_s": sim_window.ms_per_session_s(audio_s),
-        "gateway_realtime_factor": window.realtime_factor(audio_s, n),
+        **row,
         "bare_ws_cpu_ms_per_session_s": bare_ms,
         "direct_grpc_cpu_ms_per_session_s": per_frame_ms,
         "direct_grpc_merged_cpu_ms_per_session_s": merged_ms,
         "gateway_vs_bare_ws": round(gateway_ms / bare_ms, 2) if bare_ms else None,
-        "gateway_vs_bare_plus_direct": round(gateway_ms / (bare_ms + merged_ms), 2) if bare_ms + merged_ms else None,
-        "event_latency_ms": summary_ms(events),
-        "client_to_upstream_latency_ms": summary_ms(arrivals),
-        "frames_sent": sum(st.frames_sent for st in stats),
-        "frames_lost": sum(st.frames_sent - len(st.arrival_us) for st in stats),
-        "sessions_with_lost_events": sum(st.milestones != expected for st in stats),
-        "unclean_closes": sum(st.close_code != 1000 or bool(st.errors) for st in stats),
+        "gateway_vs_bare_plus_direct": round(gateway_ms / floor_ms, 2) if floor_ms else None,
     }
+
+
+async def telephony(gateway: Proc, n: int, seconds: float) -> dict[str, Any]:
+    """AudioCodes (16 kHz LINEAR16 binary frames) and Twilio (8 kHz base64 μ-law JSON) under the same pacing."""
+    audiocodes = await run_dialect(gateway, "audiocodes", n, seconds, rate=16000)
+    twilio = await run_dialect(gateway, "twilio", n, seconds)
+    ac_ms, tw_ms = audiocodes["cpu_ms_per_session_s"], twilio["cpu_ms_per_session_s"]
+    return {
+        "sessions": n,
+        "audiocodes_16k_cpu_ms_per_session_s": ac_ms,
+        "twilio_8k_cpu_ms_per_session_s": tw_ms,
+        "twilio_vs_audiocodes": round(tw_ms / ac_ms, 2) if ac_ms else None,
+        "unclean_closes": audiocodes["unclean_closes"] + twilio["unclean_closes"],
+    }
+
+
+async def before_after(
+    gateway: Proc, before: Proc, simulator: Proc, n: int, seconds: float, phases: int, after: dict[str, Any]
+) -> list[dict[str, Any]]:
+    """The other checkout's gateway (``--compare-root``) under the loads just measured on this one; the
+    AudioCodes runs alternate, before then after, so a busy moment on the machine hits both."""
+    then = await gateway_relay(before, simulator, n, seconds, max(1, min(phases, n)))
+    ac_before = await run_dialect(before, "audiocodes", n, seconds, rate=16000)
+    ac_after = await run_dialect(gateway, "audiocodes", n, seconds, rate=16000)
+
+    def compare(scenario: str, was: dict[str, Any], now: dict[str, Any], key: str) -> dict[str, Any]:
+        row = {"sessions": n, "scenario": scenario, "before_cpu_ms_per_session_s": was[key],
+               "after_cpu_ms_per_session_s": now[key],
+               "after_vs_before": round(now[key] / was[key], 2) if was[key] else None}  # fmt: skip
+        if "event_latency_ms" in now:
+            row["before_event_latency_ms"], row["after_event_latency_ms"] = (
+                was["event_latency_ms"],
+                now["event_latency_ms"],
+            )
+            row["before_lost"] = was["frames_lost"] + was["sessions_with_lost_events"] + was["unclean_closes"]
+            row["after_lost"] = now["frames_lost"] + now["sessions_with_lost_events"] + now["unclean_closes"]
+        else:
+            row["before_lost"], row["after_lost"] = was["unclean_closes"], now["unclean_closes"]
+        return row
+
+    key = "gateway_cpu_ms_per_session_s"
+    return [compare("native", then, after, key), compare("audiocodes", ac_before, ac_after, "cpu_ms_per_session_s")]
 
 
 class RssSampler(threading.Thread):
@@ -247,9 +299,9 @@ def pinned(proc: Proc, plan: dict[str, list[int]] | None) -> Proc:
     return proc
 
 
-def launch(args: argparse.Namespace, workdir: Path, simulator: Proc) -> Proc:
+def launch(args: argparse.Namespace, workdir: Path, simulator: Proc, root: Path | None = None) -> Proc:
     env = dict(item.split("=", 1) for item in args.gateway_env)
-    return pinned(start_gateway(workdir, simulator, args.gateway_root, **env), args.plan)
+    return pinned(start_gateway(workdir, simulator, root or args.gateway_root, **env), args.plan)
 
 
 def restart(gateway: Proc, args: argparse.Namespace, workdir: Path, simulator: Proc) -> Proc:
@@ -261,12 +313,22 @@ async def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     simulator = start_simulator(workdir)
     gateway = launch(args, workdir, simulator)
     bare = pinned(start_bare_ws(workdir), args.plan)
+    # The gateway to compare with shares the core under test; it idles while the other one is measured.
+    before = launch(args, workdir, simulator, args.compare_root) if args.compare_root else None
     affinity = {
         "gateway": sorted(os.sched_getaffinity(gateway.pid)),
         "simulator": sorted(os.sched_getaffinity(simulator.pid)),
     }
+    relay_runs: list[dict[str, Any]] = []
+    dialects: list[dict[str, Any]] = []
+    compared: list[dict[str, Any]] = []
     try:
-        relay_runs = [await relay(gateway, bare, simulator, n, args.seconds, args.phases) for n in args.sessions]
+        for n in args.sessions:
+            relay_runs.append(await relay(gateway, bare, simulator, n, args.seconds, args.phases))
+            if args.telephony:
+                dialects.append(await telephony(gateway, n, args.seconds))
+            if before is not None:
+                compared += await before_after(gateway, before, simulator, n, args.seconds, args.phases, relay_runs[-1])
         # Fresh processes for uploads and idle memory: after the runs above the gateway may still be
         # winding sessions down, and its allocator holds freed memory that would hide growth.
         gateway = restart(gateway, args, workdir, simulator)
@@ -275,7 +337,7 @@ async def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         gateway = restart(gateway, args, workdir, simulator)
         memory = await idle_memory(gateway, args.idle_sessions)
     finally:
-        for proc in (bare, gateway, simulator):
+        for proc in (bare, gateway, simulator, *([before] if before else [])):
             proc.stop()
     return {
         "machine": machine(),
@@ -287,11 +349,14 @@ async def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         "gateway_env": args.gateway_env,
         "frame_ms": FRAME_S * 1000,
         "relay": relay_runs,
+        "telephony": dialects,
+        "compare_root": str(args.compare_root) if args.compare_root else None,
+        "before_after": compared,
         "capacity": capacity(relay_runs),
         "upload": uploads,
         "idle_memory": memory,
         "targets": TARGETS,
-        "targets_met": targets_met(relay_runs, uploads, memory),
+        "targets_met": targets_met(relay_runs, uploads, memory, dialects),
     }
 
 
@@ -317,6 +382,19 @@ def main() -> int:
         type=Path,
         default=ROOT,
         help="measure the gateway of another checkout (before/after); the load, simulator and baselines stay",
+    )
+    parser.add_argument(
+        "--compare-root",
+        type=Path,
+        default=None,
+        help="also measure the gateway of this checkout (e.g. a git worktree of an older commit) in the same run: "
+        "the before/after table",
+    )
+    parser.add_argument(
+        "--telephony",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="AudioCodes (16 kHz) and Twilio (8 kHz) sessions at every size, next to the native ones",
     )
     parser.add_argument(
         "--gateway-env",

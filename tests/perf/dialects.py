@@ -31,8 +31,11 @@ from tests.support import telephony
 
 FRAME_S = 0.02
 RATE = 8000
-AUDIOCODES_START = json.dumps({"type": "start", "language": "en-US", "format": "raw", "encoding": "LINEAR16",
-                               "sampleRateHz": RATE})  # fmt: skip
+
+
+def audiocodes_start(rate: int) -> str:
+    return json.dumps({"type": "start", "language": "en-US", "format": "raw", "encoding": "LINEAR16",
+                       "sampleRateHz": rate})  # fmt: skip
 
 
 def _twilio_media(pcm: bytes) -> str:
@@ -56,7 +59,8 @@ class _Session:
             self.ended.set()
 
 
-async def _run(gateway: Proc, dialect: str, n: int, seconds: float) -> dict[str, Any]:
+async def run_dialect(gateway: Proc, dialect: str, n: int, seconds: float, rate: int = RATE) -> dict[str, Any]:
+    """n paced sessions of one dialect; Twilio's audio is always 8 kHz μ-law, AudioCodes' LINEAR16 at ``rate``."""
     url = f"ws://127.0.0.1:{gateway.port}/v1/{dialect}"
     sessions = [_Session() for _ in range(n)]
     sockets: list[LeanWebSocket] = list(await asyncio.gather(*(connect(url, s.on_message) for s in sessions)))
@@ -65,13 +69,12 @@ async def _run(gateway: Proc, dialect: str, n: int, seconds: float) -> dict[str,
             ws.send_text(telephony.twilio_connected())
             ws.send_text(telephony.twilio_start())
         else:
-            ws.send_text(AUDIOCODES_START)
+            ws.send_text(audiocodes_start(rate))
     if dialect == "audiocodes":
         await asyncio.wait_for(asyncio.gather(*(s.started.wait() for s in sessions)), 60)
     else:
         await asyncio.sleep(1.0)  # Twilio is told nothing: give Data Flow's StartResponses time
-    pattern = frames(RATE)
-    messages = [_twilio_media(f) for f in pattern] if dialect == "twilio" else pattern
+    messages = [_twilio_media(f) for f in frames(RATE)] if dialect == "twilio" else frames(rate)
     ticks = int(seconds / FRAME_S)
     began, cpu = time.monotonic(), cpu_seconds(gateway.pid)
     for tick in range(ticks):
@@ -102,7 +105,7 @@ async def measure(gateway: Proc, n: int, seconds: float, rounds: int = 2) -> dic
     runs: dict[str, list[dict[str, Any]]] = {"audiocodes": [], "twilio": []}
     for _ in range(rounds):
         for dialect in runs:
-            runs[dialect].append(await _run(gateway, dialect, n, seconds))
+            runs[dialect].append(await run_dialect(gateway, dialect, n, seconds))
     best = {d: min(r["cpu_ms_per_session_s"] for r in rs) for d, rs in runs.items()}
     return {
         "sessions": n,

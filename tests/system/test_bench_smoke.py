@@ -21,7 +21,8 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_smoke_run_reports_every_scenario(tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
     run = subprocess.run(
-        [sys.executable, "-m", "tests.perf.bench", "--smoke", "--out", str(out)],
+        # --compare-root: this same checkout stands in for an older one, to run the before/after machinery
+        [sys.executable, "-m", "tests.perf.bench", "--smoke", "--out", str(out), "--compare-root", str(ROOT)],
         cwd=ROOT, capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(ROOT)},
         check=False,
     )  # fmt: skip
@@ -55,11 +56,25 @@ def test_smoke_run_reports_every_scenario(tmp_path: Path) -> None:
             assert 0 < latency["p50"] <= latency["p90"] <= latency["p99"] <= latency["max"]
     assert result["capacity"]["largest_sessions"] in (0, 2, 4)
     assert result["capacity"]["largest_sessions_audio_in_strict"] <= result["capacity"]["largest_sessions"]
-    assert set(result["targets_met"]) == {
-        "cpu_ms_per_session_s", "event_p99_ms_at_200", "upload_ratio", "upload_memory_flat", "idle_kib_per_session"
+    assert [d["sessions"] for d in result["telephony"]] == [2, 4]
+    for d in result["telephony"]:
+        assert d["audiocodes_16k_cpu_ms_per_session_s"] > 0 and d["twilio_8k_cpu_ms_per_session_s"] > 0
+        assert d["twilio_vs_audiocodes"] > 0 and d["unclean_closes"] == 0
+    assert [(r["sessions"], r["scenario"]) for r in result["before_after"]] == [
+        (2, "native"), (2, "audiocodes"), (4, "native"), (4, "audiocodes")
+    ]  # fmt: skip
+    for r in result["before_after"]:
+        assert r["before_cpu_ms_per_session_s"] > 0 and r["after_cpu_ms_per_session_s"] > 0
+        assert r["after_vs_before"] > 0 and r["before_lost"] == r["after_lost"] == 0
+    assert "| after / before |" in run.stdout
+    unmeasured = {  # no 50- or 200-session run, no 400-session sweep in a smoke
+        "cpu_ms_per_session_s_at_200", "cpu_vs_floor_at_200", "cpu_ms_per_session_s_at_50", "event_p99_ms_at_200",
+        "capacity_sessions",
     }  # fmt: skip
-    assert result["targets_met"]["event_p99_ms_at_200"]["met"] is None  # no 200-session run in a smoke
-    assert all(isinstance(t["met"], bool) for k, t in result["targets_met"].items() if k != "event_p99_ms_at_200")
+    measured = {"twilio_vs_audiocodes", "upload_ratio", "upload_memory_flat", "idle_kib_per_session"}
+    assert set(result["targets_met"]) == unmeasured | measured
+    assert all(result["targets_met"][k]["met"] is None for k in unmeasured)
+    assert all(isinstance(result["targets_met"][k]["met"], bool) for k in measured)
     assert [u["audio_s"] for u in result["upload"]] == [10.0, 30.0]
     for u in result["upload"]:
         assert u["status"] == 200
