@@ -85,6 +85,7 @@ class GatewayMetrics:
         )
         self.audio_bytes = Counter(f"{PREFIX}_audio_bytes", "Client audio relayed, bytes", ["dialect"], registry=r)
         self.events = Counter(f"{PREFIX}_events_relayed", "Data Flow events relayed", ["name"], registry=r)
+        self._event_counters: dict[str, Counter] = {}
         self.upstream_recoveries = Counter(
             f"{PREFIX}_upstream_recoveries", "Sessions moved to a new upstream stream", ["reason"], registry=r
         )
@@ -134,6 +135,14 @@ class GatewayMetrics:
             self.backpressure_pauses.inc(pauses)
         if upstream is not None:
             self.upstream_errors.labels(code=upstream.error_code, grpc_status=upstream.grpc_status or "").inc()
+
+    def event_relayed(self, name: str) -> None:
+        """One event queued for a client; ``name`` is from a closed set (the caller maps others to
+        ``other``). The labelled child is looked up once per name, not once per event."""
+        child = self._event_counters.get(name)
+        if child is None:
+            child = self._event_counters[name] = self.events.labels(name=name)
+        child.inc()
 
     def refused(self, status: int, code: str) -> None:
         """One error answer; a code outside the closed set counts as ``other``."""

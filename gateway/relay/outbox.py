@@ -44,7 +44,7 @@ class Outbox:
         if len(self._items) >= self._limit or (self._items and self.bytes + size > self._limit_bytes):
             return False
         if isinstance(item, DataflowEvent):
-            self._metrics.events.labels(name=item.name if item.name in KNOWN_EVENT_NAMES else "other").inc()
+            self._metrics.event_relayed(item.name if item.name in KNOWN_EVENT_NAMES else "other")
         elif isinstance(item, Recovered):
             self._metrics.upstream_recoveries.labels(reason=item.reason).inc()  # "failure" or "rotation"
         self._items.append((item, time.monotonic(), size))
