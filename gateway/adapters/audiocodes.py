@@ -19,7 +19,8 @@ from gateway.adapters import commands
 from gateway.adapters.dialect import ClientMessage, Command, SessionCommand
 from gateway.adapters.socket import Frame
 from gateway.audio.format import AudioFormat
-from gateway.dataflow.messages import MILESTONE, PARTIAL, DataflowEvent, StartRequest, as_int, get, loads_object
+from gateway.dataflow.lenient import as_int, get, loads_object
+from gateway.dataflow.messages import MILESTONE, PARTIAL, DataflowEvent, StartRequest
 from gateway.errors import AudioFormatError, BadRequest, ErrorCode, GatewayError, InvalidState
 from gateway.relay.items import Closed, OutItem, Started
 

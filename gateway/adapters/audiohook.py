@@ -27,7 +27,8 @@ from gateway.adapters import commands
 from gateway.adapters.audiohook_media import SampleAligner, Timeline, choose_media, duration, parse_duration
 from gateway.adapters.dialect import ClientMessage, Command, SessionCommand
 from gateway.adapters.socket import Frame
-from gateway.dataflow.messages import MILESTONE, PARTIAL, DataflowEvent, StartRequest, get, loads_object
+from gateway.dataflow.lenient import get, loads_object
+from gateway.dataflow.messages import MILESTONE, PARTIAL, DataflowEvent, StartRequest
 from gateway.errors import (
     AudioFormatError,
     ErrorCode,

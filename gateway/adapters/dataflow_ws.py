@@ -18,16 +18,8 @@ from gateway.adapters import commands
 from gateway.adapters.dialect import ClientMessage, Command, SessionCommand
 from gateway.adapters.socket import Frame
 from gateway.audio.format import AudioFormat
-from gateway.dataflow.messages import (
-    DataflowEvent,
-    DataflowResponse,
-    UpstreamAudio,
-    get,
-    loads_object,
-    message_name,
-    norm_key,
-    parse_start,
-)
+from gateway.dataflow.lenient import get, loads_object, norm_key
+from gateway.dataflow.messages import DataflowEvent, DataflowResponse, UpstreamAudio, message_name, parse_start
 from gateway.errors import BadRequest, ErrorCode, GatewayError, InvalidState, UpstreamRejected
 from gateway.relay.items import Closed, Notice, OutItem, Started
 

@@ -20,7 +20,8 @@ from gateway.adapters.audiocodes import _confidence as confidence
 from gateway.adapters.dialect import ClientMessage, Command, SessionCommand
 from gateway.adapters.socket import Frame
 from gateway.audio.format import AudioFormat
-from gateway.dataflow.messages import PARTIAL, DataflowEvent, StartRequest, as_int, loads_object
+from gateway.dataflow.lenient import as_int, loads_object
+from gateway.dataflow.messages import PARTIAL, DataflowEvent, StartRequest
 from gateway.errors import AudioFormatError, BadRequest, ErrorCode, GatewayError, InvalidState
 from gateway.relay.items import Closed, OutItem
 

@@ -17,14 +17,8 @@ from gateway.adapters import commands, messages
 from gateway.adapters.dialect import ClientMessage, Command, SessionCommand
 from gateway.adapters.socket import Frame
 from gateway.audio.format import AudioFormat, parse_encoding
-from gateway.dataflow.messages import (
-    PARTIAL,
-    DataflowEvent,
-    DataflowResponse,
-    StartRequest,
-    UpstreamAudio,
-    loads_object,
-)
+from gateway.dataflow.lenient import loads_object
+from gateway.dataflow.messages import PARTIAL, DataflowEvent, DataflowResponse, StartRequest, UpstreamAudio
 from gateway.errors import BadRequest, ErrorCode, GatewayError, InvalidState
 from gateway.relay.items import Closed, Flow, Notice, OutItem, Recovered, Started
 from gateway.security import SUBPROTOCOL

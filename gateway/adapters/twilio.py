@@ -31,7 +31,8 @@ from gateway.adapters.socket import Frame
 from gateway.adapters.twilio_tracks import TwoTracks
 from gateway.audio.convert import AudioConverter
 from gateway.audio.format import AudioFormat, parse_encoding
-from gateway.dataflow.messages import StartRequest, UpstreamAudio, as_int, loads_object
+from gateway.dataflow.lenient import as_int, loads_object
+from gateway.dataflow.messages import StartRequest, UpstreamAudio
 from gateway.errors import AudioFormatError, BadRequest, ErrorCode, GatewayError, InvalidMessage, InvalidState
 from gateway.relay.items import Closed, OutItem, Started
 

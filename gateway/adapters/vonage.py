@@ -24,7 +24,8 @@ from gateway.adapters.dialect import ClientMessage, Command, SessionCommand
 from gateway.adapters.socket import Frame
 from gateway.audio.convert import AudioConverter
 from gateway.audio.format import AudioFormat
-from gateway.dataflow.messages import StartRequest, UpstreamAudio, loads_object
+from gateway.dataflow.lenient import loads_object
+from gateway.dataflow.messages import StartRequest, UpstreamAudio
 from gateway.errors import AudioFormatError, BadRequest, ErrorCode, GatewayError
 from gateway.relay.items import Closed, OutItem, Started
 

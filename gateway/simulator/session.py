@@ -14,16 +14,8 @@ import numpy as np
 
 from gateway.audio.convert import decode
 from gateway.audio.format import AudioFormat
-from gateway.dataflow.messages import (
-    FINAL_RESULT,
-    MILESTONE,
-    StartRequest,
-    as_dict,
-    get,
-    loads_object,
-    message_name,
-    parse_start,
-)
+from gateway.dataflow.lenient import as_dict, get, loads_object
+from gateway.dataflow.messages import FINAL_RESULT, MILESTONE, StartRequest, message_name, parse_start
 from gateway.errors import GatewayError
 from gateway.simulator.bench import ArrivalLatency
 from gateway.simulator.faults import Fault

@@ -18,7 +18,7 @@ from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.types import Receive
 
-from gateway.dataflow.messages import MAX_JSON_DEPTH, too_deep
+from gateway.dataflow.lenient import MAX_JSON_DEPTH, too_deep
 from gateway.errors import BadRequest, ClientGone, ErrorCode, UploadTooLarge
 
 PARAMETERS_LIMIT: Final = 64 * 1024

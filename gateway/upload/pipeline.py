@@ -21,7 +21,8 @@ from starlette.types import Receive, Scope
 
 from gateway.adapters import messages
 from gateway.audio.format import AudioFormat
-from gateway.dataflow.messages import PARTIAL, DataflowEvent, StartRequest, as_dict, get, norm_key, parse_start
+from gateway.dataflow.lenient import as_dict, get, norm_key
+from gateway.dataflow.messages import PARTIAL, DataflowEvent, StartRequest, parse_start
 from gateway.errors import (
     AudioTooLong,
     BadRequest,

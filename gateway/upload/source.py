@@ -16,7 +16,7 @@ from typing import Any, Protocol
 from gateway.audio.containers import DEMUXERS, SNIFF_BYTES, PushParser, RawHint, SizeMismatch, parser_for, sniff
 from gateway.audio.decoders import DecodedSource
 from gateway.audio.format import AudioFormat, parse_encoding
-from gateway.dataflow.messages import as_int, get
+from gateway.dataflow.lenient import as_int, get
 from gateway.errors import AudioFormatError, BadRequest, ErrorCode
 
 _G711: frozenset[str] = frozenset({"mulaw", "alaw"})

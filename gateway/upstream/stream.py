@@ -19,6 +19,7 @@ import grpc
 from pydantic import SecretStr
 
 from gateway.audio.format import AudioFormat
+from gateway.dataflow.lenient import loads_object
 from gateway.dataflow.messages import (
     DataflowResponse,
     StartRequest,
@@ -26,7 +27,6 @@ from gateway.dataflow.messages import (
     UpstreamItem,
     build_request,
     build_start,
-    loads_object,
     parse_event,
     parse_response,
 )

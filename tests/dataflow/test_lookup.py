@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from gateway.dataflow.messages import MAX_JSON_DEPTH, get, loads_object, parse_event
+from gateway.dataflow.lenient import MAX_JSON_DEPTH, get, loads_object
+from gateway.dataflow.messages import parse_event
 from gateway.errors import InvalidMessage
 
 

@@ -12,7 +12,8 @@ import json
 import struct
 
 from gateway.adapters.audiocodes import WavHeaderSkipper, parse_start, render
-from gateway.dataflow.messages import build_start, loads_object, parse_event
+from gateway.dataflow.lenient import loads_object
+from gateway.dataflow.messages import build_start, parse_event
 from gateway.errors import AudioFormatError, BadRequest, InvalidMessage
 from tests.fuzz.common import encodable, split_points, text_of
 

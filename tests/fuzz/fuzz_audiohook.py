@@ -15,7 +15,8 @@ import json
 
 from gateway.adapters import commands
 from gateway.adapters.audiohook import AudioHookDialect
-from gateway.dataflow.messages import loads_object, parse_event
+from gateway.dataflow.lenient import loads_object
+from gateway.dataflow.messages import parse_event
 from gateway.errors import InvalidMessage, RateLimited, Unauthorized
 from gateway.signatures.audiohook import AudioHookSignatures
 from tests.fuzz.common import encodable, pieces, text_of, with_pieces

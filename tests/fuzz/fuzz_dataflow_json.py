@@ -13,15 +13,8 @@ import json
 
 from gateway.adapters.commands import Reply
 from gateway.adapters.dataflow_ws import DEFAULT_AUDIO, DataflowDialect, scrub
-from gateway.dataflow.messages import (
-    build_start,
-    loads_object,
-    message_name,
-    norm_key,
-    parse_event,
-    parse_response,
-    parse_start,
-)
+from gateway.dataflow.lenient import loads_object, norm_key
+from gateway.dataflow.messages import build_start, message_name, parse_event, parse_response, parse_start
 from gateway.errors import AudioFormatError, InvalidMessage
 from tests.fuzz.common import encodable, text_of
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from gateway.dataflow.messages import MAX_JSON_DEPTH
+from gateway.dataflow.lenient import MAX_JSON_DEPTH
 from gateway.simulator.server import DataflowSimulator
 from tests.support import signals
 from tests.support.harness import RunningGateway, running_gateway

@@ -28,17 +28,8 @@ from gateway.adapters.audiocodes import WavHeaderSkipper
 from gateway.adapters.native import NativeDialect
 from gateway.audio.containers import RawHint, parser_for, sniff
 from gateway.audio.format import AudioFormat
-from gateway.dataflow.messages import (
-    MAX_JSON_DEPTH,
-    StartRequest,
-    as_int,
-    build_start,
-    loads_object,
-    parse_audio,
-    parse_event,
-    parse_start,
-    too_deep,
-)
+from gateway.dataflow.lenient import MAX_JSON_DEPTH, as_int, loads_object, too_deep
+from gateway.dataflow.messages import StartRequest, build_start, parse_audio, parse_event, parse_start
 from gateway.errors import BadRequest, InvalidMessage
 from gateway.simulator.server import DataflowSimulator, SimulatorConfig
 from gateway.upload.body import MultipartAudio
