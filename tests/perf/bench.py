@@ -31,7 +31,17 @@ from gateway.simulator.recognizer import Recognizer
 from tests.perf.audio import frames, pcm_stream, wav_header
 from tests.perf.dialects import run_dialect
 from tests.perf.load import FRAME_S, SessionStats, idle_sessions, paced_audio_s, stream_sessions
-from tests.perf.procs import ROOT, Proc, cpu_seconds, rss_bytes, start_bare_ws, start_gateway, start_simulator
+from tests.perf.procs import (
+    ROOT,
+    Proc,
+    cpu_seconds,
+    rss_bytes,
+    start_bare_ws,
+    start_gateway,
+    start_simulator,
+    thread_cpu_seconds,
+    thread_role,
+)
 from tests.perf.report import TARGETS, capacity, chart, summary_ms, table, targets_met
 
 INTERVAL_GAUGE = "dataflow_gateway_upstream_write_interval_seconds"
@@ -53,12 +63,25 @@ class CpuWindow:
     def __init__(self, pid: int) -> None:
         self.pid, self.start, self.end = pid, 0.0, 0.0
         self.wall = (0.0, 0.0)
+        self.threads: tuple[dict[int, tuple[str, float]], dict[int, tuple[str, float]]] = ({}, {})
 
     def __call__(self, first: bool) -> None:
         if first:
             self.start, self.wall = cpu_seconds(self.pid), (time.monotonic(), 0.0)
+            self.threads = (thread_cpu_seconds(self.pid), {})
         else:
             self.end, self.wall = cpu_seconds(self.pid), (self.wall[0], time.monotonic())
+            self.threads = (self.threads[0], thread_cpu_seconds(self.pid))
+
+    def thread_shares(self) -> dict[str, float]:
+        """Each thread role's share of the CPU its threads spent in the window: is the event loop the cost?"""
+        began, ended = self.threads
+        spent: dict[str, float] = {}
+        for tid, (name, seconds) in ended.items():
+            role = thread_role(self.pid, tid, name)
+            spent[role] = spent.get(role, 0.0) + seconds - began.get(tid, (name, 0.0))[1]
+        total = sum(spent.values())
+        return {role: round(s / total, 3) for role, s in sorted(spent.items())} if total > 0 else {}
 
     def ms_per_session_s(self, audio_s: float) -> float:
         """CPU per second of audio sent in the window (not per wall second: a lagging load sends less)."""
@@ -123,6 +146,7 @@ async def gateway_relay(gateway: Proc, simulator: Proc, n: int, seconds: float, 
         "gateway_cpu_ms_per_session_s": window.ms_per_session_s(audio_s),
         "simulator_cpu_ms_per_session_s": sim_window.ms_per_session_s(audio_s),
         "gateway_realtime_factor": window.realtime_factor(audio_s, n),
+        "gateway_cpu_share_by_thread": window.thread_shares(),
         "event_latency_ms": summary_ms([v for st in stats for v in st.event_latency_us]),
         "client_to_upstream_latency_ms": summary_ms([v for st in stats for v in st.arrival_us]),
         "frames_sent": sum(st.frames_sent for st in stats),

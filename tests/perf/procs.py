@@ -29,6 +29,28 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / _TICKS
 
 
+def thread_cpu_seconds(pid: int) -> dict[int, tuple[str, float]]:
+    """Each live thread's name and user + system CPU time, from /proc (threads that ended are gone)."""
+    threads: dict[int, tuple[str, float]] = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            stat = (task / "stat").read_text()
+        except OSError:  # ended between the listing and the read
+            continue
+        name = stat[stat.index("(") + 1 : stat.rindex(")")]
+        fields = stat.rsplit(")", 1)[1].split()
+        threads[int(task.name)] = (name, (int(fields[11]) + int(fields[12])) / _TICKS)
+    return threads
+
+
+def thread_role(pid: int, tid: int, name: str) -> str:
+    """What a gateway thread is for: its event loop (the main thread), gRPC's C-core I/O threads (named
+    by gRPC), or the rest (gRPC's completion-queue poller, executors: Python does not name OS threads)."""
+    if tid == pid:
+        return "event_loop"
+    return "grpc_event_engine" if name.startswith("event_engine") else "other_threads"
+
+
 def rss_bytes(pid: int) -> int:
     return int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * _PAGE
 

@@ -111,6 +111,12 @@ def table(result: dict[str, Any]) -> str:
             f"{ev['p50']}/{ev['p99']} | {inbound['p50']}/{inbound['p99']} | "
             f"{r['frames_lost']} frames, {r['sessions_with_lost_events']} sessions |"
         )
+    shares = [r for r in result["relay"] if r.get("gateway_cpu_share_by_thread")]  # older results lack it
+    if shares:
+        lines.append("\nGateway CPU by thread: " + "; ".join(
+            f"{r['sessions']} sessions: " + ", ".join(f"{role} {share:.0%}" for role, share in
+                                                      r["gateway_cpu_share_by_thread"].items())
+            for r in shares))  # fmt: skip
     if result.get("telephony"):
         lines += [
             "",

@@ -44,6 +44,9 @@ def test_smoke_run_reports_every_scenario(tmp_path: Path) -> None:
         assert r["simulator_cpu_ms_per_session_s"] > 0
         assert r["phases"] == min(r["sessions"], 10)
         assert r["gateway_realtime_factor"] >= 0.9  # the window spans the audio (and the closing after it)
+        shares = r["gateway_cpu_share_by_thread"]  # the main thread runs the loop; gRPC adds its own threads
+        assert set(shares) <= {"event_loop", "grpc_event_engine", "other_threads"}
+        assert shares["event_loop"] > 0 and abs(sum(shares.values()) - 1) < 0.01
         # --smoke: no least hold, 50 writes/s: 2 sessions hold 40 ms, 4 hold 80 ms (from the gateway's /metrics)
         assert r["upstream_write_interval_ms"] == 20 * r["sessions"]
         assert r["frames_sent"] == r["sessions"] * 100
