@@ -202,7 +202,9 @@ async def test_swagger_ui_renders_every_operation_offline(offline_page: Any, doc
     page = offline_page
     await _prove_offline(page)
     await page.goto(f"{docs_gateway.http_url}/docs")
-    await page.wait_for_function("document.querySelectorAll('.opblock').length >= 12")
+    # A function, not an expression: Playwright evaluates an expression again on every poll, and the
+    # page's CSP forbids eval (a function is evaluated once, on the first check, and then called).
+    await page.wait_for_function("() => document.querySelectorAll('.opblock').length >= 12")
     paths = await page.eval_on_selector_all(".opblock-summary-path", "nodes => nodes.map(n => n.textContent.trim())")
     assert {"/v1/recognize", "/v1/tokens", "/metrics", "/internal/drain"} <= {p.replace("\u200b", "") for p in paths}
     # The Authorize dialog lists the credential kinds.
@@ -223,7 +225,7 @@ async def test_redoc_renders_every_operation_offline(offline_page: Any, docs_gat
     page = offline_page
     await _prove_offline(page)
     await page.goto(f"{docs_gateway.http_url}/redoc")
-    await page.wait_for_function("document.body.innerText.includes('Mint a browser token')")
+    await page.wait_for_function("() => document.body.innerText.includes('Mint a browser token')")  # see above
     text = await page.inner_text("body")
     for summary in ("Recognise an uploaded recording", "Prometheus metrics", "Start draining this replica"):
         assert summary in text, summary
