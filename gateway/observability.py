@@ -22,6 +22,7 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from gateway.dataflow.messages import KNOWN_EVENT_NAMES
 from gateway.errors.codes import ErrorCode
 from gateway.logs.config import logging_config
 from gateway.logs.filters import ClientMistakeFilter
@@ -137,11 +138,13 @@ class GatewayMetrics:
             self.upstream_errors.labels(code=upstream.error_code, grpc_status=upstream.grpc_status or "").inc()
 
     def event_relayed(self, name: str) -> None:
-        """One event queued for a client; ``name`` is from a closed set (the caller maps others to
-        ``other``). The labelled child is looked up once per name, not once per event."""
-        child = self._event_counters.get(name)
+        """One event queued for a client. A name Data Flow does not document counts as ``other``: event
+        names can be a client's (custom events echo back), so neither the labels nor this cache of
+        labelled children (looked up once per name, not once per event) can grow with them."""
+        label = name if name in KNOWN_EVENT_NAMES else "other"
+        child = self._event_counters.get(label)
         if child is None:
-            child = self._event_counters[name] = self.events.labels(name=name)
+            child = self._event_counters[label] = self.events.labels(name=label)
         child.inc()
 
     def refused(self, status: int, code: str) -> None:

@@ -8,7 +8,7 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator
 
-from gateway.dataflow.messages import KNOWN_EVENT_NAMES, DataflowEvent, UpstreamAudio
+from gateway.dataflow.messages import DataflowEvent, UpstreamAudio
 from gateway.observability import GatewayMetrics
 from gateway.relay.items import Closed, OutItem, Recovered
 
@@ -44,7 +44,7 @@ class Outbox:
         if len(self._items) >= self._limit or (self._items and self.bytes + size > self._limit_bytes):
             return False
         if isinstance(item, DataflowEvent):
-            self._metrics.event_relayed(item.name if item.name in KNOWN_EVENT_NAMES else "other")
+            self._metrics.event_relayed(item.name)
         elif isinstance(item, Recovered):
             self._metrics.upstream_recoveries.labels(reason=item.reason).inc()  # "failure" or "rotation"
         self._items.append((item, time.monotonic(), size))
