@@ -355,11 +355,15 @@ async def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                 compared += await before_after(gateway, before, simulator, n, args.seconds, args.phases, relay_runs[-1])
         # Fresh processes for uploads and idle memory: after the runs above the gateway may still be
         # winding sessions down, and its allocator holds freed memory that would hide growth.
-        gateway = restart(gateway, args, workdir, simulator)
-        await upload(gateway, simulator, 5.0)  # warm-up, not reported: first-request allocations are not per upload
-        uploads = [await upload(gateway, simulator, s) for s in args.upload_seconds]
-        gateway = restart(gateway, args, workdir, simulator)
-        memory = await idle_memory(gateway, args.idle_sessions)
+        uploads: list[dict[str, Any]] = []
+        if args.upload_seconds:
+            gateway = restart(gateway, args, workdir, simulator)
+            await upload(gateway, simulator, 5.0)  # warm-up, not reported: first-request allocations are not per upload
+            uploads = [await upload(gateway, simulator, s) for s in args.upload_seconds]
+        memory = None
+        if args.idle_sessions > 0:
+            gateway = restart(gateway, args, workdir, simulator)
+            memory = await idle_memory(gateway, args.idle_sessions)
     finally:
         for proc in (bare, gateway, simulator, *([before] if before else [])):
             proc.stop()
@@ -389,8 +393,10 @@ def main() -> int:
     parser.add_argument("--smoke", action="store_true", help="tiny sizes: checks the machinery, not the numbers")
     parser.add_argument("--sessions", type=int, nargs="+", default=[10, 25, 50, 100, 200])
     parser.add_argument("--seconds", type=float, default=20.0)
-    parser.add_argument("--upload-seconds", type=float, nargs="+", default=[600.0, 3600.0])
-    parser.add_argument("--idle-sessions", type=int, default=1000)
+    parser.add_argument(
+        "--upload-seconds", type=float, nargs="*", default=[600.0, 3600.0], help="upload lengths; none: no uploads"
+    )
+    parser.add_argument("--idle-sessions", type=int, default=1000, help="0: no idle-memory measurement")
     parser.add_argument(
         "--phases", type=int, default=10, help="send times per 20 ms period the sessions are spread over (1: lockstep)"
     )

@@ -67,7 +67,10 @@ def _verdict(value: float | None, target: float, at_least: bool = False) -> dict
 
 
 def targets_met(
-    runs: list[dict[str, Any]], uploads: list[dict[str, Any]], memory: dict[str, Any], dialects: list[dict[str, Any]]
+    runs: list[dict[str, Any]],
+    uploads: list[dict[str, Any]],
+    memory: dict[str, Any] | None,
+    dialects: list[dict[str, Any]],
 ) -> dict[str, Any]:
     """Each target against this run: the figure, the target, and whether it was met (None: not measured here)."""
     at_200, at_50 = _at(runs, 200), _at(runs, 50)
@@ -92,7 +95,7 @@ def targets_met(
         "upload_ratio": _verdict(max((u["ratio"] for u in uploads), default=None), t["upload_ratio"]),
         # Flat: the longest upload may not take more than 2 MiB beyond the shortest one.
         "upload_memory_flat": {"value": growth, "met": None if len(growth) < 2 else max(growth) - growth[0] <= 2.0},
-        "idle_kib_per_session": _verdict(memory["kib_per_session"], t["idle_kib_per_session"]),
+        "idle_kib_per_session": _verdict(memory["kib_per_session"] if memory else None, t["idle_kib_per_session"]),
     }
 
 
@@ -138,8 +141,9 @@ def table(result: dict[str, Any]) -> str:
         )
     m = result["idle_memory"]
     cap = result["capacity"]
+    idle = f"Idle sessions: {m['sessions']} → {m['kib_per_session']} KiB each. " if m else ""
     lines.append(
-        f"\nIdle sessions: {m['sessions']} → {m['kib_per_session']} KiB each. "
+        f"\n{idle}"
         f"Capacity ({cap['criterion']}): {cap['largest_sessions']} sessions "
         f"({cap['largest_sessions_audio_in_strict']} with audio in p99 ≤ {CAPACITY_P99_MS:g} ms)."
     )
