@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.perf.report import targets_met
+
 pytestmark = pytest.mark.ws  # opens WebSockets: runs with the fast path on and off
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -87,3 +89,20 @@ def test_smoke_run_reports_every_scenario(tmp_path: Path) -> None:
         assert u["direct_grpc_wall_s"] > 0
         assert u["ratio"] > 0
     assert result["idle_memory"]["sessions"] == 10
+
+    # A relay-only run (--upload-seconds with no lengths, --idle-sessions 0) has neither figure: its
+    # verdicts read n/a and the report prints without them (it used to divide by zero).
+    verdicts = targets_met(result["relay"], [], None, result["telephony"])
+    assert {k: verdicts[k]["met"] for k in ("upload_ratio", "upload_memory_flat", "idle_kib_per_session")} == {
+        "upload_ratio": None, "upload_memory_flat": None, "idle_kib_per_session": None
+    }  # fmt: skip
+    assert verdicts["twilio_vs_audiocodes"] == result["targets_met"]["twilio_vs_audiocodes"]
+    relay_only = tmp_path / "relay-only.json"
+    relay_only.write_text(json.dumps({**result, "upload": [], "idle_memory": None, "targets_met": verdicts}))
+    printed = subprocess.run(
+        [sys.executable, "-m", "tests.perf.report", str(relay_only)], cwd=ROOT, capture_output=True, text=True,
+        timeout=60, env={**os.environ, "PYTHONPATH": str(ROOT)}, check=False,
+    )  # fmt: skip
+    assert printed.returncode == 0, printed.stderr[-3000:]
+    assert "Idle sessions" not in printed.stdout and "Idle sessions" in run.stdout
+    assert "idle_kib_per_session n/a (None)" in printed.stdout
