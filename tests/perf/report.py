@@ -131,9 +131,9 @@ def table(result: dict[str, Any]) -> str:
             lines.append(f"| {d['sessions']} | {ac} | {tw} | {d['twilio_vs_audiocodes']} | {d['unclean_closes']} |")
     if result.get("before_after"):
         lines += ["", before_after_table(result["before_after"])]
-    lines.append("")
-    lines.append("| upload audio | gateway s | direct gRPC s | ratio | peak RSS growth MiB |")
-    lines.append("|---:|---:|---:|---:|---:|")
+    if result["upload"]:  # a relay-only run has none: no empty table
+        lines += ["", "| upload audio | gateway s | direct gRPC s | ratio | peak RSS growth MiB |"]
+        lines.append("|---:|---:|---:|---:|---:|")
     for u in result["upload"]:
         lines.append(
             f"| {u['audio_s']:g} s | {u['gateway_wall_s']} | {u['direct_grpc_wall_s']} | {u['ratio']} | "

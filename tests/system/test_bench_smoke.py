@@ -105,4 +105,5 @@ def test_smoke_run_reports_every_scenario(tmp_path: Path) -> None:
     )  # fmt: skip
     assert printed.returncode == 0, printed.stderr[-3000:]
     assert "Idle sessions" not in printed.stdout and "Idle sessions" in run.stdout
+    assert "| upload audio |" not in printed.stdout and "| upload audio |" in run.stdout
     assert "idle_kib_per_session n/a (None)" in printed.stdout
