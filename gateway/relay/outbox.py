@@ -4,16 +4,18 @@ Closed. A client that lets either bound fill is not reading: the session ends (c
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections import deque
 from collections.abc import AsyncIterator
+from typing import Any
 
 from gateway.dataflow.messages import DataflowEvent, UpstreamAudio
 from gateway.observability import GatewayMetrics
-from gateway.relay.items import Closed, OutItem, Recovered
+from gateway.relay.items import Closed, Notice, OutItem, Recovered
 
-#: What a queued item without a known size (an ack, a notice, a reply, an event parsed from elsewhere)
-#: is counted as: a generous bound on those small JSON objects.
+#: The least a queued item is counted as, and what one without a known size (an ack, a response, an
+#: event parsed from elsewhere) is counted as: a generous bound on those small JSON objects.
 SMALL_ITEM_BYTES = 512
 
 
@@ -23,7 +25,20 @@ def held_bytes(item: OutItem) -> int:
         return len(item.data)
     if isinstance(item, DataflowEvent) and item.wire_bytes:
         return item.wire_bytes
+    if isinstance(item, Notice):  # its message may quote the client
+        return max(SMALL_ITEM_BYTES, len(item.error.message) + 128)
+    if isinstance(item, dict):  # a dialect's reply may echo the client: measured, never assumed small
+        return max(SMALL_ITEM_BYTES, _json_size(item))
     return SMALL_ITEM_BYTES
+
+
+def _json_size(reply: dict[str, Any]) -> int:
+    # Replies answer client messages (one each), so this costs in proportion to what the client sent;
+    # events, the hot path, never come here.
+    try:
+        return len(json.dumps(reply, separators=(",", ":")))
+    except (TypeError, ValueError, RecursionError):  # not JSON: sending it fails typed, elsewhere
+        return SMALL_ITEM_BYTES
 
 
 class Outbox:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 
 from gateway.dataflow.messages import UpstreamAudio, parse_event
-from gateway.errors import ClientTooSlow
+from gateway.errors import BadRequest, ClientTooSlow
 from gateway.observability import GatewayMetrics
-from gateway.relay.items import Closed, Flow, OutItem
+from gateway.relay.items import Closed, Flow, Notice, OutItem
 from gateway.relay.outbox import SMALL_ITEM_BYTES, Outbox, held_bytes
 from tests.support.fake_upstream import event, milestone
 
@@ -135,3 +135,18 @@ async def test_events_count_their_wire_size_and_one_big_item_is_always_taken() -
     assert held_bytes({"type": "pong"}) == SMALL_ITEM_BYTES
     assert outbox.put(big)  # alone: taken, however big
     assert not outbox.put({"type": "pong"})  # nothing more may wait behind it
+
+
+async def test_replies_and_notices_count_the_client_text_they_echo() -> None:
+    """A reply or an error quoting a client's megabyte counts as that megabyte: a client that never reads
+    is cut off at the byte bound, not after a thousand of them (a gigabyte held)."""
+    big = "x" * 1_000_000
+    assert held_bytes({"type": "pong", "id": big}) > 1_000_000
+    assert held_bytes(Notice(BadRequest(f"unknown message type {big!r}"))) > 1_000_000
+    assert held_bytes({"type": "pong", "id": 7}) == SMALL_ITEM_BYTES  # small ones as before
+    assert held_bytes(Notice(BadRequest("short"))) == SMALL_ITEM_BYTES
+    assert held_bytes({"not json": object()}) == SMALL_ITEM_BYTES  # measuring never raises
+    for item in ({"type": "pong", "id": big}, Notice(BadRequest(big))):
+        outbox = Outbox(1000, GatewayMetrics(), limit_bytes=4 * 1024 * 1024)
+        assert [outbox.put(item) for _ in range(6)] == [True] * 4 + [False] * 2  # ~4 MB, then no more
+        assert outbox.bytes > 4_000_000
