@@ -20,6 +20,7 @@ import jwt
 from pydantic import BaseModel, Field, SecretStr
 
 from gateway.errors import ErrorCode, Forbidden, Unauthorized
+from gateway.logs.redact import clip
 
 _ISSUER = "dataflow-gateway"
 _AUDIENCE = "dataflow-gateway/session"
@@ -65,7 +66,8 @@ class Principal:
 
     def check_project(self, project: str) -> None:
         if self.projects is not None and project not in self.projects:
-            raise Forbidden(f"this credential may not run project {project!r}", code=ErrorCode.PROJECT_NOT_ALLOWED)
+            named = clip(project, 128)  # a name the client chose, quoted back to it: bounded
+            raise Forbidden(f"this credential may not run project {named!r}", code=ErrorCode.PROJECT_NOT_ALLOWED)
 
 
 ANONYMOUS = Principal(name="anonymous", kind="anonymous")

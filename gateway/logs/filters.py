@@ -14,12 +14,14 @@ from collections.abc import Iterable
 from typing import Any
 
 from gateway.logs.formats import extra_fields
-from gateway.logs.redact import SecretText, redact_header, redact_target
+from gateway.logs.redact import MAX_FIELD_CHARS, SecretText, clip, redact_header, redact_target
 
 _UVICORN_WS_ACCESS = '%s - "WebSocket %s"'  # uvicorn's own WebSocket access lines: gateway.access replaces them
 _HEADER_LINES = ("< %s: %s", "> %s: %s")
 _FRAME_LINES = ("< %s", "> %s")
 _REQUEST_LINES = ("< %s %s %s", "< GET %s HTTP/1.1")
+#: A line's text may quote what a client sent (an unknown message type, a project): cut, as fields are.
+_MAX_MESSAGE_CHARS = 8 * MAX_FIELD_CHARS
 
 
 class ClientMistakeFilter(logging.Filter):
@@ -62,7 +64,8 @@ class Redactor(logging.Filter):
         self.clean = SecretText(secrets)
 
     def filter(self, record: logging.LogRecord) -> bool:
-        record.msg, record.args = self.clean(record.getMessage()), ()
+        # Masked first, then cut: a secret cut in two would no longer match what masks it.
+        record.msg, record.args = clip(self.clean(record.getMessage()), _MAX_MESSAGE_CHARS), ()
         for key, value in extra_fields(record).items():
             record.__dict__[key] = self._clean_value(value)
         if record.exc_info:
@@ -76,7 +79,7 @@ class Redactor(logging.Filter):
 
     def _clean_value(self, value: Any) -> Any:
         if isinstance(value, str):
-            return self.clean(value)
+            return clip(self.clean(value))
         if isinstance(value, dict):
             return {k: self._clean_value(v) for k, v in value.items()}
         if isinstance(value, list | tuple):

@@ -8,7 +8,7 @@ take in free text. Knows nothing of logging handlers or of the app.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from urllib.parse import parse_qsl, urlencode
 
 MASK = "[redacted]"
@@ -18,23 +18,39 @@ _SECRET_HEADER = re.compile(r"auth|key|token|cookie|secret|signature|session", r
 # A query parameter whose value is a credential (by name).
 _SECRET_PARAM = re.compile(r"token|key|secret|sig|pass|auth|credential|jwt", re.IGNORECASE)
 
-# ``name: value`` / ``name=value`` where the name is a credential header or a *token / *secret field.
+# ``name: value`` / ``name=value`` where the name is a credential header or ends in token / secret. The
+# name's own prefix is left out of the match (the value is masked all the same): a ``[\w-]*`` before
+# ``token`` would be tried from every character of a long word, quadratic in text a client chooses.
 _NAMED_VALUE = (
-    r"(?i)((?:x-api-key|authorization|cookie|set-cookie|[\w-]*token|[\w-]*secret)['\"]?\s*[:=]\s*['\"]?)"
+    r"(?i)((?:x-api-key|authorization|cookie|token|secret)['\"]?\s*[:=]\s*['\"]?)"
     r"(?!\[redacted\])[^\s'\",;&#]+"
 )
+#: Log fields longer than this are cut (after masking, so no secret is cut in two and left unmasked).
+MAX_FIELD_CHARS = 1024
+
+
+def _masked_param(match: re.Match[str]) -> str:
+    if not _SECRET_PARAM.search(match[2]) or match[3].startswith(MASK):
+        return match[0]
+    return f"{match[1]}{match[2]}={MASK}"
+
+
 # Credential shapes in free text: the backstop for lines built from unredacted data.
-_TEXT_SHAPES: tuple[tuple[re.Pattern[str], str], ...] = (
+_TEXT_SHAPES: tuple[tuple[re.Pattern[str], str | Callable[[re.Match[str]], str]], ...] = (
     (re.compile(r"(?i)\b(bearer)([ .]+)(?!\[redacted\])[^\s,;'\"\]\)}]+"), rf"\1\2{MASK}"),
     (re.compile(r"(?i)(basic )[A-Za-z0-9+/=]{8,}"), rf"\1{MASK}"),
     (re.compile(r"/t/[^/\s?#'\"]+"), f"/t/{MASK}"),
-    (
-        re.compile(r"(?i)([?&;]\w*(?:token|key|secret|sig|pass|auth|credential|jwt)\w*=)[^&\s'\"#]+"),
-        rf"\1{MASK}",
-    ),
+    # A query parameter named like a credential: the whole name is matched and then judged, since
+    # ``\w*(?:token|…)\w*=`` backtracks through every keyword in the name (quadratic).
+    (re.compile(r"([?&;])(\w+)=([^&\s'\"#]+)"), _masked_param),
     (re.compile(_NAMED_VALUE), rf"\1{MASK}"),
     (re.compile(r"\bdfg_[A-Za-z0-9_-]{8,}"), "dfg_" + MASK),  # the gateway's own API key format
 )
+
+
+def clip(text: str, most: int = MAX_FIELD_CHARS) -> str:
+    """``text`` cut to ``most`` characters, marked as cut (for strings a client chooses)."""
+    return text if len(text) <= most else f"{text[:most]}…[{len(text) - most} more]"
 
 
 def redact_header(name: str, value: str) -> str:

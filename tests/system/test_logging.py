@@ -7,6 +7,7 @@ import asyncio
 import json
 import os
 import signal
+import time
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from websockets.exceptions import InvalidStatus
 from gateway.auth import key_digest
 from gateway.logs.config import resolve_format
 from gateway.logs.formats import TextFormatter
+from gateway.logs.redact import MAX_FIELD_CHARS
 from gateway.simulator.server import DataflowSimulator, SimulatorConfig
 from tests.support import signals
 from tests.support.gateway_process import GatewayProcess, gateway_process, upstream_env
@@ -207,6 +209,43 @@ async def test_no_credential_in_any_log_line_at_debug(
     assert any(e["logger"] == "uvicorn.error" and e["level"] == "debug" for e in entries)
     leaked = sorted(secret[:10] + "…" for secret in SECRETS | {SIM_TOKEN, token} if secret in raw)
     assert not leaked, f"secrets in the gateway's stderr at debug level: {leaked}"
+
+
+@pytest.mark.ws
+async def test_long_client_strings_neither_stall_the_gateway_nor_fill_its_log(
+    tmp_path: Path, simulator: DataflowSimulator
+) -> None:
+    """Masking ran in quadratic time: before any credential check, three handshakes with an 8 100-char
+    query held the event loop for 7 s (every session on the replica stalled), and a 40 000-char word
+    in a log line took 25 s. Masking is linear now, and a logged string a client chose is cut."""
+    env = upstream_env(simulator) | {
+        "GATEWAY_AUTH": "required",
+        "GATEWAY_ALLOW_INSECURE_NO_AUTH": "false",
+        "GATEWAY_API_KEYS": json.dumps([{"name": "sweep", "sha256": key_digest(KEY)}]),
+        "GATEWAY_LOG_LEVEL": "info",
+        "GATEWAY_LOG_FORMAT": "json",
+    }
+    query = "x=" + "P" * 8100  # under uvicorn's request-line limit
+    project = "tokensecret" * 1100  # 12 100 chars, every one of them a place the old masking retried
+    async with gateway_process(tmp_path, env) as gw:
+        began = time.perf_counter()
+        for _ in range(3):
+            assert await refused(gw, f"/v1/stream?{query}") == 401  # refused, and logged, before any key
+        refusals_s = time.perf_counter() - began
+        async with ws_connect(gw.ws_url(), additional_headers={"X-API-Key": KEY}) as ws:
+            await ws.send(start_message(project=project))
+            await next_message(ws, "started")
+            await ws.send(json.dumps({"type": "finalize"}))
+            assert (await read_all(ws)).errors() == []
+        entries = await stopped(gw)
+    assert refusals_s < 1.5, f"three refused handshakes took {refusals_s:.1f} s (the masking's cost)"
+    refused_paths = [e["path"] for e in entries if e["logger"] == "gateway.access" and e["status"] == 401]
+    assert len(refused_paths) == 3
+    for path in refused_paths:
+        assert path.startswith("/v1/stream?x=PPP") and path.endswith("more]")
+        assert len(path) < MAX_FIELD_CHARS + 20
+    projects = [e["project"] for e in entries if e.get("msg") in ("session started", "session ended")]
+    assert projects and all(p.startswith("tokensecret") and len(p) < MAX_FIELD_CHARS + 20 for p in projects)
 
 
 def test_a_terminal_gets_readable_text_without_escapes() -> None:
