@@ -15,6 +15,11 @@ from typing import Any
 _STANDARD_ATTRS = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime"}
 _DROPPED = {"color_message"}  # uvicorn's colored copy of the message
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+# Control characters a client may have put in a path, a project or a message type: in text lines a
+# newline would start a forged line and ESC would drive the reader's terminal, so both are escaped.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# A field value shown bare only when it cannot be read as more than one field.
+_BARE_VALUE = re.compile(r"[^\s\"'=\x00-\x1f\x7f]*")
 
 
 def extra_fields(record: logging.LogRecord) -> dict[str, Any]:
@@ -54,13 +59,24 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str)
 
 
+def _escaped(text: str) -> str:
+    return _CONTROL.sub(lambda m: m[0].encode("unicode_escape").decode("ascii"), text)
+
+
+def _field_value(value: Any) -> str:
+    text = str(value)
+    return text if _BARE_VALUE.fullmatch(text) else json.dumps(text)  # quoted, with every control escaped
+
+
 class TextFormatter(logging.Formatter):
-    """``time level logger: message key=value ...``, for a person at a terminal."""
+    """``time level logger: message key=value ...``, for a person at a terminal: one line per record
+    (whatever a client put in the message or a field), then the traceback, if any."""
 
     def format(self, record: logging.LogRecord) -> str:
-        message = _ANSI.sub("", record.getMessage())
+        raw = _ANSI.sub("", record.getMessage())
+        message = _escaped(raw)
         # Fields the message already shows (the access line's method, path, status) are not repeated.
-        fields = " ".join(f"{k}={v}" for k, v in extra_fields(record).items() if str(v) not in message)
+        fields = " ".join(f"{k}={_field_value(v)}" for k, v in extra_fields(record).items() if str(v) not in raw)
         line = f"{_timestamp(record)} {record.levelname:<7} {record.name}: {message}"
         line = f"{line}  {fields}" if fields else line
         if exc := _exception_text(self, record):

@@ -248,6 +248,30 @@ async def test_long_client_strings_neither_stall_the_gateway_nor_fill_its_log(
     assert projects and all(p.startswith("tokensecret") and len(p) < MAX_FIELD_CHARS + 20 for p in projects)
 
 
+@pytest.mark.ws
+async def test_text_lines_cannot_be_forged_or_drive_the_terminal(tmp_path: Path) -> None:
+    """Text format wrote a client's newline and escape sequences as they came: a project or a path
+    could add a whole forged ERROR line to the log, or clear an operator's screen."""
+    forged = "2099-01-01T00:00:00.000Z ERROR   gateway.security: admin token accepted"
+    project = f"demo\x1b[2J\x1b]0;owned\x07\n{forged}"
+    async with gateway_process(tmp_path, {"GATEWAY_LOG_LEVEL": "info", "GATEWAY_LOG_FORMAT": "text"}) as gw:
+        async with ws_connect(gw.ws_url()) as ws:
+            await ws.send(start_message(project=project))
+            await next_message(ws, "started")
+            await ws.send(json.dumps({"type": "finalize"}))
+            assert (await read_all(ws)).errors() == []
+        async with httpx.AsyncClient(base_url=gw.http_url, timeout=30) as http:
+            assert (await http.get("/nowhere%0A" + forged.replace(" ", "%20"))).status_code == 404
+        gw.process.send_signal(signal.SIGTERM)
+        await asyncio.to_thread(gw.process.wait, 15)
+    text = gw.log.read_text()
+    assert "\x1b" not in text and "\x07" not in text
+    assert not [line for line in text.splitlines() if line.startswith("2099-")], "a client forged a log line"
+    session_lines = [line for line in text.splitlines() if "session started" in line or "session ended" in line]
+    assert len(session_lines) == 2 and all('project="demo\\u001b[2J' in line for line in session_lines)
+    assert any("/nowhere\\n2099-01-01" in line for line in text.splitlines())  # the path, escaped
+
+
 def test_a_terminal_gets_readable_text_without_escapes() -> None:
     primary, secondary = os.openpty()
     with os.fdopen(secondary, "w") as terminal, open(os.devnull, "w") as pipe_like:
