@@ -8,10 +8,11 @@ one claiming a server seq not yet sent, is a protocol error (``disconnect`` with
 ``open`` -> ``opened`` at once (Genesys gives up after about 5 s; Data Flow starts meanwhile), then
 binary frames of interleaved audio (:mod:`audiohook_media`). ``ping`` -> ``pong``; ``paused`` /
 ``resumed`` / ``discarded`` are the client's notices (audio while paused is not forwarded; the
-position counts it); ``update`` changes the language; ``close`` finalizes the session, so every
-result is sent before ``closed``. Results are ``event`` messages with Transcription Connector
-``transcript`` entities, per channel. Server messages get their ``seq`` as they are rendered, in
-the order they are sent; ``pong`` keeps the ``clientseq`` of its ``ping``.
+position counts it; past ``MAX_GAPS`` such gaps the session ends, ``limit_reached``); ``update``
+changes the language; ``close`` finalizes the session, so every result is sent before ``closed``.
+Results are ``event`` messages with Transcription Connector ``transcript`` entities, per channel.
+Server messages get their ``seq`` as they are rendered, in the order they are sent; ``pong`` keeps the
+``clientseq`` of its ``ping``.
 
 The handshake (API key, HTTP message signature) is checked before this dialect sees anything.
 """
@@ -109,13 +110,12 @@ class AudioHookDialect:
             self.closing = True
             return commands.Finalize()
         if kind == "paused":
-            self.paused = True
-        elif kind == "resumed":
-            self.paused = False
-            self._skip_seconds(parameters.get("discarded"))
-        elif kind == "discarded":
-            self._skip_seconds(parameters.get("discarded"))
-        elif kind == "update":
+            return self._gap(None, paused=True)
+        if kind == "resumed":
+            return self._gap(parameters.get("discarded"), paused=False)
+        if kind == "discarded":
+            return self._gap(parameters.get("discarded"), paused=self.paused)
+        if kind == "update":
             language = parameters.get("language")
             if isinstance(language, str) and language:
                 self.language = language
@@ -190,6 +190,18 @@ class AudioHookDialect:
             return None
         self.timeline.heard(samples)
         return commands.Audio(whole) if whole else None
+
+    def _gap(self, discarded: Any, *, paused: bool) -> Command:
+        """Paused, resumed or discarded: the position moves on, Data Flow hears nothing. Past the
+        timeline's cap on gaps the session ends (``disconnect``, ``error``), as on a protocol error."""
+        try:
+            if paused:
+                self.timeline.paused()  # while paused already, this joins the pause's entry
+            self._skip_seconds(discarded)
+        except GatewayError as exc:
+            return commands.Refuse(exc)
+        self.paused = paused
+        return None
 
     def _skip_seconds(self, value: Any) -> None:
         seconds = parse_duration(value)

@@ -9,7 +9,8 @@ whole samples only and keeps the rest for the next frame.
 
 The client's ``position`` counts every sample of the stream, also those it discarded or that arrived
 while paused (none of which reach Data Flow): :class:`Timeline` maps a time in the audio Data Flow
-heard back to the stream position, for the ``offset`` of results.
+heard back to the stream position, for the ``offset`` of results; it holds at most
+:data:`MAX_GAPS` gaps, however the client alternates audio and notices.
 """
 
 from __future__ import annotations
@@ -20,12 +21,18 @@ from dataclasses import dataclass
 from typing import Any
 
 from gateway.audio.format import AudioFormat, Encoding
+from gateway.errors import LimitReached
 
 RATE = 8000
 CHANNELS = ("external", "internal")
 _ENCODINGS: dict[str, Encoding] = {"PCMU": "mulaw", "L16": "pcm16"}
 MAX_DURATION_S = 7 * 24 * 3600.0  # a longer one is nonsense, and would overflow sample counts
 _DURATION = re.compile(r"^PT(\d+\.\d*|\.?\d+)S$")
+#: Gap entries one session may hold: a real call pauses or loses audio a handful of times, and a client
+#: alternating tiny audio with ``discarded`` must not grow the timeline for hours.
+MAX_GAPS = 10_000
+#: Heard audio (10 ms) after the last entry under which a new gap joins it instead of taking its own.
+MERGE_SAMPLES = RATE // 100
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,7 +92,14 @@ class SampleAligner:
 
 
 class Timeline:
-    """Samples received, samples Data Flow got, and the gaps between the two (pause, discard)."""
+    """Samples received, samples Data Flow got, and the gaps between the two (pause, discard).
+
+    Each gap is an entry (where it began in the audio Data Flow heard, the running total of gaps), so
+    Data Flow's times map back by bisection. A gap less than :data:`MERGE_SAMPLES` of heard audio after
+    the last entry joins it: only times inside those 10 ms may be placed after the later gaps, and a
+    client alternating tiny audio and notices gets one entry per 10 ms heard, not one per notice. Past
+    :data:`MAX_GAPS` entries :meth:`skipped` refuses (the dialect ends the session) rather than grow.
+    """
 
     def __init__(self, rate: int = RATE) -> None:
         self.rate = rate
@@ -98,20 +112,34 @@ class Timeline:
     def position_s(self) -> float:
         return self.received / self.rate
 
+    @property
+    def gaps(self) -> int:
+        """Gap entries held (at most :data:`MAX_GAPS`)."""
+        return len(self._gap_at)
+
     def heard(self, samples: int) -> None:
         self.received += samples
         self.forwarded += samples
 
+    def paused(self) -> None:
+        """A pause begins: its entry is made now, so audio while paused only ever joins it (never refused)."""
+        self._gap(0)
+
     def skipped(self, samples: int) -> None:
-        """Stream time Data Flow will not hear (audio while paused, or discarded by the client)."""
-        if samples <= 0:
-            return
-        self.received += samples
-        if self._gap_at and self._gap_at[-1] == self.forwarded:
+        """Stream time Data Flow will not hear (audio while paused, or discarded by the client).
+        Raises ``LimitReached``, the timeline unchanged, when the gap would need one entry too many."""
+        if samples > 0:
+            self._gap(samples)
+
+    def _gap(self, samples: int) -> None:
+        if self._gap_at and self.forwarded - self._gap_at[-1] < MERGE_SAMPLES:
             self._gap_total[-1] += samples
-            return
-        self._gap_at.append(self.forwarded)
-        self._gap_total.append((self._gap_total[-1] if self._gap_total else 0) + samples)
+        elif len(self._gap_at) >= MAX_GAPS:
+            raise LimitReached(f"more than {MAX_GAPS} paused or discarded spans in one session")
+        else:
+            self._gap_at.append(self.forwarded)
+            self._gap_total.append((self._gap_total[-1] if self._gap_total else 0) + samples)
+        self.received += samples
 
     def stream_seconds(self, upstream_ms: float) -> float:
         """The stream position of a time in the audio Data Flow heard (gaps before it added back)."""
