@@ -10,6 +10,9 @@ queued message — takes the normal path, in order. So the sink only sees a mess
 one has been handed over, and it refuses whatever would have to wait (backpressure, pacing, a
 control message): waiting stays the application's, reading pauses as before.
 
+Two more extensions let a driver that waits (Data Flow's buffer full) notice a client that vanished:
+:data:`ON_LOST` tells it of a lost connection at once, and :data:`PROBE` pings the client.
+
 websockets' parser does all the framing (sizes, UTF-8, masking, fragments, control frames): the fast
 path starts only after a whole message is parsed, exactly where uvicorn would queue it.
 """
@@ -20,6 +23,7 @@ from collections.abc import Callable
 from typing import Any, cast
 
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+from websockets.exceptions import InvalidState
 
 #: The scope extension: ``scope["extensions"][FAST_RECEIVE](sink)`` registers a sink (None removes it).
 FAST_RECEIVE = "gateway.fast_receive"
@@ -27,6 +31,14 @@ FAST_RECEIVE = "gateway.fast_receive"
 #: The scope extension holding the protocol's ``writable`` event: set while a send goes out at once
 #: (the transport's buffer is under its high-water mark), so a sender needs no timer for it.
 WRITABLE = "gateway.writable"
+
+#: The scope extension: ``scope["extensions"][ON_LOST](callback)`` has ``callback()`` called once the
+#: connection is lost (None removes it). The ASGI queue says so too, but behind every message queued.
+ON_LOST = "gateway.on_lost"
+
+#: The scope extension: ``scope["extensions"][PROBE]()`` pings the client. While reading is paused a
+#: vanished peer goes unnoticed; written to, its host answers with a reset and the next write fails.
+PROBE = "gateway.probe"
 
 #: A message as sent (bytes: binary, str: text) -> True when the sink took it.
 FrameSink = Callable[[bytes | str], bool]
@@ -40,6 +52,7 @@ MESSAGES_PER_READ = 32
 class FastReceiveProtocol(WebSocketsSansIOProtocol):
     _sink: FrameSink | None = None
     _fast_left = MESSAGES_PER_READ
+    _on_lost: Callable[[], None] | None = None
 
     def handle_connect(self, event: Any) -> None:
         super().handle_connect(event)
@@ -48,9 +61,23 @@ class FastReceiveProtocol(WebSocketsSansIOProtocol):
             if extensions is not None:
                 extensions[FAST_RECEIVE] = self._register
                 extensions[WRITABLE] = self.writable
+                extensions[ON_LOST] = self._watch_lost
+                extensions[PROBE] = self._probe
 
     def _register(self, sink: FrameSink | None) -> None:
         self._sink = sink
+
+    def _watch_lost(self, callback: Callable[[], None] | None) -> None:
+        self._on_lost = callback
+
+    def _probe(self) -> None:
+        if self.close_sent or self.transport.is_closing():
+            return
+        try:
+            self.conn.send_ping(b"")  # an empty payload: uvicorn's keepalive ignores the pong
+        except InvalidState:
+            return
+        self.transport.write(b"".join(self.conn.data_to_send()))
 
     def data_received(self, data: bytes) -> None:
         self._fast_left = MESSAGES_PER_READ
@@ -77,7 +104,12 @@ class FastReceiveProtocol(WebSocketsSansIOProtocol):
         # The sink is the application's (it holds its connection) and the scope holds our method:
         # both are cycles that would outlive the socket until a full collection.
         self._sink = None
+        on_lost, self._on_lost = self._on_lost, None
         scope = getattr(self, "scope", None)
         if scope is not None:
-            scope.get("extensions", {}).pop(FAST_RECEIVE, None)
+            extensions = scope.get("extensions", {})
+            for name in (FAST_RECEIVE, ON_LOST, PROBE):
+                extensions.pop(name, None)
         super().connection_lost(exc)
+        if on_lost is not None:
+            on_lost()

@@ -5,8 +5,9 @@ before ``accept()``; holds a slot in the session registry (capacity, the key's c
 connection's life; applies the start timeout, the idle timeout between sessions and the maximum
 duration; starts each session while still reading the socket (holding what arrives, bounded, so a
 client that vanishes cancels the upstream start at once); reads client messages into the session
-(audio that needs no wait goes by the fast path: :mod:`fast_audio`), sends the session's items out
-and says goodbye. A dialect (:class:`Dialect`) only parses and renders.
+(audio that needs no wait goes by the fast path: :mod:`fast_audio`; a command that waits for Data
+Flow still notices the client vanish: :mod:`waiting`), sends the session's items out and says
+goodbye. A dialect (:class:`Dialect`) only parses and renders.
 """
 
 from __future__ import annotations
@@ -20,9 +21,10 @@ from starlette.websockets import WebSocket
 
 from gateway.adapters import commands, fast_audio
 from gateway.adapters.call_results import NO_RESULTS, CallResults
-from gateway.adapters.dialect import Command, Dialect, SessionCommand
+from gateway.adapters.dialect import Command, Dialect
 from gateway.adapters.reader import ClientReader
 from gateway.adapters.socket import ClientSocket
+from gateway.adapters.waiting import CommandWait, ReadAheadReader
 from gateway.auth import Principal
 from gateway.errors import ClientGone, ClientTooSlow, GatewayError, GoingAway
 from gateway.relay.items import Closed, SessionState
@@ -50,7 +52,10 @@ class Connection:
         self.sender: asyncio.Task[None] | None = None
         self.started_any = False
         self.ended = False  # a goodbye or refusal closed the socket: read nothing more
-        self.reader = ClientReader(ws)
+        reader = ReadAheadReader(ws)
+        self.reader: ClientReader = reader
+        self.waiting = CommandWait(ws, reader, self.settings.pre_start_audio_ms,
+                                   hang_up_finishes=results.finishes_call)  # fmt: skip
         self.opened_at = self.last_activity = time.monotonic()
         self._wake = asyncio.Event()  # the watchdog re-reads the connection's state
         self._going_away = False
@@ -65,6 +70,7 @@ class Connection:
         await self.ws.accept(subprotocol=self.dialect.subprotocol(offered_subprotocols(self.ws.headers)))
         watchdog: asyncio.Task[None] | None = None
         unregister = fast_audio.register(self.ws.scope, self, self.service.metrics)
+        self.waiting.open()
         try:
             try:  # a dialect whose clients may name themselves in the start message is counted by key then
                 at_once = self.dialect.refuse_full_at_once
@@ -77,6 +83,7 @@ class Connection:
             await self._read()
         finally:
             unregister()
+            self.waiting.close()
             if watchdog is not None:
                 watchdog.cancel()
             self.reader.close()
@@ -124,22 +131,9 @@ class Connection:
             session.abort("client_error", command.error)
             return
         try:
-            await self._run_command(command, session)
+            await self.waiting.run(command, session)
         except GatewayError as exc:
             await self._apply(self.dialect.failed(command, exc), session)
-
-    @staticmethod
-    async def _run_command(command: SessionCommand, session: Session) -> None:
-        if isinstance(command, commands.Audio):
-            await session.feed_audio(command.data)
-        elif isinstance(command, commands.Finalize):
-            await session.finalize()
-        elif isinstance(command, commands.Stop):
-            await session.stop()
-        elif isinstance(command, commands.Update):
-            await session.update(command.settings)
-        elif isinstance(command, commands.SendEvent):
-            await session.send_event(command.event)
 
     # --- a session -----------------------------------------------------------------------------------
 

@@ -1,0 +1,101 @@
+"""A client that vanishes while the gateway holds it back (Data Flow stalled, its buffer full, the
+driver waiting to feed the next chunk) releases its upstream stream and its slot within a second or
+two and ends as client_disconnected — not after upstream_response_timeout_s as an upstream error. The
+dialects here send no flow acks, so no send of the gateway's finds the dead socket by chance."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from gateway.simulator.faults import Fault
+from gateway.simulator.server import DataflowSimulator, SimulatorConfig
+from tests.adapters.test_ws_driver import AUDIOCODES, DATAFLOW, WsDialect
+from tests.support.harness import RunningGateway, running_gateway, ws_connect
+from tests.support.settings import SIM_TENANT, SIM_TOKEN, settings_for
+
+pytestmark = pytest.mark.ws  # opens WebSockets: runs with the fast path on and off
+
+CHUNK = b"\x00\x10" * 1600  # 100 ms of 16 kHz pcm16
+by_name = pytest.mark.parametrize("dialect", [DATAFLOW, AUDIOCODES], ids=[DATAFLOW.name, AUDIOCODES.name])
+
+
+@pytest.fixture
+def sim_config() -> SimulatorConfig:
+    return SimulatorConfig(token=SIM_TOKEN, tenant=SIM_TENANT, fault=Fault("stall", 300))
+
+
+def the_session(gw: RunningGateway) -> Any:
+    (connection,) = gw.gateway.registry.drainables()
+    return getattr(connection, "session", None)
+
+
+def backpressured(gw: RunningGateway) -> bool:
+    session = the_session(gw)
+    return session is not None and session.stream is not None and session.stream.backpressured
+
+
+def ended(gw: RunningGateway, dialect: WsDialect, outcome: str) -> float:
+    labels = {"dialect": dialect.name, "outcome": outcome}
+    return gw.gateway.metrics.registry.get_sample_value("dataflow_gateway_sessions_ended_total", labels) or 0.0
+
+
+async def wait_until(condition: Callable[[], bool], timeout: float) -> None:
+    async with asyncio.timeout(timeout):
+        while not condition():
+            await asyncio.sleep(0.01)
+
+
+async def held_then_vanish(gw: RunningGateway, sim: DataflowSimulator, dialect: WsDialect, *, flood: bool) -> None:
+    """Stream into a stalled Data Flow until the gateway holds the client, vanish (no close frame), and
+    expect everything released within 2 s, the session ended as client_disconnected."""
+    ws = await ws_connect(gw.ws_url(dialect.path), ping_interval=None)
+    await ws.send(json.dumps(dialect.start))
+    async with asyncio.timeout(5):
+        while not dialect.is_started(json.loads(await ws.recv())):
+            pass
+    await asyncio.sleep(0.5)  # Data Flow has stalled
+    if flood:  # until TCP holds the client too: megabytes queued ahead of its disconnect
+        with contextlib.suppress(TimeoutError):
+            while True:
+                async with asyncio.timeout(0.3):
+                    await ws.send(CHUNK)
+    else:  # 10 s: more than gRPC's window and the 3 s buffer take, less than a read-ahead holds beyond
+        for _ in range(100):
+            await ws.send(CHUNK)
+    await wait_until(lambda: backpressured(gw), 5)
+    await asyncio.sleep(1.0)  # the driver has waited a while: it waits on, for up to 30 s
+    assert sim.records[-1].outcome == "stalled"
+    gone_at = time.monotonic()
+    ws.transport.abort()
+    await wait_until(lambda: gw.gateway.registry.active == 0 and gw.gateway.upstream.active_streams == 0, 10)
+    released = time.monotonic() - gone_at
+    assert released < 2.0, f"the upstream stream and the slot were held {released:.2f} s after the client left"
+    assert ended(gw, dialect, "client_disconnected") == 1
+    assert ended(gw, dialect, "upstream_error") == 0
+
+
+@by_name
+async def test_a_client_that_vanishes_while_held_back_releases_its_stream(
+    simulator: DataflowSimulator, dialect: WsDialect
+) -> None:
+    async with running_gateway(settings_for(simulator, max_audio_rate_x=1000.0)) as gw:
+        await held_then_vanish(gw, simulator, dialect, flood=False)
+
+
+@by_name
+async def test_a_client_that_vanishes_behind_megabytes_of_queued_audio_releases_its_stream(
+    simulator: DataflowSimulator, dialect: WsDialect
+) -> None:
+    """Only a write finds this client gone (its disconnect is behind everything it sent): the gateway's
+    own protocol pings it. Any other server reads ahead, bounded, and cannot reach the disconnect."""
+    async with running_gateway(settings_for(simulator, max_audio_rate_x=1000.0)) as gw:
+        if not gw.gateway.settings.ws_fast_path:
+            pytest.skip("needs the gateway's WebSocket protocol (GATEWAY_WS_FAST_PATH on)")
+        await held_then_vanish(gw, simulator, dialect, flood=True)
