@@ -8,6 +8,7 @@ reference; close codes are listed in the README.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any, ClassVar, Literal
 
@@ -19,7 +20,7 @@ from gateway.adapters.socket import Frame
 from gateway.audio.format import AudioFormat, parse_encoding
 from gateway.dataflow.lenient import loads_object
 from gateway.dataflow.messages import PARTIAL, DataflowEvent, DataflowResponse, StartRequest, UpstreamAudio
-from gateway.errors import BadRequest, ErrorCode, GatewayError, InvalidState
+from gateway.errors import BadRequest, ErrorCode, GatewayError, InvalidMessage, InvalidState
 from gateway.relay.items import Closed, Flow, Notice, OutItem, Recovered, Started
 from gateway.security import SUBPROTOCOL
 
@@ -45,9 +46,40 @@ class StartMessage(BaseModel):
     token: str | None = None
 
 
+#: Longest string a pong echoes as its id: a pong is queued for the client, and must stay small.
+MAX_PING_ID_CHARS = 128
+
+#: Problems of an invalid start listed in its error (each extra key is one: a client can send thousands).
+MAX_START_PROBLEMS = 5
+
+
 def _invalid_start(exc: ValidationError) -> BadRequest:
-    problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'start'}: {e['msg']}" for e in exc.errors())
-    return BadRequest(f"invalid start message: {problems}", code=ErrorCode.INVALID_START)
+    errors = exc.errors()
+    listed = [f"{messages.clip('.'.join(str(p) for p in e['loc'])) or 'start'}: {e['msg']}"
+              for e in errors[:MAX_START_PROBLEMS]]  # fmt: skip
+    more = f" (and {len(errors) - MAX_START_PROBLEMS} more)" if len(errors) > MAX_START_PROBLEMS else ""
+    return BadRequest(f"invalid start message: {'; '.join(listed)}{more}", code=ErrorCode.INVALID_START)
+
+
+def echoable_ping_id(ping_id: Any) -> bool:
+    """A short scalar: what a pong may echo (anything else would let a client fill its outbox)."""
+    if ping_id is None or isinstance(ping_id, bool):
+        return True
+    if isinstance(ping_id, str):
+        return len(ping_id) <= MAX_PING_ID_CHARS
+    if isinstance(ping_id, int):
+        return len(str(ping_id)) <= MAX_PING_ID_CHARS  # JSON caps an integer's digits (4300), so this is cheap
+    return isinstance(ping_id, float) and math.isfinite(ping_id)  # NaN is not JSON
+
+
+def _pong(obj: dict[str, Any]) -> Command:
+    ping_id = obj.get("id")
+    if not echoable_ping_id(ping_id):
+        return _say(InvalidMessage(
+            f"ping.id must be a string of at most {MAX_PING_ID_CHARS} characters, a number, a boolean or null; "
+            "this ping is not answered"
+        ))  # fmt: skip
+    return commands.Reply((messages.pong(ping_id),))
 
 
 def _say(error: GatewayError) -> commands.Reply:
@@ -80,9 +112,9 @@ class NativeDialect:
             obj = loads_object(message)
             kind = obj.get("type")
             if kind == "ping":
-                return commands.Reply((messages.pong(obj.get("id")),))
+                return _pong(obj)
             if kind != "start":
-                raise InvalidState(f"expected a start message, got {kind!r}", code=ErrorCode.NOT_STARTED)
+                raise InvalidState(f"expected a start message, got {messages.quote(kind)}", code=ErrorCode.NOT_STARTED)
             return self.parse_start(obj)
         except GatewayError as exc:
             return _say(exc)
@@ -92,8 +124,8 @@ class NativeDialect:
             start = StartMessage.model_validate(obj)
         except ValidationError as exc:
             raise _invalid_start(exc) from None
-        client_format = AudioFormat(
-            parse_encoding(start.audio.encoding), start.audio.sample_rate, start.audio.channels
+        client_format = AudioFormat(  # a name longer than any spelling is unknown: quoted cut short
+            parse_encoding(messages.clip(start.audio.encoding)), start.audio.sample_rate, start.audio.channels
         ).validate()
         project = start.project or self.default_project
         if not project:
@@ -139,10 +171,10 @@ class NativeDialect:
                 raise BadRequest("event.event must be an object", code=ErrorCode.INVALID_EVENT)
             return commands.SendEvent(event)
         if kind == "ping":
-            return commands.Reply((messages.pong(obj.get("id")),))
+            return _pong(obj)
         if kind == "start":
             raise InvalidState("the session has already been started", code=ErrorCode.ALREADY_STARTED)
-        raise BadRequest(f"unknown message type {kind!r}", code=ErrorCode.UNKNOWN_MESSAGE_TYPE)
+        raise BadRequest(f"unknown message type {messages.quote(kind)}", code=ErrorCode.UNKNOWN_MESSAGE_TYPE)
 
     def fast_audio(self, message: ClientMessage) -> bytes | None:
         return message if isinstance(message, bytes) else None
