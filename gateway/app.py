@@ -10,10 +10,12 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi.routing import APIRoute
 
 from gateway import __version__
 from gateway.adapters import routes as websockets
 from gateway.routes import demo, docs, health, ops, tokens
+from gateway.routes.body_limit import BodyLimit
 from gateway.routes.error_handlers import RefusalCounter, install_error_handlers
 from gateway.routes.openapi import install_openapi, operation_id
 from gateway.security import CredentialScrubber, HostGuard
@@ -52,6 +54,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                    health.router, ops.router, docs.router, demo.router):  # fmt: skip
         app.include_router(router)
     app.add_middleware(HostGuard, public_hosts=config.public_hosts, auth_required=config.auth_required)
+    # Inside the scrubber (paths as rewritten) and the refusal counter (its 413/408 are counted).
+    # Every route of the upload router streams its body under its own limits: those are exempt.
+    uploads = frozenset(route.path for route in recognize.router.routes if isinstance(route, APIRoute))
+    app.add_middleware(BodyLimit, max_bytes=config.max_control_message_bytes, timeout_s=config.start_timeout_s,
+                       unbounded_paths=uploads)  # fmt: skip
     app.add_middleware(RefusalCounter)  # outside HostGuard: its refusals count too
     app.add_middleware(CredentialScrubber)  # added last, runs first: no credential reaches anything else
     return app

@@ -1,17 +1,43 @@
-"""``POST /v1/tokens``: an API-key holder mints a short-lived browser token."""
+"""``POST /v1/tokens``: an API-key holder mints a short-lived browser token.
+
+The caller is identified before FastAPI reads the body: an anonymous or refused caller is answered
+without a byte of its body being read (the body is bounded anyway: :mod:`gateway.routes.body_limit`).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Coroutine
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Request, Response
+from fastapi.routing import APIRoute
 from pydantic import BaseModel, ConfigDict, Field
 
+from gateway.auth import Principal
 from gateway.errors import GatewayError, UpstreamUnavailable, error_response
 from gateway.security import SUBPROTOCOL
 from gateway.service import service_of
 
-router = APIRouter(tags=["authentication"])
+_CALLER = "gateway.token_caller"  # scope key of the principal identified before the body is read
+
+
+class CallerFirstRoute(APIRoute):
+    """Identifies the caller, and answers a refusal, before FastAPI reads and parses the body."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def route(request: Request) -> Response:
+            try:
+                request.scope[_CALLER] = service_of(request).gate.identify(request.scope, request.headers)
+            except GatewayError as exc:
+                return error_response(exc)
+            return await handler(request)
+
+        return route
+
+
+router = APIRouter(route_class=CallerFirstRoute, tags=["authentication"])
 
 
 class TokenRequest(BaseModel):
@@ -38,7 +64,7 @@ async def mint_token(request: Request, body: TokenRequest) -> Any:
     gateway = service_of(request)
     settings = gateway.settings
     try:
-        owner = gateway.gate.identify(request.scope, request.headers)
+        owner: Principal | None = request.scope[_CALLER]
         if owner is None:  # pragma: no cover - identify() returns a principal when in_band is off
             raise GatewayError("no principal")
         ttl = min(body.ttl_seconds or settings.token_ttl_s, settings.token_max_ttl_s)
