@@ -8,7 +8,9 @@ import time
 
 import numpy as np
 import pytest
+from starlette.websockets import WebSocket
 
+from gateway.adapters.reader import HELD_MESSAGE_MIN_BYTES, ClientReader
 from gateway.simulator.server import DataflowSimulator
 from tests.support import signals
 from tests.support.harness import (
@@ -230,6 +232,39 @@ async def test_a_client_gone_while_data_flow_answers_start_frees_its_slot_at_onc
             while gw.gateway.registry.active or gw.gateway.upstream.active_streams:
                 await asyncio.sleep(0.01)
         assert time.monotonic() - gone_at < 1.0
+
+
+async def test_empty_frames_during_a_slow_start_are_held_within_the_bound(
+    gateway_factory: GatewayFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Data Flow takes 2 s to answer Start; meanwhile the client sends thousands of empty frames. Each
+    held message counts at least HELD_MESSAGE_MIN_BYTES, so holding stops at the bound (the rest waits
+    in the socket) instead of parking every one; then all are handled in order and the session goes on."""
+    readers: list[ClientReader] = []
+    init = ClientReader.__init__
+
+    def recorded(reader: ClientReader, ws: WebSocket) -> None:
+        init(reader, ws)
+        readers.append(reader)
+
+    monkeypatch.setattr(ClientReader, "__init__", recorded)
+    bound = 8000 * 2 // 10 // HELD_MESSAGE_MIN_BYTES  # 100 ms of 8 kHz pcm16: 1600 bytes, 25 messages
+    gateway = gateway_factory(pre_start_audio_ms=100, upstream_start_timeout_s=10)
+    async with gateway as gw, ws_connect(gw.ws_url()) as ws:
+        await ws.send(start_message("pcm16", 8000, settings={"SimulatorFault": "slow_start:2000"}))
+        await asyncio.sleep(0.2)
+        for _ in range(3000):
+            await ws.send(b"")
+        await ws.send(json.dumps({"type": "ping", "id": 1}))
+        await asyncio.sleep(0.5)
+        (reader,) = readers
+        held_while_starting = len(reader._held)
+        await next_message(ws, "started")
+        await ws.send(json.dumps({"type": "finalize"}))
+        result = await read_all(ws)
+    assert 0 < held_while_starting <= bound + 1  # one read may complete past the bound
+    assert [m["id"] for m in result.of_type("pong")] == [1]  # nothing lost: the rest was read after the start
+    assert (result.errors(), result.close_code) == ([], 1000)
 
 
 async def test_upstream_stall_pauses_the_client_and_says_so(gateway_factory: GatewayFactory) -> None:
