@@ -148,7 +148,10 @@ class Settings(BaseSettings):
         description="Events and updates held for upstream before the client is paused.",
     )
     max_control_message_bytes: int = Field(
-        64 * 1024, ge=1024, description="Largest event or update a client may send (larger: error message_too_big)."
+        64 * 1024,
+        ge=1024,
+        description="Largest event or update a client may send, and largest HTTP request body outside "
+        "uploads (larger: error message_too_big; 413 over HTTP).",
     )
 
     # --- sessions --------------------------------------------------------------------------------------
@@ -156,7 +159,12 @@ class Settings(BaseSettings):
     max_sessions: int = Field(500, ge=1, description="Concurrent sessions per process, all dialects.")
     max_session_s: float = Field(4 * 3600.0, gt=0, description="Longest session; then it is finalized and closed.")
     idle_timeout_s: float = Field(30.0, gt=0, description="Close a session that sends nothing for this long.")
-    start_timeout_s: float = Field(10.0, gt=0, description="Time a client has to send its start message.")
+    start_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        description="Time a client has to send its start message, and an HTTP request outside uploads its "
+        "whole body (408 start_timeout).",
+    )
     finalize_timeout_s: float = Field(30.0, gt=0, description="Wait for FinalResult after finalize/stop.")
     client_send_timeout_s: float = Field(10.0, gt=0, description="Budget for a client that does not read events.")
     client_event_queue: int = Field(1000, ge=10, description="Events held for a slow client before closing it.")

@@ -81,6 +81,10 @@ def _operations(auth_required: bool, admin_token: bool) -> dict[str, tuple[Requi
     client = _CLIENT if auth_required else [*_CLIENT, {}]  # auth off: a credential only brings its limits
     admin: Requirements = [{"AdminToken": []}] if admin_token else [{"AdminToken": []}, {}]
     page: dict[int, str] = {400: ""}
+    body = {  # every request body outside the uploads (gateway.routes.body_limit)
+        408: "The body did not arrive within GATEWAY_START_TIMEOUT_S of the request's head (`start_timeout`).",
+        413: "The body is over GATEWAY_MAX_CONTROL_MESSAGE_BYTES (`message_too_big`).",
+    }
     return {
         "recognize": (client, {400: "", 401: "", 403: "", 429: ""}),  # its others: gateway.upload.openapi
         "mintToken": (
@@ -93,6 +97,7 @@ def _operations(auth_required: bool, admin_token: bool) -> dict[str, tuple[Requi
                 "run (`project_not_allowed`), or the Origin is not allowed.",
                 429: "",
                 503: "Browser tokens are not configured on this gateway (GATEWAY_TOKEN_SIGNING_KEY).",
+                **body,
             },
         ),
         "drain": (
@@ -100,6 +105,7 @@ def _operations(auth_required: bool, admin_token: bool) -> dict[str, tuple[Requi
             {
                 401: "No or a wrong admin credential (`unauthorized`).",
                 422: "`budget_s` is not a number >= 0 (`invalid_parameters`, `bad_request`).",
+                **body,
             },
         ),
         "metrics": ([], {}),
