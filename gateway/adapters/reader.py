@@ -27,7 +27,7 @@ from gateway.relay.session import Session
 #: other session (and from sending this client's own answers) until it is all handled.
 YIELD_EVERY = 32
 
-#: What a message held during the start counts as at least: an empty or tiny frame still costs its
+#: What a held message counts as at least: an empty or tiny frame still costs its
 #: object and its place in the queue, and counted as 0 bytes any number of them would be held.
 HELD_MESSAGE_MIN_BYTES = 64
 
@@ -37,13 +37,28 @@ def held_size(message: ClientMessage) -> int:
     return max(len(message), HELD_MESSAGE_MIN_BYTES)
 
 
+class HeldMessages(deque[ClientMessage]):
+    """Messages read ahead of the driver, in order. ``counted_bytes`` (their held_size) is kept whoever
+    appends, so a bound checks it without walking the queue."""
+
+    counted_bytes = 0
+
+    def append(self, message: ClientMessage) -> None:
+        super().append(message)
+        self.counted_bytes += held_size(message)
+
+    def popleft(self) -> ClientMessage:
+        message = super().popleft()
+        self.counted_bytes -= held_size(message)
+        return message
+
+
 class ClientReader:
     def __init__(self, ws: WebSocket) -> None:
         self._ws = ws
-        self._held: deque[ClientMessage] = deque()
+        self._held = HeldMessages()
         self._pending: asyncio.Future[Any] | None = None
         self._received = 0
-        self.held_bytes = 0  # what the held messages count as (held_size)
         self.disconnected = False
         self.queued = 0  # messages that came through ASGI receive() (not the fast path)
         self.idle = False  # every earlier message is handled and the driver waits for the next (fast path)
@@ -54,9 +69,7 @@ class ClientReader:
         if not self._received % YIELD_EVERY:
             await asyncio.sleep(0)  # a flood of frames must not hold the loop (answers, other sessions)
         if self._held:
-            message = self._held.popleft()
-            self.held_bytes -= held_size(message)
-            return message
+            return self._held.popleft()
         if self.disconnected:
             return None
         receiving: Awaitable[Any]
@@ -94,7 +107,7 @@ class ClientReader:
         starting = asyncio.ensure_future(session.start(request, request.audio))
         try:
             while not starting.done():
-                if self._pending is None and self.held_bytes < limit and not self.disconnected:
+                if self._pending is None and self._held.counted_bytes < limit and not self.disconnected:
                     self._pending = asyncio.ensure_future(self._ws.receive())
                 waiting: set[asyncio.Future[Any]] = {starting}
                 if self._pending is not None:
@@ -107,7 +120,7 @@ class ClientReader:
                         if not hang_up_finishes:
                             session.abort()
                     else:
-                        self._hold(message)
+                        self._held.append(message)
         finally:
             if not starting.done():  # we were cancelled ourselves
                 starting.cancel()
@@ -122,10 +135,6 @@ class ClientReader:
         if error is not None:
             raise error
         return None
-
-    def _hold(self, message: ClientMessage) -> None:
-        self._held.append(message)
-        self.held_bytes += held_size(message)
 
     def close(self) -> None:
         """Stop a read still in flight (the connection is over)."""
