@@ -11,47 +11,39 @@ the client already had are not sent again. Attempts are bounded in count and tim
 a cause that a retry cannot cure (a refused credential or Start, a timeout) is never retried.
 
 With ``GATEWAY_UPSTREAM_MAX_STREAM_S`` set, the same move is made on purpose, right after a final
-result, before a provider's limit on a stream's length.
-"""
+result, before a provider's limit on a stream's length; one that fails lets the old stream go on."""
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
+import contextlib
+import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from dataclasses import dataclass
 from typing import Any
 
 from gateway.audio.format import AudioFormat
 from gateway.dataflow.messages import FINAL_RESULT, DataflowEvent, DataflowResponse, StartRequest, UpstreamItem
 from gateway.errors import UpstreamError, UpstreamUnavailable
+from gateway.relay.recovery_policy import AttemptBudget, RecoveryPolicy, RotationClock
 from gateway.relay.replay import ReplayBuffer
+from gateway.relay.resent import ResentSettings
 from gateway.relay.stream import Recovered, StreamOpener, UpstreamStream
+from gateway.relay.timeline import Timeline
 from gateway.settings import Settings
 
-#: Waits before each attempt to reopen (the first at once: a retired connection is no outage).
-BACKOFF_S = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0)
 REPLAY_CHUNK_BYTES = 32 * 1024
+Send = Callable[[UpstreamStream], Awaitable[None]]
+
+log = logging.getLogger(__name__)
 
 
 def open_stream(opener: StreamOpener, audio: AudioFormat, deadline_s: float, settings: Settings) -> UpstreamStream:
     """The stream a session streams to: recovering, unless recovery is turned off."""
-    if settings.upstream_replay_ms <= 0 or settings.upstream_recovery_attempts <= 0:
+    policy = RecoveryPolicy.from_settings(settings)
+    if policy is None:
         return opener.stream(audio, deadline_s=deadline_s)
-    policy = RecoveryPolicy(
-        settings.upstream_replay_ms, settings.upstream_recovery_attempts, settings.upstream_recovery_window_s,
-        settings.upstream_max_stream_s,
-    )  # fmt: skip
     return RecoveringStream(opener, audio, deadline_s, policy)
-
-
-@dataclass(frozen=True, slots=True)
-class RecoveryPolicy:
-    replay_ms: float  # audio kept for a replay (0: no recovery)
-    attempts: int  # reopen attempts per failure
-    window_s: float  # time for all of them
-    max_stream_s: float | None = None  # rotate to a new stream after this long (at a final result)
 
 
 class RecoveringStream:
@@ -62,18 +54,18 @@ class RecoveringStream:
         self._inner = opener.stream(audio, deadline_s=deadline_s)
         self._buffer = ReplayBuffer(audio.ms_to_bytes(policy.replay_ms))
         self._request: StartRequest | None = None
-        self._settings: dict[str, Any] = {}  # every update so far, merged: a new stream gets them again
-        self._base_ms = 0.0  # where the current stream's time 0 is on the session's timeline
-        self._base_bytes = 0
-        self._finished_ms: dict[int, float] = {}  # per channel: the end of the last final result
+        self._settings = ResentSettings(policy.max_settings_bytes)  # a new stream gets them again
+        self._timeline = Timeline(audio.channels)
+        self._base_bytes = 0  # where the current stream's audio began on the session's timeline
         self._recovery: asyncio.Task[None] | None = None
         self._notice: Recovered | None = None  # for the client, when the reading side gets to it
         self._final_result = False  # Data Flow said the session is over
-        self._recovered_at = -1e9
         self._gave_up: UpstreamError | None = None
-        self._chain_began, self._chain_attempts = 0.0, 0
+        self._budget = AttemptBudget(policy)
         self._ended_input: str | None = None  # "finalize" or "stop" once the client ended its audio
-        self._opened_at = time.monotonic()
+        self._ended_on: UpstreamStream | None = None  # the stream that got it: never twice (session_finalizing)
+        self._cancelled = False
+        self._rotation = RotationClock(policy.max_stream_s)
         self._swallow_responses = 0  # answers to what a recovery re-sent: the client did not ask
         self._pauses = 0
         self.recoveries = 0
@@ -122,19 +114,19 @@ class RecoveringStream:
         self._inner.put_audio(data)
 
     async def update(self, settings: dict[str, Any]) -> None:
-        self._settings.update(settings)
-        await self._control(lambda stream: stream.update(settings))
+        merged = self._settings.merged(settings)  # refused before anything is kept or sent
+        await self._control(lambda stream: stream.update(settings), then=lambda: self._settings.keep(merged))
 
     async def send_event(self, event: dict[str, Any]) -> None:
         await self._control(lambda stream: stream.send_event(event))
 
     async def finalize(self) -> None:
         self._ended_input = "finalize"
-        await self._control(lambda stream: stream.finalize())
+        await self._control(self._end_input_on)
 
     async def stop(self) -> None:
         self._ended_input = "stop"
-        await self._control(lambda stream: stream.stop())
+        await self._control(self._end_input_on)
 
     async def items(self) -> AsyncIterator[UpstreamItem | Recovered]:
         while True:
@@ -167,118 +159,141 @@ class RecoveringStream:
                 await self._recover_from(failure)
 
     def cancel(self) -> None:
+        self._cancelled = True  # no new stream after the session is torn down
         if self._recovery is not None:
             self._recovery.cancel()
         self._inner.cancel()
 
     # --- recovery ------------------------------------------------------------------------------------
 
-    def _rotation_due(self) -> bool:
-        limit = self._policy.max_stream_s
-        return limit is not None and self._recovery is None and time.monotonic() - self._opened_at >= limit
+    def _rotation_due(self) -> bool:  # not once the input ended: that stream is about to end
+        return self._rotation.due() and self._recovery is None and self._ended_input is None
 
-    async def _control(self, send: Callable[[UpstreamStream], Awaitable[None]]) -> None:
+    async def _control(self, send: Send, then: Callable[[], None] = lambda: None) -> None:
+        """``send`` on the current stream; ``then`` once it is sent, or before a recovery (which re-sends it)."""
         if self._recovery is not None:
             await self._wait_recovery()
         try:
             await send(self._inner)
         except UpstreamError as exc:
+            then()
             await self._recover_from(exc)
+            return
+        then()
+
+    async def _end_input_on(self, stream: UpstreamStream) -> None:
+        if self._ended_on is stream:
+            return  # a recovery already ended the input of the stream it made
+        self._ended_on = stream
+        await (stream.stop() if self._ended_input == "stop" else stream.finalize())
 
     async def _wait_recovery(self) -> None:
-        assert self._recovery is not None
+        recovery = self._recovery
+        assert recovery is not None
         self._pauses += 1
-        await asyncio.shield(self._recovery)
+        try:
+            await asyncio.shield(recovery)
+        except asyncio.CancelledError:
+            if not recovery.cancelled() or (task := asyncio.current_task()) is None or task.cancelling():
+                raise
+            # The session was torn down (a drain, an abort) under this wait: a typed end, not a traceback.
+            raise UpstreamUnavailable("the upstream stream was closed") from None
 
     async def _recover_from(self, cause: UpstreamError | None) -> None:
         """Move to a new stream (once, however many sides noticed); raises ``cause`` when that fails."""
         if self._gave_up is not None:
             raise self._gave_up
+        if self._cancelled:
+            raise UpstreamUnavailable("the upstream stream was closed")
         if cause is not None and (not isinstance(cause, UpstreamUnavailable) or self._policy.attempts < 1):
             raise cause
         if self._recovery is None:
-            self._recovery = asyncio.create_task(self._reopen(cause), name="upstream-recovery")
+            held_from = self._buffer.end  # audio after this waits for the new stream (the old has the rest)
+            self._recovery = asyncio.create_task(self._reopen(cause, held_from), name="upstream-recovery")
         await self._wait_recovery()
 
-    async def _reopen(self, cause: UpstreamError | None) -> None:
+    async def _reopen(self, cause: UpstreamError | None, held_from: int) -> None:
         assert self._request is not None
         began = time.monotonic()
-        # A stream that fails again within the window after a recovery continues that recovery's
-        # budget: a Data Flow that keeps failing every session ends it, as without recovery.
-        if cause is None or began - self._recovered_at > self._policy.window_s:
-            self._chain_began, self._chain_attempts = began, 0
-        while self._chain_attempts < min(self._policy.attempts, len(BACKOFF_S)):
-            wait_s = BACKOFF_S[self._chain_attempts]
-            self._chain_attempts += 1
-            attempt = self._chain_attempts
-            if time.monotonic() + wait_s - self._chain_began > self._policy.window_s:
-                break
+        self._budget.begin(fresh=cause is None)
+        while (wait_s := self._budget.next_wait()) is not None:
             await asyncio.sleep(wait_s)
             inner = self._opener.stream(self._audio, deadline_s=self._deadline_s)
             try:
-                replayed_from, lost = await self._resume_on(inner)
-            except UpstreamUnavailable:
+                replayed_from, lost, resent = await self._resume_on(inner)
+            except UpstreamError as exc:
                 inner.cancel()
-                continue
+                if cause is None:  # a rotation: one try, and the old stream goes on (a back-off, then again)
+                    await self._rotation_failed(held_from, exc)
+                    return
+                if isinstance(exc, UpstreamUnavailable):
+                    continue
+                self._recovery, self._gave_up = None, exc
+                raise
             except BaseException:
                 inner.cancel()
+                self._recovery = None
                 raise
             old, self._inner, self._recovery = self._inner, inner, None  # no await since the replay caught up
             old.cancel()
-            self._base_bytes, self._base_ms = replayed_from, self._audio.bytes_to_ms(replayed_from)
-            self._opened_at = self._recovered_at = time.monotonic()
+            self._swallow_responses += resent
+            self._base_bytes, self._timeline.base_ms = replayed_from, self._audio.bytes_to_ms(replayed_from)
+            self._budget.recovered()
+            self._rotation.opened()
             self.recoveries += 1
             self._notice = Recovered(
                 reason="failure" if cause is not None else "rotation",
                 gap_ms=round((time.monotonic() - began) * 1000, 1),
                 replayed_ms=round(self._audio.bytes_to_ms(self._buffer.end - replayed_from), 1),
                 lost_ms=round(self._audio.bytes_to_ms(lost), 1),
-                attempts=attempt,
+                attempts=self._budget.used,
             )
             return
-        self._recovery = None
         if cause is not None:
-            self._gave_up = cause
+            self._recovery, self._gave_up = None, cause
             raise cause
-        self._opened_at = time.monotonic()  # a rotation that could not be made: the old stream goes on
+        await self._rotation_failed(held_from, None)
 
-    async def _resume_on(self, inner: UpstreamStream) -> tuple[int, int]:
+    async def _rotation_failed(self, held_from: int, error: UpstreamError | None) -> None:
+        """A rotation that could not be made: the old stream goes on, with the audio held meanwhile."""
+        self._rotation.failed()
+        code = error.error_code.value if error is not None else "no time left"
+        log.warning("an upstream stream rotation failed (%s); the current stream goes on", code)
+        position = held_from
+        with contextlib.suppress(UpstreamError):  # the old stream failing now is noticed as any failure
+            while chunk := self._buffer.read(position, REPLAY_CHUNK_BYTES):
+                await self._inner.send_audio(chunk)
+                position += len(chunk)
+        self._recovery = None  # no await since the last read: nothing more is held
+
+    async def _resume_on(self, inner: UpstreamStream) -> tuple[int, int, int]:
         """Start ``inner`` as the session started and replay what is not yet recognised. Returns where the
-        replay began and the bytes it should have begun earlier with (older than the buffer: lost)."""
+        replay began, the bytes it should have begun earlier with (older than the buffer: lost), and the
+        Updates it re-sent (their answers are not the client's)."""
         assert self._request is not None
         await inner.start(self._request)
-        if self._settings:
-            await inner.update(dict(self._settings))
-            self._swallow_responses += 1
-        wanted = self._audio.ms_to_bytes(self._finished_at())
+        resent = int(bool(self._settings.current))
+        if resent:
+            await inner.update(dict(self._settings.current))
+        wanted = self._audio.ms_to_bytes(self._timeline.finished_at())
         start = max(self._buffer.start, wanted)
         position = start
         while chunk := self._buffer.read(position, REPLAY_CHUNK_BYTES):
             await inner.send_audio(chunk)
             position += len(chunk)
         if self._ended_input is not None:
-            await (inner.stop() if self._ended_input == "stop" else inner.finalize())
-        return start, start - wanted
-
-    def _finished_at(self) -> float:
-        """Where the audio is recognised up to on the session's timeline: the end of the last final
-        result, on the channel that is furthest behind."""
-        return min((self._finished_ms.get(c, 0.0) for c in range(self._audio.channels)), default=0.0)
+            await self._end_input_on(inner)
+        return start, start - wanted, resent
 
     def _relayed(self, item: UpstreamItem | Recovered) -> Iterator[UpstreamItem | Recovered]:
         """``item`` on the session's timeline, unless the client already had it."""
         if isinstance(item, DataflowResponse) and self._swallow_responses and item.name == "UpdateResponse":
             self._swallow_responses -= 1
             return
-        if isinstance(item, DataflowEvent) and item.name == FINAL_RESULT:
-            self._final_result = True
-        if isinstance(item, DataflowEvent) and item.end_ms >= 0:
-            if self._base_ms:
-                start = item.start_ms + round(self._base_ms) if item.start_ms >= 0 else item.start_ms
-                item = dataclasses.replace(item, start_ms=start, end_ms=item.end_ms + round(self._base_ms))
-            finished = self._finished_ms.get(item.channel)
-            if self.recoveries and finished is not None and item.end_ms <= finished:
-                return  # recognised before the recovery: the replay began a little earlier on another channel
-            if item.final:
-                self._finished_ms[item.channel] = max(finished or 0.0, float(item.end_ms))
+        if isinstance(item, DataflowEvent):
+            self._final_result = self._final_result or item.name == FINAL_RESULT
+            placed = self._timeline.placed(item, recovered=self.recoveries > 0)
+            if placed is None:
+                return
+            item = placed
         yield item

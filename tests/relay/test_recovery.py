@@ -6,14 +6,23 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 from collections.abc import AsyncIterator
 
 import pytest
 
 from gateway.audio.format import AudioFormat
-from gateway.dataflow.messages import MILESTONE, DataflowEvent, StartRequest
-from gateway.errors import UpstreamAuthFailed, UpstreamError, UpstreamUnavailable
-from gateway.relay.recovery import RecoveringStream, RecoveryPolicy
+from gateway.dataflow.messages import MILESTONE, DataflowEvent, StartRequest, build_request
+from gateway.errors import (
+    MessageTooBig,
+    UpstreamAuthFailed,
+    UpstreamError,
+    UpstreamRejected,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+)
+from gateway.relay.recovery import RecoveringStream
+from gateway.relay.recovery_policy import RecoveryPolicy
 from gateway.relay.replay import ReplayBuffer
 from gateway.relay.stream import Recovered
 from tests.support.fake_upstream import FakeOpener, event
@@ -113,3 +122,96 @@ def test_the_replay_buffer_keeps_the_last_bytes_and_reads_from_any_offset() -> N
     assert buffer.read(6, 100) == b"bb"
     assert buffer.read(13, 2) == b"dd"
     assert buffer.read(16, 100) == b""
+
+
+# --- the input ended, a teardown and updates during a recovery; rotations that fail ----------------
+
+
+async def second_start(opener: FakeOpener) -> None:
+    async with asyncio.timeout(2):
+        while len(opener.streams) < 2 or not opener.last.start_called.is_set():
+            await asyncio.sleep(0.001)
+
+
+async def recovering(stream: RecoveringStream, opener: FakeOpener) -> asyncio.Task[list[object]]:
+    """Fail the current stream with a retryable cause while the next Start is held: a recovery is
+    under way (and waits for ``opener.last.release_start()``) when this returns."""
+    opener.hold_start = True
+    opener.last.end(UpstreamUnavailable("reset"))
+    reading = asyncio.create_task(collect(stream.items(), 1))
+    await second_start(opener)
+    return reading
+
+
+@pytest.mark.parametrize("ending", ["finalize", "stop"])
+async def test_the_input_ended_during_a_recovery_is_ended_once_on_the_new_stream(ending: str) -> None:
+    stream, opener = await started()
+    await stream.send_audio(audio(500, 1))
+    reading = await recovering(stream, opener)
+    ended = asyncio.create_task(stream.finalize() if ending == "finalize" else stream.stop())
+    await asyncio.sleep(0.02)
+    opener.last.release_start()
+    await ended  # the recovery ended the new stream's input: no second Finalize (session_finalizing)
+    assert isinstance((await reading)[0], Recovered)
+    second = opener.last
+    assert (second.finalized, second.stopped) == (ending == "finalize", ending == "stop")
+    assert second.audio_received == audio(500, 1)
+
+
+async def test_a_teardown_during_a_recovery_ends_waiting_audio_with_a_typed_error() -> None:
+    stream, opener = await started()
+    reading = await recovering(stream, opener)
+    sending = asyncio.create_task(stream.send_audio(audio(100)))
+    await asyncio.sleep(0.02)
+    stream.cancel()  # a drain or an abort, from another task
+    with pytest.raises(UpstreamUnavailable):
+        await sending
+    reading.cancel()
+    assert len(opener.streams) == 2
+
+
+ROTATING = RecoveryPolicy(replay_ms=10_000, attempts=3, window_s=5.0, max_stream_s=0.05)
+
+
+@pytest.mark.parametrize("refusal", [UpstreamRejected("refused"), UpstreamTimeout("slow"), UpstreamUnavailable("gone")])
+async def test_a_rotation_that_fails_lets_the_old_stream_go_on_and_waits_before_the_next(
+    refusal: UpstreamError,
+) -> None:
+    stream, opener = await started(ROTATING)
+    first = opener.last
+    await stream.send_audio(audio(200, 1))
+    await asyncio.sleep(0.06)  # the stream is due for a rotation at its next final result
+    opener.start_error = refusal
+    opener.hold_start = True
+    first.push(said("12", 0, 150))
+    items = stream.items()
+    assert await collect(items, 1) == [said("12", 0, 150)]
+    reading = asyncio.create_task(collect(items, 1))
+    await second_start(opener)
+    sending = asyncio.create_task(stream.send_audio(audio(100, 2)))  # held while the rotation is tried
+    await asyncio.sleep(0.02)
+    opener.last.release_start()
+    await sending
+    assert first.audio_received == audio(200, 1) + audio(100, 2) and not first.cancelled
+    first.push(said("34", 200, 280))  # right away: a new try only after a back-off
+    assert await reading == [said("34", 200, 280)]
+    assert len(opener.streams) == 2 and opener.streams[1].cancelled
+
+
+async def test_updates_are_kept_for_a_recovery_only_when_accepted_and_within_the_limit() -> None:
+    stream, opener = await started(dataclasses.replace(POLICY, max_settings_bytes=2048))
+    for i in range(20):  # each alone over the limit: refused, and nothing of them kept
+        with pytest.raises(MessageTooBig):
+            await stream.update({f"Hint{i}": "v" * 3000})
+    await stream.update({"A": "a" * 800})
+    await stream.update({"B": "b" * 800})
+    with pytest.raises(MessageTooBig):  # fits alone, but not with the rest: a recovery could not re-send it
+        await stream.update({"C": "c" * 800})
+    await stream.update({"A": "x"})  # a key again replaces its value: room for C now
+    await stream.update({"C": "c" * 800})
+    assert opener.last.updates == [{"A": "a" * 800}, {"B": "b" * 800}, {"A": "x"}, {"C": "c" * 800}]
+    opener.last.end(UpstreamUnavailable("reset"))
+    assert isinstance((await collect(stream.items(), 1))[0], Recovered)
+    resent = opener.last.updates
+    assert resent == [{"A": "x", "B": "b" * 800, "C": "c" * 800}]
+    assert len(json.dumps(build_request("Update", Settings=resent[0]))) <= 2048

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import math
 from typing import Any
 
@@ -15,9 +16,10 @@ import httpx
 import pytest
 from websockets.exceptions import ConnectionClosed
 
+from gateway.simulator.faults import parse_fault
 from gateway.simulator.server import DataflowSimulator
 from tests.support import signals
-from tests.support.harness import GatewayFactory, RunningGateway, Transcript, read_all, ws_connect
+from tests.support.harness import GatewayFactory, RunningGateway, Transcript, next_message, read_all, ws_connect
 from tests.support.native_client import send_audio, start_message
 from tests.support.upload_client import pieces
 
@@ -149,3 +151,126 @@ async def test_an_upload_survives_a_failure_and_says_so(gw: RunningGateway) -> N
     assert body["transcript"] == {"0": " ".join(GROUPS)}
     warnings = [w for w in body["warnings"] if w["code"] == "upstream_recovered"]
     assert len(warnings) == 1 and warnings[0]["lostMs"] == 0 and warnings[0]["replayedMs"] > 0
+
+
+# --- ending the input, a drain and updates while a recovery is under way; rotations that fail ---------
+
+TAIL_LESS = signals.to_pcm16(signals.utterances(GROUPS[:3], RATE, pause_ms=700, tail_ms=0))  # last group at finalize
+
+
+@pytest.mark.ws
+@pytest.mark.parametrize("ending", ["finalize", "stop"])
+async def test_finalize_or_stop_during_a_recovery_ends_the_session_as_without_a_failure(
+    gw: RunningGateway, simulator: DataflowSimulator, ending: str
+) -> None:
+    """The client ends its audio while Data Flow is down (every stream dropped, back after 1.2 s): the
+    recovery ends the new stream's input once, and the session ends as it would have (1000, all results)."""
+    async with ws_connect(gw.ws_url()) as ws:
+        await ws.send(start_message())
+        await next_message(ws, "started")
+        await send_audio(ws, TAIL_LESS, FRAME)
+        await asyncio.sleep(0.3)
+        restarting = asyncio.create_task(simulator.restart(down_s=1.2))
+        await asyncio.sleep(0.4)  # the gateway is reopening meanwhile
+        await ws.send(json.dumps({"type": ending}))
+        result = await read_all(ws, timeout=30)
+        await restarting
+    assert result.errors() == [] and result.close_code == 1000
+    assert [c["reason"] for c in result.of_type("closed")] == ["finalized" if ending == "finalize" else "stopped"]
+    assert [r["reason"] for r in result.of_type("upstream_recovered")] == ["failure"]
+    assert len(result.events("FinalResult")) == 1
+    if ending == "finalize":  # the last group is recognised only when the new stream is finalized
+        assert finals(result) == GROUPS[:3]
+    ended = [r for r in simulator.records if ending in r.requests]
+    assert len(ended) == 1 and ended[0].requests.count(ending) == 1
+
+
+@pytest.mark.ws
+@pytest.mark.parametrize("new_stream_fault", ["reject_start", "slow_start:3000"])
+async def test_a_rotation_that_fails_lets_the_healthy_stream_go_on(
+    gateway_factory: GatewayFactory, simulator: DataflowSimulator, new_stream_fault: str
+) -> None:
+    """Every new stream is refused or answers too late: the rotations fail, the call goes on on its
+    first stream, with the audio held during each try, and ends normally."""
+    rotating = gateway_factory(upstream_max_stream_s=1.0, upstream_start_timeout_s=1.0)
+    async with rotating as gw, ws_connect(gw.ws_url()) as ws:
+        await ws.send(start_message(settings={"Call": "rotation-fails"}))
+        await next_message(ws, "started")
+        simulator.config.fault = parse_fault(new_stream_fault)  # streams opened from now on only
+        await send_audio(ws, AUDIO, FRAME, pace_s=0.01)
+        await ws.send(json.dumps({"type": "finalize"}))
+        result = await read_all(ws, timeout=30)
+    assert result.errors() == [] and result.close_code == 1000
+    assert result.of_type("upstream_recovered") == []
+    assert_one_continuous_session(result)  # no group lost in the audio held while a rotation was tried
+    first, *tries = simulator.records
+    assert first.outcome == "finalized" and 1 <= len(tries) <= 4  # retried after 1, 2, 4 s: no tight loop
+
+
+@pytest.mark.ws
+async def test_a_drain_during_a_recovery_closes_1001_without_a_traceback(
+    gateway_factory: GatewayFactory, simulator: DataflowSimulator, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Audio waits for a recovery (Data Flow down for 3 s) when the replica drains: the session ends
+    with going_away (1001), and no exception escapes the connection's handler."""
+    async with gateway_factory(drain_budget_s=0.5) as gw, ws_connect(gw.ws_url()) as ws:
+        await ws.send(start_message())
+        await next_message(ws, "started")
+        reading = asyncio.create_task(read_all(ws, timeout=30))
+        feeding = asyncio.create_task(send_audio(ws, AUDIO, FRAME, pace_s=0.02))  # real time, until closed
+        await asyncio.sleep(0.5)
+        restarting = asyncio.create_task(simulator.restart(down_s=3.0))
+        await asyncio.sleep(1.0)  # the recovery is under way and holds the audio
+        await gw.gateway.drain()
+        result = await reading
+        with contextlib.suppress(ConnectionClosed):
+            await feeding
+        await restarting
+    assert result.close_code == 1001 and result.errors() == ["draining", "going_away"]
+    server = [r for r in caplog.records if r.name.startswith(("uvicorn", "gateway.")) and "simulator" not in r.name]
+    failures = [r for r in server if r.levelno >= logging.ERROR]
+    assert failures == [], [f"{r.name}: {r.getMessage()}" for r in failures]
+
+
+async def update_then_recover(gw: RunningGateway, updates: list[dict[str, Any]]) -> Transcript:
+    """Updates first (each answered before the next), then a call whose first stream aborts at 1.5 s."""
+    async with ws_connect(gw.ws_url(), max_size=None) as ws:
+        await ws.send(start_message(settings={"SimulatorFault": "abort:1500:UNAVAILABLE:once"}))
+        answers = Transcript()
+        await next_message(ws, "started", skipped=answers)
+        for update in updates:
+            await ws.send(json.dumps({"type": "update", "settings": update}))
+            async with asyncio.timeout(5):
+                while (message := json.loads(await ws.recv()))["type"] not in ("response", "error"):
+                    answers.messages.append(message)
+            answers.messages.append(message)
+        await send_audio(ws, AUDIO, FRAME, pace_s=0.01)
+        await ws.send(json.dumps({"type": "finalize"}))
+        return await read_all(ws, answers, timeout=30)
+
+
+def update_answers(result: Transcript) -> list[str]:
+    return [
+        m.get("code") or m["name"] for m in result.messages if m["type"] == "error" or m.get("name") == "UpdateResponse"
+    ]
+
+
+@pytest.mark.ws
+async def test_updates_refused_as_too_big_are_not_kept_for_a_recovery(gw: RunningGateway) -> None:
+    """Updates over the control limit, each naming a new key, are refused (the session goes on) and
+    nothing of them is kept: the recovery re-sends only the accepted one, and the call recovers."""
+    refused = [{f"Hint{i}": "v" * 100_000} for i in range(5)]
+    result = await update_then_recover(gw, [*refused, {"Language": "en-US"}])
+    assert update_answers(result) == ["message_too_big"] * 5 + ["UpdateResponse"]
+    assert [r["reason"] for r in result.of_type("upstream_recovered")] == ["failure"]
+    assert_one_continuous_session(result)
+
+
+@pytest.mark.ws
+async def test_updates_that_would_add_up_past_the_limit_are_refused_so_a_recovery_fits(gw: RunningGateway) -> None:
+    """Three 40 KB updates: each fits, but a recovery re-sends them merged, as one Update of 64 KiB at
+    most; the ones that would take it over are refused, and the failure is recovered, not ended 1009."""
+    result = await update_then_recover(gw, [{f"Hint{i}": "w" * 40_000} for i in range(3)])
+    assert update_answers(result) == ["UpdateResponse", "message_too_big", "message_too_big"]
+    assert [r["reason"] for r in result.of_type("upstream_recovered")] == ["failure"]
+    assert_one_continuous_session(result)
