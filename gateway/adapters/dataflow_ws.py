@@ -16,6 +16,7 @@ from typing import Any, ClassVar
 
 from gateway.adapters import commands
 from gateway.adapters.dialect import ClientMessage, Command, SessionCommand
+from gateway.adapters.messages import clip
 from gateway.adapters.socket import Frame
 from gateway.audio.format import AudioFormat
 from gateway.dataflow.lenient import get, loads_object, norm_key
@@ -115,7 +116,7 @@ class DataflowDialect:
         if kind == "start":
             error = InvalidState("the session has already been started", code=ErrorCode.ALREADY_STARTED)
             return commands.Reply((self.response("StartResponse", error),))
-        unknown = BadRequest(f"unknown message {kind or '(no MessageName)'}", code=ErrorCode.UNKNOWN_MESSAGE_TYPE)
+        unknown = BadRequest(f"unknown message {clip(kind) or '(no MessageName)'}", code=ErrorCode.UNKNOWN_MESSAGE_TYPE)
         return commands.Reply((self.response("ErrorResponse", unknown),))
 
     def fast_audio(self, message: ClientMessage) -> bytes | None:

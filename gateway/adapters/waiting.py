@@ -53,7 +53,7 @@ class ReadAheadReader(ClientReader):
 
     def read_ahead(self, limit_bytes: int) -> None:
         """Start one read unless one is in flight, the client is gone or ``limit_bytes`` are held."""
-        if self._pending is not None or self.disconnected or sum(map(len, self._held)) >= limit_bytes:
+        if self._pending is not None or self.disconnected or self._held.counted_bytes >= limit_bytes:
             return
         pending = asyncio.ensure_future(self._ws.receive())
         self._pending = pending

@@ -292,11 +292,14 @@ async def test_update_event_unknown_and_stop(gw: RunningGateway, simulator: Data
         echoed = await next_json(ws)
         assert (echoed["Name"], echoed["Data"], echoed["Tags"]) == ("TTS Request", {"Text": "hi"}, ["echo"])
         await ws.send(json.dumps({"MessageName": "Dance"}))
+        await ws.send(json.dumps({"MessageName": "Dance" * 10_000}))  # quoted back cut short, not 50 KB
         await ws.send(json.dumps({"MessageName": "Update", "Settings": 3}))
         await ws.send(json.dumps({"MessageName": "Stop"}))
         result = await read_all(ws)
     assert [m for m in result.messages if "ErrorCode" in m] == [
         {"MessageName": "ErrorResponse", "OperationResult": "unknown message dance",
+         "ErrorCode": "unknown_message_type"},
+        {"MessageName": "ErrorResponse", "OperationResult": f"unknown message {'dance' * 12}danc…",
          "ErrorCode": "unknown_message_type"},
         {"MessageName": "UpdateResponse", "OperationResult": "Update needs a Settings object",
          "ErrorCode": "invalid_update"},

@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 from websockets.sync.client import connect as sync_connect
 
 from gateway.adapters.audiocodes import WavHeaderSkipper
-from gateway.adapters.native import NativeDialect
+from gateway.adapters.native import NativeDialect, echoable_ping_id
 from gateway.audio.containers import RawHint, parser_for, sniff
 from gateway.audio.format import AudioFormat
 from gateway.dataflow.lenient import MAX_JSON_DEPTH, as_int, loads_object, too_deep
@@ -537,7 +537,9 @@ def _object(payload: Any) -> dict[str, Any] | None:
 
 def _ping_id(payload: Any) -> Any:
     obj = _object(payload)
-    return obj.get("id") if obj is not None and obj.get("type") == "ping" else _NOT_A_PING
+    if obj is None or obj.get("type") != "ping" or not echoable_ping_id(obj.get("id")):
+        return _NOT_A_PING  # a ping whose id is not a short scalar is refused (invalid_message), not echoed
+    return obj.get("id")
 
 
 def _valid_start(payload: Any) -> bool:
