@@ -86,6 +86,7 @@ class CommandWait:
         self._commands = 0
         self._armed_at = 0
         self._timer: asyncio.TimerHandle | None = None
+        self._lost = False  # the connection is gone; messages may still be queued ahead of its end
 
     def open(self) -> None:
         self._reader.on_disconnect = self._gone
@@ -125,16 +126,23 @@ class CommandWait:
         if session is None:
             return  # nothing waits: the next command arms it again
         if self._commands == self._armed_at:  # the same command has waited a whole period
-            if self._probe is not None:
+            if self._lost:
+                self._abort(session)
+            elif self._probe is not None:
                 self._probe()
             elif session.client_format is not None:
                 self._reader.read_ahead(max(session.client_format.ms_to_bytes(self._hold_ms), 1))
         self._arm()
 
     def _gone(self) -> None:
-        """The client is gone: abort the session a command waits for (its wait ends), as the end would."""
-        session = self._busy
-        if session is None or self._hang_up_finishes or session.closed is not None:
+        """The client is gone. Its session is aborted only if the command then waiting makes no progress
+        for a whole period: a client that sent its audio and ``finalize`` and closed at once has those
+        messages still queued, and while Data Flow takes the audio the driver goes on to the finalize."""
+        self._lost = True
+
+    def _abort(self, session: Session) -> None:
+        """Abort ``session`` (its wait ends), as the client's end would, unless the end must finish it."""
+        if self._hang_up_finishes or session.closed is not None:
             return
         if session.state is not SessionState.FINALIZING:
             session.abort()
