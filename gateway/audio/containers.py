@@ -1,9 +1,10 @@
 """Uploads: sniff the container from the first bytes, and parse WAV, AU and headerless audio as a stream.
 
 Pure code, no I/O. The parsers are push parsers: ``feed(bytes)`` returns the audio payload that is
-ready, little-endian and in one of the gateway's encodings, so nothing but the header is ever held.
+ready, little-endian and in one of the gateway's encodings, so nothing but the header is ever held
+(and of a WAV header not the chunks skipped: they are counted off as they arrive).
 A WAV or AU header naming a codec other than PCM16/float/G.711 (ADPCM, 24-bit, ...) sets
-``needs_decoder`` and the upload goes to :mod:`gateway.decoders` with the bytes seen so far.
+``needs_decoder`` and the upload goes to :mod:`gateway.decoders` with that header and the rest.
 """
 
 from __future__ import annotations
@@ -14,11 +15,13 @@ from typing import Final
 
 import numpy as np
 
+from gateway.audio.declared_size import DeclaredSize
+from gateway.audio.declared_size import SizeMismatch as SizeMismatch  # uploads import it from here
 from gateway.audio.format import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE, AudioFormat, Encoding
 from gateway.errors import AudioFormatError
 
 SNIFF_BYTES: Final = 12
-HEADER_LIMIT: Final = 1024 * 1024  # WAV/AU headers (with LIST, bext, JUNK ... chunks) held at most
+HEADER_LIMIT: Final = 1024 * 1024  # WAV/AU header bytes (LIST, bext, JUNK ... chunks included) before the audio
 
 # What ffmpeg calls the demuxer for each sniffed container (WAV/AU only when the codec needs it).
 DEMUXERS: Final[dict[str, str]] = {
@@ -76,85 +79,24 @@ class RawHint:
     big_endian: bool = False  # audio/L16 is network byte order (RFC 3551)
 
 
-@dataclass(frozen=True, slots=True)
-class SizeMismatch:
-    """A container header whose audio size disagrees with the audio the body holds (all of it was sent)."""
-
-    container: str
-    declared_bytes: int
-    actual_bytes: int
-
-
-class _DeclaredSize:
-    """The audio a header declares against what the body holds. Past the declared size, a RIFF chunk
-    (``LIST``, ``id3 `` …) is metadata and ignored; anything else is audio the header undercounted (a
-    writer that never patched its sizes), and goes on being read — never dropped silently."""
-
-    def __init__(self, declared: int, *, chunks_may_follow: bool) -> None:
-        self.declared = declared
-        self._remaining = declared
-        self._chunks_may_follow = chunks_may_follow
-        self._after = b""  # the first bytes past the declared size, until they show what follows
-        self._beyond: str | None = None  # "chunk" (ignored) or "audio" (read on)
-        self.actual = 0
-
-    def take(self, data: bytes) -> bytes:
-        if self._beyond == "audio":
-            self.actual += len(data)
-            return data
-        if self._beyond == "chunk":
-            return b""
-        keep = data[: self._remaining]
-        self._remaining -= len(keep)
-        self.actual += len(keep)
-        if self._remaining or len(keep) == len(data):
-            return keep
-        self._after += data[len(keep) :]
-        if len(self._after) >= 8 and _chunk_name(self._after[:4]):
-            return keep + self._decide(self._after[:4])
-        if len(self._after) < (self.declared & 1) + 8:
-            return keep
-        return keep + self._decide(*self._names())
-
-    def _names(self) -> tuple[bytes, bytes]:
-        """What would be the next chunk's id, without and with the pad byte RIFF puts after an odd size
-        (some writers leave it out)."""
-        pad = self.declared & 1
-        return self._after[:4], self._after[pad : pad + 4]
-
-    def _decide(self, *names: bytes) -> bytes:
-        if self._chunks_may_follow and any(_chunk_name(name) for name in names):
-            self._beyond, self._after = "chunk", b""
-            return b""
-        self._beyond = "audio"
-        rest, self._after = self._after, b""
-        self.actual += len(rest)
-        return rest
-
-    def finish(self) -> bytes:
-        """At the end of the body: what is left undecided is audio unless it is a lone pad byte."""
-        if self._beyond is None and len(self._after) > (self.declared & 1):
-            return self._decide(*self._names())
-        return b""
-
-    @property
-    def mismatch(self) -> bool:
-        return self.actual != self.declared
-
-
-def _chunk_name(name: bytes) -> bool:
-    """Four bytes that read as a RIFF chunk id (``LIST``, ``id3 ``, ``cue `` …), not as audio."""
-    return len(name) == 4 and name.isascii() and name[:1].isalpha() and all(c == 0x20 or chr(c).isalnum() for c in name)
-
-
 class PushParser:
-    """Holds the header until the payload starts, then passes the payload through (byte-swapped if needed)."""
+    """Takes the header as it arrives, then passes the payload through (byte-swapped if needed).
+
+    A header is read piece by piece (the RIFF header, a chunk header, a ``fmt `` body ...): bytes are
+    collected only until the piece they belong to is complete, and the parse resumes there on the next
+    feed, so a header costs work linear in its size however it is cut. Skipped bytes are counted off,
+    not held; :data:`HEADER_LIMIT` bounds every header byte taken, skipped ones included.
+    """
 
     def __init__(self) -> None:
         self.format: AudioFormat | None = None
         self.needs_decoder = False
-        self._head = bytearray()
-        self._size: _DeclaredSize | None = None  # None: the payload runs to the end of the body
+        self._held = bytearray()  # the header a decoder would be given (less any chunk skipped)
+        self._taken = 0  # header bytes taken so far, skipped ones included
+        self._need = 0  # bytes the current piece of the header still has to collect into _part
+        self._part = bytearray()
+        self._skip = 0  # bytes to count off before the next piece
+        self._size: DeclaredSize | None = None  # None: the payload runs to the end of the body
         self._swap = 0  # sample width to byte-swap (big-endian payloads)
         self._tail = b""  # an incomplete sample held for the swap
 
@@ -164,25 +106,56 @@ class PushParser:
 
     @property
     def head(self) -> bytes:
-        """Every byte fed before the payload started (what a decoder must be given instead)."""
-        return bytes(self._head)
+        """What a decoder must be given instead of the bytes fed before the payload: all of them, less
+        the WAV chunks skipped (metadata a decoder does not need)."""
+        return bytes(self._held)
 
     def feed(self, data: bytes) -> bytes:
         if self.format is None:
             if self.needs_decoder:
                 raise RuntimeError("this body goes to a decoder")
-            self._head += data
-            if len(self._head) > HEADER_LIMIT:
-                raise AudioFormatError(f"no audio data within the first {HEADER_LIMIT} bytes of the header")
-            start = self._parse_head(bytes(self._head))
-            if start is None or self.needs_decoder:
+            room = HEADER_LIMIT - self._taken
+            start = self._parse_head(data[:room])
+            if start is None:
+                self._taken += min(len(data), room)
+                if len(data) > room:
+                    raise AudioFormatError(f"no audio data within the first {HEADER_LIMIT} bytes of the header")
                 return b""
-            data, self._head = bytes(self._head[start:]), bytearray()
+            if self.needs_decoder:
+                self._held += data[start:]
+                return b""
+            self._held = bytearray()
+            data = data[start:]
         return self._payload(data)
 
-    def _parse_head(self, head: bytes) -> int | None:
-        """Set ``format`` (or ``needs_decoder``) and return where the payload starts; None: need more bytes."""
+    def _parse_head(self, data: bytes) -> int | None:
+        """Take the next header bytes; where the payload (or the decoder's part) starts in ``data``, or
+        None: all of it was header."""
+        pos = 0
+        while True:
+            skipped = min(self._skip, len(data) - pos)
+            self._skip -= skipped
+            pos += skipped
+            if not self._skip and not self._part:
+                pos = self._skim(data, pos)
+            take = min(self._need - len(self._part), len(data) - pos)
+            self._part += data[pos : pos + take]
+            pos += take
+            if self._skip or len(self._part) < self._need:
+                return None
+            part, self._part = bytes(self._part), bytearray()
+            self._piece(part)
+            if self.ready:
+                return pos
+
+    def _piece(self, part: bytes) -> None:
+        """Take one complete piece of the header; set what comes next (``_need``, ``_skip``) or the format."""
         raise NotImplementedError
+
+    def _skim(self, data: bytes, pos: int) -> int:
+        """Pass over the pieces from ``pos`` on that are skipped unread (``_skip`` keeps what is left of
+        the last); where the next piece starts."""
+        return pos
 
     def finish(self) -> bytes:
         """The end of the body: any payload still held back."""
@@ -222,34 +195,53 @@ def _native(encoding: Encoding | None, rate: int, channels: int) -> AudioFormat 
 class WavParser(PushParser):
     """RIFF/WAVE: ``fmt `` then ``data``; other chunks before ``data`` are skipped, after it ignored."""
 
-    def _parse_head(self, head: bytes) -> int | None:
-        if len(head) < 12:
-            return None
-        if head[:4] == b"RIFX":  # big-endian RIFF: rare enough to leave to the decoder
-            self.needs_decoder = True
-            return 0
-        riff_size = struct.unpack_from("<I", head, 4)[0]
-        pos, fmt = 12, None
-        while pos + 8 <= len(head):
-            chunk, size = head[pos : pos + 4], struct.unpack_from("<I", head, pos + 4)[0]
-            body = pos + 8
-            if chunk == b"data":
-                if fmt is None:
-                    raise AudioFormatError("WAV data chunk before its fmt chunk")
-                self.format = fmt
-                unknown = size == _UNKNOWN_SIZE or (size == 0 and riff_size in (0, _UNKNOWN_SIZE))
-                if not unknown:  # streaming writers leave sizes open (0 or all ones): read to the end
-                    self._size = _DeclaredSize(size, chunks_may_follow=True)
-                return body
-            if chunk == b"fmt ":
-                if body + size > len(head):
-                    return None
-                fmt = self._parse_fmt(head[body : body + size])
-                if fmt is None:
-                    self.needs_decoder = True
-                    return 0
-            pos = body + size + (size & 1)
-        return None
+    def __init__(self) -> None:
+        super().__init__()
+        self._need = 12  # RIFF, its size, WAVE
+        self._stage = "riff"  # what _part holds: "riff", "chunk" (a header), "fmt" (its body) or "pad"
+        self._riff_size = 0
+        self._fmt: AudioFormat | None = None
+        self._fmt_size = 0
+
+    def _piece(self, part: bytes) -> None:
+        stage, self._stage, self._need = self._stage, "chunk", 8
+        if stage == "riff":
+            self._held += part
+            self.needs_decoder = part[:4] == b"RIFX"  # big-endian RIFF: rare enough to leave to the decoder
+            self._riff_size = struct.unpack_from("<I", part, 4)[0]
+        elif stage == "chunk":
+            self._chunk(part[:4], struct.unpack_from("<I", part, 4)[0], part)
+        elif stage == "fmt":
+            self._held += part
+            self._fmt = self._parse_fmt(part)
+            self.needs_decoder = self._fmt is None
+            self._stage, self._need = "pad", self._fmt_size & 1
+        else:
+            self._held += part  # a pad byte: a decoder reads the chunks after it in step
+
+    def _skim(self, data: bytes, pos: int) -> int:
+        # Chunks to skip read in place, a few lines each: a header made long of tiny chunks stays cheap.
+        if self._stage != "chunk":
+            return pos
+        while pos + 8 <= len(data) and data[pos : pos + 4] not in (b"data", b"fmt "):
+            size = int.from_bytes(data[pos + 4 : pos + 8], "little")
+            pos += 8 + size + (size & 1)
+        self._skip = max(pos - len(data), 0)
+        return min(pos, len(data))
+
+    def _chunk(self, chunk: bytes, size: int, header: bytes) -> None:
+        if chunk == b"data":
+            if self._fmt is None:
+                raise AudioFormatError("WAV data chunk before its fmt chunk")
+            self.format = self._fmt
+            unknown = size == _UNKNOWN_SIZE or (size == 0 and self._riff_size in (0, _UNKNOWN_SIZE))
+            if not unknown:  # streaming writers leave sizes open (0 or all ones): read to the end
+                self._size = DeclaredSize(size, chunks_may_follow=True)
+        elif chunk == b"fmt ":
+            self._held += header
+            self._stage, self._need, self._fmt_size = "fmt", size, size
+        else:
+            self._skip = size + (size & 1)  # counted off as it arrives, never held
 
     def _parse_fmt(self, fmt: bytes) -> AudioFormat | None:
         if len(fmt) < 16:
@@ -266,24 +258,30 @@ class WavParser(PushParser):
 class AuParser(PushParser):
     """Sun/NeXT AU (``.snd``): big-endian header; 16-bit and float payloads are big-endian too."""
 
-    def _parse_head(self, head: bytes) -> int | None:
-        if len(head) < 24:
-            return None
-        offset, size, code, rate, channels = struct.unpack_from(">IIIII", head, 4)
+    def __init__(self) -> None:
+        super().__init__()
+        self._need = 24
+        self._fmt: AudioFormat | None = None
+        self._declared = _UNKNOWN_SIZE
+        self._header_read = False
+
+    def _piece(self, part: bytes) -> None:
+        self._held += part
+        if self._header_read:  # the annotation is over: the audio starts
+            self.format, self.needs_decoder = self._fmt, self._fmt is None
+            if self.format is not None and self._declared != _UNKNOWN_SIZE:
+                self._size = DeclaredSize(self._declared, chunks_may_follow=False)  # AU has nothing after its audio
+            return
+        self._header_read = True
+        offset, self._declared, code, rate, channels = struct.unpack_from(">IIIII", part, 4)
         if offset < 24 or channels < 1 or rate < 1:
             raise AudioFormatError("AU header is inconsistent")
-        if len(head) < offset:
-            return None
         encoding, width = _AU_CODECS.get(code, (None, 0))
-        fmt = _native(encoding, rate, channels)
-        if fmt is None:
-            self.needs_decoder = True
-            return 0
-        self.format = fmt
-        if size != _UNKNOWN_SIZE:
-            self._size = _DeclaredSize(size, chunks_may_follow=False)  # AU has nothing after its audio
-        self._swap = width if width > 1 else 0
-        return int(offset)
+        self._fmt = _native(encoding, rate, channels)
+        if self._fmt is None:
+            self._need = offset - 24  # a decoder is given the annotation too
+        else:
+            self._need, self._skip, self._swap = 0, offset - 24, width if width > 1 else 0
 
 
 def parser_for(kind: str | None, hint: RawHint | None) -> PushParser | None:
