@@ -104,7 +104,8 @@ def _operations(auth_required: bool, admin_token: bool) -> dict[str, tuple[Requi
             admin,
             {
                 401: "No or a wrong admin credential (`unauthorized`).",
-                422: "`budget_s` is not a number >= 0 (`invalid_parameters`, `bad_request`).",
+                422: "`budget_s` is not a number from 0 to GATEWAY_MAX_SESSION_S "
+                "(`invalid_parameters`, `bad_request`).",
                 **body,
             },
         ),

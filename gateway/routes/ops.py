@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
+import math
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
@@ -37,8 +38,8 @@ def _admin_allowed(request: Request) -> bool:
     "/internal/drain",
     summary="Start draining this replica",
     description="Readiness fails at once, new sessions are refused, live sessions get GATEWAY_DRAIN_BUDGET_S "
-    "(or ?budget_s=) to finish, then close with 1001. Needs `Authorization: Bearer <GATEWAY_ADMIN_TOKEN>`, "
-    "or a loopback caller when no admin token is set.",
+    "(or ?budget_s=, 0 to GATEWAY_MAX_SESSION_S) to finish, then close with 1001. Needs "
+    "`Authorization: Bearer <GATEWAY_ADMIN_TOKEN>`, or a loopback caller when no admin token is set.",
     status_code=202,
 )
 async def drain(request: Request, budget_s: float | None = None) -> Response:
@@ -46,7 +47,10 @@ async def drain(request: Request, budget_s: float | None = None) -> Response:
     if not _admin_allowed(request):
         gateway.registry.deny("admin_unauthorized")
         return error_response(Unauthorized("admin credential required"))
-    if budget_s is not None and budget_s < 0:
-        return error_response(BadRequest("budget_s must be >= 0"))
+    # inf would keep sessions (and a later SIGTERM, which joins this drain) waiting for ever; nan would
+    # close them all at once: a budget is a finite span no longer than a session may last.
+    longest = gateway.settings.max_session_s
+    if budget_s is not None and not (math.isfinite(budget_s) and 0 <= budget_s <= longest):
+        return error_response(BadRequest(f"budget_s must be a number from 0 to {longest:g} (GATEWAY_MAX_SESSION_S)"))
     gateway.drain(budget_s)
     return JSONResponse({"draining": True, "sessions": gateway.registry.active}, status_code=202)

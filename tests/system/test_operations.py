@@ -174,6 +174,14 @@ async def test_drain_endpoint_needs_the_admin_token(simulator: DataflowSimulator
         assert (await http.post("/internal/drain")).status_code == 401
         assert (await http.post("/internal/drain", headers={"Authorization": "Bearer nope"})).status_code == 401
         assert gw.gateway.registry.draining is False
+        # inf (or 1e999) drained for ever and held a later SIGTERM with it; nan closed every session at once.
+        admin = {"Authorization": "Bearer adm-7f3e"}
+        for budget in ("inf", "1e999", "nan", "-1", "14401"):
+            refused = await http.post("/internal/drain", params={"budget_s": budget}, headers=admin)
+            assert refused.status_code == 422, (budget, refused.text)
+            assert refused.json()["error"]["code"] == "bad_request"
+            assert "from 0 to 14400" in refused.json()["error"]["message"]
+        assert gw.gateway.registry.draining is False
         ok = await http.post("/internal/drain", headers={"Authorization": "Bearer adm-7f3e"})
         assert ok.status_code == 202
         assert gw.gateway.registry.draining is True
