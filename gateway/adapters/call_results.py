@@ -15,6 +15,7 @@ import logging
 from typing import Any, ClassVar, Protocol
 
 from gateway.adapters import messages
+from gateway.adapters.dialect import held_audio
 from gateway.dataflow.messages import DataflowEvent
 from gateway.errors import GatewayError
 from gateway.relay.items import Closed, OutItem, SessionState, Started
@@ -23,6 +24,22 @@ from gateway.webhooks.delivery import WebhookDeliverer
 from gateway.webhooks.targets import WebhookTarget
 
 log = logging.getLogger(__name__)
+
+#: The longest value of a call's identity kept for the call's life and sent in its webhooks (Twilio's
+#: sids are 34 characters, Vonage's uuids 36): the rest is cut.
+MAX_IDENTITY_CHARS = 256
+
+
+def scalar_text(value: Any) -> str:
+    """A JSON scalar as text; "" for null, a list or an object (str() would keep their repr, up to 4x)."""
+    if isinstance(value, str):
+        return value
+    return str(value) if isinstance(value, int | float) else ""  # JSON caps an integer at 4300 digits
+
+
+def identity_text(value: Any) -> str:
+    """A value of the call's identity as kept: a JSON scalar's text, cut to MAX_IDENTITY_CHARS."""
+    return scalar_text(value)[:MAX_IDENTITY_CHARS]
 
 
 class CallResults:
@@ -70,6 +87,9 @@ class WebhookResults(CallResults):
 
     async def hang_up(self, session: Session) -> None:
         if session.state is SessionState.STREAMING:  # the caller hung up: finish, don't cancel
+            if held := held_audio(self.call):  # audio the dialect held back (Twilio's tracks) goes in first
+                with contextlib.suppress(GatewayError):
+                    await session.feed_audio(held)
             with contextlib.suppress(GatewayError):
                 await session.finalize()
         elif session.closed is not None and not self.summarised:  # it never started: say how it ended

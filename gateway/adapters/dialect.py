@@ -10,14 +10,14 @@ render into the dialect's frames.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import ClassVar, Protocol
+from typing import ClassVar, Protocol, runtime_checkable
 
 from gateway.adapters.commands import ClientMessage, Command, Goodbye, SessionCommand
 from gateway.adapters.socket import Frame
 from gateway.errors import GatewayError
 from gateway.relay.items import Closed, OutItem
 
-__all__ = ["ClientMessage", "Command", "Dialect", "SessionCommand"]
+__all__ = ["ClientMessage", "Command", "Dialect", "HoldsAudio", "SessionCommand", "held_audio"]
 
 
 class Dialect(Protocol):
@@ -64,3 +64,17 @@ class Dialect(Protocol):
     def refusal(self, error: GatewayError, *, start_failed: bool) -> Sequence[Frame]:
         """The frames that refuse a start (then the connection is closed with the error's code)."""
         ...
+
+
+@runtime_checkable
+class HoldsAudio(Protocol):
+    """A dialect that may hold client audio back (Twilio's track that runs ahead of the other)."""
+
+    def flush(self) -> bytes:
+        """The audio held so far, all of it: the session's input ends (finalize, stop or hang-up)."""
+        ...
+
+
+def held_audio(dialect: object) -> bytes:
+    """What ``dialect`` holds back, to feed before the input ends (the others hold nothing)."""
+    return dialect.flush() if isinstance(dialect, HoldsAudio) else b""

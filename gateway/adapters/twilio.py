@@ -12,8 +12,11 @@ bidirectional one carries only ``inbound``): audio back is dropped there.
 A stream of both tracks (``<Start><Stream track="both_tracks">``) is transcribed as a stereo call,
 channel 0 the caller (``inbound``) and channel 1 what the call plays (``outbound``), the tracks aligned
 by their timestamps (:mod:`gateway.adapters.twilio_tracks`); otherwise only ``inbound`` is. ``stop``
-finalizes the session: the hang-up delivers its results. Start mapping: customParameters ``language``
--> Language, ``project`` -> the project (when the URL named none), callSid -> CallProperties.ExternalId.
+(or the hang-up) finalizes the session once what one track still held has gone in, the other padded
+with silence; the results go to the webhook. Start mapping: customParameters ``language`` -> Language,
+``project`` -> the project (when the URL named none), callSid -> CallProperties.ExternalId. Nothing
+else of customParameters is kept; the ids (streamSid, callSid, accountSid) are kept cut to 256
+characters.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from collections.abc import Sequence
 from typing import Any, ClassVar
 
 from gateway.adapters import commands
+from gateway.adapters.call_results import identity_text, scalar_text
 from gateway.adapters.dialect import ClientMessage, Command, SessionCommand
 from gateway.adapters.socket import Frame
 from gateway.adapters.twilio_tracks import TwoTracks
@@ -45,10 +49,6 @@ STEREO = AudioFormat("mulaw", 8000, 2)
 MEDIA_CHUNK_BYTES = 8000
 
 
-def _strings(value: Any) -> dict[str, str]:
-    return {str(k): str(v) for k, v in value.items()} if isinstance(value, dict) else {}
-
-
 class TwilioDialect:
     name: ClassVar[str] = "twilio"
     sequential: ClassVar[bool] = False
@@ -62,7 +62,6 @@ class TwilioDialect:
         self.stream_sid = ""
         self.call_sid = ""
         self.account_sid = ""
-        self.custom: dict[str, str] = {}
         self.bidirectional = True
         self.marks = 0
         self.tracks: TwoTracks | None = None  # both tracks: a stereo stream (0 inbound, 1 outbound)
@@ -101,20 +100,22 @@ class TwilioDialect:
         )
         if fmt != TWILIO_AUDIO:
             raise AudioFormatError("Twilio Media Streams carry audio/x-mulaw at 8000 Hz, one channel")
-        self.stream_sid = str(start.get("streamSid") or obj.get("streamSid") or "")
-        self.call_sid = str(start.get("callSid") or "")
-        self.account_sid = str(start.get("accountSid") or "")
-        self.custom = _strings(start.get("customParameters"))
+        # Kept for the call's life: only the ids, cut short; of customParameters only what Start needs.
+        self.stream_sid = identity_text(start.get("streamSid") or obj.get("streamSid"))
+        self.call_sid = identity_text(start.get("callSid"))
+        self.account_sid = identity_text(start.get("accountSid"))
+        custom = start.get("customParameters")
+        custom = custom if isinstance(custom, dict) else {}
         tracks = {str(t) for t in start["tracks"]} if isinstance(start.get("tracks"), list) else set()
         self.bidirectional = "outbound" not in tracks  # only a one-way <Start><Stream> streams what is played
         self.tracks = TwoTracks() if {"inbound", "outbound"} <= tracks else None
-        project = self.project if self.project_from_url else (self.custom.get("project") or self.project)
+        project = self.project if self.project_from_url else (scalar_text(custom.get("project")) or self.project)
         if not project:
             raise BadRequest("no project: add a 'project' custom parameter", code=ErrorCode.INVALID_START)
         return StartRequest(
             project=project,
             audio=TWILIO_AUDIO if self.tracks is None else STEREO,
-            language=self.custom.get("language") or None,
+            language=scalar_text(custom.get("language")) or None,
             call_properties={"ExternalId": self.call_sid} if self.call_sid else None,
         )
 
@@ -170,6 +171,10 @@ class TwilioDialect:
         if isinstance(command, commands.Audio):
             return command.data
         return b"" if command is None else None
+
+    def flush(self) -> bytes:
+        """Both tracks: what the track ahead still holds, the other padded with silence (the input ends)."""
+        return self.tracks.flush() if self.tracks is not None else b""
 
     def failed(self, command: SessionCommand, error: GatewayError) -> Command:
         return None  # media after stop: Twilio gets nothing back but audio

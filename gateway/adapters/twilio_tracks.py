@@ -6,7 +6,8 @@ channel 1 outbound.
 Each track's bytes (μ-law, one byte a sample) are placed at their timestamp: a gap is filled with
 silence and audio for a position already passed (late or repeated) is dropped, so neither channel
 drifts. Whatever both tracks have goes out at once; a track that falls more than ``MAX_SKEW_BYTES``
-behind is padded with silence, so one silent track cannot hold the other's results back. Pure: no I/O.
+behind is padded with silence, so one silent track cannot hold the other's results back. When the
+stream ends, :meth:`TwoTracks.flush` pads the shorter track and returns the rest. Pure: no I/O.
 """
 
 from __future__ import annotations
@@ -43,6 +44,17 @@ class TwoTracks:
             for track in (first, second):
                 track.extend(bytes([ULAW_SILENCE]) * max(0, behind - len(track)))
             ready = behind
+        return self._interleave(ready)
+
+    def flush(self) -> bytes:
+        """The stream ends: everything still held, the shorter track padded with silence, interleaved."""
+        longest = max(len(track) for track in self._pending)
+        for track in self._pending:
+            track.extend(bytes([ULAW_SILENCE]) * (longest - len(track)))
+        return self._interleave(longest)
+
+    def _interleave(self, ready: int) -> bytes:
+        first, second = self._pending
         if not ready:
             return b""
         out = np.empty(2 * ready, np.uint8)

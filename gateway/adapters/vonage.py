@@ -10,6 +10,7 @@ exactly 20 ms at the call's rate (the last one padded with silence), which Vonag
 Identity for the webhook: the ``uuid`` and ``conversation_uuid`` custom headers (what a Vonage app
 usually passes), and the header named by ``GATEWAY_VONAGE_CALL_HEADER`` as ``callId``. Custom headers
 ``language`` and ``project`` map to Language and the project (when the URL's ``?project=`` named none).
+Only those identity headers are kept for the call's life, each cut to 256 characters; the rest are not.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from collections.abc import Sequence
 from typing import Any, ClassVar
 
 from gateway.adapters import commands
+from gateway.adapters.call_results import identity_text, scalar_text
 from gateway.adapters.dialect import ClientMessage, Command, SessionCommand
 from gateway.adapters.socket import Frame
 from gateway.audio.convert import AudioConverter
@@ -84,15 +86,18 @@ class VonageDialect:
 
     def _start(self, obj: dict[str, Any]) -> StartRequest:
         self.audio = parse_content_type(obj.get("content-type"))
-        self.headers = {k: str(v) for k, v in obj.items() if k not in ("event", "content-type") and v is not None}
-        project = self.project if self.project_from_url else (self.headers.get("project") or self.project)
+        # Kept for the call's life: only the headers its identity reads, cut short (project and language
+        # go to Start alone).
+        names = {"uuid", "conversation_uuid", self.call_header} - {"", "event", "content-type"}
+        self.headers = {name: text for name in names if (text := identity_text(obj.get(name)))}
+        project = self.project if self.project_from_url else (scalar_text(obj.get("project")) or self.project)
         if not project:
             raise BadRequest("no project: add ?project=<name> to the URI", code=ErrorCode.INVALID_START)
         call_id = self.headers.get("conversation_uuid") or self.headers.get("uuid")
         return StartRequest(
             project=project,
             audio=self.audio,
-            language=self.headers.get("language") or None,
+            language=scalar_text(obj.get("language")) or None,
             call_properties={"ExternalId": call_id} if call_id else None,
         )
 

@@ -21,7 +21,7 @@ from starlette.websockets import WebSocket
 
 from gateway.adapters import commands, fast_audio
 from gateway.adapters.call_results import NO_RESULTS, CallResults
-from gateway.adapters.dialect import Command, Dialect
+from gateway.adapters.dialect import Command, Dialect, held_audio
 from gateway.adapters.reader import ClientReader
 from gateway.adapters.socket import ClientSocket
 from gateway.adapters.waiting import CommandWait, ReadAheadReader
@@ -130,6 +130,8 @@ class Connection:
         if isinstance(command, commands.Refuse):
             session.abort("client_error", command.error)
             return
+        if isinstance(command, commands.Finalize | commands.Stop) and (held := held_audio(self.dialect)):
+            await self._apply(commands.Audio(held), session)  # audio the dialect held back goes in first
         try:
             await self.waiting.run(command, session)
         except GatewayError as exc:

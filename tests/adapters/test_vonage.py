@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 from typing import Any
 
 import pytest
@@ -14,6 +15,7 @@ from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import InvalidStatus
 
 from gateway.adapters import commands
+from gateway.adapters.call_results import MAX_IDENTITY_CHARS
 from gateway.adapters.vonage import VonageDialect
 from gateway.audio.format import AudioFormat
 from gateway.auth import key_digest
@@ -126,6 +128,40 @@ def test_tts_goes_back_as_whole_20_ms_l16_frames_at_the_call_rate() -> None:
     frames = dialect.render(UpstreamAudio(b"\x01\x00" * 3000))  # 187.5 ms: the last frame is padded
     assert [len(f) for f in frames if isinstance(f, bytes)] == [640] * 10
     assert all(isinstance(f, bytes) for f in frames)
+
+
+BIG = 200_000  # characters of a header nobody reads; each DEL would be 4 in a repr()
+
+
+@pytest.mark.ws
+async def test_huge_headers_still_work_and_the_webhook_gets_short_ids(gateway_factory: GatewayFactory) -> None:
+    headers = {"uuid": "u" * BIG, "x-call-ref": ["\x7f" * BIG], "x": {"y": "\x7f" * BIG}}
+    options: dict[str, Any] = {"webhook_secret": WEBHOOK_SECRET, "vonage_call_header": "x-call-ref"}
+    async with webhook_receiver(WEBHOOK_SECRET) as receiver, gateway_factory(webhook_url=receiver.url, **options) as gw:
+        async with ws_connect(gw.ws_url("/v1/vonage"), max_size=None) as ws:
+            first = json.loads(telephony.vonage_connected(8000)) | headers
+            await ws.send(json.dumps(first, ensure_ascii=False))  # under the 1 MiB message bound
+            for frame in telephony.l16_frames("39", 8000):
+                await ws.send(frame)
+        await receiver.wait_for(lambda r: bool(r.payloads("summary")))
+    summary = receiver.payloads("summary")[0]
+    assert summary["transcript"] == [{"channel": 0, "text": "39"}], summary
+    assert summary["call"]["uuid"] == "u" * MAX_IDENTITY_CHARS  # cut short
+    assert summary["call"]["callId"] == ""  # a list is no id: not its repr
+    assert summary["call"]["conversation_uuid"] == telephony.VONAGE_CONVERSATION
+
+
+def test_the_dialect_keeps_only_the_identity_headers_cut_short() -> None:
+    dialect = VonageDialect(call_header="x-call-ref")
+    headers = {"x-call-ref": "r" * BIG, "project": "demo", "language": "en-US", "x": ["\x7f" * BIG]}
+    begin = dialect.waiting(telephony.vonage_connected(16000, **headers))
+    assert isinstance(begin, commands.Begin), begin
+    assert begin.request.project == "demo" and begin.request.language == "en-US"
+    assert len(repr(vars(dialect))) < 2000, "the dialect holds on to the first frame"
+    assert dialect.call_identity() == {
+        "uuid": telephony.VONAGE_UUID, "conversation_uuid": telephony.VONAGE_CONVERSATION,
+        "callId": "r" * MAX_IDENTITY_CHARS,
+    }  # fmt: skip
 
 
 @settings(max_examples=300, deadline=None)
