@@ -17,8 +17,9 @@ from typing import Any, ClassVar
 
 from gateway.adapters import commands
 from gateway.adapters.dialect import ClientMessage, Command, SessionCommand
+from gateway.adapters.messages import quote
 from gateway.adapters.socket import Frame
-from gateway.audio.format import AudioFormat
+from gateway.audio.format import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE, AudioFormat
 from gateway.dataflow.lenient import as_int, get, loads_object
 from gateway.dataflow.messages import MILESTONE, PARTIAL, DataflowEvent, StartRequest
 from gateway.errors import AudioFormatError, BadRequest, ErrorCode, GatewayError, InvalidState
@@ -32,44 +33,82 @@ _WAV_HEADER_LIMIT = 64 * 1024  # a streamed WAV header (RIFF, fmt, LIST ...) is 
 
 
 class WavHeaderSkipper:
-    """Drops the RIFF/WAVE header in front of ``format: wav`` audio, across frames; raw audio passes."""
+    """Drops the RIFF/WAVE header in front of ``format: wav`` audio, across frames; raw audio passes.
+
+    Parsed as it arrives: the walk resumes where the last frame stopped, skipped chunks are counted off
+    (never held) and only an incomplete RIFF preamble or chunk header is kept, so a header costs work
+    linear in its size however it is cut. The limit bounds every header byte, skipped ones included.
+    """
 
     def __init__(self) -> None:
-        self._head = b""
+        self._part = b""  # a RIFF preamble (12 bytes) or chunk header (8) not yet complete
+        self._riff = False  # the preamble said RIFF/WAVE: chunks follow
+        self._skip = 0  # bytes of the chunk being skipped (and its pad byte) still to come
+        self._taken = 0  # header bytes taken so far
         self._done = False
 
     def feed(self, data: bytes) -> bytes:
         if self._done:
             return data
-        head = self._head + data
-        if len(head) < 12:
-            self._head = head
+        if not self._riff:
+            head = self._part + data  # under 12 bytes held: the copy is bounded
+            if len(head) < 12:
+                self._part = head
+                return b""
+            self._part = b""
+            if head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+                self._done = True  # no header after all: it was raw audio
+                return head
+            self._riff, self._taken, data = True, 12, head[12:]
+        room = _WAV_HEADER_LIMIT - self._taken
+        start = self._walk(data, min(len(data), room))
+        if start is None:
+            self._taken += min(len(data), room)
+            if len(data) > room:
+                raise AudioFormatError("no WAV data chunk in the first 64 KiB of audio")
             return b""
-        if head[:4] != b"RIFF" or head[8:12] != b"WAVE":
-            self._done = True  # no header after all: it was raw audio
-            return head
-        offset = 12
-        while offset + 8 <= len(head):
-            size = int.from_bytes(head[offset + 4 : offset + 8], "little")
-            if head[offset : offset + 4] == b"data":
-                self._done, self._head = True, b""
-                return head[offset + 8 :]
-            offset += 8 + size + (size & 1)  # chunks are word-aligned
-        if len(head) > _WAV_HEADER_LIMIT:
-            raise AudioFormatError("no WAV data chunk in the first 64 KiB of audio")
-        self._head = head
-        return b""
+        self._done = True
+        return data[start:]
+
+    def _walk(self, data: bytes, end: int) -> int | None:
+        """Take ``data[:end]`` as header; where the audio starts in ``data``, or None: all header."""
+        pos = 0
+        while True:
+            step = min(self._skip, end - pos)
+            self._skip -= step
+            pos += step
+            if self._skip:
+                return None
+            if self._part:  # a chunk header cut by the last frame: complete it
+                take = min(8 - len(self._part), end - pos)
+                header, pos = self._part + data[pos : pos + take], pos + take
+            elif pos + 8 <= end:
+                header, pos = data[pos : pos + 8], pos + 8
+            else:
+                header, pos = data[pos:end], end
+            if len(header) < 8:
+                self._part = header
+                return None
+            self._part = b""
+            if header[:4] == b"data":
+                return pos
+            size = int.from_bytes(header[4:8], "little")
+            self._skip = size + (size & 1)  # chunks are word-aligned
 
 
 def parse_start(obj: dict[str, Any], *, project: str) -> tuple[StartRequest, WavHeaderSkipper | None]:
     """A VoiceAI Connect start as a neutral StartRequest (and a header skipper for ``format: wav``)."""
+    # Client text in an error is quoted cut short: the reply must not echo a client's megabyte.
     encoding = obj.get("encoding", "LINEAR16")
-    if str(encoding).upper() != "LINEAR16":
-        raise AudioFormatError(f"encoding {encoding!r} is not supported; use LINEAR16")
+    if not isinstance(encoding, str) or encoding.upper() != "LINEAR16":  # str() of a client's array is unbounded
+        raise AudioFormatError(f"encoding {quote(encoding)} is not supported; use LINEAR16")
     audio_format = obj.get("format", "raw")
     if audio_format not in ("raw", "wav"):
-        raise AudioFormatError(f"format {audio_format!r} is not supported; use raw or wav")
-    audio = AudioFormat("pcm16", as_int(obj.get("sampleRateHz"), 16000), 1).validate()
+        raise AudioFormatError(f"format {quote(audio_format)} is not supported; use raw or wav")
+    rate = as_int(obj.get("sampleRateHz"), 16000)
+    if not MIN_SAMPLE_RATE <= rate <= MAX_SAMPLE_RATE:  # checked here too: a rate may have 4300 digits
+        raise AudioFormatError(f"sample rate must be {MIN_SAMPLE_RATE}..{MAX_SAMPLE_RATE} Hz, got {quote(rate)}")
+    audio = AudioFormat("pcm16", rate, 1).validate()
     if not project:
         raise BadRequest("no project: add ?project=<name> to the URL", code=ErrorCode.INVALID_START)
     language = obj.get("language")
@@ -140,7 +179,7 @@ class AudioCodesDialect:
             return commands.Refuse(exc)
         if kind == "stop":
             return commands.Reply(({"type": "end", "reason": "no recognition running"},))
-        log.debug("ignored an AudioCodes %r message", kind)
+        log.debug("ignored an AudioCodes %s message", quote(kind))
         return None
 
     def streaming(self, message: ClientMessage) -> Command:
@@ -160,7 +199,7 @@ class AudioCodesDialect:
             return commands.Refuse(InvalidState("a recognition is already running", code=ErrorCode.ALREADY_STARTED))
         if kind == "stop":
             return commands.Finalize()
-        log.debug("ignored an AudioCodes %r message", kind)
+        log.debug("ignored an AudioCodes %s message", quote(kind))
         return None
 
     def fast_audio(self, message: ClientMessage) -> bytes | None:
