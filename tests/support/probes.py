@@ -171,6 +171,18 @@ class Resources:
         )
 
 
+def os_thread_names() -> dict[str, int]:
+    """This process's OS threads by name (``/proc``), Python's and the C libraries' alike."""
+    names: dict[str, int] = {}
+    for task in os.listdir("/proc/self/task"):
+        try:
+            name = Path(f"/proc/self/task/{task}/comm").read_text().strip()
+        except OSError:
+            continue  # the thread ended while it was listed
+        names[name] = names.get(name, 0) + 1
+    return names
+
+
 def resources() -> Resources:
     gc.collect()
     status = Path("/proc/self/status").read_text()
@@ -179,8 +191,12 @@ def resources() -> Resources:
         tasks=len(asyncio.all_tasks()),
         fds=len(os.listdir("/proc/self/fd")),
         rss_kib=int(fields["VmRSS"].split()[0]),
-        # The default executor's threads (getaddrinfo for every client connect) come and go by load in a
-        # bounded pool; every other OS thread counts (gRPC's, decoders', the gateway's).
-        threads=int(fields["Threads"].strip()) - sum(t.name.startswith("asyncio_") for t in threading.enumerate()),
+        # Pools that size themselves by load come and go: the default executor's threads (getaddrinfo for
+        # every client connect) and gRPC's event-engine workers (its lifeguard adds one when the others are
+        # busy, as on a loaded CI machine, and retires it only after a long idle). Every other OS thread
+        # counts (gRPC's poller, decoders', the gateway's).
+        threads=int(fields["Threads"].strip())
+        - sum(t.name.startswith("asyncio_") for t in threading.enumerate())
+        - os_thread_names().get("event_engine", 0),
         py_blocks=sys.getallocatedblocks(),
     )

@@ -18,7 +18,6 @@ import collections
 import json
 import logging
 import os
-import threading
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
@@ -32,7 +31,16 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from gateway.observability import JsonFormatter
 from gateway.simulator.server import DataflowSimulator
 from tests.support.harness import RunningGateway, next_message, running_gateway, ws_connect
-from tests.support.probes import FRAME_BYTES, Resources, figure, read_timed, resources, start_json, wait_for
+from tests.support.probes import (
+    FRAME_BYTES,
+    Resources,
+    figure,
+    os_thread_names,
+    read_timed,
+    resources,
+    start_json,
+    wait_for,
+)
 from tests.support.raw_ws import RawWebSocket
 from tests.support.settings import SECRETS, settings_for
 from tests.support.signals import wav_bytes
@@ -315,6 +323,6 @@ async def test_soak_every_exit_path_leaks_nothing(simulator: DataflowSimulator) 
         assert not gw.gateway.registry.leases
         assert delta.tasks <= MAX_EXTRA_TASKS, (baseline, after)
         assert delta.fds <= MAX_EXTRA_FDS, (baseline, after)
-        assert delta.threads <= MAX_EXTRA_THREADS, (baseline, after, [t.name for t in threading.enumerate()])
+        assert delta.threads <= MAX_EXTRA_THREADS, (baseline, after, os_thread_names())
         assert delta.py_blocks <= MAX_EXTRA_PY_BLOCKS, (baseline, after)
         assert delta.rss_kib / 1024 <= MAX_EXTRA_RSS_MIB, (baseline, after)
