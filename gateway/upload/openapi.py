@@ -36,7 +36,11 @@ class RecognizeResult(BaseModel):
     dataflowSessionId: str | None = Field(description="Data Flow's session id.")
     audioMs: float = Field(description="Duration of the uploaded audio in milliseconds.")
     transcript: dict[str, str] = Field(description="Per channel ('0', '1'): the final texts joined by spaces.")
-    events: list[UploadEvent] = Field(description="Every event in order (interim ones only with ?interim=true).")
+    events: list[UploadEvent] = Field(
+        description="Every event in order (interim ones only with ?interim=true), while their JSON fits in "
+        "GATEWAY_CLIENT_OUTBOX_BYTES; the later ones are left out and counted in eventsDropped."
+    )
+    eventsDropped: int = Field(0, description="Events left out of `events` past that bound (the transcript is whole).")
     warnings: list[ErrorDetail] = Field(description="Non-fatal problems, e.g. misaligned_audio.")
 
     model_config = ConfigDict(
@@ -53,6 +57,7 @@ class RecognizeResult(BaseModel):
                      "groupId": "0-1", "final": True, "text": "123", "data": {"Text": "123"}},
                 ],
                 "warnings": [],
+                "eventsDropped": 0,
             }
         }
     )  # fmt: skip

@@ -37,6 +37,7 @@ from gateway.relay.items import Closed, Flow, Notice, OutItem, Recovered, Sessio
 from gateway.relay.registry import Lease
 from gateway.relay.session import Session
 from gateway.upload.body import MultipartAudio, RequestBody, media_type, parse_parameters
+from gateway.upload.pacing import ReadPacer
 from gateway.upload.source import AudioSource, declared_audio, open_audio
 
 if TYPE_CHECKING:
@@ -83,6 +84,7 @@ class Upload:
         self._transcript: dict[str, list[str]] = {}
         self._warnings: list[dict[str, Any]] = []
         self._multipart: MultipartAudio | None = None
+        self._pacer = ReadPacer(self.settings)
 
     # --- opening -------------------------------------------------------------------------------------
 
@@ -156,6 +158,7 @@ class Upload:
         feeder = asyncio.create_task(self._feed(session), name=f"upload-{session.id}-feeder")
         try:
             async for item in session.outbound():
+                self._pacer.taken()
                 if isinstance(item, Closed):
                     final = self._final(session, item)
                     if final is not None:
@@ -174,6 +177,7 @@ class Upload:
         try:
             async for chunk in self.source.chunks():
                 for i in range(0, len(chunk), step):
+                    await self._pacer.wait(session)
                     await session.feed_audio(chunk[i : i + step])
                     if session.state is not SessionState.STREAMING:
                         return  # closed or ending (upstream failure, limit): the outbound side reports it

@@ -17,12 +17,13 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import Response, StreamingResponse
 from fastapi.routing import APIRoute
 from starlette.types import Receive, Scope, Send
 
 from gateway.errors import BadRequest, ClientGone, ClientTooSlow, ErrorCode, GatewayError, error_response
 from gateway.service import service_of
+from gateway.upload.answer import EventLog
 from gateway.upload.openapi import ERROR_RESPONSES, REQUEST_BODY, STREAM_EXAMPLE, RecognizeResult
 from gateway.upload.pipeline import Upload, UploadOptions
 
@@ -120,10 +121,20 @@ class MessageStream(StreamingResponse):
                 except TimeoutError:
                     if self.upload.session is not None:
                         self.upload.session.abort("client_too_slow", ClientTooSlow("the client stopped reading"))
+                    await self._last_line(send)
                     return
             await send({"type": "http.response.body", "body": b"", "more_body": False})
         finally:
             await self.lines.aclose()
+
+    async def _last_line(self, send: Send) -> None:
+        """After the client_too_slow abort: its ``error`` line (the backlog was dropped, so it comes
+        next) and the response's end, if the client takes them within a second; else the server
+        closes the connection with the response unfinished."""
+        with contextlib.suppress(TimeoutError, StopAsyncIteration):
+            async with asyncio.timeout(min(1.0, self.upload.settings.client_send_timeout_s)):
+                line = await anext(self.lines)
+                await send({"type": "http.response.body", "body": line, "more_body": False})
 
 
 @router.post(
@@ -171,12 +182,12 @@ async def recognize(
     mode = negotiate(accept)
     if mode != "json":
         return MessageStream(upload, mode)
-    events: list[dict[str, Any]] = []
+    events = EventLog(upload.settings.client_outbox_bytes)
     result: dict[str, Any] = {}
     async with contextlib.aclosing(upload.outputs()) as messages:
         async for message in messages:
             if message["type"] == "event":
-                events.append(message)
+                events.add(message)
             elif message["type"] == "result":
                 result = message
     if upload.error is not None:
@@ -184,9 +195,8 @@ async def recognize(
             return error_response(upload.error)
         answer = error_response(upload.error)  # the limit's status, envelope and Retry-After, plus the results
         retry = {"Retry-After": answer.headers["retry-after"]} if "retry-after" in answer.headers else None
-        return JSONResponse({"error": upload.error.to_json(), **upload.partial, "events": events},
-                            status_code=answer.status_code, headers=retry)  # fmt: skip
+        return events.answer({"error": upload.error.to_json(), **upload.partial}, answer.status_code, retry)
     if upload.disconnected or not result:
         return Response(status_code=499)
     del result["type"]
-    return JSONResponse({**result, "events": events})
+    return events.answer(result)
