@@ -2,7 +2,11 @@
 jitter) on a network error, a timeout, a 5xx, 408 or 429, until it is accepted (2xx) or its attempts
 or its time run out; every attempt carries the same ``webhook-id`` (receivers deduplicate by it) and a
 fresh timestamp and signature. At most ``concurrency`` POSTs are in flight at once (waiting out a
-back-off holds no place). Outcomes are counted: delivered, retried (each new attempt), dropped.
+back-off holds no place). Each attempt is bounded as a whole (``timeout_s``: connect, send, answer) and
+reads at most a few KiB of the answer: only its status matters. No attempt starts later than ``window_s``
+after the webhook was queued, whether it waited for a place or for a retry. At most ``max_pending``
+webhooks of ``max_pending_bytes`` in all wait per process; past either, new ones are dropped. Outcomes
+are counted: delivered, retried (each new attempt), dropped.
 
 A drain waits for what is still pending, within its budget; close cancels the rest.
 """
@@ -28,12 +32,15 @@ log = logging.getLogger(__name__)
 
 OUTCOMES = ("delivered", "retried", "dropped")
 _RETRYABLE_STATUS = frozenset({408, 425, 429})
+MAX_PENDING = 1000  # webhooks queued or in flight per process: a receiver that is down cannot grow memory
+MAX_PENDING_BYTES = 16 << 20  # their bodies together
+_ANSWER_READ = 4096  # bytes of an answer read at most: only the status matters
 
 
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
     attempts: int = 5
-    window_s: float = 60.0  # no attempt starts later than this after the first
+    window_s: float = 60.0  # no attempt starts later than this after the webhook was queued
     timeout_s: float = 5.0  # one attempt: connect, send, answer
     backoff_s: float = 0.5  # the first wait; doubles each time, with jitter
 
@@ -45,10 +52,17 @@ class RetryPolicy:
 
 
 class WebhookDeliverer:
-    def __init__(self, policy: RetryPolicy, concurrency: int, registry: CollectorRegistry) -> None:
+    def __init__(
+        self, policy: RetryPolicy, concurrency: int, registry: CollectorRegistry, *,
+        max_pending: int = MAX_PENDING, max_pending_bytes: int = MAX_PENDING_BYTES,
+    ) -> None:  # fmt: skip
         self.policy = policy
         self._slots = asyncio.Semaphore(concurrency)
         self._pending: set[asyncio.Task[None]] = set()
+        self._max_pending = max_pending
+        self._max_pending_bytes = max_pending_bytes
+        self._pending_bytes = 0
+        self._refused = 0  # dropped at the cap since the queue last had room (logged once per episode)
         self._client: httpx.AsyncClient | None = None
         self.outcomes = Counter(
             f"{PREFIX}_webhook_deliveries", "Result webhooks by outcome (retried: each new attempt)", ["outcome"],
@@ -62,48 +76,93 @@ class WebhookDeliverer:
         return len(self._pending)
 
     def submit(self, target: WebhookTarget, payload: dict[str, Any]) -> str:
-        """Queue one webhook; returns its id. The body is serialised once: every attempt sends the same bytes."""
+        """Queue one webhook; returns its id. The body is serialised once: every attempt sends the same bytes.
+        Past the per-process cap (count or bytes) it is dropped and counted, not queued."""
         msg_id = f"msg_{uuid.uuid4().hex}"
-        body = json.dumps(payload, separators=(",", ":"), ensure_ascii=False)
+        body = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
+        size = len(body)
+        if len(self._pending) >= self._max_pending or self._pending_bytes + size > self._max_pending_bytes:
+            self._refuse()
+            return msg_id
+        if self._refused:
+            log.warning("webhook queue has room again; %d webhooks were dropped while it was full", self._refused)
+            self._refused = 0
         task = asyncio.get_running_loop().create_task(self._deliver(target, msg_id, body), name=f"webhook-{msg_id}")
         self._pending.add(task)
-        task.add_done_callback(self._pending.discard)
+        self._pending_bytes += size
+
+        def done(finished: asyncio.Task[None]) -> None:
+            self._pending.discard(finished)
+            self._pending_bytes -= size
+
+        task.add_done_callback(done)
         return msg_id
 
-    async def _deliver(self, target: WebhookTarget, msg_id: str, body: str) -> None:
+    def _refuse(self) -> None:
+        self.outcomes.labels(outcome="dropped").inc()
+        if not self._refused:  # one line per overload, not one per webhook; the metric counts each
+            log.warning("webhook queue full (%d pending, %d bytes): new webhooks are dropped until it drains",
+                        len(self._pending), self._pending_bytes)  # fmt: skip
+        self._refused += 1
+
+    async def _deliver(self, target: WebhookTarget, msg_id: str, body: bytes) -> None:
         policy = self.policy
-        deadline = time.monotonic() + policy.window_s
+        deadline = time.monotonic() + policy.window_s  # from queueing: waiting for a place counts too
         for attempt in range(1, policy.attempts + 1):
-            if attempt > 1:
-                self.outcomes.labels(outcome="retried").inc()
-            problem = await self._attempt(target, msg_id, body)
+            problem = await self._attempt(target, msg_id, body, deadline, attempt)
             if problem is None:
                 self.outcomes.labels(outcome="delivered").inc()
                 return
-            if problem == "refused":
+            if problem in ("refused", "late"):
                 break
             wait = policy.backoff(attempt)
             if attempt == policy.attempts or time.monotonic() + wait > deadline:
                 break
             await asyncio.sleep(wait)
         self.outcomes.labels(outcome="dropped").inc()
-        log.warning("webhook %s dropped after %d attempts", msg_id, attempt)
+        if problem == "late":
+            log.warning("webhook %s dropped: no delivery place free within the retry window", msg_id)
+        else:
+            log.warning("webhook %s dropped after %d attempts", msg_id, attempt)
 
-    async def _attempt(self, target: WebhookTarget, msg_id: str, body: str) -> str | None:
-        """One POST: None when accepted, else what went wrong ("refused" is not worth retrying)."""
-        headers = {"content-type": "application/json", **target.signer.headers(msg_id, body)}
-        async with self._slots:
-            try:
-                response = await self._http().post(target.url, content=body.encode(), headers=headers)
-            except httpx.HTTPError as exc:  # timeouts, refused connections, broken transfers
-                log.info("webhook %s: attempt failed (%s)", msg_id, type(exc).__name__)
-                return "unreachable"
-        if response.is_success:
+    async def _attempt(
+        self, target: WebhookTarget, msg_id: str, body: bytes, deadline: float, attempt: int
+    ) -> str | None:
+        """One POST: None when accepted, else what went wrong ("refused" is not worth retrying, "late": no
+        place was free before the deadline, so the attempt never started)."""
+        try:
+            async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
+                await self._slots.acquire()
+        except TimeoutError:
+            return "late"
+        if attempt > 1:
+            self.outcomes.labels(outcome="retried").inc()  # counted once it really starts
+        try:
+            status = await self._post(target, msg_id, body)
+        except (httpx.HTTPError, TimeoutError) as exc:  # timeouts, refused connections, broken transfers
+            log.info("webhook %s: attempt failed (%s)", msg_id, type(exc).__name__)
+            return "unreachable"
+        finally:
+            self._slots.release()
+        if 200 <= status < 300:
             return None
-        log.info("webhook %s: the receiver answered %d", msg_id, response.status_code)
-        if response.status_code >= 500 or response.status_code in _RETRYABLE_STATUS:
+        log.info("webhook %s: the receiver answered %d", msg_id, status)
+        if status >= 500 or status in _RETRYABLE_STATUS:
             return "failed"
         return "refused"  # 3xx/4xx: the same request will not fare better
+
+    async def _post(self, target: WebhookTarget, msg_id: str, body: bytes) -> int:
+        """The answer's status. httpx bounds each step, not the whole: a receiver trickling its answer would
+        hold the place for ever, so the attempt as a whole is bounded, and only a few KiB of it are read."""
+        headers = {"content-type": "application/json", **target.signer.headers(msg_id, body.decode())}
+        async with asyncio.timeout(self.policy.timeout_s):
+            async with self._http().stream("POST", target.url, content=body, headers=headers) as response:
+                read = 0
+                async for chunk in response.aiter_raw():
+                    read += len(chunk)
+                    if read >= _ANSWER_READ:
+                        break  # leaving unread: the connection is closed, not reused
+                return response.status_code
 
     def _http(self) -> httpx.AsyncClient:
         if self._client is None:

@@ -1,0 +1,212 @@
+"""Result webhooks against hostile receivers over real 127.0.0.1 sockets (raw asyncio servers, so an
+answer can trickle, be huge, or never come): an attempt is bounded as a whole and reads only a few KiB of
+the answer, pending webhooks are capped per process, and no attempt starts after the retry window."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from gateway.webhooks.delivery import RetryPolicy, WebhookDeliverer
+from gateway.webhooks.signing import WebhookSigner
+from gateway.webhooks.targets import WebhookTarget
+from tests.support.harness import GatewayFactory
+from tests.support.settings import SECRETS
+from tests.system.test_webhooks import SECRET, deliveries, twilio_call, until_counted
+
+URL_TOKEN = f"wh-url-token-{secrets.token_hex(8)}"  # a URL may hold a token: it must never be logged
+SECRETS.add(URL_TOKEN)
+
+
+@dataclass
+class RawReceiver:
+    url: str = ""
+    started: list[float] = field(default_factory=list)  # when each POST's connection was accepted
+    requests: int = 0  # POSTs read in full
+    sent: int = 0  # answer bytes written
+    closing: asyncio.Event = field(default_factory=asyncio.Event)  # the test is over: answers stop
+
+
+Answer = Callable[[RawReceiver, asyncio.StreamWriter], Awaitable[None]]  # after the request is read
+
+
+async def read_request(reader: asyncio.StreamReader) -> None:
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = next(
+        int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")
+    )
+    await reader.readexactly(length)
+
+
+@contextlib.asynccontextmanager
+async def raw_receiver(answer: Answer) -> AsyncIterator[RawReceiver]:
+    receiver = RawReceiver()
+    handlers: set[asyncio.Task[Any]] = set()
+    writers: set[asyncio.StreamWriter] = set()
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        handlers.add(asyncio.current_task())  # type: ignore[arg-type]
+        writers.add(writer)
+        receiver.started.append(time.monotonic())
+        try:
+            while True:  # keep-alive: one connection may carry several POSTs
+                await read_request(reader)
+                receiver.requests += 1
+                await answer(receiver, writer)
+                if receiver.closing.is_set():
+                    return
+        except (OSError, asyncio.IncompleteReadError):
+            pass  # the deliverer hung up
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    receiver.url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/hooks/{URL_TOKEN}"
+    try:
+        yield receiver
+    finally:
+        server.close()
+        receiver.closing.set()  # not cancelled: asyncio logs an error for a cancelled stream handler
+        for writer in writers:
+            writer.transport.abort()
+        async with asyncio.timeout(5):
+            await asyncio.gather(*handlers, return_exceptions=True)
+
+
+async def trickle(receiver: RawReceiver, writer: asyncio.StreamWriter) -> None:
+    """200 at once, then a chunked body one byte every 0.2 s, for ever: httpx's per-read timeout never trips."""
+    writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+    while not receiver.closing.is_set():
+        writer.write(b"1\r\nx\r\n")
+        await writer.drain()
+        await asyncio.sleep(0.2)
+
+
+HUGE = 64 << 20
+
+
+async def huge(receiver: RawReceiver, writer: asyncio.StreamWriter) -> None:
+    writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % HUGE)
+    chunk = b"x" * (256 << 10)
+    while receiver.sent < HUGE:
+        writer.write(chunk)
+        await writer.drain()
+        receiver.sent += len(chunk)
+    await receiver.closing.wait()
+
+
+async def hang(receiver: RawReceiver, writer: asyncio.StreamWriter) -> None:
+    await receiver.closing.wait()
+
+
+async def no_content(receiver: RawReceiver, writer: asyncio.StreamWriter) -> None:
+    writer.write(b"HTTP/1.1 204 No Content\r\n\r\n")
+    await writer.drain()
+
+
+def target(url: str) -> WebhookTarget:
+    return WebhookTarget(url, WebhookSigner(secrets.token_bytes(32)))
+
+
+@contextlib.asynccontextmanager
+async def deliverer(policy: RetryPolicy, concurrency: int) -> AsyncIterator[WebhookDeliverer]:
+    webhooks = WebhookDeliverer(policy, concurrency, CollectorRegistry())
+    try:
+        yield webhooks
+    finally:
+        await webhooks.aclose()
+
+
+def counted(webhooks: WebhookDeliverer, outcome: str) -> float:
+    return webhooks.outcomes.labels(outcome=outcome)._value.get()
+
+
+async def settled(webhooks: WebhookDeliverer, within: float) -> None:
+    async with asyncio.timeout(within):
+        while webhooks.pending:
+            await asyncio.sleep(0.02)
+
+
+async def test_a_trickling_answer_times_out_and_frees_the_place_for_other_receivers() -> None:
+    policy = RetryPolicy(attempts=2, window_s=30, timeout_s=0.4, backoff_s=0.05)
+    async with (
+        raw_receiver(trickle) as slow,
+        raw_receiver(no_content) as fine,
+        deliverer(policy, concurrency=1) as webhooks,
+    ):
+        webhooks.submit(target(slow.url), {"type": "summary"})
+        await asyncio.sleep(0.1)  # the slow one holds the only place first
+        webhooks.submit(target(fine.url), {"type": "summary"})
+        started = time.monotonic()
+        await settled(webhooks, within=5)
+        took = time.monotonic() - started
+    assert slow.requests == 2 and fine.requests == 1  # two bounded attempts, then given up
+    assert counted(webhooks, "dropped") == 1 and counted(webhooks, "delivered") == 1
+    assert took < 2
+
+
+async def test_only_a_few_kib_of_a_huge_answer_are_read() -> None:
+    async with raw_receiver(huge) as receiver, deliverer(RetryPolicy(attempts=1), concurrency=4) as webhooks:
+        webhooks.submit(target(receiver.url), {"type": "event"})
+        await settled(webhooks, within=10)
+        await asyncio.sleep(0.3)  # what the receiver could still push into the socket's buffers
+    assert counted(webhooks, "delivered") == 1  # the status is all that matters
+    assert receiver.sent < 16 << 20, receiver.sent  # the deliverer hung up; it did not read 64 MiB
+
+
+async def test_no_attempt_starts_after_the_retry_window_even_waiting_for_a_place() -> None:
+    policy = RetryPolicy(attempts=5, window_s=1.0, timeout_s=0.4, backoff_s=0.05)
+    async with raw_receiver(hang) as receiver, deliverer(policy, concurrency=1) as webhooks:
+        queued = time.monotonic()
+        for i in range(10):
+            webhooks.submit(target(receiver.url), {"type": "event", "i": i})
+        await settled(webhooks, within=10)
+        took = time.monotonic() - queued
+    starts = [round(at - queued, 2) for at in receiver.started]
+    assert starts and max(starts) < 1.0 + 0.2, starts
+    assert counted(webhooks, "dropped") == 10 and counted(webhooks, "delivered") == 0
+    assert took < 1.0 + 0.4 + 0.5, took  # the last attempt started in the window and timed out
+
+
+async def test_pending_webhooks_are_capped_by_count_and_bytes_and_the_excess_dropped_once_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    policy = RetryPolicy(attempts=1, window_s=60, timeout_s=30)
+    caplog.set_level(logging.WARNING, logger="gateway.webhooks")
+    async with raw_receiver(hang) as receiver:
+        async with deliverer(policy, concurrency=1) as webhooks:
+            for i in range(1010):
+                webhooks.submit(target(receiver.url), {"type": "event", "i": i})
+            by_count = (webhooks.pending, counted(webhooks, "dropped"))
+        async with deliverer(policy, concurrency=1) as webhooks:
+            for _ in range(20):
+                webhooks.submit(target(receiver.url), {"type": "summary", "text": "y" * (1 << 20)})
+            by_bytes = (webhooks.pending, counted(webhooks, "dropped"))
+    assert by_count == (1000, 10), by_count
+    assert by_bytes == (15, 5), by_bytes  # 16 MiB hold 15 bodies of just over 1 MiB
+    full = [r.getMessage() for r in caplog.records if "queue full" in r.getMessage()]
+    assert len(full) == 2, full  # one line per overload, not one per webhook
+    assert not any(URL_TOKEN in r.getMessage() or "y" * 64 in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.ws
+async def test_a_trickling_receiver_does_not_hold_the_gateways_deliveries(gateway_factory: GatewayFactory) -> None:
+    settings = {"webhook_secret": SECRET, "webhook_timeout_s": 0.3, "webhook_attempts": 2,
+                "webhook_backoff_s": 0.05, "webhook_concurrency": 1}  # fmt: skip
+    async with raw_receiver(trickle) as receiver, gateway_factory(webhook_url=receiver.url, **settings) as gw:
+        await twilio_call(gw, "7")
+        started = time.monotonic()
+        await until_counted(gw, "dropped", 2)  # the final event and the summary, each tried twice
+        took = time.monotonic() - started
+        assert gw.gateway.webhooks.pending == 0
+    assert receiver.requests == 4 and deliveries(gw, "delivered") == 0
+    assert took < 5
