@@ -52,6 +52,10 @@ class Outbox:
         self._drop_backlog = False
         self.closed: Closed | None = None
 
+    def __len__(self) -> int:
+        """Items queued for the client and not yet taken (``bytes`` is their size)."""
+        return len(self._items)
+
     def put(self, item: OutItem) -> bool:
         """Queue ``item``; False when the client has let ``limit`` items or ``limit_bytes`` pile up (one
         item alone is always taken, however big: the bound is on what waits behind it)."""

@@ -63,7 +63,7 @@ class Session:
         self._intake: AudioIntake | None = None
         self.client_format: AudioFormat | None = None
         self._upstream_format: AudioFormat | None = None
-        self._outbox = Outbox(settings.client_event_queue, metrics, settings.client_outbox_bytes)
+        self.outbox = Outbox(settings.client_event_queue, metrics, settings.client_outbox_bytes)
         self._tasks: list[asyncio.Task[None]] = []
         self._end_reason: str | None = None
         self._end_error: GatewayError | None = None
@@ -183,14 +183,14 @@ class Session:
 
     @property
     def closed(self) -> Closed | None:
-        return self._outbox.closed
+        return self.outbox.closed
 
     def outbound(self) -> AsyncIterator[OutItem]:
         """Everything for the client, in order, ending with exactly one Closed."""
-        return self._outbox.items()
+        return self.outbox.items()
 
     async def wait_closed(self) -> Closed:
-        return await self._outbox.wait_closed()
+        return await self.outbox.wait_closed()
 
     @property
     def bytes_in(self) -> int:  # client audio accepted so far, in the client's format
@@ -240,7 +240,7 @@ class Session:
         self._finalize_deadline = time.monotonic() + self.settings.finalize_timeout_s
 
     def _emit(self, item: OutItem) -> None:
-        if self._outbox.closed is None and not self._outbox.put(item):
+        if self.outbox.closed is None and not self.outbox.put(item):
             self._finish("client_too_slow", ClientTooSlow("the client is not reading its events"), drop_backlog=True)
 
     async def _pump_upstream(self) -> None:
@@ -260,7 +260,7 @@ class Session:
 
     async def _tick(self) -> None:
         interval = self.settings.ack_interval_ms / 1000
-        while self._outbox.closed is None:
+        while self.outbox.closed is None:
             await asyncio.sleep(interval)
             now = time.monotonic()
             if self.state is SessionState.STREAMING:
@@ -284,12 +284,12 @@ class Session:
         await self._end_input(stop=False)
 
     def _finish(self, reason: str, error: GatewayError | None = None, *, drop_backlog: bool = False) -> None:
-        if self._outbox.closed is not None:
+        if self.outbox.closed is not None:
             return
         self.state = SessionState.CLOSED
         code = 1000 if error is None else error.ws_close_code
         audio_ms = round(self.client_format.bytes_to_ms(self.bytes_in), 1) if self.client_format else 0.0
-        self._outbox.close(Closed(reason, code, audio_ms, error), drop_backlog=drop_backlog)
+        self.outbox.close(Closed(reason, code, audio_ms, error), drop_backlog=drop_backlog)
         self._end_error = error
         if self.stream is not None:
             self.stream.cancel()

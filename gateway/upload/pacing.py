@@ -18,10 +18,8 @@ from gateway.settings import Settings
 
 
 def backlog(session: Session) -> tuple[int, int]:
-    """Items and bytes queued for the client and not yet taken. Session has no accessor for them
-    (session.py is at its 300-line cap), so its outbox is read here."""
-    outbox = session._outbox
-    return len(outbox._items), outbox.bytes
+    """Items and bytes queued for the client and not yet taken."""
+    return len(session.outbox), session.outbox.bytes
 
 
 class ReadPacer:
