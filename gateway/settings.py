@@ -236,7 +236,7 @@ class Settings(BaseSettings):
     webhook_timeout_s: float = Field(5.0, gt=0, description="Bound on one webhook POST (connect, send, answer).")
     webhook_attempts: int = Field(5, ge=1, le=20, description="Attempts per webhook before it is dropped.")
     webhook_retry_window_s: float = Field(
-        60.0, gt=0, description="No retry of a webhook starts later than this after its first attempt."
+        60.0, gt=0, description="No attempt of a webhook starts later than this after it was queued."
     )
     webhook_backoff_s: float = Field(0.5, gt=0, description="Wait before a webhook's first retry; doubles each time.")
     webhook_concurrency: int = Field(32, ge=1, description="Webhook POSTs in flight at once, all calls together.")
