@@ -11,12 +11,7 @@ from __future__ import annotations
 
 import json
 import struct
-import sys
-import tracemalloc
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
-from types import FrameType
+from contextlib import AbstractContextManager
 from typing import Any
 
 import pytest
@@ -27,40 +22,19 @@ from gateway.errors import AudioFormatError
 from tests.adapters.test_audiocodes import send_frames, start, until
 from tests.support import signals
 from tests.support.harness import RunningGateway, read_all, ws_connect
+from tests.support.work import Lines, peak_while
+from tests.support.work import lines_run as lines_run_in
 
 LIMIT = 64 * 1024
 LIMIT_MESSAGE = "no WAV data chunk in the first 64 KiB of audio"
 JUNK = b"JUNK\0\0\0\0"  # an empty chunk: the cheapest way to make a header long
 PREAMBLE = b"RIFF\0\0\0\0WAVE"
 PAYLOAD = bytes(range(256)) * 4
-SKIPPER_FILE = gateway.adapters.audiocodes.__file__
+SKIPPER_FILES = frozenset({gateway.adapters.audiocodes.__file__})
 
 
-@dataclass
-class Lines:
-    run: int = 0
-
-
-@contextmanager
-def lines_run() -> Iterator[Lines]:
-    """Count the lines of the AudioCodes dialect this thread runs inside the block (the gateway under
-    test runs in-process, on the test's event loop)."""
-    count = Lines()
-
-    def local(frame: FrameType, event: str, arg: Any) -> Any:
-        if event == "line":
-            count.run += 1
-        return local
-
-    def calls(frame: FrameType, event: str, arg: Any) -> Any:
-        return local if frame.f_code.co_filename == SKIPPER_FILE else None
-
-    previous = sys.gettrace()
-    sys.settrace(calls)
-    try:
-        yield count
-    finally:
-        sys.settrace(previous)
+def lines_run() -> AbstractContextManager[Lines]:
+    return lines_run_in(SKIPPER_FILES)
 
 
 def junk_wav(payload_start: int) -> bytes:
@@ -103,13 +77,7 @@ def test_a_chunk_dribbled_in_late_in_a_long_header_costs_little() -> None:
 def test_skipped_chunks_are_not_held() -> None:
     data, piece = junk_wav(60 * 1024) + PAYLOAD, 1024
     skipper = WavHeaderSkipper()
-    tracemalloc.start()
-    try:
-        before = tracemalloc.get_traced_memory()[0]
-        out = feed_pieces(skipper, data, piece)
-        peak = tracemalloc.get_traced_memory()[1] - before
-    finally:
-        tracemalloc.stop()
+    out, peak = peak_while(lambda: feed_pieces(skipper, data, piece))
     assert out == PAYLOAD
     assert peak - piece < 8 * 1024, peak  # was the whole header, and a copy of it on every frame
 

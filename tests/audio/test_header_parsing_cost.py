@@ -7,7 +7,6 @@ deterministic, so the bounds hold on any machine."""
 from __future__ import annotations
 
 import struct
-import tracemalloc
 
 import pytest
 
@@ -15,6 +14,7 @@ from gateway.audio.containers import HEADER_LIMIT, AuParser, PushParser, WavPars
 from gateway.audio.format import AudioFormat
 from gateway.errors import AudioFormatError
 from tests.audio.work import lines_run
+from tests.support.work import peak_while
 
 FMT = b"fmt " + struct.pack("<IHHIIHH", 16, 1, 1, 8000, 16000, 2, 16)
 JUNK = b"JUNK\0\0\0\0"  # an empty chunk: the cheapest way to make a header long
@@ -73,13 +73,7 @@ def test_au_annotation_dribbled_in_costs_little() -> None:
 
 def held_while_feeding(parser: PushParser, data: bytes, piece: int) -> tuple[bytes, int]:
     """(output, the most memory taken meanwhile beyond one piece: what the parser held or copied)."""
-    tracemalloc.start()
-    try:
-        before = tracemalloc.get_traced_memory()[0]
-        out = feed_pieces(parser, data, piece)
-        peak = tracemalloc.get_traced_memory()[1] - before
-    finally:
-        tracemalloc.stop()
+    out, peak = peak_while(lambda: feed_pieces(parser, data, piece))
     return out, peak - piece
 
 

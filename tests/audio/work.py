@@ -1,16 +1,14 @@
-"""How much work the upload parsers do, counted as the lines they run: deterministic, unlike a timer."""
+"""How much work the upload parsers do, counted as the lines they run (see :mod:`tests.support.work`)."""
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
-from types import FrameType
-from typing import Any
 
 import gateway.audio
+from tests.support.work import Lines
+from tests.support.work import lines_run as lines_run_in
 
 # Every module of gateway/audio but the decoder (which runs in its own thread, and only for compressed
 # bodies): the sniffer, the push parsers and whatever they are split into.
@@ -19,28 +17,7 @@ PARSER_FILES: frozenset[str] = frozenset(
 )
 
 
-@dataclass
-class Lines:
-    run: int = 0
-
-
 @contextmanager
 def lines_run() -> Iterator[Lines]:
-    """Count the lines of :data:`PARSER_FILES` this thread runs inside the block (the gateway under test
-    runs in-process, on the test's event loop)."""
-    count = Lines()
-
-    def local(frame: FrameType, event: str, arg: Any) -> Any:
-        if event == "line":
-            count.run += 1
-        return local
-
-    def calls(frame: FrameType, event: str, arg: Any) -> Any:
-        return local if frame.f_code.co_filename in PARSER_FILES else None
-
-    previous = sys.gettrace()
-    sys.settrace(calls)
-    try:
-        yield count
-    finally:
-        sys.settrace(previous)
+    with lines_run_in(PARSER_FILES) as lines:
+        yield lines
