@@ -24,3 +24,8 @@ def note_session(session_id: str) -> None:
     note = current_note.get()
     if note is not None and note.session_id is None:
         note.session_id = session_id
+
+
+#: Why the app left its HTTP response unfinished on purpose (a client too slow to read it), so the
+#: server's "returned without completing response" line is told apart from a bug. Set in the request's task.
+response_cut: ContextVar[str | None] = ContextVar("gateway_response_cut", default=None)

@@ -13,6 +13,7 @@ import logging
 from collections.abc import Iterable
 from typing import Any
 
+from gateway.logs.context import response_cut
 from gateway.logs.formats import extra_fields
 from gateway.logs.redact import MAX_FIELD_CHARS, SecretText, clip, redact_header, redact_target
 
@@ -24,13 +25,20 @@ _REQUEST_LINES = ("< %s %s %s", "< GET %s HTTP/1.1")
 _MAX_MESSAGE_CHARS = 8 * MAX_FIELD_CHARS
 
 
+_UNFINISHED = "ASGI callable returned without completing response."
+
+
 class ClientMistakeFilter(logging.Filter):
     """uvicorn logs a client's invalid UTF-8 text frame as an ERROR with a traceback, so one client
-    could flood the log; it is the client's mistake (closed with 1007): one short INFO line."""
+    could flood the log; it is the client's mistake (closed with 1007): one short INFO line. Likewise
+    its ERROR for a response the app cut on purpose (:data:`response_cut`): the client's doing, INFO."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.getMessage().startswith("Invalid UTF-8 sequence received from client"):
             record.exc_info, record.exc_text = None, None
+            record.levelno, record.levelname = logging.INFO, "INFO"
+        elif record.msg == _UNFINISHED and (reason := response_cut.get()) is not None:
+            record.msg, record.args = "Response left unfinished and connection closed: %s", (reason,)
             record.levelno, record.levelname = logging.INFO, "INFO"
         return True
 

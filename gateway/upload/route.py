@@ -22,6 +22,7 @@ from fastapi.routing import APIRoute
 from starlette.types import Receive, Scope, Send
 
 from gateway.errors import BadRequest, ClientGone, ClientTooSlow, ErrorCode, GatewayError, error_response
+from gateway.logs.context import response_cut
 from gateway.service import service_of
 from gateway.upload.answer import EventLog
 from gateway.upload.openapi import ERROR_RESPONSES, REQUEST_BODY, STREAM_EXAMPLE, RecognizeResult
@@ -135,6 +136,8 @@ class MessageStream(StreamingResponse):
             async with asyncio.timeout(min(1.0, self.upload.settings.client_send_timeout_s)):
                 line = await anext(self.lines)
                 await send({"type": "http.response.body", "body": line, "more_body": False})
+                return
+        response_cut.set("client_too_slow (it read nothing for GATEWAY_CLIENT_SEND_TIMEOUT_S)")
 
 
 @router.post(
