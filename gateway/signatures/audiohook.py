@@ -43,7 +43,8 @@ REQUIRED_COMPONENTS = (
 )
 CLOCK_SKEW_S = 5  # the tolerance the library applies to created/expires, and so to a nonce's life
 MIN_NONCE_CHARS = 16
-MAX_NONCES = 100_000  # ~10 MB at most; a handshake per second per secret holder is far below it
+MAX_NONCE_CHARS = 256  # Genesys sends ~32; each one is kept for the signature's life
+MAX_NONCES = 100_000  # ~10 MB typical (~40 MB at MAX_NONCE_CHARS); far above one handshake a second
 
 
 def client_secret(secret: SecretStr | None, where: str) -> bytes | None:
@@ -139,8 +140,8 @@ class AudioHookSignatures:
 
     def _use_nonce(self, owner: str, parameters: dict[str, Any]) -> None:
         nonce = parameters.get("nonce")
-        if not isinstance(nonce, str) or len(nonce) < MIN_NONCE_CHARS:
-            raise _refused(f"the signature needs a nonce of at least {MIN_NONCE_CHARS} characters")
+        if not isinstance(nonce, str) or not MIN_NONCE_CHARS <= len(nonce) <= MAX_NONCE_CHARS:
+            raise _refused(f"the signature needs a nonce of {MIN_NONCE_CHARS} to {MAX_NONCE_CHARS} characters")
         created = parameters.get("created")
         until = (created if isinstance(created, int) else time.time()) + self.max_age_s
         expires = parameters.get("expires")

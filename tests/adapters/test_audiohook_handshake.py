@@ -114,6 +114,16 @@ async def test_replayed_signature_is_refused(gw: RunningGateway) -> None:
 
 
 @pytest.mark.ws
+async def test_a_nonce_is_16_to_256_characters(gw: RunningGateway) -> None:
+    # Each nonce is remembered for its signature's life: one of any length would let a secret holder
+    # fill the memory with a few large handshakes.
+    assert await refused(gw, signed(nonce="n" * 15)) == (401, "invalid_signature")
+    assert await refused(gw, signed(nonce="n" * 257)) == (401, "invalid_signature")
+    assert await opens(gw, signed(nonce="n" * 256)) == "opened"
+    assert len(gw.gateway.gate.audiohook.nonces) == 1
+
+
+@pytest.mark.ws
 async def test_authority_is_the_public_host_not_the_callers_host(gw: RunningGateway) -> None:
     # Signed over the Host the test connects to (loopback, which the host guard lets through), not the
     # configured public host: a signature made for another server must not verify here.
