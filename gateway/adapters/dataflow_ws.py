@@ -6,7 +6,9 @@ Existing Data Flow clients change only the URL. Text frames carry Start/Update/F
 binary frames carry audio in the format Start declares. The client's Token and Tenant are read and
 dropped: the upstream Start carries the gateway's. Responses and events go back exactly as Data
 Flow sent them, minus any token. Messages the gateway makes itself (a refused start, an error) are
-written in the client's spelling. Close codes: 1000 after FinalResult, 1011 when Data Flow fails.
+written in the client's spelling. Close codes: 1000 after FinalResult, 1011 when Data Flow fails, 1009
+for a Start over the control-message bound (refused unread: its keys are matched tolerantly, so a Start
+of many junk keys is work).
 """
 
 from __future__ import annotations
@@ -21,11 +23,14 @@ from gateway.adapters.socket import Frame
 from gateway.audio.format import AudioFormat
 from gateway.dataflow.lenient import get, loads_object, norm_key
 from gateway.dataflow.messages import DataflowEvent, DataflowResponse, UpstreamAudio, message_name, parse_start
-from gateway.errors import BadRequest, ErrorCode, GatewayError, InvalidState, UpstreamRejected
+from gateway.errors import BadRequest, ErrorCode, GatewayError, InvalidState, MessageTooBig, UpstreamRejected
 from gateway.relay.items import Closed, Notice, OutItem, Started
 
 # What a Start declares when it leaves (part of) Audio out: Data Flow's own default input.
 DEFAULT_AUDIO = AudioFormat("pcm16", 16000, 1)
+#: The largest Start read when none is configured (GATEWAY_MAX_CONTROL_MESSAGE_BYTES's default).
+MAX_START_BYTES = 64 * 1024
+_LEGACY_NAMES = ('"message-name"', '"message_name"', '"messagename"')
 
 _RESPONSE_NAMES: dict[type[Any], str] = {
     commands.Finalize: "FinalizeResponse",
@@ -36,6 +41,11 @@ _RESPONSE_NAMES: dict[type[Any], str] = {
 
 def _kebab(name: str) -> str:
     return "".join(f"-{c.lower()}" if c.isupper() and i else c.lower() for i, c in enumerate(name))
+
+
+def _longer_than(text: str, limit: int) -> bool:
+    """Is ``text`` over ``limit`` bytes of UTF-8? (Encoded only when its length leaves a doubt.)"""
+    return len(text) > limit or (4 * len(text) > limit and len(text.encode("utf-8", "surrogatepass")) > limit)
 
 
 def scrub(value: Any) -> Any:
@@ -54,9 +64,12 @@ class DataflowDialect:
     refuse_full_at_once: ClassVar[bool] = False  # the refusal is a StartResponse in the client's spelling
     reports_flow: ClassVar[bool] = False
 
-    def __init__(self, path_project: str = "", default_project: str = "") -> None:
+    def __init__(
+        self, path_project: str = "", default_project: str = "", *, max_start_bytes: int = MAX_START_BYTES
+    ) -> None:
         self.path_project = path_project
         self.default_project = default_project
+        self.max_start_bytes = max_start_bytes
         self.legacy = False  # current clients write "MessageName"; legacy ones "message-name"
 
     def subprotocol(self, offered: Sequence[str]) -> str | None:
@@ -76,10 +89,14 @@ class DataflowDialect:
         try:
             if isinstance(message, bytes):
                 raise InvalidState("the first message must be a Start request, not audio", code=ErrorCode.NOT_STARTED)
+            if _longer_than(message, self.max_start_bytes):
+                self.legacy = any(name in message for name in _LEGACY_NAMES)  # refused unread, in its spelling
+                raise MessageTooBig(f"the Start message is over {self.max_start_bytes} bytes")
             obj = loads_object(message)
-            key = next((k for k in obj if norm_key(k) == "messagename"), "MessageName")
-            self.legacy = key == key.lower()
-            if message_name(obj) != "start":
+            key = next((k for k in obj if norm_key(k) == "messagename"), None)
+            self.legacy = key is not None and key == key.lower()
+            kind = obj[key] if key is not None else get(obj, "type")
+            if not isinstance(kind, str) or norm_key(kind) != "start":
                 raise InvalidState("the first message must be a Start request", code=ErrorCode.NOT_STARTED)
             # The client's token and tenant are discarded unread: the gateway injects its own.
             request, _token, _tenant = parse_start(obj, default_audio=DEFAULT_AUDIO, project=self.path_project)

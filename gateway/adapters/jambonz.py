@@ -6,7 +6,8 @@ binary LINEAR16 audio, and ``stop``. The gateway answers only ``transcription`` 
 [{transcript, confidence}], channel, language} and ``error`` {error}; after ``stop`` it sends the final
 result(s) and closes, as the vendor API asks. One recognition per connection, as jambonz's own client
 runs it. Channels are numbered from 1 (Data Flow's channel 0 is channel 1). The project is the URL's
-``?project=`` or the default project.
+``?project=`` or the default project. A ``language`` over 64 characters is refused (invalid_start): it
+would be held for the connection's life and sent back in every transcription.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any, ClassVar
 from gateway.adapters import commands
 from gateway.adapters.audiocodes import _confidence as confidence
 from gateway.adapters.dialect import ClientMessage, Command, SessionCommand
+from gateway.adapters.messages import quote
 from gateway.adapters.socket import Frame
 from gateway.audio.format import AudioFormat
 from gateway.dataflow.lenient import as_int, loads_object
@@ -26,6 +28,10 @@ from gateway.errors import AudioFormatError, BadRequest, ErrorCode, GatewayError
 from gateway.relay.items import Closed, OutItem
 
 log = logging.getLogger(__name__)
+
+#: The longest ``language`` a start may name (a BCP 47 tag is a handful of characters): it is held for
+#: the connection's life and sent back in every transcription.
+MAX_LANGUAGE_CHARS = 64
 
 
 def parse_start(obj: dict[str, Any], *, project: str) -> tuple[StartRequest, bool]:
@@ -37,6 +43,9 @@ def parse_start(obj: dict[str, Any], *, project: str) -> tuple[StartRequest, boo
     if not project:
         raise BadRequest("no project: add ?project=<name> to the vendor's URL", code=ErrorCode.INVALID_START)
     language = obj.get("language")
+    if isinstance(language, str) and len(language) > MAX_LANGUAGE_CHARS:  # echoed in every transcription
+        message = f"language must be a language tag of at most {MAX_LANGUAGE_CHARS} characters, not {quote(language)}"
+        raise BadRequest(message, code=ErrorCode.INVALID_START)
     request = StartRequest(project=project, audio=audio, language=language if isinstance(language, str) else None)
     return request, obj.get("interimResults") is True
 
@@ -82,7 +91,7 @@ class JambonzDialect:
             return commands.Finalize()
         if kind == "start":
             return commands.Refuse(InvalidState("one recognition per connection", code=ErrorCode.ALREADY_STARTED))
-        log.debug("ignored a jambonz %r message", kind)
+        log.debug("ignored a jambonz %s message", quote(kind))  # the client's text: cut short
         return None
 
     def fast_audio(self, message: ClientMessage) -> bytes | None:

@@ -29,13 +29,18 @@ async def stream(ws: WebSocket) -> None:
 @router.websocket("/project-runner")
 async def project_runner(ws: WebSocket) -> None:
     service = service_of(ws)
-    await Connection(ws, DataflowDialect("", service.settings.default_project), service).run()
+    await Connection(ws, _dataflow_dialect(service, ""), service).run()
 
 
 @router.websocket("/project-runner/{project}")
 async def project_runner_for(ws: WebSocket, project: str) -> None:
     service = service_of(ws)
-    await Connection(ws, DataflowDialect(project, service.settings.default_project), service).run()
+    await Connection(ws, _dataflow_dialect(service, project), service).run()
+
+
+def _dataflow_dialect(service: Gateway, path_project: str) -> DataflowDialect:
+    s = service.settings
+    return DataflowDialect(path_project, s.default_project, max_start_bytes=s.max_control_message_bytes)
 
 
 @router.websocket("/v1/audiocodes")

@@ -5,7 +5,10 @@ Vonage opens the socket, sends one text frame (``{"event": "websocket:connected"
 16-bit little-endian PCM in binary 20 ms frames (640 bytes at 16 kHz, 320 at 8 kHz). The socket closing
 is the hang-up: the session is finalized, not cancelled, and its results delivered. Nothing but audio
 goes back: results go to the result webhook, and audio Data Flow sends back (TTS) becomes L16 frames of
-exactly 20 ms at the call's rate (the last one padded with silence), which Vonage plays into the call.
+exactly 20 ms at the call's rate, which Vonage plays into the call. TTS audio comes in chunks of any
+length: what does not fill a frame waits for the next chunk, and only the fragment's end (``End of TTS
+Fragment``, or the session's) pads its last frame with silence — padding every chunk played a gap of
+silence after each one.
 
 Identity for the webhook: the ``uuid`` and ``conversation_uuid`` custom headers (what a Vonage app
 usually passes), and the header named by ``GATEWAY_VONAGE_CALL_HEADER`` as ``callId``. Custom headers
@@ -27,13 +30,14 @@ from gateway.adapters.socket import Frame
 from gateway.audio.convert import AudioConverter
 from gateway.audio.format import AudioFormat
 from gateway.dataflow.lenient import loads_object
-from gateway.dataflow.messages import StartRequest, UpstreamAudio
+from gateway.dataflow.messages import DataflowEvent, StartRequest, UpstreamAudio
 from gateway.errors import AudioFormatError, BadRequest, ErrorCode, GatewayError
 from gateway.relay.items import Closed, OutItem, Started
 
 log = logging.getLogger(__name__)
 
 FRAME_MS = 20
+END_OF_TTS = "End of TTS Fragment"
 _CONTENT_TYPE = re.compile(r"^\s*audio/l16\s*;\s*rate\s*=\s*(8000|16000)\s*$", re.IGNORECASE)
 
 
@@ -60,6 +64,7 @@ class VonageDialect:
         self.audio: AudioFormat | None = None
         self._tts: AudioConverter | None = None
         self._frame_bytes = 0
+        self._tts_held = b""  # TTS audio short of a whole frame, until the next chunk or the fragment's end
 
     def subprotocol(self, offered: Sequence[str]) -> str | None:
         return None
@@ -120,19 +125,26 @@ class VonageDialect:
             self._tts = AudioConverter(upstream, self.audio)
             self._frame_bytes = self.audio.ms_to_bytes(FRAME_MS)
         elif isinstance(item, UpstreamAudio) and self._tts is not None:
-            return self._speak(item.data)
+            return self._speak(self._tts.convert(item.data))
+        elif isinstance(item, DataflowEvent) and item.name == END_OF_TTS:
+            return self._end_of_speech()
         return ()  # results go to the webhook
 
-    def _speak(self, pcm: bytes) -> Sequence[Frame]:
-        assert self._tts is not None
-        audio = self._tts.convert(pcm)
-        size = self._frame_bytes
-        if len(audio) % size:
+    def _speak(self, audio: bytes, *, last: bool = False) -> list[Frame]:
+        """``audio`` after what was held, as whole frames; the rest is held (padded with silence if ``last``)."""
+        audio, size = self._tts_held + audio, self._frame_bytes
+        if last and len(audio) % size:
             audio += b"\x00" * (size - len(audio) % size)  # Vonage plays whole 20 ms frames only
-        return [audio[i : i + size] for i in range(0, len(audio), size)]
+        whole = len(audio) - len(audio) % size
+        self._tts_held = audio[whole:]
+        return [audio[i : i + size] for i in range(0, whole, size)]
+
+    def _end_of_speech(self) -> list[Frame]:
+        """The fragment's end: what the resampler and the last frame still hold goes out."""
+        return self._speak(self._tts.flush(), last=True) if self._tts is not None else []
 
     def goodbye(self, closed: Closed) -> commands.Goodbye:
-        return commands.Goodbye(())
+        return commands.Goodbye(tuple(self._end_of_speech()))
 
     def refusal(self, error: GatewayError, *, start_failed: bool) -> Sequence[Frame]:
         log.info("refused a Vonage call: %s", error.error_code)

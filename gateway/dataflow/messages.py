@@ -78,32 +78,48 @@ def build_request(name: str, **fields: Any) -> dict[str, Any]:
     return {"MessageName": name, **fields}
 
 
+def normalised(obj: Mapping[str, Any]) -> dict[str, Any]:
+    """``obj`` keyed by :func:`norm_key`, for a message read field by field: one pass over its keys,
+    where each ``get`` of a key not spelled exactly would normalise them all again (a client's Start
+    of thousands of junk keys cost a dozen passes)."""
+    return {norm_key(str(k)): v for k, v in obj.items()}
+
+
+def _first(keys: Mapping[str, Any], *names: str) -> Any:
+    """The value of the first of ``names`` (normalised already) in ``keys``, a :func:`normalised` map."""
+    return next((keys[name] for name in names if name in keys), None)
+
+
 def parse_audio(obj: Mapping[str, Any], *, default: AudioFormat) -> AudioFormat:
     """Audio block of a Start; missing values fall back to ``default`` (legacy clients omit some)."""
-    encoding_name = get(obj, "Encoding")
+    keys = normalised(obj)
+    encoding_name = keys.get("encoding")
     if encoding_name is None:
         encoding = default.encoding
     elif isinstance(encoding_name, str) and norm_key(encoding_name) in DATAFLOW_ENCODINGS:
         encoding = DATAFLOW_ENCODINGS[norm_key(encoding_name)]
     else:
         raise AudioFormatError("Audio.Encoding must be pcm, ulaw or alaw")
-    rate = as_int(get(obj, "SampleRate", "sample-rate", "rate"), default.sample_rate)
-    channels = as_int(get(obj, "ChannelCount", "channel-count", "channels"), default.channels)
+    rate = as_int(_first(keys, "samplerate", "rate"), default.sample_rate)
+    channels = as_int(_first(keys, "channelcount", "channels"), default.channels)
     return AudioFormat(encoding, rate, channels).validate()
 
 
 def parse_start(
     obj: Mapping[str, Any], *, default_audio: AudioFormat, project: str = ""
 ) -> tuple[StartRequest, str, str]:
-    """Read a Start in either dialect; returns (request, client token, client tenant)."""
-    name = get(obj, "ProjectName", "project-name", "Project")
+    """Read a Start in either dialect; returns (request, client token, client tenant). Work linear in its
+    keys: they are normalised once."""
+    keys = normalised(obj)
+    name = _first(keys, "projectname", "project")
     chosen = name if isinstance(name, str) and name else project
-    audio = parse_audio(as_dict(get(obj, "Audio")), default=default_audio)
-    settings = as_dict(get(obj, "Settings"))
-    legacy_ca = as_dict(get(obj, "ca"))
-    call_properties = as_dict(get(obj, "CallProperties")) or legacy_ca or None
-    language = get(obj, "Language")
-    output = as_dict(get(as_dict(get(obj, "Audio")), "Output"))
+    audio_keys = normalised(as_dict(keys.get("audio")))
+    audio = parse_audio(audio_keys, default=default_audio)
+    settings = as_dict(keys.get("settings"))
+    legacy_ca = as_dict(keys.get("ca"))
+    call_properties = as_dict(keys.get("callproperties")) or legacy_ca or None
+    language = keys.get("language")
+    output = as_dict(audio_keys.get("output"))
     request = StartRequest(
         project=chosen,
         audio=audio,
@@ -113,8 +129,8 @@ def parse_start(
         output_encoding=get(output, "Encoding"),
         extra={k: v for k, v in obj.items() if norm_key(k) not in _START_KNOWN},
     )
-    token = get(obj, "Token")
-    tenant = get(obj, "Tenant", "tenant-id")
+    token = keys.get("token")
+    tenant = _first(keys, "tenant", "tenantid")
     return request, str(token) if token is not None else "", str(tenant) if tenant is not None else ""
 
 

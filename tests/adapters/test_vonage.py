@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
@@ -16,14 +17,16 @@ from websockets.exceptions import InvalidStatus
 
 from gateway.adapters import commands
 from gateway.adapters.call_results import MAX_IDENTITY_CHARS
+from gateway.adapters.socket import Frame
 from gateway.adapters.vonage import VonageDialect
 from gateway.audio.format import AudioFormat
 from gateway.auth import key_digest
 from gateway.dataflow.messages import DataflowResponse, UpstreamAudio
-from gateway.relay.items import Started
+from gateway.relay.items import Closed, Started
 from gateway.simulator.faults import Fault
 from gateway.simulator.records import SimulatorConfig
-from tests.support import telephony
+from tests.support import signals, telephony
+from tests.support.fake_upstream import event
 from tests.support.harness import GatewayFactory, read_all, ws_connect
 from tests.support.settings import SECRETS, SIM_TENANT, SIM_TOKEN
 from tests.support.webhook_receiver import webhook_receiver
@@ -119,15 +122,52 @@ async def test_a_bad_content_type_is_refused_with_a_close_code(gateway_factory: 
     assert seen.close_code == 1003  # unsupported data
 
 
-def test_tts_goes_back_as_whole_20_ms_l16_frames_at_the_call_rate() -> None:
+def started_dialect(rate: int, upstream_rate: int | None = None) -> VonageDialect:
     dialect = VonageDialect("demo")
-    assert isinstance(dialect.waiting(telephony.vonage_connected(16000)), commands.Begin)
+    assert isinstance(dialect.waiting(telephony.vonage_connected(rate)), commands.Begin)
     response = DataflowResponse("StartResponse", True, None, None, {})
-    fmt = AudioFormat("pcm16", 16000, 1)
-    assert dialect.render(Started("s1", None, fmt, fmt, response)) == ()
-    frames = dialect.render(UpstreamAudio(b"\x01\x00" * 3000))  # 187.5 ms: the last frame is padded
-    assert [len(f) for f in frames if isinstance(f, bytes)] == [640] * 10
-    assert all(isinstance(f, bytes) for f in frames)
+    fmt, upstream = AudioFormat("pcm16", rate, 1), AudioFormat("pcm16", upstream_rate or rate, 1)
+    assert dialect.render(Started("s1", None, fmt, upstream, response)) == ()
+    return dialect
+
+
+END_OF_TTS = event("End of TTS Fragment", -2)
+
+
+def played(frames: Sequence[Frame]) -> bytes:
+    assert all(isinstance(f, bytes) and len(f) in (320, 640) for f in frames), [len(f) for f in frames]
+    return b"".join(f for f in frames if isinstance(f, bytes))
+
+
+def test_tts_goes_back_as_whole_20_ms_l16_frames_at_the_call_rate() -> None:
+    dialect = started_dialect(16000)
+    frames = dialect.render(UpstreamAudio(b"\x01\x00" * 3000))  # 187.5 ms: 9 frames, 7.5 ms wait for more
+    assert [len(f) for f in frames if isinstance(f, bytes)] == [640] * 9
+    last = dialect.render(END_OF_TTS)  # the fragment's end pads the last frame
+    assert played(last) == b"\x01\x00" * 120 + bytes(400)
+
+
+@pytest.mark.parametrize(("rate", "upstream_rate"), [(16000, 16000), (8000, 8000), (16000, 8000)])
+def test_tts_in_chunks_of_any_length_plays_without_gaps(rate: int, upstream_rate: int) -> None:
+    """Data Flow's TTS in 50 ms chunks: 500 ms went out as 600 ms, a 10 ms gap of silence after each chunk
+    (and, resampled, the resampler's last 20 ms never went out)."""
+    dialect = started_dialect(rate, upstream_rate)
+    tone = signals.to_pcm16(signals.tone(440, 500, upstream_rate))
+    step = upstream_rate // 20 * 2  # 50 ms
+    frames = [f for i in range(0, len(tone), step) for f in dialect.render(UpstreamAudio(tone[i : i + step]))]
+    frames += dialect.render(END_OF_TTS)
+    audio = played(frames)
+    assert len(audio) == 500 * rate // 1000 * 2  # exactly the 500 ms that came, in whole 20 ms frames
+    if rate == upstream_rate:
+        assert audio == tone  # every sample in order, no silence put in between
+    assert not dialect.render(END_OF_TTS)  # nothing left held
+
+
+def test_tts_short_of_a_frame_at_the_end_of_the_call_goes_out_with_the_goodbye() -> None:
+    dialect = started_dialect(8000)
+    assert dialect.render(UpstreamAudio(b"\x02\x00" * 100)) == []  # 12.5 ms: held for the next chunk
+    goodbye = dialect.goodbye(Closed("finalized", 1000, 0.0, None))
+    assert played(goodbye.frames) == b"\x02\x00" * 100 + bytes(120)
 
 
 BIG = 200_000  # characters of a header nobody reads; each DEL would be 4 in a repr()
