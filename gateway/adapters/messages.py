@@ -6,33 +6,14 @@ One place for the shape of ``started``, ``event``, ``ack``, ``response``, ``erro
 
 from __future__ import annotations
 
-import reprlib
 from typing import Any
 
 from gateway.audio.format import AudioFormat
 from gateway.dataflow.messages import DataflowEvent, DataflowResponse
 from gateway.errors import GatewayError
+from gateway.errors.quoting import clip as clip  # re-exported: the dialects quote through here
+from gateway.errors.quoting import quote as quote
 from gateway.relay.items import Flow, Recovered, Started
-
-#: Client text quoted in an error is cut to this many characters: an error must not send a client's
-#: megabyte back, nor hold it for a client that does not read.
-QUOTE_CHARS = 64
-
-_BOUNDED = reprlib.Repr()  # bounded work on any size or nesting (repr() of a client's array is not)
-_BOUNDED.maxlevel, _BOUNDED.maxdict, _BOUNDED.maxlist = 2, 4, 4
-_BOUNDED.maxstring = _BOUNDED.maxlong = _BOUNDED.maxother = QUOTE_CHARS
-
-
-def clip(text: str) -> str:
-    """``text`` cut to QUOTE_CHARS characters, an ellipsis marking the cut."""
-    return text if len(text) <= QUOTE_CHARS else text[:QUOTE_CHARS] + "…"
-
-
-def quote(value: Any) -> str:
-    """A client's value as an error message quotes it: its repr, cut short."""
-    if isinstance(value, str):
-        return repr(value) if len(value) <= QUOTE_CHARS else repr(value[:QUOTE_CHARS]) + "…"
-    return clip(_BOUNDED.repr(value))
 
 
 def audio_format(fmt: AudioFormat) -> dict[str, Any]:

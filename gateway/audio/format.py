@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Final, Literal, get_args
 
 from gateway.errors import AudioFormatError
+from gateway.errors.quoting import quote
 
 Encoding = Literal["pcm16", "f32", "mulaw", "alaw"]
 ENCODINGS: Final[frozenset[str]] = frozenset(get_args(Encoding))
@@ -40,7 +41,7 @@ class AudioFormat:
         try:
             return _WIDTHS[self.encoding]
         except KeyError:
-            raise AudioFormatError(f"unknown audio encoding {self.encoding!r}") from None
+            raise AudioFormatError(f"unknown audio encoding {quote(self.encoding)}") from None
 
     @property
     def frame_bytes(self) -> int:
@@ -60,14 +61,14 @@ class AudioFormat:
 
     def validate(self) -> AudioFormat:
         if self.encoding not in ENCODINGS:
-            raise AudioFormatError(f"unknown audio encoding {self.encoding!r}")
+            raise AudioFormatError(f"unknown audio encoding {quote(self.encoding)}")
         rate_ok = type(self.sample_rate) is int and MIN_SAMPLE_RATE <= self.sample_rate <= MAX_SAMPLE_RATE
         if not rate_ok:
             raise AudioFormatError(
-                f"sample rate must be {MIN_SAMPLE_RATE}..{MAX_SAMPLE_RATE} Hz, got {self.sample_rate!r}"
+                f"sample rate must be {MIN_SAMPLE_RATE}..{MAX_SAMPLE_RATE} Hz, got {quote(self.sample_rate)}"
             )
         if type(self.channels) is not int or self.channels not in (1, 2):
-            raise AudioFormatError(f"channels must be 1 or 2, got {self.channels!r}")
+            raise AudioFormatError(f"channels must be 1 or 2, got {quote(self.channels)}")
         return self
 
 
@@ -75,7 +76,7 @@ def to_dataflow_encoding(encoding: Encoding) -> str:
     try:
         return _TO_DATAFLOW[encoding]
     except KeyError:
-        raise AudioFormatError(f"Data Flow does not accept {encoding!r} audio") from None
+        raise AudioFormatError(f"Data Flow does not accept {quote(encoding)} audio") from None
 
 
 def parse_encoding(name: str) -> Encoding:
@@ -84,7 +85,7 @@ def parse_encoding(name: str) -> Encoding:
     try:
         return _SPELLINGS[key]
     except KeyError:
-        raise AudioFormatError(f"unknown audio encoding {name!r}") from None
+        raise AudioFormatError(f"unknown audio encoding {quote(name)}") from None
 
 
 def upstream_format_for(client: AudioFormat, encoding: Encoding, sample_rate: int) -> AudioFormat:

@@ -57,3 +57,19 @@ async def test_a_start_of_many_keys_costs_work_linear_in_its_keys(gw: RunningGat
             answer = json.loads(await ws.recv())
     assert answer["OperationResult"] == "Success"
     assert lines.run < 20 * keys, lines.run  # a few passes over its keys; was one per field looked up (36 lines a key)
+
+
+@pytest.mark.ws
+async def test_a_refused_audio_format_quotes_the_clients_values_cut_short(gw: RunningGateway) -> None:
+    huge, long_encoding = int("9" * 4000), "x" * 50_000  # JSON numbers of up to 4300 digits parse
+    for audio in ({"sample-rate": huge}, {"sample-rate": 8000, "channel-count": huge}):
+        async with ws_connect(gw.ws_url("/project-runner/demo")) as ws:
+            await ws.send(json.dumps({"message-name": "start", "audio": audio}))
+            answer = json.loads(await ws.recv())
+        assert answer["error-code"] == "unsupported_audio_format", answer
+        assert len(answer["operation-result"]) < 200, len(answer["operation-result"])
+    async with ws_connect(gw.ws_url("/v1/stream")) as ws:
+        await ws.send(json.dumps({"type": "start", "project": "demo", "audio": {"encoding": long_encoding}}))
+        error = json.loads(await ws.recv())
+    assert error["type"] == "error", error
+    assert len(error["message"]) < 200, len(error["message"])
