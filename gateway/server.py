@@ -182,6 +182,8 @@ def preflight(settings: Settings) -> None:
     """Configuration checks that would otherwise fail inside uvicorn's startup, as a traceback: each
     raises :class:`SettingsError` with one line (the command prints it and exits 2)."""
     WebhookTargets.from_settings(settings)
+    if settings.drain_budget_s > settings.max_session_s:  # a budget POST /internal/drain refuses too
+        raise SettingsError("GATEWAY_DRAIN_BUDGET_S: longer than a session may last (GATEWAY_MAX_SESSION_S)")
     if settings.ws_implementation == "wsproto" and importlib.util.find_spec("wsproto") is None:
         raise SettingsError("GATEWAY_WS_IMPLEMENTATION: wsproto is not installed (pip install wsproto)")
     if not settings.simulator_mode:

@@ -11,11 +11,12 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from pydantic_settings import SettingsError as PydanticSettingsError
 
 from gateway.auth import ApiKeySpec
+from gateway.config import bounds
 from gateway.config.environment import dotenv_names, parse_problem, unknown_variables, validation_problems
 
 UpstreamEncoding = Literal["pcm", "ulaw", "alaw"]
@@ -31,7 +32,9 @@ class SettingsError(ValueError):
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="GATEWAY_", env_file=".env", env_file_encoding="utf-8", extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix="GATEWAY_", env_file=".env", env_file_encoding="utf-8", extra="ignore", allow_inf_nan=False
+    )
 
     # --- HTTP server -----------------------------------------------------------------------------
     host: str = Field("127.0.0.1", description="Address to listen on (0.0.0.0 in containers).")
@@ -62,7 +65,7 @@ class Settings(BaseSettings):
     drain_budget_s: float = Field(
         30.0, ge=0, description="On SIGTERM or POST /internal/drain: time live sessions get before a 1001 close."
     )
-    admin_token: SecretStr | None = Field(
+    admin_token: bounds.AdminToken = Field(
         None, description="Bearer token for /internal endpoints; unset: only loopback callers may use them."
     )
 
@@ -87,12 +90,16 @@ class Settings(BaseSettings):
     upstream_token_refresh_margin_s: float = Field(300.0, ge=0, description="Refresh this long before expiry.")
     upstream_token_fetch_timeout_s: float = Field(10.0, gt=0, description="Bound on one token request.")
     upstream_token_fetch_attempts: int = Field(3, ge=1, le=10, description="Token requests before giving up.")
-    upstream_keepalive_interval_s: float = Field(20.0, gt=0, description="gRPC keepalive ping period.")
-    upstream_keepalive_timeout_s: float = Field(10.0, gt=0, description="Drop the channel if a ping is unanswered.")
-    upstream_reconnect_backoff_max_s: float = Field(
-        5.0, gt=0, description="Longest wait between reconnection attempts after Data Flow was unreachable."
+    upstream_keepalive_interval_s: bounds.GrpcSeconds = Field(20.0, description="gRPC keepalive ping period.")
+    upstream_keepalive_timeout_s: bounds.GrpcSeconds = Field(
+        10.0, description="Drop the channel if a ping is unanswered."
     )
-    upstream_max_message_bytes: int = Field(4 * 1024 * 1024, ge=64 * 1024, description="Largest gRPC message.")
+    upstream_reconnect_backoff_max_s: bounds.GrpcSeconds = Field(
+        5.0, description="Longest wait between reconnection attempts after Data Flow was unreachable."
+    )
+    upstream_max_message_bytes: bounds.GrpcBytes = Field(
+        4 * 1024 * 1024, ge=64 * 1024, description="Largest gRPC message."
+    )
     upstream_max_streams_per_connection: int = Field(
         100, ge=1, description="Most sessions on one upstream connection; more open another connection."
     )
@@ -111,7 +118,7 @@ class Settings(BaseSettings):
     upstream_start_timeout_s: float = Field(10.0, gt=0, description="Bound on waiting for StartResponse.")
     upstream_response_timeout_s: float = Field(30.0, gt=0, description="Bound on Finalize/Stop/Update answers.")
     upstream_encoding: UpstreamEncoding = Field("pcm", description="Audio encoding sent to Data Flow.")
-    upstream_sample_rate_hz: int = Field(
+    upstream_sample_rate_hz: bounds.DataflowRate = Field(
         16000, description="Rate sent to Data Flow (8000/16000); 8 kHz input stays 8 kHz."
     )
     upstream_coalesce_ms: int = Field(200, ge=10, le=1000, description="Most audio merged into one upstream message.")
@@ -150,14 +157,16 @@ class Settings(BaseSettings):
     max_control_message_bytes: int = Field(
         64 * 1024,
         ge=1024,
-        description="Largest event or update a client may send, and largest HTTP request body outside "
-        "uploads (larger: error message_too_big; 413 over HTTP).",
+        description="Largest event or update a client may send, largest /project-runner Start, and largest "
+        "HTTP request body outside uploads (larger: error message_too_big; 413 over HTTP, 1009 over WebSocket).",
     )
 
     # --- sessions --------------------------------------------------------------------------------------
     default_project: str = Field("", description="Project used when a client names none.")
     max_sessions: int = Field(500, ge=1, description="Concurrent sessions per process, all dialects.")
-    max_session_s: float = Field(4 * 3600.0, gt=0, description="Longest session; then it is finalized and closed.")
+    max_session_s: bounds.GrpcSeconds = Field(
+        4 * 3600.0, description="Longest session; then it is finalized and closed."
+    )
     idle_timeout_s: float = Field(30.0, gt=0, description="Close a session that sends nothing for this long.")
     start_timeout_s: float = Field(
         10.0,
@@ -165,7 +174,7 @@ class Settings(BaseSettings):
         description="Time a client has to send its start message, and an HTTP request outside uploads its "
         "whole body (408 start_timeout).",
     )
-    finalize_timeout_s: float = Field(30.0, gt=0, description="Wait for FinalResult after finalize/stop.")
+    finalize_timeout_s: bounds.GrpcSeconds = Field(30.0, description="Wait for FinalResult after finalize/stop.")
     client_send_timeout_s: float = Field(10.0, gt=0, description="Budget for a client that does not read events.")
     client_event_queue: int = Field(1000, ge=10, description="Events held for a slow client before closing it.")
     client_outbox_bytes: int = Field(
@@ -177,7 +186,6 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(
         1024**3, ge=1024, description="Largest POST /v1/recognize body; checked while streaming (413)."
     )
-
     max_audio_rate_x: float = Field(
         3.0, gt=0, description="Live streams may not send audio faster than this multiple of real time."
     )
@@ -193,19 +201,19 @@ class Settings(BaseSettings):
     api_keys: list[ApiKeySpec] = Field(
         default_factory=list, description='JSON list: [{"name","sha256","projects","max_sessions",...}].'
     )
-    token_signing_key: SecretStr | None = Field(
+    token_signing_key: bounds.SigningKey = Field(
         None, description="HS256 key for browser tokens (same on all replicas)."
     )
     token_ttl_s: float = Field(60.0, gt=0, description="Default life of a browser token (to start a session).")
     token_max_ttl_s: float = Field(900.0, gt=0, description="Longest life a browser token may ask for.")
-    allowed_origins: list[str] = Field(
+    allowed_origins: list[bounds.Origin] = Field(
         default_factory=list, description="Exact Origins allowed on WebSocket handshakes (pages on public_hosts are)."
     )
-    public_hosts: list[str] = Field(
+    public_hosts: list[bounds.PublicHost] = Field(
         default_factory=list,
         description="Host names clients use (host or host:port); others get 400. Empty: any with auth, else loopback.",
     )
-    trusted_proxies: list[str] = Field(
+    trusted_proxies: list[bounds.TrustedProxy] = Field(
         default_factory=list, description="Proxy addresses or CIDRs whose X-Forwarded-For is believed (empty: none)."
     )
     auth_failures_per_minute: int = Field(20, ge=0, description="Failed credentials per client address before 429.")
@@ -248,14 +256,6 @@ class Settings(BaseSettings):
     demo_page: bool | None = Field(
         None, description="Serve the demo page at / and its files at /static/; unset: only in simulator mode."
     )
-
-    @field_validator("upstream_sample_rate_hz")
-    @classmethod
-    def _dataflow_rate(cls, value: int) -> int:
-        # An int field (not Literal) so the environment's "8000" parses; Data Flow takes only these two.
-        if value not in (8000, 16000):
-            raise ValueError("Data Flow accepts 8000 or 16000")
-        return value
 
     @property
     def simulator_mode(self) -> bool:

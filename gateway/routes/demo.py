@@ -7,7 +7,6 @@ from elsewhere: a strict Content-Security-Policy allows only this origin (fetch 
 
 from __future__ import annotations
 
-import re
 from functools import cache
 from importlib import resources
 
@@ -23,7 +22,6 @@ MEDIA_TYPES = {
     ".js": "text/javascript; charset=utf-8",  # module scripts and worklets need a JavaScript type
     ".css": "text/css; charset=utf-8",
 }
-_SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 CONTENT_SECURITY_POLICY = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
     "connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
@@ -43,23 +41,25 @@ def demo_enabled(request: Request) -> bool:
 
 
 @cache
-def _static_file(name: str) -> bytes | None:
-    """The bytes of ``gateway/static/<name>``; None for anything that is not a served file."""
-    suffix = name[name.rfind(".") :] if "." in name else ""
-    if suffix not in MEDIA_TYPES or not _SAFE_NAME.fullmatch(name):
-        return None
-    entry = resources.files("gateway").joinpath("static", name)
-    return entry.read_bytes() if entry.is_file() else None
+def _static_files() -> dict[str, bytes]:
+    """Every served file of ``gateway/static/``, read once. A name a client asks for is only looked up
+    here: it never reaches the file system and is never kept (a memo keyed by it would grow for ever)."""
+    files = resources.files("gateway").joinpath("static").iterdir()
+    return {f.name: f.read_bytes() for f in files if f.is_file() and _suffix(f.name) in MEDIA_TYPES}
+
+
+def _suffix(name: str) -> str:
+    return name[name.rfind(".") :] if "." in name else ""
 
 
 def _serve(request: Request, name: str) -> Response:
-    body = _static_file(name) if demo_enabled(request) else None
+    body = _static_files().get(name) if demo_enabled(request) else None
     if body is None:
         raise HTTPException(status_code=404)
     if name == "index.html":
         mode = b"true" if service_of(request).simulator_mode else b"false"
         body = body.replace(b"__SIMULATOR_MODE__", mode)
-    return Response(body, media_type=MEDIA_TYPES[name[name.rfind(".") :]], headers=_HEADERS)
+    return Response(body, media_type=MEDIA_TYPES[_suffix(name)], headers=_HEADERS)
 
 
 @router.get("/", summary="Demo page (simulator mode, or GATEWAY_DEMO_PAGE=true)", response_class=Response)

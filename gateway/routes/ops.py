@@ -27,6 +27,10 @@ def _admin_allowed(request: Request) -> bool:
         sent = request.headers.get("authorization", "")
         expected = f"Bearer {token.get_secret_value()}"
         return hmac.compare_digest(sent.encode(), expected.encode())
+    if "origin" in request.headers:
+        # A browser's request (a page on any site can POST here from its visitor's machine, no preflight
+        # needed): the loopback rule is for the preStop hook and operators' tools, which send no Origin.
+        return False
     host = request.client.host if request.client else ""
     try:
         return ipaddress.ip_address(host).is_loopback
@@ -39,7 +43,8 @@ def _admin_allowed(request: Request) -> bool:
     summary="Start draining this replica",
     description="Readiness fails at once, new sessions are refused, live sessions get GATEWAY_DRAIN_BUDGET_S "
     "(or ?budget_s=, 0 to GATEWAY_MAX_SESSION_S) to finish, then close with 1001. Needs "
-    "`Authorization: Bearer <GATEWAY_ADMIN_TOKEN>`, or a loopback caller when no admin token is set.",
+    "`Authorization: Bearer <GATEWAY_ADMIN_TOKEN>`, or, when no admin token is set, a loopback caller that is not "
+    "a browser (no `Origin` header).",
     status_code=202,
 )
 async def drain(request: Request, budget_s: float | None = None) -> Response:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -307,3 +308,25 @@ def test_upstream_sample_rate_from_the_environment(monkeypatch: pytest.MonkeyPat
     monkeypatch.setenv("GATEWAY_UPSTREAM_SAMPLE_RATE_HZ", "11025")
     with pytest.raises(SettingsError, match="GATEWAY_UPSTREAM_SAMPLE_RATE_HZ"):
         load_settings(_env_file=None)
+
+
+@pytest.mark.ws
+async def test_an_origin_that_is_not_ascii_is_refused_not_a_server_error(gw: RunningGateway) -> None:
+    """With auth on and no public hosts, an Origin other than the allowed ones was compared to the Host
+    with hmac.compare_digest, which raises TypeError for non-ASCII text: a 500 and a traceback in the log
+    for any caller without a credential (the handshake got uvicorn's plain-text 500, uncounted)."""
+    origin = b"Origin: http://\xe9vil.example\r\n"
+    requests = [
+        b"POST /v1/tokens HTTP/1.1\r\nHost: gw.example.com\r\n" + origin + b"Content-Length: 2\r\n\r\n{}",
+        b"GET /v1/stream HTTP/1.1\r\nHost: gw.example.com\r\n" + origin + b"Upgrade: websocket\r\n"
+        b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+    ]
+    for request in requests:
+        reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
+        try:
+            writer.write(request)
+            async with asyncio.timeout(5):
+                head = await reader.readuntil(b"\r\n\r\n")
+        finally:
+            writer.close()
+        assert head.startswith(b"HTTP/1.1 403 "), head

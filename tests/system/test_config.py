@@ -100,3 +100,72 @@ def test_an_unknown_variable_in_the_env_file_stops_startup_too(tmp_path: Path) -
     done = run_cli(["settings"], {}, tmp_path)
     assert done.returncode == 2, done.stdout
     assert done.stderr.splitlines() == ["GATEWAY_UPSTREAM_TOKN: unknown setting; did you mean GATEWAY_UPSTREAM_TOKEN?"]
+
+
+def test_values_that_would_only_fail_later_stop_startup(tmp_path: Path) -> None:
+    """Each of these was accepted: the gateway started and said ready, then every session failed (gRPC
+    takes its channel options as 32-bit integers and its deadline overflowed: no close frame, or 1011
+    upstream_timeout at once), drained for ever, signed browser tokens with a guessable key, or refused
+    every drain request (an empty admin token: the preStop hook got 401)."""
+    env = {
+        "GATEWAY_UPSTREAM_KEEPALIVE_INTERVAL_S": "inf",
+        "GATEWAY_UPSTREAM_RECONNECT_BACKOFF_MAX_S": "1e12",
+        "GATEWAY_UPSTREAM_MAX_MESSAGE_BYTES": str(2**31),
+        "GATEWAY_MAX_SESSION_S": "1e10",
+        "GATEWAY_FINALIZE_TIMEOUT_S": "Infinity",
+        "GATEWAY_TOKEN_SIGNING_KEY": "s3cret-key",
+        "GATEWAY_ADMIN_TOKEN": "",
+    }
+    done = run_cli(["settings"], env, tmp_path)
+    assert done.returncode == 2, done.stdout
+    lines = done.stderr.splitlines()
+    assert sorted(line.split(":")[0] for line in lines) == sorted(env), lines
+    assert "Traceback" not in done.stderr and "s3cret-key" not in done.stderr
+    # A drain budget longer than a session may last (the drain endpoint refuses such a budget too).
+    budget = run_cli(["serve"], {"GATEWAY_DRAIN_BUDGET_S": "20000"}, tmp_path)
+    assert budget.returncode == 2, budget.stderr
+    assert budget.stderr.splitlines() == [
+        "GATEWAY_DRAIN_BUDGET_S: longer than a session may last (GATEWAY_MAX_SESSION_S)"
+    ]
+
+
+def test_a_password_in_a_url_setting_is_masked_in_the_report(tmp_path: Path) -> None:
+    """A webhook receiver or identity endpoint behind basic auth is configured as https://user:password@host/…
+    (httpx sends it as Authorization: Basic); ``settings`` printed that password as it was."""
+    env = {
+        "GATEWAY_WEBHOOK_URL": f"https://hooks:{HOOK_TOKEN}@hooks.example.test/in",
+        "GATEWAY_UPSTREAM_IDENTITY_URL": f"https://gw:{SECRET_TOKEN}@identity.example.test/connect/token",
+    }
+    for args in (["settings"], ["settings", "--json"]):
+        done = run_cli(args, env, tmp_path)
+        assert done.returncode == 0, done.stderr
+        assert HOOK_TOKEN not in done.stdout and SECRET_TOKEN not in done.stdout, done.stdout
+        assert "hooks.example.test/in" in done.stdout and "identity.example.test/connect/token" in done.stdout
+
+
+def test_a_trusted_proxy_that_is_not_an_address_stops_startup(tmp_path: Path) -> None:
+    """uvicorn keeps an entry that is not an IP address or network as a literal that never matches: a
+    proxy named by its host name ("nginx") or a network with host bits ("10.0.0.1/8") was silently not
+    trusted, and every client behind it counted as the proxy's one address (the auth throttle's key)."""
+    env = {"GATEWAY_TRUSTED_PROXIES": json.dumps(["nginx", "10.0.0.1/8", "10.1.0.0/16", "::1", "192.0.2.7"])}
+    done = run_cli(["settings"], env, tmp_path)
+    assert done.returncode == 2, done.stdout
+    assert [line.split(":")[0] for line in done.stderr.splitlines()] == [
+        "GATEWAY_TRUSTED_PROXIES[0]", "GATEWAY_TRUSTED_PROXIES[1]"]  # fmt: skip
+
+
+def test_origins_and_host_names_that_can_never_match_stop_startup(tmp_path: Path) -> None:
+    """A browser sends its Origin as scheme://host[:port], lower case, without the default port or a
+    path; a Host header has no scheme. An entry written otherwise never matched: every browser session
+    was refused (403 origin_not_allowed), or every request (400), however long the gateway ran."""
+    origins = ["https://app.example.com/", "app.example.com", "https://App.example.com", "https://a.example:443",
+               "https://ok.example.com", "http://localhost:3000"]  # fmt: skip
+    hosts = ["https://gw.example.com", "gw.example.com/v1", "gw.example.com", "gw.example.com:8443", "[::1]:8080"]
+    env = {"GATEWAY_ALLOWED_ORIGINS": json.dumps(origins), "GATEWAY_PUBLIC_HOSTS": json.dumps(hosts)}
+    done = run_cli(["settings"], env, tmp_path)
+    assert done.returncode == 2, done.stdout
+    assert sorted(line.split(":")[0] for line in done.stderr.splitlines()) == [
+        *(f"GATEWAY_ALLOWED_ORIGINS[{i}]" for i in range(4)),
+        "GATEWAY_PUBLIC_HOSTS[0]",
+        "GATEWAY_PUBLIC_HOSTS[1]",
+    ]

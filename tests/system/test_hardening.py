@@ -7,9 +7,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import json
+import logging
 import os
 import time
+import tracemalloc
 
 import httpx
 import pytest
@@ -234,3 +237,29 @@ async def test_finalize_then_gone_still_finishes_upstream(simulator: DataflowSim
         async with asyncio.timeout(3):
             while gw.gateway.registry.active or gw.gateway.upstream.active_streams:
                 await asyncio.sleep(0.01)
+
+
+async def test_demo_file_names_a_client_asks_for_are_not_kept(simulator: DataflowSimulator) -> None:
+    """Every /static/<name> asked for was memoised, found or not (unbounded, client-chosen keys: 1000
+    made-up names of 250 characters kept 0.32 MB for the process's life), and a name longer than the file
+    system allows was a 500 with a traceback. Only the page's own files are served and kept now."""
+    async with (
+        running_gateway(settings_for(simulator, demo_page=True)) as gw,
+        httpx.AsyncClient(base_url=gw.http_url) as http,
+    ):
+        assert (await http.get("/static/demo.js")).status_code == 200
+        assert (await http.get(f"/static/{'a' * 4000}.js")).status_code == 404  # was a 500
+        logging.disable(logging.INFO)  # log records (kept by pytest and the secret check) are not the gateway's
+        tracemalloc.start()
+        try:
+            for batch in ("warm", "measured"):  # the first fills the URL parsers' own bounded caches
+                before = tracemalloc.take_snapshot()
+                for i in range(1000):
+                    assert (await http.get(f"/static/{batch}{i:04d}{'a' * 240}.js")).status_code == 404
+                gc.collect()
+                kept = sum(stat.size_diff for stat in tracemalloc.take_snapshot().compare_to(before, "filename"))
+        finally:
+            tracemalloc.stop()
+            logging.disable(logging.NOTSET)
+        assert kept < 64 * 1024, kept
+        assert (await http.get("/static/demo.js")).status_code == 200

@@ -187,6 +187,19 @@ async def test_drain_endpoint_needs_the_admin_token(simulator: DataflowSimulator
         assert gw.gateway.registry.draining is True
 
 
+async def test_a_web_page_cannot_drain_a_gateway_on_its_visitor_s_machine(simulator: DataflowSimulator) -> None:
+    """Without an admin token a loopback caller may drain; a page on any site could make the visitor's
+    browser POST to http://127.0.0.1:8080/internal/drain (a "simple" request: no preflight, the answer
+    unread but the replica drained: 202). A request that carries an Origin is a browser's: refused."""
+    async with running_gateway(settings_for(simulator)) as gw, httpx.AsyncClient(base_url=gw.http_url) as http:
+        for origin in ("https://evil.example", "null", gw.http_url):
+            forged = await http.post("/internal/drain", headers={"Origin": origin, "Content-Type": "text/plain"})
+            assert forged.status_code == 401, (origin, forged.status_code)
+        assert gw.gateway.registry.draining is False
+        assert (await http.post("/internal/drain")).status_code == 202  # the preStop hook (no Origin)
+        assert gw.gateway.registry.draining is True
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
