@@ -3,6 +3,9 @@ refused StartResponse (API level)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import grpc
 
 from gateway.errors import (
@@ -15,6 +18,8 @@ from gateway.errors import (
 )
 
 _MAX_DETAILS = 200
+_AUTH_WORDS = ("token", "unauthor", "unauthent", "expired", "credential")
+_GATEWAY_FIELDS = ("Token", "Tenant")  # what the gateway, not the client, put in a Start
 
 
 def error_from_status(code: grpc.StatusCode, details: str | None) -> UpstreamError:
@@ -40,9 +45,32 @@ def error_from_status(code: grpc.StatusCode, details: str | None) -> UpstreamErr
     return error
 
 
-def start_refused(text: str) -> UpstreamError:
-    """A failed StartResponse: the gateway's credential refused, or the session itself."""
-    lowered = text.lower()
-    if any(word in lowered for word in ("token", "unauthor", "unauthent", "expired", "credential")):
+def start_refused(text: str, start: Mapping[str, Any] | None = None) -> UpstreamError:
+    """A failed StartResponse: the gateway's credential refused, or the session itself.
+
+    Data Flow may quote what the client put in ``start`` (an unknown project, a setting): a word of
+    the client's (a project ``expired-token-demo``) must not pass for a refused credential, or any
+    client could make the gateway drop its token (and fetch one) and retry at will."""
+    said = text.lower()
+    for value in _client_strings(start or {}):
+        if value in said and any(word in value for word in _AUTH_WORDS):
+            said = said.replace(value, " ")
+    if any(word in said for word in _AUTH_WORDS):
         return UpstreamAuthFailed(f"Data Flow refused the gateway's credential: {text}")
     return UpstreamRejected(f"Data Flow rejected the session: {text}", dataflow_message=text)
+
+
+def _client_strings(message: object) -> set[str]:
+    """Every string (keys included) of a Start, lower-cased, but the gateway's own Token and Tenant."""
+    found: set[str] = set()
+    todo = [message]
+    while todo:
+        item = todo.pop()
+        if isinstance(item, str):
+            found.add(item.lower())
+        elif isinstance(item, Mapping):
+            pairs = [(k, v) for k, v in item.items() if item is not message or k not in _GATEWAY_FIELDS]
+            todo.extend(v for pair in pairs for v in pair)
+        elif isinstance(item, list | tuple):
+            todo.extend(item)
+    return found

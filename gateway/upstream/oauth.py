@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import math
 import time
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -22,11 +24,16 @@ from gateway.errors import UpstreamAuthFailed
 
 log = logging.getLogger("gateway.upstream.token")
 
+#: Largest token answer read (after decompression); a JWT with many claims is a few kilobytes.
+MAX_ANSWER_BYTES = 64 * 1024
 DEFAULT_EXPIRES_IN_S = 300.0  # no usable expires_in: assume a short life so we refresh early
 _BACKOFF_FIRST_S, _BACKOFF_MAX_S = 0.2, 2.0
-# After a failed refresh, a still-valid token is served this long before the next try, so an identity
-# outage does not make every get() wait through all attempts.
+# A still-valid token is served at once while it is refreshed in the background; after a failed refresh,
+# the next (background) try waits this long, so an identity outage is not asked again on every get().
 _FAILED_REFRESH_COOLDOWN_S = 10.0
+# Without a usable token, a failed fetch is the answer for this long: sessions arriving during an identity
+# outage (or with refused credentials) fail at once instead of each starting a fetch of its own.
+_FAILED_FETCH_COOLDOWN_S = 2.0
 # RFC 6749 error codes are a fixed vocabulary and safe to quote; the rest of a body is not.
 _OAUTH_ERRORS = {"invalid_request", "invalid_client", "invalid_grant", "unauthorized_client", "invalid_scope"}
 
@@ -36,6 +43,13 @@ class _Cached:
     token: SecretStr
     expires_at: float
     refresh_at: float
+
+
+@dataclass(frozen=True)
+class _Failure:
+    message: str  # names the host and the cause, never a secret or the response body
+    retryable: bool
+    until: float
 
 
 class _AttemptFailed(Exception):
@@ -78,6 +92,7 @@ class ClientCredentialsTokenProvider:
         self._http, self._owns_http, self._clock = http, http is None, clock
         self._cached: _Cached | None = None
         self._retry_after = -math.inf
+        self._failed: _Failure | None = None  # the last fetch, if it failed with no usable token
         self._inflight: asyncio.Task[SecretStr] | None = None
         self._closed = False
 
@@ -95,12 +110,14 @@ class ClientCredentialsTokenProvider:
         if self._closed:
             raise UpstreamAuthFailed("token provider is closed", retryable=True)
         now, cached = self._clock(), self._cached
-        if cached is not None and now < cached.expires_at and (now < cached.refresh_at or now < self._retry_after):
+        if cached is not None and now < cached.expires_at:
+            if now >= cached.refresh_at and now >= self._retry_after:
+                self._refreshing()  # in the background: the token is still good, nobody waits for the fetch
             return cached.token
-        task = self._inflight
-        if task is None:  # single flight: callers arriving during a fetch share it and its outcome
-            task = self._inflight = asyncio.get_running_loop().create_task(self._refresh())
-            task.add_done_callback(_mark_retrieved)
+        failed = self._failed
+        if failed is not None and now < failed.until:
+            raise UpstreamAuthFailed(failed.message, retryable=failed.retryable)
+        task = self._refreshing()
         try:
             return await asyncio.shield(task)  # one caller giving up must not cancel the others' fetch
         except asyncio.CancelledError:
@@ -108,6 +125,13 @@ class ClientCredentialsTokenProvider:
             if task.cancelled() and (me is None or not me.cancelling()):  # aclose(), not our caller
                 raise UpstreamAuthFailed("token provider closed during the fetch", retryable=True) from None
             raise
+
+    def _refreshing(self) -> asyncio.Task[SecretStr]:
+        """The fetch under way, started if none is: single flight, callers share it and its outcome."""
+        if self._inflight is None:
+            self._inflight = asyncio.get_running_loop().create_task(self._refresh(), name="upstream-token")
+            self._inflight.add_done_callback(_mark_retrieved)
+        return self._inflight
 
     def invalidate(self, token: SecretStr) -> None:
         if self._cached is not None and token == self._cached.token:
@@ -130,6 +154,7 @@ class ClientCredentialsTokenProvider:
         except UpstreamAuthFailed as exc:
             cached, now = self._cached, self._clock()
             if cached is None or now >= cached.expires_at:
+                self._failed = _Failure(exc.message, exc.retryable, now + _FAILED_FETCH_COOLDOWN_S)
                 raise
             self._retry_after = now + _FAILED_REFRESH_COOLDOWN_S
             left = cached.expires_at - now
@@ -138,7 +163,7 @@ class ClientCredentialsTokenProvider:
         finally:
             if self._inflight is asyncio.current_task():
                 self._inflight = None
-        self._cached, self._retry_after = fresh, -math.inf
+        self._cached, self._retry_after, self._failed = fresh, -math.inf, None
         return fresh.token
 
     async def _fetch(self) -> _Cached:
@@ -168,9 +193,7 @@ class ClientCredentialsTokenProvider:
         form["scope"] = self._scope
         try:
             async with asyncio.timeout(self._fetch_timeout_s):  # bounds the whole exchange, body included
-                response = await self._client().post(
-                    self._url, data=form, headers={"Accept": "application/json"}, timeout=self._fetch_timeout_s
-                )
+                status, raw = await self._post(form)
         except (TimeoutError, httpx.TimeoutException):
             raise _AttemptFailed("timeout", retryable=True) from None
         except httpx.ConnectError as exc:
@@ -178,18 +201,39 @@ class ClientCredentialsTokenProvider:
             raise _AttemptFailed("connection refused" if refused else "connection failed", retryable=True) from None
         except httpx.HTTPError as exc:
             raise _AttemptFailed(f"transport error ({type(exc).__name__})", retryable=True) from None
-        status = response.status_code
-        if not response.is_success:
+        if not 200 <= status < 300:
             retryable = status >= 500 or status in (408, 429)
-            raise _AttemptFailed(f"HTTP {status}{_oauth_error(response)}", retryable=retryable)
+            raise _AttemptFailed(f"HTTP {status}{_oauth_error(raw)}", retryable=retryable)
         try:
-            body = response.json()
+            parsed = _json(raw)
         except ValueError:
             raise _AttemptFailed(f"HTTP {status} with a non-JSON body", retryable=True) from None
-        token = body.get("access_token") if isinstance(body, dict) else None
+        body: dict[str, object] = parsed if isinstance(parsed, dict) else {}
+        token = body.get("access_token")
         if not isinstance(token, str) or not token:
             raise _AttemptFailed(f"HTTP {status} without an access_token", retryable=True)
         return SecretStr(token), _lifetime(body.get("expires_in"))
+
+    async def _post(self, form: dict[str, str]) -> tuple[int, bytes]:
+        """The answer's status and body, read only up to MAX_ANSWER_BYTES (decompressed): a token answer is
+        a few kilobytes, and the identity service's size (or a compressed bomb) must not become ours."""
+        headers = {"Accept": "application/json", "Accept-Encoding": "identity"}
+        client = self._client()
+        async with client.stream("POST", self._url, data=form, headers=headers, timeout=self._fetch_timeout_s) as got:
+            status, encoding = got.status_code, got.headers.get("content-encoding", "identity").strip().lower()
+            if encoding not in ("identity", "gzip", "x-gzip", "deflate"):
+                raise _AttemptFailed(f"HTTP {status} in an unsupported content encoding", retryable=True)
+            # zlib or gzip framing, detected: what servers send for "deflate" and "gzip"
+            inflate = zlib.decompressobj(zlib.MAX_WBITS | 32) if encoding != "identity" else None
+            body = bytearray()
+            async for chunk in got.aiter_raw():
+                try:  # at most one byte past the limit is inflated: enough to know it is too large
+                    body += inflate.decompress(chunk, MAX_ANSWER_BYTES + 1 - len(body)) if inflate else chunk
+                except zlib.error:
+                    raise _AttemptFailed(f"HTTP {status} with a corrupt compressed body", retryable=True) from None
+                if len(body) > MAX_ANSWER_BYTES:
+                    raise _AttemptFailed(f"HTTP {status} with an answer too large", retryable=True)
+        return status, bytes(body)
 
     def _client(self) -> httpx.AsyncClient:
         if self._http is None:
@@ -199,8 +243,10 @@ class ClientCredentialsTokenProvider:
 
 
 def _mark_retrieved(task: asyncio.Task[SecretStr]) -> None:
-    if not task.cancelled():
-        task.exception()  # no "exception never retrieved" noise when every waiter gave up early
+    # no "exception never retrieved" noise when every waiter gave up early, or none waited (a background refresh)
+    exc = None if task.cancelled() else task.exception()
+    if exc is not None and not isinstance(exc, UpstreamAuthFailed):  # (those are logged where they happen)
+        log.error("token refresh failed unexpectedly (%s)", type(exc).__name__)
 
 
 def _caused_by(exc: BaseException | None, kind: type[BaseException]) -> bool:
@@ -211,9 +257,17 @@ def _caused_by(exc: BaseException | None, kind: type[BaseException]) -> bool:
     return False
 
 
-def _oauth_error(response: httpx.Response) -> str:
+def _json(raw: bytes) -> object:
+    """``raw`` parsed; ValueError for anything unparseable, nesting past the parser's recursion included."""
     try:
-        body = response.json()
+        return json.loads(raw)
+    except RecursionError:
+        raise ValueError("JSON nested too deep") from None
+
+
+def _oauth_error(raw: bytes) -> str:
+    try:
+        body = _json(raw)
     except ValueError:
         return ""
     error = body.get("error") if isinstance(body, dict) else None

@@ -100,7 +100,7 @@ class DataflowStream:
             raise
         if not response.ok:
             self.cancel()
-            raise self._noted(start_refused(response.error or "start failed"))
+            raise self._noted(start_refused(response.error or "start failed", start))
         self.session_id = response.session_id
         self._writer = asyncio.create_task(self._write_loop(), name="dataflow-writer")
         self._writer.add_done_callback(self._writer_done)  # a cancelled writer's traceback holds this stream

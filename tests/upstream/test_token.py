@@ -30,6 +30,7 @@ from gateway.upstream.token import (
     token_provider_from_settings,
 )
 
+FAILED_FETCH_COOLDOWN_S = 2.0
 CLIENT_SECRET = "cs-TOPSECRET-5e0c9a1b7f"
 TOKEN_PREFIX = "tok-ISSUED-"
 MISSING = object()
@@ -98,6 +99,13 @@ class FakeClock:
 MakeProvider = Callable[..., ClientCredentialsTokenProvider]
 
 
+async def settled(provider: ClientCredentialsTokenProvider) -> None:
+    """Until a refresh under way in the background has ended."""
+    async with asyncio.timeout(10):
+        while provider._inflight is not None:
+            await asyncio.sleep(0.01)
+
+
 @pytest.fixture
 async def make(identity: Identity) -> AsyncIterator[MakeProvider]:
     made: list[ClientCredentialsTokenProvider] = []
@@ -146,6 +154,8 @@ async def test_cached_then_refreshed_before_expiry(identity: Identity, make: Mak
     assert await provider.get() == first
     assert len(identity.requests) == 1
     clock.now += 2
+    assert await provider.get() == first  # still valid: served while the refresh runs behind it
+    await settled(provider)
     second = await provider.get()
     assert second.get_secret_value() == f"{TOKEN_PREFIX}2"
     assert len(identity.requests) == 2
@@ -160,6 +170,8 @@ async def test_short_lived_token_refreshed_before_it_expires(identity: Identity,
     assert await provider.get() == first
     assert len(identity.requests) == 1
     clock.now += 0.2  # past the refresh point, before expiry
+    assert await provider.get() == first
+    await settled(provider)
     assert (await provider.get()).get_secret_value() == f"{TOKEN_PREFIX}2"
     assert len(identity.requests) == 2
 
@@ -177,6 +189,7 @@ async def test_unusable_expires_in_assumes_conservative_lifetime(
     assert len(identity.requests) == 1
     clock.now += 2
     await provider.get()
+    await settled(provider)
     assert len(identity.requests) == 2
 
 
@@ -209,6 +222,56 @@ async def test_outage_fails_after_all_attempts(identity: Identity, make: MakePro
     assert "127.0.0.1" in str(caught.value)
     assert caught.value.__cause__ is None  # no chained httpx exception (it would hold the request body)
     assert caught.value.__context__ is None
+
+
+async def test_a_failed_fetch_is_not_repeated_for_every_caller(identity: Identity, make: MakeProvider) -> None:
+    """Without a usable token, each session used to start a fetch of its own as soon as the last one had
+    failed: the identity service took one request per session (none of them backed off) during an outage."""
+    identity.status = 401
+    clock = FakeClock()
+    provider = make(clock=clock, attempts=3)
+    for _ in range(100):  # sessions arriving one after another while the credentials are refused
+        with pytest.raises(UpstreamAuthFailed, match=r"HTTP 401 \(invalid_client\)") as caught:
+            await provider.get()
+        assert caught.value.retryable is False
+        assert caught.value.__context__ is None
+    assert len(identity.requests) == 1
+    clock.now += FAILED_FETCH_COOLDOWN_S
+    identity.status = 503
+    for _ in range(3):
+        with pytest.raises(UpstreamAuthFailed, match="HTTP 503") as caught:
+            await provider.get()
+        assert caught.value.retryable
+    assert len(identity.requests) == 1 + 3  # one more fetch, of three attempts
+    clock.now += FAILED_FETCH_COOLDOWN_S
+    identity.status = 200
+    assert (await provider.get()).get_secret_value() == f"{TOKEN_PREFIX}1"
+    assert len(identity.requests) == 5
+
+
+async def test_a_refresh_does_not_hold_up_callers_while_the_token_is_valid(
+    identity: Identity, make: MakeProvider
+) -> None:
+    """Callers used to wait for every refresh, through all its attempts (up to 3 x 10 s by default) when the
+    identity service hung, although the cached token was valid for minutes more."""
+    clock = FakeClock()
+    provider = make(clock=clock, fetch_timeout_s=0.5, attempts=3)
+    first = await provider.get()
+    identity.delay_s = 5.0  # the identity service hangs
+    clock.now += 3400  # in the refresh window, 200 s before expiry
+    started = time.monotonic()
+    assert await asyncio.gather(*(provider.get() for _ in range(20))) == [first] * 20
+    assert time.monotonic() - started < 0.2
+    await settled(provider)  # one refresh ran behind them: three attempts, all timed out
+    assert len(identity.requests) == 1 + 3
+    identity.delay_s = 0.0
+    assert await provider.get() == first  # the failed refresh's cooldown: no new attempt yet
+    assert len(identity.requests) == 4
+    clock.now += 11
+    assert await provider.get() == first  # starts the next refresh, without waiting for it
+    await settled(provider)
+    assert (await provider.get()).get_secret_value() == f"{TOKEN_PREFIX}2"
+    assert len(identity.requests) == 5
 
 
 async def test_timeouts_are_bounded(identity: Identity, make: MakeProvider) -> None:
@@ -267,6 +330,7 @@ async def test_stale_but_valid_token_served_when_refresh_fails(identity: Identit
     identity.status = 500
     clock.now += 3400  # in the refresh window, 200 s before expiry
     assert await provider.get() == first
+    await settled(provider)
     assert len(identity.requests) == 3
     assert await provider.get() == first  # cooldown: no new attempt right away
     assert len(identity.requests) == 3
@@ -276,6 +340,7 @@ async def test_stale_but_valid_token_served_when_refresh_fails(identity: Identit
     with pytest.raises(UpstreamAuthFailed):
         await provider.get()
     identity.status = 200
+    clock.now += FAILED_FETCH_COOLDOWN_S  # the failure is remembered this long
     assert (await provider.get()).get_secret_value() == f"{TOKEN_PREFIX}2"
 
 
