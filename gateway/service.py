@@ -18,6 +18,7 @@ from starlette.requests import HTTPConnection
 from gateway.auth import Authenticator
 from gateway.errors import ErrorCode, GoingAway
 from gateway.observability import GatewayMetrics
+from gateway.relay.outbox_budget import OutboxBudget
 from gateway.relay.registry import SessionRegistry
 from gateway.security import AccessGate
 from gateway.settings import Settings, SettingsError
@@ -45,6 +46,7 @@ class Gateway:
     gate: AccessGate
     webhooks: WebhookDeliverer
     webhook_targets: WebhookTargets
+    outbox_budget: OutboxBudget  # what all sessions hold for their clients, together
     simulator: DataflowSimulator | None = None
     _drain_task: asyncio.Task[None] | None = None
 
@@ -86,7 +88,8 @@ class Gateway:
                              settings.webhook_backoff_s)  # fmt: skip
         webhooks = WebhookDeliverer(policy, settings.webhook_concurrency, metrics.registry)
         targets = WebhookTargets.from_settings(settings)
-        return cls(settings, upstream, tokens, registry, gate, webhooks, targets, simulator)
+        budget = OutboxBudget(settings.client_outbox_total_bytes)
+        return cls(settings, upstream, tokens, registry, gate, webhooks, targets, budget, simulator)
 
     def drain(self, budget_s: float | None = None) -> asyncio.Task[None]:
         """Start draining (idempotent): readiness fails and new sessions are refused at once; live

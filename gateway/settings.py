@@ -6,7 +6,6 @@ and :func:`load_settings` turns validation failures into one line per variable t
 
 from __future__ import annotations
 
-import ipaddress
 import os
 from pathlib import Path
 from typing import Any, Literal
@@ -180,6 +179,12 @@ class Settings(BaseSettings):
     client_outbox_bytes: int = Field(
         4 * 1024 * 1024, ge=64 * 1024, description="Bytes of events and audio held for a slow client before closing it."
     )
+    client_outbox_total_bytes: int = Field(
+        256 * 1024 * 1024,
+        ge=1024 * 1024,
+        description="Bytes of events and audio held for all clients of the process together (keep it well below "
+        "the memory limit); when full, the client with the largest backlog is closed (client_too_slow).",
+    )
     max_ws_message_bytes: int = Field(1024 * 1024, ge=1024, description="Largest WebSocket message accepted.")
     ack_interval_ms: int = Field(1000, ge=50, description="Period of flow-control acks to streaming clients.")
     pre_start_audio_ms: int = Field(5000, ge=0, description="Audio held while Data Flow's start is pending.")
@@ -270,17 +275,7 @@ class Settings(BaseSettings):
     def upstream_is_plaintext(self) -> bool:
         if self.upstream_plaintext is not None:
             return self.upstream_plaintext
-        return _is_loopback(self.upstream_target)
-
-
-def _is_loopback(target: str) -> bool:
-    host = target.rsplit(":", 1)[0].strip("[]") if ":" in target else target
-    if host in ("localhost", ""):
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+        return bounds.is_loopback(self.upstream_target)
 
 
 def load_settings(**overrides: Any) -> Settings:

@@ -163,7 +163,7 @@ class Connection:
         key = None if principal.kind == "anonymous" else principal.name
         session = Session(
             self.service.upstream, self.settings, limits, metrics=self.service.metrics, dialect=self.dialect.name,
-            key=key, flow_reports=self.dialect.reports_flow,
+            key=key, flow_reports=self.dialect.reports_flow, budget=self.service.outbox_budget,
         )  # fmt: skip
         self.session = session
         self._wake.set()

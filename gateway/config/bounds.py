@@ -2,6 +2,7 @@
 shorter value would let the gateway start, report ready, and then fail (or be unsafe) at run time.
 
 Used as whole annotations (``Annotated[...]`` at the top), so the settings' fields keep their plain types.
+:func:`is_loopback` reads a setting's value the same way for the settings and their checks.
 """
 
 from __future__ import annotations
@@ -71,6 +72,17 @@ def _public_host(value: str) -> str:
     if not parts.hostname or parts.netloc != value or "@" in value:
         raise ValueError("not a host name or host:port (no scheme, path or user)")
     return value
+
+
+def is_loopback(target: str) -> bool:
+    """Is ``target`` (host or host:port, as GATEWAY_UPSTREAM_TARGET) on this machine (empty: the simulator)?"""
+    host = target.rsplit(":", 1)[0].strip("[]") if ":" in target else target
+    if host in ("localhost", ""):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _dataflow_rate(value: int) -> int:

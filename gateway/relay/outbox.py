@@ -1,18 +1,26 @@
 """A session's queue to its client: bounded in items and in bytes, in order, ending with exactly one
-Closed. A client that lets either bound fill is not reading: the session ends (client_too_slow)."""
+Closed. A client that lets either bound fill is not reading: the session ends (client_too_slow). What
+all outboxes hold together is bounded too (:mod:`gateway.relay.outbox_budget`): when that is full, the
+session with the largest backlog ends the same way."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import time
+import weakref
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from gateway.dataflow.messages import DataflowEvent, UpstreamAudio
+from gateway.errors import ClientTooSlow, GatewayError
 from gateway.observability import GatewayMetrics
 from gateway.relay.items import Closed, Notice, OutItem, Recovered
+from gateway.relay.outbox_budget import OutboxBudget, memory_full
+
+#: How an outbox ends its session (``Session.abort``): a reason and the error the client is told.
+End = Callable[[str, GatewayError], None]
 
 #: The least a queued item is counted as, and what one without a known size (an ack, a response, an
 #: event parsed from elsewhere) is counted as: a generous bound on those small JSON objects.
@@ -42,10 +50,16 @@ def _json_size(reply: dict[str, Any]) -> int:
 
 
 class Outbox:
-    def __init__(self, limit: int, metrics: GatewayMetrics, limit_bytes: int = 1 << 62) -> None:
+    def __init__(self, limit: int, metrics: GatewayMetrics, limit_bytes: int = 1 << 62,
+                 budget: OutboxBudget | None = None, end: End | None = None) -> None:  # fmt: skip
+        """``budget``: the process's, shared by every outbox; ``end``: a bound method (held weakly, so
+        the outbox keeps no session alive) called when the client is too slow (``put`` is refused,
+        or the budget is full and this backlog is the largest)."""
         self._limit = limit
         self._limit_bytes = limit_bytes
         self._metrics = metrics
+        self._budget = budget
+        self._end = weakref.WeakMethod(end) if end is not None else None
         self._items: deque[tuple[OutItem, float, int]] = deque()  # with the time queued and the bytes held
         self.bytes = 0
         self._ready = asyncio.Event()
@@ -58,10 +72,16 @@ class Outbox:
 
     def put(self, item: OutItem) -> bool:
         """Queue ``item``; False when the client has let ``limit`` items or ``limit_bytes`` pile up (one
-        item alone is always taken, however big: the bound is on what waits behind it)."""
+        item alone is always taken, however big: the bound is on what waits behind it), or when the
+        budget is full and this backlog is the largest: then the session ends (``end``). Nothing is queued
+        after the close."""
+        if self.closed is not None:
+            return False
         size = held_bytes(item)
         if len(self._items) >= self._limit or (self._items and self.bytes + size > self._limit_bytes):
-            return False
+            return self._too_slow(ClientTooSlow("the client is not reading its events"))
+        if self._budget is not None and not self._budget.take(self, size):
+            return self._too_slow(memory_full(self.bytes))
         if isinstance(item, DataflowEvent):
             self._metrics.event_relayed(item.name)
         elif isinstance(item, Recovered):
@@ -75,9 +95,35 @@ class Outbox:
         """The last item; with ``drop_backlog`` it overtakes what is still queued (and is let go now)."""
         self.closed, self._drop_backlog = closed, drop_backlog
         if drop_backlog:
-            self._items.clear()
-            self.bytes = 0
+            self._let_go()
         self._ready.set()
+
+    def evict(self, error: ClientTooSlow) -> None:
+        """The budget is full and this backlog is the largest: the session ends (``end``) and what it
+        held is let go now. Already closed (its last items waiting for the client), it is let go too and
+        the close says why instead."""
+        if self.closed is None:
+            self._too_slow(error)  # the session's abort: its Closed overtakes the backlog, let go at once
+        if self.closed is None or self._items:  # no session to end, or it had ended and its last items wait
+            audio_ms = self.closed.audio_ms if self.closed is not None else 0.0
+            self.close(Closed("client_too_slow", error.ws_close_code, audio_ms, error), drop_backlog=True)
+
+    def abandon(self) -> None:
+        """Nothing reads any more (the client's connection is over): let go of what it never took."""
+        if self._items:
+            self._let_go()
+
+    def _let_go(self) -> None:
+        held, self.bytes = self.bytes, 0
+        self._items.clear()
+        if self._budget is not None:
+            self._budget.give(self, held)
+
+    def _too_slow(self, error: ClientTooSlow) -> bool:
+        end = self._end() if self._end is not None else None
+        if end is not None:
+            end("client_too_slow", error)
+        return False
 
     async def items(self) -> AsyncIterator[OutItem]:
         while True:
@@ -87,6 +133,8 @@ class Outbox:
             if self._items:
                 item, queued_at, size = self._items.popleft()
                 self.bytes -= size
+                if self._budget is not None:
+                    self._budget.give(self, size)
                 if isinstance(item, DataflowEvent):
                     self._metrics.event_latency.observe(time.monotonic() - queued_at)
                 yield item

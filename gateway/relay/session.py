@@ -20,7 +20,6 @@ from gateway.audio.convert import AudioConverter
 from gateway.audio.format import DATAFLOW_ENCODINGS, AudioFormat, upstream_format_for
 from gateway.dataflow.messages import FINAL_RESULT, DataflowEvent, StartRequest
 from gateway.errors import (
-    ClientTooSlow,
     ErrorCode,
     GatewayError,
     GoingAway,
@@ -36,6 +35,7 @@ from gateway.relay.intake import AudioIntake
 from gateway.relay.items import Closed, Flow, Notice, OutItem, SessionState, Started
 from gateway.relay.limits import LimitWatch, SessionLimits
 from gateway.relay.outbox import Outbox
+from gateway.relay.outbox_budget import OutboxBudget
 from gateway.relay.recovery import open_stream
 from gateway.relay.stream import StreamOpener, UpstreamStream
 from gateway.settings import Settings
@@ -46,7 +46,7 @@ log = logging.getLogger(__name__)
 class Session:
     def __init__(self, upstream: StreamOpener, settings: Settings, limits: SessionLimits | None = None, *,
                  metrics: GatewayMetrics, dialect: str, key: str | None = None,
-                 flow_reports: bool = True) -> None:  # fmt: skip
+                 flow_reports: bool = True, budget: OutboxBudget | None = None) -> None:  # fmt: skip
         self.id = uuid.uuid4().hex
         self.settings = settings
         self.limits = limits or SessionLimits(settings.max_session_s)
@@ -63,7 +63,7 @@ class Session:
         self._intake: AudioIntake | None = None
         self.client_format: AudioFormat | None = None
         self._upstream_format: AudioFormat | None = None
-        self.outbox = Outbox(settings.client_event_queue, metrics, settings.client_outbox_bytes)
+        self.outbox = Outbox(settings.client_event_queue, metrics, settings.client_outbox_bytes, budget, self.abort)
         self._tasks: list[asyncio.Task[None]] = []
         self._end_reason: str | None = None
         self._end_error: GatewayError | None = None
@@ -200,8 +200,9 @@ class Session:
         return Flow.measure(self.client_format, self._upstream_format, self.bytes_in, self.stream, self._watch.pacing)
 
     async def aclose(self) -> None:
-        """Abort if still open and wait for the session's tasks to end (no leaks)."""
+        """Abort if still open, let go of what the client never took, wait for the tasks to end (no leaks)."""
         self.abort()
+        self.outbox.abandon()
         for task in self._tasks:
             if task is not asyncio.current_task():
                 with contextlib.suppress(asyncio.CancelledError):
@@ -240,8 +241,7 @@ class Session:
         self._finalize_deadline = time.monotonic() + self.settings.finalize_timeout_s
 
     def _emit(self, item: OutItem) -> None:
-        if self.outbox.closed is None and not self.outbox.put(item):
-            self._finish("client_too_slow", ClientTooSlow("the client is not reading its events"), drop_backlog=True)
+        self.outbox.put(item)  # refused after the close; a client that does not read is ended by the outbox
 
     async def _pump_upstream(self) -> None:
         assert self.stream is not None

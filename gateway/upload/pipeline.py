@@ -108,8 +108,9 @@ class Upload:
             limits = gate.session_limits(principal, live=False)
             key = None if principal is None or principal.kind == "anonymous" else principal.name
             self.session = Session(
-                self.gateway.upstream, self.settings, limits, metrics=self.gateway.metrics, dialect="upload", key=key
-            )
+                self.gateway.upstream, self.settings, limits, metrics=self.gateway.metrics, dialect="upload", key=key,
+                budget=self.gateway.outbox_budget,
+            )  # fmt: skip
             lease.drainable = self.session
             self._started = await self.session.start(request, self.source.format)
             self._warn(self.session)
