@@ -12,7 +12,7 @@ from pydantic import SecretStr
 
 from gateway.audio.format import AudioFormat
 from gateway.dataflow.messages import MILESTONE, DataflowEvent, StartRequest
-from gateway.errors import UpstreamProtocolError
+from gateway.errors import UpstreamError, UpstreamProtocolError, UpstreamUnavailable
 from gateway.simulator.server import DataflowSimulator, SimulatorConfig
 from gateway.upstream.channel import UpstreamClient
 from gateway.upstream.contract import ContentType, WireContract
@@ -90,6 +90,15 @@ class TestSwappedContract:
                                              upstream_method_path="/dataflow/Stream"),
                                 StaticTokenProvider(SecretStr(SIM_TOKEN)))  # fmt: skip
         fmt = AudioFormat("pcm16", 8000, 1)
-        with pytest.raises(UpstreamProtocolError):
-            await client.stream(fmt, deadline_s=5).start(StartRequest(project="demo", audio=fmt))
+        failures: list[UpstreamError] = []
+        for _ in range(5):
+            with pytest.raises(UpstreamError) as info:
+                await client.stream(fmt, deadline_s=5).start(StartRequest(project="demo", audio=fmt))
+            failures.append(info.value)
         await client.aclose()
+        # Never a session. The status is UNIMPLEMENTED (a protocol error), except that grpc.aio sometimes
+        # reports a write racing the server's UNIMPLEMENTED as INTERNAL "Internal error from Core"
+        # (grpc/grpc#36066), seen once in CI under load: that one is a retryable upstream_unavailable.
+        assert any(isinstance(f, UpstreamProtocolError) for f in failures), failures
+        raced = [f for f in failures if not isinstance(f, UpstreamProtocolError)]
+        assert all(isinstance(f, UpstreamUnavailable) and "INTERNAL" in f.message for f in raced), raced
