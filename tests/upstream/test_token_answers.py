@@ -130,14 +130,19 @@ async def traced(call: Callable[[], Awaitable[SecretStr]]) -> tuple[BaseExceptio
         tracemalloc.stop()
 
 
+async def fetched_traced(identity: RawIdentity) -> tuple[BaseException | SecretStr, int]:
+    """One token fetch from ``identity`` by a fresh provider: its outcome and the memory peak during it."""
+    provider = provider_for(identity)
+    try:
+        return await traced(provider.get)
+    finally:
+        await provider.aclose()
+
+
 @pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
 async def test_an_oversized_answer_is_refused_without_reading_it(raw_identity: RawIdentity, chunked: bool) -> None:
     raw_identity.answer = padded_token_answer(raw_identity, 64 * MB, chunked=chunked)
-    provider = provider_for(raw_identity)
-    try:
-        outcome, peak = await traced(provider.get)
-    finally:
-        await provider.aclose()
+    outcome, peak = await fetched_traced(raw_identity)
     assert isinstance(outcome, UpstreamAuthFailed), outcome
     assert "too large" in outcome.message
     assert outcome.retryable
@@ -153,11 +158,7 @@ async def test_a_compressed_answer_is_bounded_once_decompressed(raw_identity: Ra
         await writer.drain()
 
     raw_identity.answer = answer
-    provider = provider_for(raw_identity)
-    try:
-        outcome, peak = await traced(provider.get)
-    finally:
-        await provider.aclose()
+    outcome, peak = await fetched_traced(raw_identity)
     assert isinstance(outcome, UpstreamAuthFailed), outcome
     assert "too large" in outcome.message
     assert peak < 8 * MB
