@@ -47,6 +47,11 @@ class Settings(BaseSettings):
         description="Audio frames go from uvicorn's WebSocket protocol straight to the session while nothing waits "
         "before them (websockets-sansio only); false: every frame through ASGI receive().",
     )
+    ws_drain_refuses_handshake: bool = Field(
+        False,
+        description="While draining, answer a new WebSocket handshake with HTTP 503 going_away, so a proxy can retry "
+        "it on another replica (nginx: proxy_next_upstream http_503); false: accept it, then going_away, close 1001.",
+    )
     ws_ping_interval_s: float = Field(20.0, gt=0, description="WebSocket keepalive ping period.")
     ws_ping_timeout_s: float = Field(20.0, gt=0, description="Close a client that does not answer a ping in time.")
     http_header_timeout_s: float = Field(

@@ -64,6 +64,8 @@ class Connection:
         gate = self.service.gate
         try:
             self.principal = gate.identify(self.ws.scope, self.ws.headers, in_band=self.dialect.credentials_in_band)
+            if self.settings.ws_drain_refuses_handshake:  # a 503 that a proxy can retry on another replica
+                self.service.registry.check_open()
         except GatewayError as exc:
             await self.ws.send_denial_response(gate.denial(exc))
             return

@@ -78,6 +78,11 @@ class SessionRegistry:
         """Raise (and count) the refusal a new connection would get now, without taking a slot."""
         self._admit(None, None)
 
+    def check_open(self) -> None:
+        """Raise (and count) GoingAway while draining; capacity is not checked."""
+        if self.draining:
+            self._admit(None, None)
+
     def reserve(
         self, dialect: str, key: str | None = None, key_limit: int | None = None, *, count_denial: bool = True
     ) -> Lease:

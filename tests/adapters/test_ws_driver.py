@@ -13,12 +13,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import httpx
 import pytest
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from gateway.simulator.faults import Fault
 from gateway.simulator.server import DataflowSimulator, SimulatorConfig
 from tests.support.harness import RunningGateway, Transcript, read_all, running_gateway, ws_connect
+from tests.support.lb_stack import metric, metric_values
 from tests.support.settings import SIM_TENANT, SIM_TOKEN, settings_for
 
 pytestmark = pytest.mark.ws  # opens WebSockets: runs with the fast path on and off
@@ -224,3 +226,32 @@ async def test_drain_tells_live_sessions_to_go_away(simulator: DataflowSimulator
         refused = await read_all(late, timeout=5)
         assert codes(dialect, refused) == ["going_away"]
         assert refused.close_code == 1001
+
+
+@by_name
+async def test_a_draining_replica_can_refuse_the_handshake(simulator: DataflowSimulator, dialect: WsDialect) -> None:
+    """GATEWAY_WS_DRAIN_REFUSES_HANDSHAKE: while draining, the handshake itself gets 503 going_away, in every
+    dialect. Nothing was accepted, so a proxy (nginx proxy_next_upstream http_503) may try another replica.
+    A full replica still accepts, then refuses in the dialect's own words (the proxy would mark it failed)."""
+    async with running_gateway(settings_for(simulator, max_sessions=1, ws_drain_refuses_handshake=True)) as gw:
+        first = await started(gw, dialect)
+        full = await ws_connect(gw.ws_url(dialect.path), ping_interval=None)
+        if dialect is DATAFLOW:
+            await full.send(json.dumps(dialect.start))
+        refused = await read_all(full, timeout=5)
+        assert codes(dialect, refused) == ["capacity_exceeded"]
+        assert refused.close_code == 1013
+        await first.close()
+        await settled(gw)
+        await gw.gateway.drain(0.1)
+        with pytest.raises(InvalidStatus) as draining:
+            await ws_connect(gw.ws_url(dialect.path), ping_interval=None)
+        response = draining.value.response
+        assert response.status_code == 503
+        assert response.headers["Retry-After"] == "1"
+        assert json.loads(response.body)["error"]["code"] == "going_away"
+        assert gw.gateway.registry.active == 0  # the refused handshake took no slot
+        async with httpx.AsyncClient() as http:
+            values = metric_values((await http.get(f"{gw.http_url}/metrics")).text)
+        assert metric(values, "dataflow_gateway_denials_total", reason="going_away") == 1
+        assert len(simulator.records) == 1  # no upstream stream for either refusal

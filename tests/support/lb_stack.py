@@ -55,8 +55,15 @@ def nginx_config(workdir: Path, port: int, backends: list[int]) -> Path:
     values = {"NGINX_PORT": f"127.0.0.1:{port}"}
     values.update({f"GATEWAY_BACKEND_{i}": f"127.0.0.1:{p}" for i, p in enumerate(backends, start=1)})
     (workdir / "gateway.conf").write_text(render_template(NGINX_TEMPLATE.read_text(), values))
-    http = f"    access_log {workdir / 'access.log'};\n    include {workdir / 'gateway.conf'};\n"
-    return nginx_main_config(workdir, 1024, http)
+    log = f"    log_format attempts '$status $upstream_status';\n    access_log {workdir / 'access.log'} attempts;\n"
+    return nginx_main_config(workdir, 1024, log + f"    include {workdir / 'gateway.conf'};\n")
+
+
+def retried_handshakes(workdir: Path) -> int:
+    """WebSocket handshakes nginx passed on after a replica's 503 ("503, 101" in $upstream_status); a
+    request is logged when it ends, so for sessions that are over."""
+    lines = (workdir / "access.log").read_text().splitlines()
+    return sum(1 for line in lines if line.split(" ", 1)[1].startswith("503, 101"))
 
 
 def nginx_command(binary: str, config: Path, *extra: str) -> list[str]:
@@ -113,6 +120,7 @@ class Stack:
             GATEWAY_UPSTREAM_TOKEN=token,
             GATEWAY_DEFAULT_PROJECT="demo",
             GATEWAY_DRAIN_BUDGET_S=str(drain_budget_s),
+            GATEWAY_WS_DRAIN_REFUSES_HANDSHAKE="true",  # as in docker-compose.yml: nginx retries those 503s
             GATEWAY_LOG_LEVEL="warning",
             # The relay is under test here, not client authentication.
             GATEWAY_AUTH="none",

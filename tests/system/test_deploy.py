@@ -165,6 +165,10 @@ def test_service_ingress_hpa_and_pdb_point_at_the_deployment() -> None:
         assert int(notes[f"nginx.ingress.kubernetes.io/{key}"]) >= WS_TIMEOUT_FLOOR_S
     assert notes["nginx.ingress.kubernetes.io/proxy-body-size"] == "0"
     assert notes["nginx.ingress.kubernetes.io/proxy-request-buffering"] == "off"
+    # Pods that answer a draining handshake with 503 need a proxy that retries it on another pod.
+    if res["ConfigMap"]["data"].get("GATEWAY_WS_DRAIN_REFUSES_HANDSHAKE") == "true":
+        assert "http_503" in notes["nginx.ingress.kubernetes.io/proxy-next-upstream"].split()
+        assert int(notes["nginx.ingress.kubernetes.io/proxy-next-upstream-tries"]) >= 2
 
 
 def ingress_routes(ingress: dict[str, Any], url: str) -> bool:
@@ -259,6 +263,7 @@ def test_compose_runs_two_replicas_behind_nginx_on_the_simulator(monkeypatch: py
         assert gateway["depends_on"]["simulator"]["condition"] == "service_healthy"
         assert nginx["depends_on"][name]["condition"] == "service_healthy"
         assert f"{name}:{settings.port}" in nginx["environment"].values()
+        assert settings.ws_drain_refuses_handshake  # nginx retries those 503s (test_load_balancer runs it)
     mounted = {v.split(":")[1]: ROOT / v.split(":")[0] for v in nginx["volumes"]}
     assert mounted["/etc/nginx/templates"] / NGINX_TEMPLATE.name == NGINX_TEMPLATE
     assert template_placeholders() == set(nginx["environment"])
@@ -276,7 +281,8 @@ def test_nginx_template_proxies_websockets_without_buffering() -> None:
     text = NGINX_TEMPLATE.read_text()
     for directive in ("proxy_http_version 1.1;", "proxy_set_header Upgrade $http_upgrade;",
                       "proxy_set_header Connection $connection_upgrade;", "proxy_buffering off;",
-                      "proxy_request_buffering off;", "client_max_body_size 0;", "least_conn;"):  # fmt: skip
+                      "proxy_request_buffering off;", "client_max_body_size 0;", "least_conn;",
+                      "proxy_next_upstream error timeout http_503;"):  # fmt: skip
         assert directive in text, directive
     for timeout in re.findall(r"proxy_(?:read|send)_timeout (\d+)s;", text):
         assert int(timeout) >= WS_TIMEOUT_FLOOR_S

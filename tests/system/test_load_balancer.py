@@ -5,12 +5,12 @@ of its sessions is told (error ``draining``); half of them finish their current 
 finalize (all milestones, close 1000, within the budget), the other half keep streaming and are
 closed with ``going_away`` + 1001 when the budget ends. Sessions on replica B never notice.
 
-New sessions: nginx cannot see that a draining replica answers WebSocket sessions with
-``going_away`` + 1001 after accepting them, so while A drains some new sessions still reach it and
-are refused; clients reconnect on 1001 (the documented behaviour). We let those reconnect after A
-has exited, and open more new sessions then: A's port now refuses connections, so nginx's passive
-health check (``max_fails``/``fail_timeout`` and ``proxy_next_upstream error``) sends every one of
-them to B at the first attempt. Both replicas' /metrics must account for every session.
+New sessions while A drains: A answers their handshakes with 503 ``going_away`` before accepting
+them (``GATEWAY_WS_DRAIN_REFUSES_HANDSHAKE``, as in docker-compose.yml), and nginx
+(``proxy_next_upstream http_503``) retries each on B: no client sees a refusal. After A has exited,
+its port refuses connections, and nginx's passive health check (``max_fails``/``fail_timeout`` and
+``proxy_next_upstream error``) sends every new session to B at the first attempt. Both replicas'
+/metrics must account for every session and every refused handshake.
 """
 
 from __future__ import annotations
@@ -28,11 +28,20 @@ import httpx
 import numpy as np
 import pytest
 from websockets.asyncio.client import ClientConnection
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from tests.support import signals
 from tests.support.harness import Transcript, read_all, ws_connect
-from tests.support.lb_stack import Stack, metric, nginx_binary, nginx_command, nginx_config, scrape, wait_http_ok
+from tests.support.lb_stack import (
+    Stack,
+    metric,
+    nginx_binary,
+    nginx_command,
+    nginx_config,
+    retried_handshakes,
+    scrape,
+    wait_http_ok,
+)
 from tests.support.lb_stack import free_port as _free_port
 
 RATE = 16000
@@ -205,18 +214,12 @@ async def check_stack(stack: Stack, lb_port: int, port_a: int, port_b: int) -> N
     async with httpx.AsyncClient() as http:
         while (await http.get(f"http://127.0.0.1:{port_a}/readyz")).status_code == 200:
             await asyncio.sleep(0.02)
-    # New sessions while A drains: those that reach A are refused with going_away + 1001.
+    # New sessions while A drains: A refuses their handshakes with 503, and nginx retries each on B.
     probes = [Client(100 + i, groups=2) for i in range(6)]
     landed = await asyncio.gather(*(p.connect(url) for p in probes))
-    probe_streams = [
-        asyncio.create_task(p.stream(ws, paced=False, on_notice=None))
-        for p, ws in zip(probes, landed, strict=True)
-        if ws is not None
-    ]
-    refused = [p for p, ws in zip(probes, landed, strict=True) if ws is None]
-    for probe in refused:
-        assert [r.errors() for r in probe.refusals] == [["going_away"]]
-        assert [r.close_code for r in probe.refusals] == [1001]
+    assert all(ws is not None for ws in landed), [p.refusals for p in probes]
+    probe_streams = [asyncio.create_task(p.stream(ws, paced=False, on_notice=None))  # type: ignore[arg-type]
+                     for p, ws in zip(probes, landed, strict=True)]  # fmt: skip
 
     # Every session on A was told; the wrap-up half finishes within the budget. A still answers
     # /metrics (readiness is 503), and accounts for each of its sessions and refusals.
@@ -234,7 +237,7 @@ async def check_stack(stack: Stack, lb_port: int, port_a: int, port_b: int) -> N
     assert metric(during, STARTED, dialect="native") == started_a
     assert metric(during, ENDED, dialect="native", outcome="finalized") == len(wrap_ups)
     assert metric(during, ACTIVE, dialect="native") == len(lingering)
-    assert metric(during, DENIED, reason="going_away") == len(refused)
+    retried = metric(during, DENIED, reason="going_away")  # handshakes A refused; nginx sent each to B
     assert metric(during, "dataflow_gateway_draining") == 1
     for client in wrap_ups:
         assert_finished(client, ["draining"])
@@ -251,10 +254,10 @@ async def check_stack(stack: Stack, lb_port: int, port_a: int, port_b: int) -> N
         assert client.digits[: len(t.milestones())] == t.milestones()
         assert BUDGET_S - 0.5 < client.closed_at - drain_began < BUDGET_S + 1.5
 
-    # A is gone: reconnects and new sessions all land on B at the first attempt.
+    # A is gone: new sessions all land on B at the first attempt.
     late = [Client(200 + i, groups=2) for i in range(10)]
-    retried = await asyncio.gather(*(run_new_session(c, url) for c in [*refused, *late]))
-    assert all(retried), "a new session was refused after the drained replica exited"
+    served = await asyncio.gather(*(run_new_session(c, url) for c in late))
+    assert all(served), "a new session was refused after the drained replica exited"
     await asyncio.gather(*streams, *probe_streams)
     for client in [c for c in clients if c.role == "plain"]:
         assert_finished(client, [])
@@ -268,4 +271,55 @@ async def check_stack(stack: Stack, lb_port: int, port_a: int, port_b: int) -> N
     assert metric(after_b, ENDED, dialect="native", outcome="finalized") == started_b + new_sessions
     assert metric(after_b, ACTIVE, dialect="native") == 0
     assert metric(after_b, DENIED, reason="going_away") == 0
+    assert retried_handshakes(stack.workdir) == retried
     assert "Traceback" not in stack.log("gateway-a") + stack.log("gateway-b")
+
+
+@pytest.mark.ws
+async def test_nginx_retries_a_draining_replicas_handshakes_on_the_other(tmp_path: Path) -> None:
+    """A drains with no session: nginx's least_conn can put at most one of two open sessions on B
+    before it tries A, so A refuses at least one handshake (503) and nginx serves it from B. With
+    both draining, a client gets 503 ``going_away`` in the gateway's error shape, whether the answer
+    is B's own or nginx's (no live replica: its error_page)."""
+    nginx = nginx_binary()
+    token = "lb-test-simulator-token"
+    sim_port, port_a, port_b, lb_port = (_free_port() for _ in range(4))
+    stack = Stack(tmp_path)
+    try:
+        stack.start_simulator(sim_port, token)
+        stack.start_gateway("gateway-a", port_a, sim_port, token, 10.0)
+        stack.start_gateway("gateway-b", port_b, sim_port, token, 10.0)
+        stack.start(
+            "nginx", nginx_command(nginx, nginx_config(tmp_path, lb_port, [port_a, port_b]), "-g", "daemon off;")
+        )
+        for name, port in (("gateway-a", port_a), ("gateway-b", port_b)):
+            await wait_http_ok(f"http://127.0.0.1:{port}/readyz", stack.processes[name])
+        await wait_http_ok(f"http://127.0.0.1:{lb_port}/healthz", stack.processes["nginx"])
+        url = f"ws://127.0.0.1:{lb_port}/v1/stream"
+        async with httpx.AsyncClient() as http:
+            assert (await http.post(f"http://127.0.0.1:{port_a}/internal/drain")).status_code == 202
+        sessions = [await Client(i).connect(url) for i in range(2)]  # one after the other, both kept open
+        assert all(ws is not None for ws in sessions)
+        on_a, on_b = await scrape(port_a), await scrape(port_b)
+        assert metric(on_a, STARTED, dialect="native") == 0
+        assert metric(on_b, STARTED, dialect="native") == 2
+        retried = metric(on_a, DENIED, reason="going_away")
+        assert retried >= 1
+
+        async with httpx.AsyncClient() as http:
+            assert (await http.post(f"http://127.0.0.1:{port_b}/internal/drain")).status_code == 202
+        for _ in range(2):
+            with pytest.raises(InvalidStatus) as refused:
+                await ws_connect(url)
+            response = refused.value.response
+            assert response.status_code == 503
+            assert response.headers["Retry-After"] == "1"
+            assert json.loads(response.body)["error"]["code"] == "going_away"
+        for ws in sessions:
+            await ws.close()  # type: ignore[union-attr]
+        async with asyncio.timeout(5):
+            while retried_handshakes(tmp_path) < retried:  # logged as each session ends
+                await asyncio.sleep(0.05)
+        assert retried_handshakes(tmp_path) == retried
+    finally:
+        stack.close()
