@@ -60,7 +60,7 @@ class TokenResponse(BaseModel):
     summary="Mint a browser token",
     response_model=TokenResponse,  # security and error responses: gateway.routes.openapi
 )
-async def mint_token(request: Request, body: TokenRequest) -> Any:
+async def mint_token(request: Request, response: Response, body: TokenRequest) -> Any:
     gateway = service_of(request)
     settings = gateway.settings
     try:
@@ -76,4 +76,7 @@ async def mint_token(request: Request, body: TokenRequest) -> Any:
         )  # fmt: skip
     except GatewayError as exc:
         return error_response(exc)
+    # A bearer credential: no browser, proxy or CDN cache may keep it (RFC 6749 5.1).
+    response.headers["Cache-Control"] = "no-store"
+    response.headers["Pragma"] = "no-cache"
     return {"token": token, "expiresAt": expires, "subprotocols": [SUBPROTOCOL, f"bearer.{token}"]}

@@ -191,6 +191,17 @@ async def test_token_endpoint_denials(gw: RunningGateway) -> None:
         assert (chained.status_code, chained.json()["error"]["code"]) == (403, "api_key_required")
 
 
+async def test_a_minted_token_is_never_cached(gw: RunningGateway) -> None:
+    """The answer carries a bearer credential; it had no Cache-Control at all, so a shared cache
+    between the key holder's server and the gateway could keep the token and hand it to others."""
+    async with httpx.AsyncClient(base_url=gw.http_url) as http:
+        response = await http.post("/v1/tokens", json={}, headers={"X-API-Key": ACME_KEY})
+    assert response.status_code == 200
+    SECRETS.add(response.json()["token"])
+    assert response.headers["cache-control"] == "no-store"
+    assert response.headers["pragma"] == "no-cache"
+
+
 # --- limits ----------------------------------------------------------------------------------------------
 
 
