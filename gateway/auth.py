@@ -19,12 +19,14 @@ from typing import Any, Literal
 import jwt
 from pydantic import BaseModel, Field, SecretStr
 
-from gateway.errors import ErrorCode, Forbidden, Unauthorized
+from gateway.errors import ErrorCode, Forbidden, RateLimited, Unauthorized
 from gateway.logs.redact import clip
+from gateway.signatures.nonces import NonceMemory
 
 _ISSUER = "dataflow-gateway"
 _AUDIENCE = "dataflow-gateway/session"
 _LEEWAY_S = 5
+MAX_SPENT_TOKENS = 100_000  # single-use tokens remembered at once (~20 MB); each only until it expires
 
 
 class ApiKeySpec(BaseModel):
@@ -63,6 +65,7 @@ class Principal:
     max_session_s: float | None = None
     token_id: str | None = None
     single_use: bool = False
+    expires_at: float | None = None  # a browser token's exp (epoch seconds)
 
     def check_project(self, project: str) -> None:
         if self.projects is not None and project not in self.projects:
@@ -78,7 +81,7 @@ class Authenticator:
         self.required = required
         self._keys = {spec.sha256: spec for spec in keys}
         self._signing_key = signing_key
-        self._used_tokens: dict[str, float] = {}  # jti -> expiry, for single-use tokens
+        self._used_tokens = NonceMemory(MAX_SPENT_TOKENS)  # jti of spent single-use tokens
 
     @property
     def can_mint(self) -> bool:
@@ -156,6 +159,7 @@ class Authenticator:
             max_session_s=claims.get("mss"),
             token_id=str(claims["jti"]),
             single_use=bool(claims.get("su")),
+            expires_at=float(claims["exp"]),
         )
 
     def consume(self, principal: Principal) -> None:
@@ -163,11 +167,13 @@ class Authenticator:
         if not principal.single_use or principal.token_id is None:
             return
         now = time.time()
-        for jti in [j for j, expiry in self._used_tokens.items() if expiry < now - _LEEWAY_S]:
-            del self._used_tokens[jti]
-        if principal.token_id in self._used_tokens:
+        # Remembered for as long as the token verifies (a fixed hour let a longer-lived one be used again),
+        # and forgotten in expiry order, not by a scan of every token spent on each session start.
+        until = (principal.expires_at if principal.expires_at is not None else now) + _LEEWAY_S + 1
+        if self._used_tokens.full(now):
+            raise RateLimited("too many single-use tokens in use on this replica; retry later")
+        if not self._used_tokens.add(principal.token_id, until, now):
             raise Unauthorized("this single-use browser token was already used", code=ErrorCode.TOKEN_REUSED)
-        self._used_tokens[principal.token_id] = now + 3600
 
 
 class FailedAuthThrottle:

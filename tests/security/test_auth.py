@@ -180,6 +180,30 @@ async def test_single_use_token_cannot_be_reused(gw: RunningGateway) -> None:
     await expect_refusal(gw, "token_reused", 1008, start={"token": token}, origin=APP_ORIGIN)
 
 
+@pytest.mark.ws
+@pytest.mark.parametrize("gw", [{"token_max_ttl_s": 7200}], indirect=True)
+async def test_a_long_lived_single_use_token_is_refused_for_its_whole_life(
+    gw: RunningGateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Spent tokens were remembered for a fixed hour: a two-hour token (GATEWAY_TOKEN_MAX_TTL_S=7200)
+    started a second session an hour after its first. The gateway's clock is moved on 3700 s (PyJWT
+    keeps the real one, so the token still verifies)."""
+    import gateway.auth
+
+    token = (await mint(gw, singleUse=True, ttlSeconds=7200))["token"]
+    assert (await digits_through(gw, "1", start={"token": token}, origin=APP_ORIGIN)).milestones() == ["1"]
+
+    class AnHourLater:
+        monotonic = staticmethod(time.monotonic)
+
+        @staticmethod
+        def time() -> float:
+            return time.time() + 3700
+
+    monkeypatch.setattr(gateway.auth, "time", AnHourLater)
+    await expect_refusal(gw, "token_reused", 1008, start={"token": token}, origin=APP_ORIGIN)
+
+
 async def test_token_endpoint_denials(gw: RunningGateway) -> None:
     async with httpx.AsyncClient(base_url=gw.http_url) as http:
         anonymous = await http.post("/v1/tokens", json={})
