@@ -11,7 +11,8 @@ bidirectional one carries only ``inbound``): audio back is dropped there.
 
 A stream of both tracks (``<Start><Stream track="both_tracks">``) is transcribed as a stereo call,
 channel 0 the caller (``inbound``) and channel 1 what the call plays (``outbound``), the tracks aligned
-by their timestamps (:mod:`gateway.adapters.twilio_tracks`); otherwise only ``inbound`` is. ``stop``
+by their timestamps (:mod:`gateway.adapters.twilio_tracks`); a stream of ``outbound`` alone
+(``track="outbound_track"``) is transcribed as that one track; otherwise only ``inbound`` is. ``stop``
 (or the hang-up) finalizes the session once what one track still held has gone in, the other padded
 with silence; the results go to the webhook. Start mapping: customParameters ``language`` -> Language,
 ``project`` -> the project (when the URL named none), callSid -> CallProperties.ExternalId. Nothing
@@ -65,6 +66,7 @@ class TwilioDialect:
         self.bidirectional = True
         self.marks = 0
         self.tracks: TwoTracks | None = None  # both tracks: a stereo stream (0 inbound, 1 outbound)
+        self.track = "inbound"  # the one track transcribed when the stream is not stereo
         self._tts: AudioConverter | None = None
 
     def subprotocol(self, offered: Sequence[str]) -> str | None:
@@ -109,6 +111,7 @@ class TwilioDialect:
         tracks = {str(t) for t in start["tracks"]} if isinstance(start.get("tracks"), list) else set()
         self.bidirectional = "outbound" not in tracks  # only a one-way <Start><Stream> streams what is played
         self.tracks = TwoTracks() if {"inbound", "outbound"} <= tracks else None
+        self.track = "outbound" if tracks == {"outbound"} else "inbound"  # <Start><Stream track="outbound_track">
         project = self.project if self.project_from_url else (scalar_text(custom.get("project")) or self.project)
         if not project:
             raise BadRequest("no project: add a 'project' custom parameter", code=ErrorCode.INVALID_START)
@@ -142,8 +145,8 @@ class TwilioDialect:
     def _media(self, media: Any) -> Command:
         if not isinstance(media, dict):
             return None
-        track = media.get("track", "inbound")
-        if track not in ("inbound", "outbound") or (track == "outbound" and self.tracks is None):
+        track = media.get("track", self.track)
+        if track not in ("inbound", "outbound") or (self.tracks is None and track != self.track):
             return None
         try:
             audio = binascii.a2b_base64(media.get("payload") or "", strict_mode=True)
