@@ -5,7 +5,8 @@ Every text frame is ``{version: "2", id, type, seq, parameters}``; the client ad
 handled). Each side's ``seq`` counts its own messages from 1: a client message out of sequence, or
 one claiming a server seq not yet sent, is a protocol error (``disconnect`` with reason ``error``).
 
-``open`` -> ``opened`` at once (Genesys gives up after about 5 s; Data Flow starts meanwhile), then
+``open`` -> ``opened`` at once (Genesys gives up after about 5 s; Data Flow starts meanwhile; with
+``supportedLanguages: true`` it lists the languages offered: ``customConfig.supportedLanguages``), then
 binary frames of interleaved audio (:mod:`audiohook_media`). ``ping`` -> ``pong``; ``paused`` /
 ``resumed`` / ``discarded`` are the client's notices (audio while paused is not forwarded; the
 position counts it; past ``MAX_GAPS`` such gaps the session ends, ``limit_reached``); ``update``
@@ -25,7 +26,14 @@ from collections.abc import Sequence
 from typing import Any, ClassVar
 
 from gateway.adapters import commands
-from gateway.adapters.audiohook_media import SampleAligner, Timeline, choose_media, duration, parse_duration
+from gateway.adapters.audiohook_media import (
+    SampleAligner,
+    Timeline,
+    choose_media,
+    duration,
+    parse_duration,
+    supported_languages,
+)
 from gateway.adapters.dialect import ClientMessage, Command, SessionCommand
 from gateway.adapters.socket import Frame
 from gateway.dataflow.lenient import get, loads_object
@@ -174,7 +182,10 @@ class AudioHookDialect:
             settings={"ChannelTags": [_TAGS[c] for c in media.channels]},
             call_properties=_call_properties(parameters),
         )
-        opened = self._message("opened", {"media": [media.offer], "startPaused": False})
+        opened_parameters: dict[str, Any] = {"media": [media.offer], "startPaused": False}
+        if parameters.get("supportedLanguages") is True:  # the Transcription Connector asks: the list must be there
+            opened_parameters["supportedLanguages"] = supported_languages(config)
+        opened = self._message("opened", opened_parameters)
         if parameters.get("conversationId") == PROBE_CONVERSATION:
             self.probe = True
             return commands.Reply((self._stamp(opened),))

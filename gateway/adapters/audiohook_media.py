@@ -1,5 +1,5 @@
-"""AudioHook's media and time, as pure code: the offered media, ISO-8601 durations, whole samples
-across frames, and the stream position of Data Flow's times.
+"""AudioHook's media and time, as pure code: the offered media (and the languages ``opened`` lists),
+ISO-8601 durations, whole samples across frames, and the stream position of Data Flow's times.
 
 AudioHook offers media as ``{type: "audio", format: "PCMU"|"L16", channels: ["external",
 "internal"], rate: 8000}``; the channels of a binary frame are interleaved in that order, so channel
@@ -33,6 +33,10 @@ _DURATION = re.compile(r"^PT(\d+\.\d*|\.?\d+)S$")
 MAX_GAPS = 10_000
 #: Heard audio (10 ms) after the last entry under which a new gap joins it instead of taking its own.
 MERGE_SAMPLES = RATE // 100
+#: A language code as Genesys's client validates it (purecloudlabs/audiohook-reference-implementation,
+#: app/audiohook/src/protocol/validators.ts, languageCodeRegex), and how many ``opened`` may list.
+_LANGUAGE = re.compile(r"^[a-z]{2,3}-[A-Za-z]{2,3}$")
+MAX_LANGUAGES = 200
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +66,15 @@ def choose_media(offered: Any) -> Media | None:
         audio = AudioFormat(encoding, RATE, len(channels)).validate()
         return Media(dict(offer), audio, tuple(channels))
     return None
+
+
+def supported_languages(config: Any) -> list[str]:
+    """What ``customConfig.supportedLanguages`` names, as ``opened`` lists it (none configured: [])."""
+    offered = config.get("supportedLanguages") if isinstance(config, dict) else None
+    if not isinstance(offered, list):
+        return []
+    valid = [code for code in offered[: 4 * MAX_LANGUAGES] if isinstance(code, str) and _LANGUAGE.match(code)]
+    return list(dict.fromkeys(valid))[:MAX_LANGUAGES]
 
 
 def duration(seconds: float) -> str:
