@@ -198,13 +198,18 @@ class AccessGate:
 
     def _failed_credential(self, error: Unauthorized, scope: Scope) -> GatewayError:
         """A wrong credential feeds the throttle; a throttled address gets 429 instead."""
+        return self._refused(self.failed_attempt(scope) or error)
+
+    def failed_attempt(self, scope: Scope) -> RateLimited | None:
+        """Count a wrong credential (any kind, the admin token too) against the caller's address; past the
+        limit, the 429 to answer instead of checking it."""
         client = scope["client"][0] if scope.get("client") else "unknown"
         wait_s = self.throttle.blocked_for(client)
         if wait_s:
-            return self._refused(RateLimited(f"too many failed credentials from this address; retry in {wait_s} s",
-                                             code=ErrorCode.AUTH_THROTTLED, retry_after_s=wait_s))  # fmt: skip
+            return RateLimited(f"too many failed credentials from this address; retry in {wait_s} s",
+                               code=ErrorCode.AUTH_THROTTLED, retry_after_s=wait_s)  # fmt: skip
         self.throttle.failed(client)
-        return self._refused(error)
+        return None
 
     def verify_audiohook(self, principal: Principal, scope: Scope, headers: Any) -> None:
         """AudioHook's signed upgrade (:mod:`gateway.signatures.audiohook`): a missing, wrong, expired or

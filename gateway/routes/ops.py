@@ -10,7 +10,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from gateway.errors import BadRequest, Unauthorized, error_response
+from gateway.errors import BadRequest, GatewayError, Unauthorized, error_response
 from gateway.service import service_of
 
 router = APIRouter(tags=["operations"])
@@ -50,8 +50,12 @@ def _admin_allowed(request: Request) -> bool:
 async def drain(request: Request, budget_s: float | None = None) -> Response:
     gateway = service_of(request)
     if not _admin_allowed(request):
-        gateway.registry.deny("admin_unauthorized")
-        return error_response(Unauthorized("admin credential required"))
+        error: GatewayError = Unauthorized("admin credential required")
+        if gateway.settings.admin_token is not None and "authorization" in request.headers:
+            # A wrong guess is throttled per address like any credential: a short admin token is not guessed here.
+            error = gateway.gate.failed_attempt(request.scope) or error
+        gateway.registry.deny("admin_unauthorized" if isinstance(error, Unauthorized) else error.error_code)
+        return error_response(error)
     # inf would keep sessions (and a later SIGTERM, which joins this drain) waiting for ever; nan would
     # close them all at once: a budget is a finite span no longer than a session may last.
     longest = gateway.settings.max_session_s

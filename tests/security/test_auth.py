@@ -27,7 +27,8 @@ TINY_KEY = "dfg_tiny_77e2c1d0a9b84f3e8c6d5b4a39281706"
 SIGNING_KEY = "signing-key-for-tests-0123456789abcdef"
 APP_ORIGIN = "https://app.example.com"
 OTHER_ORIGIN = "https://other.example.com"
-SECRETS.update({ACME_KEY, TINY_KEY, SIGNING_KEY})
+ADMIN_TOKEN = "adm-short-9c1e"
+SECRETS.update({ACME_KEY, TINY_KEY, SIGNING_KEY, ADMIN_TOKEN})
 
 
 @pytest.fixture
@@ -295,6 +296,22 @@ async def test_failed_auth_is_throttled(gw: RunningGateway) -> None:
     assert refused.status_code == 429
     assert abs(int(refused.headers["retry-after"]) - retry) <= 1
     assert (await digits_through(gw, "1", additional_headers={"X-API-Key": ACME_KEY})).milestones() == ["1"]
+
+
+@pytest.mark.parametrize("gw", [{"admin_token": ADMIN_TOKEN, "auth_failures_per_minute": 3}], indirect=True)
+async def test_admin_token_guesses_are_throttled_like_any_credential(gw: RunningGateway) -> None:
+    """Wrong admin tokens on /internal/drain were never throttled: 50 guesses from one address all got a
+    plain 401 with GATEWAY_AUTH_FAILURES_PER_MINUTE=3, so a short token could be guessed. The right
+    token still drains from the throttled address."""
+    async with httpx.AsyncClient(base_url=gw.http_url) as http:
+        guesses = [await http.post("/internal/drain", headers={"Authorization": f"Bearer guess-{i}"}) for i in range(5)]
+        assert [g.status_code for g in guesses] == [401, 401, 401, 429, 429]
+        assert guesses[-1].json()["error"]["code"] == "auth_throttled"
+        assert 55 <= int(guesses[-1].headers["retry-after"]) <= 60
+        assert gw.gateway.registry.draining is False
+        right = await http.post("/internal/drain", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
+        assert right.status_code == 202
+        assert gw.gateway.registry.draining is True
 
 
 @pytest.mark.ws
