@@ -29,6 +29,7 @@ from gateway.adapters import commands
 from gateway.adapters.audiohook_media import (
     SampleAligner,
     Timeline,
+    call_properties,
     choose_media,
     duration,
     parse_duration,
@@ -96,13 +97,24 @@ class AudioHookDialect:
                 return self._open(obj)
         except GatewayError as exc:
             return commands.Refuse(exc)
-        if kind == "ping":
-            return commands.Reply((self._stamp(self._message("pong", {})),))
-        if kind == "close":
-            self.closing = True
-            return commands.Reply((self._stamp(self._message("closed", {})),))
+        if kind in ("ping", "close"):
+            return commands.Reply(self._answer(kind))
         log.debug("ignored an AudioHook %r message before open", kind)
         return None
+
+    def after_goodbye(self, message: ClientMessage) -> Sequence[Frame]:
+        """The client still ends the session after ``disconnect``: ``close`` gets ``closed`` (then it
+        closes the socket); audio in flight, other messages or one out of sequence get nothing."""
+        try:
+            return self._answer(self._checked(message)["type"]) if isinstance(message, str) else ()
+        except GatewayError:
+            return ()
+
+    def _answer(self, kind: str) -> tuple[Frame, ...]:
+        """``ping`` -> ``pong`` and ``close`` -> ``closed`` while no session runs."""
+        self.closing = self.closing or kind == "close"
+        reply = {"ping": "pong", "close": "closed"}.get(kind)
+        return (self._stamp(self._message(reply, {})),) if reply else ()
 
     def streaming(self, message: ClientMessage) -> Command:
         if isinstance(message, bytes):
@@ -180,7 +192,7 @@ class AudioHookDialect:
             audio=media.audio,
             language=self.language,
             settings={"ChannelTags": [_TAGS[c] for c in media.channels]},
-            call_properties=_call_properties(parameters),
+            call_properties=call_properties(parameters),
         )
         opened_parameters: dict[str, Any] = {"media": [media.offer], "startPaused": False}
         if parameters.get("supportedLanguages") is True:  # the Transcription Connector asks: the list must be there
@@ -260,7 +272,7 @@ class AudioHookDialect:
     def goodbye(self, closed: Closed) -> commands.Goodbye:
         if closed.error is None and self.closing:
             # The client closes the socket once it has ``closed`` (it always ends the session).
-            return commands.Goodbye((self._stamp(self._message("closed", {})),), close=False)
+            return commands.Goodbye((self._stamp(self._message("closed", {})),))
         if closed.error is None:
             return commands.Goodbye((self._disconnect("completed", closed.reason),))
         return commands.Goodbye((self._disconnect(_reason(closed.error), str(closed.error)),))
@@ -282,17 +294,3 @@ def _confidence(data: dict[str, Any]) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         return 1.0
     return min(max(float(value), 0.0), 1.0)
-
-
-def _call_properties(parameters: dict[str, Any]) -> dict[str, Any] | None:
-    properties: dict[str, Any] = {}
-    conversation = parameters.get("conversationId")
-    if isinstance(conversation, str) and conversation:
-        properties["ExternalId"] = conversation
-    participant = parameters.get("participant")
-    if isinstance(participant, dict):
-        for ours, theirs in (("CallerNumber", "ani"), ("CalledNumber", "dnis")):
-            value = participant.get(theirs)
-            if isinstance(value, str) and value:
-                properties[ours] = value
-    return properties or None

@@ -1,5 +1,6 @@
-"""AudioHook's media and time, as pure code: the offered media (and the languages ``opened`` lists),
-ISO-8601 durations, whole samples across frames, and the stream position of Data Flow's times.
+"""AudioHook's media and time, as pure code: the offered media (also the languages ``opened`` lists and
+the call's properties for Data Flow), ISO-8601 durations, whole samples across frames, and the stream
+position of Data Flow's times.
 
 AudioHook offers media as ``{type: "audio", format: "PCMU"|"L16", channels: ["external",
 "internal"], rate: 8000}``; the channels of a binary frame are interleaved in that order, so channel
@@ -159,3 +160,18 @@ class Timeline:
         at = upstream_ms * self.rate / 1000.0
         index = bisect_right(self._gap_at, at)
         return (at + (self._gap_total[index - 1] if index else 0)) / self.rate
+
+
+def call_properties(parameters: dict[str, Any]) -> dict[str, Any] | None:
+    """What Data Flow is told about the call: its conversation id and the caller's and called numbers."""
+    properties: dict[str, Any] = {}
+    conversation = parameters.get("conversationId")
+    if isinstance(conversation, str) and conversation:
+        properties["ExternalId"] = conversation
+    participant = parameters.get("participant")
+    if isinstance(participant, dict):
+        for ours, theirs in (("CallerNumber", "ani"), ("CalledNumber", "dnis")):
+            value = participant.get(theirs)
+            if isinstance(value, str) and value:
+                properties[ours] = value
+    return properties or None

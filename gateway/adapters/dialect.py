@@ -17,7 +17,7 @@ from gateway.adapters.socket import Frame
 from gateway.errors import GatewayError
 from gateway.relay.items import Closed, OutItem
 
-__all__ = ["ClientMessage", "Command", "Dialect", "HoldsAudio", "SessionCommand", "held_audio"]
+__all__ = ["ClientClosesSocket", "ClientMessage", "Command", "Dialect", "HoldsAudio", "SessionCommand", "held_audio"]
 
 
 class Dialect(Protocol):
@@ -72,6 +72,16 @@ class HoldsAudio(Protocol):
 
     def flush(self) -> bytes:
         """The audio held so far, all of it: the session's input ends (finalize, stop or hang-up)."""
+        ...
+
+
+@runtime_checkable
+class ClientClosesSocket(Protocol):
+    """A dialect whose client closes the socket itself after the server's goodbye (AudioHook), so the
+    driver keeps reading for a bounded time instead of closing first."""
+
+    def after_goodbye(self, message: ClientMessage) -> Sequence[Frame]:
+        """What the client is told about a message it sends after the goodbye (none: nothing)."""
         ...
 
 

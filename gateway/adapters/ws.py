@@ -21,7 +21,8 @@ from starlette.websockets import WebSocket
 
 from gateway.adapters import commands, fast_audio
 from gateway.adapters.call_results import NO_RESULTS, CallResults
-from gateway.adapters.dialect import Command, Dialect, held_audio
+from gateway.adapters.dialect import ClientClosesSocket, Command, Dialect, held_audio
+from gateway.adapters.ending import ClientCloses, end_session
 from gateway.adapters.reader import ClientReader
 from gateway.adapters.socket import ClientSocket
 from gateway.adapters.waiting import CommandWait, ReadAheadReader
@@ -59,6 +60,7 @@ class Connection:
         self.opened_at = self.last_activity = time.monotonic()
         self._wake = asyncio.Event()  # the watchdog re-reads the connection's state
         self._going_away = False
+        self._closing: ClientCloses | None = None  # the goodbye went out; the client closes the socket
 
     async def run(self) -> None:
         gate = self.service.gate
@@ -80,9 +82,9 @@ class Connection:
             except GatewayError as exc:
                 if self.dialect.refuse_full_at_once:
                     await self._refuse(exc)
-                    return
-            watchdog = asyncio.create_task(self._watch(), name=f"ws-{self.dialect.name}-watchdog")
-            await self._read()
+            if not self.ended:  # (after a refusal: while its client closes the socket)
+                watchdog = asyncio.create_task(self._watch(), name=f"ws-{self.dialect.name}-watchdog")
+                await self._read()
         finally:
             unregister()
             self.waiting.close()
@@ -101,6 +103,9 @@ class Connection:
             if message is None:
                 return
             self.last_activity = time.monotonic()
+            if self._closing is not None and isinstance(self.dialect, ClientClosesSocket):
+                await self._reply_now(commands.Reply(tuple(self.dialect.after_goodbye(message))))
+                continue
             session = self.session
             if session is not None and session.closed is None:
                 if isinstance(message, str):
@@ -208,8 +213,16 @@ class Connection:
             for frame in goodbye.frames:
                 await self.socket.send(frame)
         if goodbye.close or self._going_away:
+            await self._close(closed.code, closed.reason)
+
+    async def _close(self, code: int, reason: str) -> None:
+        """Close the socket, or give a client that closes it itself a bounded time to (the watchdog's)."""
+        if isinstance(self.dialect, ClientClosesSocket) and not self._going_away:
+            self._closing = ClientCloses.from_now(code, reason)
+            self._wake.set()
+        else:
             self.ended = True
-            await self.socket.close(closed.code, closed.reason)
+            await self.socket.close(code, reason)
 
     async def _reap(self) -> None:
         """Wait for the last session to be fully over (its goodbye sent, its tasks gone)."""
@@ -221,26 +234,9 @@ class Connection:
             self.session = None
 
     async def _end_session(self) -> None:
-        """The connection is over: abort a session still running and give its goodbye a bounded time."""
         session, sender, self.sender = self.session, self.sender, None  # a cancelled sender's traceback holds self
-        if session is None:
-            return
-        await self.results.hang_up(session)  # a telephony hang-up finalizes (Data Flow finishes, results go out)
-        if session.state is SessionState.FINALIZING:  # finalize, then gone: let Data Flow finish (bounded)
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self.settings.finalize_timeout_s + 1):
-                    await session.wait_closed()
-        if session.closed is None:
-            session.abort()  # the client went away or stopped talking: nothing reads what Data Flow sends
-        if sender is not None:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self.settings.client_send_timeout_s):
-                    await asyncio.shield(sender)
-            sender.cancel()
-            await asyncio.gather(sender, return_exceptions=True)
-            if not sender.cancelled() and sender.exception() is not None:
-                log.error("session %s: the sender failed", session.id, exc_info=sender.exception())
-        await session.aclose()
+        if session is not None:
+            await end_session(session, sender, self.results, self.settings)
 
     # --- without a session ---------------------------------------------------------------------------
 
@@ -251,13 +247,12 @@ class Connection:
 
     async def _refuse(self, error: GatewayError, *, start_failed: bool = False) -> None:
         """Refuse a start (or end a connection that has no session) in the dialect's words, then close."""
-        if self.ended:
+        if self.ended or self._closing is not None:
             return
-        self.ended = True
         with contextlib.suppress(ClientGone, GatewayError):
             for frame in self.dialect.refusal(error, start_failed=start_failed):
                 await self.socket.send(frame)
-        await self.socket.close(error.ws_close_code, error.error_code)
+        await self._close(error.ws_close_code, error.error_code)
 
     async def _watch(self) -> None:
         """Timeouts while no session runs: the start timeout, then the idle timeout between sessions, and
@@ -269,17 +264,24 @@ class Connection:
                 self._wake.clear()
                 await self._wake.wait()
                 continue
-            if self._going_away:
+            if (closing := self._closing) is not None:
+                remaining = closing.deadline - time.monotonic()
+                if remaining <= 0:  # the client did not close the socket after the goodbye: we do
+                    self.ended = True
+                    await self.socket.close(closing.code, closing.reason)
+                    return
+            elif self._going_away:
                 await self._refuse(GoingAway("this gateway replica is shutting down; reconnect to continue"))
-                return
-            limit, deadline = connection_deadline(
-                self.opened_at, self.last_activity if self.started_any else None,
-                start_s=s.start_timeout_s, idle_s=s.idle_timeout_s, max_s=s.max_session_s,
-            )  # fmt: skip
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                await self._refuse(limit)
-                return
+                continue
+            else:
+                limit, deadline = connection_deadline(
+                    self.opened_at, self.last_activity if self.started_any else None,
+                    start_s=s.start_timeout_s, idle_s=s.idle_timeout_s, max_s=s.max_session_s,
+                )  # fmt: skip
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    await self._refuse(limit)
+                    continue
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(remaining):

@@ -19,7 +19,7 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.adapters import audiohook
+from gateway.adapters import audiohook, ending
 from gateway.adapters.audiohook_media import SampleAligner, Timeline, choose_media, duration, parse_duration
 from gateway.simulator.faults import Fault
 from gateway.simulator.server import DataflowSimulator, SimulatorConfig
@@ -149,17 +149,26 @@ async def test_pause_discard_and_update(gw: RunningGateway, simulator: DataflowS
 
 
 @pytest.mark.ws
-async def test_out_of_sequence_message_is_a_protocol_error(gw: RunningGateway) -> None:
+async def test_out_of_sequence_message_is_a_protocol_error(gw: RunningGateway, monkeypatch: pytest.MonkeyPatch) -> None:
+    """After ``disconnect`` the gateway waits for the client to close (``CLIENT_CLOSE_WAIT_S``); a client
+    still out of sequence gets no ``closed``, and the gateway closes the socket once the wait is over."""
+    monkeypatch.setattr(ending, "CLIENT_CLOSE_WAIT_S", 0.5)
     ws, client = await opened_client(gw)
     try:
         await client.recv()
         await ws.send(client.message("ping", {}, seq=client.seq + 5))
         disconnect = await client.recv()
+        sent_at = time.monotonic()
+        await client.send("close", {"reason": "disconnect"})  # its seq follows the bad one's: still wrong
         await asyncio.wait_for(ws.wait_closed(), 5)
+        waited = time.monotonic() - sent_at
     finally:
         await ws.close()
     assert disconnect["type"] == "disconnect" and disconnect["seq"] == 2
     assert disconnect["parameters"]["reason"] == "error" and "seq must be 2" in disconnect["parameters"]["info"]
+    assert client.received[-1] is disconnect  # nothing answered the close
+    assert 0.4 < waited < 2.0, waited
+    assert ws.close_code == 1007  # the gateway closed: invalid message
 
 
 @pytest.mark.ws
@@ -310,17 +319,25 @@ class TestDataFlowRefusesTheSession:
     def sim_config(self) -> SimulatorConfig:
         return SimulatorConfig(token=SIM_TOKEN, tenant=SIM_TENANT, fault=Fault("reject_start"))
 
-    async def test_opened_then_disconnect_and_close(self, gw: RunningGateway) -> None:
+    async def test_opened_then_disconnect_close_closed(self, gw: RunningGateway) -> None:
+        """The client always ends an AudioHook session: after the server's ``disconnect`` it sends
+        ``close``, gets ``closed`` and closes the socket itself (Genesys's reference client calls a
+        server that closes first "closed unexpectedly"). purecloudlabs/audiohook-reference-implementation,
+        app/audiohook/src/client/clientsessionimpl.ts (onDisconnectMessage, onClosedMessage)."""
         ws, client = await opened_client(gw)
         try:
             opened, disconnect = await client.recv(), await client.recv()
-            await asyncio.wait_for(ws.wait_closed(), 5)
+            await asyncio.sleep(0.3)  # the gateway leaves the socket open for the client's close
+            await client.send("close", {"reason": "disconnect"})
+            closed = await client.recv()
+            await ws.close()
         finally:
             await ws.close()
         assert (opened["type"], opened["seq"], disconnect["type"], disconnect["seq"]) == ("opened", 1, "disconnect", 2)
         assert disconnect["parameters"]["reason"] == "error"
         assert disconnect["parameters"]["info"].startswith("upstream_rejected: ")
-        assert ws.close_code == 1011
+        assert (closed["type"], closed["seq"], closed["clientseq"]) == ("closed", 3, client.seq)
+        assert ws.close_code == 1000  # the client's own close
 
 
 @pytest.mark.ws
