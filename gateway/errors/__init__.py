@@ -37,7 +37,8 @@ secrets or audio.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+import copy
+from typing import Any, ClassVar, Self
 
 from starlette.responses import JSONResponse
 
@@ -72,6 +73,13 @@ class GatewayError(Exception):
 
     def __str__(self) -> str:
         return f"{self.error_code}: {self.message}"
+
+    def detached(self) -> Self:
+        """A copy without the traceback (and chained errors) that raising left on this one: what to keep
+        after it was raised, and to raise again from where it is kept. A traceback holds the frames it
+        went through, their locals hold the keeper: a cycle that holds a whole session until a full
+        collection, and those are rare here (gateway/runtime.py)."""
+        return copy.copy(self)  # rebuilt from its args and attributes: no __traceback__, __context__
 
 
 def error_response(error: GatewayError) -> JSONResponse:

@@ -148,8 +148,8 @@ class RecoveringStream:
                         if self._ended_input is not None or self._final_result:
                             return  # Data Flow finished the session: the normal end
                         failure = UpstreamUnavailable("Data Flow ended the stream before the audio did")
-            except UpstreamError as exc:
-                failure = exc if inner is self._inner else None
+            except UpstreamError as exc:  # kept in a local of this frame: not with this frame in its traceback
+                failure = exc.detached() if inner is self._inner else None
             except asyncio.CancelledError:
                 task = asyncio.current_task()
                 if inner is self._inner or (task is not None and task.cancelling()):
@@ -202,11 +202,11 @@ class RecoveringStream:
     async def _recover_from(self, cause: UpstreamError | None) -> None:
         """Move to a new stream (once, however many sides noticed); raises ``cause`` when that fails."""
         if self._gave_up is not None:
-            raise self._gave_up
+            raise self._gave_up.detached()
         if self._cancelled:
             raise UpstreamUnavailable("the upstream stream was closed")
         if cause is not None and (not isinstance(cause, UpstreamUnavailable) or self._policy.attempts < 1):
-            raise cause
+            raise cause.detached()
         if self._recovery is None:
             held_from = self._buffer.end  # audio after this waits for the new stream (the old has the rest)
             self._recovery = asyncio.create_task(self._reopen(cause, held_from), name="upstream-recovery")
@@ -228,7 +228,7 @@ class RecoveringStream:
                     return
                 if isinstance(exc, UpstreamUnavailable):
                     continue
-                self._recovery, self._gave_up = None, exc
+                self._recovery, self._gave_up = None, exc.detached()
                 raise
             except BaseException:
                 inner.cancel()
@@ -250,8 +250,8 @@ class RecoveringStream:
             )
             return
         if cause is not None:
-            self._recovery, self._gave_up = None, cause
-            raise cause
+            self._recovery, self._gave_up = None, cause.detached()
+            raise cause.detached()
         await self._rotation_failed(held_from, None)
 
     async def _rotation_failed(self, held_from: int, error: UpstreamError | None) -> None:

@@ -96,7 +96,7 @@ class Session:
             raise
         if self.state is SessionState.CLOSED:  # aborted (client gone, drain) while Data Flow was answering
             self.stream.cancel()
-            raise self._end_error or GoingAway("the session was closed while starting")
+            raise self._end_error.detached() if self._end_error else GoingAway("the session was closed while starting")
         self.state = SessionState.STREAMING
         now = time.monotonic()
         self._watch.streaming(client_format, now)
@@ -289,8 +289,8 @@ class Session:
         self.state = SessionState.CLOSED
         code = 1000 if error is None else error.ws_close_code
         audio_ms = round(self.client_format.bytes_to_ms(self.bytes_in), 1) if self.client_format else 0.0
+        self._end_error = error = error.detached() if error else None  # its traceback's frames hold this session
         self.outbox.close(Closed(reason, code, audio_ms, error), drop_backlog=drop_backlog)
-        self._end_error = error
         if self.stream is not None:
             self.stream.cancel()
         current = asyncio.current_task()

@@ -184,7 +184,7 @@ class DataflowStream:
 
     def _check_writable(self) -> None:
         if self._failure is not None:
-            raise self._failure
+            raise self._failure.detached()
         if self._writer is None and not self._writer_ended:
             raise UpstreamProtocolError("the upstream stream is not started")
         if self._input_closed:
@@ -208,10 +208,12 @@ class DataflowStream:
             # The RPC ended while audio was queued: report why it ended, as the reader will.
             self._fail(await self._ended_error())
 
-    def _fail(self, error: GatewayError) -> None:
+    def _fail(self, error: GatewayError) -> GatewayError:
+        """Keep the stream's first failure (without the frames of its raising: they hold this stream); ``error``."""
         if self._failure is None:
-            self._failure = error
+            self._failure = error.detached()
         self._queue.has_space.set()  # wake a sender blocked on backpressure so it sees the failure
+        return error
 
     # --- receiving -------------------------------------------------------------------------------------
 
@@ -223,9 +225,7 @@ class DataflowStream:
             try:
                 item = await self._read_item()
             except grpc.aio.AioRpcError as exc:
-                error = self._from_status(exc)
-                self._fail(error)
-                raise error from None
+                raise self._fail(self._from_status(exc)) from None  # in no local: this frame is in its traceback
             if item is None:
                 return
             yield item

@@ -9,10 +9,13 @@ from __future__ import annotations
 import asyncio
 import gc
 import json
+import logging
 import os
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,9 +23,11 @@ from typing import Any
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
+from gateway.observability import JsonFormatter
 from gateway.simulator.server import SessionRecord
 from tests.support import signals
 from tests.support.harness import RunningGateway, next_message, ws_connect
+from tests.support.settings import SECRETS
 
 START = {"type": "start", "project": "demo", "audio": {"encoding": "pcm16", "sampleRate": 16000, "channels": 1}}
 FRAME_BYTES = 640  # 20 ms of 16 kHz pcm16
@@ -200,3 +205,30 @@ def resources() -> Resources:
         - os_thread_names().get("event_engine", 0),
         py_blocks=sys.getallocatedblocks(),
     )
+
+
+@contextmanager
+def logs_formatted_not_kept() -> Iterator[list[int]]:
+    """Gateway and uvicorn logs are formatted as in production (JSON) and checked for secrets, but not
+    kept: the suite's log collectors would otherwise hold every line and grow the RSS being measured."""
+    lines = [0]
+
+    class Sink(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            text = JsonFormatter().format(record)
+            lines[0] += 1
+            assert not any(secret in text for secret in SECRETS)
+
+    sink = Sink(logging.INFO)
+    loggers = [logging.getLogger(name) for name in ("gateway", "uvicorn")]
+    saved = [(lg.propagate, lg.level) for lg in loggers]
+    for lg in loggers:
+        lg.propagate = False
+        lg.setLevel(logging.INFO)
+        lg.addHandler(sink)
+    try:
+        yield lines
+    finally:
+        for lg, (propagate, level) in zip(loggers, saved, strict=True):
+            lg.removeHandler(sink)
+            lg.propagate, lg.level = propagate, level

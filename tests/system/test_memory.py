@@ -5,12 +5,9 @@ cycles for a full collection that the GC tuning (gateway/runtime.py) makes rare.
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
-import gc
 import json
 import socket
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -22,6 +19,7 @@ from gateway.simulator.server import DataflowSimulator
 from tests.support import signals
 from tests.support.gateway_process import gateway_process, upstream_env
 from tests.support.harness import RunningGateway, read_all, running_gateway, ws_connect
+from tests.support.heap import collector_off, gateway_objects_in_cycles
 from tests.support.native_client import start_message
 from tests.support.settings import settings_for
 
@@ -114,28 +112,6 @@ async def upload(gw: RunningGateway) -> None:
     async with httpx.AsyncClient() as http:
         wav = signals.wav_bytes(signals.utterances(["12"], 8000), 8000)
         assert (await http.post(f"{gw.http_url}/v1/recognize", content=wav)).status_code == 200
-
-
-@contextlib.contextmanager
-def collector_off() -> Iterator[None]:
-    gc.collect()
-    gc.disable()
-    try:
-        yield
-    finally:
-        gc.enable()
-
-
-def gateway_objects_in_cycles() -> dict[str, int]:
-    """Types from gateway/ that only a cycle collection would free (collected here, with SAVEALL)."""
-    gc.set_debug(gc.DEBUG_SAVEALL)
-    try:
-        gc.collect()
-        names = (f"{type(o).__module__}.{type(o).__qualname__}" for o in gc.garbage)
-        return dict(collections.Counter(n for n in names if n.startswith("gateway.")))
-    finally:
-        gc.set_debug(0)
-        gc.garbage.clear()
 
 
 async def test_a_finished_session_leaves_nothing_for_the_cycle_collector(simulator: DataflowSimulator) -> None:

@@ -16,25 +16,23 @@ from __future__ import annotations
 import asyncio
 import collections
 import json
-import logging
 import os
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import numpy as np
 import pytest
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from gateway.observability import JsonFormatter
 from gateway.simulator.server import DataflowSimulator
 from tests.support.harness import RunningGateway, next_message, running_gateway, ws_connect
 from tests.support.probes import (
     FRAME_BYTES,
     Resources,
     figure,
+    logs_formatted_not_kept,
     os_thread_names,
     read_timed,
     resources,
@@ -42,7 +40,7 @@ from tests.support.probes import (
     wait_for,
 )
 from tests.support.raw_ws import RawWebSocket
-from tests.support.settings import SECRETS, settings_for
+from tests.support.settings import settings_for
 from tests.support.signals import wav_bytes
 
 SESSIONS = int(os.environ.get("SOAK_SESSIONS", "2000"))
@@ -246,33 +244,6 @@ async def run_sessions(gw: RunningGateway, count: int) -> collections.Counter[st
 
     await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
     return outcomes
-
-
-@contextmanager
-def logs_formatted_not_kept() -> Iterator[list[int]]:
-    """Gateway and uvicorn logs are formatted as in production (JSON) and checked for secrets, but not
-    kept: the suite's log collectors would otherwise hold every line and grow the RSS being measured."""
-    lines = [0]
-
-    class Sink(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            text = JsonFormatter().format(record)
-            lines[0] += 1
-            assert not any(secret in text for secret in SECRETS)
-
-    sink = Sink(logging.INFO)
-    loggers = [logging.getLogger(name) for name in ("gateway", "uvicorn")]
-    saved = [(lg.propagate, lg.level) for lg in loggers]
-    for lg in loggers:
-        lg.propagate = False
-        lg.setLevel(logging.INFO)
-        lg.addHandler(sink)
-    try:
-        yield lines
-    finally:
-        for lg, (propagate, level) in zip(loggers, saved, strict=True):
-            lg.removeHandler(sink)
-            lg.propagate, lg.level = propagate, level
 
 
 async def settled(gw: RunningGateway, simulator: DataflowSimulator, baseline: Resources | None) -> Resources:
