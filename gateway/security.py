@@ -269,9 +269,9 @@ class AccessGate:
         return SessionLimits(max_s, None, s.audio_rate_burst_ms, budget, max_audio_s=max_s)
 
     def bind(self, lease: Lease, principal: Principal) -> None:
-        """Count a slot taken before the caller was known (a browser's in-band token) against its key."""
-        if principal.kind != "anonymous":
-            lease.bind_key(principal.name, principal.max_sessions)
+        """The caller of a lease taken before it was known (a browser's in-band token): a waiting lease
+        takes its slot now, and the slot counts against the caller's key. Raises the refusal."""
+        lease.bind_key(None if principal.kind == "anonymous" else principal.name, principal.max_sessions)
 
     @staticmethod
     def denial(error: GatewayError) -> Response:

@@ -78,7 +78,8 @@ class Connection:
         try:
             try:  # a dialect whose clients may name themselves in the start message is counted by key then
                 at_once = self.dialect.refuse_full_at_once
-                self._take_slot(None if self.dialect.credentials_in_band else self.principal, count_denial=at_once)
+                principal = None if self.dialect.credentials_in_band else self.principal
+                self._take_slot(principal, count_denial=at_once, waiting=self.principal is None)
             except GatewayError as exc:
                 if self.dialect.refuse_full_at_once:
                     await self._refuse(exc)
@@ -146,8 +147,11 @@ class Connection:
 
     # --- a session -----------------------------------------------------------------------------------
 
-    def _take_slot(self, principal: Principal | None, *, count_denial: bool = True) -> None:
-        self.lease = self.service.gate.reserve(self.dialect.name, principal, count_denial=count_denial)
+    def _take_slot(self, principal: Principal | None, *, count_denial: bool = True, waiting: bool = False) -> None:
+        if waiting:  # no credential yet (it may come in the start message): no slot until it does
+            self.lease = self.service.registry.wait(self.dialect.name, count_denial=count_denial)
+        else:
+            self.lease = self.service.gate.reserve(self.dialect.name, principal, count_denial=count_denial)
         self.lease.drainable = self
 
     async def _begin(self, command: commands.Begin) -> None:
@@ -209,9 +213,7 @@ class Connection:
 
     async def _goodbye(self, closed: Closed) -> None:
         goodbye = self.dialect.goodbye(closed)
-        with contextlib.suppress(ClientGone, GatewayError):
-            for frame in goodbye.frames:
-                await self.socket.send(frame)
+        await self._reply_now(commands.Reply(goodbye.frames))
         if goodbye.close or self._going_away:
             await self._close(closed.code, closed.reason)
 
@@ -249,9 +251,7 @@ class Connection:
         """Refuse a start (or end a connection that has no session) in the dialect's words, then close."""
         if self.ended or self._closing is not None:
             return
-        with contextlib.suppress(ClientGone, GatewayError):
-            for frame in self.dialect.refusal(error, start_failed=start_failed):
-                await self.socket.send(frame)
+        await self._reply_now(commands.Reply(tuple(self.dialect.refusal(error, start_failed=start_failed))))
         await self._close(error.ws_close_code, error.error_code)
 
     async def _watch(self) -> None:

@@ -28,21 +28,26 @@ class Drainable(Protocol):
 class Lease:
     """One reserved slot; :meth:`release` is idempotent."""
 
-    def __init__(self, registry: SessionRegistry, dialect: str, key: str | None) -> None:
+    def __init__(self, registry: SessionRegistry, dialect: str, key: str | None, *, waiting: bool = False) -> None:
         self._registry = registry
         self.dialect = dialect
         self.key: str | None = None
         self.drainable: Drainable | None = None
         self.released = False
+        self.waiting = waiting  # for its caller's credential: no slot yet (see SessionRegistry.wait)
         if key is not None:
             self._count_key(key)
 
-    def bind_key(self, key: str, limit: int | None) -> None:
-        """Count this slot against ``key`` too, once the caller is known (a browser's in-band token)."""
-        if self.key is not None or self.released:
+    def bind_key(self, key: str | None, limit: int | None) -> None:
+        """The caller is known (a browser's in-band token): a waiting lease takes its slot now, and the
+        slot counts against ``key`` too (None: an anonymous caller). Raises the refusal."""
+        if self.released:
             return
-        self._registry.check_key(key, limit)
-        self._count_key(key)
+        if self.waiting:
+            self._registry.admit_waiting(self, key, limit)
+        elif key is not None and self.key is None:
+            self._registry.check_key(key, limit)
+            self._count_key(key)
 
     def _count_key(self, key: str) -> None:
         self.key = key
@@ -63,6 +68,7 @@ class SessionRegistry:
         self.by_dialect: Counter[str] = Counter()
         self.by_key: Counter[str] = Counter()
         self.leases: set[Lease] = set()
+        self.waiting: set[Lease] = set()  # connections whose credential has not come yet: no slot
         self.draining = False
         self.metrics.watch(self)
 
@@ -95,6 +101,31 @@ class SessionRegistry:
         self.by_dialect[dialect] += 1
         return lease
 
+    def wait(self, dialect: str, *, count_denial: bool = True) -> Lease:
+        """A place for a connection whose credential comes after the handshake (a browser's start
+        message), refused as :meth:`reserve` would be. It holds no slot, so callers without a credential
+        cannot fill the replica or turn readiness off; such places have a cap of ``max_sessions`` of
+        their own (and each ends at the start timeout)."""
+        self._admit(None, None, count_denial)
+        if len(self.waiting) >= self.max_sessions:
+            error = CapacityExceeded(f"{self.max_sessions} connections already wait for their credential; retry later")
+            if count_denial:
+                self.deny(error.error_code)
+            raise error
+        lease = Lease(self, dialect, None, waiting=True)
+        self.waiting.add(lease)
+        return lease
+
+    def admit_waiting(self, lease: Lease, key: str | None, key_limit: int | None) -> None:
+        """A waiting lease's caller is known: it takes a slot (capacity, the key's cap) or raises."""
+        self._admit(key, key_limit)
+        self.waiting.discard(lease)
+        lease.waiting = False
+        self.leases.add(lease)
+        self.by_dialect[lease.dialect] += 1
+        if key is not None:
+            lease._count_key(key)
+
     def check_key(self, key: str, limit: int | None, *, count_denial: bool = True) -> None:
         if limit is not None and self.by_key[key] >= limit:
             error = RateLimited(f"this API key already has its maximum of {limit} concurrent sessions")
@@ -119,9 +150,12 @@ class SessionRegistry:
         self.metrics.denials.labels(reason=reason).inc()
 
     def drainables(self) -> list[Drainable]:
-        return [lease.drainable for lease in self.leases if lease.drainable is not None]
+        return [lease.drainable for lease in (*self.leases, *self.waiting) if lease.drainable is not None]
 
     def _release(self, lease: Lease) -> None:
+        if lease.waiting:
+            self.waiting.discard(lease)
+            return
         self.leases.discard(lease)
         self.by_dialect[lease.dialect] -= 1
         if lease.key is not None:

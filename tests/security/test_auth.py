@@ -382,3 +382,44 @@ async def test_an_origin_that_is_not_ascii_is_refused_not_a_server_error(gw: Run
         finally:
             writer.close()
         assert head.startswith(b"HTTP/1.1 403 "), head
+
+
+@pytest.mark.ws
+@pytest.mark.parametrize("gw", [{"max_sessions": 3}], indirect=True)
+async def test_callers_without_a_credential_cannot_fill_the_replica(gw: RunningGateway) -> None:
+    """A handshake with an allowed Origin and no credential is accepted (a browser may send its token in
+    the start message; anyone can send that Origin), but it holds no session slot until its token comes.
+    Three such sockets on a 3-session replica leave it ready and a keyed client is served; they have a
+    cap of their own (a fourth is refused), one whose token then arrives takes a slot as it starts, and a
+    drain tells them to go away like live sessions."""
+    registry = gw.gateway.registry
+    idle = [await ws_connect(gw.ws_url(), origin=APP_ORIGIN) for _ in range(3)]
+    async with asyncio.timeout(2):
+        while len(registry.waiting) < 3:
+            await asyncio.sleep(0.01)
+    async with httpx.AsyncClient(base_url=gw.http_url) as http:
+        assert (await http.get("/readyz")).status_code == 200
+    assert registry.active == 0
+    assert (await digits_through(gw, "5", additional_headers={"X-API-Key": ACME_KEY})).milestones() == ["5"]
+    async with ws_connect(gw.ws_url(), origin=APP_ORIGIN) as fourth:
+        refused = await read_all(fourth)
+    assert refused.errors() == ["capacity_exceeded"] and refused.close_code == 1013
+
+    token = (await mint(gw, origin=APP_ORIGIN))["token"]
+    await idle[0].send(start_message(token=token))
+    await next_message(idle[0], "started")
+    assert (registry.active, len(registry.waiting)) == (1, 2)
+    for ws in idle:
+        await ws.close()
+    async with asyncio.timeout(2):
+        while registry.active or registry.waiting:
+            await asyncio.sleep(0.01)
+
+    late = await ws_connect(gw.ws_url(), origin=APP_ORIGIN)  # a drain tells waiting connections too
+    async with asyncio.timeout(2):
+        while not registry.waiting:
+            await asyncio.sleep(0.01)
+    drain = gw.gateway.drain(0.2)
+    gone = await read_all(late)
+    await drain
+    assert gone.errors() == ["going_away"] and gone.close_code == 1001
