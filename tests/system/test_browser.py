@@ -10,6 +10,7 @@ they fail. Screenshots land in ``artifacts/``.
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -64,6 +65,9 @@ async def test_demo_page_and_client_are_served_in_simulator_mode() -> None:
             assert (await http.get(f"/static/{bad}")).status_code == 404, bad
         # nothing on the page comes from elsewhere
         assert "http://" not in page.text.replace('href="/', "") and "https://" not in page.text
+        # a form submitted without its script (say, Enter before demo.js runs) never puts the key in a URL
+        forms = re.findall(r"<form\b[^>]*>", page.text)
+        assert len(forms) == 2 and all('method="post"' in form for form in forms), forms
 
 
 async def test_demo_page_is_off_with_a_real_upstream_unless_enabled(simulator: DataflowSimulator) -> None:
