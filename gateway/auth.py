@@ -197,11 +197,17 @@ class FailedAuthThrottle:
         ages_out = window[len(window) - self.limit] + self.WINDOW_S  # then fewer than ``limit`` remain
         return max(1, math.ceil(ages_out - time.monotonic()))
 
+    def __len__(self) -> int:
+        """Addresses with failures in the window."""
+        return len(self._failures)
+
     def failed(self, client: str) -> None:
+        if not self.limit:  # off: keep nothing (a window would grow with every failure)
+            return
         now = time.monotonic()
         window = self._window(client, now)
         if window is None:
-            window = self._failures[client] = deque()
+            window = self._failures[client] = deque(maxlen=self.limit)  # the last ``limit`` decide
             while len(self._failures) > self.MAX_ADDRESSES:
                 self._failures.popitem(last=False)
         window.append(now)

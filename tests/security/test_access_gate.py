@@ -251,6 +251,18 @@ def test_a_zero_limit_never_throttles() -> None:
         with pytest.raises(Unauthorized):
             gate.identify(scope(), {"x-api-key": "dfg_wrong"})
     assert denials(gate, "auth_throttled") is None
+    assert len(gate.throttle) == 0  # and it keeps nothing: a window would grow with every failure
+
+
+def test_an_address_keeps_only_as_many_failures_as_the_limit() -> None:
+    gate = make_gate(auth_failures_per_minute=2)
+    for _ in range(2):
+        with pytest.raises(Unauthorized):
+            gate.identify(scope(), {"x-api-key": "dfg_wrong"})
+    for _ in range(50):
+        gate.throttle.failed("10.0.0.1")  # what a caller that ignores the 429 could add
+    assert len(gate.throttle) == 1 and gate.throttle.blocked_for("10.0.0.1") > 0
+    assert len(gate.throttle._failures["10.0.0.1"]) == 2
 
 
 # --- admission ----------------------------------------------------------------------------------------
