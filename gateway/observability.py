@@ -6,7 +6,7 @@ Each app gets its own CollectorRegistry (tests run several apps in one process).
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from typing import TYPE_CHECKING, Protocol
 
 from prometheus_client import (
@@ -45,6 +45,9 @@ class LiveCounts(Protocol):
     @property
     def draining(self) -> bool: ...
 
+    @property
+    def waiting(self) -> Collection[object]: ...
+
 
 class _LiveSessions(Collector):
     """Active sessions by dialect, read from the session registry at scrape time."""
@@ -59,6 +62,11 @@ class _LiveSessions(Collector):
         yield family
         yield GaugeMetricFamily(
             f"{PREFIX}_draining", "1 while this replica drains", value=1.0 if self._sessions.draining else 0.0
+        )
+        yield GaugeMetricFamily(
+            f"{PREFIX}_connections_waiting_for_credential",
+            "WebSockets accepted without a credential, waiting for a token in their start message (no slot)",
+            value=len(self._sessions.waiting),
         )
 
 

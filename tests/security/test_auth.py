@@ -399,7 +399,9 @@ async def test_callers_without_a_credential_cannot_fill_the_replica(gw: RunningG
             await asyncio.sleep(0.01)
     async with httpx.AsyncClient(base_url=gw.http_url) as http:
         assert (await http.get("/readyz")).status_code == 200
+        scraped = (await http.get("/metrics")).text
     assert registry.active == 0
+    assert "dataflow_gateway_connections_waiting_for_credential 3.0" in scraped.splitlines()
     assert (await digits_through(gw, "5", additional_headers={"X-API-Key": ACME_KEY})).milestones() == ["5"]
     async with ws_connect(gw.ws_url(), origin=APP_ORIGIN) as fourth:
         refused = await read_all(fourth)
