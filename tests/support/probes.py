@@ -226,9 +226,15 @@ def logs_formatted_not_kept() -> Iterator[list[int]]:
         lg.propagate = False
         lg.setLevel(logging.INFO)
         lg.addHandler(sink)
+    # Whatever still reaches the root logger (a child logger an earlier test configured with uvicorn's
+    # own dictConfig, the test's clients) goes to the sink too, not to the collectors that keep records.
+    root = logging.getLogger()
+    root_handlers = root.handlers[:]
+    root.handlers = [sink]
     try:
         yield lines
     finally:
+        root.handlers = root_handlers
         for lg, (propagate, level) in zip(loggers, saved, strict=True):
             lg.removeHandler(sink)
             lg.propagate, lg.level = propagate, level
