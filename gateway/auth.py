@@ -123,8 +123,8 @@ class Authenticator:
     def mint(
         self, owner: Principal, *, projects: list[str] | None, origin: str | None, max_session_s: float | None,
         ttl_s: float, single_use: bool,
-    ) -> tuple[str, float]:  # fmt: skip
-        """A browser token for ``owner`` (narrower, never wider); returns (token, expiry epoch)."""
+    ) -> tuple[str, int]:  # fmt: skip
+        """A browser token for ``owner`` (narrower, never wider); returns (token, expiry epoch: its ``exp``)."""
         if owner.kind != "api_key":
             raise Forbidden("browser tokens are minted with an API key", code=ErrorCode.API_KEY_REQUIRED)
         if projects is not None and owner.projects is not None and not set(projects) <= owner.projects:

@@ -85,6 +85,13 @@ def _operations(auth_required: bool, admin_token: bool) -> dict[str, tuple[Requi
         408: "The body did not arrive within GATEWAY_START_TIMEOUT_S of the request's head (`start_timeout`).",
         413: "The body is over GATEWAY_MAX_CONTROL_MESSAGE_BYTES (`message_too_big`).",
     }
+    drain = {
+        401: "No or a wrong admin credential (`unauthorized`).",
+        422: "`budget_s` is not a number from 0 to GATEWAY_MAX_SESSION_S (`invalid_parameters`, `bad_request`).",
+        **body,
+    }
+    if admin_token:  # a wrong admin token counts against its address like any credential (gateway.routes.ops)
+        drain[429] = "Too many wrong admin tokens from this address (`auth_throttled`); see Retry-After."
     return {
         "recognize": (client, {400: "", 401: "", 403: "", 429: ""}),  # its others: gateway.upload.openapi
         "mintToken": (
@@ -100,15 +107,7 @@ def _operations(auth_required: bool, admin_token: bool) -> dict[str, tuple[Requi
                 **body,
             },
         ),
-        "drain": (
-            admin,
-            {
-                401: "No or a wrong admin credential (`unauthorized`).",
-                422: "`budget_s` is not a number from 0 to GATEWAY_MAX_SESSION_S "
-                "(`invalid_parameters`, `bad_request`).",
-                **body,
-            },
-        ),
+        "drain": (admin, drain),
         "metrics": ([], {}),
         "healthz": ([], {}),
         "readyz": ([], {}),

@@ -51,7 +51,7 @@ class TokenRequest(BaseModel):
 
 class TokenResponse(BaseModel):
     token: str
-    expires_at: float = Field(alias="expiresAt")
+    expires_at: int = Field(alias="expiresAt", description="The token's exp: Unix time in whole seconds.")
     subprotocols: list[str] = Field(description="Pass as the WebSocket constructor's protocols argument.")
 
 

@@ -227,6 +227,20 @@ async def test_a_minted_token_is_never_cached(gw: RunningGateway) -> None:
     assert response.headers["pragma"] == "no-cache"
 
 
+async def test_a_minted_token_says_when_it_expires_as_its_exp_does(gw: RunningGateway) -> None:
+    """``expiresAt`` is the JWT's ``exp``, whole seconds; it was sent as a float (``1796393337.0``)."""
+    async with httpx.AsyncClient(base_url=gw.http_url) as http:
+        response = await http.post("/v1/tokens", json={"ttlSeconds": 30}, headers={"X-API-Key": ACME_KEY})
+        schema = (await http.get("/openapi.json")).json()["components"]["schemas"]["TokenResponse"]
+    assert response.status_code == 200
+    minted = response.json()
+    SECRETS.add(minted["token"])
+    exp = jwt.decode(minted["token"], options={"verify_signature": False})["exp"]
+    assert type(minted["expiresAt"]) is int and minted["expiresAt"] == exp
+    assert abs(exp - time.time() - 30) <= 2
+    assert schema["properties"]["expiresAt"]["type"] == "integer"
+
+
 # --- limits ----------------------------------------------------------------------------------------------
 
 
@@ -308,6 +322,8 @@ async def test_admin_token_guesses_are_throttled_like_any_credential(gw: Running
         assert [g.status_code for g in guesses] == [401, 401, 401, 429, 429]
         assert guesses[-1].json()["error"]["code"] == "auth_throttled"
         assert 55 <= int(guesses[-1].headers["retry-after"]) <= 60
+        documented = (await http.get("/openapi.json")).json()["paths"]["/internal/drain"]["post"]["responses"]
+        assert "429" in documented, sorted(documented)  # the OpenAPI document listed 401, 408, 413, 422 only
         assert gw.gateway.registry.draining is False
         right = await http.post("/internal/drain", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
         assert right.status_code == 202
