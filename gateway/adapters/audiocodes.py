@@ -20,7 +20,7 @@ from gateway.adapters.dialect import ClientMessage, Command, SessionCommand
 from gateway.adapters.messages import quote
 from gateway.adapters.socket import Frame
 from gateway.audio.format import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE, AudioFormat
-from gateway.dataflow.lenient import as_int, get, loads_object
+from gateway.dataflow.lenient import declared_int, get, loads_object
 from gateway.dataflow.messages import MILESTONE, PARTIAL, DataflowEvent, StartRequest
 from gateway.errors import AudioFormatError, BadRequest, ErrorCode, GatewayError, InvalidState
 from gateway.relay.items import Closed, OutItem, Started
@@ -105,7 +105,7 @@ def parse_start(obj: dict[str, Any], *, project: str) -> tuple[StartRequest, Wav
     audio_format = obj.get("format", "raw")
     if audio_format not in ("raw", "wav"):
         raise AudioFormatError(f"format {quote(audio_format)} is not supported; use raw or wav")
-    rate = as_int(obj.get("sampleRateHz"), 16000)
+    rate = declared_int(obj.get("sampleRateHz"), 16000, name="sampleRateHz")
     if not MIN_SAMPLE_RATE <= rate <= MAX_SAMPLE_RATE:  # checked here too: a rate may have 4300 digits
         raise AudioFormatError(f"sample rate must be {MIN_SAMPLE_RATE}..{MAX_SAMPLE_RATE} Hz, got {quote(rate)}")
     audio = AudioFormat("pcm16", rate, 1).validate()

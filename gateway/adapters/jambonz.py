@@ -22,7 +22,7 @@ from gateway.adapters.dialect import ClientMessage, Command, SessionCommand
 from gateway.adapters.messages import quote
 from gateway.adapters.socket import Frame
 from gateway.audio.format import AudioFormat
-from gateway.dataflow.lenient import as_int, loads_object
+from gateway.dataflow.lenient import declared_int, loads_object
 from gateway.dataflow.messages import PARTIAL, DataflowEvent, StartRequest
 from gateway.errors import AudioFormatError, BadRequest, ErrorCode, GatewayError, InvalidState
 from gateway.relay.items import Closed, OutItem
@@ -39,7 +39,8 @@ def parse_start(obj: dict[str, Any], *, project: str) -> tuple[StartRequest, boo
     encoding = str(obj.get("encoding", "LINEAR16")).upper()
     if encoding != "LINEAR16" or obj.get("format", "raw") != "raw":
         raise AudioFormatError("jambonz audio must be format raw, encoding LINEAR16")
-    audio = AudioFormat("pcm16", as_int(obj.get("sampleRateHz"), 8000), 1).validate()
+    rate = declared_int(obj.get("sampleRateHz"), 8000, name="sampleRateHz")
+    audio = AudioFormat("pcm16", rate, 1).validate()
     if not project:
         raise BadRequest("no project: add ?project=<name> to the vendor's URL", code=ErrorCode.INVALID_START)
     language = obj.get("language")

@@ -36,7 +36,7 @@ from gateway.adapters.socket import Frame
 from gateway.adapters.twilio_tracks import TwoTracks
 from gateway.audio.convert import AudioConverter
 from gateway.audio.format import AudioFormat, parse_encoding
-from gateway.dataflow.lenient import as_int, loads_object
+from gateway.dataflow.lenient import declared_int, loads_object
 from gateway.dataflow.messages import StartRequest, UpstreamAudio
 from gateway.errors import AudioFormatError, BadRequest, ErrorCode, GatewayError, InvalidMessage, InvalidState
 from gateway.relay.items import Closed, OutItem, Started
@@ -97,8 +97,8 @@ class TwilioDialect:
         media = media if isinstance(media, dict) else {}
         fmt = AudioFormat(
             parse_encoding(str(media.get("encoding", "audio/x-mulaw"))),
-            as_int(media.get("sampleRate"), 8000),
-            as_int(media.get("channels"), 1),
+            declared_int(media.get("sampleRate"), 8000, name="mediaFormat.sampleRate"),
+            declared_int(media.get("channels"), 1, name="mediaFormat.channels"),
         )
         if fmt != TWILIO_AUDIO:
             raise AudioFormatError("Twilio Media Streams carry audio/x-mulaw at 8000 Hz, one channel")

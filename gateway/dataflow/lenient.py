@@ -1,5 +1,8 @@
 """Reading Data Flow's JSON tolerantly: keys matched without regard to case, ``-`` and ``_``, numbers
-given as strings accepted, nesting bounded. Shared by every reader of client or Data Flow JSON."""
+given as strings accepted, nesting bounded. Shared by every reader of client or Data Flow JSON.
+
+Tolerance stops where a guess would change what audio means: a number a client declares (a sample
+rate, a channel count) that is no number is refused (:func:`declared_int`), never read as the default."""
 
 from __future__ import annotations
 
@@ -7,7 +10,8 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from gateway.errors import InvalidMessage
+from gateway.errors import AudioFormatError, InvalidMessage
+from gateway.errors.quoting import quote
 
 
 def norm_key(key: str) -> str:
@@ -30,6 +34,7 @@ def get(obj: Mapping[str, Any], *names: str, default: Any = None) -> Any:
 
 
 def as_int(value: Any, default: int) -> int:
+    """Data Flow's own numbers (an event's Channel, StartMsec): whatever is no number is ``default``."""
     if isinstance(value, bool):
         return default
     if isinstance(value, int):
@@ -42,6 +47,45 @@ def as_int(value: Any, default: int) -> int:
         except (ValueError, OverflowError):  # "abc", "nan"; "inf" and "1e999" overflow
             return default
     return default
+
+
+#: A number sent as a string is read up to this many characters; a longer one is refused unread
+#: (float() makes inf of 400 digits, and no sample rate needs more than a handful).
+MAX_NUMBER_CHARS = 32
+
+
+def _whole(value: Any) -> int | None:
+    """``value`` as a whole number: a JSON number or a string of one (spaces around allowed); else None."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and len(value) <= MAX_NUMBER_CHARS:
+        try:
+            return int(value)  # "16000", " 16000 "
+        except ValueError:
+            pass
+        try:
+            value = float(value)  # "16000.0", "1.6e4"
+        except ValueError:
+            return None
+    if isinstance(value, float) and value.is_integer():  # not inf, nan nor 16000.5
+        return int(value)
+    return None
+
+
+def declared_int(value: Any, default: int, *, name: str) -> int:
+    """A whole number a client declares about its audio: absent or null is ``default``; a number, or a
+    string of one (legacy clients quote numbers), is read. Anything else ("abc", "16k", 16000.5, true,
+    400 digits) is an AudioFormatError naming ``name`` and quoting the value cut short: read as the
+    default, it would silently garble every transcript. The range is the caller's to check."""
+    if value is None:
+        return default
+    number = _whole(value)
+    if number is None:
+        longest = f" of at most {MAX_NUMBER_CHARS} characters" if isinstance(value, str) else ""
+        raise AudioFormatError(f"{name} must be a whole number{longest}, got {quote(value)}")
+    return number
 
 
 def as_dict(value: Any) -> dict[str, Any]:

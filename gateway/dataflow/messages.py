@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.audio.format import DATAFLOW_ENCODINGS, AudioFormat, to_dataflow_encoding
-from gateway.dataflow.lenient import as_dict, as_int, get, norm_key
+from gateway.dataflow.lenient import as_dict, as_int, declared_int, get, norm_key
 from gateway.errors import AudioFormatError
 
 MILESTONE = "SR Milestone"
@@ -91,7 +91,8 @@ def _first(keys: Mapping[str, Any], *names: str) -> Any:
 
 
 def parse_audio(obj: Mapping[str, Any], *, default: AudioFormat) -> AudioFormat:
-    """Audio block of a Start; missing values fall back to ``default`` (legacy clients omit some)."""
+    """Audio block of a Start; missing values fall back to ``default`` (legacy clients omit some), values
+    that are no number are refused."""
     keys = normalised(obj)
     encoding_name = keys.get("encoding")
     if encoding_name is None:
@@ -100,8 +101,8 @@ def parse_audio(obj: Mapping[str, Any], *, default: AudioFormat) -> AudioFormat:
         encoding = DATAFLOW_ENCODINGS[norm_key(encoding_name)]
     else:
         raise AudioFormatError("Audio.Encoding must be pcm, ulaw or alaw")
-    rate = as_int(_first(keys, "samplerate", "rate"), default.sample_rate)
-    channels = as_int(_first(keys, "channelcount", "channels"), default.channels)
+    rate = declared_int(_first(keys, "samplerate", "rate"), default.sample_rate, name="Audio.SampleRate")
+    channels = declared_int(_first(keys, "channelcount", "channels"), default.channels, name="Audio.ChannelCount")
     return AudioFormat(encoding, rate, channels).validate()
 
 

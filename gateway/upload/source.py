@@ -16,7 +16,7 @@ from typing import Any, Protocol
 from gateway.audio.containers import DEMUXERS, SNIFF_BYTES, PushParser, RawHint, SizeMismatch, parser_for, sniff
 from gateway.audio.decoders import DecodedSource
 from gateway.audio.format import AudioFormat, parse_encoding
-from gateway.dataflow.lenient import as_int, get
+from gateway.dataflow.lenient import declared_int, get
 from gateway.errors import AudioFormatError, BadRequest, ErrorCode
 
 _G711: frozenset[str] = frozenset({"mulaw", "alaw"})
@@ -204,8 +204,12 @@ def declared_audio(
         return DeclaredAudio("Content-Type", declared, rate, count, big_endian=ctype == "audio/l16")
     audio = get(parameters, "Audio") if parameters is not None else None
     if isinstance(audio, dict) and isinstance(declared := get(audio, "Encoding"), str):
-        rate = sample_rate or as_int(get(audio, "SampleRate", "sample-rate"), 0) or None
-        count = channels or as_int(get(audio, "ChannelCount", "channel-count"), 0) or None
+        said_rate, said_channels = get(audio, "SampleRate", "sample-rate"), get(audio, "ChannelCount", "channel-count")
+        try:  # a declaration that is no number is refused, like ?sampleRate=abc, never read as none
+            rate = sample_rate or declared_int(said_rate, 0, name="Parameters.Audio.SampleRate") or None
+            count = channels or declared_int(said_channels, 0, name="Parameters.Audio.ChannelCount") or None
+        except AudioFormatError as exc:
+            raise BadRequest(exc.message, code=ErrorCode.INVALID_PARAMETERS) from None
         return DeclaredAudio("Parameters.Audio", declared, rate, count)
     return None
 

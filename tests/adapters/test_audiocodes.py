@@ -133,6 +133,11 @@ async def test_stop_without_recognition_answers_end(gw: RunningGateway) -> None:
     [
         ([start(encoding="MULAW")], "unsupported_audio_format: encoding 'MULAW' is not supported; use LINEAR16", 1003),
         ([start(sampleRateHz=96000)], "unsupported_audio_format: sample rate must be 8000..48000 Hz, got 96000", 1003),
+        (
+            [start(sampleRateHz="8 kHz")],  # read as 16000 it garbled the call
+            "unsupported_audio_format: sampleRateHz must be a whole number of at most 32 characters, got '8 kHz'",
+            1003,
+        ),
         (["{oops"], "invalid_message: message is not valid JSON", 1007),
         ([start(), start()], "already_started: a recognition is already running", 1008),
     ],

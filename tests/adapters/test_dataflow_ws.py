@@ -267,6 +267,52 @@ async def test_failed_start_is_reported_as_a_start_response_then_closed(
     assert gw.gateway.registry.active == 0
 
 
+def refused_start(legacy: bool, text: str) -> dict[str, str]:
+    if legacy:
+        return {"message-name": "start-response", "operation-result": text, "error-code": "unsupported_audio_format"}
+    return {"MessageName": "StartResponse", "OperationResult": text, "ErrorCode": "unsupported_audio_format"}
+
+
+@pytest.mark.ws
+@pytest.mark.parametrize(
+    ("audio", "legacy", "expected"),
+    [
+        ({"SampleRate": "9999999999999999999999x"}, False,
+         "Audio.SampleRate must be a whole number of at most 32 characters, got '9999999999999999999999x'"),
+        ({"sample-rate": "abc"}, True, "Audio.SampleRate must be a whole number of at most 32 characters, got 'abc'"),
+        ({"SampleRate": "9" * 5000}, False,  # quoted cut short; float() made inf of it, read as 16000
+         f"Audio.SampleRate must be a whole number of at most 32 characters, got '{'9' * 64}'…"),
+        ({"SampleRate": "9999999999999999999999"}, False,  # the client's digits, not float's 1e22
+         "sample rate must be 8000..48000 Hz, got 9999999999999999999999"),
+        ({"SampleRate": 8000.5}, False, "Audio.SampleRate must be a whole number, got 8000.5"),
+        ({"channel-count": True}, True, "Audio.ChannelCount must be a whole number, got True"),
+        ({"ChannelCount": "2 channels"}, False,
+         "Audio.ChannelCount must be a whole number of at most 32 characters, got '2 channels'"),
+    ],
+)  # fmt: skip
+async def test_a_declared_number_that_is_no_number_is_refused_not_read_as_the_default(
+    gw: RunningGateway, simulator: DataflowSimulator, audio: dict[str, Any], legacy: bool, expected: str
+) -> None:
+    """Read as 16000 Hz / mono, a wrong declaration silently garbled every transcript of the call."""
+    start = {"message-name": "start", "audio": audio} if legacy else {"MessageName": "Start", "Audio": audio}
+    async with ws_connect(gw.ws_url("/project-runner/demo")) as ws:
+        await ws.send(json.dumps(start))
+        refused = await read_all(ws)
+    assert refused.messages == [refused_start(legacy, expected)]
+    assert refused.close_code == 1003
+    assert not simulator.records  # never reached Data Flow
+    # Numbers as strings, spaces around them included, are still read: 8 kHz DTMF comes back whole.
+    audio = {"sample-rate": " 8000 ", "channel-count": "1 "}
+    async with ws_connect(gw.ws_url("/project-runner/demo")) as ws:
+        await ws.send(json.dumps({"message-name": "start", "audio": audio}))
+        await send_frames(ws, dtmf_pcm(["123"]))
+        await ws.send(json.dumps({"message-name": "finalize"}))
+        result = await read_all(ws)
+    assert milestones(result) == ["123"]
+    assert result.close_code == 1000
+    assert gw.gateway.registry.active == 0
+
+
 @pytest.mark.ws
 async def test_capacity_refusal_is_a_start_response(simulator: DataflowSimulator) -> None:
     async with running_gateway(settings_for(simulator, max_sessions=1)) as gw:

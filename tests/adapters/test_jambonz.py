@@ -67,12 +67,22 @@ async def test_without_the_bearer_key_the_upgrade_is_refused(gateway_factory: Ga
 
 
 @pytest.mark.ws
-async def test_a_bad_start_gets_an_error_message_and_a_close_code(gateway_factory: GatewayFactory) -> None:
+@pytest.mark.parametrize(
+    ("change", "error"),
+    [
+        ({"encoding": "MULAW"}, "unsupported_audio_format: jambonz audio must be format raw, encoding LINEAR16"),
+        ({"sampleRateHz": "16000x"},  # read as 8000 it garbled the call
+         "unsupported_audio_format: sampleRateHz must be a whole number of at most 32 characters, got '16000x'"),
+    ],
+)  # fmt: skip
+async def test_a_bad_start_gets_an_error_message_and_a_close_code(
+    gateway_factory: GatewayFactory, change: dict[str, Any], error: str
+) -> None:
     async with gateway_factory() as gw, ws_connect(gw.ws_url("/v1/jambonz")) as ws:
-        bad: dict[str, Any] = json.loads(start(8000, False)) | {"encoding": "MULAW"}
+        bad: dict[str, Any] = json.loads(start(8000, False)) | change
         await ws.send(json.dumps(bad))
         seen = await read_all(ws, timeout=5)
-    assert [m["type"] for m in seen.messages] == ["error"] and seen.messages[0]["error"]
+    assert seen.messages == [{"type": "error", "error": error}]
     assert seen.close_code == 1003  # unsupported data
 
 

@@ -140,6 +140,25 @@ async def test_no_start_is_closed_after_the_start_timeout_without_a_word(gateway
 
 
 @pytest.mark.ws
+@pytest.mark.parametrize(("rate", "close_code"), [("8000x", 1003), (" 8000 ", None)])
+async def test_a_sample_rate_that_is_no_number_is_refused_not_read_as_8000(
+    gateway_factory: GatewayFactory, rate: str, close_code: int | None
+) -> None:
+    start = json.loads(telephony.twilio_start())
+    start["start"]["mediaFormat"]["sampleRate"] = rate
+    async with gateway_factory(start_timeout_s=5) as gw, ws_connect(gw.ws_url("/v1/twilio")) as ws:
+        await ws.send(telephony.twilio_connected())
+        await ws.send(json.dumps(start))
+        if close_code is None:  # a number as a string is still read: the call runs to the end
+            for frame in [*telephony.twilio_media("7"), telephony.twilio_stop()]:
+                await ws.send(frame)
+        seen = await read_all(ws, timeout=10)
+    assert seen.messages == [] and seen.audio == []  # nothing but media/mark/clear ever goes to Twilio
+    assert seen.close_code == (close_code or 1000)
+    assert gw.gateway.registry.active == 0
+
+
+@pytest.mark.ws
 async def test_a_drain_closes_the_call_with_1001_and_its_summary_still_goes_out(
     gateway_factory: GatewayFactory,
 ) -> None:

@@ -30,7 +30,7 @@ from gateway.audio.containers import RawHint, parser_for, sniff
 from gateway.audio.format import AudioFormat
 from gateway.dataflow.lenient import MAX_JSON_DEPTH, as_int, loads_object, too_deep
 from gateway.dataflow.messages import StartRequest, build_start, parse_audio, parse_event, parse_start
-from gateway.errors import BadRequest, InvalidMessage
+from gateway.errors import AudioFormatError, BadRequest, InvalidMessage
 from gateway.simulator.server import DataflowSimulator, SimulatorConfig
 from gateway.upload.body import MultipartAudio
 from gateway.upstream.contract import ContentType, WireContract
@@ -225,12 +225,22 @@ def test_event_reads_the_same_in_both_dialects(
                                                                              a.group_id, a.text)  # fmt: skip
 
 
-@pytest.mark.parametrize("text", ["inf", "-inf", "1e999", "nan", "\u00b2", ""])
-def test_number_strings_that_are_not_integers_fall_back(text: str) -> None:
-    """Found by these tests: "inf" and "1e999" overflowed int() and escaped as OverflowError."""
+@pytest.mark.parametrize("text", ["inf", "-inf", "1e999", "nan", "\u00b2", "", "9" * 400])
+def test_number_strings_that_are_not_integers_fall_back_or_are_refused(text: str) -> None:
+    """Found by these tests: "inf" and "1e999" overflowed int() and escaped as OverflowError. Data Flow's
+    numbers fall back; a client's declared audio is refused (read as 16000 Hz it garbled the call)."""
     assert as_int(text, 7) == 7
-    fmt = parse_audio({"SampleRate": text, "ChannelCount": text}, default=AudioFormat("pcm16", 16000, 1))
-    assert fmt == AudioFormat("pcm16", 16000, 1)
+    for key in ("SampleRate", "ChannelCount"):
+        with pytest.raises(AudioFormatError, match=f"Audio.{key} must be a whole number"):
+            parse_audio({key: text}, default=AudioFormat("pcm16", 16000, 1))
+
+
+@FAST
+@given(rate=st.integers(8000, 48000), channels=st.integers(1, 2), pad=st.sampled_from(["", " ", "\t", " \n"]))
+def test_declared_numbers_as_strings_read_as_the_numbers(rate: int, channels: int, pad: str) -> None:
+    audio = {"sample-rate": f"{pad}{rate}{pad}", "channel-count": f"{channels}.0{pad}"}
+    assert parse_audio(audio, default=AudioFormat("pcm16", 16000, 1)) == AudioFormat("pcm16", rate, channels)
+    assert parse_audio({"SampleRate": None}, default=AudioFormat("pcm16", 16000, 1)).sample_rate == 16000
 
 
 def _depth(value: Any) -> int:

@@ -122,6 +122,23 @@ async def test_bad_parameters_are_422(
     await idle(gw)
 
 
+async def test_a_declared_number_that_is_no_number_is_422_not_ignored(gw: RunningGateway) -> None:
+    """Ignored, headerless mu-law declared "16000x" was read as 8 kHz: every transcript garbled."""
+    mulaw = signals.g711_encode(signals.silence(200, 16000), "mulaw")
+    refused = [
+        ({"SampleRate": "16000x"}, "SampleRate must be a whole number of at most 32 characters, got '16000x'"),
+        ({"ChannelCount": [2]}, "ChannelCount must be a whole number, got [2]"),
+    ]
+    for audio, message in refused:
+        parameters = json.dumps({"Audio": {"Encoding": "ulaw", **audio}})
+        response = await post(gw, mulaw, **{"X-Dataflow-Parameters": parameters})
+        expected = {"code": "invalid_parameters", "message": f"Parameters.Audio.{message}", "retryable": False}
+        assert error_of(response, 422) == expected
+    quoted = json.dumps({"Audio": {"Encoding": "ulaw", "SampleRate": " 16000 ", "ChannelCount": "1"}})
+    assert (await post(gw, mulaw, **{"X-Dataflow-Parameters": quoted})).status_code == 200  # still read
+    await idle(gw)
+
+
 async def test_unknown_encoding_is_415(gw: RunningGateway) -> None:
     error = error_of(await post(gw, bytes(1000), "?encoding=opus&sampleRate=8000"), 415)
     assert error["code"] == "unsupported_audio_format"
