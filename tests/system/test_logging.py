@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import signal
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -17,21 +19,24 @@ from websockets.exceptions import InvalidStatus
 
 from gateway.auth import key_digest
 from gateway.logs.config import resolve_format
-from gateway.logs.formats import TextFormatter
-from gateway.logs.redact import MAX_FIELD_CHARS
+from gateway.logs.filters import Redactor
+from gateway.logs.formats import JsonFormatter, TextFormatter
+from gateway.logs.redact import MASK, MAX_FIELD_CHARS
 from gateway.simulator.server import DataflowSimulator, SimulatorConfig
 from tests.support import signals
+from tests.support.cli_process import run_cli
 from tests.support.gateway_process import GatewayProcess, gateway_process, upstream_env
-from tests.support.harness import Transcript, next_message, read_all, ws_connect
+from tests.support.harness import Transcript, next_message, read_all, running_gateway, ws_connect
 from tests.support.native_client import start_message
-from tests.support.settings import SECRETS, SIM_TENANT, SIM_TOKEN
+from tests.support.settings import SECRETS, SIM_TENANT, SIM_TOKEN, settings_for
 
 KEY = "dfg_logsweep_5e4d3c2b1a0f9e8d7c6b"
 BAD_KEY = "dfg_wrongkey_0a1b2c3d4e5f6a7b8c9d"
 COOKIE = "cookie-secret-3f2e1d0c9b8a"
 SIGNING_KEY = "log-sweep-signing-key-0123456789abcdef"
 APP_ORIGIN = "https://app.example.test"
-SECRETS.update({KEY, BAD_KEY, COOKIE, SIGNING_KEY})
+URL_PASSWORD = "url-password-9b8a7c6d5e"
+SECRETS.update({KEY, BAD_KEY, COOKIE, SIGNING_KEY, URL_PASSWORD})
 PCM = signals.to_pcm16(signals.utterances(["3"], 16000))
 WAV = signals.wav_bytes(signals.utterances(["4"], 8000), 8000)
 
@@ -217,7 +222,9 @@ async def test_long_client_strings_neither_stall_the_gateway_nor_fill_its_log(
 ) -> None:
     """Masking ran in quadratic time: before any credential check, three handshakes with an 8 100-char
     query held the event loop for 7 s (every session on the replica stalled), and a 40 000-char word
-    in a log line took 25 s. Masking is linear now, and a logged string a client chose is cut."""
+    in a log line took 25 s. Masking is linear now, and a logged string a client chose is cut. The
+    second query is for a URL's password: a scheme pattern before ``://`` (the settings report's) was
+    retried from every word of ``a-a-a-…`` (0.4 s a line)."""
     env = upstream_env(simulator) | {
         "GATEWAY_AUTH": "required",
         "GATEWAY_ALLOW_INSECURE_NO_AUTH": "false",
@@ -225,27 +232,73 @@ async def test_long_client_strings_neither_stall_the_gateway_nor_fill_its_log(
         "GATEWAY_LOG_LEVEL": "info",
         "GATEWAY_LOG_FORMAT": "json",
     }
-    query = "x=" + "P" * 8100  # under uvicorn's request-line limit
+    url = f"next=https://ops:{URL_PASSWORD}@idp.example"  # logged as ops:[redacted]@idp.example
+    queries = {  # query: how its logged path starts (under uvicorn's request-line limit)
+        "x=" + "P" * 8100: "x=PPP",
+        f"{url}&u=" + "a-" * 4050: f"next=https%3A%2F%2Fops%3A{MASK}%40idp.example&u=a-a-",
+    }
     project = "tokensecret" * 1100  # 12 100 chars, every one of them a place the old masking retried
+    refusals_s = {}
     async with gateway_process(tmp_path, env) as gw:
-        began = time.perf_counter()
-        for _ in range(3):
-            assert await refused(gw, f"/v1/stream?{query}") == 401  # refused, and logged, before any key
-        refusals_s = time.perf_counter() - began
+        for query, shown in queries.items():
+            began = time.perf_counter()
+            for _ in range(3):
+                assert await refused(gw, f"/v1/stream?{query}") == 401  # refused, and logged, before any key
+            refusals_s[shown] = time.perf_counter() - began
         async with ws_connect(gw.ws_url(), additional_headers={"X-API-Key": KEY}) as ws:
             await ws.send(start_message(project=project))
             await next_message(ws, "started")
             await ws.send(json.dumps({"type": "finalize"}))
             assert (await read_all(ws)).errors() == []
         entries = await stopped(gw)
-    assert refusals_s < 1.5, f"three refused handshakes took {refusals_s:.1f} s (the masking's cost)"
+    slow = {query: f"{took:.1f} s" for query, took in refusals_s.items() if took >= 1.5}
+    assert not slow, f"three refused handshakes took that long (the masking's cost): {slow}"
     refused_paths = [e["path"] for e in entries if e["logger"] == "gateway.access" and e["status"] == 401]
-    assert len(refused_paths) == 3
-    for path in refused_paths:
-        assert path.startswith("/v1/stream?x=PPP") and path.endswith("more]")
+    assert len(refused_paths) == 3 * len(queries)
+    for path, shown in zip(refused_paths, [shown for shown in queries.values() for _ in range(3)], strict=True):
+        assert path.startswith(f"/v1/stream?{shown}") and path.endswith("more]")
         assert len(path) < MAX_FIELD_CHARS + 20
+    assert URL_PASSWORD not in gw.log.read_text()
     projects = [e["project"] for e in entries if e.get("msg") in ("session started", "session ended")]
     assert projects and all(p.startswith("tokensecret") and len(p) < MAX_FIELD_CHARS + 20 for p in projects)
+
+
+@pytest.mark.parametrize("fmt", ["json", "text"])
+async def test_a_password_in_a_url_is_masked_in_log_lines(
+    tmp_path: Path, simulator: DataflowSimulator, fmt: str
+) -> None:
+    """A line that prints a URL printed its user information whole: ``drain --url`` through a proxy
+    that wants user:password, as an httpx or gRPC error quoting its target would. User and host stay."""
+    async with running_gateway(settings_for(simulator, admin_token=SIGNING_KEY)) as gw:
+        url = f"http://ops:{URL_PASSWORD}@127.0.0.1:{gw.port}"
+        env = {"GATEWAY_LOG_FORMAT": fmt, "GATEWAY_ADMIN_TOKEN": "not-the-admin-token"}
+        done = await asyncio.to_thread(run_cli, ["drain", "--url", url, "--no-wait"], env, tmp_path)
+    assert done.returncode == 2, done.stderr
+    assert URL_PASSWORD not in done.stderr
+    [line] = done.stderr.splitlines()
+    message = json.loads(line)["msg"] if fmt == "json" else line
+    assert f"drain: the gateway at http://ops:[redacted]@127.0.0.1:{gw.port} refused to drain (HTTP 401)" in message
+
+
+@pytest.mark.parametrize("formatter", [JsonFormatter(), TextFormatter()], ids=["json", "text"])
+def test_a_long_line_with_a_url_password_is_masked_in_linear_time(formatter: logging.Formatter) -> None:
+    """``a-a-a-…`` is a word at every dash: the settings report's pattern (a scheme before ``://``) was
+    tried from each and scanned to the end: 5.5 s for these 40 000 characters."""
+    proxy = f"http://ops:{URL_PASSWORD}@proxy.example:3128"
+    try:
+        raise httpx.ProxyError(f"no answer from {proxy}")
+    except httpx.ProxyError:
+        exc_info = sys.exc_info()
+    words = "a-" * 20_000
+    record = logging.LogRecord("gateway.upstream", logging.WARNING, __file__, 1, "%s via %s", (words, proxy), exc_info)
+    began = time.perf_counter()
+    assert Redactor().filter(record)
+    line = formatter.format(record)
+    took = time.perf_counter() - began
+    assert took < 0.2, f"masking 40 000 characters took {took:.1f} s"
+    assert URL_PASSWORD not in line
+    assert line.count(f"http://ops:{MASK}@proxy.example:3128") == 1  # the message is cut; the traceback is not
+    assert f"no answer from http://ops:{MASK}@proxy.example:3128" in line
 
 
 @pytest.mark.ws
@@ -279,8 +332,6 @@ def test_a_terminal_gets_readable_text_without_escapes() -> None:
         assert resolve_format("auto", pipe_like) == "json"
         assert resolve_format("json", terminal) == "json"
     os.close(primary)
-    import logging
-
     record = logging.LogRecord("gateway.access", logging.INFO, __file__, 1, "GET %s", ("/healthz",), None)
     record.color_message = "\x1b[1mGET\x1b[0m"
     record.status = 200
