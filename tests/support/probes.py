@@ -222,19 +222,22 @@ def logs_formatted_not_kept() -> Iterator[list[int]]:
     sink = Sink(logging.INFO)
     loggers = [logging.getLogger(name) for name in ("gateway", "uvicorn")]
     saved = [(lg.propagate, lg.level) for lg in loggers]
+    # Every handler that could keep a record comes off for the phase: pytest (9.2+) also attaches its
+    # collectors to each logger that does not propagate (uvicorn's, once a test ran uvicorn's own
+    # dictConfig), and the suite's collectors sit on the root. What reaches the root goes to the sink.
+    every = [lg for lg in logging.Logger.manager.loggerDict.values() if isinstance(lg, logging.Logger)]
+    handlers = {lg: lg.handlers[:] for lg in {logging.getLogger(), *loggers, *every}}
+    for lg in handlers:
+        lg.handlers = []
+    logging.getLogger().handlers = [sink]
     for lg in loggers:
         lg.propagate = False
         lg.setLevel(logging.INFO)
         lg.addHandler(sink)
-    # Whatever still reaches the root logger (a child logger an earlier test configured with uvicorn's
-    # own dictConfig, the test's clients) goes to the sink too, not to the collectors that keep records.
-    root = logging.getLogger()
-    root_handlers = root.handlers[:]
-    root.handlers = [sink]
     try:
         yield lines
     finally:
-        root.handlers = root_handlers
+        for lg, kept in handlers.items():
+            lg.handlers = kept
         for lg, (propagate, level) in zip(loggers, saved, strict=True):
-            lg.removeHandler(sink)
             lg.propagate, lg.level = propagate, level
