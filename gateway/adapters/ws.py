@@ -1,13 +1,11 @@
 """The one WebSocket driver: everything with I/O and policy that every dialect shares.
 
-For each connection it admits the caller (credentials, origin) and refuses with a real HTTP status
-before ``accept()``; holds a slot in the session registry (capacity, the key's cap, drain) for the
-connection's life; applies the start timeout, the idle timeout between sessions and the maximum
-duration; starts each session while still reading the socket (holding what arrives, bounded, so a
-client that vanishes cancels the upstream start at once); reads client messages into the session
-(audio that needs no wait goes by the fast path: :mod:`fast_audio`; a command that waits for Data
-Flow still notices the client vanish: :mod:`waiting`), sends the session's items out and says
-goodbye. A dialect (:class:`Dialect`) only parses and renders.
+For each connection it admits the caller (credentials, origin) or refuses with a real HTTP status
+before ``accept()``; holds a slot in the session registry (capacity, the key's cap, drain); applies the
+start, idle and maximum-duration timeouts; starts each session while still reading the socket (so a
+client that vanishes cancels the upstream start at once); reads client messages into the session (the
+fast path: :mod:`fast_audio`; a command that waits for Data Flow still notices the client vanish:
+:mod:`waiting`), sends the session's items out and says goodbye. A dialect only parses and renders.
 """
 
 from __future__ import annotations
@@ -24,7 +22,7 @@ from gateway.adapters.call_results import NO_RESULTS, CallResults
 from gateway.adapters.dialect import ClientClosesSocket, Command, Dialect, held_audio
 from gateway.adapters.ending import ClientCloses, end_session
 from gateway.adapters.reader import ClientReader
-from gateway.adapters.socket import ClientSocket
+from gateway.adapters.socket import ClientSocket, Frame
 from gateway.adapters.waiting import CommandWait, ReadAheadReader
 from gateway.auth import Principal
 from gateway.errors import ClientGone, ClientTooSlow, GatewayError, GoingAway
@@ -213,17 +211,20 @@ class Connection:
 
     async def _goodbye(self, closed: Closed) -> None:
         goodbye = self.dialect.goodbye(closed)
-        await self._reply_now(commands.Reply(goodbye.frames))
         if goodbye.close or self._going_away:
-            await self._close(closed.code, closed.reason)
+            await self._close(closed.code, closed.reason, goodbye.frames)
+        else:
+            await self._reply_now(commands.Reply(goodbye.frames))
 
-    async def _close(self, code: int, reason: str) -> None:
-        """Close the socket, or give a client that closes it itself a bounded time to (the watchdog's)."""
+    async def _close(self, code: int, reason: str, last: tuple[Frame, ...]) -> None:
+        """Send the last frames and close, or (marked first) give a client that closes itself a bounded time."""
         if isinstance(self.dialect, ClientClosesSocket) and not self._going_away:
             self._closing = ClientCloses.from_now(code, reason)
             self._wake.set()
+            await self._reply_now(commands.Reply(last))
         else:
             self.ended = True
+            await self._reply_now(commands.Reply(last))
             await self.socket.close(code, reason)
 
     async def _reap(self) -> None:
@@ -249,10 +250,9 @@ class Connection:
 
     async def _refuse(self, error: GatewayError, *, start_failed: bool = False) -> None:
         """Refuse a start (or end a connection that has no session) in the dialect's words, then close."""
-        if self.ended or self._closing is not None:
-            return
-        await self._reply_now(commands.Reply(tuple(self.dialect.refusal(error, start_failed=start_failed))))
-        await self._close(error.ws_close_code, error.error_code)
+        if not self.ended and self._closing is None:
+            frames = tuple(self.dialect.refusal(error, start_failed=start_failed))
+            await self._close(error.ws_close_code, error.error_code, frames)
 
     async def _watch(self) -> None:
         """Timeouts while no session runs: the start timeout, then the idle timeout between sessions, and
