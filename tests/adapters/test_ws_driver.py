@@ -84,6 +84,15 @@ async def settled(gw: RunningGateway) -> None:
     await wait_until(lambda: gw.gateway.registry.active == 0 and gw.gateway.upstream.active_streams == 0, 3)
 
 
+async def refused_after_accept(gw: RunningGateway, dialect: WsDialect) -> Transcript:
+    """A new connection that the gateway accepts, then refuses in the dialect's words (the Data Flow
+    dialect's refusal is a StartResponse, so it waits for the client's Start)."""
+    ws = await ws_connect(gw.ws_url(dialect.path), ping_interval=None)
+    if dialect is DATAFLOW:
+        await ws.send(json.dumps(dialect.start))
+    return await read_all(ws, timeout=5)
+
+
 # --- a start that watches the socket -----------------------------------------------------------------
 
 
@@ -188,10 +197,7 @@ async def test_every_connection_counts_toward_max_sessions(simulator: DataflowSi
         first = await started(gw, dialect)
         assert gw.gateway.registry.active == 1
         assert gw.gateway.registry.by_dialect[dialect.name] == 1
-        second = await ws_connect(gw.ws_url(dialect.path), ping_interval=None)
-        if dialect is DATAFLOW:  # its refusal is a StartResponse, so it waits for the client's Start
-            await second.send(json.dumps(dialect.start))
-        refused = await read_all(second, timeout=5)
+        refused = await refused_after_accept(gw, dialect)
         assert codes(dialect, refused) == ["capacity_exceeded"]
         assert refused.close_code == 1013
         await first.close()
@@ -220,10 +226,7 @@ async def test_drain_tells_live_sessions_to_go_away(simulator: DataflowSimulator
         assert "going_away" in codes(dialect, result)
         assert result.close_code == 1001
         await settled(gw)
-        late = await ws_connect(gw.ws_url(dialect.path), ping_interval=None)
-        if dialect is DATAFLOW:
-            await late.send(json.dumps(dialect.start))
-        refused = await read_all(late, timeout=5)
+        refused = await refused_after_accept(gw, dialect)
         assert codes(dialect, refused) == ["going_away"]
         assert refused.close_code == 1001
 
@@ -235,10 +238,7 @@ async def test_a_draining_replica_can_refuse_the_handshake(simulator: DataflowSi
     A full replica still accepts, then refuses in the dialect's own words (the proxy would mark it failed)."""
     async with running_gateway(settings_for(simulator, max_sessions=1, ws_drain_refuses_handshake=True)) as gw:
         first = await started(gw, dialect)
-        full = await ws_connect(gw.ws_url(dialect.path), ping_interval=None)
-        if dialect is DATAFLOW:
-            await full.send(json.dumps(dialect.start))
-        refused = await read_all(full, timeout=5)
+        refused = await refused_after_accept(gw, dialect)
         assert codes(dialect, refused) == ["capacity_exceeded"]
         assert refused.close_code == 1013
         await first.close()

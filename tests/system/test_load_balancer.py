@@ -16,11 +16,13 @@ its port refuses connections, and nginx's passive health check (``max_fails``/``
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 import signal
 import subprocess
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -166,24 +168,31 @@ async def test_nginx_accepts_the_rendered_config(tmp_path: Path) -> None:
     assert checked.returncode == 0, checked.stderr
 
 
-@pytest.mark.ws
-async def test_drain_one_replica_behind_nginx(tmp_path: Path) -> None:
+@contextlib.asynccontextmanager
+async def two_replicas(tmp_path: Path, drain_budget_s: float) -> AsyncIterator[tuple[Stack, int, int, int]]:
+    """The simulator, replicas A and B and nginx in front of them, all ready: (stack, nginx, A, B ports)."""
     nginx = nginx_binary()
     token = "lb-test-simulator-token"
     sim_port, port_a, port_b, lb_port = (_free_port() for _ in range(4))
     stack = Stack(tmp_path)
     try:
         stack.start_simulator(sim_port, token)
-        stack.start_gateway("gateway-a", port_a, sim_port, token, BUDGET_S)
-        stack.start_gateway("gateway-b", port_b, sim_port, token, BUDGET_S)
+        stack.start_gateway("gateway-a", port_a, sim_port, token, drain_budget_s)
+        stack.start_gateway("gateway-b", port_b, sim_port, token, drain_budget_s)
         config = nginx_config(tmp_path, lb_port, [port_a, port_b])
         stack.start("nginx", nginx_command(nginx, config, "-g", "daemon off;"))
         for name, port in (("gateway-a", port_a), ("gateway-b", port_b)):
             await wait_http_ok(f"http://127.0.0.1:{port}/readyz", stack.processes[name])
         await wait_http_ok(f"http://127.0.0.1:{lb_port}/healthz", stack.processes["nginx"])
-        await check_stack(stack, lb_port, port_a, port_b)
+        yield stack, lb_port, port_a, port_b
     finally:
         stack.close()
+
+
+@pytest.mark.ws
+async def test_drain_one_replica_behind_nginx(tmp_path: Path) -> None:
+    async with two_replicas(tmp_path, BUDGET_S) as (stack, lb_port, port_a, port_b):
+        await check_stack(stack, lb_port, port_a, port_b)
 
 
 async def check_stack(stack: Stack, lb_port: int, port_a: int, port_b: int) -> None:
@@ -281,20 +290,7 @@ async def test_nginx_retries_a_draining_replicas_handshakes_on_the_other(tmp_pat
     before it tries A, so A refuses at least one handshake (503) and nginx serves it from B. With
     both draining, a client gets 503 ``going_away`` in the gateway's error shape, whether the answer
     is B's own or nginx's (no live replica: its error_page)."""
-    nginx = nginx_binary()
-    token = "lb-test-simulator-token"
-    sim_port, port_a, port_b, lb_port = (_free_port() for _ in range(4))
-    stack = Stack(tmp_path)
-    try:
-        stack.start_simulator(sim_port, token)
-        stack.start_gateway("gateway-a", port_a, sim_port, token, 10.0)
-        stack.start_gateway("gateway-b", port_b, sim_port, token, 10.0)
-        stack.start(
-            "nginx", nginx_command(nginx, nginx_config(tmp_path, lb_port, [port_a, port_b]), "-g", "daemon off;")
-        )
-        for name, port in (("gateway-a", port_a), ("gateway-b", port_b)):
-            await wait_http_ok(f"http://127.0.0.1:{port}/readyz", stack.processes[name])
-        await wait_http_ok(f"http://127.0.0.1:{lb_port}/healthz", stack.processes["nginx"])
+    async with two_replicas(tmp_path, 10.0) as (_, lb_port, port_a, port_b):
         url = f"ws://127.0.0.1:{lb_port}/v1/stream"
         async with httpx.AsyncClient() as http:
             assert (await http.post(f"http://127.0.0.1:{port_a}/internal/drain")).status_code == 202
@@ -321,5 +317,3 @@ async def test_nginx_retries_a_draining_replicas_handshakes_on_the_other(tmp_pat
             while retried_handshakes(tmp_path) < retried:  # logged as each session ends
                 await asyncio.sleep(0.05)
         assert retried_handshakes(tmp_path) == retried
-    finally:
-        stack.close()
