@@ -70,7 +70,7 @@ class Settings(BaseSettings):
         30.0, ge=0, description="On SIGTERM or POST /internal/drain: time live sessions get before a 1001 close."
     )
     admin_token: bounds.AdminToken = Field(
-        None, description="Bearer token for /internal endpoints; unset: only loopback callers may use them."
+        None, description="Bearer token (16+ chars) for /internal endpoints; unset: only loopback callers may use them."
     )
 
     # --- upstream Data Flow --------------------------------------------------------------------------

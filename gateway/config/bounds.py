@@ -34,9 +34,17 @@ def _hs256_key(value: SecretStr | None) -> SecretStr | None:
     return value
 
 
-def _not_empty(value: SecretStr | None) -> SecretStr | None:
-    if value is not None and not value.get_secret_value():
-        raise ValueError("empty: unset it instead (then only loopback callers may use /internal endpoints)")
+#: An admin token anyone may guess in a few thousand tries is no lock (a throttled address still gets
+#: its share per minute, and an attacker has many addresses).
+ADMIN_TOKEN_MIN_CHARS = 16
+
+
+def _long_enough(value: SecretStr | None) -> SecretStr | None:
+    if value is not None and len(value.get_secret_value()) < ADMIN_TOKEN_MIN_CHARS:
+        raise ValueError(
+            f"shorter than {ADMIN_TOKEN_MIN_CHARS} characters: use a long random string (openssl rand -hex 32),"
+            " or unset it (then only loopback callers may use /internal endpoints)"
+        )
     return value
 
 
@@ -94,9 +102,9 @@ def _dataflow_rate(value: int) -> int:
 
 #: The browser tokens' signing key: unset or empty (no browser tokens), or at least 32 bytes.
 SigningKey = Annotated[SecretStr | None, AfterValidator(_hs256_key)]
-#: The operator endpoints' bearer token: unset, or not empty (an empty one let no caller drain: the
-#: preStop hook got 401).
-AdminToken = Annotated[SecretStr | None, AfterValidator(_not_empty)]
+#: The operator endpoints' bearer token: unset, or at least 16 characters (an empty one let no caller
+#: drain: the preStop hook got 401; a short one can be guessed).
+AdminToken = Annotated[SecretStr | None, AfterValidator(_long_enough)]
 #: An entry of the trusted proxies: an IP address or network.
 TrustedProxy = Annotated[str, AfterValidator(_proxy)]
 #: An allowed Origin (of browser pages on WebSocket handshakes).

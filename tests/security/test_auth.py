@@ -27,7 +27,7 @@ TINY_KEY = "dfg_tiny_77e2c1d0a9b84f3e8c6d5b4a39281706"
 SIGNING_KEY = "signing-key-for-tests-0123456789abcdef"
 APP_ORIGIN = "https://app.example.com"
 OTHER_ORIGIN = "https://other.example.com"
-ADMIN_TOKEN = "adm-short-9c1e"
+ADMIN_TOKEN = "adm-9c1e-5a07d3b2"
 SECRETS.update({ACME_KEY, TINY_KEY, SIGNING_KEY, ADMIN_TOKEN})
 
 

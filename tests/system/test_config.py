@@ -114,7 +114,7 @@ def test_values_that_would_only_fail_later_stop_startup(tmp_path: Path) -> None:
         "GATEWAY_MAX_SESSION_S": "1e10",
         "GATEWAY_FINALIZE_TIMEOUT_S": "Infinity",
         "GATEWAY_TOKEN_SIGNING_KEY": "s3cret-key",
-        "GATEWAY_ADMIN_TOKEN": "",
+        "GATEWAY_ADMIN_TOKEN": "hunter2-hunter2",  # 15 characters
     }
     done = run_cli(["settings"], env, tmp_path)
     assert done.returncode == 2, done.stdout

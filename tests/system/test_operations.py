@@ -166,23 +166,26 @@ async def test_drain_lets_sessions_finish_then_closes_1001(gw: RunningGateway) -
         assert values[("dataflow_gateway_denials_total", (("reason", "going_away"),))] == 1
 
 
+OPS_TOKEN = "adm-7f3e-0c9d21a4"
+
+
 async def test_drain_endpoint_needs_the_admin_token(simulator: DataflowSimulator) -> None:
     async with (
-        running_gateway(settings_for(simulator, admin_token="adm-7f3e")) as gw,
+        running_gateway(settings_for(simulator, admin_token=OPS_TOKEN)) as gw,
         httpx.AsyncClient(base_url=gw.http_url) as http,
     ):
         assert (await http.post("/internal/drain")).status_code == 401
         assert (await http.post("/internal/drain", headers={"Authorization": "Bearer nope"})).status_code == 401
         assert gw.gateway.registry.draining is False
         # inf (or 1e999) drained for ever and held a later SIGTERM with it; nan closed every session at once.
-        admin = {"Authorization": "Bearer adm-7f3e"}
+        admin = {"Authorization": f"Bearer {OPS_TOKEN}"}
         for budget in ("inf", "1e999", "nan", "-1", "14401"):
             refused = await http.post("/internal/drain", params={"budget_s": budget}, headers=admin)
             assert refused.status_code == 422, (budget, refused.text)
             assert refused.json()["error"]["code"] == "bad_request"
             assert "from 0 to 14400" in refused.json()["error"]["message"]
         assert gw.gateway.registry.draining is False
-        ok = await http.post("/internal/drain", headers={"Authorization": "Bearer adm-7f3e"})
+        ok = await http.post("/internal/drain", headers=admin)
         assert ok.status_code == 202
         assert gw.gateway.registry.draining is True
 
