@@ -154,7 +154,7 @@ class Settings(BaseSettings):
         None, gt=0, description="Move a session to a new upstream stream after this long, at a final result."
     )
     upstream_control_buffer_bytes: int = Field(
-        1024 * 1024,
+        256 * 1024,
         ge=64 * 1024,
         description="Events and updates held for upstream before the client is paused.",
     )
