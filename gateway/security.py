@@ -9,6 +9,8 @@ before anything (uvicorn's access log included) sees them.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import logging
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
@@ -105,7 +107,20 @@ def credential_of(scope: Scope, headers: Any) -> str | None:
     if secret:
         return str(secret)
     token = scope.get(_QUERY_TOKEN)
-    return str(token) if token else None
+    if token:
+        return str(token)
+    # Last: a proxy in front that asks for Basic and passes it on must not hide the key sent otherwise.
+    return basic_password(authorization[6:]) if authorization.lower().startswith("basic ") else None
+
+
+def basic_password(encoded: str) -> str | None:
+    """HTTP Basic's password as the key (its user name if the password is empty): jambonz's listen verb
+    sends its ``wsAuth`` so. A value not in Basic's form is kept as is: a wrong key, refused and counted."""
+    try:
+        user, _, password = base64.b64decode(encoded.strip(), validate=True).decode().partition(":")
+    except (binascii.Error, UnicodeDecodeError):
+        return encoded.strip() or None
+    return password or user or None
 
 
 def original_path(scope: Scope) -> str:

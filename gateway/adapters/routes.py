@@ -6,9 +6,10 @@ from fastapi import APIRouter, WebSocket
 
 from gateway.adapters.audiocodes import AudioCodesDialect
 from gateway.adapters.audiohook import AudioHookDialect
-from gateway.adapters.call_results import WebhookResults
+from gateway.adapters.call_results import IdentifiedCall, WebhookResults
 from gateway.adapters.dataflow_ws import DataflowDialect
 from gateway.adapters.jambonz import JambonzDialect
+from gateway.adapters.jambonz_listen import JambonzListenDialect
 from gateway.adapters.native import NativeDialect
 from gateway.adapters.twilio import TwilioDialect
 from gateway.adapters.vonage import VonageDialect
@@ -69,10 +70,10 @@ async def audiohook(ws: WebSocket) -> None:
     await Connection(ws, dialect, service).run()
 
 
-# --- telephony platforms: results of Twilio and Vonage calls go to the result webhook -------------------
+# --- telephony platforms: results of Twilio, Vonage and jambonz listen calls go to the result webhook -----
 
 
-def _results(service: Gateway, principal: Principal | None, call: TwilioDialect | VonageDialect) -> WebhookResults:
+def _results(service: Gateway, principal: Principal | None, call: IdentifiedCall) -> WebhookResults:
     key = None if principal is None or principal.kind == "anonymous" else principal.name
     return WebhookResults(call, service.webhooks, service.webhook_targets.for_key(key))
 
@@ -102,12 +103,7 @@ async def vonage(ws: WebSocket) -> None:
         named or service.settings.default_project, project_from_url=bool(named),
         call_header=service.settings.vonage_call_header,
     )  # fmt: skip
-    try:
-        principal = service.gate.identify(ws.scope, ws.headers)
-    except GatewayError as exc:
-        await ws.send_denial_response(service.gate.denial(exc))
-        return
-    await Connection(ws, dialect, service, _results(service, principal, dialect)).run()
+    await _webhook_call(ws, service, dialect)
 
 
 @router.websocket("/v1/jambonz")
@@ -115,3 +111,22 @@ async def jambonz(ws: WebSocket) -> None:
     service = service_of(ws)
     project = ws.query_params.get("project") or service.settings.default_project
     await Connection(ws, JambonzDialect(project), service).run()
+
+
+@router.websocket("/v1/jambonz/listen")
+async def jambonz_listen(ws: WebSocket) -> None:
+    """jambonz's listen verb: its wsAuth arrives as Basic authorization (the password is the key)."""
+    service = service_of(ws)
+    named = ws.query_params.get("project")
+    dialect = JambonzListenDialect(named or service.settings.default_project, project_from_url=bool(named))
+    await _webhook_call(ws, service, dialect)
+
+
+async def _webhook_call(ws: WebSocket, service: Gateway, dialect: VonageDialect | JambonzListenDialect) -> None:
+    """A call whose credential comes with the handshake and whose results go to the webhook."""
+    try:
+        principal = service.gate.identify(ws.scope, ws.headers)
+    except GatewayError as exc:
+        await ws.send_denial_response(service.gate.denial(exc))
+        return
+    await Connection(ws, dialect, service, _results(service, principal, dialect)).run()

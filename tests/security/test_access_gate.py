@@ -4,6 +4,7 @@ CredentialScrubber that lifts credentials out of the URL. Plain scope dicts, no 
 
 from __future__ import annotations
 
+import base64
 import json
 from typing import Any
 
@@ -108,7 +109,15 @@ def test_the_authorization_header_comes_first() -> None:
     both = scope(**{"gateway.path_credential": "p", "gateway.query_credential": "q"})
     assert credential_of(both, {"sec-websocket-protocol": "dataflow-gateway.v1"}) == "p"
     assert credential_of(scope(**{"gateway.query_credential": "q"}), {}) == "q"
-    assert credential_of(scope(), {"authorization": "Basic abc"}) is None
+    # Basic (jambonz's wsAuth): its password is the key, consulted only when nothing else carries one (a
+    # proxy in front may ask for its own); a value not in Basic's form is a wrong key, not no key.
+    proxy = {"authorization": "Basic " + base64.b64encode(b"proxy-user:proxy-password").decode()}
+    assert credential_of(scope(), proxy) == "proxy-password"
+    assert credential_of(scope(), {**proxy, "x-api-key": BOB_KEY}) == BOB_KEY
+    assert credential_of(scope(**{"gateway.query_credential": "q"}), proxy) == "q"
+    assert credential_of(scope(), {"authorization": "Basic " + base64.b64encode(b"only-user:").decode()}) == "only-user"
+    assert credential_of(scope(), {"authorization": "Basic abc"}) == "abc"
+    assert credential_of(scope(), {"authorization": "Basic "}) is None
 
 
 def test_a_missing_credential_is_refused_and_counted() -> None:

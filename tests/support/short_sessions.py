@@ -7,6 +7,7 @@ outcome string, so a test can check every path ended as it meant to (not, say, a
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import json
 import uuid
@@ -103,6 +104,16 @@ async def vonage(gw: RunningGateway) -> str:
     """The caller hangs up: the session is finalized, its summary goes to the webhook."""
     async with ws_connect(gw.ws_url("/v1/vonage"), additional_headers=AUTH) as ws:
         await ws.send(telephony.vonage_connected(16000, uuid=unique()))
+        for frame in telephony.l16_frames("2", 16000)[:5]:
+            await ws.send(frame)
+    return "hung up"
+
+
+async def jambonz_listen(gw: RunningGateway) -> str:
+    """jambonz's listen verb with its wsAuth (Basic): the socket closing is the hang-up."""
+    basic = {"Authorization": "Basic " + base64.b64encode(f"jambonz:{API_KEY}".encode()).decode()}
+    async with ws_connect(gw.ws_url("/v1/jambonz/listen"), additional_headers=basic) as ws:
+        await ws.send(json.dumps({"sampleRate": 16000, "mixType": "mono", "callSid": unique()}))
         for frame in telephony.l16_frames("2", 16000)[:5]:
             await ws.send(frame)
     return "hung up"
@@ -234,6 +245,7 @@ PATHS: dict[str, tuple[Path_, str]] = {
     "jambonz": (jambonz, "1000"),
     "twilio": (twilio, "1000"),
     "vonage": (vonage, "hung up"),
+    "jambonz_listen": (jambonz_listen, "hung up"),
     "audiohook": (audiohook, "closed"),
     "upload": (upload, "http 200"),
     "vanishes_mid_start": (vanishes_mid_start, "aborted"),

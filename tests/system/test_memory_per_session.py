@@ -33,7 +33,7 @@ from tests.support.webhook_receiver import WebhookReceiver, webhook_receiver
 
 pytestmark = pytest.mark.ws  # opens WebSockets: runs with the fast path on and off
 
-ROUNDS = 6  # per measured phase; each round runs every path once (6 x 18 = 108 sessions)
+ROUNDS = 6  # per measured phase; each round runs every path once (6 x 19 = 114 sessions)
 CONCURRENCY = 8
 #: Heap growth per session from the first measured phase to the second. What a phase leaves that is not
 #: per session (caches filled once, timers not yet due, the failed-credential window of the last minute)
