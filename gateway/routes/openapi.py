@@ -48,7 +48,8 @@ SECURITY_SCHEMES: dict[str, dict[str, Any]] = {
     "ApiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key",
                "description": "An API key (configured as its SHA-256 in GATEWAY_API_KEYS)." + _CREDENTIAL_NOTE},
     "Bearer": {"type": "http", "scheme": "bearer",
-               "description": "`Authorization: Bearer <API key>`." + _CREDENTIAL_NOTE},
+               "description": "`Authorization: Bearer <API key>` (or HTTP Basic with the API key as the password, "
+               "for systems that can send only Basic, such as jambonz's listen verb)." + _CREDENTIAL_NOTE},
     "BrowserToken": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT",
                      "description": "A short-lived browser token minted by `POST /v1/tokens` (bound to the key's "
                      "name, projects, an Origin and a session length). WebSocket clients may pass it as the "
