@@ -4,6 +4,7 @@ credential in any line at debug level, whatever request carried it and whichever
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import logging
 import os
@@ -85,6 +86,10 @@ async def raw_handshake(gw: GatewayProcess, extra_headers: str) -> bytes:
     status = await asyncio.wait_for(reader.readline(), 10)
     writer.close()
     return status
+
+
+def basic(key: str) -> dict[str, str]:
+    return {"Authorization": "Basic " + base64.b64encode(f"jambonz:{key}".encode()).decode()}
 
 
 async def touch(gw: GatewayProcess, path: str, **connect: Any) -> int:
@@ -195,9 +200,12 @@ async def test_no_credential_in_any_log_line_at_debug(
         assert await refused(gw, origin="https://evil.example", additional_headers={"X-API-Key": KEY}) == 403
         # Every dialect's URL with the key in its path, and with a wrong one.
         for dialect in ("/v1/audiocodes", "/project-runner/demo", "/v1/audiohook", "/v1/twilio", "/v1/vonage",
-                        "/v1/jambonz"):  # fmt: skip
+                        "/v1/jambonz", "/v1/jambonz/listen"):  # fmt: skip
             assert await touch(gw, f"/t/{KEY}{dialect}") == 101
             assert await touch(gw, f"/t/{BAD_KEY}{dialect}") == 401
+        # jambonz listen's wsAuth: Basic, the key as the password (base64 in the header, never in a line).
+        for key, status in ((KEY, 101), (BAD_KEY, 401)):
+            assert await touch(gw, "/v1/jambonz/listen", additional_headers=basic(key)) == status
         # A browser's credential in the start message (a page cannot set headers).
         assert (await stream(gw, start={"token": token}, origin=APP_ORIGIN)).milestones()
         async with ws_connect(gw.ws_url(), origin=APP_ORIGIN) as ws:
@@ -212,7 +220,8 @@ async def test_no_credential_in_any_log_line_at_debug(
     assert any(e["msg"].endswith("bearer.[redacted]") for e in entries)  # the subprotocol, masked by entry
     assert sum(e["level"] == "debug" for e in entries) > 20  # debug really is on, uvicorn's lines included
     assert any(e["logger"] == "uvicorn.error" and e["level"] == "debug" for e in entries)
-    leaked = sorted(secret[:10] + "…" for secret in SECRETS | {SIM_TOKEN, token} if secret in raw)
+    encoded = {basic(key)["Authorization"][6:] for key in (KEY, BAD_KEY)}
+    leaked = sorted(secret[:10] + "…" for secret in SECRETS | {SIM_TOKEN, token} | encoded if secret in raw)
     assert not leaked, f"secrets in the gateway's stderr at debug level: {leaked}"
 
 
