@@ -79,6 +79,7 @@ class AudioHookDialect:
         self.paused = False
         self.closing = False  # the client sent close: the goodbye is ``closed``
         self.probe = False  # a connection probe: opened without a Data Flow session
+        self.error_logged = False  # the client's first error message is logged, not each of thousands
 
     def subprotocol(self, offered: Sequence[str]) -> str | None:
         return None
@@ -140,7 +141,8 @@ class AudioHookDialect:
             if isinstance(language, str) and language:
                 self.language = language
                 return commands.Update({"Language": language})
-        elif kind == "error":
+        elif kind == "error" and not self.error_logged:
+            self.error_logged = True
             log.info("AudioHook client error %s", str(parameters.get("code"))[:8])  # its text may hold call data
         elif kind == "open":
             return commands.Refuse(InvalidState("the session is already open", code=ErrorCode.ALREADY_STARTED))

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 from typing import Any, ClassVar, Protocol
 
 from gateway.adapters import messages
@@ -28,6 +29,8 @@ log = logging.getLogger(__name__)
 #: The longest value of a call's identity kept for the call's life and sent in its webhooks (Twilio's
 #: sids are 34 characters, Vonage's uuids 36): the rest is cut.
 MAX_IDENTITY_CHARS = 256
+#: A lone UTF-16 surrogate: JSON's ``"\ud800"`` parses to one, and no UTF-8 encoder takes it.
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
 
 
 def scalar_text(value: Any) -> str:
@@ -38,8 +41,9 @@ def scalar_text(value: Any) -> str:
 
 
 def identity_text(value: Any) -> str:
-    """A value of the call's identity as kept: a JSON scalar's text, cut to MAX_IDENTITY_CHARS."""
-    return scalar_text(value)[:MAX_IDENTITY_CHARS]
+    """A value of the call's identity as kept: a JSON scalar's text, cut to MAX_IDENTITY_CHARS, a lone
+    surrogate replaced (encoding the webhook would fail on it: the call's results would be lost)."""
+    return _SURROGATE.sub("\ufffd", scalar_text(value)[:MAX_IDENTITY_CHARS])
 
 
 class CallResults:

@@ -15,6 +15,7 @@ from typing import Any
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.logs.context import AccessNote, current_note
+from gateway.logs.formats import SHOWN_IN_MESSAGE
 from gateway.logs.redact import redact_path
 
 log = logging.getLogger("gateway.access")
@@ -78,4 +79,5 @@ class AccessLog:
             fields["session_id"] = note.session_id
         if websocket and seen["close_code"] is not None:
             fields["close_code"] = seen["close_code"]
+        fields[SHOWN_IN_MESSAGE] = ("method", "path", "status", "duration_ms")
         log.info("%s %s %d %.1f ms", method, path, status, duration_ms, extra=fields)

@@ -14,12 +14,20 @@ from typing import Any
 
 _STANDARD_ATTRS = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime"}
 _DROPPED = {"color_message"}  # uvicorn's colored copy of the message
+#: The ``extra`` key naming the fields a line's message shows already (text lines do not repeat them).
+SHOWN_IN_MESSAGE = "_shown_in_message"
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
-# Control characters a client may have put in a path, a project or a message type: in text lines a
-# newline would start a forged line and ESC would drive the reader's terminal, so both are escaped.
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# Characters a client may have put in a path, a project or a message type that text lines escape: a
+# newline (or U+0085, U+2028, U+2029, line breaks to many readers) would start a forged line, ESC or a C1
+# control (U+009B is CSI) would drive the reader's terminal, bidirectional overrides would reorder what
+# the reader sees, and a lone surrogate (JSON's "\ud800") has no UTF-8.
+_UNSAFE = r"\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069\ud800-\udfff"
+_CONTROL = re.compile(f"[{_UNSAFE}]")
 # A field value shown bare only when it cannot be read as more than one field.
-_BARE_VALUE = re.compile(r"[^\s\"'=\x00-\x1f\x7f]*")
+_BARE_VALUE = re.compile(f"[^\\s\"'={_UNSAFE}]*")
+# JSON lines escape every character, but a lone surrogate only as "\ud800", which strict readers (jq,
+# orjson, serde) refuse, and jq stops there: replaced.
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
 
 
 def extra_fields(record: logging.LogRecord) -> dict[str, Any]:
@@ -41,6 +49,17 @@ def _exception_text(formatter: logging.Formatter, record: logging.LogRecord) -> 
     return record.exc_text or None
 
 
+def _valid_unicode(value: Any) -> Any:
+    """``value`` with every lone surrogate in its strings replaced by U+FFFD."""
+    if isinstance(value, str):
+        return _SURROGATE.sub("\ufffd", value)
+    if isinstance(value, dict):
+        return {key: _valid_unicode(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_valid_unicode(item) for item in value]
+    return value
+
+
 class JsonFormatter(logging.Formatter):
     """One JSON object per line; ``extra={...}`` fields become top-level keys."""
 
@@ -56,7 +75,7 @@ class JsonFormatter(logging.Formatter):
             entry["exc"] = exc
         if record.stack_info:
             entry["stack"] = record.stack_info
-        return json.dumps(entry, default=str)
+        return json.dumps(_valid_unicode(entry), default=lambda other: _valid_unicode(str(other)))
 
 
 def _escaped(text: str) -> str:
@@ -75,8 +94,10 @@ class TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         raw = _ANSI.sub("", record.getMessage())
         message = _escaped(raw)
-        # Fields the message already shows (the access line's method, path, status) are not repeated.
-        fields = " ".join(f"{k}={_field_value(v)}" for k, v in extra_fields(record).items() if str(v) not in raw)
+        # Fields the message already shows (the access line's method, path, status) are not repeated: named
+        # by the line (a client could put a field's value, its own address, in a path to hide that field).
+        shown = getattr(record, SHOWN_IN_MESSAGE, ())
+        fields = " ".join(f"{k}={_field_value(v)}" for k, v in extra_fields(record).items() if k not in shown)
         line = f"{_timestamp(record)} {record.levelname:<7} {record.name}: {message}"
         line = f"{line}  {fields}" if fields else line
         if exc := _exception_text(self, record):

@@ -79,7 +79,8 @@ class WebhookDeliverer:
         """Queue one webhook; returns its id. The body is serialised once: every attempt sends the same bytes.
         Past the per-process cap (count or bytes) it is dropped and counted, not queued."""
         msg_id = f"msg_{uuid.uuid4().hex}"
-        body = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
+        # A lone surrogate (JSON's "\ud800", from a client or Data Flow) has no UTF-8: replaced, not raised.
+        body = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode(errors="replace")
         size = len(body)
         if len(self._pending) >= self._max_pending or self._pending_bytes + size > self._max_pending_bytes:
             self._refuse()
