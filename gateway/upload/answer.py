@@ -16,8 +16,9 @@ from fastapi.responses import Response
 
 
 def _encode(value: Any) -> bytes:
-    # As JSONResponse renders it, so the answer reads the same as before.
-    return json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
+    # As JSONResponse renders it, so the answer reads the same as before; a lone surrogate (JSON's "\ud800"
+    # in an event's data) has no UTF-8 and becomes "?" instead of failing the whole answer.
+    return json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode(errors="replace")
 
 
 class EventLog:

@@ -13,6 +13,7 @@ import pytest
 
 from gateway.auth import key_digest
 from gateway.simulator.server import DataflowSimulator
+from gateway.upload.answer import EventLog
 from tests.support import audio_files, signals
 from tests.support.harness import GatewayFactory, RunningGateway, gateway_factory_for
 from tests.support.settings import SECRETS
@@ -246,3 +247,11 @@ async def test_uploads_pass_the_same_access_gate(simulator: DataflowSimulator) -
         assert accepted.status_code == 200 and accepted.json()["transcript"] == {"0": "12"}
         await idle(gw)
     assert [r.project for r in simulator.records] == ["demo"]  # refused uploads never reached Data Flow
+
+
+def test_a_lone_surrogate_in_an_event_does_not_fail_the_answer() -> None:
+    """Data Flow's JSON may carry "\\ud800" (no UTF-8 form): encoding the answer raised and lost it whole."""
+    events = EventLog(4096)
+    events.add({"type": "event", "data": {"note": "a\ud800b"}})
+    answer = events.answer({"sessionId": "s1"})
+    assert json.loads(answer.body)["events"][0]["data"]["note"] == "a?b"  # UTF-8's replacement when encoding
