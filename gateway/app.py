@@ -17,6 +17,7 @@ from gateway.adapters import routes as websockets
 from gateway.routes import demo, docs, health, ops, tokens
 from gateway.routes.body_limit import BodyLimit
 from gateway.routes.error_handlers import RefusalCounter, install_error_handlers
+from gateway.routes.http_conventions import HttpConventions
 from gateway.routes.openapi import install_openapi, operation_id
 from gateway.security import CredentialScrubber, HostGuard
 from gateway.service import Gateway, check_auth_mode
@@ -60,5 +61,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(BodyLimit, max_bytes=config.max_control_message_bytes, timeout_s=config.start_timeout_s,
                        unbounded_paths=uploads)  # fmt: skip
     app.add_middleware(RefusalCounter)  # outside HostGuard: its refusals count too
+    app.add_middleware(HttpConventions)  # HEAD as GET, nosniff and a default policy on every answer
     app.add_middleware(CredentialScrubber)  # added last, runs first: no credential reaches anything else
     return app

@@ -18,10 +18,12 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
+from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.errors import BadRequest, ErrorCode, GatewayError, error_response
 from gateway.observability import GatewayMetrics
+from gateway.routes.http_conventions import HEADERS
 
 log = logging.getLogger(__name__)
 
@@ -45,9 +47,20 @@ def _with_status(error: GatewayError, status: int, headers: Mapping[str, str] | 
     return response
 
 
+def _websocket_only(request: Request) -> bool:
+    """Is the path a WebSocket endpoint's (asked for without an upgrade)?"""
+    scope = {**request.scope, "type": "websocket"}
+    routes = getattr(request.app, "routes", ())
+    return any(route.matches(scope)[0] is Match.FULL for route in routes)  # HTTP routes match no WebSocket
+
+
 async def _http_exception(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     status = exc.status_code
+    if status == 404 and _websocket_only(request):
+        # "no such path" would send the caller looking for a typo: the path is right, the protocol is not.
+        message = "this path takes WebSocket connections only (ws:// or wss://, with an Upgrade)"
+        return _with_status(BadRequest(message), 426, {"Upgrade": "websocket"})
     phrase = HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_ else "error"
     detail = exc.detail if isinstance(exc.detail, str) and exc.detail != phrase else None
     message = detail or _STATUS_MESSAGES.get(status, phrase.lower())
@@ -74,7 +87,9 @@ async def _unhandled(request: Request, exc: Exception) -> Response:
     # the answer passes no other middleware, so it is counted here.
     if (metrics := _metrics(request.scope)) is not None:
         metrics.refused(500, ErrorCode.INTERNAL_ERROR)
-    return error_response(GatewayError("internal error", code=ErrorCode.INTERNAL_ERROR))
+    response = error_response(GatewayError("internal error", code=ErrorCode.INTERNAL_ERROR))
+    response.headers.update(HEADERS)  # no middleware adds them to this answer
+    return response
 
 
 def install_error_handlers(app: FastAPI) -> None:

@@ -161,6 +161,7 @@ export class StreamClient {
   #earlyBytes = 0;
   #startSent = false;
   #ending = false;
+  #closeRequested = false; // this side closed: the close that follows is no lost connection
   #keepalive = 0;
   #pings = 0;
   #pendingStart = null;
@@ -281,6 +282,7 @@ export class StreamClient {
 
   /** Close the socket now; the gateway cancels the upstream session. */
   close(code = 1000, reason = "") {
+    this.#closeRequested = true;
     this.#microphone?.stop();
     if (!this.#ws) this.#finish(code, reason || "not_started");
     else if (this.#ws.readyState <= WebSocket.OPEN) this.#ws.close(code, reason);
@@ -349,7 +351,7 @@ export class StreamClient {
     if (this.#closedInfo) return;
     clearInterval(this.#keepalive);
     this.#microphone?.stop();
-    if (!this.#goodbye && code !== 1000) {
+    if (!this.#goodbye && !this.#closeRequested && code !== 1000) {
       const message = `The connection to the gateway closed unexpectedly (code ${code}${reason ? `: ${reason}` : ""}).`;
       this.#emit("message", { type: "error", code: "connection_lost", message, retryable: true });
       this.#error(new GatewayError("connection_lost", message, true));
