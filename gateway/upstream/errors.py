@@ -3,6 +3,7 @@ refused StartResponse (API level)."""
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Mapping
 from typing import Any
 
@@ -18,14 +19,34 @@ from gateway.errors import (
 )
 
 _MAX_DETAILS = 200
+_MAX_SESSION_ID = 128
+_MAX_SCANNED = 4096  # a credential refusal is a sentence, not a page
 _AUTH_WORDS = ("token", "unauthor", "unauthent", "expired", "credential")
 _GATEWAY_FIELDS = ("Token", "Tenant")  # what the gateway, not the client, put in a Start
+#: How gRPC core says a message or its metadata was over a size limit (RESOURCE_EXHAUSTED): the same
+#: message would be refused again on a new stream, so this is no outage to retry.
+_SIZE_LIMIT_WORDS = ("larger than max", "exceeds hard limit", "exceeds soft limit")
+
+
+def printable(text: str, limit: int = _MAX_DETAILS) -> str:
+    """Data Flow's own words as the gateway quotes them, to a client or a log: at most ``limit``
+    characters (an ellipsis marks a cut), and every control or format character (a newline that forges
+    a log line, a terminal escape, a bidi override) shown as U+FFFD."""
+    cut = text[:limit]
+    clean = "".join("\ufffd" if unicodedata.category(c) in ("Cc", "Cf") else c for c in cut)
+    return clean if len(text) <= limit else clean + "…"
+
+
+def quoted_session_id(value: str | None) -> str | None:
+    """A StartResponse's session id as the gateway repeats it (in ``started``, in every log line of the
+    session): an id, not a megabyte or a forged line."""
+    return None if value is None else printable(value, _MAX_SESSION_ID)
 
 
 def error_from_status(code: grpc.StatusCode, details: str | None) -> UpstreamError:
     if code is grpc.StatusCode.OK:  # the RPC ended cleanly while the gateway still had something to say
         return UpstreamUnavailable("Data Flow closed the stream")
-    text = (details or "").strip()[:_MAX_DETAILS]
+    text = printable((details or "").strip())
     described = f"gRPC {code.name}" + (f": {text}" if text else "")
     error: UpstreamError
     if code is grpc.StatusCode.DEADLINE_EXCEEDED:
@@ -35,6 +56,10 @@ def error_from_status(code: grpc.StatusCode, details: str | None) -> UpstreamErr
     elif code is grpc.StatusCode.UNIMPLEMENTED:
         error = UpstreamProtocolError(
             f"Data Flow does not serve the configured method; check GATEWAY_UPSTREAM_METHOD_PATH ({described})"
+        )
+    elif code is grpc.StatusCode.RESOURCE_EXHAUSTED and any(words in text for words in _SIZE_LIMIT_WORDS):
+        error = UpstreamProtocolError(
+            f"a message or its metadata was over a gRPC size limit (GATEWAY_UPSTREAM_MAX_MESSAGE_BYTES; {described})"
         )
     elif code in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.NOT_FOUND):
         error = UpstreamRejected(f"Data Flow rejected the stream ({described})", dataflow_message=text)
@@ -50,14 +75,17 @@ def start_refused(text: str, start: Mapping[str, Any] | None = None) -> Upstream
 
     Data Flow may quote what the client put in ``start`` (an unknown project, a setting): a word of
     the client's (a project ``expired-token-demo``) must not pass for a refused credential, or any
-    client could make the gateway drop its token (and fetch one) and retry at will."""
-    said = text.lower()
-    for value in _client_strings(start or {}):
+    client could make the gateway drop its token (and fetch one) and retry at will. A refusal longer
+    than _MAX_SCANNED is no credential's: not read for one (its size is Data Flow's to choose, the
+    number of strings it is searched for the client's), and quoted cut short."""
+    said = text.lower() if len(text) <= _MAX_SCANNED else ""
+    for value in _client_strings(start or {}) if said else ():
         if value in said and any(word in value for word in _AUTH_WORDS):
             said = said.replace(value, " ")
+    quoted = printable(text.strip())
     if any(word in said for word in _AUTH_WORDS):
-        return UpstreamAuthFailed(f"Data Flow refused the gateway's credential: {text}")
-    return UpstreamRejected(f"Data Flow rejected the session: {text}", dataflow_message=text)
+        return UpstreamAuthFailed(f"Data Flow refused the gateway's credential: {quoted}")
+    return UpstreamRejected(f"Data Flow rejected the session: {quoted}", dataflow_message=quoted)
 
 
 def _client_strings(message: object) -> set[str]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 from collections import deque
@@ -43,7 +44,7 @@ from gateway.errors import (
     UpstreamUnavailable,
 )
 from gateway.upstream.contract import ContentType
-from gateway.upstream.errors import error_from_status, start_refused
+from gateway.upstream.errors import error_from_status, quoted_session_id, start_refused
 from gateway.upstream.host import StreamHost
 from gateway.upstream.send_queue import SendQueue
 
@@ -101,7 +102,8 @@ class DataflowStream:
         if not response.ok:
             self.cancel()
             raise self._noted(start_refused(response.error or "start failed", start))
-        self.session_id = response.session_id
+        self.session_id = quoted_session_id(response.session_id)
+        response = dataclasses.replace(response, session_id=self.session_id)
         self._writer = asyncio.create_task(self._write_loop(), name="dataflow-writer")
         self._writer.add_done_callback(self._writer_done)  # a cancelled writer's traceback holds this stream
         return response
