@@ -14,11 +14,14 @@ import signal
 import socket
 from types import FrameType
 
+import httptools
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from gateway.app import create_app
 from gateway.config.report import secret_values
+from gateway.connections.linger import LingeringTransport
+from gateway.connections.pongs import BoundedControlProtocol
 from gateway.logs.access import AccessLog
 from gateway.logs.config import configure_logging
 from gateway.runtime import tune_gc
@@ -65,6 +68,16 @@ class DrainingServer(uvicorn.Server):
 
 
 _HEAD_END = b"\r\n\r\n"
+#: A response that cannot be written for this long (its client reads nothing) ends the connection.
+WRITE_STALL_S = 30.0
+#: A closed connection is aborted once this long passes with its client taking nothing of what is left.
+CLOSE_LINGER_S = 10.0
+#: Pipelined requests that may wait, read, on one connection while an earlier one is answered.
+MAX_PIPELINED = 16
+
+
+class _PipelineFull(Exception):
+    pass
 
 
 class BoundedHeadProtocol(HttpToolsProtocol):
@@ -72,24 +85,40 @@ class BoundedHeadProtocol(HttpToolsProtocol):
     neither. A client that sends its headers (or its WebSocket handshake) a byte at a time, or nothing,
     would hold a connection forever (slowloris): late heads get 408. A head of megabytes would be held
     whole before any authentication: past ``max_head_bytes`` the request gets 431 and the connection
-    closes before the parser sees the excess."""
+    closes before the parser sees the excess.
+
+    A client that does not read what it is answered is bounded too: a response that cannot be written
+    for ``write_stall_s`` ends the connection, and a closed connection lingers only while its client
+    takes what was sent (gateway.connections.linger). Pipelined requests wait while one is answered
+    (uvicorn read on after each answer: an unbounded queue); past ``max_pipelined`` waiting, the last
+    one is answered with ``connection: close`` and the rest dropped, which a pipelining client retries
+    (RFC 9112 9.3.2)."""
 
     header_timeout_s = 10.0
     max_head_bytes = 16 * 1024
+    write_stall_s = WRITE_STALL_S
+    max_pipelined = MAX_PIPELINED
+    _stall_timer: asyncio.TimerHandle | None = None
+    _pipeline_full = False  # the connection ends after the requests already waiting
     _header_timer: asyncio.TimerHandle | None = None
     _in_head = True  # reading a request head (until its headers are complete)
     _head_bytes = 0  # bytes of the current head seen so far
     _head_tail = b""  # the last bytes seen, so an end of head split across reads is still found
 
     @classmethod
-    def with_limits(cls, timeout_s: float, max_head_bytes: int) -> type[BoundedHeadProtocol]:
-        return type(cls.__name__, (cls,), {"header_timeout_s": timeout_s, "max_head_bytes": max_head_bytes})
+    def with_limits(cls, timeout_s: float, max_head_bytes: int, send_timeout_s: float) -> type[BoundedHeadProtocol]:
+        # The gateway's own budget for a client that does not read (streamed uploads) acts first.
+        stall_s = max(WRITE_STALL_S, 2 * send_timeout_s)
+        limits = {"header_timeout_s": timeout_s, "max_head_bytes": max_head_bytes, "write_stall_s": stall_s}
+        return type(cls.__name__, (cls,), limits)
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
+        super().connection_made(LingeringTransport(transport, self.loop, CLOSE_LINGER_S))
         self._arm()
 
     def data_received(self, data: bytes) -> None:
+        if self._pipeline_full:
+            return
         if self._in_head:
             end = (self._head_tail + data).find(_HEAD_END)
             seen = len(data) if end < 0 else end + len(_HEAD_END) - len(self._head_tail)
@@ -99,9 +128,28 @@ class BoundedHeadProtocol(HttpToolsProtocol):
                 return
             self._head_bytes += seen
             self._head_tail = (self._head_tail + data)[-3:]
-        super().data_received(data)
+        self._feed(data)
+
+    def _feed(self, data: bytes) -> None:
+        """uvicorn's ``data_received``, but a full pipeline stops the parser without a 400."""
+        self._unset_keepalive_if_required()
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError:
+            if not self._pipeline_full:
+                self.logger.warning("Invalid HTTP request received.")
+                self.send_400_response("Invalid HTTP request received.")
+        except httptools.HttpParserUpgrade:
+            if self._should_upgrade():
+                self.handle_websocket_upgrade()
+            else:
+                self._unsupported_upgrade_warning()
 
     def on_message_begin(self) -> None:
+        if len(self.pipeline) >= self.max_pipelined:
+            self._pipeline_full = True
+            self.cycle.keep_alive = False  # the last request read is answered, then the connection closes
+            raise _PipelineFull  # stops the parser: what is left of this read is dropped
         super().on_message_begin()
         if self._header_timer is None:  # the next request on a kept-alive connection
             self._arm()
@@ -115,11 +163,32 @@ class BoundedHeadProtocol(HttpToolsProtocol):
         super().on_message_complete()
         self._in_head = True  # a kept-alive connection's next request starts with its head
 
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if self.pipeline:  # requests already read wait their turn: read no more before they are answered
+            self.flow.pause_reading()
+
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        if self._stall_timer is None:
+            self._stall_timer = self.loop.call_later(self.write_stall_s, self.transport.abort)
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        self._unstall()
+
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
+        self._unstall()
         super().connection_lost(exc)
 
+    def _unstall(self) -> None:
+        if self._stall_timer is not None:
+            self._stall_timer.cancel()
+            self._stall_timer = None
+
     def handle_websocket_upgrade(self) -> None:
+        self._unstall()  # the WebSocket protocol bounds its own writes from here on
         super().handle_websocket_upgrade()
         # The WebSocket protocol has the transport now. The parser's callbacks point back at this
         # object: a cycle that only a full collection would free, long after the socket is gone.
@@ -147,10 +216,11 @@ class BoundedHeadProtocol(HttpToolsProtocol):
 
 
 def websocket_protocol(settings: Settings) -> str | type[asyncio.Protocol]:
-    """uvicorn's WebSocket implementation, or ours on top of its sans-I/O one (the audio fast path)."""
-    if settings.ws_fast_path and settings.ws_implementation == "websockets-sansio":
-        return FastReceiveProtocol
-    return settings.ws_implementation
+    """uvicorn's WebSocket implementation, or ours on top of its sans-I/O one (its pongs bounded, and the
+    audio fast path)."""
+    if settings.ws_implementation != "websockets-sansio":
+        return settings.ws_implementation
+    return FastReceiveProtocol if settings.ws_fast_path else BoundedControlProtocol
 
 
 def uvicorn_config(settings: Settings) -> uvicorn.Config:
@@ -158,7 +228,9 @@ def uvicorn_config(settings: Settings) -> uvicorn.Config:
         AccessLog(create_app(settings)),  # outermost: times the whole request, sees the path as sent
         host=settings.host,
         port=settings.port,
-        http=BoundedHeadProtocol.with_limits(settings.http_header_timeout_s, settings.max_request_head_bytes),
+        http=BoundedHeadProtocol.with_limits(
+            settings.http_header_timeout_s, settings.max_request_head_bytes, settings.client_send_timeout_s
+        ),
         ws=websocket_protocol(settings),
         ws_max_size=settings.max_ws_message_bytes,
         ws_per_message_deflate=False,  # compression costs CPU per frame and audio does not compress

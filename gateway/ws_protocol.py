@@ -22,8 +22,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, cast
 
-from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.exceptions import InvalidState
+
+from gateway.connections.pongs import BoundedControlProtocol
 
 #: The scope extension: ``scope["extensions"][FAST_RECEIVE](sink)`` registers a sink (None removes it).
 FAST_RECEIVE = "gateway.fast_receive"
@@ -49,7 +50,7 @@ FrameSink = Callable[[bytes | str], bool]
 MESSAGES_PER_READ = 32
 
 
-class FastReceiveProtocol(WebSocketsSansIOProtocol):
+class FastReceiveProtocol(BoundedControlProtocol):
     _sink: FrameSink | None = None
     _fast_left = MESSAGES_PER_READ
     _on_lost: Callable[[], None] | None = None

@@ -15,6 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from gateway.connections.pongs import BoundedControlProtocol
 from gateway.server import websocket_protocol
 from gateway.simulator.server import DataflowSimulator
 from gateway.ws_protocol import FastReceiveProtocol
@@ -50,7 +51,7 @@ async def test_the_mode_reaches_in_process_gateways_and_gateway_processes(
     # In-process: the settings, the protocol uvicorn runs, and which path the frames took.
     assert gw.gateway.settings.ws_fast_path is fast
     assert (websocket_protocol(gw.gateway.settings) is FastReceiveProtocol) is fast
-    assert gw.server.config.ws == (FastReceiveProtocol if fast else "websockets-sansio")
+    assert gw.server.config.ws == (FastReceiveProtocol if fast else BoundedControlProtocol)
     assert await stream_silence(gw.ws_url()) == 1000
     registry = gw.gateway.metrics.registry
     async with asyncio.timeout(5):  # counted when the connection ends, just after the client saw the close

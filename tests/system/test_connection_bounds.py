@@ -1,0 +1,166 @@
+"""What one connection can make the gateway hold when its client reads nothing, or pipelines without end:
+bounded in bytes and in time, over real sockets (the attacks of tests/system/test_abuse.py are others).
+
+- pings: each one's pong used to be written at once, read or not (tens of MiB buffered a second);
+- closing: a closed connection used to stay open, with its buffer, for as long as its client read nothing;
+- HTTP pipelining: uvicorn read on after each answer, queueing requests without limit, and an answer its
+  client did not read held the connection forever.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import time
+
+import pytest
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+
+from gateway import server
+from tests.support.harness import RunningGateway
+from tests.support.probes import figure, wait_for
+from tests.support.raw_ws import OP_PING, OP_PONG, RawWebSocket, frame, handshake_request
+from tests.system.test_memory import never_reads
+
+MiB = 1024 * 1024
+HEALTHZ = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+BIG = b"GET /docs/assets/swagger-ui-bundle.js HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"  # about 1.4 MB
+
+
+async def non_reader(port: int) -> RawWebSocket:
+    """A TCP connection with a small receive window that reads nothing (until told to)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
+    reader, writer = await asyncio.open_connection(sock=sock)
+    return RawWebSocket(reader, writer)
+
+
+def connections(gw: RunningGateway) -> list[object]:
+    return list(gw.server.server_state.connections)
+
+
+@pytest.mark.ws
+async def test_pongs_for_a_client_that_reads_nothing_stay_bounded(gw: RunningGateway) -> None:
+    ws = await non_reader(gw.port)
+    await ws.send_raw(handshake_request(gw.port))
+    assert await ws.read_response() == 101
+    ws.writer.transport.pause_reading()
+    (conn,) = [c for c in connections(gw) if isinstance(c, WebSocketsSansIOProtocol)]
+    burst = frame(OP_PING, b"p" * 125) * 2000
+    sent = most = 0
+    began = time.monotonic()
+    while sent < 32 * MiB:
+        await ws.send_raw(burst)
+        sent += len(burst)
+        most = max(most, conn.transport.get_write_buffer_size())
+    took = time.monotonic() - began
+    await ws.send(OP_PING, b"latest")
+    await asyncio.sleep(0.2)
+    most = max(most, conn.transport.get_write_buffer_size())
+    figure("pong_flood", f"{sent / MiB:.0f} MiB of pings in {took:.1f} s from a client that reads nothing: "
+           f"at most {most / 1024:.0f} KiB of pongs buffered for it")  # fmt: skip
+    assert most < MiB, most
+    ws.writer.transport.resume_reading()  # it reads again: the latest ping is answered
+    async with asyncio.timeout(10):
+        while (received := await ws.recv()) is not None and received.payload != b"latest":
+            assert received.opcode == OP_PONG, received
+    assert received is not None and received.opcode == OP_PONG
+    ws.abort()
+
+
+@pytest.mark.ws
+@pytest.mark.parametrize("gw", [{"client_send_timeout_s": 1.0, "client_outbox_bytes": 256 * 1024}], indirect=True)
+async def test_a_closed_websocket_whose_client_reads_nothing_is_let_go(
+    gw: RunningGateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(server, "CLOSE_LINGER_S", 1.0)
+    registry = gw.gateway.registry
+    clients = await asyncio.gather(*(never_reads(gw.ws_url(), gw.port) for _ in range(3)))
+    try:
+        await wait_for(lambda: registry.active == 0, 15)  # ended client_too_slow, the sockets still open
+        ended = time.monotonic()
+        await wait_for(lambda: not connections(gw), 20)  # uvicorn's 10 s close timeout, then the linger
+        let_go = time.monotonic() - ended
+        figure("close_linger", f"3 closed WebSockets whose clients read nothing: let go {let_go:.1f} s after "
+               "their sessions ended (were held until the client left)")  # fmt: skip
+    finally:
+        for ws in clients:
+            ws.transport.abort()
+
+
+async def test_a_pipelining_flood_is_bounded_and_cut(gw: RunningGateway) -> None:
+    conn = await non_reader(gw.port)
+    conn.writer.transport.pause_reading()
+    most, sent, cut = 0, 0, False
+
+    async def sample() -> None:
+        nonlocal most
+        while True:
+            most = max([most] + [len(getattr(c, "pipeline", ())) for c in connections(gw)])
+            await asyncio.sleep(0.005)
+
+    sampler = asyncio.create_task(sample())
+    began = time.monotonic()
+    try:
+        async with asyncio.timeout(5):
+            while True:
+                await conn.send_raw(HEALTHZ * 1000)
+                sent += 1000
+                await asyncio.sleep(0)
+    except (ConnectionError, TimeoutError) as exc:
+        cut = isinstance(exc, ConnectionError)
+    finally:
+        sampler.cancel()
+    took = time.monotonic() - began
+    conn.abort()
+    figure("pipeline_flood", f"{sent} pipelined requests written by a client that reads nothing: at most "
+           f"{most} waiting, connection {'cut' if cut else 'still open'} after {took:.2f} s")  # fmt: skip
+    assert cut and most <= server.MAX_PIPELINED
+    await wait_for(lambda: not connections(gw), 5)
+
+
+async def read_answers(conn: RawWebSocket) -> int:
+    """Responses read (each body skipped) until the server closes the connection."""
+    answered = 0
+    with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
+        while True:
+            await conn.read_response()
+            await conn.read_body()
+            answered += 1
+            if conn.headers.get("connection") == "close":
+                assert await conn.eof(5)
+                return answered
+    return answered
+
+
+async def test_pipelined_requests_are_answered_in_turn_up_to_the_bound(gw: RunningGateway) -> None:
+    conn = await RawWebSocket.open(gw.port)
+    await conn.send_raw(HEALTHZ * 10)  # within the bound: all answered, the connection stays
+    for _ in range(10):
+        assert await conn.read_response() == 200
+        await conn.read_body()
+    await conn.send_raw(HEALTHZ)
+    assert await conn.read_response() == 200
+    await conn.aclose()
+    conn = await RawWebSocket.open(gw.port)
+    await conn.send_raw(HEALTHZ * 100)  # past it: the first ones answered, the last with connection: close
+    assert await read_answers(conn) == 1 + server.MAX_PIPELINED
+    await conn.aclose()
+
+
+async def test_an_answer_its_client_never_reads_ends_the_connection(
+    gw: RunningGateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(gw.server.config.http, "write_stall_s", 1.0)  # the class serving this gateway
+    conn = await non_reader(gw.port)
+    conn.writer.transport.pause_reading()
+    await conn.send_raw(BIG * 8)  # 11 MB of answers, far past the socket buffers
+    began = time.monotonic()
+    await wait_for(lambda: bool(connections(gw)), 5)
+    await wait_for(lambda: not connections(gw), 10)
+    figure("http_write_stall", f"answers a client never reads: connection ended {time.monotonic() - began:.1f} s "
+           f"after the request (write stall bound 1 s; was held forever)")  # fmt: skip
+    conn.abort()
