@@ -24,7 +24,9 @@ from typing import Any, cast
 
 from websockets.exceptions import InvalidState
 
-from gateway.connections.pongs import BoundedControlProtocol
+from gateway.connections.pongs import ABORT, BoundedControlProtocol
+
+__all__ = ["ABORT", "FAST_RECEIVE", "ON_LOST", "PROBE", "WRITABLE", "FastReceiveProtocol", "FrameSink"]
 
 #: The scope extension: ``scope["extensions"][FAST_RECEIVE](sink)`` registers a sink (None removes it).
 FAST_RECEIVE = "gateway.fast_receive"

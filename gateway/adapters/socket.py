@@ -4,7 +4,6 @@ session (or a drain) forever."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 from collections.abc import Awaitable
 from typing import Any
@@ -12,7 +11,7 @@ from typing import Any
 from starlette.websockets import WebSocket, WebSocketState
 
 from gateway.errors import ClientGone, ClientTooSlow
-from gateway.ws_protocol import WRITABLE
+from gateway.ws_protocol import ABORT, WRITABLE
 
 #: A frame for the client: a JSON object (sent as a text frame) or bytes (a binary frame).
 Frame = dict[str, Any] | bytes
@@ -48,8 +47,14 @@ class ClientSocket:
             raise ClientGone(str(exc)) from None
 
     async def close(self, code: int, reason: str = "") -> None:
+        """Close with ``code``; a client that takes not even the close frame in time is dropped."""
         if self.ws.application_state == WebSocketState.DISCONNECTED:
             return
-        with contextlib.suppress(Exception):
+        try:
             async with asyncio.timeout(self.send_timeout_s):
                 await self.ws.close(code, reason[:120])
+        except TimeoutError:
+            if abort := (self.ws.scope.get("extensions") or {}).get(ABORT):
+                abort()  # else the connection, its slot and its reader would wait for the client for ever
+        except Exception:  # noqa: S110 - gone already (a disconnect, a transport error): nothing to close
+            pass

@@ -5,19 +5,42 @@ sends pings and reads nothing has the gateway buffer its pongs without limit (te
 on a fast link, kept until the connection ends). Here, while the transport's buffer is over its
 high-water mark, a pong is held rather than written, and only the latest held one goes out once the
 client reads again: RFC 6455 (5.5.3) allows answering only the most recent of several pings. Both
-WebSocket modes use this protocol (the fast path is built on it, gateway.ws_protocol).
+WebSocket modes use this protocol (the fast path is built on it, gateway.ws_protocol). It also lets the
+application drop the connection (:data:`ABORT`) when a client takes not even the close frame.
 """
 
 from __future__ import annotations
+
+from typing import Any, cast
 
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
 #: The first byte of a server's (unmasked, unfragmented) pong frame.
 _PONG = 0x8A
+#: The scope extension: ``scope["extensions"][ABORT]()`` drops the connection at once, without a close
+#: frame. uvicorn writes a close only once the transport takes writes again: to a client that reads
+#: nothing it never goes out, and the connection (and its slot) would wait for the client for ever.
+ABORT = "gateway.abort"
 
 
 class BoundedControlProtocol(WebSocketsSansIOProtocol):
     _pong_due: bytes | None = None
+
+    def handle_connect(self, event: Any) -> None:
+        super().handle_connect(event)
+        if not self.handshake_complete:  # refused at the handshake: no scope, no application
+            extensions = cast(dict[str, Any] | None, self.scope.get("extensions"))
+            if extensions is not None:
+                extensions[ABORT] = self._abort
+
+    def _abort(self) -> None:
+        self.transport.abort()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        scope = getattr(self, "scope", None)
+        if scope is not None:  # the scope holds our method: a cycle that would outlive the socket
+            scope.get("extensions", {}).pop(ABORT, None)
+        super().connection_lost(exc)
 
     def handle_ping(self) -> None:
         output = self.conn.data_to_send()

@@ -63,6 +63,7 @@ class Outbox:
         self._items: deque[tuple[OutItem, float, int]] = deque()  # with the time queued and the bytes held
         self.bytes = 0
         self._ready = asyncio.Event()
+        self._taken = asyncio.Event()  # the client took an item, or the backlog was let go
         self._drop_backlog = False
         self.closed: Closed | None = None
 
@@ -91,6 +92,23 @@ class Outbox:
         self._ready.set()
         return True
 
+    async def room_for(self, item: OutItem, wait_s: float) -> bool:
+        """Wait while ``put(item)`` would find the outbox full: its caller, the session's reader of Data
+        Flow, stops reading meanwhile, so HTTP/2 flow control slows Data Flow down rather than a client
+        that reads being ended for Data Flow's burst. False once the session is closed; ended here (too
+        slow) when the client took nothing for ``wait_s``."""
+        size = held_bytes(item)
+        while self._items and (len(self._items) >= self._limit or self.bytes + size > self._limit_bytes):
+            if self.closed is not None:
+                return False
+            self._taken.clear()
+            try:
+                async with asyncio.timeout(wait_s):
+                    await self._taken.wait()
+            except TimeoutError:
+                return self._too_slow(ClientTooSlow(f"the client read none of its events for {wait_s:g} s"))
+        return self.closed is None
+
     def close(self, closed: Closed, *, drop_backlog: bool) -> None:
         """The last item; with ``drop_backlog`` it overtakes what is still queued (and is let go now)."""
         self.closed, self._drop_backlog = closed, drop_backlog
@@ -116,6 +134,7 @@ class Outbox:
     def _let_go(self) -> None:
         held, self.bytes = self.bytes, 0
         self._items.clear()
+        self._taken.set()
         if self._budget is not None:
             self._budget.give(self, held)
 
@@ -133,6 +152,7 @@ class Outbox:
             if self._items:
                 item, queued_at, size = self._items.popleft()
                 self.bytes -= size
+                self._taken.set()
                 if self._budget is not None:
                     self._budget.give(self, size)
                 if isinstance(item, DataflowEvent):

@@ -67,8 +67,7 @@ class Session:
         self._tasks: list[asyncio.Task[None]] = []
         self._end_reason: str | None = None
         self._end_error: GatewayError | None = None
-        self._saw_final_result = False
-        self._said_finalizing = False
+        self._saw_final_result = self._said_finalizing = False
         self._finalize_deadline = 0.0
         self._last_activity = self.opened_at
 
@@ -247,8 +246,9 @@ class Session:
         assert self.stream is not None
         try:
             async for item in self.stream.items():
-                if isinstance(item, DataflowEvent) and item.name == FINAL_RESULT:
-                    self._saw_final_result = True
+                if not await self.outbox.room_for(item, self.settings.client_send_timeout_s):
+                    return  # closed meanwhile (the client read nothing for that long: ended as too slow)
+                self._saw_final_result |= isinstance(item, DataflowEvent) and item.name == FINAL_RESULT
                 self._emit(item)
         except GatewayError as exc:
             self._finish("upstream_error", exc)

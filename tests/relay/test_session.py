@@ -446,10 +446,12 @@ async def test_go_away_drops_the_backlog_and_closes_1001(make_rig: RigFactory) -
 
 
 async def test_a_client_that_does_not_read_is_closed_and_its_backlog_dropped(make_rig: RigFactory) -> None:
-    rig = make_rig(client_event_queue=10, ack_interval_ms=60_000)  # no Flow reports in between
+    rig = make_rig(client_event_queue=10, ack_interval_ms=60_000, client_send_timeout_s=0.3)  # no Flow reports
     await rig.start()  # Started is the first of 10 queued items
     rig.stream.push(*(milestone(str(n)) for n in range(10)))
+    began = time.monotonic()
     closed = await rig.closed()
+    assert 0.25 < time.monotonic() - began < 1.5  # the last one waited (Data Flow not read) for the send timeout
     assert (closed.reason, closed.code) == ("client_too_slow", 1008)
     assert isinstance(closed.error, ClientTooSlow)
     assert closed.error.error_code is ErrorCode.CLIENT_TOO_SLOW
@@ -457,6 +459,25 @@ async def test_a_client_that_does_not_read_is_closed_and_its_backlog_dropped(mak
     assert rig.sample("events_relayed_total", name="SR Milestone") == 9
     assert rig.stream.cancelled
     await rig.session.aclose()
+
+
+async def test_a_burst_over_the_outbox_waits_for_a_client_that_reads(make_rig: RigFactory) -> None:
+    # Data Flow sends 30 events at once to a 10-item outbox: the session stops reading Data Flow (its
+    # flow control holds it) until the client makes room, and the client gets all 30.
+    rig = make_rig(client_event_queue=10, ack_interval_ms=60_000, client_send_timeout_s=1.0)
+    await rig.start()
+    rig.stream.push(*(milestone(str(n)) for n in range(30)), final_result())
+    await asyncio.sleep(0.1)
+    assert len(rig.session.outbox) == 10 and rig.session.closed is None
+    got: list[OutItem] = []
+    async with asyncio.timeout(5):
+        async for item in rig.session.outbound():
+            got.append(item)
+            if isinstance(item, DataflowEvent) and item.name == "FinalResult":
+                break
+            await asyncio.sleep(0.005)
+    assert [e.text for e in events_in(got) if e.name == "SR Milestone"] == [str(n) for n in range(30)]
+    assert rig.session.closed is None
 
 
 async def test_abort_wakes_a_send_waiting_on_backpressure(make_rig: RigFactory) -> None:

@@ -164,3 +164,23 @@ async def test_an_answer_its_client_never_reads_ends_the_connection(
     figure("http_write_stall", f"answers a client never reads: connection ended {time.monotonic() - began:.1f} s "
            f"after the request (write stall bound 1 s; was held forever)")  # fmt: skip
     conn.abort()
+
+
+@pytest.mark.ws
+@pytest.mark.parametrize("gw", [{"client_send_timeout_s": 1.0, "client_outbox_bytes": 256 * 1024}], indirect=True)
+async def test_a_client_that_takes_not_even_the_close_frees_its_slot(gw: RunningGateway) -> None:
+    """A client that stops reading and then stops sending too: its session ends client_too_slow, but uvicorn
+    writes a close only once the transport takes writes again, so the close never went out and the
+    driver's read waited for the client for ever, holding the connection and its slot (still held after
+    30 s). Now a close the client does not take within the send timeout drops the connection."""
+    ws = await never_reads(gw.ws_url(), gw.port)  # 6 MiB of echoed events, until the gateway stops reading
+    try:
+        began = time.monotonic()  # from here on nothing is sent either
+        await wait_for(lambda: gw.gateway.registry.active == 0, 10)
+        freed = time.monotonic() - began
+        await wait_for(lambda: not connections(gw), 5)
+        figure("close_not_taken", f"a client that took not even the close: slot freed {freed:.1f} s after "
+               "its last message (held for ever before)")  # fmt: skip
+        assert freed < 5  # the outbox's send timeout, then the close's: about 2 s
+    finally:
+        ws.transport.abort()

@@ -4,6 +4,7 @@ seen by a real native WebSocket client: what it sends is bounded and typed befor
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 import unicodedata
@@ -11,6 +12,7 @@ from typing import Any
 
 import grpc
 import pytest
+from websockets.exceptions import ConnectionClosed
 
 from gateway.upstream.contract import ContentType
 from tests.support.harness import Transcript, read_all, running_gateway, ws_connect
@@ -162,3 +164,27 @@ async def test_a_flood_to_a_client_that_reads_nothing_is_bounded_by_the_outbox_a
     assert ended_s < 4.0
     assert peak <= MiB + flood.size
     assert flood.written < flood.count / 2  # flow control held Data Flow back: the gateway did not read it all
+
+
+async def test_a_burst_faster_than_the_client_reads_is_slowed_at_the_upstream_not_fatal() -> None:
+    # 16 MiB in 64 events at once, to a client that reads one every 40 ms (about 6 MiB/s) through a small
+    # receive window. Before: the gateway read Data Flow as fast as gRPC let it, into the 1 MiB outbox, and
+    # ended the session client_too_slow after 13 of the 64 events.
+    flood = Flood(64, 256 * 1024)
+    settings = {"client_outbox_bytes": MiB, "client_send_timeout_s": 5.0}
+    async with HostileUpstream(flood) as upstream, running_gateway(upstream.settings(**settings)) as gw:
+        async with ws_connect(gw.ws_url(), max_size=None, sock=small_window_socket(gw.port)) as ws:
+            await ws.send(start_message())
+            got: list[dict[str, Any]] = []
+            with contextlib.suppress(ConnectionClosed):
+                async for frame in ws:
+                    message = json.loads(frame)
+                    got.append(message)
+                    if message["type"] == "event" and message["data"].get("N") == flood.count - 1:
+                        await ws.send(json.dumps({"type": "finalize"}))
+                    await asyncio.sleep(0.04)
+        peak = gw.gateway.outbox_budget.peak
+    pads = [m["data"]["N"] for m in got if m["type"] == "event" and m["name"] == "Pad"]
+    assert pads == list(range(flood.count)), [m for m in got if m["type"] in ("error", "closed")]
+    assert got[-1] == {"type": "closed", "reason": "finalized", "audioMs": 0.0}
+    assert peak <= MiB + flood.size + 4096  # the outbox's bound: one item may always wait behind a full one
