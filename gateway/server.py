@@ -24,6 +24,7 @@ from gateway.connections.linger import LingeringTransport
 from gateway.connections.pongs import BoundedControlProtocol
 from gateway.logs.access import AccessLog
 from gateway.logs.config import configure_logging
+from gateway.routes.http_conventions import HEADERS
 from gateway.runtime import tune_gc
 from gateway.service import Gateway
 from gateway.settings import Settings, SettingsError, load_settings
@@ -68,6 +69,8 @@ class DrainingServer(uvicorn.Server):
 
 
 _HEAD_END = b"\r\n\r\n"
+#: What every answer carries (gateway.routes.http_conventions), on the answers made here below the app.
+_CONVENTIONAL = b"".join(b"%s: %s\r\n" % (name.encode(), value.encode()) for name, value in HEADERS.items())
 #: A response that cannot be written for this long (its client reads nothing) ends the connection.
 WRITE_STALL_S = 30.0
 #: A closed connection is aborted once this long passes with its client taking nothing of what is left.
@@ -210,7 +213,12 @@ class BoundedHeadProtocol(HttpToolsProtocol):
         self._disarm()
         if not self.transport.is_closing():
             kind = b"content-type: application/json\r\n" if body else b""
-            head = b"HTTP/1.1 %s\r\n%scontent-length: %d\r\nconnection: close\r\n\r\n" % (status, kind, len(body))
+            head = b"HTTP/1.1 %s\r\n%s%scontent-length: %d\r\nconnection: close\r\n\r\n" % (
+                status,
+                kind,
+                _CONVENTIONAL,
+                len(body),
+            )
             self.transport.write(head + body)
             self.transport.close()
 

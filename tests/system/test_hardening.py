@@ -57,6 +57,7 @@ async def test_oversized_request_heads_get_431_and_memory_stays_flat(simulator: 
         over = b"GET /v1/stream HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Pad: " + b"a" * 20_000 + b"\r\n\r\n"
         answer = await raw_request(gw.port, over, chunk=len(over))
         assert answer.startswith(b"HTTP/1.1 431") and b"request_head_too_large" in answer
+        assert b"\r\nx-content-type-options: nosniff\r\n" in answer  # as every answer of the app
         before = rss_bytes()
         huge = b"GET /v1/stream HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Pad: " + b"a" * (2 * 1024 * 1024) + b"\r\n\r\n"
         answers = await asyncio.gather(*(raw_request(gw.port, huge) for _ in range(300)))
