@@ -20,7 +20,7 @@ path starts only after a whole message is parsed, exactly where uvicorn would qu
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, cast
+from typing import Any
 
 from websockets.exceptions import InvalidState
 
@@ -57,15 +57,11 @@ class FastReceiveProtocol(BoundedControlProtocol):
     _fast_left = MESSAGES_PER_READ
     _on_lost: Callable[[], None] | None = None
 
-    def handle_connect(self, event: Any) -> None:
-        super().handle_connect(event)
-        if not self.handshake_complete:  # refused at the handshake: no scope, no application
-            extensions = cast(dict[str, Any] | None, self.scope.get("extensions"))
-            if extensions is not None:
-                extensions[FAST_RECEIVE] = self._register
-                extensions[WRITABLE] = self.writable
-                extensions[ON_LOST] = self._watch_lost
-                extensions[PROBE] = self._probe
+    def scope_extensions(self) -> dict[str, Any]:
+        return {
+            **super().scope_extensions(),
+            FAST_RECEIVE: self._register, WRITABLE: self.writable, ON_LOST: self._watch_lost, PROBE: self._probe,
+        }  # fmt: skip
 
     def _register(self, sink: FrameSink | None) -> None:
         self._sink = sink
@@ -108,11 +104,6 @@ class FastReceiveProtocol(BoundedControlProtocol):
         # both are cycles that would outlive the socket until a full collection.
         self._sink = None
         on_lost, self._on_lost = self._on_lost, None
-        scope = getattr(self, "scope", None)
-        if scope is not None:
-            extensions = scope.get("extensions", {})
-            for name in (FAST_RECEIVE, ON_LOST, PROBE):
-                extensions.pop(name, None)
-        super().connection_lost(exc)
+        super().connection_lost(exc)  # takes the scope's extensions back
         if on_lost is not None:
             on_lost()

@@ -26,20 +26,27 @@ ABORT = "gateway.abort"
 class BoundedControlProtocol(WebSocketsSansIOProtocol):
     _pong_due: bytes | None = None
 
+    def scope_extensions(self) -> dict[str, Any]:
+        """What the protocol offers the application through the scope; taken back once the connection is
+        lost (the scope would hold the protocol's methods: cycles that outlive the socket)."""
+        return {ABORT: self._abort}
+
     def handle_connect(self, event: Any) -> None:
         super().handle_connect(event)
         if not self.handshake_complete:  # refused at the handshake: no scope, no application
             extensions = cast(dict[str, Any] | None, self.scope.get("extensions"))
             if extensions is not None:
-                extensions[ABORT] = self._abort
+                extensions.update(self.scope_extensions())
 
     def _abort(self) -> None:
         self.transport.abort()
 
     def connection_lost(self, exc: Exception | None) -> None:
         scope = getattr(self, "scope", None)
-        if scope is not None:  # the scope holds our method: a cycle that would outlive the socket
-            scope.get("extensions", {}).pop(ABORT, None)
+        if scope is not None:
+            extensions = scope.get("extensions", {})
+            for name in self.scope_extensions():
+                extensions.pop(name, None)
         super().connection_lost(exc)
 
     def handle_ping(self) -> None:
