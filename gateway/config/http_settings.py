@@ -1,0 +1,51 @@
+"""Settings of the HTTP server: address, WebSocket implementation, request heads, logs, drain, admin."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from gateway.config import bounds
+
+WsImplementation = Literal["websockets", "websockets-sansio", "wsproto"]
+
+
+class HttpServerSettings(BaseModel):
+    # --- HTTP server -----------------------------------------------------------------------------
+    host: str = Field("127.0.0.1", description="Address to listen on (0.0.0.0 in containers).")
+    port: int = Field(8080, ge=0, le=65535, description="TCP port to listen on (0 picks a free one).")
+    ws_implementation: WsImplementation = Field(
+        "websockets-sansio",
+        description="uvicorn WebSocket implementation, pinned (its 'websockets' one uses a deprecated API).",
+    )
+    ws_fast_path: bool = Field(
+        True,
+        description="Audio frames go from uvicorn's WebSocket protocol straight to the session while nothing waits "
+        "before them (websockets-sansio only); false: every frame through ASGI receive().",
+    )
+    ws_drain_refuses_handshake: bool = Field(
+        False,
+        description="While draining, answer a new WebSocket handshake with HTTP 503 going_away, so a proxy can retry "
+        "it on another replica (nginx: proxy_next_upstream http_503); false: accept it, then going_away, close 1001.",
+    )
+    ws_ping_interval_s: float = Field(20.0, gt=0, description="WebSocket keepalive ping period.")
+    ws_ping_timeout_s: float = Field(20.0, gt=0, description="Close a client that does not answer a ping in time.")
+    http_header_timeout_s: float = Field(
+        10.0, gt=0, description="Close a connection whose request headers or WebSocket handshake take longer (408)."
+    )
+    max_request_head_bytes: int = Field(
+        16 * 1024, ge=1024, description="Largest request head (request line and headers); larger gets 431."
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        "info", description="Log level of the gateway and uvicorn (credentials are masked at every level)."
+    )
+    log_format: Literal["auto", "json", "text"] = Field(
+        "auto", description="json: one object per line, for log shippers; text: readable; auto: text on a terminal."
+    )
+    drain_budget_s: float = Field(
+        30.0, ge=0, description="On SIGTERM or POST /internal/drain: time live sessions get before a 1001 close."
+    )
+    admin_token: bounds.AdminToken = Field(
+        None, description="Bearer token (16+ chars) for /internal endpoints; unset: only loopback callers may use them."
+    )

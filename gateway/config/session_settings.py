@@ -1,0 +1,47 @@
+"""Settings of sessions: how many, how long, and what a client may hold or send."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+from gateway.config import bounds
+
+
+class SessionSettings(BaseModel):
+    # --- sessions --------------------------------------------------------------------------------------
+    default_project: str = Field("", description="Project used when a client names none.")
+    max_sessions: int = Field(500, ge=1, description="Concurrent sessions per process, all dialects.")
+    max_session_s: bounds.GrpcSeconds = Field(
+        4 * 3600.0, description="Longest session; then it is finalized and closed."
+    )
+    idle_timeout_s: float = Field(30.0, gt=0, description="Close a session that sends nothing for this long.")
+    start_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        description="Time a client has to send its start message, and an HTTP request outside uploads its "
+        "whole body (408 start_timeout).",
+    )
+    finalize_timeout_s: bounds.GrpcSeconds = Field(30.0, description="Wait for FinalResult after finalize/stop.")
+    client_send_timeout_s: float = Field(10.0, gt=0, description="Budget for a client that does not read events.")
+    client_event_queue: int = Field(1000, ge=10, description="Events held for a slow client before closing it.")
+    client_outbox_bytes: int = Field(
+        4 * 1024 * 1024, ge=64 * 1024, description="Bytes of events and audio held for a slow client before closing it."
+    )
+    client_outbox_total_bytes: int = Field(
+        256 * 1024 * 1024,
+        ge=1024 * 1024,
+        description="Bytes of events and audio held for all clients of the process together (keep it well below "
+        "the memory limit); when full, the client with the largest backlog is closed (client_too_slow).",
+    )
+    max_ws_message_bytes: int = Field(1024 * 1024, ge=1024, description="Largest WebSocket message accepted.")
+    ack_interval_ms: int = Field(1000, ge=50, description="Period of flow-control acks to streaming clients.")
+    pre_start_audio_ms: int = Field(5000, ge=0, description="Audio held while Data Flow's start is pending.")
+    max_upload_bytes: int = Field(
+        1024**3, ge=1024, description="Largest POST /v1/recognize body; checked while streaming (413)."
+    )
+    max_audio_rate_x: float = Field(
+        3.0, gt=0, description="Live streams may not send audio faster than this multiple of real time."
+    )
+    audio_rate_burst_ms: int = Field(
+        10000, ge=0, description="Audio a live stream may send ahead of real time before the rate limit applies."
+    )

@@ -1,0 +1,106 @@
+"""Settings of the upstream Data Flow: where it is, credentials, connections, audio and recovery."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field, SecretStr
+
+from gateway.config import bounds
+
+UpstreamEncoding = Literal["pcm", "ulaw", "alaw"]
+
+
+class UpstreamSettings(BaseModel):
+    # --- upstream Data Flow --------------------------------------------------------------------------
+    upstream_target: str = Field(
+        "", description="host:port of Data Flow's gRPC endpoint; empty runs the embedded simulator."
+    )
+    upstream_plaintext: bool | None = Field(
+        None, description="Plaintext gRPC; unset means plaintext only for loopback targets."
+    )
+    upstream_ca_file: Path | None = Field(None, description="PEM CA roots for upstream TLS (default: system roots).")
+    upstream_method_path: str = Field("/dataflow/Stream", description="gRPC method path of the Stream RPC.")
+    upstream_proto_module: str = Field(
+        "gateway.upstream._proto.dataflow_pb2", description="Generated protobuf module of the wire contract."
+    )
+    upstream_tenant: str = Field("", description="Data Flow tenant GUID injected into every Start.")
+    upstream_token: SecretStr | None = Field(None, description="Static Data Flow token (or use client credentials).")
+    upstream_identity_url: str = Field("", description="OAuth2 token endpoint for client credentials.")
+    upstream_client_id: str = Field("", description="OAuth2 client id for client credentials.")
+    upstream_client_secret: SecretStr | None = Field(None, description="OAuth2 client secret for client credentials.")
+    upstream_token_scope: str = Field("Wagtail", description="OAuth2 scope requested with client credentials.")
+    upstream_token_refresh_margin_s: float = Field(300.0, ge=0, description="Refresh this long before expiry.")
+    upstream_token_fetch_timeout_s: float = Field(10.0, gt=0, description="Bound on one token request.")
+    upstream_token_fetch_attempts: int = Field(3, ge=1, le=10, description="Token requests before giving up.")
+    upstream_keepalive_interval_s: bounds.GrpcSeconds = Field(20.0, description="gRPC keepalive ping period.")
+    upstream_keepalive_timeout_s: bounds.GrpcSeconds = Field(
+        10.0, description="Drop the channel if a ping is unanswered."
+    )
+    upstream_reconnect_backoff_max_s: bounds.GrpcSeconds = Field(
+        5.0, description="Longest wait between reconnection attempts after Data Flow was unreachable."
+    )
+    upstream_max_message_bytes: bounds.GrpcBytes = Field(
+        4 * 1024 * 1024, ge=64 * 1024, description="Largest gRPC message."
+    )
+    upstream_max_streams_per_connection: int = Field(
+        100, ge=1, description="Most sessions on one upstream connection; more open another connection."
+    )
+    upstream_resolve_interval_s: float = Field(
+        30.0, gt=0, description="Re-resolve the upstream name this often; connections spread over its addresses."
+    )
+    upstream_idle_connection_s: float = Field(
+        60.0, gt=0, description="Close an upstream connection idle this long (one per address stays open)."
+    )
+    upstream_min_connections: int = Field(
+        1, ge=1, le=64, description="Upstream connections kept open even when few sessions need them."
+    )
+    upstream_max_connection_age_s: float | None = Field(
+        None, gt=0, description="Retire an upstream connection this old: its streams finish, new ones go elsewhere."
+    )
+    upstream_start_timeout_s: float = Field(10.0, gt=0, description="Bound on waiting for StartResponse.")
+    upstream_response_timeout_s: float = Field(30.0, gt=0, description="Bound on Finalize/Stop/Update answers.")
+    upstream_encoding: UpstreamEncoding = Field("pcm", description="Audio encoding sent to Data Flow.")
+    upstream_sample_rate_hz: bounds.DataflowRate = Field(
+        16000, description="Rate sent to Data Flow (8000/16000); 8 kHz input stays 8 kHz."
+    )
+    upstream_coalesce_ms: int = Field(200, ge=10, le=1000, description="Most audio merged into one upstream message.")
+    upstream_write_interval_ms: int = Field(
+        60,
+        ge=0,
+        le=500,
+        description="Least hold: audio waits up to this long to merge into one upstream write (a gRPC message "
+        "costs the same CPU whatever its size: 60 ms merges three 20 ms frames); 0: every frame at once.",
+    )
+    upstream_write_rate: int = Field(
+        2000,
+        ge=0,
+        description="Audio writes per second for all streams; past it each stream holds audio to merge frames, "
+        "in 20 ms steps from 40 ms (0: never).",
+    )
+    upstream_max_write_interval_ms: int = Field(
+        100, ge=0, le=1000, description="Longest a stream merges audio when over upstream_write_rate."
+    )
+    upstream_buffer_ms: int = Field(3000, ge=100, description="Audio held for upstream before the client is paused.")
+    upstream_replay_ms: int = Field(
+        10000, ge=0, description="Audio kept to replay on a new upstream stream after a failure (0: no recovery)."
+    )
+    upstream_recovery_attempts: int = Field(
+        5, ge=0, le=6, description="Attempts to reopen a failed upstream stream under a live session."
+    )
+    upstream_recovery_window_s: float = Field(10.0, gt=0, description="Time for all attempts of one recovery.")
+    upstream_max_stream_s: float | None = Field(
+        None, gt=0, description="Move a session to a new upstream stream after this long, at a final result."
+    )
+    upstream_control_buffer_bytes: int = Field(
+        256 * 1024,
+        ge=64 * 1024,
+        description="Events and updates held for upstream before the client is paused.",
+    )
+    max_control_message_bytes: int = Field(
+        64 * 1024,
+        ge=1024,
+        description="Largest event or update a client may send, largest /project-runner Start, and largest "
+        "HTTP request body outside uploads (larger: error message_too_big; 413 over HTTP, 1009 over WebSocket).",
+    )
