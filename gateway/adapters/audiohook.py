@@ -66,8 +66,11 @@ class AudioHookDialect:
     refuse_full_at_once: ClassVar[bool] = True
     reports_flow: ClassVar[bool] = False
 
-    def __init__(self, project: str, *, session_id: str = "", organization_id: str = "") -> None:
+    def __init__(
+        self, project: str, *, session_id: str = "", organization_id: str = "", languages: Sequence[str] = ()
+    ) -> None:
         self.project = project
+        self.languages = tuple(languages)  # listed in opened when the integration's customConfig names none
         self.session_id = session_id  # Audiohook-Session-Id; the open message's id must match it
         self.organization_id = organization_id  # Audiohook-Organization-Id, checked against open's
         self.seq = 0  # the last server seq sent
@@ -198,7 +201,7 @@ class AudioHookDialect:
         )
         opened_parameters: dict[str, Any] = {"media": [media.offer], "startPaused": False}
         if parameters.get("supportedLanguages") is True:  # the Transcription Connector asks: the list must be there
-            opened_parameters["supportedLanguages"] = supported_languages(config)
+            opened_parameters["supportedLanguages"] = supported_languages(config, self.languages)
         opened = self._message("opened", opened_parameters)
         if parameters.get("conversationId") == PROBE_CONVERSATION:
             self.probe = True

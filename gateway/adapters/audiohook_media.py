@@ -18,10 +18,12 @@ from __future__ import annotations
 
 import re
 from bisect import bisect_right
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from gateway.audio.format import AudioFormat, Encoding
+from gateway.config.bounds import LANGUAGE_CODE_PATTERN, MAX_LANGUAGES
 from gateway.errors import LimitReached
 
 RATE = 8000
@@ -34,10 +36,7 @@ _DURATION = re.compile(r"^PT(\d+\.\d*|\.?\d+)S$")
 MAX_GAPS = 10_000
 #: Heard audio (10 ms) after the last entry under which a new gap joins it instead of taking its own.
 MERGE_SAMPLES = RATE // 100
-#: A language code as Genesys's client validates it (purecloudlabs/audiohook-reference-implementation,
-#: app/audiohook/src/protocol/validators.ts, languageCodeRegex), and how many ``opened`` may list.
-_LANGUAGE = re.compile(r"^[a-z]{2,3}-[A-Za-z]{2,3}$")
-MAX_LANGUAGES = 200
+_LANGUAGE = re.compile(LANGUAGE_CODE_PATTERN)
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,11 +68,12 @@ def choose_media(offered: Any) -> Media | None:
     return None
 
 
-def supported_languages(config: Any) -> list[str]:
-    """What ``customConfig.supportedLanguages`` names, as ``opened`` lists it (none configured: [])."""
+def supported_languages(config: Any, configured: Sequence[str] = ()) -> list[str]:
+    """What ``customConfig.supportedLanguages`` names, as ``opened`` lists it; the integration's own list wins
+    over the gateway's ``configured`` one (GATEWAY_AUDIOHOOK_SUPPORTED_LANGUAGES), which is used when it names none."""
     offered = config.get("supportedLanguages") if isinstance(config, dict) else None
     if not isinstance(offered, list):
-        return []
+        return list(configured[:MAX_LANGUAGES])
     valid = [code for code in offered[: 4 * MAX_LANGUAGES] if isinstance(code, str) and _LANGUAGE.match(code)]
     return list(dict.fromkeys(valid))[:MAX_LANGUAGES]
 

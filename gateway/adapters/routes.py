@@ -66,7 +66,8 @@ async def audiohook(ws: WebSocket) -> None:
     project = ws.query_params.get("project") or service.settings.default_project
     session_id = ws.headers.get("audiohook-session-id", "")
     organization_id = ws.headers.get("audiohook-organization-id", "")
-    dialect = AudioHookDialect(project, session_id=session_id, organization_id=organization_id)
+    languages = service.settings.audiohook_supported_languages
+    dialect = AudioHookDialect(project, session_id=session_id, organization_id=organization_id, languages=languages)
     await Connection(ws, dialect, service).run()
 
 

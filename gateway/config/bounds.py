@@ -34,6 +34,11 @@ def _hs256_key(value: SecretStr | None) -> SecretStr | None:
     return value
 
 
+#: A language code as Genesys's AudioHook client validates it (purecloudlabs/audiohook-reference-implementation,
+#: app/audiohook/src/protocol/validators.ts, languageCodeRegex), and how many ``opened`` may list.
+LANGUAGE_CODE_PATTERN = r"^[a-z]{2,3}-[A-Za-z]{2,3}$"
+MAX_LANGUAGES = 200
+
 #: An admin token anyone may guess in a few thousand tries is no lock (a throttled address still gets
 #: its share per minute, and an attacker has many addresses).
 ADMIN_TOKEN_MIN_CHARS = 16
@@ -111,5 +116,7 @@ TrustedProxy = Annotated[str, AfterValidator(_proxy)]
 Origin = Annotated[str, AfterValidator(_origin)]
 #: A host name clients use, as in their Host header.
 PublicHost = Annotated[str, AfterValidator(_public_host)]
+#: A language code an AudioHook ``opened`` may list (``en-US``).
+LanguageCode = Annotated[str, Field(pattern=LANGUAGE_CODE_PATTERN)]
 #: The audio rate sent to Data Flow.
 DataflowRate = Annotated[int, AfterValidator(_dataflow_rate)]

@@ -45,6 +45,12 @@ class ClientSettings(BaseModel):
     audiohook_signature_max_age_s: float = Field(
         30.0, gt=0, le=300, description="Oldest AudioHook upgrade signature accepted (from its created time)."
     )
+    audiohook_supported_languages: list[bounds.LanguageCode] = Field(
+        default_factory=list,
+        max_length=bounds.MAX_LANGUAGES,
+        description='JSON list of language codes (["en-US","de-DE"]) an AudioHook opened lists when the open asks '
+        "(Transcription Connector) and the integration's customConfig.supportedLanguages names none.",
+    )
 
     # --- Twilio, Vonage, jambonz, and result webhooks -----------------------------------------------------
     twilio_auth_token: SecretStr | None = Field(

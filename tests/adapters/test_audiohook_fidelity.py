@@ -7,7 +7,9 @@ app/audiohook/src/server/serversessionimpl.ts, test/audiohook-api-messages.test.
 
 from __future__ import annotations
 
+import json
 import re
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,6 +18,7 @@ from gateway.adapters import audiohook, commands
 from gateway.adapters.audiohook_media import MAX_LANGUAGES, supported_languages
 from gateway.simulator.server import DataflowSimulator
 from tests.adapters.test_audiohook import opened_client
+from tests.support.cli_process import run_cli
 from tests.support.harness import RunningGateway
 
 # The reference's languageCodeRegex (app/audiohook/src/protocol/validators.ts), which its test suite
@@ -68,3 +71,38 @@ def test_supported_languages_are_bounded_and_absent_unless_asked() -> None:
     command = dialect.waiting(open_message)
     assert isinstance(command, commands.Begin) and isinstance(opened := command.reply[0], dict)
     assert opened["type"] == "opened" and "supportedLanguages" not in opened["parameters"]
+
+
+@pytest.mark.ws
+@pytest.mark.parametrize("gw", [{"audiohook_supported_languages": ["en-US", "tr-TR"]}], indirect=True)
+@pytest.mark.parametrize(
+    ("config", "listed"),
+    [
+        ({}, ["en-US", "tr-TR"]),  # the integration names none: the gateway's list
+        ({"supportedLanguages": ["de-DE"]}, ["de-DE"]),  # the integration's own list wins
+        ({"supportedLanguages": []}, []),  # even when it is empty: the integration said so
+    ],
+)
+async def test_the_gateway_wide_languages_are_listed_when_the_integration_names_none(
+    gw: RunningGateway, simulator: DataflowSimulator, config: dict[str, Any], listed: list[str]
+) -> None:
+    ws, client = await opened_client(gw, supportedLanguages=True, customConfig=config)
+    try:
+        opened = await client.recv()
+        await client.send("close", {"reason": "end"})
+        await client.until("closed")
+    finally:
+        await ws.close()
+    assert opened["type"] == "opened" and opened["parameters"]["supportedLanguages"] == listed
+
+
+def test_a_language_the_genesys_client_would_refuse_stops_startup(tmp_path: Path) -> None:
+    """Genesys's client checks every listed code against its pattern and fails the session on one that
+    does not match: a code written "en_US" or "english" would have broken every Transcription Connector."""
+    codes = ["en-US", "en_US", "english", "tr-TR", "EN-us"]
+    done = run_cli(["settings"], {"GATEWAY_AUDIOHOOK_SUPPORTED_LANGUAGES": json.dumps(codes)}, tmp_path)
+    assert done.returncode == 2, done.stdout
+    assert [line.split(":")[0] for line in done.stderr.splitlines()] == [
+        "GATEWAY_AUDIOHOOK_SUPPORTED_LANGUAGES[1]", "GATEWAY_AUDIOHOOK_SUPPORTED_LANGUAGES[2]",
+        "GATEWAY_AUDIOHOOK_SUPPORTED_LANGUAGES[4]"]  # fmt: skip
+    assert "english" not in done.stderr and "en_US" not in done.stderr
