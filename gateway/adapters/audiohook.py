@@ -27,6 +27,7 @@ from typing import Any, ClassVar
 
 from gateway.adapters import commands
 from gateway.adapters.audiohook_media import (
+    CHANNEL_TAGS,
     SampleAligner,
     Timeline,
     call_properties,
@@ -55,8 +56,6 @@ log = logging.getLogger(__name__)
 VERSION = "2"
 #: The conversation id of Genesys's connection probe (the integration's test): answered, nothing started.
 PROBE_CONVERSATION = "00000000-0000-0000-0000-000000000000"
-#: Data Flow's channel tags for AudioHook's channels: the customer is external, the agent internal.
-_TAGS = {"external": "customer", "internal": "agent"}
 
 
 class AudioHookDialect:
@@ -196,7 +195,7 @@ class AudioHookDialect:
             project=project if isinstance(project, str) and project else self.project,
             audio=media.audio,
             language=self.language,
-            settings={"ChannelTags": [_TAGS[c] for c in media.channels]},
+            settings={"ChannelTags": [CHANNEL_TAGS[c] for c in media.channels]},
             call_properties=call_properties(parameters),
         )
         opened_parameters: dict[str, Any] = {"media": [media.offer], "startPaused": False}

@@ -28,6 +28,8 @@ from gateway.errors import LimitReached
 
 RATE = 8000
 CHANNELS = ("external", "internal")
+#: Data Flow's channel tags for AudioHook's channels: the customer is external, the agent internal.
+CHANNEL_TAGS = {"external": "customer", "internal": "agent"}
 _ENCODINGS: dict[str, Encoding] = {"PCMU": "mulaw", "L16": "pcm16"}
 MAX_DURATION_S = 7 * 24 * 3600.0  # a longer one is nonsense, and would overflow sample counts
 _DURATION = re.compile(r"^PT(\d+\.\d*|\.?\d+)S$")
