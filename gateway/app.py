@@ -48,6 +48,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         docs_url=None,  # gateway.routes.docs serves both pages with their files: no CDN, works offline
         redoc_url=None,
         generate_unique_id_function=operation_id,
+        # No trailing-slash redirect: Starlette's builds an absolute Location from the client's Host header
+        # (an open redirect wherever any host is accepted), and it would drop a /t/<secret> path credential
+        # and a ?token= (lifted out of the URL before routing). Paths are exact; "/docs/" is a 404.
+        redirect_slashes=False,
     )
     install_openapi(app, auth_required=config.auth_required, admin_token=config.admin_token is not None)
     install_error_handlers(app)

@@ -1,7 +1,8 @@
 """The two line formats: one JSON object per line (for log shippers) and readable text (a terminal).
 
 Both put ``extra={...}`` fields on the line; neither emits ANSI escapes (uvicorn's ``color_message``
-is dropped).
+is dropped). Both cut a long traceback (:func:`clip_traceback`), after the handler's
+:class:`~gateway.logs.filters.Redactor` has masked it whole.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ import logging
 import re
 import time
 from typing import Any
+
+from gateway.logs.redact import clip
 
 _STANDARD_ATTRS = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime"}
 _DROPPED = {"color_message"}  # uvicorn's colored copy of the message
@@ -28,6 +31,11 @@ _BARE_VALUE = re.compile(f"[^\\s\"'={_UNSAFE}]*")
 # JSON lines escape every character, but a lone surrogate only as "\ud800", which strict readers (jq,
 # orjson, serde) refuse, and jq stops there: replaced.
 _SURROGATE = re.compile(r"[\ud800-\udfff]")
+#: A traceback longer than this is cut (a deep recursion, a long chain, a message quoting a whole body):
+#: one 500 through the middleware stack is about 5 KiB, 32 frames.
+MAX_TRACEBACK_CHARS = 16 * 1024
+_HEAD_CHARS = MAX_TRACEBACK_CHARS // 8  # kept from the start: the first "Traceback" line, outermost frames
+_LINE_CHARS = MAX_TRACEBACK_CHARS // 8  # one line of it at most (an exception message can be any size)
 
 
 def extra_fields(record: logging.LogRecord) -> dict[str, Any]:
@@ -43,10 +51,35 @@ def _timestamp(record: logging.LogRecord) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z"
 
 
+def clip_traceback(text: str, most: int = MAX_TRACEBACK_CHARS) -> str:
+    """``text`` (a traceback) within about ``most`` characters: its start and its end (the innermost frames
+    and the exception, what explains it) are kept; one line in their place says how much was cut. Lines are
+    kept or cut whole, and masking came before (no secret is cut in two and left unmasked)."""
+    if len(text) <= most:
+        return text
+    lines = text.splitlines()
+    kept = [clip(line, _LINE_CHARS) for line in lines]
+    head = used = 0
+    while head < len(kept) and used + len(kept[head]) < _HEAD_CHARS:
+        used += len(kept[head]) + 1
+        head += 1
+    tail = len(kept)
+    while tail > head and used + len(kept[tail - 1]) < most - 100:  # 100: room for the marker
+        used += len(kept[tail - 1]) + 1
+        tail -= 1
+    cut = lines[head:tail]
+    if not cut:
+        return "\n".join(kept)
+    frames = sum(1 for line in cut if line.startswith('  File "'))
+    chars = sum(len(line) + 1 for line in cut)
+    marker = f"  [… {len(cut)} lines of this traceback cut here: {frames} frames, {chars} characters …]"
+    return "\n".join([*kept[:head], marker, *kept[tail:]])
+
+
 def _exception_text(formatter: logging.Formatter, record: logging.LogRecord) -> str | None:
     if record.exc_info and not record.exc_text:
         record.exc_text = formatter.formatException(record.exc_info)
-    return record.exc_text or None
+    return clip_traceback(record.exc_text) if record.exc_text else None
 
 
 def _valid_unicode(value: Any) -> Any:
@@ -74,7 +107,7 @@ class JsonFormatter(logging.Formatter):
         if exc := _exception_text(self, record):
             entry["exc"] = exc
         if record.stack_info:
-            entry["stack"] = record.stack_info
+            entry["stack"] = clip_traceback(record.stack_info)
         return json.dumps(_valid_unicode(entry), default=lambda other: _valid_unicode(str(other)))
 
 
@@ -89,7 +122,7 @@ def _field_value(value: Any) -> str:
 
 class TextFormatter(logging.Formatter):
     """``time level logger: message key=value ...``, for a person at a terminal: one line per record
-    (whatever a client put in the message or a field), then the traceback, if any."""
+    (whatever a client put in the message or a field), then the traceback, if any, its lines marked ``  | ``."""
 
     def format(self, record: logging.LogRecord) -> str:
         raw = _ANSI.sub("", record.getMessage())
@@ -101,5 +134,13 @@ class TextFormatter(logging.Formatter):
         line = f"{_timestamp(record)} {record.levelname:<7} {record.name}: {message}"
         line = f"{line}  {fields}" if fields else line
         if exc := _exception_text(self, record):
-            line = f"{line}\n{exc}"
+            line = f"{line}\n{_continued(exc)}"
+        if record.stack_info:
+            line = f"{line}\n{_continued(clip_traceback(record.stack_info))}"
         return line
+
+
+def _continued(text: str) -> str:
+    """A traceback under a text line: each of its lines escaped and marked ``  | ``, so an exception message
+    quoting a client's newline cannot start what reads as a log line of its own."""
+    return "\n".join(f"  | {_escaped(part)}" for part in text.split("\n"))

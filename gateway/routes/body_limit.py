@@ -29,11 +29,10 @@ class BodyLimit:
         self.app = app
         self.max_bytes = max_bytes
         self.timeout_s = timeout_s
-        # Starlette redirects a trailing slash to the route without touching the body: exempt too.
-        self.unbounded = frozenset(p.rstrip("/") for p in unbounded_paths)
+        self.unbounded = unbounded_paths  # exact: the app does not redirect a trailing slash (gateway.app)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or str(scope["path"]).rstrip("/") in self.unbounded:
+        if scope["type"] != "http" or scope["path"] in self.unbounded:
             await self.app(scope, receive, send)
             return
         await _BoundedBody(self, scope, receive, send).run()

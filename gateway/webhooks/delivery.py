@@ -6,7 +6,12 @@ back-off holds no place). Each attempt is bounded as a whole (``timeout_s``: con
 reads at most a few KiB of the answer: only its status matters. No attempt starts later than ``window_s``
 after the webhook was queued, whether it waited for a place or for a retry. At most ``max_pending``
 webhooks of ``max_pending_bytes`` in all wait per process; past either, new ones are dropped. Outcomes
-are counted: delivered, retried (each new attempt), dropped.
+are counted: delivered, retried (each new attempt), dropped; drops are logged a burst at a time
+(:mod:`gateway.webhooks.drops`).
+
+The HTTP client follows the process's proxy environment (``HTTPS_PROXY``, ``HTTP_PROXY``, ``ALL_PROXY``,
+``NO_PROXY``): receivers are often reached through an egress proxy. Which proxy is used is logged once,
+its password masked.
 
 A drain waits for what is still pending, within its budget; close cancels the rest.
 """
@@ -21,11 +26,15 @@ import time
 import uuid
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
+from urllib.request import getproxies
 
 import httpx
 from prometheus_client import CollectorRegistry, Counter
 
+from gateway.logs.redact import MASK
 from gateway.observability import PREFIX
+from gateway.webhooks.drops import WINDOW_S, DropLog
 from gateway.webhooks.targets import WebhookTarget
 
 log = logging.getLogger(__name__)
@@ -35,6 +44,14 @@ _RETRYABLE_STATUS = frozenset({408, 425, 429})
 MAX_PENDING = 1000  # webhooks queued or in flight per process: a receiver that is down cannot grow memory
 MAX_PENDING_BYTES = 16 << 20  # their bodies together
 _ANSWER_READ = 4096  # bytes of an answer read at most: only the status matters
+#: Why a webhook was dropped, as the drop lines say it (by what its last attempt met).
+_REASONS = {
+    "late": "no delivery place free within the retry window",
+    "unreachable": "receiver unreachable or too slow",
+    "failed": "receiver answered an error (5xx, 408, 425, 429)",
+    "refused": "receiver refused it (3xx, 4xx)",
+}
+_FULL = "pending limit reached"
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,7 +71,7 @@ class RetryPolicy:
 class WebhookDeliverer:
     def __init__(
         self, policy: RetryPolicy, concurrency: int, registry: CollectorRegistry, *,
-        max_pending: int = MAX_PENDING, max_pending_bytes: int = MAX_PENDING_BYTES,
+        max_pending: int = MAX_PENDING, max_pending_bytes: int = MAX_PENDING_BYTES, drop_window_s: float = WINDOW_S,
     ) -> None:  # fmt: skip
         self.policy = policy
         self._slots = asyncio.Semaphore(concurrency)
@@ -62,8 +79,9 @@ class WebhookDeliverer:
         self._max_pending = max_pending
         self._max_pending_bytes = max_pending_bytes
         self._pending_bytes = 0
-        self._refused = 0  # dropped at the cap since the queue last had room (logged once per episode)
+        self._drops = DropLog(log, drop_window_s)
         self._client: httpx.AsyncClient | None = None
+        self._unusable_proxy_told = False
         self.outcomes = Counter(
             f"{PREFIX}_webhook_deliveries", "Result webhooks by outcome (retried: each new attempt)", ["outcome"],
             registry=registry,
@@ -83,11 +101,10 @@ class WebhookDeliverer:
         body = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode(errors="replace")
         size = len(body)
         if len(self._pending) >= self._max_pending or self._pending_bytes + size > self._max_pending_bytes:
-            self._refuse()
+            self.outcomes.labels(outcome="dropped").inc()
+            self._drops.dropped(_FULL, "webhook queue full (%d pending, %d bytes): new webhooks are dropped until "
+                                "it drains", len(self._pending), self._pending_bytes)  # fmt: skip
             return msg_id
-        if self._refused:
-            log.warning("webhook queue has room again; %d webhooks were dropped while it was full", self._refused)
-            self._refused = 0
         task = asyncio.get_running_loop().create_task(self._deliver(target, msg_id, body), name=f"webhook-{msg_id}")
         self._pending.add(task)
         self._pending_bytes += size
@@ -98,13 +115,6 @@ class WebhookDeliverer:
 
         task.add_done_callback(done)
         return msg_id
-
-    def _refuse(self) -> None:
-        self.outcomes.labels(outcome="dropped").inc()
-        if not self._refused:  # one line per overload, not one per webhook; the metric counts each
-            log.warning("webhook queue full (%d pending, %d bytes): new webhooks are dropped until it drains",
-                        len(self._pending), self._pending_bytes)  # fmt: skip
-        self._refused += 1
 
     async def _deliver(self, target: WebhookTarget, msg_id: str, body: bytes) -> None:
         policy = self.policy
@@ -121,10 +131,9 @@ class WebhookDeliverer:
                 break
             await asyncio.sleep(wait)
         self.outcomes.labels(outcome="dropped").inc()
-        if problem == "late":
-            log.warning("webhook %s dropped: no delivery place free within the retry window", msg_id)
-        else:
-            log.warning("webhook %s dropped after %d attempts", msg_id, attempt)
+        reason = _REASONS[problem or "failed"]
+        made = attempt - 1 if problem == "late" else attempt  # a late one never started
+        self._drops.dropped(reason, "webhook %s dropped after %d attempts: %s", msg_id, made, reason)
 
     async def _attempt(
         self, target: WebhookTarget, msg_id: str, body: bytes, deadline: float, attempt: int
@@ -167,7 +176,19 @@ class WebhookDeliverer:
 
     def _http(self) -> httpx.AsyncClient:
         if self._client is None:
-            self._client = httpx.AsyncClient(timeout=self.policy.timeout_s, follow_redirects=False)
+            # trust_env: the proxy environment applies (and SSL_CERT_FILE / SSL_CERT_DIR), on purpose: a
+            # gateway in a closed network reaches its receivers through an egress proxy. httpx's default,
+            # said here so that it is a decision, not an accident; the operator sees it in the log.
+            try:
+                self._client = httpx.AsyncClient(timeout=self.policy.timeout_s, follow_redirects=False, trust_env=True)
+            except (ImportError, ValueError) as exc:  # a socks5:// proxy without socksio, an unknown scheme
+                if not self._unusable_proxy_told:
+                    self._unusable_proxy_told = True
+                    log.error("webhooks cannot be sent: the proxy environment is not usable (%s): %s",
+                              type(exc).__name__, proxy_environment())  # fmt: skip
+                raise httpx.ProxyError("the proxy environment is not usable") from None  # an attempt that failed
+            if proxies := proxy_environment():
+                log.info("webhooks follow the proxy environment: %s", proxies)
         return self._client
 
     async def drain(self, budget_s: float) -> int:
@@ -182,9 +203,30 @@ class WebhookDeliverer:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        self._drops.close()  # what the open window counted, before the shutdown's own line
         if tasks:
             self.outcomes.labels(outcome="dropped").inc(len(tasks))
             log.warning("%d webhooks were still pending at shutdown and are dropped", len(tasks))
         if self._client is not None:
             await self._client.aclose()
             self._client = None
+
+
+def proxy_environment() -> str:
+    """The proxies an HTTP client takes from the environment, as a log line may show them (no password),
+    or "" when there are none."""
+    found = getproxies()
+    shown = [f"{name}_proxy={_without_password(found[name])}" for name in ("https", "http", "all") if found.get(name)]
+    if shown and found.get("no"):
+        shown.append(f"no_proxy={found['no']}")
+    return ", ".join(shown)
+
+
+def _without_password(url: str) -> str:
+    """``url``'s scheme and authority, a password in it masked (a user name alone too: it may be a token)."""
+    parts = urlsplit(url if "://" in url else f"http://{url}")
+    user_info, at, host = parts.netloc.rpartition("@")
+    if not at:
+        return f"{parts.scheme}://{host}"
+    user, colon, _ = user_info.partition(":")
+    return f"{parts.scheme}://{user}:{MASK}@{host}" if colon else f"{parts.scheme}://{MASK}@{host}"

@@ -99,3 +99,24 @@ async def test_a_websocket_path_asked_for_over_plain_http_says_so(simulator: Dat
             assert "WebSocket connections only" in answer.json()["error"]["message"]
         assert (await http.get("/v1/streams")).status_code == 404  # a path that is no endpoint stays 404
         assert (await http.post("/v1/stream")).status_code == 426
+
+
+async def test_no_answer_redirects_and_a_trailing_slash_is_not_found(simulator: DataflowSimulator) -> None:
+    """Starlette redirected ``/docs/`` to an absolute URL built from the request's Host header: with auth on
+    and no public hosts configured (any host accepted), ``Host: evil.example`` got ``Location:
+    http://evil.example/docs``. Paths are exact now: a trailing slash is a 404 in the error envelope."""
+    settings = settings_for(simulator, demo_page=True, auth="required", api_keys=[{"name": "a", "sha256": "0" * 64}])
+    async with running_gateway(settings) as gw, httpx.AsyncClient(base_url=gw.http_url) as http:
+        document = (await http.get("/openapi.json")).json()
+        exact = [p for p, item in document["paths"].items() if "get" in item and "{" not in p and p != "/"]
+        exact += ["/openapi.json", "/static/dataflow-gateway.js", "/docs/assets/favicon.png"]
+        for path in exact:  # every GET route still answers, to any host, at its exact path
+            assert (await http.get(path, headers={"Host": "evil.example"})).status_code == 200, path
+        posts = [p for p, item in document["paths"].items() if "post" in item]
+        slashed = [f"{p}/" for p in exact + posts] + ["/t/some-key/v1/recognize/", "/v1/recognize/?token=abc"]
+        for path in slashed:
+            for method in ("GET", "POST", "HEAD"):
+                answer = await http.request(method, path, headers={"Host": "evil.example"})
+                assert answer.status_code == 404 and "location" not in answer.headers, (method, path)
+                if method != "HEAD":
+                    assert answer.json()["error"]["code"] == "not_found", (method, path)

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import io
 import json
 import logging
 import os
+import re
 import signal
 import sys
 import time
@@ -21,7 +23,7 @@ from websockets.exceptions import InvalidStatus
 from gateway.auth import key_digest
 from gateway.logs.config import resolve_format
 from gateway.logs.filters import Redactor
-from gateway.logs.formats import JsonFormatter, TextFormatter
+from gateway.logs.formats import MAX_TRACEBACK_CHARS, JsonFormatter, TextFormatter
 from gateway.logs.redact import MASK, MAX_FIELD_CHARS
 from gateway.simulator.server import DataflowSimulator, SimulatorConfig
 from tests.support import signals
@@ -308,6 +310,79 @@ def test_a_long_line_with_a_url_password_is_masked_in_linear_time(formatter: log
     assert URL_PASSWORD not in line
     assert line.count(f"http://ops:{MASK}@proxy.example:3128") == 1  # the message is cut; the traceback is not
     assert f"no answer from http://ops:{MASK}@proxy.example:3128" in line
+
+
+_TRACE_PASSWORD = "trace-password-4d3c2b1a"  # not in SECRETS: the suite's raw record check would see it
+
+
+def _ping(depth: int) -> None:
+    """Two functions calling each other: no two frames in a row alike, so Python folds none of them."""
+    if depth == 0:
+        raise RuntimeError(f"refused via http://ops:{_TRACE_PASSWORD}@proxy.example:3128: " + "detail " * 4000)
+    _pong(depth - 1)
+
+
+def _pong(depth: int) -> None:
+    _ping(depth - 1)
+
+
+def _deep_bug(*_: object) -> None:
+    _ping(400)
+
+
+@pytest.mark.parametrize("formatter", [JsonFormatter(), TextFormatter()], ids=["json", "text"])
+async def test_a_deep_traceback_is_masked_then_cut_to_its_ends(
+    simulator: DataflowSimulator, monkeypatch: pytest.MonkeyPatch, formatter: logging.Formatter
+) -> None:
+    """A traceback was masked but never cut: 400 frames and a 28 KB message made one 50 KB line (each
+    such request another). Now the start and the end (innermost frames, the exception) are kept."""
+    lines = io.StringIO()
+    handler = logging.StreamHandler(lines)  # what the process's configuration builds (gateway.logs.config)
+    handler.addFilter(Redactor())
+    handler.setFormatter(formatter)
+    logging.getLogger().addHandler(handler)
+    try:
+        async with running_gateway(settings_for(simulator)) as gw, httpx.AsyncClient(base_url=gw.http_url) as http:
+            monkeypatch.setattr("gateway.routes.health.upstream_status", _deep_bug)
+            assert (await http.get("/healthz")).status_code == 500
+    finally:
+        logging.getLogger().removeHandler(handler)
+    text = lines.getvalue()
+    if isinstance(formatter, JsonFormatter):
+        [line] = [line for line in text.splitlines() if "Exception in ASGI application" in line]
+        trace = json.loads(line)["exc"]
+    else:  # the line, then its traceback, up to the next line (which starts with its time)
+        found = re.search(r"\S+ ERROR +uvicorn.error: Exception in ASGI application.*?\n(?=\d{4}-)", text, re.S)
+        assert found, text[-2000:]
+        line = found[0]
+        under = line.rstrip("\n").split("\n")[1:]
+        assert under and all(part.startswith("  | ") for part in under)  # each marked as the line's own
+        trace = "\n".join(part[4:] for part in under) + "\n"
+    assert len(line) < MAX_TRACEBACK_CHARS + 2000, len(line)
+    assert _TRACE_PASSWORD not in text
+    assert trace.startswith("Traceback (most recent call last):")
+    marker = re.search(r"\n  \[… \d+ lines of this traceback cut here: (\d+) frames, (\d+) characters …\]\n", trace)
+    assert marker and int(marker[1]) > 200 and int(marker[2]) > 20_000, trace
+    assert "in _deep_bug" not in trace and trace.count("in _ping") + trace.count("in _pong") > 20  # the innermost
+    assert f"RuntimeError: refused via http://ops:{MASK}@proxy.example:3128: detail detail" in trace
+    assert trace.rstrip().endswith("more]")  # the message itself cut, and said so
+
+
+def test_a_traceback_quoting_a_clients_newline_forges_no_text_line() -> None:
+    """Text lines escaped what a client sent in the message, but a traceback was appended as it came: an
+    exception quoting a client's project ("no such project: demo\n2099-… ERROR …") added a line that read as
+    the log's own, and an ESC in it reached the terminal."""
+    forged = "2099-01-01T00:00:00.000Z ERROR   gateway.security: admin token accepted"
+    try:
+        raise ValueError(f"no such project: demo\x1b[2J\u2028x\n{forged}")
+    except ValueError:
+        exc_info = sys.exc_info()
+    record = logging.LogRecord("gateway.relay", logging.ERROR, __file__, 1, "start failed", (), exc_info)
+    record.stack_info = f"Stack (most recent call last):\n{forged}"
+    lines = TextFormatter().format(record).split("\n")
+    assert lines[0].endswith("start failed") and all(line.startswith("  | ") for line in lines[1:])
+    assert f"  | {forged}" in lines and not any(line.startswith(forged) for line in lines)
+    assert "\x1b" not in "".join(lines) and "\u2028" not in "".join(lines) and "\\x1b[2J\\u2028x" in lines[-4]
 
 
 @pytest.mark.ws
