@@ -37,6 +37,27 @@ class HttpServerSettings(BaseModel):
     max_request_head_bytes: int = Field(
         16 * 1024, ge=1024, description="Largest request head (request line and headers); larger gets 431."
     )
+    http_max_pipelined_requests: int = Field(
+        16,
+        ge=1,
+        description="Pipelined requests read ahead on one connection; past it the connection closes after them.",
+    )
+    http_write_stall_s: float = Field(
+        30.0,
+        gt=0,
+        description="End a connection whose HTTP answer goes unread this long "
+        "(at least 2 x GATEWAY_CLIENT_SEND_TIMEOUT_S).",
+    )
+    connection_linger_s: float = Field(
+        10.0, gt=0, description="Abort a closed connection once its client takes nothing of what is left for this long."
+    )
+    max_connections: int | None = Field(
+        None,
+        ge=0,
+        description="Open client connections per process; past it a new one gets 503 capacity_exceeded (GET /healthz "
+        "is still served). Unset: the lower of 2 x GATEWAY_MAX_SESSIONS + 256 and the open-file limit less a quarter "
+        "of it (at least 64 descriptors kept for upstream, webhooks, files); 0: no cap.",
+    )
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         "info", description="Log level of the gateway and uvicorn (credentials are masked at every level)."
     )

@@ -1,5 +1,5 @@
 """A real ``dataflow-gateway serve`` process on a free loopback port, for what only a separate process
-shows: its own memory (RSS), signals, its stderr."""
+shows: its own memory (RSS) and CPU time, its file descriptors and their limit, signals, its stderr."""
 
 from __future__ import annotations
 
@@ -44,6 +44,15 @@ class GatewayProcess:
         with open(f"/proc/{self.process.pid}/statm") as statm:
             return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
+    def cpu_seconds(self) -> float:
+        """CPU time the process used so far, user and system, all its threads (proc(5): utime, stime)."""
+        with open(f"/proc/{self.process.pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()  # after the command name, which may hold spaces
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def open_fds(self) -> int:
+        return len(os.listdir(f"/proc/{self.process.pid}/fd"))
+
 
 def upstream_env(simulator: DataflowSimulator) -> dict[str, str]:
     """The environment that points a gateway process at ``simulator`` (auth off, loopback only)."""
@@ -59,15 +68,29 @@ def upstream_env(simulator: DataflowSimulator) -> dict[str, str]:
     }
 
 
+def serve_command(nofile: int | None = None) -> list[str]:
+    """The command that starts the gateway; with ``nofile``, under that open-file limit (soft and hard).
+    A small Python step sets it and then becomes the gateway (exec: same process id): ``preexec_fn`` is
+    unsafe in a test process that runs threads (gRPC's)."""
+    serve = [sys.executable, "-m", "gateway", "serve"]
+    if nofile is None:
+        return serve
+    limit = f"import os, resource, sys; resource.setrlimit(resource.RLIMIT_NOFILE, ({nofile}, {nofile})); "
+    return [sys.executable, "-c", limit + "os.execv(sys.argv[1], sys.argv[1:])", *serve]
+
+
 @asynccontextmanager
-async def gateway_process(tmp_path: Path, env: dict[str, str], ready_s: float = 20) -> AsyncIterator[GatewayProcess]:
+async def gateway_process(
+    tmp_path: Path, env: dict[str, str], ready_s: float = 20, *, nofile: int | None = None
+) -> AsyncIterator[GatewayProcess]:
+    """A gateway process with ``env``; ``nofile``: its RLIMIT_NOFILE (soft and hard), lower than the suite's."""
     port = free_port()
     full = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
     # The running test's WebSocket mode (tests/support/ws_mode.py) unless the test sets it itself.
     full |= {"GATEWAY_PORT": str(port), "GATEWAY_LOG_LEVEL": "warning", **ws_mode.process_env(), **env}
     log = tmp_path / f"gateway-{port}.log"
     with log.open("wb") as stderr:
-        process = subprocess.Popen([sys.executable, "-m", "gateway", "serve"], env=full, stderr=stderr, cwd=tmp_path)
+        process = subprocess.Popen(serve_command(nofile), env=full, stderr=stderr, cwd=tmp_path)
     running = GatewayProcess(process, port, log)
     try:
         async with asyncio.timeout(ready_s), httpx.AsyncClient() as http:

@@ -17,14 +17,15 @@ import time
 import pytest
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
-from gateway import server
+from gateway.config.http_settings import HttpServerSettings
 from tests.support.harness import RunningGateway
 from tests.support.probes import figure, wait_for
-from tests.support.raw_ws import OP_PING, OP_PONG, RawWebSocket, frame, handshake_request
+from tests.support.raw_ws import OP_CLOSE, OP_PING, OP_PONG, RawWebSocket, frame, handshake_request
 from tests.system.test_memory import never_reads
 
 MiB = 1024 * 1024
 HEALTHZ = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+DEFAULT_PIPELINED = HttpServerSettings.model_fields["http_max_pipelined_requests"].default
 BIG = b"GET /docs/assets/swagger-ui-bundle.js HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"  # about 1.4 MB
 
 
@@ -72,11 +73,10 @@ async def test_pongs_for_a_client_that_reads_nothing_stay_bounded(gw: RunningGat
 
 
 @pytest.mark.ws
-@pytest.mark.parametrize("gw", [{"client_send_timeout_s": 1.0, "client_outbox_bytes": 256 * 1024}], indirect=True)
-async def test_a_closed_websocket_whose_client_reads_nothing_is_let_go(
-    gw: RunningGateway, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(server, "CLOSE_LINGER_S", 1.0)
+@pytest.mark.parametrize(
+    "gw", [{"client_send_timeout_s": 1.0, "client_outbox_bytes": 256 * 1024, "connection_linger_s": 1.0}], indirect=True
+)
+async def test_a_closed_websocket_whose_client_reads_nothing_is_let_go(gw: RunningGateway) -> None:
     registry = gw.gateway.registry
     clients = await asyncio.gather(*(never_reads(gw.ws_url(), gw.port) for _ in range(3)))
     try:
@@ -89,6 +89,33 @@ async def test_a_closed_websocket_whose_client_reads_nothing_is_let_go(
     finally:
         for ws in clients:
             ws.transport.abort()
+
+
+@pytest.mark.ws
+@pytest.mark.parametrize("gw", [{"connection_linger_s": 1.0}], indirect=True)
+async def test_a_connection_closed_with_answers_its_client_never_takes_is_let_go(gw: RunningGateway) -> None:
+    """A client that reads nothing fills the gateway's buffer with pongs, then sends a close: the gateway
+    answers it and closes, and what is left lingers ``connection_linger_s`` (1 s here, 10 s by default)
+    with nothing taken, then the connection is aborted."""
+    ws = await non_reader(gw.port)
+    await ws.send_raw(handshake_request(gw.port))
+    assert await ws.read_response() == 101
+    ws.writer.transport.pause_reading()
+    (conn,) = [c for c in connections(gw) if isinstance(c, WebSocketsSansIOProtocol)]
+    try:
+        async with asyncio.timeout(10):
+            while conn.transport.get_write_buffer_size() == 0:
+                await ws.send_raw(frame(OP_PING, b"p" * 125) * 200)
+        await ws.send(OP_CLOSE, b"\x03\xe8")
+        began = time.monotonic()
+        await wait_for(lambda: conn.transport.is_closing(), 5)
+        await wait_for(lambda: not connections(gw), 5)
+        held = time.monotonic() - began
+        figure("close_linger_unread", f"a closed connection whose client takes nothing: aborted {held:.1f} s after its "
+               "close (linger 1 s; the default is 10 s; was held until the client left)")  # fmt: skip
+        assert 0.9 < held < 3, held
+    finally:
+        ws.abort()
 
 
 async def test_a_pipelining_flood_is_bounded_and_cut(gw: RunningGateway) -> None:
@@ -118,7 +145,7 @@ async def test_a_pipelining_flood_is_bounded_and_cut(gw: RunningGateway) -> None
     conn.abort()
     figure("pipeline_flood", f"{sent} pipelined requests written by a client that reads nothing: at most "
            f"{most} waiting, connection {'cut' if cut else 'still open'} after {took:.2f} s")  # fmt: skip
-    assert cut and most <= server.MAX_PIPELINED
+    assert cut and most <= DEFAULT_PIPELINED
     await wait_for(lambda: not connections(gw), 5)
 
 
@@ -136,10 +163,14 @@ async def read_answers(conn: RawWebSocket) -> int:
     return answered
 
 
-async def test_pipelined_requests_are_answered_in_turn_up_to_the_bound(gw: RunningGateway) -> None:
+@pytest.mark.parametrize(
+    ("gw", "bound"), [({}, DEFAULT_PIPELINED), ({"http_max_pipelined_requests": 4}, 4)], indirect=["gw"]
+)
+async def test_pipelined_requests_are_answered_in_turn_up_to_the_bound(gw: RunningGateway, bound: int) -> None:
     conn = await RawWebSocket.open(gw.port)
-    await conn.send_raw(HEALTHZ * 10)  # within the bound: all answered, the connection stays
-    for _ in range(10):
+    within = bound - 1
+    await conn.send_raw(HEALTHZ * within)  # within the bound: all answered, the connection stays
+    for _ in range(within):
         assert await conn.read_response() == 200
         await conn.read_body()
     await conn.send_raw(HEALTHZ)
@@ -147,20 +178,18 @@ async def test_pipelined_requests_are_answered_in_turn_up_to_the_bound(gw: Runni
     await conn.aclose()
     conn = await RawWebSocket.open(gw.port)
     await conn.send_raw(HEALTHZ * 100)  # past it: the first ones answered, the last with connection: close
-    assert await read_answers(conn) == 1 + server.MAX_PIPELINED
+    assert await read_answers(conn) == 1 + bound
     await conn.aclose()
 
 
-async def test_an_answer_its_client_never_reads_ends_the_connection(
-    gw: RunningGateway, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(gw.server.config.http, "write_stall_s", 1.0)  # the class serving this gateway
+@pytest.mark.parametrize("gw", [{"http_write_stall_s": 1.0, "client_send_timeout_s": 0.5}], indirect=True)
+async def test_an_answer_its_client_never_reads_ends_the_connection(gw: RunningGateway) -> None:
     conn = await non_reader(gw.port)
     conn.writer.transport.pause_reading()
     await conn.send_raw(BIG * 8)  # 11 MB of answers, far past the socket buffers
     began = time.monotonic()
     await wait_for(lambda: bool(connections(gw)), 5)
-    await wait_for(lambda: not connections(gw), 10)
+    await wait_for(lambda: not connections(gw), 10)  # the default bound (30 s) would fail here
     figure("http_write_stall", f"answers a client never reads: connection ended {time.monotonic() - began:.1f} s "
            f"after the request (write stall bound 1 s; was held forever)")  # fmt: skip
     conn.abort()

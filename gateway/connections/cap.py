@@ -1,0 +1,103 @@
+"""The per-process cap on open client connections (``GATEWAY_MAX_CONNECTIONS``).
+
+Everything before a session is bounded in time (a head has ``http_header_timeout_s``, a handshake
+without a credential ``start_timeout_s``), but not in number: without a cap a client could open
+connections until the process runs out of file descriptors (EMFILE), and then the upstream connections,
+webhook POSTs and upload spool files it needs fail too. Past the cap a new connection is answered 503
+``capacity_exceeded`` with ``Retry-After`` once its request head is in (WebSocket handshakes before the
+upgrade), then closed; connections already open, live sessions among them, are not touched. Under a
+flood, connections far past the cap are answered as they come (:data:`WAITING_REFUSALS`).
+
+Unset, the cap is the lower of two figures:
+
+- ``2 x max_sessions + 256``: every session holds one connection, browsers waiting for their credential
+  may hold as many again (their own cap, gateway.relay.registry), and 256 are left for plain HTTP
+  (probes, metrics scrapes, token mints, a load balancer's kept-alive connections);
+- the soft open-file limit (RLIMIT_NOFILE) less a quarter of it, at least 64: what is not a client
+  connection needs descriptors too (listening socket, event loop, gRPC's connections and its own,
+  webhook connections, upload spool files, logs). With 1024 that is 768, with 128 it is 64.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import resource
+import time
+from typing import TYPE_CHECKING, Any
+
+from gateway.errors import CapacityExceeded
+
+if TYPE_CHECKING:
+    from gateway.service import Gateway
+
+log = logging.getLogger(__name__)
+
+#: The label of ``dataflow_gateway_denials_total`` for a connection refused by the cap.
+DENIAL_REASON = "connection_limit"
+#: An HTTP path still served (once, then the connection closes) past the cap: the liveness probe.
+#: Failing it under a flood of connections would have the replica restarted, live sessions and all.
+EXEMPT_PATHS = frozenset({"/healthz"})
+#: How long a connection past the cap may take to send its request head before it is answered anyway:
+#: it is refused either way, and it holds a descriptor while it waits.
+REFUSAL_HEAD_S = 1.0
+#: Connections past the cap that may wait for their request head at once. Past these, a new one is answered
+#: and closed as it comes, its request unread (a client that had sent one may see a reset instead of
+#: the 503): under a flood, the process holds at most the cap and these many client connections.
+WAITING_REFUSALS = 32
+#: The refusal is logged at most this often (a flood would otherwise write a line per connection).
+_LOG_EVERY_S = 60.0
+
+
+def reserved_descriptors(soft_limit: int) -> int:
+    return max(64, soft_limit // 4)
+
+
+def connection_cap(max_connections: int | None, max_sessions: int, soft_limit: int | None = None) -> int | None:
+    """The cap in force: ``max_connections`` as set (0: none), or the default described above (with the
+    process's soft open-file limit unless ``soft_limit`` is given)."""
+    if max_connections is not None:
+        return max_connections or None
+    cap = 2 * max_sessions + 256
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0] if soft_limit is None else soft_limit
+    if soft != resource.RLIM_INFINITY:
+        cap = min(cap, max(16, soft - reserved_descriptors(soft)))
+    return cap
+
+
+def app_gateway(app: Any) -> Gateway | None:
+    """The gateway behind uvicorn's app (under its middleware wrappers), once the app is built."""
+    while app is not None and not hasattr(app, "state"):
+        app = getattr(app, "app", None)
+    return getattr(app.state, "gateway", None) if app is not None else None
+
+
+def refusal_body(cap: int) -> bytes:
+    error = CapacityExceeded(f"this gateway replica has its maximum of {cap} connections open; retry later")
+    return json.dumps({"error": error.to_json()}, separators=(",", ":")).encode()
+
+
+def retry_after_s() -> int:
+    return CapacityExceeded.retry_after_s
+
+
+class _Counted:
+    logged_at = -_LOG_EVERY_S
+    since_logged = 0
+
+
+def count_refusal(app: Any, cap: int) -> None:
+    """A connection refused by the cap: counted in the denials (and the refused answers), logged rarely."""
+    gateway = app_gateway(app)
+    if gateway is not None:
+        gateway.registry.deny(DENIAL_REASON)
+        gateway.metrics.refused(503, CapacityExceeded.code.value)
+    _Counted.since_logged += 1
+    now = time.monotonic()
+    if now - _Counted.logged_at >= _LOG_EVERY_S:
+        log.warning(
+            "%d connection(s) refused: the cap of %d open connections is reached (GATEWAY_MAX_CONNECTIONS)",
+            _Counted.since_logged,
+            cap,
+        )
+        _Counted.logged_at, _Counted.since_logged = now, 0

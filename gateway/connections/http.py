@@ -1,0 +1,204 @@
+"""uvicorn's HTTP protocol with what one connection, and the number of them, can make the process hold
+bounded (gateway.server hands it to uvicorn)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httptools
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from gateway.connections import cap
+from gateway.connections.linger import LingeringTransport
+from gateway.routes.http_conventions import HEADERS
+from gateway.settings import Settings
+
+_HEAD_END = b"\r\n\r\n"
+#: What every answer carries (gateway.routes.http_conventions), on the answers made here below the app.
+_CONVENTIONAL = b"".join(b"%s: %s\r\n" % (name.encode(), value.encode()) for name, value in HEADERS.items())
+
+
+class _Stop(Exception):
+    """Raised in a parser callback to stop the parser: what is left of the read is dropped."""
+
+
+class BoundedHeadProtocol(HttpToolsProtocol):
+    """uvicorn's HTTP protocol with each request head bounded in time and in bytes; uvicorn bounds
+    neither. A client that sends its headers (or its WebSocket handshake) a byte at a time, or nothing,
+    would hold a connection forever (slowloris): late heads get 408. A head of megabytes would be held
+    whole before any authentication: past ``max_head_bytes`` the request gets 431 and the connection
+    closes before the parser sees the excess.
+
+    A client that does not read what it is answered is bounded too: a response that cannot be written
+    for ``write_stall_s`` ends the connection, and a closed connection lingers only while its client
+    takes what was sent (gateway.connections.linger, ``linger_s``). Pipelined requests wait while one is
+    answered (uvicorn read on after each answer: an unbounded queue); past ``max_pipelined`` waiting, the
+    last one is answered with ``connection: close`` and the rest dropped, which a pipelining client
+    retries (RFC 9112 9.3.2).
+
+    A connection made while ``max_connections`` others are open is refused: 503 once its head is in
+    (within ``cap.REFUSAL_HEAD_S``), WebSocket handshakes before the upgrade (gateway.connections.cap).
+
+    The class attributes below are uvicorn's defaults for a bare class; :meth:`with_limits` makes the
+    class one server uses, with the settings' values."""
+
+    header_timeout_s = 10.0
+    max_head_bytes = 16 * 1024
+    write_stall_s = 30.0
+    linger_s = 10.0
+    max_pipelined = 16
+    max_connections: int | None = None
+    _stall_timer: asyncio.TimerHandle | None = None
+    _stopped = False  # reads no more: its pipeline is full (it ends after the requests waiting), or refused
+    _over_cap = False  # made past max_connections: refused once its head is in
+    _header_timer: asyncio.TimerHandle | None = None
+    _in_head = True  # reading a request head (until its headers are complete)
+    _head_bytes = 0  # bytes of the current head seen so far
+    _head_tail = b""  # the last bytes seen, so an end of head split across reads is still found
+
+    @classmethod
+    def with_limits(cls, settings: Settings) -> type[BoundedHeadProtocol]:
+        limits = {
+            "header_timeout_s": settings.http_header_timeout_s,
+            "max_head_bytes": settings.max_request_head_bytes,
+            # The gateway's own budget for a client that does not read (streamed uploads) acts first.
+            "write_stall_s": max(settings.http_write_stall_s, 2 * settings.client_send_timeout_s),
+            "linger_s": settings.connection_linger_s,
+            "max_pipelined": settings.http_max_pipelined_requests,
+            "max_connections": cap.connection_cap(settings.max_connections, settings.max_sessions),
+        }
+        return type(cls.__name__, (cls,), limits)
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(LingeringTransport(transport, self.loop, self.linger_s))
+        # Counted as it arrives (itself included): connections already open are never the ones refused.
+        over = 0 if self.max_connections is None else len(self.connections) - self.max_connections
+        self._over_cap = over > 0
+        if over > cap.WAITING_REFUSALS:  # a flood: not a descriptor more held for it
+            self._refuse_over_cap()
+            return
+        self._arm()
+
+    def data_received(self, data: bytes) -> None:
+        if self._stopped:
+            return
+        if self._in_head:
+            end = (self._head_tail + data).find(_HEAD_END)
+            seen = len(data) if end < 0 else end + len(_HEAD_END) - len(self._head_tail)
+            if self._head_bytes + seen > self.max_head_bytes:
+                self._refuse(b"431 Request Header Fields Too Large", b'{"error":{"code":"request_head_too_large",'
+                             b'"message":"the request head is too large","retryable":false}}')  # fmt: skip
+                return
+            self._head_bytes += seen
+            self._head_tail = (self._head_tail + data)[-3:]
+        self._feed(data)
+
+    def _feed(self, data: bytes) -> None:
+        """uvicorn's ``data_received``, but a stopped parser (full pipeline, refusal) gets no 400."""
+        self._unset_keepalive_if_required()
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError:
+            if not self._stopped:
+                self.logger.warning("Invalid HTTP request received.")
+                self.send_400_response("Invalid HTTP request received.")
+        except httptools.HttpParserUpgrade:
+            if self._should_upgrade():
+                self.handle_websocket_upgrade()
+            else:
+                self._unsupported_upgrade_warning()
+
+    def on_message_begin(self) -> None:
+        if len(self.pipeline) >= self.max_pipelined:
+            self._stopped = True
+            self.cycle.keep_alive = False  # the last request read is answered, then the connection closes
+            raise _Stop
+        super().on_message_begin()
+        if self._header_timer is None:  # the next request on a kept-alive connection
+            self._arm()
+
+    def on_headers_complete(self) -> None:
+        self._disarm()
+        self._in_head, self._head_bytes, self._head_tail = False, 0, b""
+        if self._over_cap and (self.parser.should_upgrade() or self.url.split(b"?", 1)[0] not in _EXEMPT):
+            self._refuse_over_cap()
+            raise _Stop  # a WebSocket handshake too: the parser would go on to the upgrade
+        super().on_headers_complete()
+        if self._over_cap:  # the liveness probe: answered, then the connection closes
+            self.cycle.keep_alive = False
+
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        self._in_head = True  # a kept-alive connection's next request starts with its head
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if self.pipeline:  # requests already read wait their turn: read no more before they are answered
+            self.flow.pause_reading()
+
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        if self._stall_timer is None:
+            self._stall_timer = self.loop.call_later(self.write_stall_s, self.transport.abort)
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        self._unstall()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        self._unstall()
+        super().connection_lost(exc)
+
+    def _unstall(self) -> None:
+        if self._stall_timer is not None:
+            self._stall_timer.cancel()
+            self._stall_timer = None
+
+    def handle_websocket_upgrade(self) -> None:
+        self._unstall()  # the WebSocket protocol bounds its own writes from here on
+        super().handle_websocket_upgrade()
+        # The WebSocket protocol has the transport now. The parser's callbacks point back at this
+        # object: a cycle that only a full collection would free, long after the socket is gone.
+        del self.parser
+
+    def _arm(self) -> None:
+        timeout_s = min(self.header_timeout_s, cap.REFUSAL_HEAD_S) if self._over_cap else self.header_timeout_s
+        self._header_timer = self.loop.call_later(timeout_s, self._headers_late)
+
+    def _disarm(self) -> None:
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
+
+    def _headers_late(self) -> None:
+        self._header_timer = None
+        if self._over_cap:
+            self._refuse_over_cap()
+        else:
+            self._refuse(b"408 Request Timeout", b"")
+
+    def _refuse_over_cap(self) -> None:
+        assert self.max_connections is not None
+        self._stopped = True
+        if not self.transport.is_closing():
+            cap.count_refusal(self.app, self.max_connections)
+        retry = b"retry-after: %d\r\n" % cap.retry_after_s()
+        self._refuse(b"503 Service Unavailable", cap.refusal_body(self.max_connections), retry)
+
+    def _refuse(self, status: bytes, body: bytes, extra: bytes = b"") -> None:
+        self._disarm()
+        if not self.transport.is_closing():
+            kind = b"content-type: application/json\r\n" if body else b""
+            head = b"HTTP/1.1 %s\r\n%s%s%scontent-length: %d\r\nconnection: close\r\n\r\n" % (
+                status,
+                kind,
+                extra,
+                _CONVENTIONAL,
+                len(body),
+            )
+            self.transport.write(head + body)
+            self.transport.close()
+
+
+_EXEMPT = frozenset(path.encode() for path in cap.EXEMPT_PATHS)

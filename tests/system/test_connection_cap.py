@@ -1,0 +1,117 @@
+"""The per-process cap on open connections (GATEWAY_MAX_CONNECTIONS), over real sockets: past it a new
+connection is refused with 503 and the error envelope (WebSocket handshakes before the upgrade), counted,
+while connections already open, a live session among them, go on; once connections close, service resumes.
+"""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+import pytest
+
+from gateway.connections import cap
+from tests.support.flood import HEALTHZ, READYZ, IdleConnections, LiveSession, ask, ws_handshake
+from tests.support.harness import RunningGateway
+from tests.support.probes import figure, wait_for
+
+pytestmark = pytest.mark.ws
+
+CAP = 6
+
+
+def connections(gw: RunningGateway) -> int:
+    return len(gw.server.server_state.connections)
+
+
+def sample(gw: RunningGateway, name: str, **labels: str) -> float:
+    value = gw.gateway.metrics.registry.get_sample_value(name, labels)
+    return value or 0.0
+
+
+@pytest.mark.parametrize("gw", [{"max_connections": CAP}], indirect=True)
+async def test_past_the_cap_new_connections_are_refused_and_live_ones_go_on(gw: RunningGateway) -> None:
+    assert gw.server.config.http.max_connections == CAP  # type: ignore[union-attr]
+    session = await LiveSession.open(gw.ws_url())
+    assert await session.say("12") == "12"
+    idle = IdleConnections(gw.port)
+    await idle.add(CAP - 1)  # with the session: the cap
+    try:
+        await wait_for(lambda: connections(gw) == CAP, 5)
+
+        began = time.monotonic()
+        http = await ask(gw.port, READYZ)
+        took_ms = (time.monotonic() - began) * 1000
+        assert http.status == 503, http
+        assert http.headers["retry-after"] == "1"
+        assert http.headers["content-type"] == "application/json"
+        assert http.headers["connection"] == "close"
+        assert http.envelope() == {
+            "code": "capacity_exceeded",
+            "message": f"this gateway replica has its maximum of {CAP} connections open; retry later",
+            "retryable": True,
+        }
+        handshake = await ws_handshake(gw.port)
+        assert handshake.status == 503 and handshake.envelope()["code"] == "capacity_exceeded", handshake
+        assert "upgrade" not in handshake.headers
+        began = time.monotonic()
+        silent = await ask(gw.port, None)  # sends nothing: answered all the same, after a short wait
+        silent_s = time.monotonic() - began
+        assert silent.status == 503 and silent_s < cap.REFUSAL_HEAD_S + 1, silent_s
+        alive = await ask(gw.port, HEALTHZ)  # the liveness probe is served, once
+        assert alive.status == 200 and alive.headers["connection"] == "close", alive
+
+        assert sample(gw, "dataflow_gateway_denials_total", reason=cap.DENIAL_REASON) == 3
+        refused = sample(gw, "dataflow_gateway_requests_refused_total", status="503", reason="capacity_exceeded")
+        assert refused == 3
+        assert await session.say("34") == "34"  # the live session streams on at the cap
+        assert connections(gw) == CAP and idle.poll() == 0  # none of those open before was touched
+    finally:
+        idle.close()
+
+    await wait_for(lambda: connections(gw) == 1, 5)  # the session's
+    assert (await ask(gw.port, READYZ)).status == 200
+    assert (await ws_handshake(gw.port)).status == 101
+    async with httpx.AsyncClient() as client:
+        assert (await client.get(f"{gw.http_url}/readyz")).status_code == 200
+    assert await session.say("56") == "56"
+    assert await session.finish() == 1000
+    figure("connection_cap", f"cap {CAP}: past it an HTTP request and a WebSocket handshake got 503 "
+           f"capacity_exceeded ({took_ms:.0f} ms), a silent connection after {silent_s:.1f} s; the live "
+           "session streamed on; service resumed once the idle connections closed")  # fmt: skip
+
+
+@pytest.mark.parametrize("gw", [{"max_connections": 0}], indirect=True)
+async def test_a_cap_of_zero_is_none(gw: RunningGateway) -> None:
+    assert gw.server.config.http.max_connections is None  # type: ignore[union-attr]
+    idle = IdleConnections(gw.port)
+    await idle.add(40)
+    try:
+        await wait_for(lambda: connections(gw) == 40, 5)
+        assert (await ask(gw.port, READYZ)).status == 200
+        assert (await ws_handshake(gw.port)).status == 101
+    finally:
+        idle.close()
+
+
+@pytest.mark.parametrize("gw", [{"max_connections": 2}], indirect=True)
+async def test_a_flood_past_the_cap_is_answered_as_it_comes(gw: RunningGateway) -> None:
+    """Connections past the cap wait for their head (a second at most) only up to WAITING_REFUSALS of
+    them; the ones after are answered and closed as they come, so a flood holds no more descriptors."""
+    idle = IdleConnections(gw.port)
+    try:
+        await idle.add(2 + cap.WAITING_REFUSALS)  # the cap, and as many waiting as may wait
+        await wait_for(lambda: connections(gw) == 2 + cap.WAITING_REFUSALS, 5)
+        assert idle.poll() == 0
+        began = time.monotonic()
+        await idle.add(5)
+        await wait_for(lambda: idle.poll() == 5, 0.5)  # at once, not after REFUSAL_HEAD_S
+        at_once = time.monotonic() - began
+        assert all(b'"code":"capacity_exceeded"' in answer for answer in idle.closed), idle.closed
+        assert connections(gw) == 2 + cap.WAITING_REFUSALS
+        await wait_for(lambda: idle.poll() == 5 + cap.WAITING_REFUSALS, cap.REFUSAL_HEAD_S + 1)  # the waiting
+        assert len(idle.open) == 2  # within the cap: untouched
+        figure("connection_flood", f"past a cap of 2 and {cap.WAITING_REFUSALS} waiting refusals: 5 more "
+               f"answered 503 in {at_once * 1000:.0f} ms, those waiting in {cap.REFUSAL_HEAD_S:g} s")  # fmt: skip
+    finally:
+        idle.close()
