@@ -6,7 +6,9 @@ bounded queue. Both bounds are small, so memory stays flat whatever the file siz
 Flow slows the decoder, which slows the body reader, which slows the client (TCP).
 
 Formats whose index sits at the end of the file (MP4/M4A with ``moov`` last) cannot be decoded
-from a stream: FFmpeg would have to seek back, and the upload fails with 415.
+from a stream: FFmpeg would have to seek back, and the upload fails with 415. What the file may make
+FFmpeg do (one demuxer, audio decoders only, no path or URL, bounded rates, channels and packets) is
+:mod:`gateway.audio.ffmpeg_policy`.
 """
 
 from __future__ import annotations
@@ -17,12 +19,13 @@ import itertools
 import logging
 import threading
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import av
 import numpy as np
 
+from gateway.audio import ffmpeg_policy
 from gateway.audio.format import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE, AudioFormat
 from gateway.errors import AudioFormatError
 
@@ -55,6 +58,8 @@ class DecodedSource:
         self._output: deque[bytes] = deque()
         self._output_bytes = 0
         self._decoded_any = False
+        self._unpacketed = 0  # bytes FFmpeg read since the stream's last packet (the decoder thread's)
+        self._overrun: ffmpeg_policy.Refused | None = None
         self._finished = False  # the thread is done (decoded everything, failed or cancelled)
         self._cancelled = False
         self._error: Exception | None = None  # decoder failure
@@ -127,7 +132,8 @@ class DecodedSource:
                 if self._demuxer == "mov"
                 else ""
             )
-            raise AudioFormatError(f"could not decode the {self._demuxer} audio: {self._error}{hint}") from None
+            reason = ffmpeg_policy.describe(self._error)
+            raise AudioFormatError(f"could not decode the {self._demuxer} audio: {reason}{hint}") from None
 
     # --- event loop side: body -> input queue -----------------------------------------------------------
 
@@ -181,6 +187,13 @@ class DecodedSource:
                 chunk = chunk[:n]
             self._input_bytes -= len(chunk)
         self._wake(self._space)
+        self._unpacketed += len(chunk)
+        if self._unpacketed > ffmpeg_policy.MAX_HELD_BYTES:  # FFmpeg holds what it reads until a packet is whole
+            self._overrun = ffmpeg_policy.Refused(
+                f"over {ffmpeg_policy.MAX_HELD_BYTES} bytes of the file hold no audio packet (one huge packet,"
+                " picture or other stream)"
+            )
+            raise self._overrun
         return chunk
 
     def _put_output(self, data: bytes) -> None:
@@ -210,14 +223,14 @@ class DecodedSource:
             self._wake(self._space)
 
     def _decode(self) -> None:
-        with av.open(self, "r", format=self._demuxer) as container:
-            if not container.streams.audio:
-                raise ValueError("the file has no audio stream")
-            stream = container.streams.audio[0]
+        options = ffmpeg_policy.open_options(self._demuxer)
+        with av.open(self, "r", format=self._demuxer, container_options=options) as container:
+            stream = ffmpeg_policy.audio_stream(container)
             resampler: av.AudioResampler | None = None
             pending = bytearray()
-            for frame in container.decode(stream):
+            for frame in self._frames(container, stream):
                 if resampler is None:
+                    ffmpeg_policy.check(frame.sample_rate, frame.layout.nb_channels)
                     # Packed 16-bit at a rate the gateway takes; more than two channels are mixed to one.
                     channels = frame.layout.nb_channels if frame.layout.nb_channels in (1, 2) else 1
                     rate = min(max(frame.sample_rate, MIN_SAMPLE_RATE), MAX_SAMPLE_RATE)
@@ -231,6 +244,17 @@ class DecodedSource:
                 pending += _pcm16(resampler.resample(None))  # the resampler's delay line
             if pending:
                 self._put_output(bytes(pending))
+        if self._overrun is not None:  # a demuxer may take a failed read for the end of the file
+            raise self._overrun
+
+    def _frames(self, container: av.container.InputContainer, stream: av.AudioStream) -> Iterator[av.AudioFrame]:
+        """``container.decode(stream)``, and a way out between packets once the upload is abandoned:
+        a packet that decodes to nothing, or to audio the resampler keeps, neither reads nor writes a queue."""
+        for packet in container.demux(stream):
+            if self._cancelled:
+                raise _Cancelled
+            self._unpacketed = 0
+            yield from packet.decode()
 
 
 def _pcm16(frames: list[av.AudioFrame]) -> bytes:
