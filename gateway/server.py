@@ -18,7 +18,7 @@ import uvicorn
 
 from gateway.app import create_app
 from gateway.config.report import secret_values
-from gateway.connections.cap import app_gateway
+from gateway.connections.cap import app_gateway, beyond_descriptors
 from gateway.connections.http import BoundedHeadProtocol
 from gateway.connections.pongs import BoundedControlProtocol
 from gateway.logs.access import AccessLog
@@ -104,6 +104,8 @@ def preflight(settings: Settings) -> None:
         raise SettingsError("GATEWAY_DRAIN_BUDGET_S: longer than a session may last (GATEWAY_MAX_SESSION_S)")
     if settings.ws_implementation == "wsproto" and importlib.util.find_spec("wsproto") is None:
         raise SettingsError("GATEWAY_WS_IMPLEMENTATION: wsproto is not installed (pip install wsproto)")
+    if problem := beyond_descriptors(settings.max_connections):
+        raise SettingsError(f"GATEWAY_MAX_CONNECTIONS: {problem}")
     if not settings.simulator_mode:
         token_provider_from_settings(settings)  # builds nothing that needs closing (its client is lazy)
 

@@ -65,6 +65,20 @@ def connection_cap(max_connections: int | None, max_sessions: int, soft_limit: i
     return cap
 
 
+def beyond_descriptors(max_connections: int | None) -> str | None:
+    """Why a cap set by the operator can never act (the process runs out of descriptors first), or None."""
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    if not max_connections or soft == resource.RLIM_INFINITY:
+        return None
+    room = soft - reserved_descriptors(soft)
+    if max_connections <= room:
+        return None
+    return (
+        f"{max_connections} is more than the open-file limit ({soft}) leaves for client connections ({room}): "
+        "the process would run out of descriptors first; raise the limit (ulimit -n, nofile) or unset it"
+    )
+
+
 def app_gateway(app: Any) -> Gateway | None:
     """The gateway behind uvicorn's app (under its middleware wrappers), once the app is built."""
     while app is not None and not hasattr(app, "state"):

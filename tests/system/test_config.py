@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import resource
 from importlib import metadata
 from pathlib import Path
 
@@ -127,6 +128,17 @@ def test_values_that_would_only_fail_later_stop_startup(tmp_path: Path) -> None:
     assert budget.stderr.splitlines() == [
         "GATEWAY_DRAIN_BUDGET_S: longer than a session may last (GATEWAY_MAX_SESSION_S)"
     ]
+
+
+@pytest.mark.skipif(resource.getrlimit(resource.RLIMIT_NOFILE)[0] == resource.RLIM_INFINITY, reason="no nofile limit")
+def test_a_connection_cap_the_descriptors_cannot_reach_stops_startup(tmp_path: Path) -> None:
+    """A cap above what the open-file limit leaves for clients never acts: the process ran out of descriptors
+    (EMFILE: new connections closed unanswered, upstream and webhook connections failing) before it."""
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    done = run_cli(["serve"], {"GATEWAY_MAX_CONNECTIONS": str(soft)}, tmp_path)
+    assert done.returncode == 2, done.stderr
+    [line] = done.stderr.splitlines()
+    assert line.startswith(f"GATEWAY_MAX_CONNECTIONS: {soft} is more than the open-file limit ({soft}) leaves"), line
 
 
 def test_a_password_in_a_url_setting_is_masked_in_the_report(tmp_path: Path) -> None:
