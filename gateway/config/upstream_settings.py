@@ -45,9 +45,7 @@ class UpstreamSettings(BaseModel):
         4 * 1024 * 1024, ge=64 * 1024, description="Largest gRPC message."
     )
     upstream_max_streams_per_connection: int = Field(
-        100,
-        ge=1,
-        description="Most sessions on one upstream connection; more open another (an upstream's lower cap is learned).",
+        100, ge=1, description="Most sessions on one upstream connection; more open another connection."
     )
     upstream_resolve_interval_s: float = Field(
         30.0, gt=0, description="Re-resolve the upstream name this often; connections spread over its addresses."

@@ -10,7 +10,6 @@ from gateway.audio.format import AudioFormat
 from gateway.settings import Settings
 from gateway.upstream.addresses import Resolver, split_target
 from gateway.upstream.contract import WireContract
-from gateway.upstream.placement import Placement
 from gateway.upstream.pool import ConnectionPool
 from gateway.upstream.send_queue import HoldPolicy
 from gateway.upstream.stream import DataflowStream
@@ -78,10 +77,11 @@ class UpstreamClient:
         """A connection is connected or able to connect on demand (not in a failure back-off)."""
         return self.pool.ready()
 
-    def place_call(self, deadline_s: float) -> Placement:
+    def open_call(self, deadline_s: float) -> grpc.aio.StreamStreamCall[bytes, bytes]:
         # Messages are serialised by the contract, so the channel moves raw bytes both ways.
+        call = self.pool.open_call(self.contract.method_path, deadline_s)
         self.active_streams += 1
-        return Placement(self.pool, self.contract.method_path, deadline_s)
+        return call
 
     def call_ended(self) -> None:
         self.active_streams -= 1

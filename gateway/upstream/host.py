@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Protocol
 
+import grpc
+
 from gateway.settings import Settings
 from gateway.upstream.contract import WireContract
-from gateway.upstream.placement import Placement
 from gateway.upstream.token import TokenProvider
 
 
@@ -17,8 +18,8 @@ class StreamHost(Protocol):
     tokens: TokenProvider
     contract: WireContract
 
-    def place_call(self, deadline_s: float) -> Placement:
-        """Place the RPC on a connection and count it as a live stream until :meth:`call_ended`."""
+    def open_call(self, deadline_s: float) -> grpc.aio.StreamStreamCall[bytes, bytes]:
+        """Open the RPC and count it as a live stream until :meth:`call_ended`."""
         ...
 
     def call_ended(self) -> None: ...

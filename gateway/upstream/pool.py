@@ -11,9 +11,7 @@ retire connections (GOAWAY after a request count or a maximum age). One shared c
   n-th connection tries address n first (gRPC's pick_first falls back to the others if it is down);
 - retires a connection that leaves READY (GOAWAY, maximum age, reset): its streams finish on it,
   new ones go elsewhere, and it is closed once empty (so does one past the pool's own maximum age);
-  idle connections beyond one per address (or ``min_connections``) close;
-- takes fewer streams on a connection once the peer turned out to cap them lower than ``max_streams``
-  (learned by placement.py from a stream gRPC held back): that connection and every new one.
+  idle connections beyond one per address (or ``min_connections``) close.
 
 Each channel gets a local subchannel pool and its own id argument: gRPC otherwise shares one TCP
 connection between channels with the same target and arguments.
@@ -52,9 +50,6 @@ class Connection:
     address: str  # the address it tries first (or the configured target before resolution)
     channel: grpc.aio.Channel
     streams: int = 0
-    cap: int | None = None  # streams the peer takes on it, once learned (below the pool's max_streams)
-    sent: set[grpc.aio.StreamStreamCall[bytes, bytes]] = field(default_factory=set)  # live streams on the wire
-    last_sent_at: float = 0.0  # (monotonic) when a stream was last sent on it: recent, a stream waiting is queued
     retiring: bool = False
     was_ready: bool = False  # has been READY: any other state now means it was retired or lost
     opened_at: float = field(default_factory=time.monotonic)
@@ -68,7 +63,6 @@ class PoolStats:
 
     opened: int = 0
     retired: Counter[str] = field(default_factory=Counter)  # by reason: disconnected, age, address_gone, idle
-    moved: int = 0  # streams moved to another connection before they were sent
 
 
 class ConnectionPool:
@@ -86,7 +80,6 @@ class ConnectionPool:
     ) -> None:
         self.target = target
         self.max_streams = max_streams
-        self.learned_cap: int | None = None  # the lowest cap a connection's peer turned out to have
         self.stats = PoolStats()
         self._factory = factory
         self._resolve_interval_s = resolve_interval_s
@@ -113,41 +106,16 @@ class ConnectionPool:
     def addresses(self) -> list[str]:
         return list(self._addresses)
 
-    @property
-    def stream_limit(self) -> int:
-        """Streams a new connection takes: ``max_streams``, or the peer's lower cap once learned."""
-        return min(self.max_streams, self.learned_cap or self.max_streams)
-
-    def limit(self, connection: Connection) -> int:
-        return min(self.max_streams, connection.cap or self.max_streams)
-
-    def open_call(
-        self, method_path: str, deadline_s: float
-    ) -> tuple[Connection, grpc.aio.StreamStreamCall[bytes, bytes]]:
+    def open_call(self, method_path: str, deadline_s: float) -> grpc.aio.StreamStreamCall[bytes, bytes]:
         """Open the RPC on the least loaded connection with room; it counts there until it ends."""
         self._maintain()
         connection = self._pick()
         call = connection.channel.stream_stream(method_path, None, None)(None, timeout=deadline_s)
         connection.streams += 1
-        call.add_done_callback(lambda _: self._released(connection, call))
-        if not any(c.streams < self.limit(c) for c in self._open()):
+        call.add_done_callback(lambda _: self._released(connection))
+        if not any(c.streams < self.max_streams for c in self._open()):
             self._connect()  # the last slot is taken: the next session finds a connection ready
-        return connection, call
-
-    def learn_cap(self, connection: Connection, cap: int) -> None:
-        """The peer took only ``cap`` streams on ``connection``: it and new connections take no more."""
-        if cap >= self.limit(connection):
-            return
-        first = connection.cap is None  # a connection inherits the pool's cap: warned about already
-        connection.cap = cap
-        self.learned_cap = min(self.learned_cap or cap, cap)
-        (log.warning if first else log.info)(
-            "upstream connection %d: the upstream (or a proxy in front of it) appears to cap streams per "
-            "connection at %d (HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS), below "
-            "GATEWAY_UPSTREAM_MAX_STREAMS_PER_CONNECTION (%d); a stream gRPC held back for a free slot moves "
-            "to another connection; set GATEWAY_UPSTREAM_MAX_STREAMS_PER_CONNECTION to %d or lower",
-            connection.id, cap, self.max_streams, cap,
-        )  # fmt: skip
+        return call
 
     def ready(self) -> bool:
         """A connection is connected or able to connect on demand (not in a failure back-off)."""
@@ -203,7 +171,7 @@ class ConnectionPool:
             elif self._max_age_s is not None and now - connection.opened_at >= self._max_age_s:
                 self._retire(connection, "age")  # so long-lived replicas follow a changed backend set
         open_ = self._open()
-        with_room = [c for c in open_ if c.streams < self.limit(c)]
+        with_room = [c for c in open_ if c.streams < self.max_streams]
         # Fewer connections than kept: a busy one makes the next session reach another backend.
         spread = len(open_) < self._keep() and all(c.streams for c in with_room)
         if not with_room or spread:
@@ -220,7 +188,7 @@ class ConnectionPool:
         options = [("grpc.use_local_subchannel_pool", 1), ("gateway.upstream_connection", number)]
         channel = self._factory(target, options)
         channel.get_state(try_to_connect=True)
-        connection = Connection(number, address, channel, cap=self.learned_cap)
+        connection = Connection(number, address, channel)
         connection.watcher = asyncio.get_running_loop().create_task(self._watch(connection), name="upstream-conn")
         self._connections.append(connection)
         self.stats.opened += 1
@@ -252,9 +220,8 @@ class ConnectionPool:
         if connection.streams == 0:
             self._close(connection)
 
-    def _released(self, connection: Connection, call: grpc.aio.StreamStreamCall[bytes, bytes]) -> None:
+    def _released(self, connection: Connection) -> None:
         connection.streams -= 1
-        connection.sent.discard(call)
         if connection.streams == 0:
             connection.idle_since = time.monotonic()
             if connection.retiring:

@@ -36,14 +36,10 @@ class PoolCollector(Collector):
             f"{PREFIX}_connection_streams_max", "Streams on the busiest upstream connection",
             value=max((c.streams for c in connections), default=0),
         )  # fmt: skip
-        limit = pool.stream_limit  # the configured cap, or the upstream's lower one once learned
-        yield GaugeMetricFamily(f"{PREFIX}_connection_streams_limit", "Most streams one connection takes", value=limit)
         yield GaugeMetricFamily(
-            f"{PREFIX}_connection_streams_learned_limit",
-            "Streams per connection the upstream turned out to take, below the configured cap (0: none learned)",
-            value=pool.learned_cap or 0,
+            f"{PREFIX}_connection_streams_limit", "Most streams one connection takes", value=pool.max_streams
         )
-        bounds = sorted({round(f * limit) for f in _FRACTIONS})
+        bounds = sorted({round(f * pool.max_streams) for f in _FRACTIONS})
         buckets = [(str(b), sum(1 for c in connections if c.streams <= b)) for b in bounds]
         histogram = GaugeHistogramMetricFamily(
             f"{PREFIX}_connection_streams", "Upstream connections by their number of live streams",
@@ -51,10 +47,6 @@ class PoolCollector(Collector):
         )  # fmt: skip
         yield histogram
         yield CounterMetricFamily(f"{PREFIX}_connections_opened", "Upstream connections opened", pool.stats.opened)
-        yield CounterMetricFamily(
-            f"{PREFIX}_streams_moved", "Streams a connection held back for a free slot, moved before they were sent",
-            pool.stats.moved,
-        )  # fmt: skip
         retired = CounterMetricFamily(
             f"{PREFIX}_connections_retired", "Upstream connections retired, by reason", labels=["reason"]
         )

@@ -82,17 +82,17 @@ class DataflowStream:
         settings = self._client.settings
         self._token = await self._client.tokens.get()
         start = build_start(request, token=self._token.get_secret_value(), tenant=settings.upstream_tenant)
-        placement = self._client.place_call(self._deadline_s)  # (moves a stream a capped connection holds back)
+        self._call = self._client.open_call(self._deadline_s)
         self._counted = True
         try:
             async with asyncio.timeout(settings.upstream_start_timeout_s):
-                self._call = await placement.sent()
                 await self._call.write(self._contract.encode_request(ContentType.REQUEST, text=json.dumps(start)))
                 response = await self._await_start_response()
         except TimeoutError:
             self.cancel()
-            waited = f"{settings.upstream_start_timeout_s:g} s"
-            raise UpstreamTimeout(f"Data Flow did not answer Start within {waited}{placement.stall_hint()}") from None
+            raise UpstreamTimeout(
+                f"Data Flow did not answer Start within {settings.upstream_start_timeout_s:g} s"
+            ) from None
         except grpc.aio.AioRpcError as exc:
             self.cancel()
             raise self._from_status(exc) from None
