@@ -129,8 +129,8 @@ async def test_no_start_message_is_refused_after_the_start_timeout(
     simulator: DataflowSimulator, dialect: WsDialect
 ) -> None:
     async with running_gateway(settings_for(simulator, start_timeout_s=0.5)) as gw:
+        opened = time.monotonic()  # before the handshake: the gateway's clock starts during it
         ws = await ws_connect(gw.ws_url(dialect.path), ping_interval=None)
-        opened = time.monotonic()
         await wait_until(lambda: gw.gateway.registry.active == 1, 2)  # counted from the handshake on
         result = await read_all(ws, timeout=5)
         took = time.monotonic() - opened

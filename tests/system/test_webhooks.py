@@ -85,7 +85,9 @@ async def test_retries_are_bounded_and_a_timeout_counts_as_a_failure(gateway_fac
         await until_counted(gw, "dropped", 2)
         counts = {outcome: deliveries(gw, outcome) for outcome in ("delivered", "retried", "dropped")}
     assert time.monotonic() - started < 5
-    assert len(receiver.attempts) == 6  # 2 webhooks x 3 attempts, then given up
+    # 2 webhooks x 3 attempts, then given up; on a loaded machine an attempt can time out (0.2 s) before
+    # its request reaches the receiver, so the receiver may see fewer than the gateway made, never more.
+    assert 4 <= len(receiver.attempts) <= 6, receiver.attempts
     assert counts == {"delivered": 0, "retried": 4, "dropped": 2}
 
 
