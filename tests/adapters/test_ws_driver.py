@@ -157,9 +157,9 @@ async def test_a_streaming_session_ends_at_its_maximum_duration(
     simulator: DataflowSimulator, dialect: WsDialect
 ) -> None:
     async with running_gateway(settings_for(simulator, max_session_s=1.0, ack_interval_ms=50)) as gw:
+        opened = time.monotonic()  # before the handshake: the session's clock starts during its start
         ws = await started(gw, dialect)
         reading = asyncio.create_task(read_all(ws, timeout=6))
-        opened = time.monotonic()
         with contextlib.suppress(ConnectionClosed):
             while not reading.done():  # real-time silence, until the limit closes the socket
                 await ws.send(SILENCE_20MS)
@@ -175,11 +175,11 @@ async def test_an_idle_audiocodes_socket_is_closed_after_the_idle_timeout(simula
     """Between recognitions the socket holds its slot; with nothing said for idle_timeout_s it is closed."""
     async with running_gateway(settings_for(simulator, idle_timeout_s=0.6)) as gw:
         ws = await started(gw, AUDIOCODES)
+        ended = time.monotonic()  # before its last message: the idle clock starts once the gateway has it
         await ws.send(json.dumps({"type": "stop"}))
         async with asyncio.timeout(5):
             while json.loads(await ws.recv()).get("type") != "end":
                 pass
-        ended = time.monotonic()
         assert gw.gateway.registry.active == 1  # still counted while it idles
         result = await read_all(ws, timeout=5)
         assert codes(AUDIOCODES, result) == ["idle_timeout"]
