@@ -4,7 +4,8 @@
 WebSocket library: it sees each handshake and frame line as it is made, with its arguments, and
 masks credential headers by name, the request target's credentials, and frame payloads (audio and
 start messages with tokens) before any handler does. :class:`Redactor` sits on the handler: every
-line's text, extra fields and traceback pass it, whoever made them.
+line's text, extra fields and traceback pass it, whoever made them. :func:`outbound_origins_only`
+puts :class:`OutboundRequestLines` on httpx's logger, whoever configured logging.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 from typing import Any
+from urllib.parse import urlsplit
 
 from gateway.logs.context import response_cut
 from gateway.logs.formats import extra_fields
@@ -26,6 +28,7 @@ _MAX_MESSAGE_CHARS = 8 * MAX_FIELD_CHARS
 
 
 _UNFINISHED = "ASGI callable returned without completing response."
+_HTTPX_REQUEST_LINE = 'HTTP Request: %s %s "%s %d %s"'  # httpx's INFO line for each request it sends
 
 
 class ClientMistakeFilter(logging.Filter):
@@ -93,3 +96,34 @@ class Redactor(logging.Filter):
         if isinstance(value, list | tuple):
             return [self._clean_value(v) for v in value]
         return value
+
+
+class OutboundRequestLines(logging.Filter):
+    """httpx logs each request's whole URL at INFO. A webhook receiver's URL may carry its credential in
+    the path (many receivers work that way), which no text shape can tell from a path: the line keeps
+    the URL's origin only (no user, path or query)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.msg == _HTTPX_REQUEST_LINE and isinstance(record.args, tuple) and len(record.args) == 5:
+            method, url, *rest = record.args
+            record.args = (method, _origin(str(url)), *rest)
+        return True
+
+
+def _origin(url: str) -> str:
+    try:
+        parts = urlsplit(url)
+        port = f":{parts.port}" if parts.port is not None else ""
+        host = parts.hostname or ""
+    except ValueError:  # not a URL httpx would have sent; nothing of it is kept
+        return "[url]"
+    host = f"[{host}]" if ":" in host else host
+    return f"{parts.scheme}://{host}{port}/…"
+
+
+def outbound_origins_only() -> None:
+    """Puts :class:`OutboundRequestLines` on httpx's logger once (its clients call this when made), so the
+    line is cut whatever logging an embedding application configured."""
+    httpx_log = logging.getLogger("httpx")
+    if not any(isinstance(f, OutboundRequestLines) for f in httpx_log.filters):
+        httpx_log.addFilter(OutboundRequestLines())

@@ -32,6 +32,7 @@ from urllib.request import getproxies
 import httpx
 from prometheus_client import CollectorRegistry, Counter
 
+from gateway.logs.filters import outbound_origins_only
 from gateway.logs.redact import MASK
 from gateway.observability import PREFIX
 from gateway.webhooks.drops import WINDOW_S, DropLog
@@ -179,6 +180,7 @@ class WebhookDeliverer:
             # trust_env: the proxy environment applies (and SSL_CERT_FILE / SSL_CERT_DIR), on purpose: a
             # gateway in a closed network reaches its receivers through an egress proxy. httpx's default,
             # said here so that it is a decision, not an accident; the operator sees it in the log.
+            outbound_origins_only()  # a receiver's URL may hold its credential: httpx's line keeps the origin
             try:
                 self._client = httpx.AsyncClient(timeout=self.policy.timeout_s, follow_redirects=False, trust_env=True)
             except (ImportError, ValueError) as exc:  # a socks5:// proxy without socksio, an unknown scheme

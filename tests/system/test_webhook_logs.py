@@ -177,3 +177,25 @@ async def test_an_unusable_proxy_environment_drops_and_counts_and_says_so_once(
                       "http_proxy=ftp://ops:[redacted]@127.0.0.1:1"], errors  # fmt: skip
     for record in caplog.records:
         assert PROXY_PASSWORD not in f"{record.getMessage()} {record.__dict__}", record.getMessage()
+
+
+async def ok(_: object, writer: asyncio.StreamWriter) -> None:
+    writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+    await writer.drain()
+
+
+async def test_httpx_request_lines_name_the_receiver_origin_only(caplog: pytest.LogCaptureFixture) -> None:
+    """A receiver's URL may carry its credential in the path: httpx's own INFO line (shown when an embedding
+    application turns httpx up) printed the whole URL. It now names scheme, host and port only."""
+    caplog.set_level(logging.DEBUG)  # every logger, httpx's and httpcore's included
+    async with raw_receiver(ok) as receiver, deliverer(RetryPolicy(attempts=1, timeout_s=2), 1) as webhooks:
+        webhooks.submit(target(f"{receiver.url}/x?sig={URL_TOKEN}"), {"type": "event"})
+        async with asyncio.timeout(10):
+            while webhooks.pending:
+                await asyncio.sleep(0.02)
+        assert counted(webhooks, "delivered") == 1
+    origin = receiver.url.split("/hooks/")[0]
+    lines = [r.getMessage() for r in caplog.records if r.name == "httpx"]
+    assert lines == [f'HTTP Request: POST {origin}/… "HTTP/1.1 200 OK"'], lines
+    leaked = [r.getMessage() for r in caplog.records if URL_TOKEN in f"{r.getMessage()} {r.__dict__}"]
+    assert not leaked, leaked
