@@ -5,13 +5,18 @@ a client that stops reading keeps a closed connection open forever (its kernel k
 zero-window probes), with its socket and everything buffered for it. uvicorn closes that way after
 every timeout it has, and so after every one of the gateway's. :class:`LingeringTransport` lets a
 closing connection take what it was sent while it takes some of it in each ``linger_s``; once a whole
-period passes with nothing taken, the connection is aborted.
+period passes with nothing taken, the connection is aborted, and at the latest :data:`LINGER_PERIODS`
+periods after its close: a client that takes a few bytes a period could otherwise keep it for hours.
 """
 
 from __future__ import annotations
 
 import asyncio
 from typing import Any
+
+#: A closing connection is let go at the latest this many ``linger_s`` after its close (60 s by default),
+#: however slowly it is taking what is left: 64 KiB taken at a few hundred bytes a period would be hours.
+LINGER_PERIODS = 6
 
 
 class LingeringTransport(asyncio.Transport):
@@ -21,20 +26,22 @@ class LingeringTransport(asyncio.Transport):
         super().__init__()
         self._transport, self._loop, self._linger_s = transport, loop, linger_s
         self._lingering = False
+        self._deadline = 0.0
 
     def close(self) -> None:
         closing = self._transport.is_closing()
         self._transport.close()
         if not closing and not self._lingering and (left := self._transport.get_write_buffer_size()) > 0:
             self._lingering = True
+            self._deadline = self._loop.time() + LINGER_PERIODS * self._linger_s
             self._loop.call_later(self._linger_s, self._check, left)
 
     def _check(self, before: int) -> None:
         left = self._transport.get_write_buffer_size()
         if left == 0:  # all taken (or the connection is gone): closed already
             return
-        if left < before:
-            self._loop.call_later(self._linger_s, self._check, left)
+        if left < before and (wait := min(self._linger_s, self._deadline - self._loop.time())) > 0:
+            self._loop.call_later(wait, self._check, left)
         else:
             self._transport.abort()
 
