@@ -5,12 +5,18 @@ service's bidirectional RPC gives the input/output message types, the sub-messag
 documented ``content`` / ``binary_content`` / ``content_type`` fields is the envelope, and the
 ``CONTENT_TYPE`` enum values are read by name. Replacing the proto (other field numbers, a
 package, other message names) therefore needs no code change.
+
+A message whose string field holds invalid UTF-8 (a transcript cut mid-character), which protobuf refuses
+to parse, is parsed again with the lenient twin of its class (lenient_proto.py) and its text decoded with
+U+FFFD in place of the bad bytes: one bad byte costs one character, not the session. Only that rare
+message pays for the second parse.
 """
 
 from __future__ import annotations
 
 import importlib
 import logging
+import re
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
@@ -20,10 +26,13 @@ from google.protobuf.message import DecodeError, Message
 from google.protobuf.message_factory import GetMessageClass
 
 from gateway.errors import UpstreamProtocolError
+from gateway.upstream.lenient_proto import lenient_classes
+from gateway.upstream.repair_log import RepairLog
 
 log = logging.getLogger(__name__)
 
 _ENVELOPE_FIELDS = {"content", "binary_content", "content_type"}
+_ESCAPED = re.compile("[\udc80-\udcff]")  # what surrogateescape makes of each byte that is not UTF-8
 
 
 class ContentType(Enum):
@@ -73,6 +82,9 @@ class WireContract:
             log.warning("upstream method path %s differs from the proto's %s", method_path, self.proto_method_path)
         self._input_cls: type[Message] = GetMessageClass(method.input_type)
         self._output_cls: type[Message] = GetMessageClass(method.output_type)
+        lenient = lenient_classes([method.input_type, method.output_type])
+        self._lenient = {self._input_cls: lenient[0], self._output_cls: lenient[1]}
+        self._repairs = RepairLog(log)
         self._input_field = _envelope_field(method.input_type).name
         self._output_field = _envelope_field(method.output_type).name
         envelope = _envelope_field(method.input_type).message_type
@@ -114,9 +126,27 @@ class WireContract:
         try:
             outer = cls.FromString(data)
         except DecodeError as exc:
-            raise UpstreamProtocolError("undecodable protobuf message") from exc
+            return self._decode_lenient(self._lenient[cls], field, data, exc)
+        envelope: Any = getattr(outer, field)
+        kind = self._kind.get(envelope.content_type)  # (inline: this is every message's path)
+        if kind is None:
+            raise UpstreamProtocolError(f"unknown content type {envelope.content_type}")
+        return Frame(kind, envelope.content, envelope.binary_content)
+
+    def _decode_lenient(self, cls: type[Message], field: str, data: bytes, error: DecodeError) -> Frame:
+        """``data`` that failed to parse: read if only its text was not UTF-8, else the error it is."""
+        try:
+            outer = cls.FromString(data)
+        except DecodeError:
+            raise UpstreamProtocolError("undecodable protobuf message") from error
         envelope: Any = getattr(outer, field)
         kind = self._kind.get(envelope.content_type)
         if kind is None:
             raise UpstreamProtocolError(f"unknown content type {envelope.content_type}")
-        return Frame(kind, envelope.content, envelope.binary_content)
+        raw: bytes = envelope.content
+        invalid = len(_ESCAPED.findall(raw.decode("utf-8", "surrogateescape")))
+        if invalid:
+            self._repairs.repaired(kind.value, len(data), invalid)
+        else:  # another string field held it: nothing the gateway reads
+            log.debug("an upstream %s message had invalid UTF-8 outside its text", kind.value)
+        return Frame(kind, raw.decode("utf-8", "replace"), envelope.binary_content)

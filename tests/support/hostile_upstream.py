@@ -49,6 +49,16 @@ class Peer:
         text = message if isinstance(message, str) else json.dumps(message)
         await self.context.write(self.contract.encode_response(kind, text=text))
 
+    async def send_raw_text(self, kind: ContentType, content: bytes) -> int:
+        """A message whose text field holds ``content`` as it is, UTF-8 or not (the contract encodes only
+        str): a same-sized placeholder is encoded, then swapped for it, so every length prefix stays right.
+        Returns the message's size in bytes."""
+        placeholder = "\x7f" * len(content)
+        data = self.contract.encode_response(kind, text=placeholder)
+        assert data.count(placeholder.encode()) == 1
+        await self.context.write(data.replace(placeholder.encode(), content))
+        return len(data)
+
     async def answer_start(self, session_id: str = "hostile-1") -> None:
         await self.read_start()
         await self.send_json(
