@@ -84,7 +84,7 @@ class WireContract:
         self._output_cls: type[Message] = GetMessageClass(method.output_type)
         lenient = lenient_classes([method.input_type, method.output_type])
         self._lenient = {self._input_cls: lenient[0], self._output_cls: lenient[1]}
-        self._repairs = RepairLog(log)
+        self.odd_messages = RepairLog(log)  # text not UTF-8 (here), not JSON (the stream): bursts, not floods
         self._input_field = _envelope_field(method.input_type).name
         self._output_field = _envelope_field(method.output_type).name
         envelope = _envelope_field(method.input_type).message_type
@@ -146,7 +146,7 @@ class WireContract:
         raw: bytes = envelope.content
         invalid = len(_ESCAPED.findall(raw.decode("utf-8", "surrogateescape")))
         if invalid:
-            self._repairs.repaired(kind.value, len(data), invalid)
+            self.odd_messages.repaired(kind.value, len(data), invalid)
         else:  # another string field held it: nothing the gateway reads
             log.debug("an upstream %s message had invalid UTF-8 outside its text", kind.value)
         return Frame(kind, raw.decode("utf-8", "replace"), envelope.binary_content)

@@ -246,7 +246,7 @@ class DataflowStream:
                 text = self._redacted(frame.text)
                 obj = loads_object(text)
             except InvalidMessage:
-                log.warning("skipped an upstream %s message that is not a JSON object", frame.content_type.value)
+                self._contract.odd_messages.skipped(frame.content_type.value)  # one line per burst
                 continue
             if frame.content_type is ContentType.RESPONSE:
                 return parse_response(obj)

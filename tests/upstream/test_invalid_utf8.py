@@ -114,6 +114,32 @@ async def test_a_burst_of_them_is_one_warning_line(caplog: pytest.LogCaptureFixt
     assert len(repair_lines(caplog)) == 1  # the other 49 are told when the 10 s window ends, in one line
 
 
+@pytest.mark.ws
+async def test_a_burst_of_messages_that_are_not_json_is_one_warning_line(caplog: pytest.LogCaptureFixture) -> None:
+    # Before: one WARNING per message (an upstream or proxy answering with something else flooded the log).
+    caplog.set_level(logging.DEBUG)
+    async with HostileUpstream(Script(*[b"<html>busy</html>"] * 50)) as upstream:
+        _, transcript, _ = await native_session(upstream)
+    assert transcript.errors() == [] and transcript.milestones() == ["before", "after"], transcript.messages
+    skips = [r.getMessage() for r in caplog.records if "not a JSON object" in r.getMessage()]
+    assert skips == ["skipped an upstream EVENT message that is not a JSON object"], skips  # 49 told later
+
+
+async def test_skips_after_the_first_are_summed_when_the_window_ends(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING)
+    odd = RepairLog(logging.getLogger("test.repairs"), window_s=0.2)
+    for _ in range(7):
+        odd.skipped("EVENT")
+    odd.repaired("EVENT", 100, 2)  # a window of its own: logged at once
+    async with asyncio.timeout(5):
+        while len(caplog.records) < 3:
+            await asyncio.sleep(0.01)
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines[0] == "skipped an upstream EVENT message that is not a JSON object"
+    assert lines[1].startswith("an upstream EVENT message of 100 bytes had 2 invalid UTF-8 bytes")
+    assert lines[2].startswith("6 more upstream messages that are not JSON objects were skipped in the last 0.")
+
+
 async def test_an_upload_answers_with_the_repaired_transcript(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)
     wav = signals.wav_bytes(signals.utterances(["12"], 8000), 8000)
