@@ -177,12 +177,17 @@ def _settings_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
 
 def _print_settings(ns: argparse.Namespace) -> int:
     from gateway.config.report import effective_settings, settings_lines
+    from gateway.connections.cap import cap_in_force
 
     settings = load_settings()
+    # What a setting amounts to in this process, computed as the server does (its open-file limit too).
+    cap = cap_in_force(settings.max_connections, settings.max_sessions)
+    in_force = {"GATEWAY_MAX_CONNECTIONS": {"value": cap.value, "reason": cap.reason}}
     if ns.json:
-        print(json.dumps(effective_settings(settings), indent=2, ensure_ascii=False))
+        print(json.dumps(effective_settings(settings) | {"in_force": in_force}, indent=2, ensure_ascii=False))
     else:
-        print("\n".join(settings_lines(settings)))
+        shown = "none" if cap.value is None else str(cap.value)
+        print("\n".join(settings_lines(settings, {"GATEWAY_MAX_CONNECTIONS": f"in force: {shown} ({cap.reason})"})))
     return 0
 
 

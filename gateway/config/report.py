@@ -40,13 +40,15 @@ def effective_settings(settings: BaseModel) -> dict[str, Any]:
     return {variable_name(name): _shown(getattr(settings, name)) for name in type(settings).model_fields}
 
 
-def settings_lines(settings: BaseModel) -> list[str]:
-    """``GATEWAY_NAME=value`` lines (JSON for lists and objects); ``# default`` marks values not set."""
+def settings_lines(settings: BaseModel, notes: dict[str, str] | None = None) -> list[str]:
+    """``GATEWAY_NAME=value`` lines (JSON for lists and objects); ``# default`` marks values not set,
+    ``notes`` (by variable) add what a value amounts to, after a ``#`` too."""
     lines = []
     explicit = {variable_name(name) for name in settings.model_fields_set}
     for name, value in effective_settings(settings).items():
         text = "" if value is None else value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
-        lines.append(f"{name}={text}" + ("" if name in explicit else "  # default"))
+        comments = ([] if name in explicit else ["default"]) + ([notes[name]] if notes and name in notes else [])
+        lines.append(f"{name}={text}" + (f"  # {'; '.join(comments)}" if comments else ""))
     return lines
 
 

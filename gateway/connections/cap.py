@@ -24,6 +24,8 @@ import json
 import logging
 import resource
 import time
+import weakref
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from gateway.errors import CapacityExceeded
@@ -53,16 +55,36 @@ def reserved_descriptors(soft_limit: int) -> int:
     return max(64, soft_limit // 4)
 
 
-def connection_cap(max_connections: int | None, max_sessions: int, soft_limit: int | None = None) -> int | None:
+@dataclass(frozen=True)
+class CapInForce:
+    """The cap a process would run with, and why (what ``dataflow-gateway settings`` shows)."""
+
+    value: int | None  # None: no cap
+    reason: str
+
+
+def cap_in_force(max_connections: int | None, max_sessions: int, soft_limit: int | None = None) -> CapInForce:
     """The cap in force: ``max_connections`` as set (0: none), or the default described above (with the
     process's soft open-file limit unless ``soft_limit`` is given)."""
     if max_connections is not None:
-        return max_connections or None
-    cap = 2 * max_sessions + 256
+        return CapInForce(max_connections or None, "as set" if max_connections else "0: no cap")
+    by_sessions = 2 * max_sessions + 256
     soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0] if soft_limit is None else soft_limit
-    if soft != resource.RLIM_INFINITY:
-        cap = min(cap, max(16, soft - reserved_descriptors(soft)))
-    return cap
+    if soft == resource.RLIM_INFINITY:
+        return CapInForce(by_sessions, "derived: 2 x GATEWAY_MAX_SESSIONS + 256; open-file limit unlimited")
+    by_descriptors = max(16, soft - reserved_descriptors(soft))
+    if by_sessions <= by_descriptors:
+        why = f"derived: 2 x GATEWAY_MAX_SESSIONS + 256; open-file limit {soft} would allow {by_descriptors}"
+        return CapInForce(by_sessions, why)
+    kept = soft - by_descriptors
+    why = f"derived: open-file limit {soft} less {kept} kept back; 2 x GATEWAY_MAX_SESSIONS + 256 would be "
+    why += str(by_sessions)
+    return CapInForce(by_descriptors, why)
+
+
+def connection_cap(max_connections: int | None, max_sessions: int, soft_limit: int | None = None) -> int | None:
+    """The cap in force (:func:`cap_in_force`), as the server applies it."""
+    return cap_in_force(max_connections, max_sessions, soft_limit).value
 
 
 def beyond_descriptors(max_connections: int | None) -> str | None:
@@ -81,9 +103,8 @@ def beyond_descriptors(max_connections: int | None) -> str | None:
 
 def app_gateway(app: Any) -> Gateway | None:
     """The gateway behind uvicorn's app (under its middleware wrappers), once the app is built."""
-    while app is not None and not hasattr(app, "state"):
-        app = getattr(app, "app", None)
-    return getattr(app.state, "gateway", None) if app is not None else None
+    owner = _stateful(app)
+    return getattr(owner.state, "gateway", None) if owner is not None else None
 
 
 def refusal_body(cap: int) -> bytes:
@@ -95,9 +116,42 @@ def retry_after_s() -> int:
     return CapacityExceeded.retry_after_s
 
 
-class _Counted:
-    logged_at = -_LOG_EVERY_S
-    since_logged = 0
+class RefusalLog:
+    """When one cap's refusals were last logged, and how many since: one per app (so per server), not per
+    process, so a second gateway in the same process (tests, an app built twice) logs its own first refusal."""
+
+    def __init__(self) -> None:
+        self.logged_at = -_LOG_EVERY_S
+        self.since_logged = 0
+
+    def refused(self, cap: int) -> None:
+        self.since_logged += 1
+        now = time.monotonic()
+        if now - self.logged_at >= _LOG_EVERY_S:
+            log.warning(
+                "%d connection(s) refused: the cap of %d open connections is reached (GATEWAY_MAX_CONNECTIONS)",
+                self.since_logged,
+                cap,
+            )
+            self.logged_at, self.since_logged = now, 0
+
+
+#: Per app (weakly held: an app that is gone takes its log state with it).
+_LOGS: weakref.WeakKeyDictionary[Any, RefusalLog] = weakref.WeakKeyDictionary()
+
+
+def _stateful(app: Any) -> Any:
+    while app is not None and not hasattr(app, "state"):
+        app = getattr(app, "app", None)
+    return app
+
+
+def refusal_log(app: Any) -> RefusalLog:
+    """The refusal log of the server behind uvicorn's ``app``."""
+    owner = _stateful(app)
+    if owner is None:  # not an app this module can tell apart: a log of its own
+        return RefusalLog()
+    return _LOGS.setdefault(owner, RefusalLog())
 
 
 def count_refusal(app: Any, cap: int) -> None:
@@ -106,12 +160,4 @@ def count_refusal(app: Any, cap: int) -> None:
     if gateway is not None:
         gateway.registry.deny(DENIAL_REASON)
         gateway.metrics.refused(503, CapacityExceeded.code.value)
-    _Counted.since_logged += 1
-    now = time.monotonic()
-    if now - _Counted.logged_at >= _LOG_EVERY_S:
-        log.warning(
-            "%d connection(s) refused: the cap of %d open connections is reached (GATEWAY_MAX_CONNECTIONS)",
-            _Counted.since_logged,
-            cap,
-        )
-        _Counted.logged_at, _Counted.since_logged = now, 0
+    refusal_log(app).refused(cap)

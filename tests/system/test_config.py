@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from gateway.auth import key_digest
+from gateway.connections.cap import connection_cap
 from tests.support.cli_process import run_cli
 
 SECRET_TOKEN = "upstream-token-7d1e0b-must-stay-hidden"
@@ -67,6 +68,31 @@ def test_settings_prints_the_effective_configuration_with_secrets_masked(tmp_pat
     assert values["GATEWAY_API_KEYS"][0]["name"] == "acme"
     assert values["GATEWAY_API_KEYS"][0]["webhook_secret"] == "[redacted]"
     assert SECRET_TOKEN not in shown.stdout
+
+
+def test_settings_shows_the_connection_cap_in_force_as_the_server_derives_it(tmp_path: Path) -> None:
+    """Unset, GATEWAY_MAX_CONNECTIONS was shown empty; the cap in force depends on GATEWAY_MAX_SESSIONS and
+    the process's open-file limit: shown too, by the function the server uses, under two limits."""
+    env = {"GATEWAY_MAX_SESSIONS": "500"}
+    for nofile, figure, why in (
+        (4096, 1256, "derived: 2 x GATEWAY_MAX_SESSIONS + 256; open-file limit 4096 would allow 3072"),
+        (512, 384, "derived: open-file limit 512 less 128 kept back; 2 x GATEWAY_MAX_SESSIONS + 256 would be 1256"),
+        (128, 64, "derived: open-file limit 128 less 64 kept back; 2 x GATEWAY_MAX_SESSIONS + 256 would be 1256"),
+    ):
+        assert connection_cap(None, 500, soft_limit=nofile) == figure  # what the server would apply
+        done = run_cli(["settings"], env, tmp_path, nofile=nofile)
+        assert done.returncode == 0, done.stderr
+        lines = dict(line.split("=", 1) for line in done.stdout.splitlines())
+        assert lines["GATEWAY_MAX_CONNECTIONS"] == f"  # default; in force: {figure} ({why})"
+        shown = json.loads(run_cli(["settings", "--json"], env, tmp_path, nofile=nofile).stdout)
+        assert shown["GATEWAY_MAX_CONNECTIONS"] is None  # the setting itself: unset
+        assert shown["in_force"]["GATEWAY_MAX_CONNECTIONS"] == {"value": figure, "reason": why}
+    for value, shown_text, in_force in (("0", "none (0: no cap)", None), ("300", "300 (as set)", 300)):
+        env = {"GATEWAY_MAX_CONNECTIONS": value}
+        lines = dict(line.split("=", 1) for line in run_cli(["settings"], env, tmp_path).stdout.splitlines())
+        assert lines["GATEWAY_MAX_CONNECTIONS"] == f"{value}  # in force: {shown_text}"
+        shown = json.loads(run_cli(["settings", "--json"], env, tmp_path).stdout)
+        assert shown["in_force"]["GATEWAY_MAX_CONNECTIONS"]["value"] == in_force
 
 
 def test_serve_help_points_to_the_settings_command(tmp_path: Path) -> None:

@@ -29,6 +29,7 @@ NOFILE = 128
 MOST_CONNECTIONS = 3 * NOFILE  # the flood stops here if nothing is refused: the test fails, bounded
 MAX_CPU_SHARE = 0.20  # of one core, over CPU_WINDOW_S
 CPU_WINDOW_S = 3.0
+LOADED_S = 10.0  # a condition that holds at once on an idle machine is waited for this long on a loaded one
 
 
 async def cpu_share(gp: GatewayProcess, window_s: float) -> float:
@@ -55,23 +56,28 @@ async def test_out_of_descriptors_the_gateway_idles_and_recovers(
     env = upstream_env(simulator) | {"GATEWAY_HTTP_HEADER_TIMEOUT_S": "120"}  # the idle ones stay until let go
     if not capped:
         env["GATEWAY_MAX_CONNECTIONS"] = "0"
-    async with asyncio.timeout(90), gateway_process(tmp_path, env, nofile=NOFILE) as gp:
+    cap = connection_cap(None, Settings().max_sessions, soft_limit=NOFILE)
+    assert cap == NOFILE - 64
+    async with asyncio.timeout(120), gateway_process(tmp_path, env, nofile=NOFILE) as gp:
         session = await LiveSession.open(gp.ws_url())
         assert await session.say("12") == "12"
         idle = IdleConnections(gp.port)
+        # What it holds with one session (its own: Popen passes on only 0-2): the figures below start here.
         before = gp.open_fds()
         try:
             most = await flood_until_refused(gp, idle)
             await idle.add(20)  # and more, while it is at its limit
             share = await cpu_share(gp, CPU_WINDOW_S)
             most = max(most, gp.open_fds())
+            if capped:  # those waiting for their head are answered REFUSAL_HEAD_S after their accept, however late
+                await wait_for(lambda: idle.poll() >= 0 and len(idle.open) <= cap - 1, LOADED_S)
             refused = idle.poll()
             assert share < MAX_CPU_SHARE, f"{share:.0%} of a core at the descriptor limit"
             assert await session.say("34") == "34"  # the live session streams on
             if capped:
-                cap = connection_cap(None, Settings().max_sessions, soft_limit=NOFILE)
-                assert cap == NOFILE - 64
-                assert most <= before + cap - 1 + WAITING_REFUSALS < NOFILE, (before, most)  # never ran out
+                assert most <= before + cap - 1 + WAITING_REFUSALS, (before, most)  # the cap, the waiting: no more
+                # Never ran out: what the cap keeps back (64 of 128) covers what the gateway holds besides.
+                assert most < NOFILE, f"{most} descriptors ({before} held before the flood)"
                 assert len(idle.open) == cap - 1  # the session holds one
                 assert all(b'"code":"capacity_exceeded"' in answer for answer in idle.closed), idle.closed[:3]
                 answer = await ask(gp.port, READYZ)
