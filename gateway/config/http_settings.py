@@ -49,7 +49,10 @@ class HttpServerSettings(BaseModel):
         "(at least 2 x GATEWAY_CLIENT_SEND_TIMEOUT_S).",
     )
     connection_linger_s: float = Field(
-        10.0, gt=0, description="Abort a closed connection once its client takes nothing of what is left for this long."
+        10.0,
+        gt=0,
+        description="Abort a closed connection once its client takes nothing of what is left for this long, and at the "
+        "latest six times this after its close.",
     )
     max_connections: int | None = Field(
         None,
