@@ -216,7 +216,7 @@ COMMON_PROTO = 'syntax = "proto3"; package utf8common; message Stamp { string zo
 def test_a_swapped_contract_reads_invalid_utf8_in_its_own_fields(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.DEBUG)
+    caplog.set_level(logging.DEBUG, logger="gateway.upstream.contract")  # whatever level "gateway" was left at
     for name, text in [("utf8_common", COMMON_PROTO), ("utf8_swapped_dataflow", SWAPPED_PROTO)]:
         proto = tmp_path / f"{name}.proto"
         proto.write_text(text)
