@@ -9,7 +9,7 @@ and audio within sane bounds before anything is allocated for it.
   cover art (a FLAC ``PICTURE`` block, an MP3 ``APIC``) and video tracks are never decoded. A
   650 KB FLAC whose 15000x15000 PNG cover was decoded while probing cost +646 MB and 3 s of CPU.
 * A stream claiming more than :data:`MAX_CHANNELS` channels or a rate outside
-  :data:`MIN_SAMPLE_RATE`..:data:`MAX_SAMPLE_RATE` is refused before it is decoded (a WAV claiming
+  :data:`FILE_RATE_MIN`..:data:`FILE_RATE_MAX` is refused before it is decoded (a WAV claiming
   2.1 GHz cost +45 MB of resampler filter for no audio at all).
 * At most :data:`MAX_HELD_BYTES` of the file may go by without an audio packet.
 """
@@ -20,8 +20,8 @@ from typing import Final
 
 import av
 
-MIN_SAMPLE_RATE: Final = 1000
-MAX_SAMPLE_RATE: Final = 768_000
+FILE_RATE_MIN: Final = 1000
+FILE_RATE_MAX: Final = 768_000
 #: FFmpeg holds a packet whole (a Matroska block, an Ogg packet across pages, an ID3 picture) until
 #: it is complete: at most this much of an upload is read with no packet of its audio stream coming
 #: out: more than FLAC's largest metadata block (a 16 MiB cover). A 200 MB Matroska block was held whole.
@@ -75,8 +75,8 @@ def audio_stream(container: av.container.InputContainer) -> av.AudioStream:
 
 def check(sample_rate: int | None, channels: int | None) -> None:
     """Refuse a rate or channel count the gateway does not decode (None: not known yet)."""
-    if sample_rate is not None and not MIN_SAMPLE_RATE <= sample_rate <= MAX_SAMPLE_RATE:
-        raise Refused(f"a sample rate of {sample_rate} Hz is outside {MIN_SAMPLE_RATE}..{MAX_SAMPLE_RATE}")
+    if sample_rate is not None and not FILE_RATE_MIN <= sample_rate <= FILE_RATE_MAX:
+        raise Refused(f"a sample rate of {sample_rate} Hz is outside {FILE_RATE_MIN}..{FILE_RATE_MAX}")
     if channels is not None and not 1 <= channels <= MAX_CHANNELS:
         raise Refused(f"{channels} channels: at most {MAX_CHANNELS} are decoded")
 
