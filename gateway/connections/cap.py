@@ -24,7 +24,6 @@ import json
 import logging
 import resource
 import time
-import weakref
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -136,10 +135,6 @@ class RefusalLog:
             self.logged_at, self.since_logged = now, 0
 
 
-#: Per app (weakly held: an app that is gone takes its log state with it).
-_LOGS: weakref.WeakKeyDictionary[Any, RefusalLog] = weakref.WeakKeyDictionary()
-
-
 def _stateful(app: Any) -> Any:
     while app is not None and not hasattr(app, "state"):
         app = getattr(app, "app", None)
@@ -151,7 +146,10 @@ def refusal_log(app: Any) -> RefusalLog:
     owner = _stateful(app)
     if owner is None:  # not an app this module can tell apart: a log of its own
         return RefusalLog()
-    return _LOGS.setdefault(owner, RefusalLog())
+    refusals: RefusalLog | None = getattr(owner.state, "connection_refusals", None)
+    if refusals is None:  # kept on the app it belongs to: it goes when the app goes
+        refusals = owner.state.connection_refusals = RefusalLog()
+    return refusals
 
 
 def count_refusal(app: Any, cap: int) -> None:
