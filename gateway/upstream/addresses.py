@@ -45,3 +45,19 @@ def channel_target(addresses: list[str], first: int) -> str:
     rotated = addresses[first:] + addresses[:first]
     scheme = rotated[0].split(":", 1)[0]
     return f"{scheme}:" + ",".join(a.split(":", 1)[1] for a in rotated if a.startswith(scheme + ":"))
+
+
+def host_port(address: str) -> tuple[str, int] | None:
+    """(host, port) to open a socket to for one of the pool's addresses (``ipv4:a.b.c.d:p``,
+    ``ipv6:[a::b]:p``, ``name:p``, ``a.b.c.d:p``, ``[a::b]:p``); None for what only gRPC can dial
+    (``dns:///…``, ``unix:…``, lists of several addresses)."""
+    for scheme in ("ipv4:", "ipv6:"):
+        if address.startswith(scheme):
+            address = address[len(scheme) :]
+            break
+    if "/" in address or "," in address or address.startswith(("unix:", "unix-abstract:", "vsock:", "dns:")):
+        return None
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        return None
+    return host.strip("[]"), int(port)

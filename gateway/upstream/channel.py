@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import grpc
 
 from gateway.audio.format import AudioFormat
 from gateway.settings import Settings
-from gateway.upstream.addresses import Resolver, split_target
+from gateway.upstream import peer_settings
+from gateway.upstream.addresses import Resolver, host_port, split_target
 from gateway.upstream.contract import WireContract
 from gateway.upstream.pool import ConnectionPool
 from gateway.upstream.send_queue import HoldPolicy
 from gateway.upstream.stream import DataflowStream
+from gateway.upstream.stream_caps import PROBE_TIMEOUT_S, StreamCaps
 from gateway.upstream.token import TokenProvider
 
 
@@ -28,11 +31,13 @@ class UpstreamClient:
         self.contract = WireContract(settings.upstream_proto_module, settings.upstream_method_path)
         self.active_streams = 0
         self._hold_policy = HoldPolicy(settings)
+        self._tls = None if self._plaintext() else peer_settings.tls_context(settings.upstream_ca_file)
+        caps = StreamCaps(settings.upstream_max_streams_per_connection, self._probe, self._probeable)
         self.pool = ConnectionPool(
             self.target, self._open_channel, max_streams=settings.upstream_max_streams_per_connection,
             resolve_interval_s=settings.upstream_resolve_interval_s,
             idle_close_s=settings.upstream_idle_connection_s, min_connections=settings.upstream_min_connections,
-            max_age_s=settings.upstream_max_connection_age_s, resolver=resolver,
+            max_age_s=settings.upstream_max_connection_age_s, resolver=resolver, caps=caps,
         )  # fmt: skip
 
     def audio_write_interval_s(self) -> float:
@@ -56,9 +61,25 @@ class UpstreamClient:
             ("grpc.max_receive_message_length", s.upstream_max_message_bytes),
         ]
 
+    def _plaintext(self) -> bool:
+        return self.settings.upstream_is_plaintext() or self.settings.simulator_mode
+
+    def _probeable(self, address: str) -> bool:
+        # Through an HTTP CONNECT proxy (gRPC reads these variables) the probe would not reach the peer
+        # gRPC reaches; gRPC URIs it resolves itself (dns:///, unix:) have no address to probe.
+        proxied = any(os.environ.get(name) for name in ("grpc_proxy", "https_proxy", "http_proxy"))
+        return self.settings.upstream_probe_stream_cap and not proxied and host_port(address) is not None
+
+    async def _probe(self, address: str) -> int | None:
+        """The peer's HTTP/2 cap on streams per connection, reached as the channel reaches it."""
+        host, port = host_port(address) or ("", 0)
+        name = split_target(self.target)
+        endpoint = peer_settings.PeerEndpoint(host, port, self._tls, name[0] if name else None)
+        return await peer_settings.max_concurrent_streams(endpoint, PROBE_TIMEOUT_S)
+
     def _open_channel(self, target: str, extra: list[tuple[str, Any]]) -> grpc.aio.Channel:
         options = self._options() + extra
-        if self.settings.upstream_is_plaintext() or self.settings.simulator_mode:
+        if self._plaintext():
             return grpc.aio.insecure_channel(target, options=options)
         name = split_target(self.target)
         if name is not None and target != self.target:

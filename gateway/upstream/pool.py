@@ -4,7 +4,8 @@ Proxies and Data Flow cap concurrent streams per connection (nginx 128, many gRP
 retire connections (GOAWAY after a request count or a maximum age). One shared channel made the
 101st session wait for a stream slot, so the pool:
 
-- gives a stream to the least loaded open connection below ``max_streams``, and opens a new
+- gives a stream to the least loaded open connection below its limit (``max_streams``, or fewer where
+  the peer's HTTP/2 SETTINGS allow fewer: :mod:`gateway.upstream.stream_caps`), and opens a new
   connection when none has room, plus a spare as soon as the last slot is taken, so a session never
   waits for another to end or for a handshake;
 - spreads connections over the addresses the name resolves to (re-resolved periodically): the
@@ -32,6 +33,7 @@ from typing import Any
 import grpc
 
 from gateway.upstream.addresses import Resolver, channel_target, split_target, system_resolver
+from gateway.upstream.stream_caps import StreamCaps
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +51,7 @@ class Connection:
     id: int
     address: str  # the address it tries first (or the configured target before resolution)
     channel: grpc.aio.Channel
+    limit: int  # most streams it takes
     streams: int = 0
     retiring: bool = False
     was_ready: bool = False  # has been READY: any other state now means it was retired or lost
@@ -77,9 +80,11 @@ class ConnectionPool:
         min_connections: int = 1,
         max_age_s: float | None = None,
         resolver: Resolver | None = None,
+        caps: StreamCaps | None = None,
     ) -> None:
         self.target = target
         self.max_streams = max_streams
+        self.caps = caps or StreamCaps(max_streams)
         self.stats = PoolStats()
         self._factory = factory
         self._resolve_interval_s = resolve_interval_s
@@ -106,6 +111,10 @@ class ConnectionPool:
     def addresses(self) -> list[str]:
         return list(self._addresses)
 
+    def stream_limit(self) -> int:
+        """The smallest limit of the open connections (the configured one when none is open)."""
+        return min((c.limit for c in self._open()), default=self.max_streams)
+
     def open_call(self, method_path: str, deadline_s: float) -> grpc.aio.StreamStreamCall[bytes, bytes]:
         """Open the RPC on the least loaded connection with room; it counts there until it ends."""
         self._maintain()
@@ -113,7 +122,7 @@ class ConnectionPool:
         call = connection.channel.stream_stream(method_path, None, None)(None, timeout=deadline_s)
         connection.streams += 1
         call.add_done_callback(lambda _: self._released(connection))
-        if not any(c.streams < self.max_streams for c in self._open()):
+        if not any(c.streams < c.limit for c in self._open()):
             self._connect()  # the last slot is taken: the next session finds a connection ready
         return call
 
@@ -140,6 +149,9 @@ class ConnectionPool:
                     if connection.address in gone:
                         self._retire(connection, "address_gone")
         self._resolved_at = time.monotonic()
+        if await self.caps.refresh(self._addresses):
+            for connection in self._connections:
+                connection.limit = self.caps.limit(connection.address)
         return list(self._addresses)
 
     async def aclose(self) -> None:
@@ -171,7 +183,7 @@ class ConnectionPool:
             elif self._max_age_s is not None and now - connection.opened_at >= self._max_age_s:
                 self._retire(connection, "age")  # so long-lived replicas follow a changed backend set
         open_ = self._open()
-        with_room = [c for c in open_ if c.streams < self.max_streams]
+        with_room = [c for c in open_ if c.streams < c.limit]
         # Fewer connections than kept: a busy one makes the next session reach another backend.
         spread = len(open_) < self._keep() and all(c.streams for c in with_room)
         if not with_room or spread:
@@ -188,7 +200,7 @@ class ConnectionPool:
         options = [("grpc.use_local_subchannel_pool", 1), ("gateway.upstream_connection", number)]
         channel = self._factory(target, options)
         channel.get_state(try_to_connect=True)
-        connection = Connection(number, address, channel)
+        connection = Connection(number, address, channel, self.caps.limit(address))
         connection.watcher = asyncio.get_running_loop().create_task(self._watch(connection), name="upstream-conn")
         self._connections.append(connection)
         self.stats.opened += 1

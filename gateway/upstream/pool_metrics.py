@@ -36,10 +36,13 @@ class PoolCollector(Collector):
             f"{PREFIX}_connection_streams_max", "Streams on the busiest upstream connection",
             value=max((c.streams for c in connections), default=0),
         )  # fmt: skip
+        limit = pool.stream_limit()
         yield GaugeMetricFamily(
-            f"{PREFIX}_connection_streams_limit", "Most streams one connection takes", value=pool.max_streams
+            f"{PREFIX}_connection_streams_limit",
+            "Most streams one connection takes (the smallest of the open connections: the peer may allow fewer)",
+            value=limit,
         )
-        bounds = sorted({round(f * pool.max_streams) for f in _FRACTIONS})
+        bounds = sorted({round(f * limit) for f in _FRACTIONS})
         buckets = [(str(b), sum(1 for c in connections if c.streams <= b)) for b in bounds]
         histogram = GaugeHistogramMetricFamily(
             f"{PREFIX}_connection_streams", "Upstream connections by their number of live streams",
