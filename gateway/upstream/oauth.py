@@ -21,6 +21,7 @@ import httpx
 from pydantic import SecretStr
 
 from gateway.errors import UpstreamAuthFailed
+from gateway.logs.filters import outbound_origins_only
 
 log = logging.getLogger("gateway.upstream.token")
 
@@ -237,6 +238,7 @@ class ClientCredentialsTokenProvider:
 
     def _client(self) -> httpx.AsyncClient:
         if self._http is None:
+            outbound_origins_only()  # an identity URL may carry a key in its query: httpx's line keeps the origin
             # no proxies from the environment; redirects stay off (httpx default): the secret goes nowhere else
             self._http = httpx.AsyncClient(trust_env=False, timeout=self._fetch_timeout_s)
         return self._http

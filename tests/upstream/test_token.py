@@ -495,3 +495,21 @@ def test_from_settings_rejects_bad_url_without_echoing_it() -> None:
     with pytest.raises(SettingsError, match="upstream_identity_url") as caught:
         token_provider_from_settings(settings(upstream_identity_url="ftp://user:pw-value@id.example", **values))
     assert "pw-value" not in str(caught.value)
+
+
+async def test_httpx_request_lines_name_the_identity_origin_only(
+    identity: Identity, make: MakeProvider, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An identity URL may carry a key in its query or path, and httpx logs each request's whole URL at INFO:
+    the line names scheme, host and port only, even when no webhook client (which used to put the filter
+    on httpx's logger) was ever made in the process."""
+    monkeypatch.setattr(logging.getLogger("httpx"), "filters", [])  # as in a process that made none yet
+    caplog.set_level(logging.DEBUG)  # every logger, httpx's included
+    url_key = "k-URLKEY-77d1"
+    provider = make(url=f"{identity.url}?tenant_key={url_key}")
+    await provider.get()
+    origin = identity.url.split("/connect/")[0]
+    lines = [r.getMessage() for r in caplog.records if r.name == "httpx"]
+    assert lines == [f'HTTP Request: POST {origin}/… "HTTP/1.1 200 OK"'], lines
+    leaked = [r.getMessage() for r in caplog.records if url_key in f"{r.getMessage()} {r.__dict__}"]
+    assert not leaked, leaked
