@@ -27,6 +27,10 @@ class SimulatorConfig:
     max_streams_per_connection: int | None = None  # HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS
     max_connection_age_ms: int | None = None  # then GOAWAY: new streams go to a new connection
     max_connection_age_grace_ms: int | None = None  # streams left after GOAWAY get this long to finish
+    # Keepalive enforcement of real gRPC servers (grpc-go, grpc-java, C++: 300 000 ms, no pings without
+    # calls): a third ping closer than this to the last, with no data in between, or any ping on a
+    # connection without calls, gets GOAWAY too_many_pings. None: pings are welcome, as before.
+    min_ping_interval_ms: int | None = None
 
     def server_options(self) -> list[tuple[str, int]]:
         """The gRPC server options for the connection limits set."""
@@ -35,6 +39,12 @@ class SimulatorConfig:
             "grpc.max_connection_age_ms": self.max_connection_age_ms,
             "grpc.max_connection_age_grace_ms": self.max_connection_age_grace_ms,
         }
+        if self.min_ping_interval_ms is not None:  # gRPC servers' own policy, with the interval given
+            limits |= {
+                "grpc.http2.min_ping_interval_without_data_ms": self.min_ping_interval_ms,
+                "grpc.http2.max_ping_strikes": 2,
+                "grpc.keepalive_permit_without_calls": 0,
+            }
         return [(name, value) for name, value in limits.items() if value is not None]
 
 

@@ -60,7 +60,8 @@ class DataflowSimulator:
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
         self._host = host
-        server = grpc.aio.server(options=_SERVER_OPTIONS + self.config.server_options())
+        options = dict(_SERVER_OPTIONS) | dict(self.config.server_options())  # the config's win
+        server = grpc.aio.server(options=list(options.items()))
         handler = grpc.stream_stream_rpc_method_handler(self._handle)
         path = self.config.method_path
 

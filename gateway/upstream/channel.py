@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import Any
 
@@ -18,6 +19,12 @@ from gateway.upstream.stream import DataflowStream
 from gateway.upstream.stream_caps import PROBE_TIMEOUT_S, StreamCaps
 from gateway.upstream.token import TokenProvider
 
+log = logging.getLogger(__name__)
+
+#: The keepalive period is doubled (as gRPC core does within one channel) at most up to this: gRPC
+#: servers take pings on a connection without calls as abuse when closer than 2 hours.
+KEEPALIVE_CEILING_S = 7200.0
+
 
 class UpstreamClient:
     """Owns the process-wide connections to Data Flow and opens streams on them."""
@@ -30,6 +37,8 @@ class UpstreamClient:
         self.target = target or settings.upstream_target
         self.contract = WireContract(settings.upstream_proto_module, settings.upstream_method_path)
         self.active_streams = 0
+        self.keepalive_s = settings.upstream_keepalive_interval_s
+        self._ping_without_calls = True  # keeps NAT and load balancer state of idle connections alive
         self._hold_policy = HoldPolicy(settings)
         self._tls = None if self._plaintext() else peer_settings.tls_context(settings.upstream_ca_file)
         caps = StreamCaps(settings.upstream_max_streams_per_connection, self._probe, self._probeable)
@@ -47,7 +56,7 @@ class UpstreamClient:
     def _options(self) -> list[tuple[str, Any]]:
         s = self.settings
         return [
-            ("grpc.keepalive_time_ms", int(s.upstream_keepalive_interval_s * 1000)),
+            ("grpc.keepalive_time_ms", int(self.keepalive_s * 1000)),
             ("grpc.keepalive_timeout_ms", int(s.upstream_keepalive_timeout_s * 1000)),
             # gRPC core (1.6x-1.8x) times a keepalive ping out with the ping timeout, not the keepalive
             # timeout (default 60 s): without this a half-open upstream goes unnoticed for a minute.
@@ -56,10 +65,26 @@ class UpstreamClient:
             # keep failing for up to two minutes after Data Flow is back.
             ("grpc.max_reconnect_backoff_ms", int(s.upstream_reconnect_backoff_max_s * 1000)),
             ("grpc.http2.max_pings_without_data", 0),
-            ("grpc.keepalive_permit_without_calls", 1),
+            ("grpc.keepalive_permit_without_calls", int(self._ping_without_calls)),
             ("grpc.max_send_message_length", s.upstream_max_message_bytes),
             ("grpc.max_receive_message_length", s.upstream_max_message_bytes),
         ]
+
+    def pings_refused(self, keepalive_s: float) -> None:
+        """A server's keepalive enforcement (gRPC servers: one ping per 5 minutes by default) ended a stream
+        with GOAWAY too_many_pings. gRPC core would ping half as often on that channel, but the pool
+        replaces the channel: the period doubles here, for every new connection, connections without calls
+        are no longer pinged, and the open ones retire."""
+        if keepalive_s < self.keepalive_s or self.keepalive_s >= KEEPALIVE_CEILING_S:
+            return  # that stream's connection pinged at a period raised since (or nothing is left to raise)
+        was, self.keepalive_s = self.keepalive_s, min(KEEPALIVE_CEILING_S, self.keepalive_s * 2)
+        self._ping_without_calls = False  # such a server refuses those at any period under 2 hours
+        log.warning(
+            "Data Flow closed a connection for too many keepalive pings (gRPC GOAWAY too_many_pings) at one"
+            " per %g s: new connections ping every %g s. Set GATEWAY_UPSTREAM_KEEPALIVE_INTERVAL_S to at least"
+            " the server's minimum (gRPC servers default to 300 s)", was, self.keepalive_s,
+        )  # fmt: skip
+        self.pool.retire_all("keepalive")
 
     def _plaintext(self) -> bool:
         return self.settings.upstream_is_plaintext() or self.settings.simulator_mode

@@ -26,6 +26,9 @@ _GATEWAY_FIELDS = ("Token", "Tenant")  # what the gateway, not the client, put i
 #: How gRPC core says a message or its metadata was over a size limit (RESOURCE_EXHAUSTED): the same
 #: message would be refused again on a new stream, so this is no outage to retry.
 _SIZE_LIMIT_WORDS = ("larger than max", "exceeds hard limit", "exceeds soft limit")
+#: How gRPC core words a GOAWAY that a server's keepalive enforcement sent (ENHANCE_YOUR_CALM,
+#: "too_many_pings") in the status of the streams it ended.
+_PING_REFUSAL_WORDS = ("too many pings", "too_many_pings")
 
 
 def printable(text: str, limit: int = _MAX_DETAILS) -> str:
@@ -68,6 +71,12 @@ def error_from_status(code: grpc.StatusCode, details: str | None) -> UpstreamErr
         error = UpstreamUnavailable(f"Data Flow stream failed ({described})")
     error.grpc_status = code.name
     return error
+
+
+def pings_refused(code: grpc.StatusCode, details: str | None) -> bool:
+    """The stream ended because the server took the gateway's keepalive pings for abuse."""
+    said = (details or "")[:_MAX_SCANNED].lower()
+    return code is grpc.StatusCode.UNAVAILABLE and any(words in said for words in _PING_REFUSAL_WORDS)
 
 
 def start_refused(text: str, start: Mapping[str, Any] | None = None) -> UpstreamError:

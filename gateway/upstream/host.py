@@ -17,6 +17,11 @@ class StreamHost(Protocol):
     settings: Settings
     tokens: TokenProvider
     contract: WireContract
+    keepalive_s: float  # the keepalive ping period of connections opened now
+
+    def pings_refused(self, keepalive_s: float) -> None:
+        """A stream opened when pings went every ``keepalive_s`` ended: the server refused them as too many."""
+        ...
 
     def open_call(self, deadline_s: float) -> grpc.aio.StreamStreamCall[bytes, bytes]:
         """Open the RPC and count it as a live stream until :meth:`call_ended`."""

@@ -154,6 +154,11 @@ class ConnectionPool:
                 connection.limit = self.caps.limit(connection.address)
         return list(self._addresses)
 
+    def retire_all(self, reason: str) -> None:
+        """No new stream goes to a connection open now (they were opened with options since changed)."""
+        for connection in self._open():
+            self._retire(connection, reason)
+
     async def aclose(self) -> None:
         self._closed = True
         if self._maintainer is not None:

@@ -44,7 +44,7 @@ from gateway.errors import (
     UpstreamUnavailable,
 )
 from gateway.upstream.contract import ContentType
-from gateway.upstream.errors import error_from_status, quoted_session_id, start_refused
+from gateway.upstream.errors import error_from_status, pings_refused, quoted_session_id, start_refused
 from gateway.upstream.host import StreamHost
 from gateway.upstream.send_queue import SendQueue
 
@@ -64,6 +64,7 @@ class DataflowStream:
         self._max_control_bytes = s.max_control_message_bytes
         self._call: grpc.aio.StreamStreamCall[bytes, bytes] | None = None
         self._token: SecretStr | None = None
+        self._keepalive_s = client.keepalive_s  # in force when the call opened (older connections retire on a raise)
         self._early: deque[UpstreamItem] = deque()
         self._queue = SendQueue(audio, s, client.audio_write_interval_s)
         self._writer: asyncio.Task[None] | None = None
@@ -82,6 +83,7 @@ class DataflowStream:
         settings = self._client.settings
         self._token = await self._client.tokens.get()
         start = build_start(request, token=self._token.get_secret_value(), tenant=settings.upstream_tenant)
+        self._keepalive_s = self._client.keepalive_s
         self._call = self._client.open_call(self._deadline_s)
         self._counted = True
         try:
@@ -95,7 +97,7 @@ class DataflowStream:
             ) from None
         except grpc.aio.AioRpcError as exc:
             self.cancel()
-            raise self._from_status(exc) from None
+            raise self._from_status(exc.code(), exc.details()) from None
         except BaseException:
             self.cancel()
             raise
@@ -205,7 +207,7 @@ class DataflowStream:
                     await self._call.write(self._contract.encode_request(kind, text=payload))
                     self._queue.written(0, len(payload))
         except grpc.aio.AioRpcError as exc:
-            self._fail(self._from_status(exc))
+            self._fail(self._from_status(exc.code(), exc.details()))
         except asyncio.InvalidStateError:
             # The RPC ended while audio was queued: report why it ended, as the reader will.
             self._fail(await self._ended_error())
@@ -226,8 +228,8 @@ class DataflowStream:
         while True:
             try:
                 item = await self._read_item()
-            except grpc.aio.AioRpcError as exc:
-                raise self._fail(self._from_status(exc)) from None  # in no local: this frame is in its traceback
+            except grpc.aio.AioRpcError as exc:  # the error is in no local: this frame is in its traceback
+                raise self._fail(self._from_status(exc.code(), exc.details())) from None
             if item is None:
                 return
             yield item
@@ -276,10 +278,12 @@ class DataflowStream:
     async def _ended_error(self) -> UpstreamError:
         assert self._call is not None
         details = await self._call.details()
-        return self._noted(error_from_status(await self._call.code(), self._redacted(details or "")))
+        return self._from_status(await self._call.code(), details)
 
-    def _from_status(self, exc: grpc.aio.AioRpcError) -> UpstreamError:
-        return self._noted(error_from_status(exc.code(), self._redacted(exc.details() or "")))
+    def _from_status(self, code: grpc.StatusCode, details: str | None) -> UpstreamError:
+        if pings_refused(code, details):
+            self._client.pings_refused(self._keepalive_s)
+        return self._noted(error_from_status(code, self._redacted(details or "")))
 
     def _redacted(self, text: str) -> str:
         """``text`` without the gateway's own token: a Data Flow that echoes it (in a rejection, an event
