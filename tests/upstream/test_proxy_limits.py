@@ -4,6 +4,8 @@ to lift it; this pins both halves of that sentence on a real nginx."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 from pathlib import Path
 
 import pytest
@@ -15,7 +17,10 @@ from gateway.errors import UpstreamUnavailable
 from gateway.simulator.server import DataflowSimulator
 from gateway.upstream.channel import UpstreamClient
 from gateway.upstream.token import StaticTokenProvider
+from tests.support import signals
 from tests.support.grpc_proxy import grpc_tls_proxy
+from tests.support.harness import GatewayFactory, read_all, ws_connect
+from tests.support.native_client import send_audio, start_message
 from tests.support.settings import SIM_TOKEN, settings_for
 
 FMT = AudioFormat("pcm16", 16000, 1)
@@ -64,3 +69,36 @@ async def test_a_stream_longer_than_one_mib_passes_nginx_with_the_limit_lifted(
     received, outcome = await stream_audio(simulator, tmp_path, "        client_max_body_size 0;\n", 3 * MIB)
     assert outcome == "finished"
     assert received == 3 * MIB // CHUNK * CHUNK
+
+
+# --- nginx's per-request timeouts: a silent stretch of a call ---------------------------------------------
+
+GROUPS = ["147", "258", "369", "0*#"]
+SILENT_S = 4.0  # twice the timeouts below (nginx's defaults: 60 s each)
+TIMEOUTS = "        grpc_read_timeout 2s;\n        client_body_timeout 2s;\n        client_max_body_size 0;\n"
+
+
+@pytest.mark.ws
+@pytest.mark.timeout(90)
+async def test_a_call_silent_longer_than_nginx_timeouts_is_cut_and_recovered(
+    simulator: DataflowSimulator, gateway_factory: GatewayFactory, tmp_path: Path
+) -> None:
+    """nginx ends a gRPC request when Data Flow sends nothing for `grpc_read_timeout`, or the gateway
+    nothing for `client_body_timeout` (60 s each by default): a call on hold, a paused AudioHook stream.
+    The gateway takes that as an upstream failure and recovers by replay: the client loses nothing."""
+    first = signals.to_pcm16(signals.utterances(GROUPS[:2], 16000, pause_ms=500))
+    second = signals.to_pcm16(signals.utterances(GROUPS[2:], 16000, pause_ms=500))
+    async with grpc_tls_proxy(tmp_path, simulator.port, TIMEOUTS) as proxy:
+        upstream = dict(upstream_target=proxy.target, upstream_plaintext=False, upstream_ca_file=proxy.ca_file)
+        async with gateway_factory(**upstream) as gw, ws_connect(gw.ws_url()) as ws:
+            await ws.send(start_message())
+            await send_audio(ws, first, 640, pace_s=0.005)
+            await asyncio.sleep(SILENT_S)  # nothing either way
+            await send_audio(ws, second, 640, pace_s=0.005)
+            await ws.send(json.dumps({"type": "finalize"}))
+            result = await read_all(ws, timeout=30)
+    assert result.close_code == 1000, result.errors()
+    assert result.milestones() == GROUPS  # every group once, across the cut
+    notices = result.of_type("upstream_recovered")
+    assert len(notices) >= 1 and all(n["lostMs"] == 0 for n in notices), notices
+    assert "upstream timed out" in (tmp_path / "error.log").read_text()  # nginx's word for what it did
