@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable
-from urllib.parse import parse_qsl, urlencode
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 MASK = "[redacted]"
 
@@ -108,3 +108,14 @@ def redact_text(text: str) -> str:
     for pattern, replacement in _TEXT_SHAPES:
         text = pattern.sub(replacement, text)
     return text
+
+
+def proxy_url_shown(url: str) -> str:
+    """A proxy URL's scheme and authority as a log line may show them: a password in it masked, and a user
+    name alone too (it may be a token)."""
+    parts = urlsplit(url if "://" in url else f"http://{url}")
+    user_info, at, host = parts.netloc.rpartition("@")
+    if not at:
+        return f"{parts.scheme}://{host}"
+    user, colon, _ = user_info.partition(":")
+    return f"{parts.scheme}://{user}:{MASK}@{host}" if colon else f"{parts.scheme}://{MASK}@{host}"

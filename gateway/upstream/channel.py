@@ -14,6 +14,7 @@ from gateway.upstream import peer_settings
 from gateway.upstream.addresses import Resolver, host_port, split_target
 from gateway.upstream.contract import WireContract
 from gateway.upstream.pool import ConnectionPool
+from gateway.upstream.proxy_route import route_for
 from gateway.upstream.send_queue import HoldPolicy
 from gateway.upstream.stream import DataflowStream
 from gateway.upstream.stream_caps import PROBE_TIMEOUT_S, StreamCaps
@@ -40,6 +41,8 @@ class UpstreamClient:
         self.keepalive_s = settings.upstream_keepalive_interval_s
         self._ping_without_calls = True  # keeps NAT and load balancer state of idle connections alive
         self._hold_policy = HoldPolicy(settings)
+        name = split_target(self.target)
+        self.proxy = route_for(name[0] if name else None, os.environ)
         self._tls = None if self._plaintext() else peer_settings.tls_context(settings.upstream_ca_file)
         caps = StreamCaps(settings.upstream_max_streams_per_connection, self._probe, self._probeable)
         self.pool = ConnectionPool(
@@ -47,6 +50,7 @@ class UpstreamClient:
             resolve_interval_s=settings.upstream_resolve_interval_s,
             idle_close_s=settings.upstream_idle_connection_s, min_connections=settings.upstream_min_connections,
             max_age_s=settings.upstream_max_connection_age_s, resolver=resolver, caps=caps,
+            resolve_name=not self.proxy.proxied,
         )  # fmt: skip
 
     def audio_write_interval_s(self) -> float:
@@ -68,6 +72,8 @@ class UpstreamClient:
             ("grpc.keepalive_permit_without_calls", int(self._ping_without_calls)),
             ("grpc.max_send_message_length", s.upstream_max_message_bytes),
             ("grpc.max_receive_message_length", s.upstream_max_message_bytes),
+            # The proxy decision is taken on the name (proxy_route.py); gRPC would take it on the address.
+            ("grpc.enable_http_proxy", int(self.proxy.proxied)),
         ]
 
     def pings_refused(self, keepalive_s: float) -> None:
@@ -90,10 +96,9 @@ class UpstreamClient:
         return self.settings.upstream_is_plaintext() or self.settings.simulator_mode
 
     def _probeable(self, address: str) -> bool:
-        # Through an HTTP CONNECT proxy (gRPC reads these variables) the probe would not reach the peer
-        # gRPC reaches; gRPC URIs it resolves itself (dns:///, unix:) have no address to probe.
-        proxied = any(os.environ.get(name) for name in ("grpc_proxy", "https_proxy", "http_proxy"))
-        return self.settings.upstream_probe_stream_cap and not proxied and host_port(address) is not None
+        # Through an HTTP CONNECT proxy the probe would not reach the peer gRPC reaches; gRPC URIs it
+        # resolves itself (dns:///, unix:) have no address to probe.
+        return self.settings.upstream_probe_stream_cap and not self.proxy.proxied and host_port(address) is not None
 
     async def _probe(self, address: str) -> int | None:
         """The peer's HTTP/2 cap on streams per connection, reached as the channel reaches it."""
@@ -117,6 +122,8 @@ class UpstreamClient:
 
     async def start(self) -> None:
         """Resolve the upstream name before the first session, so it is dialled by address from the start."""
+        if line := self.proxy.describe(self.target):
+            log.info("%s", line)
         await self.pool.resolve()
 
     def ready(self) -> bool:

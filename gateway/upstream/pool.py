@@ -81,6 +81,7 @@ class ConnectionPool:
         max_age_s: float | None = None,
         resolver: Resolver | None = None,
         caps: StreamCaps | None = None,
+        resolve_name: bool = True,
     ) -> None:
         self.target = target
         self.max_streams = max_streams
@@ -92,7 +93,7 @@ class ConnectionPool:
         self._min_connections = min_connections
         self._max_age_s = max_age_s
         self._resolver = resolver or system_resolver
-        self._name = split_target(target)
+        self._name = split_target(target) if resolve_name else None  # None: gRPC (or its proxy) resolves it
         self._addresses: list[str] = [target]  # until the name is resolved, gRPC resolves it
         self._resolved_at: float | None = None
         self._connections: list[Connection] = []

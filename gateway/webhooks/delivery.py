@@ -26,14 +26,13 @@ import time
 import uuid
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
 from urllib.request import getproxies
 
 import httpx
 from prometheus_client import CollectorRegistry, Counter
 
 from gateway.logs.filters import outbound_origins_only
-from gateway.logs.redact import MASK
+from gateway.logs.redact import proxy_url_shown
 from gateway.observability import PREFIX
 from gateway.webhooks.drops import WINDOW_S, DropLog
 from gateway.webhooks.targets import WebhookTarget
@@ -218,17 +217,7 @@ def proxy_environment() -> str:
     """The proxies an HTTP client takes from the environment, as a log line may show them (no password),
     or "" when there are none."""
     found = getproxies()
-    shown = [f"{name}_proxy={_without_password(found[name])}" for name in ("https", "http", "all") if found.get(name)]
+    shown = [f"{name}_proxy={proxy_url_shown(found[name])}" for name in ("https", "http", "all") if found.get(name)]
     if shown and found.get("no"):
         shown.append(f"no_proxy={found['no']}")
     return ", ".join(shown)
-
-
-def _without_password(url: str) -> str:
-    """``url``'s scheme and authority, a password in it masked (a user name alone too: it may be a token)."""
-    parts = urlsplit(url if "://" in url else f"http://{url}")
-    user_info, at, host = parts.netloc.rpartition("@")
-    if not at:
-        return f"{parts.scheme}://{host}"
-    user, colon, _ = user_info.partition(":")
-    return f"{parts.scheme}://{user}:{MASK}@{host}" if colon else f"{parts.scheme}://{MASK}@{host}"

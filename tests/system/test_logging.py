@@ -341,6 +341,8 @@ async def test_a_deep_traceback_is_masked_then_cut_to_its_ends(
     handler.addFilter(Redactor())
     handler.setFormatter(formatter)
     logging.getLogger().addHandler(handler)
+    # uvicorn's own logging configuration (run by an earlier test's uvicorn.Config) stops "uvicorn" propagating.
+    monkeypatch.setattr(logging.getLogger("uvicorn"), "propagate", True)
     try:
         async with running_gateway(settings_for(simulator)) as gw, httpx.AsyncClient(base_url=gw.http_url) as http:
             monkeypatch.setattr("gateway.routes.health.upstream_status", _deep_bug)

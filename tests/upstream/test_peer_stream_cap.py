@@ -260,14 +260,20 @@ async def test_a_failing_probe_is_logged_once_and_a_changed_cap_applies(
 async def test_no_probe_through_an_http_connect_proxy_or_for_grpc_uris(
     simulator: DataflowSimulator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    for name in ("grpc_proxy", "https_proxy", "http_proxy", "no_grpc_proxy", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
     client = client_for(simulator)
     try:
         assert client._probeable("ipv4:127.0.0.1:443")
         assert not client._probeable("dns:///dataflow.example:443")
         assert not client._probeable("unix:/run/dataflow.sock")
-        monkeypatch.setenv("https_proxy", "http://proxy.example:3128")
+    finally:
+        await client.aclose()
+    monkeypatch.setenv("https_proxy", "http://127.0.0.1:9")  # the route is decided when the client is made
+    client = client_for(simulator)
+    try:
         assert not client._probeable("ipv4:127.0.0.1:443")
         await client.start()
-        assert client.pool.stream_limit() == 100  # the capped simulator was not asked
+        assert client.pool.caps.limit(simulator.target) == 100  # the capped simulator was not asked
     finally:
         await client.aclose()
