@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable
 from urllib.parse import parse_qsl, urlencode, urlsplit
+from urllib.request import getproxies
 
 MASK = "[redacted]"
 
@@ -119,3 +120,13 @@ def proxy_url_shown(url: str) -> str:
         return f"{parts.scheme}://{host}"
     user, colon, _ = user_info.partition(":")
     return f"{parts.scheme}://{user}:{MASK}@{host}" if colon else f"{parts.scheme}://{MASK}@{host}"
+
+
+def proxy_environment() -> str:
+    """The proxies an HTTP client takes from the environment, as a log line may show them (no password),
+    or "" when there are none."""
+    found = getproxies()
+    shown = [f"{name}_proxy={proxy_url_shown(found[name])}" for name in ("https", "http", "all") if found.get(name)]
+    if shown and found.get("no"):
+        shown.append(f"no_proxy={found['no']}")
+    return ", ".join(shown)

@@ -22,6 +22,7 @@ from pydantic import SecretStr
 
 from gateway.errors import UpstreamAuthFailed
 from gateway.logs.filters import outbound_origins_only
+from gateway.logs.redact import proxy_environment
 
 log = logging.getLogger("gateway.upstream.token")
 
@@ -239,8 +240,14 @@ class ClientCredentialsTokenProvider:
     def _client(self) -> httpx.AsyncClient:
         if self._http is None:
             outbound_origins_only()  # an identity URL may carry a key in its query: httpx's line keeps the origin
-            # no proxies from the environment; redirects stay off (httpx default): the secret goes nowhere else
-            self._http = httpx.AsyncClient(trust_env=False, timeout=self._fetch_timeout_s)
+            # An https endpoint follows the proxy environment (HTTPS_PROXY, ALL_PROXY, NO_PROXY) and
+            # SSL_CERT_FILE / SSL_CERT_DIR, as gRPC and the webhooks do: a CONNECT tunnel carries TLS end to
+            # end, the proxy sees the host only. A plain http one never does: a forwarding proxy would read the
+            # secret. Redirects stay off (httpx default): the secret goes nowhere else.
+            tunnelled = httpx.URL(self._url).scheme == "https"
+            if tunnelled and (proxies := proxy_environment()):
+                log.info("token requests follow the proxy environment: %s", proxies)
+            self._http = httpx.AsyncClient(trust_env=tunnelled, timeout=self._fetch_timeout_s)
         return self._http
 
 

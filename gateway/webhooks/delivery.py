@@ -26,13 +26,12 @@ import time
 import uuid
 from dataclasses import dataclass
 from typing import Any
-from urllib.request import getproxies
 
 import httpx
 from prometheus_client import CollectorRegistry, Counter
 
 from gateway.logs.filters import outbound_origins_only
-from gateway.logs.redact import proxy_url_shown
+from gateway.logs.redact import proxy_environment
 from gateway.observability import PREFIX
 from gateway.webhooks.drops import WINDOW_S, DropLog
 from gateway.webhooks.targets import WebhookTarget
@@ -211,13 +210,3 @@ class WebhookDeliverer:
         if self._client is not None:
             await self._client.aclose()
             self._client = None
-
-
-def proxy_environment() -> str:
-    """The proxies an HTTP client takes from the environment, as a log line may show them (no password),
-    or "" when there are none."""
-    found = getproxies()
-    shown = [f"{name}_proxy={proxy_url_shown(found[name])}" for name in ("https", "http", "all") if found.get(name)]
-    if shown and found.get("no"):
-        shown.append(f"no_proxy={found['no']}")
-    return ", ".join(shown)

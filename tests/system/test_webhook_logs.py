@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 import pytest
 from prometheus_client import CollectorRegistry
 
-from gateway.webhooks.delivery import RetryPolicy, WebhookDeliverer, proxy_environment
+from gateway.logs.redact import proxy_environment
+from gateway.webhooks.delivery import RetryPolicy, WebhookDeliverer
 from tests.support.gateway_process import free_port
 from tests.support.settings import SECRETS
 from tests.system.test_webhook_bounds import URL_TOKEN, counted, deliverer, raw_receiver, target
