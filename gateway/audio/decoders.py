@@ -25,7 +25,7 @@ from typing import Any
 import av
 import numpy as np
 
-from gateway.audio import ffmpeg_policy
+from gateway.audio import ffmpeg_policy, mixdown
 from gateway.audio.format import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE, AudioFormat
 from gateway.errors import AudioFormatError
 
@@ -227,8 +227,10 @@ class DecodedSource:
         with av.open(self, "r", format=self._demuxer, container_options=options) as container:
             stream = ffmpeg_policy.audio_stream(container)
             resampler: av.AudioResampler | None = None
+            mix: mixdown.MonoMix | None = None  # FFmpeg knows no layout for this many channels
             pending = bytearray()
             for frame in self._frames(container, stream):
+                ffmpeg_policy.check_frame(frame.layout.nb_channels, frame.samples)
                 if resampler is None:
                     ffmpeg_policy.check(frame.sample_rate, frame.layout.nb_channels)
                     # Packed 16-bit at a rate the gateway takes; more than two channels are mixed to one.
@@ -236,11 +238,16 @@ class DecodedSource:
                     rate = min(max(frame.sample_rate, MIN_SAMPLE_RATE), MAX_SAMPLE_RATE)
                     self.format = AudioFormat("pcm16", rate, channels)
                     resampler = av.AudioResampler("s16", "mono" if channels == 1 else "stereo", rate)
-                pending += _pcm16(resampler.resample(frame))
+                    if frame.layout.nb_channels > 2 and not mixdown.ffmpeg_mixes(frame):
+                        mix = mixdown.MonoMix(frame)
+                for piece in mix.mix(frame) if mix is not None else [frame]:
+                    pending += _pcm16(resampler.resample(piece))
                 if len(pending) >= OUTPUT_CHUNK:
                     self._put_output(bytes(pending))
                     pending.clear()
             if resampler is not None:
+                for piece in mix.mix(None) if mix is not None else []:
+                    pending += _pcm16(resampler.resample(piece))
                 pending += _pcm16(resampler.resample(None))  # the resampler's delay line
             if pending:
                 self._put_output(bytes(pending))

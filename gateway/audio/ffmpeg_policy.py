@@ -10,7 +10,8 @@ and audio within sane bounds before anything is allocated for it.
   650 KB FLAC whose 15000x15000 PNG cover was decoded while probing cost +646 MB and 3 s of CPU.
 * A stream claiming more than :data:`MAX_CHANNELS` channels or a rate outside
   :data:`FILE_RATE_MIN`..:data:`FILE_RATE_MAX` is refused before it is decoded (a WAV claiming
-  2.1 GHz cost +45 MB of resampler filter for no audio at all).
+  2.1 GHz cost +45 MB of resampler filter for no audio at all), and so is a decoded frame over
+  :data:`MAX_FRAME_BYTES`.
 * At most :data:`MAX_HELD_BYTES` of the file may go by without an audio packet.
 """
 
@@ -26,7 +27,15 @@ FILE_RATE_MAX: Final = 768_000
 #: it is complete: at most this much of an upload is read with no packet of its audio stream coming
 #: out: more than FLAC's largest metadata block (a 16 MiB cover). A 200 MB Matroska block was held whole.
 MAX_HELD_BYTES: Final = 24 * 1024 * 1024
-MAX_CHANNELS: Final = 24  # 22.2 sound; the mix to mono or stereo knows no layout with more
+#: Seventh-order ambisonics is 64 channels (third order 16, 22.2 sound 24); counts FFmpeg knows no
+#: layout for are mixed by :mod:`gateway.audio.mixdown`. 60 s at 8 kHz of 64 took 0.3 s CPU and
+#: +9 MiB; WAV could claim 65535, which only a hostile file does.
+MAX_CHANNELS: Final = 64
+#: Channels x samples x 4 bytes (float) of one decoded frame, which the mix may copy: the largest
+#: legitimate files make. FFmpeg's PCM demuxer cuts frames of up to 65536 samples (at 768 kHz), 64 x
+#: 65536 x 4 = 16 MiB: such a WAV peaked at +48 MiB (FFmpeg's own 24-channel mix of it: +50). FLAC's
+#: largest is 8 x 65535 x 4 = 2 MiB, Vorbis 64 x 8192 x 4 = 2 MiB, WavPack 32 x 131072 x 4 = 16 MiB.
+MAX_FRAME_BYTES: Final = 16 * 1024 * 1024
 
 NO_PROTOCOL: Final = "none"  # no protocol has this name: FFmpeg may open nothing by name
 
@@ -79,6 +88,13 @@ def check(sample_rate: int | None, channels: int | None) -> None:
         raise Refused(f"a sample rate of {sample_rate} Hz is outside {FILE_RATE_MIN}..{FILE_RATE_MAX}")
     if channels is not None and not 1 <= channels <= MAX_CHANNELS:
         raise Refused(f"{channels} channels: at most {MAX_CHANNELS} are decoded")
+
+
+def check_frame(channels: int, samples: int) -> None:
+    """Refuse a decoded frame too big to mix (see :data:`MAX_FRAME_BYTES`)."""
+    check(None, channels)
+    if channels * samples * 4 > MAX_FRAME_BYTES:
+        raise Refused(f"a frame of {channels} channels x {samples} samples is over {MAX_FRAME_BYTES} bytes")
 
 
 def describe(exc: Exception) -> str:

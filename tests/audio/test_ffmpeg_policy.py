@@ -72,8 +72,8 @@ def test_only_audio_decoders_are_allowed() -> None:
 
 @pytest.mark.parametrize(
     ("rate", "channels", "ok"),
-    [(8000, 1, True), (768_000, 24, True), (None, None, True), (999, 1, False), (768_001, 1, False),
-     (16000, 25, False), (16000, 0, False)],
+    [(8000, 1, True), (768_000, 64, True), (None, None, True), (999, 1, False), (768_001, 1, False),
+     (16000, 65, False), (16000, 0, False)],
 )  # fmt: skip
 def test_bounds(rate: int | None, channels: int | None, ok: bool) -> None:
     if ok:

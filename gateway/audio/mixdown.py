@@ -1,0 +1,62 @@
+"""Mono from frames whose channels FFmpeg cannot mix: the mean of the channels, in float.
+
+FFmpeg's resampler mixes only the channel counts it has a default layout for (1..8, 10, 12, 14, 16
+and 24 with FFmpeg 8): a WAV of 9, 11, 13, 15, 17..23 or 25 and more channels carries no channel
+positions, and mixing it failed with "Invalid argument". Such frames are averaged here, one at a
+time, and the mono frame goes through the usual resampler. A packed frame is read in place; a
+planar one is first made packed float by FFmpeg (which converts formats whatever the layout):
+PyAV finds planes by walking to a null pointer, which is not safe past 8 planes.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+import av
+import numpy as np
+
+#: packed sample format -> (dtype, offset, full scale): (x - offset) / scale is in [-1, 1]
+_PACKED: Final[dict[str, tuple[str, float, float]]] = {
+    "u8": ("u1", 128.0, 128.0),
+    "s16": ("i2", 0.0, 2.0**15),
+    "s32": ("i4", 0.0, 2.0**31),
+    "s64": ("i8", 0.0, 2.0**63),
+    "flt": ("f4", 0.0, 1.0),
+    "dbl": ("f8", 0.0, 1.0),
+}
+
+
+def ffmpeg_mixes(frame: av.AudioFrame) -> bool:
+    """Whether FFmpeg's resampler mixes this frame's layout to mono (tried on a throwaway resampler)."""
+    try:
+        av.AudioResampler("s16", "mono", frame.sample_rate).resample(frame)
+    except av.FFmpegError:
+        return False
+    return True
+
+
+class MonoMix:
+    """Frames of one stream -> mono float frames at the same rate (the mean of the channels)."""
+
+    def __init__(self, frame: av.AudioFrame) -> None:
+        # Format only, same rate and layout: FFmpeg keeps no delay line.
+        planar = frame.format.is_planar
+        self._packed = av.AudioResampler("flt", frame.layout, frame.sample_rate) if planar else None
+
+    def mix(self, frame: av.AudioFrame | None) -> list[av.AudioFrame]:
+        """``frame`` mixed to mono; None flushes."""
+        if self._packed is not None:
+            return [_mono(packed) for packed in self._packed.resample(frame)]
+        return [] if frame is None else [_mono(frame)]
+
+
+def _mono(frame: av.AudioFrame) -> av.AudioFrame:
+    channels = frame.layout.nb_channels
+    dtype, offset, scale = _PACKED[frame.format.name]
+    # One plane, read in place (to_ndarray would copy it); the mean casts in small buffers.
+    plane = memoryview(frame.planes[0])
+    interleaved = np.frombuffer(plane, dtype, count=frame.samples * channels).reshape(-1, channels)
+    mono = (interleaved.mean(axis=1, dtype=np.float64) - offset) / scale
+    out = av.AudioFrame.from_ndarray(mono.astype(np.float32).reshape(1, -1), format="flt", layout="mono")
+    out.sample_rate = frame.sample_rate
+    return out
