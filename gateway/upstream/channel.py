@@ -144,3 +144,4 @@ class UpstreamClient:
 
     async def aclose(self) -> None:
         await self.pool.aclose()
+        self.contract.odd_messages.close()  # what its open windows counted, before the loop ends

@@ -9,56 +9,9 @@ sizes, never its text (a transcript is customer data).
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
-import time
 
-WINDOW_S = 10.0
-
-
-class BurstLog:
-    """One kind of WARNING: the first of a burst in its own words, the rest summed once per window with
-    ``more`` (``%(count)d`` messages, ``%(amount)d`` summed, ``%(seconds).1f`` the window's length)."""
-
-    def __init__(self, log: logging.Logger, more: str, window_s: float = WINDOW_S) -> None:
-        self._log = log
-        self._more = more
-        self.window_s = window_s
-        self._count = 0  # messages not logged yet
-        self._amount = 0  # what they add up to (bytes, for instance)
-        self._since = float("-inf")  # monotonic time the current window began (none yet)
-        self._timer: asyncio.TimerHandle | None = None  # tells a window's count when it ends (in a loop)
-
-    def warn(self, message: str, *args: object, amount: int = 0) -> None:
-        now = time.monotonic()
-        if now - self._since < self.window_s:
-            self._count += 1
-            self._amount += amount
-            return
-        self._tell(now)  # a window no timer told (none ran: no event loop, or the loop ended)
-        self._log.warning(message, *args)
-        self._open(now)
-
-    def _open(self, now: float) -> None:
-        self._since = now
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        with contextlib.suppress(RuntimeError):  # no running loop: told by the next one after the window
-            self._timer = asyncio.get_running_loop().call_later(self.window_s, self._window_over)
-
-    def _window_over(self) -> None:
-        self._timer = None
-        now = time.monotonic()
-        if self._count:  # they went on: told now, and another window opens
-            self._tell(now)
-            self._open(now)
-
-    def _tell(self, now: float) -> None:
-        if self._count:
-            self._log.warning(self._more, {"count": self._count, "amount": self._amount, "seconds": now - self._since})
-            self._count = self._amount = 0
+from gateway.logs.bursts import WINDOW_S, BurstLog
 
 
 class RepairLog:
@@ -84,3 +37,8 @@ class RepairLog:
     def skipped(self, kind: str) -> None:
         """A ``kind`` message whose text is not a JSON object was skipped."""
         self._skips.warn("skipped an upstream %s message that is not a JSON object", kind)
+
+    def close(self) -> None:
+        """Tells what the open windows counted (the upstream client closes)."""
+        self._repairs.close()
+        self._skips.close()

@@ -7,7 +7,7 @@ reads at most a few KiB of the answer: only its status matters. No attempt start
 after the webhook was queued, whether it waited for a place or for a retry. At most ``max_pending``
 webhooks of ``max_pending_bytes`` in all wait per process; past either, new ones are dropped. Outcomes
 are counted: delivered, retried (each new attempt), dropped; drops are logged a burst at a time
-(:mod:`gateway.webhooks.drops`).
+(:class:`gateway.logs.bursts.BurstLog`): a receiver that is down makes every webhook fail, up to ~17 a second.
 
 The HTTP client follows the process's proxy environment (``HTTPS_PROXY``, ``HTTP_PROXY``, ``ALL_PROXY``,
 ``NO_PROXY``): receivers are often reached through an egress proxy. Which proxy is used is logged once,
@@ -30,10 +30,10 @@ from typing import Any
 import httpx
 from prometheus_client import CollectorRegistry, Counter
 
+from gateway.logs.bursts import WINDOW_S, BurstLog
 from gateway.logs.filters import outbound_origins_only
 from gateway.logs.redact import proxy_environment
 from gateway.observability import PREFIX
-from gateway.webhooks.drops import WINDOW_S, DropLog
 from gateway.webhooks.targets import WebhookTarget
 
 log = logging.getLogger(__name__)
@@ -51,6 +51,7 @@ _REASONS = {
     "refused": "receiver refused it (3xx, 4xx)",
 }
 _FULL = "pending limit reached"
+_DROPS_MORE = "%(count)d more webhooks dropped in the last %(seconds).1f s (%(reasons)s); the metric counts each"
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,7 +79,8 @@ class WebhookDeliverer:
         self._max_pending = max_pending
         self._max_pending_bytes = max_pending_bytes
         self._pending_bytes = 0
-        self._drops = DropLog(log, drop_window_s)
+        # Lines name the gateway's own webhook ids and fixed reasons, never a URL or anything a client sent.
+        self._drops = BurstLog(log, _DROPS_MORE, drop_window_s)
         self._client: httpx.AsyncClient | None = None
         self._unusable_proxy_told = False
         self.outcomes = Counter(
@@ -101,8 +103,8 @@ class WebhookDeliverer:
         size = len(body)
         if len(self._pending) >= self._max_pending or self._pending_bytes + size > self._max_pending_bytes:
             self.outcomes.labels(outcome="dropped").inc()
-            self._drops.dropped(_FULL, "webhook queue full (%d pending, %d bytes): new webhooks are dropped until "
-                                "it drains", len(self._pending), self._pending_bytes)  # fmt: skip
+            self._drops.warn("webhook queue full (%d pending, %d bytes): new webhooks are dropped until "
+                             "it drains", len(self._pending), self._pending_bytes, reason=_FULL)  # fmt: skip
             return msg_id
         task = asyncio.get_running_loop().create_task(self._deliver(target, msg_id, body), name=f"webhook-{msg_id}")
         self._pending.add(task)
@@ -132,7 +134,7 @@ class WebhookDeliverer:
         self.outcomes.labels(outcome="dropped").inc()
         reason = _REASONS[problem or "failed"]
         made = attempt - 1 if problem == "late" else attempt  # a late one never started
-        self._drops.dropped(reason, "webhook %s dropped after %d attempts: %s", msg_id, made, reason)
+        self._drops.warn("webhook %s dropped after %d attempts: %s", msg_id, made, reason, reason=reason)
 
     async def _attempt(
         self, target: WebhookTarget, msg_id: str, body: bytes, deadline: float, attempt: int
