@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import AsyncIterator
 
 import grpc
 import pytest
@@ -31,9 +32,14 @@ def sim_config() -> SimulatorConfig:
     return SimulatorConfig(token=SIM_TOKEN, tenant=SIM_TENANT, min_ping_interval_ms=int(MIN_PING_INTERVAL_S * 1000))
 
 
-def client_for(simulator: DataflowSimulator, keepalive_s: float) -> UpstreamClient:
-    settings = settings_for(simulator, upstream_keepalive_interval_s=keepalive_s, upstream_keepalive_timeout_s=5)
-    return UpstreamClient(settings, StaticTokenProvider(SecretStr(SIM_TOKEN)))
+@pytest.fixture
+async def client(simulator: DataflowSimulator) -> AsyncIterator[UpstreamClient]:
+    """A started client pinging every 0.5 s (gRPC core pings about once a second at the most)."""
+    settings = settings_for(simulator, upstream_keepalive_interval_s=0.5, upstream_keepalive_timeout_s=5)
+    started = UpstreamClient(settings, StaticTokenProvider(SecretStr(SIM_TOKEN)))
+    await started.start()
+    yield started
+    await started.aclose()
 
 
 async def silent_session(client: UpstreamClient, watch_s: float) -> BaseException | None:
@@ -55,56 +61,41 @@ async def silent_session(client: UpstreamClient, watch_s: float) -> BaseExceptio
 
 
 async def test_refused_pings_double_the_keepalive_until_the_server_takes_them(
-    simulator: DataflowSimulator, caplog: pytest.LogCaptureFixture
+    client: UpstreamClient, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.WARNING, logger="gateway.upstream")
-    client = client_for(simulator, keepalive_s=0.5)
-    try:
-        await client.start()
-        ended: list[str] = []
-        for _ in range(5):
-            # Three strikes end it: four pings at the period it pings at (once a second at the most), and a margin.
-            outcome = await silent_session(client, watch_s=4 * max(1.0, client.keepalive_s) + 3)
-            if outcome is None:
-                break
-            ended.append(str(outcome))
-        else:
-            pytest.fail(f"every silent session was cut: {ended}")
-        # 0.5 and 1 s are under the server's 1.5 s: each cost one stream; 2 s is taken.
-        assert len(ended) == 2, ended
-        assert all("Too many pings" in e or "too_many_pings" in e for e in ended), ended
-        assert client.keepalive_s == pytest.approx(2.0)
-        warnings = [r.getMessage() for r in caplog.records if "too many keepalive pings" in r.getMessage()]
-        assert len(warnings) == 2, warnings
-        assert "at one per 0.5 s: new connections ping every 1 s" in warnings[0]
-    finally:
-        await client.aclose()
+    ended: list[str] = []
+    for _ in range(5):
+        # Three strikes end it: four pings at the period it pings at (once a second at the most), and a margin.
+        outcome = await silent_session(client, watch_s=4 * max(1.0, client.keepalive_s) + 3)
+        if outcome is None:
+            break
+        ended.append(str(outcome))
+    else:
+        pytest.fail(f"every silent session was cut: {ended}")
+    # 0.5 and 1 s are under the server's 1.5 s: each cost one stream; 2 s is taken.
+    assert len(ended) == 2, ended
+    assert all("Too many pings" in e or "too_many_pings" in e for e in ended), ended
+    assert client.keepalive_s == pytest.approx(2.0)
+    warnings = [r.getMessage() for r in caplog.records if "too many keepalive pings" in r.getMessage()]
+    assert len(warnings) == 2, warnings
+    assert "at one per 0.5 s: new connections ping every 1 s" in warnings[0]
 
 
-async def test_several_streams_cut_by_one_goaway_raise_the_period_once(simulator: DataflowSimulator) -> None:
-    client = client_for(simulator, keepalive_s=0.5)
-    try:
-        await client.start()
-        outcomes = await asyncio.gather(*(silent_session(client, watch_s=8) for _ in range(4)))
-        assert all(isinstance(o, UpstreamUnavailable) for o in outcomes), outcomes
-        assert client.keepalive_s == pytest.approx(1.0)  # one connection, one GOAWAY: one raise
-    finally:
-        await client.aclose()
+async def test_several_streams_cut_by_one_goaway_raise_the_period_once(client: UpstreamClient) -> None:
+    outcomes = await asyncio.gather(*(silent_session(client, watch_s=8) for _ in range(4)))
+    assert all(isinstance(o, UpstreamUnavailable) for o in outcomes), outcomes
+    assert client.keepalive_s == pytest.approx(1.0)  # one connection, one GOAWAY: one raise
 
 
 @pytest.mark.parametrize("sim_config", [SimulatorConfig(token=SIM_TOKEN, tenant=SIM_TENANT)])
 async def test_a_server_that_welcomes_pings_keeps_the_configured_period(
-    simulator: DataflowSimulator, caplog: pytest.LogCaptureFixture
+    client: UpstreamClient, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.WARNING, logger="gateway.upstream")
-    client = client_for(simulator, keepalive_s=0.5)
-    try:
-        await client.start()
-        assert await silent_session(client, watch_s=4) is None
-        assert client.keepalive_s == pytest.approx(0.5)
-        assert not [r for r in caplog.records if "keepalive" in r.getMessage()]
-    finally:
-        await client.aclose()
+    assert await silent_session(client, watch_s=4) is None
+    assert client.keepalive_s == pytest.approx(0.5)
+    assert not [r for r in caplog.records if "keepalive" in r.getMessage()]
 
 
 def test_only_a_ping_refusal_reads_as_one() -> None:
@@ -116,21 +107,16 @@ def test_only_a_ping_refusal_reads_as_one() -> None:
     assert not pings_refused(grpc.StatusCode.INVALID_ARGUMENT, "too many pings in your project name")
 
 
-async def test_after_a_refusal_connections_without_calls_are_not_pinged(simulator: DataflowSimulator) -> None:
+async def test_after_a_refusal_connections_without_calls_are_not_pinged(client: UpstreamClient) -> None:
     """Such a server also refuses any ping on a connection without calls: the idle connection the pool keeps
     would be closed every few pings. After the first refusal the gateway stops pinging those."""
-    client = client_for(simulator, keepalive_s=0.5)
-    try:
-        await client.start()
-        assert isinstance(await silent_session(client, watch_s=8), UpstreamUnavailable)
-        assert client.keepalive_s == pytest.approx(1.0)
-        client.ready()  # the connection kept open for the next session, with no call on it
-        await asyncio.sleep(0.5)
-        kept = client.pool.connections
-        lost_before = client.pool.stats.retired["disconnected"]
-        await asyncio.sleep(6)  # six periods of 1 s: three strikes and a GOAWAY if it were pinged
-        assert client.pool.connections == kept
-        assert all(c.channel.get_state() is grpc.ChannelConnectivity.READY for c in kept)
-        assert client.pool.stats.retired["disconnected"] == lost_before
-    finally:
-        await client.aclose()
+    assert isinstance(await silent_session(client, watch_s=8), UpstreamUnavailable)
+    assert client.keepalive_s == pytest.approx(1.0)
+    client.ready()  # the connection kept open for the next session, with no call on it
+    await asyncio.sleep(0.5)
+    kept = client.pool.connections
+    lost_before = client.pool.stats.retired["disconnected"]
+    await asyncio.sleep(6)  # six periods of 1 s: three strikes and a GOAWAY if it were pinged
+    assert client.pool.connections == kept
+    assert all(c.channel.get_state() is grpc.ChannelConnectivity.READY for c in kept)
+    assert client.pool.stats.retired["disconnected"] == lost_before
