@@ -18,6 +18,7 @@ import contextlib
 import itertools
 import logging
 import threading
+import time
 from collections import deque
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -27,7 +28,7 @@ import numpy as np
 
 from gateway.audio import ffmpeg_policy, mixdown
 from gateway.audio.format import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE, AudioFormat
-from gateway.errors import AudioFormatError
+from gateway.errors import AudioFormatError, AudioTooCostly, GatewayError
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +36,9 @@ INPUT_LIMIT = 256 * 1024  # compressed bytes waiting for the decoder
 OUTPUT_LIMIT = 256 * 1024  # decoded PCM waiting for the session
 OUTPUT_CHUNK = 32 * 1024  # decoded PCM is handed over in pieces this big (fewer wake-ups)
 THREAD_PREFIX = "upload-decoder"
+#: The decoder's CPU allowance counts as if this much audio were decoded already, so opening the file
+#: and its first packets are never refused (5 s of CPU at the default share of 0.05).
+GRACE_AUDIO_S = 100.0
 _ids = itertools.count(1)
 
 
@@ -45,7 +49,8 @@ class _Cancelled(Exception):
 class DecodedSource:
     """PCM16 audio decoded from a compressed stream; ``format`` is known once :meth:`open` returned."""
 
-    def __init__(self, demuxer: str, prefix: bytes, rest: AsyncIterator[bytes]) -> None:
+    def __init__(self, demuxer: str, prefix: bytes, rest: AsyncIterator[bytes], *, cpu_share: float = 0.0) -> None:
+        """``cpu_share``: CPU seconds the decoder thread may spend per second of audio (0: no limit)."""
         self.format = AudioFormat("pcm16", 16000, 1)  # replaced by the first decoded frame's format
         self._demuxer = demuxer
         self._prefix = prefix
@@ -60,6 +65,9 @@ class DecodedSource:
         self._decoded_any = False
         self._unpacketed = 0  # bytes FFmpeg read since the stream's last packet (the decoder thread's)
         self._overrun: ffmpeg_policy.Refused | None = None
+        self._cpu_share = cpu_share
+        self._audio_s = 0.0  # decoded so far, in seconds of the file's own audio (the decoder thread's)
+        self._too_costly: AudioTooCostly | None = None
         self._finished = False  # the thread is done (decoded everything, failed or cancelled)
         self._cancelled = False
         self._error: Exception | None = None  # decoder failure
@@ -126,6 +134,8 @@ class DecodedSource:
     def _raise_failure(self) -> None:
         if self._body_error is not None:
             raise self._body_error
+        if isinstance(self._error, GatewayError):  # a limit: its own code, not a format error
+            raise self._error
         if self._error is not None:
             hint = (
                 " (MP4/M4A must have its moov index first: ffmpeg -movflags +faststart)"
@@ -223,13 +233,14 @@ class DecodedSource:
             self._wake(self._space)
 
     def _decode(self) -> None:
+        cpu_start = time.thread_time()
         options = ffmpeg_policy.open_options(self._demuxer)
         with av.open(self, "r", format=self._demuxer, container_options=options) as container:
             stream = ffmpeg_policy.audio_stream(container)
             resampler: av.AudioResampler | None = None
             mix: mixdown.MonoMix | None = None  # FFmpeg knows no layout for this many channels
             pending = bytearray()
-            for frame in self._frames(container, stream):
+            for frame in self._frames(container, stream, cpu_start):
                 ffmpeg_policy.check_frame(frame.layout.nb_channels, frame.samples)
                 if resampler is None:
                     ffmpeg_policy.check(frame.sample_rate, frame.layout.nb_channels)
@@ -253,15 +264,30 @@ class DecodedSource:
                 self._put_output(bytes(pending))
         if self._overrun is not None:  # a demuxer may take a failed read for the end of the file
             raise self._overrun
+        if self._too_costly is not None:  # raised after the audio before it went out
+            raise self._too_costly
 
-    def _frames(self, container: av.container.InputContainer, stream: av.AudioStream) -> Iterator[av.AudioFrame]:
-        """``container.decode(stream)``, and a way out between packets once the upload is abandoned:
-        a packet that decodes to nothing, or to audio the resampler keeps, neither reads nor writes a queue."""
+    def _frames(
+        self, container: av.container.InputContainer, stream: av.AudioStream, cpu_start: float
+    ) -> Iterator[av.AudioFrame]:
+        """``container.decode(stream)``, and a way out between packets once the upload is abandoned (a
+        packet that decodes to nothing, or to audio the resampler keeps, neither reads nor writes a queue)
+        or has cost more CPU than its audio allows (the mix and resampling of its frames included): then
+        the frames end there, as if the file did, and :meth:`_decode` raises once what came before is out."""
         for packet in container.demux(stream):
             if self._cancelled:
                 raise _Cancelled
             self._unpacketed = 0
-            yield from packet.decode()
+            for frame in packet.decode():
+                self._audio_s += frame.samples / max(frame.sample_rate, 1)
+                yield frame
+            cpu_s = time.thread_time() - cpu_start
+            if self._cpu_share and cpu_s > self._cpu_share * (self._audio_s + GRACE_AUDIO_S):
+                self._too_costly = AudioTooCostly(
+                    f"decoding took {cpu_s:.1f} s of CPU for {self._audio_s:.1f} s of audio, over the limit of"
+                    f" {self._cpu_share:g} s per second of audio; the rest was not decoded"
+                )
+                return
 
 
 def _pcm16(frames: list[av.AudioFrame]) -> bytes:

@@ -39,6 +39,14 @@ class SessionSettings(BaseModel):
     max_upload_bytes: int = Field(
         1024**3, ge=1024, description="Largest POST /v1/recognize body; checked while streaming (413)."
     )
+    upload_decode_cpu_share: float = Field(
+        0.05,
+        ge=0,
+        le=10,
+        description="CPU seconds the decoder of a compressed upload may spend per second of audio it decodes, "
+        "counted as if 100 s were decoded already (0.05: 5 s before any audio); past it the upload ends with what "
+        "came before (422 audio_too_costly). 0 turns the limit off.",
+    )
     max_audio_rate_x: float = Field(
         3.0, gt=0, description="Live streams may not send audio faster than this multiple of real time."
     )

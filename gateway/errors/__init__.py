@@ -169,6 +169,14 @@ class AudioTooLong(LimitError):
     http_status = 413
 
 
+class AudioTooCostly(LimitError):
+    """A compressed upload cost its decoder more CPU per second of audio than allowed (many channels at a
+    very high rate, packets that decode to nothing); what was decoded before is finalized and counts."""
+
+    code = ErrorCode.AUDIO_TOO_COSTLY
+    http_status = 422
+
+
 class BudgetSpent(LimitError):
     """The caller's audio budget for the last minute ran out during a session (charged as audio is
     accepted); a session refused for a spent budget gets RateLimited."""

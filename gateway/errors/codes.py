@@ -45,6 +45,7 @@ class ErrorCode(StrEnum):
     MAX_DURATION = "max_duration"
     AUDIO_BUDGET_SPENT = "audio_budget_spent"
     AUDIO_TOO_LONG = "audio_too_long"
+    AUDIO_TOO_COSTLY = "audio_too_costly"
     MESSAGE_TOO_BIG = "message_too_big"
     UPLOAD_TOO_LARGE = "upload_too_large"
     CLIENT_TOO_SLOW = "client_too_slow"

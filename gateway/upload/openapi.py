@@ -94,7 +94,9 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
                 "upload_too_large", "the upload is larger than the limit of 1073741824 bytes"),
     415: _error("Unknown or undecodable audio format.", "unsupported_audio_format",
                 "unrecognised audio format: send WAV, AU, FLAC, Ogg (Opus/Vorbis), MP3, WebM or AIFF, ..."),
-    422: _error("Bad parameters (query, headers, Parameters part, multipart body).", "invalid_parameters",
+    422: _error("Bad parameters (query, headers, Parameters part, multipart body), or audio costing more CPU to "
+                "decode than GATEWAY_UPLOAD_DECODE_CPU_SHARE allows (audio_too_costly, with the result so far).",
+                "invalid_parameters",
                 "sampleRate is required for headerless pcm16 audio"),
     429: _error("This API key is at its session limit.", "rate_limited", "retry later", True),
     502: _error("Data Flow rejected the session (its message is included) or failed.", "upstream_rejected",

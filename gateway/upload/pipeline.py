@@ -24,6 +24,7 @@ from gateway.audio.format import AudioFormat
 from gateway.dataflow.lenient import as_dict, get, norm_key
 from gateway.dataflow.messages import PARTIAL, DataflowEvent, StartRequest, parse_start
 from gateway.errors import (
+    AudioTooCostly,
     AudioTooLong,
     BadRequest,
     BudgetSpent,
@@ -45,6 +46,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+#: Limits that finalize the session: the results of the audio before them are part of the answer.
+_KEEPS_RESULTS = (LimitReached, AudioTooLong, AudioTooCostly, BudgetSpent)
 FEED_MS = 500  # audio handed to the session per call, so one big body chunk never floods the upstream buffer
 
 
@@ -78,6 +81,7 @@ class Upload:
         self.source: AudioSource | None = None
         self.error: GatewayError | None = None  # set when the upload ended with an error message
         self.partial: dict[str, Any] | None = None  # the results before a limit ended the upload
+        self._cut_short: AudioTooCostly | None = None  # the decoder stopped: the audio before it is finalized
         self.disconnected = False
         self._started: Started | None = None
         self._lease: Lease | None = None
@@ -147,7 +151,7 @@ class Upload:
         if not request.project:
             raise BadRequest("name a project (?project= or the ProjectName header)", code=ErrorCode.INVALID_PARAMETERS)
         request.language = opts.language or request.language
-        self.source = await open_audio(stream, declared)
+        self.source = await open_audio(stream, declared, decode_cpu_share=self.settings.upload_decode_cpu_share)
         return request
 
     # --- running -------------------------------------------------------------------------------------
@@ -176,12 +180,17 @@ class Upload:
         assert self.source is not None
         step = max(self.source.format.frame_bytes, self.source.format.ms_to_bytes(FEED_MS))
         try:
-            async for chunk in self.source.chunks():
-                for i in range(0, len(chunk), step):
-                    await self._pacer.wait(session)
-                    await session.feed_audio(chunk[i : i + step])
-                    if session.state is not SessionState.STREAMING:
-                        return  # closed or ending (upstream failure, limit): the outbound side reports it
+            try:
+                async for chunk in self.source.chunks():
+                    for i in range(0, len(chunk), step):
+                        await self._pacer.wait(session)
+                        await session.feed_audio(chunk[i : i + step])
+                        if session.state is not SessionState.STREAMING:
+                            return  # closed or ending (upstream failure, limit): the outbound side reports it
+            except AudioTooCostly as exc:
+                self._cut_short = exc  # the rest of the body is not read: the answer ends the request
+                await session.finalize()
+                return
             self._warn(session)
             session.reply(self._progress(session.flow(), final=True))
             await session.finalize()
@@ -248,10 +257,10 @@ class Upload:
         if closed.error is None and closed.reason not in ("finalized", "completed"):
             self.error = GoingAway(f"the session ended before its result ({closed.reason})")
         else:
-            self.error = closed.error
+            self.error = closed.error or self._cut_short
         if self.error is None:
             return {"type": "result", **self._result(session, closed)}
-        if isinstance(self.error, LimitReached | AudioTooLong | BudgetSpent):  # finalized: what came before counts
+        if isinstance(self.error, _KEEPS_RESULTS):
             self.partial = self._result(session, closed)
             return {"type": "error", **self.error.to_json(), "result": self.partial}
         return {"type": "error", **self.error.to_json()}

@@ -88,8 +88,11 @@ def _size_warning(size: SizeMismatch) -> AudioWarning:
             await aclose()
 
 
-async def open_audio(stream: AsyncIterator[bytes], declared: DeclaredAudio | None) -> AudioSource:
-    """Read just enough of ``stream`` to know its format; the returned source carries on from there."""
+async def open_audio(
+    stream: AsyncIterator[bytes], declared: DeclaredAudio | None, *, decode_cpu_share: float = 0.0
+) -> AudioSource:
+    """Read just enough of ``stream`` to know its format; the returned source carries on from there.
+    ``decode_cpu_share`` bounds a compressed file's decoding (CPU seconds per second of audio, 0: none)."""
     head = b""
     async for chunk in stream:
         head += chunk
@@ -118,7 +121,7 @@ async def open_audio(stream: AsyncIterator[bytes], declared: DeclaredAudio | Non
             "unrecognised audio format: send WAV, AU, FLAC, Ogg (Opus/Vorbis), MP3, WebM or AIFF, or declare a "
             "headerless format with ?encoding=pcm16|mulaw|alaw|f32&sampleRate=…&channels=…"
         )
-    return await DecodedSource(DEMUXERS[kind], head, stream).open()
+    return await DecodedSource(DEMUXERS[kind], head, stream, cpu_share=decode_cpu_share).open()
 
 
 @dataclass(frozen=True, slots=True)

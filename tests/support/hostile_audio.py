@@ -6,6 +6,7 @@ Each is small on the wire; what it costs the gateway is what the tests measure.
 
 from __future__ import annotations
 
+import io
 import struct
 import tempfile
 import zlib
@@ -99,3 +100,27 @@ def mkv_with_a_block_of(size: int) -> tuple[bytes, int]:
     cluster = b"\x1f\x43\xb6\x75" + b"\x01" + b"\xff" * 7 + b"\xe7\x81\x00"  # size unknown, timecode 0
     block = b"\xa3\x01" + (len(head) + size).to_bytes(7, "big") + head  # a SimpleBlock
     return mkv + cluster + block, size
+
+
+def mkv_wavpack_silence(channels: int, rate: int, seconds: float) -> bytes:
+    """Matroska holding lossless WavPack silence: ``channels`` x ``rate`` costs the decoder (and the mix
+    and resampler after it) CPU in proportion, while each block of it compresses to ~2 KB. One block is
+    encoded and muxed again and again (WavPack blocks stand alone), so making the file costs nothing."""
+    layout = av.AudioLayout(f"{channels} channels")
+    buffer = io.BytesIO()
+    with av.open(buffer, "w", format="matroska") as out:
+        stream = out.add_stream("wavpack", rate=rate)
+        stream.layout, stream.format = layout, "s16p"
+        # PyAV's plane access is unsafe past 8 planes: a packed frame of zeros, made planar by FFmpeg.
+        packed = av.AudioFrame.from_ndarray(np.zeros((1, 4096 * channels), np.int16), format="s16", layout=layout)
+        packed.sample_rate, packed.pts = rate, 0
+        planar = av.AudioResampler("s16p", layout, rate).resample(packed)
+        block = next(packet for frame in [*planar, None] for packet in stream.encode(frame))
+        payload, duration, time_base = bytes(block), block.duration, block.time_base
+        assert duration, "WavPack blocks carry their duration"
+        for i in range(round(rate * seconds / duration)):
+            packet = av.Packet(payload)
+            packet.stream, packet.time_base, packet.duration = stream, time_base, duration
+            packet.pts = packet.dts = i * duration
+            out.mux(packet)
+    return buffer.getvalue()
