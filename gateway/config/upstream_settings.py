@@ -48,7 +48,9 @@ class UpstreamSettings(BaseModel):
         100, ge=1, description="Most sessions on one upstream connection; more open another connection."
     )
     upstream_probe_stream_cap: bool = Field(
-        True, description="Read each upstream address's HTTP/2 stream cap and take no more streams per connection."
+        True,
+        description="Read each upstream address's HTTP/2 stream cap and take no more streams per connection; "
+        "also ask whether it refuses keepalive pings on connections without calls, and ping none if so.",
     )
     upstream_resolve_interval_s: float = Field(
         30.0, gt=0, description="Re-resolve the upstream name this often; connections spread over its addresses."

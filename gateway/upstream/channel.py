@@ -101,11 +101,21 @@ class UpstreamClient:
         return self.settings.upstream_probe_stream_cap and not self.proxy.proxied and host_port(address) is not None
 
     async def _probe(self, address: str) -> int | None:
-        """The peer's HTTP/2 cap on streams per connection, reached as the channel reaches it."""
+        """The peer's HTTP/2 cap on streams per connection, reached as the channel reaches it; while
+        connections without calls are pinged, also whether the peer refuses that."""
         host, port = host_port(address) or ("", 0)
         name = split_target(self.target)
         endpoint = peer_settings.PeerEndpoint(host, port, self._tls, name[0] if name else None)
-        return await peer_settings.max_concurrent_streams(endpoint, PROBE_TIMEOUT_S)
+        asked = self._ping_without_calls
+        peer = await peer_settings.read_peer(endpoint, PROBE_TIMEOUT_S, ask_pings=asked)
+        if asked and peer.refuses_idle_pings and self._ping_without_calls:
+            self._ping_without_calls = False
+            log.info(
+                "upstream %s refuses keepalive pings on connections without calls (GOAWAY too_many_pings, gRPC"
+                " servers' default): connections without calls are not pinged", address,
+            )  # fmt: skip
+            self.pool.retire_all("keepalive")  # any opened before (none at startup) keep pinging otherwise
+        return peer.max_streams
 
     def _open_channel(self, target: str, extra: list[tuple[str, Any]]) -> grpc.aio.Channel:
         options = self._options() + extra

@@ -6,6 +6,7 @@ the most, whatever shorter period it is given: the periods here start at 0.5 s.)
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 
@@ -32,14 +33,36 @@ def sim_config() -> SimulatorConfig:
     return SimulatorConfig(token=SIM_TOKEN, tenant=SIM_TENANT, min_ping_interval_ms=int(MIN_PING_INTERVAL_S * 1000))
 
 
-@pytest.fixture
-async def client(simulator: DataflowSimulator) -> AsyncIterator[UpstreamClient]:
+@contextlib.asynccontextmanager
+async def pinging_client(simulator: DataflowSimulator, **overrides: object) -> AsyncIterator[UpstreamClient]:
     """A started client pinging every 0.5 s (gRPC core pings about once a second at the most)."""
-    settings = settings_for(simulator, upstream_keepalive_interval_s=0.5, upstream_keepalive_timeout_s=5)
+    settings = settings_for(simulator, upstream_keepalive_interval_s=0.5, upstream_keepalive_timeout_s=5, **overrides)
     started = UpstreamClient(settings, StaticTokenProvider(SecretStr(SIM_TOKEN)))
     await started.start()
-    yield started
-    await started.aclose()
+    try:
+        yield started
+    finally:
+        await started.aclose()
+
+
+@pytest.fixture
+async def client(simulator: DataflowSimulator) -> AsyncIterator[UpstreamClient]:
+    async with pinging_client(simulator) as started:
+        yield started
+
+
+async def idle_connection_kept(client: UpstreamClient) -> None:
+    """The connection the pool keeps for the next session, with no call on it, stays open for six periods
+    of 1 s: three strikes and a GOAWAY if it were pinged."""
+    client.ready()
+    await asyncio.sleep(0.5)
+    kept = client.pool.connections
+    assert kept
+    lost_before = client.pool.stats.retired["disconnected"]
+    await asyncio.sleep(6)
+    assert client.pool.connections == kept
+    assert all(c.channel.get_state() is grpc.ChannelConnectivity.READY for c in kept)
+    assert client.pool.stats.retired["disconnected"] == lost_before
 
 
 async def silent_session(client: UpstreamClient, watch_s: float) -> BaseException | None:
@@ -90,12 +113,26 @@ async def test_several_streams_cut_by_one_goaway_raise_the_period_once(client: U
 
 @pytest.mark.parametrize("sim_config", [SimulatorConfig(token=SIM_TOKEN, tenant=SIM_TENANT)])
 async def test_a_server_that_welcomes_pings_keeps_the_configured_period(
-    client: UpstreamClient, caplog: pytest.LogCaptureFixture
+    simulator: DataflowSimulator, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.WARNING, logger="gateway.upstream")
-    assert await silent_session(client, watch_s=4) is None
-    assert client.keepalive_s == pytest.approx(0.5)
-    assert not [r for r in caplog.records if "keepalive" in r.getMessage()]
+    caplog.set_level(logging.INFO, logger="gateway.upstream")
+    async with pinging_client(simulator) as client:
+        assert await silent_session(client, watch_s=4) is None
+        assert client.keepalive_s == pytest.approx(0.5)
+    assert not [r for r in caplog.records if "keepalive" in r.getMessage()]  # the probe's pings were answered
+
+
+async def test_a_server_refusing_pings_without_calls_is_known_before_the_first_connection(
+    simulator: DataflowSimulator, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The startup probe's pings meet the policy, so the connection kept for the next session is never
+    pinged: it used to be closed every few pings until a silent session was cut and said why."""
+    caplog.set_level(logging.INFO, logger="gateway.upstream")
+    async with pinging_client(simulator) as client:
+        await idle_connection_kept(client)
+        assert client.keepalive_s == pytest.approx(0.5)  # no stream was cut: the period is as configured
+    lines = [r.getMessage() for r in caplog.records if "refuses keepalive pings" in r.getMessage()]
+    assert len(lines) == 1 and f"upstream 127.0.0.1:{simulator.port} refuses" in lines[0], lines
 
 
 def test_only_a_ping_refusal_reads_as_one() -> None:
@@ -107,16 +144,11 @@ def test_only_a_ping_refusal_reads_as_one() -> None:
     assert not pings_refused(grpc.StatusCode.INVALID_ARGUMENT, "too many pings in your project name")
 
 
-async def test_after_a_refusal_connections_without_calls_are_not_pinged(client: UpstreamClient) -> None:
+async def test_after_a_refusal_connections_without_calls_are_not_pinged(simulator: DataflowSimulator) -> None:
     """Such a server also refuses any ping on a connection without calls: the idle connection the pool keeps
-    would be closed every few pings. After the first refusal the gateway stops pinging those."""
-    assert isinstance(await silent_session(client, watch_s=8), UpstreamUnavailable)
-    assert client.keepalive_s == pytest.approx(1.0)
-    client.ready()  # the connection kept open for the next session, with no call on it
-    await asyncio.sleep(0.5)
-    kept = client.pool.connections
-    lost_before = client.pool.stats.retired["disconnected"]
-    await asyncio.sleep(6)  # six periods of 1 s: three strikes and a GOAWAY if it were pinged
-    assert client.pool.connections == kept
-    assert all(c.channel.get_state() is grpc.ChannelConnectivity.READY for c in kept)
-    assert client.pool.stats.retired["disconnected"] == lost_before
+    would be closed every few pings. Where the probe could not ask (off here; through a CONNECT proxy), the
+    first refusal of a stream's pings stops the gateway pinging those."""
+    async with pinging_client(simulator, upstream_probe_stream_cap=False) as client:
+        assert isinstance(await silent_session(client, watch_s=8), UpstreamUnavailable)
+        assert client.keepalive_s == pytest.approx(1.0)
+        await idle_connection_kept(client)

@@ -23,7 +23,7 @@ from gateway.errors import UpstreamTimeout
 from gateway.simulator.server import DataflowSimulator, SimulatorConfig
 from gateway.upstream import peer_settings, stream_caps
 from gateway.upstream.channel import UpstreamClient
-from gateway.upstream.peer_settings import PeerEndpoint, ProbeFailed, max_concurrent_streams
+from gateway.upstream.peer_settings import PeerEndpoint, ProbeFailed, read_peer
 from gateway.upstream.stream import DataflowStream
 from gateway.upstream.token import StaticTokenProvider
 from tests.support.grpc_proxy import grpc_tls_proxy
@@ -176,7 +176,7 @@ async def test_a_peer_that_never_answers_fails_the_probe_in_time() -> None:
     async with server:
         began = time.monotonic()
         with pytest.raises(ProbeFailed, match=r"no SETTINGS within 0\.3 s"):
-            await max_concurrent_streams(PeerEndpoint("127.0.0.1", port, None), 0.3)
+            await read_peer(PeerEndpoint("127.0.0.1", port, None), 0.3)
         assert time.monotonic() - began < 1.5
         for writer in held:
             writer.close()
@@ -195,12 +195,12 @@ async def test_a_peer_that_speaks_http1_or_closes_fails_the_probe() -> None:
         server, port = await serve(handler)
         async with server:
             with pytest.raises(ProbeFailed):
-                await max_concurrent_streams(PeerEndpoint("127.0.0.1", port, None), 2)
+                await read_peer(PeerEndpoint("127.0.0.1", port, None), 2)
     with socket.socket() as unused:
         unused.bind(("127.0.0.1", 0))
         closed_port = unused.getsockname()[1]
     with pytest.raises(ProbeFailed, match="ConnectionRefusedError"):
-        await max_concurrent_streams(PeerEndpoint("127.0.0.1", closed_port, None), 2)
+        await read_peer(PeerEndpoint("127.0.0.1", closed_port, None), 2)
 
 
 async def test_tls_checks_the_certificate_and_wants_h2(tmp_path: Path) -> None:
@@ -221,10 +221,10 @@ async def test_tls_checks_the_certificate_and_wants_h2(tmp_path: Path) -> None:
         other_ca.cert_pem.write_to_path(str(wrong))
         endpoint = PeerEndpoint("127.0.0.1", port, peer_settings.tls_context(wrong), "upstream.test")
         with pytest.raises(ProbeFailed, match="CERTIFICATE_VERIFY_FAILED"):
-            await max_concurrent_streams(endpoint, 2)
+            await read_peer(endpoint, 2)
         endpoint = PeerEndpoint("127.0.0.1", port, peer_settings.tls_context(ours), "upstream.test")
         with pytest.raises(ProbeFailed, match="not h2"):
-            await max_concurrent_streams(endpoint, 2)
+            await read_peer(endpoint, 2)
 
 
 # --- what the pool does with the answers ---------------------------------------------------------------
