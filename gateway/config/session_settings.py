@@ -43,7 +43,7 @@ class SessionSettings(BaseModel):
         0.05,
         ge=0,
         le=10,
-        description="CPU seconds the decoder of a compressed upload may spend per second of audio it decodes, "
+        description="CPU seconds FFmpeg may spend decoding an upload (compressed, multichannel) per second of audio, "
         "counted as if 100 s were decoded already (0.05: 5 s before any audio); past it the upload ends with what "
         "came before (422 audio_too_costly). 0 turns the limit off.",
     )
