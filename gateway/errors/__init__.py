@@ -170,8 +170,8 @@ class AudioTooLong(LimitError):
 
 
 class AudioTooCostly(LimitError):
-    """A compressed upload cost its decoder more CPU per second of audio than allowed (many channels at a
-    very high rate, packets that decode to nothing); what was decoded before is finalized and counts."""
+    """An upload cost FFmpeg's decoding more CPU per second of audio than allowed (many channels at a very
+    high rate, packets that decode to nothing); what was decoded before is finalized and counts."""
 
     code = ErrorCode.AUDIO_TOO_COSTLY
     http_status = 422

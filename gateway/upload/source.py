@@ -92,7 +92,7 @@ async def open_audio(
     stream: AsyncIterator[bytes], declared: DeclaredAudio | None, *, decode_cpu_share: float = 0.0
 ) -> AudioSource:
     """Read just enough of ``stream`` to know its format; the returned source carries on from there.
-    ``decode_cpu_share`` bounds a compressed file's decoding (CPU seconds per second of audio, 0: none)."""
+    ``decode_cpu_share`` bounds FFmpeg's decoding of it (CPU seconds per second of audio, 0: none)."""
     head = b""
     async for chunk in stream:
         head += chunk
