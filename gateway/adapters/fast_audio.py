@@ -48,7 +48,7 @@ class FastAudio:
         data = host.dialect.fast_audio(message)
         if data is None:
             return False
-        session.take_audio(data)
+        session.take_audio(data, message)
         self.taken += 1
         return True
 

@@ -1,12 +1,11 @@
 """The one WebSocket driver: everything with I/O and policy that every dialect shares.
 
-For each connection it admits the caller (credentials, origin) or refuses with a real HTTP status
-before ``accept()``; holds a slot in the session registry (capacity, the key's cap, drain); applies the
-start, idle and maximum-duration timeouts; starts each session while still reading the socket (so a
-client that vanishes cancels the upstream start at once); reads client messages into the session (the
-fast path: :mod:`fast_audio`; a command that waits for Data Flow still notices the client vanish:
-:mod:`waiting`), sends the session's items out and says goodbye. A dialect only parses and renders.
-"""
+For each connection it admits the caller (credentials, origin) or refuses with a real HTTP status before
+``accept()``; holds a slot in the session registry (capacity, the key's cap, drain); applies the start,
+idle and maximum-duration timeouts; starts each session while still reading the socket (a client that
+vanishes cancels the upstream start at once); reads client messages into the session (fast path:
+:mod:`fast_audio`; a command waiting for Data Flow notices the client vanish: :mod:`waiting`), each
+charged to the rate limit; sends the session's items out and says goodbye. A dialect parses and renders."""
 
 from __future__ import annotations
 
@@ -107,9 +106,12 @@ class Connection:
                 continue
             session = self.session
             if session is not None and session.closed is None:
-                if isinstance(message, str):
+                command = self.dialect.streaming(message)
+                if isinstance(message, str) and command is not None:  # one it ignores (a Twilio mark) is not
                     session.touch()
-                await self._apply(self.dialect.streaming(message), session)
+                await self._apply(command, session)
+                if command is None or isinstance(command, commands.Reply):  # what the gateway alone handles
+                    await session.pace_message(message)
                 continue
             if session is not None:
                 if not self.dialect.sequential:
@@ -186,8 +188,7 @@ class Connection:
         self.started_any = True
         self.sender = asyncio.create_task(self._send(session), name=f"ws-{self.dialect.name}-{session.id}")
 
-    async def _send(self, session: Session) -> None:
-        """Render what the session produces; on its Closed, say goodbye (and close, unless sequential)."""
+    async def _send(self, session: Session) -> None:  # render its items; on Closed say goodbye (and close)
         try:
             async for item in session.outbound():
                 self.results.observe(item)
@@ -227,8 +228,7 @@ class Connection:
             await self._reply_now(commands.Reply(last))
             await self.socket.close(code, reason)
 
-    async def _reap(self) -> None:
-        """Wait for the last session to be fully over (its goodbye sent, its tasks gone)."""
+    async def _reap(self) -> None:  # the last session fully over: its goodbye sent, its tasks gone
         if self.sender is not None:
             await self.sender
             self.sender = None
@@ -249,7 +249,7 @@ class Connection:
                 await self.socket.send(frame)
 
     async def _refuse(self, error: GatewayError, *, start_failed: bool = False) -> None:
-        """Refuse a start (or end a connection that has no session) in the dialect's words, then close."""
+        # Refuses a start (or ends a connection that has no session) in the dialect's words, then closes.
         if not self.ended and self._closing is None:
             frames = tuple(self.dialect.refusal(error, start_failed=start_failed))
             await self._close(error.ws_close_code, error.error_code, frames)

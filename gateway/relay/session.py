@@ -128,20 +128,24 @@ class Session:
         if limit is not None and self.state is SessionState.STREAMING:
             await self._limit(limit)
 
+    async def pace_message(self, message: str | bytes) -> None:
+        """Charge a client message that fed no audio and nothing for Data Flow to the rate limit (relay.intake)."""
+        if self.state is SessionState.STREAMING and self._intake is not None:
+            await self._intake.charge(message)
+
     def ready_for(self, most_bytes: int) -> bool:
-        """May :meth:`take_audio` do a :meth:`feed_audio` of up to ``most_bytes`` at once (fast path)?"""
+        """May :meth:`take_audio` take a message of up to ``most_bytes`` at once (fast path)?"""
         intake = self._intake
         return self.state is SessionState.STREAMING and intake is not None and intake.ready_for(most_bytes)
 
-    def take_audio(self, data: bytes) -> None:
-        """:meth:`feed_audio` without a wait: only right after :meth:`ready_for` said True."""
+    def take_audio(self, data: bytes, message: str | bytes) -> None:
+        """:meth:`feed_audio` and :meth:`pace_message` without a wait: only right after :meth:`ready_for`."""
         assert self._intake is not None
         self._last_activity = time.monotonic()
-        self._intake.take(data)
+        self._intake.take(data, message)
 
     def _refuse_audio(self) -> None:
-        if self.state is SessionState.FINALIZING:
-            # Said once; after a limit the closing error explains it, so nothing is said.
+        if self.state is SessionState.FINALIZING:  # said once; after a limit its closing error explains it
             if self._end_error is None and not self._said_finalizing:
                 self._said_finalizing = True
                 raise InvalidState("audio after finalize/stop is dropped", code=ErrorCode.SESSION_FINALIZING)
@@ -161,20 +165,17 @@ class Session:
     async def stop(self) -> None:
         await self._end_input(stop=True)
 
-    def touch(self) -> None:
-        """Any client message counts as activity for the idle timeout."""
+    def touch(self) -> None:  # a client message the dialect acted on counts as activity (idle timeout)
         self._last_activity = time.monotonic()
 
-    def notify(self, error: GatewayError) -> None:
-        """Queue a non-fatal error for the client."""
+    def notify(self, error: GatewayError) -> None:  # a non-fatal error for the client
         self._emit(Notice(error))
 
-    def reply(self, payload: dict[str, Any]) -> None:
-        """Queue a dialect-built message so it goes out in order with everything else."""
+    def reply(self, payload: dict[str, Any]) -> None:  # a dialect-built message, in order with everything else
         self._emit(payload)
 
     def abort(self, reason: str = "client_disconnected", error: GatewayError | None = None) -> None:
-        """End now without waiting for Data Flow (client gone, drain budget spent, slow client)."""
+        # Ends now without waiting for Data Flow (client gone, drain budget spent, slow client).
         self._finish(reason, error, drop_backlog=error is not None)
 
     def go_away(self) -> None:
@@ -184,8 +185,7 @@ class Session:
     def closed(self) -> Closed | None:
         return self.outbox.closed
 
-    def outbound(self) -> AsyncIterator[OutItem]:
-        """Everything for the client, in order, ending with exactly one Closed."""
+    def outbound(self) -> AsyncIterator[OutItem]:  # everything for the client, in order, then exactly one Closed
         return self.outbox.items()
 
     async def wait_closed(self) -> Closed:
