@@ -93,3 +93,32 @@ async def test_a_connection_whose_body_was_read_whole_is_kept_alive(gw: RunningG
     writer.write(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
     assert (await asyncio.wait_for(reader.readuntil(b"\r\n"), 5)).startswith(b"HTTP/1.1 200 ")
     writer.close()
+
+
+async def answer_after(gw: RunningGateway, request: bytes) -> bytes:
+    """The answer to ``request`` written at once; its end of stream must follow it at once."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
+    began = time.monotonic()
+    writer.write(request)
+    text, answered, ended = await asyncio.wait_for(read_answer(reader, began), 10)
+    writer.close()
+    assert ended - answered < 1.0, (answered, ended)
+    return text
+
+
+@pytest.mark.parametrize("gw", [{"max_upload_bytes": 1024 * 1024}], indirect=True)
+async def test_early_answers_on_the_edges_of_http_1(gw: RunningGateway) -> None:
+    """A client that waits for 100 Continue gets the 413 instead (and no 100); an HTTP/1.0 client gets
+    its answer and the end; a request pipelined behind an early-answered body is not read (what follows
+    an unread body cannot be told from it) and the connection ends after the first answer; a chunked
+    body with chunk extensions is limited like any other."""
+    over = b"Content-Length: %d\r\n" % (100 * 1024 * 1024)
+    waiting = await answer_after(gw, UPLOAD + over + b"Expect: 100-continue\r\n\r\n")
+    assert waiting.startswith(b"HTTP/1.1 413 ") and b"100 Continue" not in waiting
+    old = await answer_after(gw, UPLOAD.replace(b"HTTP/1.1", b"HTTP/1.0") + over + b"\r\n" + b"\0" * 65536)
+    assert old.startswith(b"HTTP/1.1 413 ")
+    piped = await answer_after(gw, UPLOAD + over + b"\r\nGET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+    assert piped.startswith(b"HTTP/1.1 413 ") and piped.count(b"HTTP/1.1 ") == 1
+    extended = b"10000;name=value\r\n" + b"\0" * 65536 + b"\r\n"
+    chunked = await answer_after(gw, UPLOAD + b"Transfer-Encoding: chunked\r\n\r\n" + extended * 20)
+    assert chunked.startswith(b"HTTP/1.1 413 ") and b'"upload_too_large"' in chunked
