@@ -1,11 +1,8 @@
-"""The one WebSocket driver: everything with I/O and policy that every dialect shares.
-
-For each connection it admits the caller (credentials, origin) or refuses with a real HTTP status before
-``accept()``; holds a slot in the session registry (capacity, the key's cap, drain); applies the start,
-idle and maximum-duration timeouts; starts each session while still reading the socket (a client that
-vanishes cancels the upstream start at once); reads client messages into the session (fast path:
-:mod:`fast_audio`; a command waiting for Data Flow notices the client vanish: :mod:`waiting`), each
-charged to the rate limit; sends the session's items out and says goodbye. A dialect parses and renders."""
+"""The one WebSocket driver: all I/O and policy every dialect shares (a dialect only parses and renders).
+It admits the caller or refuses with a real HTTP status before ``accept()``; holds a registry slot; applies
+the start, idle and longest-connection timeouts; starts each session while reading (a client that vanishes
+cancels the upstream start); reads messages into the session (:mod:`fast_audio`; :mod:`waiting`), each
+paced (the session's rate limit, else :mod:`unpaced`); sends the session's items out and says goodbye."""
 
 from __future__ import annotations
 
@@ -22,6 +19,7 @@ from gateway.adapters.dialect import ClientClosesSocket, Command, Dialect, held_
 from gateway.adapters.ending import ClientCloses, end_session
 from gateway.adapters.reader import ClientReader
 from gateway.adapters.socket import ClientSocket, Frame
+from gateway.adapters.unpaced import OutOfSessionPacer
 from gateway.adapters.waiting import CommandWait, ReadAheadReader
 from gateway.auth import Principal
 from gateway.errors import ClientGone, ClientTooSlow, GatewayError, GoingAway
@@ -58,6 +56,7 @@ class Connection:
         self._wake = asyncio.Event()  # the watchdog re-reads the connection's state
         self._going_away = False
         self._closing: ClientCloses | None = None  # the goodbye went out; the client closes the socket
+        self.unpaced = OutOfSessionPacer()
 
     async def run(self) -> None:
         gate = self.service.gate
@@ -101,10 +100,11 @@ class Connection:
             if message is None:
                 return
             self.last_activity = time.monotonic()
+            if (session := self.session) is None or session.state is not SessionState.STREAMING:
+                await self.unpaced.charge(message)  # nothing else paces it
             if self._closing is not None and isinstance(self.dialect, ClientClosesSocket):
                 await self._reply_now(commands.Reply(tuple(self.dialect.after_goodbye(message))))
                 continue
-            session = self.session
             if session is not None and session.closed is None:
                 command = self.dialect.streaming(message)
                 if isinstance(message, str) and command is not None:  # one it ignores (a Twilio mark) is not
@@ -255,12 +255,12 @@ class Connection:
             await self._close(error.ws_close_code, error.error_code, frames)
 
     async def _watch(self) -> None:
-        """Timeouts while no session runs: the start timeout, then the idle timeout between sessions, and
-        the connection's maximum duration; and a drain's going away."""
+        """Timeouts while no session runs (start, idle between sessions, the connection's longest), a drain."""
         s = self.settings
         while not self.ended:
-            session = self.session
-            if session is not None and (session.closed is None or (self.sender and not self.sender.done())):
+            if (session := self.session) is not None and (
+                session.closed is None or (self.sender and not self.sender.done())
+            ):
                 self._wake.clear()
                 await self._wake.wait()
                 continue
