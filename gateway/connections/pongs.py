@@ -28,10 +28,6 @@ ABORT = "gateway.abort"
 #: application has taken the queue; a connection lost meanwhile drops it.
 PARSE_SLICE_BYTES = 4 * 1024
 MAX_QUEUED = 64
-#: After its close frame uvicorn reads and drops what the client sends until the client's close reply or
-#: its 10 s close timeout: a client that sent on read at line rate (5 GB in 10 s). Past this many bytes
-#: after the close, reading stops and the close timeout ends the connection.
-CLOSING_READ_BYTES = 4 * 1024 * 1024
 
 
 class BoundedControlProtocol(WebSocketsSansIOProtocol):
@@ -39,7 +35,6 @@ class BoundedControlProtocol(WebSocketsSansIOProtocol):
     _unparsed = b""  # what was read and not parsed yet
     _parsed_to = 0
     _parse_due = False
-    _read_after_close = 0  # bytes; past CLOSING_READ_BYTES reading stays paused
 
     def scope_extensions(self) -> dict[str, Any]:
         """What the protocol offers the application through the scope; taken back once the connection is
@@ -57,11 +52,6 @@ class BoundedControlProtocol(WebSocketsSansIOProtocol):
         self.transport.abort()
 
     def data_received(self, data: bytes) -> None:
-        if self.close_sent:
-            self._read_after_close += len(data)
-            if self._read_after_close > CLOSING_READ_BYTES and not self.read_paused:
-                self.read_paused = True
-                self.transport.pause_reading()
         rest = self._unparsed[self._parsed_to :]
         self._unparsed, self._parsed_to = rest + data if rest else data, 0
         self._parse()
@@ -80,8 +70,8 @@ class BoundedControlProtocol(WebSocketsSansIOProtocol):
         self._unparsed, self._parsed_to = b"", 0
         self._resume()
 
-    def _resume(self) -> None:  # what uvicorn's receive() does, unless a closing client sent too much
-        if self.read_paused and self.queue.empty() and self._read_after_close <= CLOSING_READ_BYTES:
+    def _resume(self) -> None:  # what uvicorn's receive() does
+        if self.read_paused and self.queue.empty():
             self.read_paused = False
             self.transport.resume_reading()
 

@@ -18,6 +18,11 @@ from gateway.relay.stream import UpstreamStream
 #: more per TEXT_BYTES_PER_MS.
 MESSAGE_FLOOR_MS = 2
 TEXT_BYTES_PER_MS = 1024
+#: A message that feeds audio costs at least this much audio time: a message costs ~12 us of CPU whatever
+#: it holds, and one-sample frames within the rate limit (24 000 a second at 8 kHz and 3x) kept a third of
+#: a core busy.
+#: Real clients send 2.7 ms (128 samples at 48 kHz) or more.
+AUDIO_FLOOR_MS = 1
 
 
 class AudioIntake:
@@ -26,12 +31,13 @@ class AudioIntake:
         self.bytes_in = 0  # client bytes accepted, in the client's format
         self.overhead = 0  # pacing bytes charged beyond them (messages that fed no audio)
         self.floor_bytes = max(converter.src.ms_to_bytes(MESSAGE_FLOOR_MS), 1)
+        self.audio_floor_bytes = max(converter.src.ms_to_bytes(AUDIO_FLOOR_MS), 1)
         self._text_bytes = converter.src.bytes_per_second / 1000 / TEXT_BYTES_PER_MS  # per character
 
     def cost(self, message: str | bytes, audio_bytes: int) -> int:
         """Pacing bytes a client message costs beyond the ``audio_bytes`` of audio it fed."""
         if audio_bytes:
-            return 0
+            return max(self.audio_floor_bytes - audio_bytes, 0)
         if isinstance(message, str):
             return self.floor_bytes + int(len(message) * self._text_bytes)
         return len(message)
@@ -39,6 +45,12 @@ class AudioIntake:
     async def pace(self, length: int) -> None:
         """Hold the caller while ``length`` more bytes would outrun the rate limit."""
         await self.watch.pace(self.bytes_in + self.overhead + length)
+
+    async def pace_audio(self, length: int) -> None:
+        """:meth:`pace` for one message's ``length`` bytes of audio, charged at least AUDIO_FLOOR_MS."""
+        short = max(self.audio_floor_bytes - length, 0)
+        await self.pace(short + length)
+        self.overhead += short
 
     async def charge(self, message: str | bytes) -> None:
         """Count the cost of a client message that fed no audio, holding the caller while it outruns the limit."""

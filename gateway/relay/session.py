@@ -114,7 +114,7 @@ class Session:
         if self.state is not SessionState.STREAMING or intake is None:
             self._refuse_audio()
             return
-        await intake.pace(len(data))
+        await intake.pace_audio(len(data))
         if self.state is not SessionState.STREAMING:  # ended (a limit, the client, a drain) while held
             return
         self._last_activity = time.monotonic()

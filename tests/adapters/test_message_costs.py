@@ -1,12 +1,13 @@
 """What a live client's messages cost on the pacing clock (``GATEWAY_MAX_AUDIO_RATE_X``), over real
 sockets in both WebSocket modes (gateway.relay.intake).
 
-Pacing counted audio bytes only. A message costs ~12 us of CPU whatever it holds, so 1-byte frames
-at real time took 30 % of a core, and audio the dialect does not forward (AudioHook while paused) was
-not paced at all: 6 GB in 6 s. Now every message costs at least ``MESSAGE_FLOOR_MS`` of audio time, a
-binary one that feeds nothing its length as audio, a text one 1 ms more per KiB; the client is slowed,
-not ended. Messages a dialect ignores (a Twilio ``mark``) no longer count as activity for the idle
-timeout: they had kept a session that sent no audio, and its Data Flow stream, open for hours.
+Pacing counted audio bytes only. A message costs ~12 us of CPU whatever it holds, so one-sample frames
+within the limit kept a third of a core busy, and what the gateway handles alone was not paced at all:
+audio AudioHook does not forward (while paused, 6 GB in 6 s), Twilio marks (75 000 a second). Now a
+message of audio costs at least AUDIO_FLOOR_MS, a binary one that feeds nothing its length as audio, a
+text one the gateway handles alone 2 ms and 1 ms more per KiB; the client is slowed, not ended. Messages
+a dialect ignores no longer count as activity for the idle timeout: they had kept a session that sent
+no audio, and its Data Flow stream, open for hours. A read is parsed a slice at a time.
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ from gateway.connections.pongs import PARSE_SLICE_BYTES, BoundedControlProtocol
 from gateway.ws_protocol import FastReceiveProtocol
 from tests.adapters.test_audiohook import opened_client
 from tests.support import telephony
-from tests.support.harness import RunningGateway, ws_connect
+from tests.support.harness import RunningGateway, read_all, ws_connect
+from tests.support.native_client import start_message
 from tests.support.probes import figure
 
 RATE_X, BURST_S = 3.0, 1.0  # the rate limit's multiple of real time and its burst, here
@@ -45,6 +47,7 @@ async def flood(ws: Any, message: bytes | str, seconds: float) -> int:
 
 
 @pytest.mark.ws
+@pytest.mark.parametrize("gw", [{"audio_rate_burst_ms": 120_000}], indirect=True)  # 1 ms each: not paced here
 async def test_a_read_of_tiny_frames_is_parsed_a_slice_at_a_time(
     gw: RunningGateway, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -150,3 +153,23 @@ async def test_messages_a_dialect_ignores_are_paced(gw: RunningGateway) -> None:
         took = time.monotonic() - began
     figure("6000 Twilio marks", f"stop handled after {took:.1f} s")
     assert took > 3.0, took
+
+
+@pytest.mark.ws
+@pytest.mark.parametrize("gw", [{"idle_timeout_s": 30}], indirect=True)
+async def test_one_sample_frames_cost_at_least_the_audio_floor(gw: RunningGateway) -> None:
+    """12 000 one-sample frames of 16 kHz pcm16 are 0.75 s of audio, taken at once; at 1 ms each
+    (AUDIO_FLOOR_MS) they are 12 s of audio time, less the 1 s burst, at 3x: 3.7 s before the finalize
+    behind them is read. The audio still all reaches Data Flow."""
+    async with ws_connect(gw.ws_url()) as ws:
+        await ws.send(start_message())
+        assert json.loads(await ws.recv())["type"] == "started"
+        began = time.monotonic()
+        for _ in range(12_000):
+            await ws.send(b"\x00\x00")
+        await ws.send(json.dumps({"type": "finalize"}))
+        result = await read_all(ws, timeout=30)
+        took = time.monotonic() - began
+    figure("12 000 one-sample frames", f"finalized after {took:.1f} s")
+    assert took > 3.0, took
+    assert result.close_code == 1000
