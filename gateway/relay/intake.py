@@ -20,8 +20,7 @@ MESSAGE_FLOOR_MS = 2
 TEXT_BYTES_PER_MS = 1024
 #: A message that feeds audio costs at least this much audio time: a message costs ~12 us of CPU whatever
 #: it holds, and one-sample frames within the rate limit (24 000 a second at 8 kHz and 3x) kept a third of
-#: a core busy.
-#: Real clients send 2.7 ms (128 samples at 48 kHz) or more.
+#: a core busy. Real clients send 2.7 ms (128 samples at 48 kHz) or more.
 AUDIO_FLOOR_MS = 1
 
 

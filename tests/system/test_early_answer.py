@@ -59,16 +59,21 @@ async def test_a_client_sending_on_after_an_early_answer_is_let_go(gw: RunningGa
     assert stopped - answered < KEEP_ALIVE_S + 2  # the connection ends within the keep-alive timeout
 
 
-async def answer_to(gw: RunningGateway, declared_length: int) -> bytes:
-    """The answer to an upload declaring ``declared_length`` bytes, 64 KiB of which are sent; its end of
-    stream must follow it at once (it came only with the keep-alive timeout, 5 s later)."""
+async def answer_after(gw: RunningGateway, request: bytes) -> bytes:
+    """The answer to ``request`` written at once; its end of stream must follow it at once (it came only
+    with the keep-alive timeout, 5 s later)."""
     reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
     began = time.monotonic()
-    writer.write(UPLOAD + b"Content-Length: %d\r\n\r\n" % declared_length + b"\0" * 65536)
+    writer.write(request)
     text, answered, ended = await asyncio.wait_for(read_answer(reader, began), 10)
     writer.close()
     assert ended - answered < 1.0, (answered, ended)
     return text
+
+
+async def answer_to(gw: RunningGateway, declared_length: int) -> bytes:
+    """The answer to an upload declaring ``declared_length`` bytes, 64 KiB of which are sent."""
+    return await answer_after(gw, UPLOAD + b"Content-Length: %d\r\n\r\n" % declared_length + b"\0" * 65536)
 
 
 @pytest.mark.parametrize("gw", [{"max_upload_bytes": 1024 * 1024}], indirect=True)
@@ -93,17 +98,6 @@ async def test_a_connection_whose_body_was_read_whole_is_kept_alive(gw: RunningG
     writer.write(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
     assert (await asyncio.wait_for(reader.readuntil(b"\r\n"), 5)).startswith(b"HTTP/1.1 200 ")
     writer.close()
-
-
-async def answer_after(gw: RunningGateway, request: bytes) -> bytes:
-    """The answer to ``request`` written at once; its end of stream must follow it at once."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
-    began = time.monotonic()
-    writer.write(request)
-    text, answered, ended = await asyncio.wait_for(read_answer(reader, began), 10)
-    writer.close()
-    assert ended - answered < 1.0, (answered, ended)
-    return text
 
 
 @pytest.mark.parametrize("gw", [{"max_upload_bytes": 1024 * 1024}], indirect=True)
