@@ -43,6 +43,14 @@ class DrainingServer(uvicorn.Server):
         self._loop = asyncio.get_running_loop()
         await super().serve(sockets)
 
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().shutdown(sockets)
+        # Past the graceful timeout, connections still closing (a client taking nothing of its answer's
+        # end, gateway.connections.linger) go with the server, not at their linger's deadline.
+        for connection in list(self.server_state.connections):
+            if isinstance(transport := getattr(connection, "transport", None), asyncio.Transport):
+                transport.abort()
+
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         if self._draining or self._loop is None or sig not in (signal.SIGTERM, signal.SIGINT):
             super().handle_exit(sig, frame)

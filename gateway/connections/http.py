@@ -197,9 +197,9 @@ class BoundedHeadProtocol(HttpToolsProtocol):
         if not self.transport.is_closing():
             cap.count_refusal(self.app, self.max_connections)
         retry = b"retry-after: %d\r\n" % cap.retry_after_s()
-        self._refuse(b"503 Service Unavailable", cap.refusal_body(self.max_connections), retry)
+        self._refuse(b"503 Service Unavailable", cap.refusal_body(self.max_connections), retry, at_once=True)
 
-    def _refuse(self, status: bytes, body: bytes, extra: bytes = b"") -> None:
+    def _refuse(self, status: bytes, body: bytes, extra: bytes = b"", *, at_once: bool = False) -> None:
         self._disarm()
         if not self.transport.is_closing():
             kind = b"content-type: application/json\r\n" if body else b""
@@ -211,7 +211,10 @@ class BoundedHeadProtocol(HttpToolsProtocol):
                 len(body),
             )
             self.transport.write(head + body)
-            self.transport.close()
+            if at_once and isinstance(self.transport, LingeringTransport):
+                self.transport.close_at_once()
+            else:
+                self.transport.close()
 
 
 _EXEMPT = frozenset(path.encode() for path in cap.EXEMPT_PATHS)

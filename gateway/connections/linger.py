@@ -1,22 +1,56 @@
-"""A connection's transport whose close is bounded in time.
+"""A connection's transport whose close is staged and bounded in time.
 
 asyncio's and uvloop's ``Transport.close()`` first write out what is still buffered, with no deadline:
 a client that stops reading keeps a closed connection open forever (its kernel keeps answering the
 zero-window probes), with its socket and everything buffered for it. uvicorn closes that way after
-every timeout it has, and so after every one of the gateway's. :class:`LingeringTransport` lets a
-closing connection take what it was sent while it takes some of it in each ``linger_s``; once a whole
-period passes with nothing taken, the connection is aborted, and at the latest :data:`LINGER_PERIODS`
-periods after its close: a client that takes a few bytes a period could otherwise keep it for hours.
+every timeout it has, and so after every one of the gateway's.
+
+And a socket closed while its client's data waits unread in it is reset by the kernel, which throws
+away what the client has not received yet: the end of an answer, a WebSocket close frame. A client
+still sending (an upload cut short, a refused request with a body) then reads a reset where the
+answer's end should be. So the close is staged (RFC 9112 9.6): reading stops, the end of the stream
+follows what was written (a half-close), and the socket is closed once the client's kernel has
+acknowledged all of it; a reset then loses nothing, and the client reads the whole answer, then
+its end.
+
+:class:`LingeringTransport` gives a closing connection ``linger_s`` at a time to take what is left
+(the gateway's buffer and the kernel's); once a whole period passes with nothing taken it is aborted,
+and at the latest :data:`LINGER_PERIODS` periods after its close: a client that takes a few bytes a
+period could otherwise keep it for hours. Transports that cannot half-close (TLS) close as asyncio
+does, under the same bounds.
 """
 
 from __future__ import annotations
 
 import asyncio
+import fcntl
+import socket
+import struct
+import termios
 from typing import Any
 
 #: A closing connection is let go at the latest this many ``linger_s`` after its close (60 s by default),
 #: however slowly it is taking what is left: 64 KiB taken at a few hundred bytes a period would be hours.
 LINGER_PERIODS = 6
+#: A closing connection is looked at first after FIRST_LOOK_S (a round trip on most networks: what was
+#: just written is acknowledged by then), then at twice the last wait, up to CHECK_S (or ``linger_s``).
+#: Once all is taken it is closed by the next look; its client has had the end of the stream already.
+FIRST_LOOK_S = 0.01
+CHECK_S = 1.0
+
+
+def unacknowledged_bytes(transport: asyncio.BaseTransport) -> int:
+    """What the kernel holds for the client that the client's kernel has not acknowledged (Linux's
+    SIOCOUTQ, the end of the stream included); 0 once the client reset the connection (reading is
+    paused, so nothing else would notice), once the socket is closed, or where unknown."""
+    sock = transport.get_extra_info("socket")
+    try:
+        if sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR):
+            return 0
+        queued = fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, bytes(4))  # TIOCOUTQ is SIOCOUTQ on sockets
+    except (AttributeError, OSError, ValueError):
+        return 0
+    return int(struct.unpack("i", queued)[0])
 
 
 class LingeringTransport(asyncio.Transport):
@@ -25,25 +59,57 @@ class LingeringTransport(asyncio.Transport):
     def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop, linger_s: float) -> None:
         super().__init__()
         self._transport, self._loop, self._linger_s = transport, loop, linger_s
-        self._lingering = False
+        self._closing = False
         self._deadline = 0.0
+        self._left = 0  # what was left to take at the last look
+        self._wait = FIRST_LOOK_S  # until the next look
+        self._taken_at = 0.0  # when the client last took some of it
 
     def close(self) -> None:
-        closing = self._transport.is_closing()
-        self._transport.close()
-        if not closing and not self._lingering and (left := self._transport.get_write_buffer_size()) > 0:
-            self._lingering = True
-            self._deadline = self._loop.time() + LINGER_PERIODS * self._linger_s
-            self._loop.call_later(self._linger_s, self._check, left)
+        self._close(staged=True)
 
-    def _check(self, before: int) -> None:
-        left = self._transport.get_write_buffer_size()
-        if left == 0:  # all taken (or the connection is gone): closed already
+    def close_at_once(self) -> None:
+        """Closed as asyncio closes (what is buffered is written, under the same bounds), not in stages:
+        for refusals under a connection flood, where a descriptor held a round trip longer for each
+        counts for more than a reset the client may get instead of its answer."""
+        self._close(staged=False)
+
+    def _close(self, *, staged: bool) -> None:
+        if self._closing:
             return
-        if left < before and (wait := min(self._linger_s, self._deadline - self._loop.time())) > 0:
-            self._loop.call_later(wait, self._check, left)
+        self._closing = True
+        if self._transport.is_closing():
+            return
+        self._transport.pause_reading()  # what the client sends now is never read: its answer is final
+        if staged and self._transport.can_write_eof():
+            self._transport.write_eof()  # the end of the stream follows what is buffered
         else:
+            self._transport.close()
+        left = self._left_to_take()
+        if left == 0:
+            self._transport.close()
+            return
+        now = self._loop.time()
+        self._deadline, self._left, self._taken_at = now + LINGER_PERIODS * self._linger_s, left, now
+        self._loop.call_later(self._wait, self._check)
+
+    def _left_to_take(self) -> int:
+        if self._transport.is_closing() and self._transport.get_write_buffer_size() == 0:
+            return 0  # closed (asyncio's own close, or the client went)
+        return self._transport.get_write_buffer_size() + unacknowledged_bytes(self._transport)
+
+    def _check(self) -> None:
+        left, now = self._left_to_take(), self._loop.time()
+        if left == 0:  # all taken: the client has the end of the stream; a reset now loses nothing
+            self._transport.close()
+            return
+        if left < self._left:
+            self._left, self._taken_at = left, now
+        if now - self._taken_at >= self._linger_s or now >= self._deadline:
             self._transport.abort()
+        else:
+            self._wait = min(2 * self._wait, CHECK_S, self._linger_s)
+            self._loop.call_later(min(self._wait, self._deadline - now), self._check)
 
     # --- everything else as the wrapped transport ---------------------------------------------------
 
@@ -51,19 +117,22 @@ class LingeringTransport(asyncio.Transport):
         return self._transport.get_extra_info(name, default)
 
     def is_closing(self) -> bool:
-        return self._transport.is_closing()
+        return self._closing or self._transport.is_closing()
 
     def abort(self) -> None:
         self._transport.abort()
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
-        self._transport.write(data)
+        if not self._closing:  # after the close nothing more is sent, as with asyncio's own close
+            self._transport.write(data)
 
     def writelines(self, list_of_data: Any) -> None:
-        self._transport.writelines(list_of_data)
+        if not self._closing:
+            self._transport.writelines(list_of_data)
 
     def write_eof(self) -> None:
-        self._transport.write_eof()
+        if not self._closing:
+            self._transport.write_eof()
 
     def can_write_eof(self) -> bool:
         return self._transport.can_write_eof()
@@ -72,7 +141,8 @@ class LingeringTransport(asyncio.Transport):
         self._transport.pause_reading()
 
     def resume_reading(self) -> None:
-        self._transport.resume_reading()
+        if not self._closing:
+            self._transport.resume_reading()
 
     def is_reading(self) -> bool:
         return self._transport.is_reading()

@@ -94,6 +94,12 @@ class BoundedControlProtocol(WebSocketsSansIOProtocol):
                 extensions.pop(name, None)
         super().connection_lost(exc)
 
+    def shutdown(self) -> None:
+        if self.transport.is_closing():  # closed already, lingering (gateway.connections.linger): uvicorn would
+            self.stop_keepalive()  # send a second close, which the WebSocket library refuses with an error
+            return
+        super().shutdown()
+
     def handle_ping(self) -> None:
         output = self.conn.data_to_send()
         if self.writable.is_set() or not all(data[:1] == bytes([_PONG]) for data in output):

@@ -118,7 +118,10 @@ async def test_a_connection_closed_with_answers_its_client_never_takes_is_let_go
         ws.abort()
 
 
+@pytest.mark.parametrize("gw", [{"connection_linger_s": 1.0}], indirect=True)
 async def test_a_pipelining_flood_is_bounded_and_cut(gw: RunningGateway) -> None:
+    """Answered up to the bound, the last with ``connection: close``; the client, which takes nothing of
+    the answers, is cut once the close has lingered a period with nothing taken."""
     conn = await non_reader(gw.port)
     conn.writer.transport.pause_reading()
     most, sent, cut = 0, 0, False
