@@ -6,12 +6,14 @@ on a fast link, kept until the connection ends). Here, while the transport's buf
 high-water mark, a pong is held rather than written, and only the latest held one goes out once the
 client reads again: RFC 6455 (5.5.3) allows answering only the most recent of several pings. Both
 WebSocket modes use this protocol (the fast path is built on it, gateway.ws_protocol). It also lets the
-application drop the connection (:data:`ABORT`) when a client takes not even the close frame, and it
-parses a read a slice at a time (:data:`PARSE_SLICE_BYTES`, :data:`MAX_QUEUED`).
+application drop the connection (:data:`ABORT`) when a client takes not even the close frame, it
+parses a read a slice at a time (:data:`PARSE_SLICE_BYTES`, :data:`MAX_QUEUED`), and it paces what it
+reads after its close (:data:`CLOSING_READ_BYTES_PER_S`).
 """
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any, cast
 
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
@@ -28,6 +30,12 @@ ABORT = "gateway.abort"
 #: application has taken the queue; a connection lost meanwhile drops it.
 PARSE_SLICE_BYTES = 4 * 1024
 MAX_QUEUED = 64
+#: After its close frame uvicorn reads and drops what the client sends until the client's close reply or
+#: its 10 s close timeout: GBs from a client that sends on at line rate. Reading cannot stop there: a
+#: client busy sending reads nothing, the close included, until its sends are taken (its library stops
+#: reading once its own queue of unread messages is full), so it would never take the close. Reads after
+#: the close are paced to this rate, with a second of it as burst: 640 MiB in the close timeout at most.
+CLOSING_READ_BYTES_PER_S = 64 * 1024 * 1024
 
 
 class BoundedControlProtocol(WebSocketsSansIOProtocol):
@@ -35,6 +43,8 @@ class BoundedControlProtocol(WebSocketsSansIOProtocol):
     _unparsed = b""  # what was read and not parsed yet
     _parsed_to = 0
     _parse_due = False
+    _closing_read_paid_to = 0.0  # the loop time up to which what was read after the close is paid for
+    _closing_hold: asyncio.TimerHandle | None = None  # reading paused for the pace after the close
 
     def scope_extensions(self) -> dict[str, Any]:
         """What the protocol offers the application through the scope; taken back once the connection is
@@ -52,6 +62,8 @@ class BoundedControlProtocol(WebSocketsSansIOProtocol):
         self.transport.abort()
 
     def data_received(self, data: bytes) -> None:
+        if self.close_sent:
+            self._pace_after_close(len(data))
         rest = self._unparsed[self._parsed_to :]
         self._unparsed, self._parsed_to = rest + data if rest else data, 0
         self._parse()
@@ -70,9 +82,23 @@ class BoundedControlProtocol(WebSocketsSansIOProtocol):
         self._unparsed, self._parsed_to = b"", 0
         self._resume()
 
-    def _resume(self) -> None:  # what uvicorn's receive() does
+    def _resume(self) -> None:  # what uvicorn's receive() does, unless the pace after the close holds
         if self.read_paused and self.queue.empty():
             self.read_paused = False
+            if self._closing_hold is None:
+                self.transport.resume_reading()
+
+    def _pace_after_close(self, size: int) -> None:
+        now = self.loop.time()
+        paid_to = max(self._closing_read_paid_to, now - 1.0) + size / CLOSING_READ_BYTES_PER_S
+        self._closing_read_paid_to = paid_to
+        if paid_to > now and self._closing_hold is None:
+            self.transport.pause_reading()
+            self._closing_hold = self.loop.call_later(paid_to - now, self._end_closing_hold)
+
+    def _end_closing_hold(self) -> None:
+        self._closing_hold = None
+        if not self.read_paused:
             self.transport.resume_reading()
 
     async def receive(self) -> Any:
@@ -86,6 +112,8 @@ class BoundedControlProtocol(WebSocketsSansIOProtocol):
         return message
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self._closing_hold is not None:
+            self._closing_hold.cancel()
         self._unparsed, self._parsed_to = b"", 0  # never to be handed over: the disconnect is queued next
         scope = getattr(self, "scope", None)
         if scope is not None:
