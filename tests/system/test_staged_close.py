@@ -79,7 +79,7 @@ async def test_a_client_still_sending_gets_the_whole_answer_and_then_its_end() -
     assert let_go <= CHECK_S + 1.0, let_go
 
 
-async def test_a_client_that_resets_a_closing_connection_frees_it_at_once() -> None:
+async def test_a_client_that_resets_a_closing_connection_frees_it_within_a_look() -> None:
     sock, lost, server = await answered_then_closed(linger_s=5.0)
     try:
         await asyncio.sleep(0.3)
