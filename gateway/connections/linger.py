@@ -82,7 +82,11 @@ class LingeringTransport(asyncio.Transport):
             return
         self._transport.pause_reading()  # what the client sends now is never read: its answer is final
         if staged and self._transport.can_write_eof():
-            self._transport.write_eof()  # the end of the stream follows what is buffered
+            try:
+                self._transport.write_eof()  # the end of the stream follows what is buffered
+            except OSError:  # the client reset it already (ENOTCONN): nothing left to deliver
+                self._transport.abort()
+                return
         else:
             self._transport.close()
         left = self._left_to_take()

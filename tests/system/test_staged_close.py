@@ -95,6 +95,39 @@ async def test_a_client_that_resets_a_closing_connection_frees_it_within_a_look(
     assert let_go <= CHECK_S + 1.0, let_go
 
 
+async def test_a_connection_its_client_reset_before_the_close_is_let_go_without_an_error() -> None:
+    """The half-close of a socket its client has reset fails (ENOTCONN): raised out of the close, it broke
+    the server's shutdown and left the socket open (the CI failure in test_unpaced_messages)."""
+    loop = asyncio.get_running_loop()
+    made: asyncio.Future[asyncio.Transport] = loop.create_future()
+    lost: asyncio.Future[float] = loop.create_future()
+
+    class _ReadsNothing(asyncio.Protocol):
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            assert isinstance(transport, asyncio.Transport)
+            transport.pause_reading()  # as while a paced client waits: the reset goes unnoticed
+            made.set_result(transport)
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            lost.set_result(time.monotonic())
+
+    server = await loop.create_server(_ReadsNothing, "127.0.0.1", 0)
+    client = socket.create_connection(server.sockets[0].getsockname())
+    try:
+        transport = await made
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+        client.close()  # with a zero linger: a reset
+        await asyncio.sleep(0.2)
+        closed = time.monotonic()
+        LingeringTransport(transport, loop, 5.0).close()  # raised OSError before
+        async with asyncio.timeout(2):
+            let_go = await lost - closed
+    finally:
+        server.close()
+    assert transport.is_closing()
+    assert let_go <= 0.5, let_go
+
+
 @pytest.mark.parametrize("gw", [{"connection_linger_s": 5.0}], indirect=True)
 async def test_a_pipelining_client_that_reads_late_gets_every_answer_and_the_end(gw: RunningGateway) -> None:
     """Past the pipeline's bound the last answer says ``connection: close``; the client pipelines on, and
