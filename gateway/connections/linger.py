@@ -82,10 +82,7 @@ class LingeringTransport(asyncio.Transport):
             return
         self._transport.pause_reading()  # what the client sends now is never read: its answer is final
         if staged and self._transport.can_write_eof():
-            try:
-                self._transport.write_eof()  # the end of the stream follows what is buffered
-            except OSError:  # the client reset it already (ENOTCONN): nothing left to deliver
-                self._transport.abort()
+            if not self._half_close():  # the end of the stream follows what is buffered
                 return
         else:
             self._transport.close()
@@ -96,6 +93,16 @@ class LingeringTransport(asyncio.Transport):
         now = self._loop.time()
         self._deadline, self._left, self._taken_at = now + LINGER_PERIODS * self._linger_s, left, now
         self._loop.call_later(self._wait, self._check)
+
+    def _half_close(self) -> bool:
+        """asyncio shuts the socket's write side at once when nothing is buffered, and raises ENOTCONN if
+        the client has reset it already (unnoticed while reading is paused): then it is aborted."""
+        try:
+            self._transport.write_eof()
+        except OSError:
+            self._transport.abort()
+            return False
+        return True
 
     def _left_to_take(self) -> int:
         if self._transport.is_closing() and self._transport.get_write_buffer_size() == 0:
@@ -136,7 +143,7 @@ class LingeringTransport(asyncio.Transport):
 
     def write_eof(self) -> None:
         if not self._closing:
-            self._transport.write_eof()
+            self._half_close()
 
     def can_write_eof(self) -> bool:
         return self._transport.can_write_eof()
