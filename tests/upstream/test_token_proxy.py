@@ -50,7 +50,10 @@ async def serve(tmp_path: Path, tls: bool) -> AsyncIterator[str]:
         issued.private_key_and_cert_chain_pem.write_to_path(str(tmp_path / "server.pem"))
         options = {"ssl_certfile": str(tmp_path / "server.pem")}
     app = Starlette(routes=[Route("/connect/token", token, methods=["POST"])])
-    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="off", ws="none", **options)
+    # No logging config or level: uvicorn's own would stop its loggers propagating for every later test.
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=0, lifespan="off", log_config=None, log_level=None, ws="none", **options
+    )
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
     async with asyncio.timeout(10):
