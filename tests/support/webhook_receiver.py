@@ -78,8 +78,8 @@ class WebhookReceiver:
 @contextlib.asynccontextmanager
 async def webhook_receiver(secret: str, **options: Any) -> AsyncIterator[WebhookReceiver]:
     receiver = WebhookReceiver(secret, **options)
-    # No logging config or level: uvicorn's own would stop its loggers propagating for every later test.
-    config = uvicorn.Config(receiver, host="127.0.0.1", port=0, lifespan="off", log_config=None, log_level=None)
+    # No logging config: uvicorn's own would stop its loggers propagating for every later test.
+    config = uvicorn.Config(receiver, host="127.0.0.1", port=0, lifespan="off", log_config=None, log_level="warning")
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
     async with asyncio.timeout(10):

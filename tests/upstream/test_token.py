@@ -73,8 +73,10 @@ class Identity:
 async def identity() -> AsyncIterator[Identity]:
     stub = Identity()
     app = Starlette(routes=[Route("/connect/token", stub.handle, methods=["POST"])])
-    # No logging config or level: uvicorn's own would stop its loggers propagating for every later test.
-    config = uvicorn.Config(app, host="127.0.0.1", port=0, lifespan="off", log_config=None, log_level=None, ws="none")
+    # No logging config: uvicorn's own would stop its loggers propagating for every later test.
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=0, lifespan="off", log_config=None, log_level="warning", ws="none"
+    )
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
     async with asyncio.timeout(10):

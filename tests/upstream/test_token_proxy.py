@@ -50,9 +50,9 @@ async def serve(tmp_path: Path, tls: bool) -> AsyncIterator[str]:
         issued.private_key_and_cert_chain_pem.write_to_path(str(tmp_path / "server.pem"))
         options = {"ssl_certfile": str(tmp_path / "server.pem")}
     app = Starlette(routes=[Route("/connect/token", token, methods=["POST"])])
-    # No logging config or level: uvicorn's own would stop its loggers propagating for every later test.
+    # No logging config: uvicorn's own would stop its loggers propagating for every later test.
     config = uvicorn.Config(
-        app, host="127.0.0.1", port=0, lifespan="off", log_config=None, log_level=None, ws="none", **options
+        app, host="127.0.0.1", port=0, lifespan="off", log_config=None, log_level="warning", ws="none", **options
     )
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
