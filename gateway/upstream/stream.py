@@ -20,21 +20,10 @@ import grpc
 from pydantic import SecretStr
 
 from gateway.audio.format import AudioFormat
-from gateway.dataflow.lenient import loads_object
-from gateway.dataflow.messages import (
-    DataflowResponse,
-    StartRequest,
-    UpstreamAudio,
-    UpstreamItem,
-    build_request,
-    build_start,
-    parse_event,
-    parse_response,
-)
+from gateway.dataflow.messages import DataflowResponse, StartRequest, UpstreamItem, build_request, build_start
 from gateway.errors import (
     ErrorCode,
     GatewayError,
-    InvalidMessage,
     InvalidState,
     MessageTooBig,
     UpstreamAuthFailed,
@@ -44,8 +33,16 @@ from gateway.errors import (
     UpstreamUnavailable,
 )
 from gateway.upstream.contract import ContentType
-from gateway.upstream.errors import error_from_status, pings_refused, quoted_session_id, start_refused
+from gateway.upstream.errors import (
+    START_RETRY_PAUSES_S,
+    error_from_status,
+    pings_refused,
+    quoted_session_id,
+    start_refused,
+    status_lost_to_a_write_race,
+)
 from gateway.upstream.host import StreamHost
+from gateway.upstream.items import item_from_message
 from gateway.upstream.send_queue import SendQueue
 
 log = logging.getLogger(__name__)
@@ -83,13 +80,9 @@ class DataflowStream:
         settings = self._client.settings
         self._token = await self._client.tokens.get()
         start = build_start(request, token=self._token.get_secret_value(), tenant=settings.upstream_tenant)
-        self._keepalive_s = self._client.keepalive_s
-        self._call = self._client.open_call(self._deadline_s)
-        self._counted = True
         try:
             async with asyncio.timeout(settings.upstream_start_timeout_s):
-                await self._call.write(self._contract.encode_request(ContentType.REQUEST, text=json.dumps(start)))
-                response = await self._await_start_response()
+                response = await self._open(self._contract.encode_request(ContentType.REQUEST, text=json.dumps(start)))
         except TimeoutError:
             self.cancel()
             raise UpstreamTimeout(
@@ -109,6 +102,26 @@ class DataflowStream:
         self._writer = asyncio.create_task(self._write_loop(), name="dataflow-writer")
         self._writer.add_done_callback(self._writer_done)  # a cancelled writer's traceback holds this stream
         return response
+
+    async def _open(self, start: bytes) -> DataflowResponse:
+        """Open the RPC, send Start and wait for its answer. Again on a new RPC when grpc.aio lost the
+        server's status to a race of the Start's write with it (the status would say why, and be exact)."""
+        for retry_pause_s in (*START_RETRY_PAUSES_S, None):
+            self._keepalive_s = self._client.keepalive_s
+            self._call = self._client.open_call(self._deadline_s)
+            self._counted = True
+            try:
+                await self._call.write(start)
+                break
+            except asyncio.InvalidStateError:  # the RPC ended before the write began: its status says why
+                raise await self._ended_error() from None
+            except grpc.aio.AioRpcError as exc:
+                if retry_pause_s is None or not status_lost_to_a_write_race(exc.code(), exc.details()):
+                    raise
+                log.debug("the Start's write raced the end of its RPC; another in %g s", retry_pause_s)
+                self.cancel()
+                await asyncio.sleep(retry_pause_s)
+        return await self._await_start_response()
 
     def _writer_done(self, _: asyncio.Task[None]) -> None:
         self._writer, self._writer_ended = None, True
@@ -241,20 +254,9 @@ class DataflowStream:
             if data is _EOF:
                 return None
             assert isinstance(data, bytes)
-            frame = self._contract.decode_response(data)
-            if frame.content_type is ContentType.AUDIO:
-                return UpstreamAudio(frame.binary)
-            try:
-                text = self._redacted(frame.text)
-                obj = loads_object(text)
-            except InvalidMessage:
-                self._contract.odd_messages.skipped(frame.content_type.value)  # one line per burst
-                continue
-            if frame.content_type is ContentType.RESPONSE:
-                return parse_response(obj)
-            if frame.content_type is ContentType.EVENT:
-                return parse_event(obj, len(text))
-            log.debug("ignored an upstream %s message", frame.content_type.value)
+            item = item_from_message(self._contract, data, self._redacted)
+            if item is not None:
+                return item
 
     # --- ending ----------------------------------------------------------------------------------------
 

@@ -12,7 +12,7 @@ from pydantic import SecretStr
 
 from gateway.audio.format import AudioFormat
 from gateway.dataflow.messages import MILESTONE, DataflowEvent, StartRequest
-from gateway.errors import UpstreamError, UpstreamProtocolError, UpstreamUnavailable
+from gateway.errors import UpstreamError, UpstreamProtocolError
 from gateway.simulator.server import DataflowSimulator, SimulatorConfig
 from gateway.upstream.channel import UpstreamClient
 from gateway.upstream.contract import ContentType, WireContract
@@ -96,13 +96,4 @@ class TestSwappedContract:
                 await client.stream(fmt, deadline_s=5).start(StartRequest(project="demo", audio=fmt))
             failures.append(info.value)
         await client.aclose()
-        assert_unimplemented_but_for_the_race(failures)  # never a session
-
-
-def assert_unimplemented_but_for_the_race(failures: list[UpstreamError]) -> None:
-    """Starts on a method the server does not serve: UNIMPLEMENTED (a protocol error), except that grpc.aio
-    sometimes reports a write racing the server's UNIMPLEMENTED as INTERNAL "Internal error from Core"
-    (grpc/grpc#36066; ~1 start in 400 with a core busy): that one is a retryable upstream_unavailable."""
-    assert any(isinstance(f, UpstreamProtocolError) for f in failures), failures
-    raced = [f for f in failures if not isinstance(f, UpstreamProtocolError)]
-    assert all(isinstance(f, UpstreamUnavailable) and "INTERNAL" in f.message for f in raced), raced
+        assert all(isinstance(f, UpstreamProtocolError) for f in failures), failures  # never a session
