@@ -48,6 +48,7 @@ class Gateway:
     webhook_targets: WebhookTargets
     outbox_budget: OutboxBudget  # what all sessions hold for their clients, together
     simulator: DataflowSimulator | None = None
+    drain_notice: GoingAway | None = None  # what live sessions were told, and sessions started after are
     _drain_task: asyncio.Task[None] | None = None
 
     @property
@@ -99,15 +100,16 @@ class Gateway:
             self.registry.draining = True
             self.metrics.drain_state.set(budget)
             log.warning("draining: refusing new sessions; %d live sessions get %g s", self.registry.active, budget)
+            self.drain_notice = GoingAway(
+                f"this replica is draining; finish within {budget:g} s or reconnect", code=ErrorCode.DRAINING
+            )
             self._drain_task = asyncio.get_running_loop().create_task(self._drain(budget), name="gateway-drain")
         return self._drain_task
 
     async def _drain(self, budget_s: float) -> None:
-        notice = GoingAway(
-            f"this replica is draining; finish within {budget_s:g} s or reconnect", code=ErrorCode.DRAINING
-        )
+        assert self.drain_notice is not None
         for connection in self.registry.drainables():
-            connection.notify(notice)
+            connection.notify(self.drain_notice)
         deadline = time.monotonic() + budget_s
         while self.registry.active and time.monotonic() < deadline:
             await asyncio.sleep(0.05)

@@ -3,9 +3,10 @@
 The WebSocket driver hands every session item to the connection's :class:`CallResults` before the
 dialect renders it, and tells it when the socket is gone. :class:`WebhookResults` posts one signed
 webhook per final event (the native ``event`` fields) and, when the session closes, a summary with the
-whole transcript per channel and how the call ended; each carries the call's identity (the platform's
-ids and the gateway's session id). For a telephony call the socket closing is the hang-up: the session
-is finalized, not cancelled, so Data Flow finishes and its last results are delivered.
+whole transcript per channel, the non-fatal notices a client on the socket would have had, and how the
+call ended; each carries the call's identity (the platform's ids and the gateway's session id). For a
+telephony call the socket closing is the hang-up: the session is finalized, not cancelled, so Data Flow
+finishes and its last results are delivered.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from gateway.adapters import messages
 from gateway.adapters.dialect import held_audio
 from gateway.dataflow.messages import DataflowEvent
 from gateway.errors import GatewayError
-from gateway.relay.items import Closed, OutItem, SessionState, Started
+from gateway.relay.items import Closed, Notice, OutItem, SessionState, Started
 from gateway.relay.session import Session
 from gateway.webhooks.delivery import WebhookDeliverer
 from gateway.webhooks.targets import WebhookTarget
@@ -29,6 +30,9 @@ log = logging.getLogger(__name__)
 #: The longest value of a call's identity kept for the call's life and sent in its webhooks (Twilio's
 #: sids are 34 characters, Vonage's uuids 36): the rest is cut.
 MAX_IDENTITY_CHARS = 256
+#: The most non-fatal notices a summary lists (a session has few: audio that ended inside a sample, a
+#: drain); the rest are counted in ``noticesDropped``.
+MAX_SUMMARY_NOTICES = 8
 #: A lone UTF-16 surrogate: JSON's ``"\ud800"`` parses to one, and no UTF-8 encoder takes it.
 _SURROGATE = re.compile(r"[\ud800-\udfff]")
 
@@ -78,6 +82,8 @@ class WebhookResults(CallResults):
         self.session_id = ""
         self.dataflow_session_id: str | None = None
         self.transcript: dict[int, list[str]] = {}
+        self.notices: list[dict[str, Any]] = []  # what a client on the socket would have been told
+        self.notices_dropped = 0
         self.summarised = False
 
     def observe(self, item: OutItem) -> None:
@@ -86,6 +92,11 @@ class WebhookResults(CallResults):
         elif isinstance(item, DataflowEvent) and item.final and item.text:
             self.transcript.setdefault(item.channel, []).append(item.text)
             self._post({"type": "event", "event": messages.event(item, raw=False)})
+        elif isinstance(item, Notice):
+            if len(self.notices) < MAX_SUMMARY_NOTICES:
+                self.notices.append(item.error.to_json())
+            else:
+                self.notices_dropped += 1
         elif isinstance(item, Closed):
             self._summary(item)
 
@@ -103,7 +114,8 @@ class WebhookResults(CallResults):
     def _summary(self, closed: Closed) -> None:
         if not self.summarised:
             self.summarised = True
-            self._post({"type": "summary", "transcript": self._transcript(), "ended": _ended(closed)})
+            notices = {"notices": self.notices, "noticesDropped": self.notices_dropped}
+            self._post({"type": "summary", "transcript": self._transcript(), **notices, "ended": _ended(closed)})
 
     def _transcript(self) -> list[dict[str, Any]]:
         return [{"channel": channel, "text": " ".join(texts)} for channel, texts in sorted(self.transcript.items())]

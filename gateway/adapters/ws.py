@@ -38,9 +38,7 @@ class Connection:
 
     def __init__(self, ws: WebSocket, dialect: Dialect, service: Gateway, results: CallResults = NO_RESULTS) -> None:
         self.ws, self.results = ws, results  # results: also to a webhook (Twilio, Vonage)
-        self.dialect = dialect
-        self.service = service
-        self.settings = service.settings
+        self.dialect, self.service, self.settings = dialect, service, service.settings
         self.socket = ClientSocket(ws, self.settings.client_send_timeout_s)
         self.principal: Principal | None = None
         self.lease: Lease | None = None
@@ -186,6 +184,8 @@ class Connection:
                 await self._refuse(result, start_failed=True)
             return
         self.started_any = True
+        if (notice := self.service.drain_notice) is not None:  # a drain began before this session did
+            session.notify(notice)
         self.sender = asyncio.create_task(self._send(session), name=f"ws-{self.dialect.name}-{session.id}")
 
     async def _send(self, session: Session) -> None:  # render its items; on Closed say goodbye (and close)
@@ -289,8 +289,8 @@ class Connection:
 
     # --- drain (registry.Drainable) -----------------------------------------------------------------
 
-    def notify(self, error: GatewayError) -> None:
-        if self.session is not None and self.session.closed is None:
+    def notify(self, error: GatewayError) -> None:  # a session still starting is told once it has (_begin)
+        if self.session is not None and self.session.closed is None and self.sender is not None:
             self.session.notify(error)
 
     def go_away(self) -> None:

@@ -182,3 +182,47 @@ def test_the_url_project_wins_and_only_the_call_ids_are_kept() -> None:
     assert begin.request.call_properties == {"ExternalId": "c" * 256}
     assert dialect.call_identity()["callSid"] == "c" * 256  # cut short
     assert len(repr(vars(dialect))) < 2000, "the dialect holds on to the first frame"
+
+
+@pytest.mark.ws
+async def test_audio_that_ends_inside_a_sample_is_told_in_the_summary(
+    gateway_factory: GatewayFactory, simulator: DataflowSimulator
+) -> None:
+    """A call whose last frame ends one byte into a 16-bit sample: the byte cannot reach Data Flow, and
+    nothing goes back on a jambonz socket, so the call's summary says so; every whole sample is sent."""
+    rate = 8000
+    frames = telephony.l16_frames("5", rate)
+    async with (
+        webhook_receiver(WEBHOOK_SECRET) as receiver,
+        gateway_factory(webhook_url=receiver.url, webhook_secret=WEBHOOK_SECRET) as gw,
+    ):
+        async with connect(gw) as ws:
+            await ws.send(metadata(rate))
+            for frame in frames[:-1]:
+                await ws.send(frame)
+            await ws.send(frames[-1] + b"\x7f")  # a stray byte: half a sample
+        summary = await summary_of(receiver)
+    whole = sum(len(f) for f in frames)
+    print(f"figure: {whole} bytes of whole samples and 1 stray byte; Data Flow got {simulator.records[-1].audio_bytes}")
+    assert summary["transcript"] == [{"channel": 0, "text": "5"}]
+    assert summary["ended"]["reason"] == "finalized", summary
+    assert summary["notices"] == [
+        {"code": "misaligned_audio", "message": "1 trailing bytes did not form a whole sample and were dropped",
+         "retryable": False}
+    ], summary  # fmt: skip
+    assert summary["noticesDropped"] == 0
+    assert simulator.records[-1].audio_bytes == whole  # every whole sample reached Data Flow
+
+
+@pytest.mark.ws
+async def test_a_whole_call_has_no_notices(gateway_factory: GatewayFactory) -> None:
+    async with (
+        webhook_receiver(WEBHOOK_SECRET) as receiver,
+        gateway_factory(webhook_url=receiver.url, webhook_secret=WEBHOOK_SECRET) as gw,
+    ):
+        async with connect(gw) as ws:
+            await ws.send(metadata(8000))
+            for frame in telephony.l16_frames("5", 8000):
+                await ws.send(frame)
+        summary = await summary_of(receiver)
+    assert summary["notices"] == [] and summary["noticesDropped"] == 0, summary

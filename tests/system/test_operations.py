@@ -166,6 +166,22 @@ async def test_drain_lets_sessions_finish_then_closes_1001(gw: RunningGateway) -
         assert values[("dataflow_gateway_denials_total", (("reason", "going_away"),))] == 1
 
 
+@pytest.mark.ws
+async def test_a_session_started_during_a_drain_is_told_once_it_has_started(gw: RunningGateway) -> None:
+    """A connection accepted before the drain (it holds its slot) starts its session after the drain
+    began: it is served for what is left of the budget, and told so right after `started`, once."""
+    early = await ws_connect(gw.ws_url())
+    async with httpx.AsyncClient(base_url=gw.http_url) as http:
+        assert (await http.post("/internal/drain", params={"budget_s": 1.0})).status_code == 202
+    await early.send(start_message())
+    result = await read_all(early, timeout=5)
+    kinds = [m["type"] if m["type"] != "error" else m["code"] for m in result.messages]
+    assert kinds[0] == "started" and "draining" in kinds, kinds
+    assert result.errors() == ["draining", "going_away"], kinds  # told once, then ended at the budget
+    assert "finish within 1 s" in result.of_type("error")[0]["message"]
+    assert result.close_code == 1001
+
+
 OPS_TOKEN = "adm-7f3e-0c9d21a4"
 
 

@@ -195,3 +195,32 @@ def test_a_bad_webhook_configuration_stops_the_gateway_without_echoing_it(url: s
         WebhookTargets.from_settings(settings)
     assert secret is None or secret not in str(failed.value)
     assert "GATEWAY_WEBHOOK" in str(failed.value)
+
+
+@pytest.mark.ws
+@pytest.mark.parametrize("drained", ["live", "starting"])
+async def test_a_drain_is_told_in_the_summary_of_a_call_it_ends(gateway_factory: GatewayFactory, drained: str) -> None:
+    """A Twilio socket carries nothing back, so the drain's notice (an `error` message on a native socket)
+    reaches the operator in the call's summary, next to how the drain ended the call: for a call live when
+    the drain began, and for one whose `start` came after (accepted before: served for the budget left)."""
+    async with webhook_receiver(SECRET) as receiver, gateway_factory(**hooks(receiver)) as gw:
+        async with ws_connect(gw.ws_url("/v1/twilio")) as ws:
+            await ws.send(telephony.twilio_connected())
+            if drained == "starting":
+                drain = gw.gateway.drain(0.5)
+            await ws.send(telephony.twilio_start())
+            for frame in telephony.twilio_media("7"):
+                await ws.send(frame)
+            if drained == "live":
+                await receiver.wait_for(lambda r: bool(r.payloads("event")))  # the call is live
+                drain = gw.gateway.drain(0.5)
+            await drain  # the call does not finish within the budget
+            seen = await read_all(ws, timeout=10)
+        await receiver.wait_for(lambda r: bool(r.payloads("summary")))
+    summary = receiver.payloads("summary")[0]
+    assert seen.close_code == 1001, seen
+    assert [n["code"] for n in summary["notices"]] == ["draining"], summary
+    assert "0.5 s" in summary["notices"][0]["message"] and summary["noticesDropped"] == 0
+    assert summary["ended"]["reason"] == "going_away", summary
+    if drained == "live":
+        assert summary["transcript"] == [{"channel": 0, "text": "7"}], summary
