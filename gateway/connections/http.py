@@ -4,9 +4,11 @@ bounded (gateway.server hands it to uvicorn)."""
 from __future__ import annotations
 
 import asyncio
+from typing import Any, cast
 
 import httptools
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from starlette.types import Message, Send
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
 from gateway.connections import cap
 from gateway.connections.linger import LingeringTransport
@@ -123,9 +125,13 @@ class BoundedHeadProtocol(HttpToolsProtocol):
         if self._over_cap and (self.parser.should_upgrade() or self.url.split(b"?", 1)[0] not in _EXEMPT):
             self._refuse_over_cap()
             raise _Stop  # a WebSocket handshake too: the parser would go on to the upgrade
+        before = self.cycle
         super().on_headers_complete()
+        if self.cycle is before:  # a WebSocket upgrade: no HTTP answer to make
+            return
         if self._over_cap:  # the liveness probe: answered, then the connection closes
             self.cycle.keep_alive = False
+        _say_close_on_early_errors(self.cycle)
 
     def on_message_complete(self) -> None:
         super().on_message_complete()
@@ -218,3 +224,28 @@ class BoundedHeadProtocol(HttpToolsProtocol):
 
 
 _EXEMPT = frozenset(path.encode() for path in cap.EXEMPT_PATHS)
+
+
+def _say_close_on_early_errors(cycle: RequestResponseCycle) -> None:
+    """An error answered while its request's body is still coming (a 401 or 413 on an upload) says
+    ``connection: close``: the connection ends after it, and a client that pools connections sent its next
+    request on it and lost it ("server disconnected", RFC 9112 9.6). A success may stream while the body
+    is read (an upload's results), so only errors are marked. uvicorn takes the header for "close once
+    answered", which would reset a client still sending its body before it reads the answer: if the body
+    is still coming when the answer ends, the connection ends as an early answer does
+    (:meth:`BoundedHeadProtocol._end_after_early_answer`); if it is all in, uvicorn closes it."""
+    send: Send = cast(Any, cycle).send  # uvicorn's, typed as Starlette's
+    keep_alive: bool | None = None  # uvicorn's before the header: it said close
+
+    async def marked(message: Message) -> None:
+        nonlocal keep_alive
+        if message["type"] == "http.response.start" and message["status"] >= 400 and cycle.more_body:
+            headers = list(message.get("headers", ()))
+            if not any(bytes(name).lower() == b"connection" for name, _ in headers):  # else: as the app says
+                keep_alive = cycle.keep_alive
+                message = {**message, "headers": [*headers, (b"connection", b"close")]}
+        elif keep_alive is not None and message["type"] == "http.response.body" and not message.get("more_body"):
+            cycle.keep_alive = keep_alive and cycle.more_body  # the answer ends here
+        await send(message)
+
+    cast(Any, cycle).send = marked  # read by the ASGI task, which starts after this
