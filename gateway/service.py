@@ -48,8 +48,8 @@ class Gateway:
     webhook_targets: WebhookTargets
     outbox_budget: OutboxBudget  # what all sessions hold for their clients, together
     simulator: DataflowSimulator | None = None
-    drain_notice: GoingAway | None = None  # what live sessions were told, and sessions started after are
     _drain_task: asyncio.Task[None] | None = None
+    _drain_ends: float | None = None  # monotonic time the drain's budget runs out
 
     @property
     def metrics(self) -> GatewayMetrics:
@@ -100,16 +100,23 @@ class Gateway:
             self.registry.draining = True
             self.metrics.drain_state.set(budget)
             log.warning("draining: refusing new sessions; %d live sessions get %g s", self.registry.active, budget)
-            self.drain_notice = GoingAway(
-                f"this replica is draining; finish within {budget:g} s or reconnect", code=ErrorCode.DRAINING
-            )
+            self._drain_ends = time.monotonic() + budget
             self._drain_task = asyncio.get_running_loop().create_task(self._drain(budget), name="gateway-drain")
         return self._drain_task
 
+    def drain_notice(self) -> GoingAway | None:
+        """What a session is told of a drain under way (live ones when it begins, later ones as they
+        start): the time left of its budget. None while not draining."""
+        if self._drain_ends is None:
+            return None
+        left = round(max(0.0, self._drain_ends - time.monotonic()), 1)
+        return GoingAway(f"this replica is draining; finish within {left:g} s or reconnect", code=ErrorCode.DRAINING)
+
     async def _drain(self, budget_s: float) -> None:
-        assert self.drain_notice is not None
+        notice = self.drain_notice()
+        assert notice is not None
         for connection in self.registry.drainables():
-            connection.notify(self.drain_notice)
+            connection.notify(notice)
         deadline = time.monotonic() + budget_s
         while self.registry.active and time.monotonic() < deadline:
             await asyncio.sleep(0.05)

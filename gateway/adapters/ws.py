@@ -184,7 +184,7 @@ class Connection:
                 await self._refuse(result, start_failed=True)
             return
         self.started_any = True
-        if (notice := self.service.drain_notice) is not None:  # a drain began before this session did
+        if (notice := self.service.drain_notice()) is not None:  # a drain began before this session did
             session.notify(notice)
         self.sender = asyncio.create_task(self._send(session), name=f"ws-{self.dialect.name}-{session.id}")
 
