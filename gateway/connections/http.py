@@ -4,10 +4,12 @@ bounded (gateway.server hands it to uvicorn)."""
 from __future__ import annotations
 
 import asyncio
+import weakref
+from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
 import httptools
-from starlette.types import Message, Send
+from starlette.types import Message
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
 from gateway.connections import cap
@@ -234,11 +236,15 @@ def _say_close_on_early_errors(cycle: RequestResponseCycle) -> None:
     answered", which would reset a client still sending its body before it reads the answer: if the body
     is still coming when the answer ends, the connection ends as an early answer does
     (:meth:`BoundedHeadProtocol._end_after_early_answer`); if it is all in, uvicorn closes it."""
-    send: Send = cast(Any, cycle).send  # uvicorn's, typed as Starlette's
+    # The wrapper reaches its cycle through a weak reference: a strong one (or uvicorn's bound send) would
+    # make a reference cycle of every request, its transport in it, for the cycle collector to find.
+    this = weakref.ref(cycle)
     keep_alive: bool | None = None  # uvicorn's before the header: it said close
 
     async def marked(message: Message) -> None:
         nonlocal keep_alive
+        cycle = this()
+        assert cycle is not None  # it is the cycle's ASGI task that calls this
         if message["type"] == "http.response.start" and message["status"] >= 400 and cycle.more_body:
             headers = list(message.get("headers", ()))
             if not any(bytes(name).lower() == b"connection" for name, _ in headers):  # else: as the app says
@@ -246,6 +252,9 @@ def _say_close_on_early_errors(cycle: RequestResponseCycle) -> None:
                 message = {**message, "headers": [*headers, (b"connection", b"close")]}
         elif keep_alive is not None and message["type"] == "http.response.body" and not message.get("more_body"):
             cycle.keep_alive = keep_alive and cycle.more_body  # the answer ends here
-        await send(message)
+        await _UVICORN_SEND(cycle, message)
 
     cast(Any, cycle).send = marked  # read by the ASGI task, which starts after this
+
+
+_UVICORN_SEND: Callable[[RequestResponseCycle, Message], Awaitable[None]] = cast(Any, RequestResponseCycle.send)
