@@ -29,13 +29,6 @@ _SIZE_LIMIT_WORDS = ("larger than max", "exceeds hard limit", "exceeds soft limi
 #: How gRPC core words a GOAWAY that a server's keepalive enforcement sent (ENHANCE_YOUR_CALM,
 #: "too_many_pings") in the status of the streams it ended.
 _PING_REFUSAL_WORDS = ("too many pings", "too_many_pings")
-#: What grpc.aio says in place of the server's status when a write raced the RPC's end (the server
-#: answered without reading, e.g. UNIMPLEMENTED): gRPC core refused the write's batch (grpc/grpc#36066).
-_LOST_TO_A_WRITE_RACE = "Internal error from Core"
-#: A Start whose write lost the status is sent again on a new RPC after each pause: with a server that
-#: answers from other threads the race took 1 start in 9, a retry 1 in 3 (it clusters); four attempts
-#: over 70 ms lost none in 4 000 (tests/upstream/test_start_write_race.py).
-START_RETRY_PAUSES_S = (0.01, 0.02, 0.04)
 
 
 def printable(text: str, limit: int = _MAX_DETAILS) -> str:
@@ -84,12 +77,6 @@ def pings_refused(code: grpc.StatusCode, details: str | None) -> bool:
     """The stream ended because the server took the gateway's keepalive pings for abuse."""
     said = (details or "")[:_MAX_SCANNED].lower()
     return code is grpc.StatusCode.UNAVAILABLE and any(words in said for words in _PING_REFUSAL_WORDS)
-
-
-def status_lost_to_a_write_race(code: grpc.StatusCode, details: str | None) -> bool:
-    """A write failed because the RPC had ended, and grpc.aio put its own INTERNAL in place of the status
-    that ended it: the real reason is lost, and a new RPC would most likely report it."""
-    return code is grpc.StatusCode.INTERNAL and details == _LOST_TO_A_WRITE_RACE
 
 
 def start_refused(text: str, start: Mapping[str, Any] | None = None) -> UpstreamError:

@@ -33,17 +33,11 @@ from gateway.errors import (
     UpstreamUnavailable,
 )
 from gateway.upstream.contract import ContentType
-from gateway.upstream.errors import (
-    START_RETRY_PAUSES_S,
-    error_from_status,
-    pings_refused,
-    quoted_session_id,
-    start_refused,
-    status_lost_to_a_write_race,
-)
+from gateway.upstream.errors import error_from_status, pings_refused, quoted_session_id, start_refused
 from gateway.upstream.host import StreamHost
 from gateway.upstream.items import item_from_message
 from gateway.upstream.send_queue import SendQueue
+from gateway.upstream.start_race import START_RACE_WAIT_S, ends_unread, status_lost_to_a_write_race
 
 log = logging.getLogger(__name__)
 _EOF = grpc.aio.EOF  # type: ignore[attr-defined]  # (missing from the grpc stubs)
@@ -104,24 +98,27 @@ class DataflowStream:
         return response
 
     async def _open(self, start: bytes) -> DataflowResponse:
-        """Open the RPC, send Start and wait for its answer. Again on a new RPC when grpc.aio lost the
-        server's status to a race of the Start's write with it (the status would say why, and be exact)."""
-        for retry_pause_s in (*START_RETRY_PAUSES_S, None):
+        """Open the RPC, send Start and wait for its answer. grpc.aio loses the server's status when the
+        Start's write races it (a server that answers without reading): a second RPC then waits for the
+        server's answer before it writes, so the status a session ends with is the server's."""
+        for raced in (False, True):
             self._keepalive_s = self._client.keepalive_s
             self._call = self._client.open_call(self._deadline_s)
             self._counted = True
+            if raced and await ends_unread(self._call, START_RACE_WAIT_S):
+                break
             try:
                 await self._call.write(start)
+            except asyncio.InvalidStateError:  # the RPC ended before the write began
                 break
-            except asyncio.InvalidStateError:  # the RPC ended before the write began: its status says why
-                raise await self._ended_error() from None
             except grpc.aio.AioRpcError as exc:
-                if retry_pause_s is None or not status_lost_to_a_write_race(exc.code(), exc.details()):
+                if raced or not status_lost_to_a_write_race(exc.code(), exc.details()):
                     raise
-                log.debug("the Start's write raced the end of its RPC; another in %g s", retry_pause_s)
+                log.debug("the Start's write raced the end of its RPC; waiting for the answer of another")
                 self.cancel()
-                await asyncio.sleep(retry_pause_s)
-        return await self._await_start_response()
+            else:
+                return await self._await_start_response()
+        raise await self._ended_error()  # its status says why
 
     def _writer_done(self, _: asyncio.Task[None]) -> None:
         self._writer, self._writer_ended = None, True
