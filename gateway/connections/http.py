@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import weakref
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any, cast
 
 import httptools
-from starlette.types import Message
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
 from gateway.connections import cap
@@ -226,6 +225,7 @@ class BoundedHeadProtocol(HttpToolsProtocol):
 
 
 _EXEMPT = frozenset(path.encode() for path in cap.EXEMPT_PATHS)
+Message = MutableMapping[str, Any]  # an ASGI message (this layer knows uvicorn and ASGI, not Starlette)
 
 
 def _say_close_on_early_errors(cycle: RequestResponseCycle) -> None:
