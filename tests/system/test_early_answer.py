@@ -97,6 +97,17 @@ async def test_an_unauthenticated_upload_gets_401_and_the_end_at_once(gw: Runnin
     assert answer.startswith(b"HTTP/1.1 401 ") and says_close(answer), answer[:400]
 
 
+async def test_a_success_answered_before_its_body_is_in_says_close(gw: RunningGateway) -> None:
+    """A route that reads no body answers at once (here /healthz and /readyz to a request declaring a
+    body it has not sent yet): the answer ends the connection as any early answer does, so it must say
+    so, or a pooling client sends its next request on a connection that is ending."""
+    for path in (b"/healthz", b"/readyz"):
+        head = b"GET %s HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: %d\r\n\r\n" % (path, 60000)
+        answer = await answer_after(gw, head + b"\0" * 1024)
+        assert answer.startswith(b"HTTP/1.1 200 ") and says_close(answer), answer[:400]
+        assert answer.count(b"HTTP/1.1 ") == 1
+
+
 async def test_a_connection_whose_body_was_read_whole_is_kept_alive(gw: RunningGateway) -> None:
     """An answer after the whole body keeps the connection: a second request goes on it."""
     reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
