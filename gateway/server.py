@@ -76,7 +76,8 @@ def websocket_protocol(settings: Settings) -> str | type[asyncio.Protocol]:
     audio fast path)."""
     if settings.ws_implementation != "websockets-sansio":
         return settings.ws_implementation
-    return FastReceiveProtocol if settings.ws_fast_path else BoundedControlProtocol
+    protocol = FastReceiveProtocol if settings.ws_fast_path else BoundedControlProtocol
+    return protocol.paced(settings.ws_frames_per_s)
 
 
 def uvicorn_config(settings: Settings) -> uvicorn.Config:

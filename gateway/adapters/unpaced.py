@@ -18,6 +18,7 @@ import asyncio
 import time
 
 from gateway.adapters.dialect import ClientMessage
+from gateway.connections.pace import Pace
 
 MESSAGE_S = 0.002
 BYTES_PER_S = 1024 * 1024
@@ -26,11 +27,9 @@ BURST_S = 1.0
 
 class OutOfSessionPacer:
     def __init__(self) -> None:
-        self._paid_to = 0.0  # the time by which the messages charged so far are paid for
+        self._pace = Pace(BURST_S)
 
     async def charge(self, message: ClientMessage) -> None:
         """Count ``message``; wait while the connection is more than :data:`BURST_S` ahead."""
-        now = time.monotonic()
-        self._paid_to = max(self._paid_to, now - BURST_S) + MESSAGE_S + len(message) / BYTES_PER_S
-        if (ahead := self._paid_to - now) > 0:
+        if (ahead := self._pace.charge(MESSAGE_S + len(message) / BYTES_PER_S, time.monotonic())) > 0:
             await asyncio.sleep(ahead)

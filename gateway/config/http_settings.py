@@ -29,6 +29,13 @@ class HttpServerSettings(BaseModel):
         description="While draining, answer a new WebSocket handshake with HTTP 503 going_away, so a proxy can retry "
         "it on another replica (nginx: proxy_next_upstream http_503); false: accept it, then going_away, close 1001.",
     )
+    ws_frames_per_s: int = Field(
+        1000,
+        ge=0,
+        description="WebSocket frames a client may send per second that are no whole message a session paces "
+        "(fragments, pings, pongs; after the close, every frame), with a second of them as burst; past it reading "
+        "waits (websockets-sansio only). 0: unpaced.",
+    )
     ws_ping_interval_s: float = Field(20.0, gt=0, description="WebSocket keepalive ping period.")
     ws_ping_timeout_s: float = Field(20.0, gt=0, description="Close a client that does not answer a ping in time.")
     http_header_timeout_s: float = Field(

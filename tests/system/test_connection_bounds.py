@@ -44,7 +44,10 @@ def connections(gw: RunningGateway) -> list[object]:
 
 
 @pytest.mark.ws
+@pytest.mark.parametrize("gw", [{"ws_frames_per_s": 0}], indirect=True)
 async def test_pongs_for_a_client_that_reads_nothing_stay_bounded(gw: RunningGateway) -> None:
+    """Pings unpaced (GATEWAY_WS_FRAMES_PER_S=0; paced, 1000 a second take minutes to fill the buffers):
+    the pongs a client that reads nothing is owed stay bounded however fast the pings come."""
     ws = await non_reader(gw.port)
     await ws.send_raw(handshake_request(gw.port))
     assert await ws.read_response() == 101
@@ -92,7 +95,7 @@ async def test_a_closed_websocket_whose_client_reads_nothing_is_let_go(gw: Runni
 
 
 @pytest.mark.ws
-@pytest.mark.parametrize("gw", [{"connection_linger_s": 1.0}], indirect=True)
+@pytest.mark.parametrize("gw", [{"connection_linger_s": 1.0, "ws_frames_per_s": 0}], indirect=True)
 async def test_a_connection_closed_with_answers_its_client_never_takes_is_let_go(gw: RunningGateway) -> None:
     """A client that reads nothing fills the gateway's buffer with pongs, then sends a close: the gateway
     answers it and closes, and what is left lingers ``connection_linger_s`` (1 s here, 10 s by default)
