@@ -33,8 +33,8 @@ class HttpServerSettings(BaseModel):
         1000,
         ge=0,
         description="WebSocket frames a client may send per second that are no whole message a session paces "
-        "(fragments, pings, pongs; after the close, every frame), with a second of them as burst; past it reading "
-        "waits (websockets-sansio only). 0: unpaced.",
+        "(fragments, pings, pongs), with a second of them as burst; past it reading waits (websockets-sansio only). "
+        "0: unpaced.",
     )
     ws_ping_interval_s: float = Field(20.0, gt=0, description="WebSocket keepalive ping period.")
     ws_ping_timeout_s: float = Field(20.0, gt=0, description="Close a client that does not answer a ping in time.")

@@ -44,8 +44,8 @@ CLOSING_READ_BYTES_PER_S = 64 * 1024 * 1024
 #: number of frames, and pings and pongs are no messages: 1 MiB sent as one-byte fragments is a million
 #: frames to parse (seconds of a core) for one message, and uvicorn kept each fragment as its own bytes
 #: object until the last (~40 bytes held per byte sent). So every frame that is not a whole message (a
-#: fragment, a ping, a pong; after the close, every frame) costs 1/FRAMES_PER_S, with a second of them
-#: as burst; past that the rest of the read waits. Real clients send whole messages and a ping every few
+#: fragment, a ping, a pong) costs 1/FRAMES_PER_S, with a second of them as burst; past that the rest of
+#: the read waits. Real clients send whole messages and a ping every few
 #: seconds; one that fragments a 1 MiB message into 4 KiB frames uses 256 of them.
 #: ``GATEWAY_WS_FRAMES_PER_S`` sets it (:meth:`BoundedControlProtocol.paced`); 0 turns the pace off.
 FRAMES_PER_S = 1000
@@ -155,7 +155,9 @@ class BoundedControlProtocol(WebSocketsSansIOProtocol):
 
     def _started(self, event: Frame) -> None:
         self._assembly = None
-        if not event.fin or self.close_sent:  # after the close no session paces whole messages either
+        # Not whole messages, even after the close where no session paces them: a client busy sending
+        # takes the close only once its sends are through (CLOSING_READ_BYTES_PER_S bounds those).
+        if not event.fin:
             self._count_frame()
 
     def handle_cont(self, event: Frame) -> None:

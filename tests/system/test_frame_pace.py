@@ -1,4 +1,4 @@
-"""Frames no session pays for: fragments of a message, pings, pongs, and anything after the close.
+"""Frames no session pays for: the fragments of a message, pings and pongs.
 
 A session paces its client's messages (gateway.relay.intake), but a message may come in any number of
 frames, and pings and pongs are no messages: 1 MiB sent as one-byte fragments was a million frames
@@ -21,7 +21,7 @@ from gateway.simulator.server import DataflowSimulator
 from gateway.ws_protocol import FastReceiveProtocol
 from tests.support.harness import RunningGateway
 from tests.support.probes import LoopLag, dtmf_round_trip, figure, start_json
-from tests.support.raw_ws import OP_BINARY, OP_CLOSE, OP_CONT, OP_PING, OP_PONG, OP_TEXT, RawWebSocket, frame
+from tests.support.raw_ws import OP_BINARY, OP_CONT, OP_PING, OP_PONG, OP_TEXT, RawWebSocket, frame
 
 FRAMES = 3 * FRAMES_PER_S  # each attack's frames: two seconds of them past the burst
 
@@ -105,24 +105,3 @@ async def test_a_ping_flood_is_paced_and_every_ping_answered(gw: RunningGateway)
     assert pongs == FRAMES
     assert took > paced_s(len(frame(OP_PING, b"p" * 16))) * 0.9, took  # was ~0.1 s
     ws.abort()
-
-
-@pytest.mark.ws
-async def test_what_comes_after_the_close_is_paced_by_the_frame(gw: RunningGateway) -> None:
-    """After its close uvicorn reads what the client sends until the client's close reply; no session
-    paces those messages any more, so each counts as a frame: the reply behind them is read once they
-    are paid for (it was read at once, whatever came before it, at up to 64 MiB/s of tiny frames)."""
-    ws = await started(gw)
-    await ws.send(OP_TEXT, b'{"type":"finalize"}')
-    code, _ = await ws.close_code(timeout=20)
-    assert code == 1000
-    began = time.monotonic()
-    await ws.send_raw(frame(OP_BINARY) * FRAMES + frame(OP_CLOSE, b"\x03\xe8"))
-    assert await ws.eof(timeout=30)
-    took = time.monotonic() - began
-    ws.abort()
-    figure(
-        "after_close_pace",
-        f"{FRAMES} empty messages after the close: the close reply behind them read after {took:.2f} s",
-    )
-    assert took > paced_s(len(frame(OP_BINARY))) * 0.9, took
