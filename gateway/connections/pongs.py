@@ -45,8 +45,8 @@ CLOSING_READ_BYTES_PER_S = 64 * 1024 * 1024
 #: frames to parse (seconds of a core) for one message, and uvicorn kept each fragment as its own bytes
 #: object until the last (~40 bytes held per byte sent). So every frame that is not a whole message (a
 #: fragment, a ping, a pong) costs 1/FRAMES_PER_S, with a second of them as burst; past that the rest of
-#: the read waits. Real clients send whole messages and a ping every few
-#: seconds; one that fragments a 1 MiB message into 4 KiB frames uses 256 of them.
+#: the read waits. Real clients send whole messages and a ping every few seconds; one that fragments a
+#: 1 MiB message into 4 KiB frames uses 256 of them.
 #: ``GATEWAY_WS_FRAMES_PER_S`` sets it (:meth:`BoundedControlProtocol.paced`); 0 turns the pace off.
 FRAMES_PER_S = 1000
 FRAME_BURST_S = 1.0
