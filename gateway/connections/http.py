@@ -249,7 +249,7 @@ def _say_close_on_early_answers(cycle: RequestResponseCycle) -> None:
 
     def close_said(start: Message, cycle: RequestResponseCycle) -> Message:
         nonlocal keep_alive
-        if _names(start, b"connection"):  # as the app says
+        if _has_header(start, b"connection"):  # as the app says
             return start
         keep_alive = cycle.keep_alive
         return {**start, "headers": [*start.get("headers", ()), (b"connection", b"close")]}
@@ -262,7 +262,7 @@ def _say_close_on_early_answers(cycle: RequestResponseCycle) -> None:
         if kind == "http.response.start" and cycle.more_body:
             if message["status"] >= 400:
                 message = close_said(message, cycle)
-            elif _names(message, b"content-length"):
+            elif _has_header(message, b"content-length"):
                 held = message  # a whole answer, whose body follows at once; a streamed one is not held
                 return
         elif held is not None:
@@ -276,7 +276,8 @@ def _say_close_on_early_answers(cycle: RequestResponseCycle) -> None:
     cast(Any, cycle).send = marked  # read by the ASGI task, which starts after this
 
 
-def _names(start: Message, header: bytes) -> bool:
+def _has_header(start: Message, header: bytes) -> bool:
+    """Whether this ``http.response.start`` carries ``header`` (a lower-case name) in any case."""
     return any(bytes(name).lower() == header for name, _ in start.get("headers", ()))
 
 
