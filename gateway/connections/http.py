@@ -9,10 +9,11 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any, cast
 
 import httptools
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
+from uvicorn.protocols.http.httptools_impl import RequestResponseCycle
 
 from gateway.connections import cap
 from gateway.connections.linger import LingeringTransport
+from gateway.connections.sliced import SlicedParseProtocol
 from gateway.routes.http_conventions import HEADERS
 from gateway.settings import Settings
 
@@ -25,7 +26,7 @@ class _Stop(Exception):
     """Raised in a parser callback to stop the parser: what is left of the read is dropped."""
 
 
-class BoundedHeadProtocol(HttpToolsProtocol):
+class BoundedHeadProtocol(SlicedParseProtocol):
     """uvicorn's HTTP protocol with each request head bounded in time and in bytes; uvicorn bounds
     neither. A client that sends its headers (or its WebSocket handshake) a byte at a time, or nothing,
     would hold a connection forever (slowloris): late heads get 408. A head of megabytes would be held
@@ -52,7 +53,6 @@ class BoundedHeadProtocol(HttpToolsProtocol):
     max_pipelined = 16
     max_connections: int | None = None
     _stall_timer: asyncio.TimerHandle | None = None
-    _stopped = False  # reads no more: its pipeline is full (it ends after the requests waiting), or refused
     _over_cap = False  # made past max_connections: refused once its head is in
     _header_timer: asyncio.TimerHandle | None = None
     _in_head = True  # reading a request head (until its headers are complete)
@@ -82,9 +82,7 @@ class BoundedHeadProtocol(HttpToolsProtocol):
             return
         self._arm()
 
-    def data_received(self, data: bytes) -> None:
-        if self._stopped:
-            return
+    def parse_slice(self, data: bytes) -> None:
         if self._in_head:
             end = (self._head_tail + data).find(_HEAD_END)
             seen = len(data) if end < 0 else end + len(_HEAD_END) - len(self._head_tail)
@@ -113,7 +111,7 @@ class BoundedHeadProtocol(HttpToolsProtocol):
 
     def on_message_begin(self) -> None:
         if len(self.pipeline) >= self.max_pipelined:
-            self._stopped = True
+            self.stop_parsing()
             self.cycle.keep_alive = False  # the last request read is answered, then the connection closes
             raise _Stop
         super().on_message_begin()
@@ -152,7 +150,7 @@ class BoundedHeadProtocol(HttpToolsProtocol):
         a 413 for 1 MiB. Now nothing more is taken from this connection, its write side is shut after the
         answer (the client reads it, then end of stream), and the keep-alive timeout (5 s), which reads
         no longer put off, closes it. Reading on until then spares the client a reset while it sends."""
-        self._stopped = True
+        self.stop_parsing()
         if self.transport.can_write_eof():
             self.transport.write_eof()
 
@@ -200,7 +198,7 @@ class BoundedHeadProtocol(HttpToolsProtocol):
 
     def _refuse_over_cap(self) -> None:
         assert self.max_connections is not None
-        self._stopped = True
+        self.stop_parsing()
         if not self.transport.is_closing():
             cap.count_refusal(self.app, self.max_connections)
         retry = b"retry-after: %d\r\n" % cap.retry_after_s()
