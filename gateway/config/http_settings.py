@@ -42,7 +42,10 @@ class HttpServerSettings(BaseModel):
         10.0, gt=0, description="Close a connection whose request headers or WebSocket handshake take longer (408)."
     )
     max_request_head_bytes: int = Field(
-        16 * 1024, ge=1024, description="Largest request head (request line and headers); larger gets 431."
+        16 * 1024,
+        ge=1024,
+        description="Largest request head (request line and headers), and a chunked body's trailer section; "
+        "larger gets 431.",
     )
     http_max_pipelined_requests: int = Field(
         16,

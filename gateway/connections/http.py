@@ -4,14 +4,11 @@ bounded (gateway.server hands it to uvicorn)."""
 from __future__ import annotations
 
 import asyncio
-import weakref
-from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any, cast
 
 import httptools
-from uvicorn.protocols.http.httptools_impl import RequestResponseCycle
 
 from gateway.connections import cap
+from gateway.connections.early_answer import say_close_on_early_answers
 from gateway.connections.linger import LingeringTransport
 from gateway.connections.sliced import SlicedParseProtocol
 from gateway.routes.http_conventions import HEADERS
@@ -31,7 +28,8 @@ class BoundedHeadProtocol(SlicedParseProtocol):
     neither. A client that sends its headers (or its WebSocket handshake) a byte at a time, or nothing,
     would hold a connection forever (slowloris): late heads get 408. A head of megabytes would be held
     whole before any authentication: past ``max_head_bytes`` the request gets 431 and the connection
-    closes before the parser sees the excess.
+    closes before the parser sees the excess. A chunked body's trailer section is bounded the same way
+    (uvicorn added its fields to the running request's headers); its fields are dropped.
 
     A client that does not read what it is answered is bounded too: a response that cannot be written
     for ``write_stall_s`` ends the connection, and a closed connection lingers only while its client
@@ -58,6 +56,8 @@ class BoundedHeadProtocol(SlicedParseProtocol):
     _in_head = True  # reading a request head (until its headers are complete)
     _head_bytes = 0  # bytes of the current head seen so far
     _head_tail = b""  # the last bytes seen, so an end of head split across reads is still found
+    _chunk_awaits_data = False  # a chunk's size line was parsed, none of its data yet (the last chunk: none comes)
+    _trailer_bytes = 0  # the trailer section in whole slices since: under-counted by at most a slice
 
     @classmethod
     def with_limits(cls, settings: Settings) -> type[BoundedHeadProtocol]:
@@ -92,7 +92,44 @@ class BoundedHeadProtocol(SlicedParseProtocol):
                 return
             self._head_bytes += seen
             self._head_tail = (self._head_tail + data)[-3:]
+        awaited_before = self._chunk_awaits_data
         self._feed(data)
+        if awaited_before and self._chunk_awaits_data and not self._stopped:  # all of it after the last chunk
+            self._trailer_bytes += len(data)
+            if self._trailer_bytes > self.max_head_bytes:
+                self._refuse_trailers()
+
+    def on_chunk_header(self) -> None:
+        self._chunk_awaits_data = True
+
+    def on_chunk_complete(self) -> None:
+        self._chunk_awaits_data, self._trailer_bytes = False, 0
+
+    def on_body(self, body: bytes) -> None:
+        self._chunk_awaits_data, self._trailer_bytes = False, 0
+        super().on_body(body)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if self._in_head:
+            super().on_header(name, value)
+        # Otherwise a trailer field, after a chunked body: dropped (RFC 9110 6.5.1), as ASGI has no place for
+        # it; uvicorn added it to the headers of the request under way.
+
+    def _refuse_trailers(self) -> None:
+        """A trailer section over ``max_head_bytes`` ends its request as a head that large does. The
+        application hears that its client is gone; an answer it has begun cannot take a 431, so then the
+        connection just ends."""
+        cycle = self.cycle
+        began = cycle.response_started
+        if not cycle.response_complete:
+            cycle.disconnected = True
+            cycle.message_event.set()
+        if began:
+            self.stop_parsing()
+            self.transport.close()
+        else:
+            self._refuse(b"431 Request Header Fields Too Large", b'{"error":{"code":"request_head_too_large",'
+                         b'"message":"the request\'s trailer section is too large","retryable":false}}')  # fmt: skip
 
     def _feed(self, data: bytes) -> None:
         """uvicorn's ``data_received``, but a stopped parser (full pipeline, refusal) gets no 400."""
@@ -130,7 +167,7 @@ class BoundedHeadProtocol(SlicedParseProtocol):
             return
         if self._over_cap:  # the liveness probe: answered, then the connection closes
             self.cycle.keep_alive = False
-        _say_close_on_early_answers(self.cycle)
+        say_close_on_early_answers(self.cycle)
 
     def on_message_complete(self) -> None:
         super().on_message_complete()
@@ -206,6 +243,7 @@ class BoundedHeadProtocol(SlicedParseProtocol):
 
     def _refuse(self, status: bytes, body: bytes, extra: bytes = b"", *, at_once: bool = False) -> None:
         self._disarm()
+        self.stop_parsing()
         if not self.transport.is_closing():
             kind = b"content-type: application/json\r\n" if body else b""
             head = b"HTTP/1.1 %s\r\n%s%s%scontent-length: %d\r\nconnection: close\r\n\r\n" % (
@@ -223,60 +261,3 @@ class BoundedHeadProtocol(SlicedParseProtocol):
 
 
 _EXEMPT = frozenset(path.encode() for path in cap.EXEMPT_PATHS)
-Message = MutableMapping[str, Any]  # an ASGI message (this layer knows uvicorn and ASGI, not Starlette)
-
-
-def _say_close_on_early_answers(cycle: RequestResponseCycle) -> None:
-    """An answer made while its request's body is still coming (a 401 or 413 on an upload, a 200 from a
-    route that reads no body) says ``connection: close``: the connection ends after it, and a client that
-    pools connections sent its next request on it and lost it ("server disconnected", RFC 9112 9.6).
-
-    An error is marked at its start. A success may stream while the body is read (an upload's results),
-    so only a whole one (with a ``content-length``) is looked at: its start is held until its first body
-    message and marked if that message ends the answer while the body is still coming. A streamed
-    success is never held (a client may wait for its head), so one that ends before its body is in still
-    ends without the header; no route makes one. uvicorn takes the header for "close once
-    answered", which would reset a client still sending its body before it reads the answer: if the body
-    is still coming when the answer ends, the connection ends as an early answer does
-    (:meth:`BoundedHeadProtocol._end_after_early_answer`); if it is all in, uvicorn closes it."""
-    # The wrapper reaches its cycle through a weak reference: a strong one (or uvicorn's bound send) would
-    # make a reference cycle of every request, its transport in it, for the cycle collector to find.
-    this = weakref.ref(cycle)
-    keep_alive: bool | None = None  # uvicorn's before the header: it said close
-    held: Message | None = None  # a success's start, until its first body message
-
-    def close_said(start: Message, cycle: RequestResponseCycle) -> Message:
-        nonlocal keep_alive
-        if _has_header(start, b"connection"):  # as the app says
-            return start
-        keep_alive = cycle.keep_alive
-        return {**start, "headers": [*start.get("headers", ()), (b"connection", b"close")]}
-
-    async def marked(message: Message) -> None:
-        nonlocal held
-        cycle = this()
-        assert cycle is not None  # it is the cycle's ASGI task that calls this
-        kind = message["type"]
-        if kind == "http.response.start" and cycle.more_body:
-            if message["status"] >= 400:
-                message = close_said(message, cycle)
-            elif _has_header(message, b"content-length"):
-                held = message  # a whole answer, whose body follows at once; a streamed one is not held
-                return
-        elif held is not None:
-            start, held = held, None
-            whole = kind == "http.response.body" and not message.get("more_body")
-            await _UVICORN_SEND(cycle, close_said(start, cycle) if whole and cycle.more_body else start)
-        if keep_alive is not None and kind == "http.response.body" and not message.get("more_body"):
-            cycle.keep_alive = keep_alive and cycle.more_body  # the answer ends here
-        await _UVICORN_SEND(cycle, message)
-
-    cast(Any, cycle).send = marked  # read by the ASGI task, which starts after this
-
-
-def _has_header(start: Message, header: bytes) -> bool:
-    """Whether this ``http.response.start`` carries ``header`` (a lower-case name) in any case."""
-    return any(bytes(name).lower() == header for name, _ in start.get("headers", ()))
-
-
-_UVICORN_SEND: Callable[[RequestResponseCycle, Message], Awaitable[None]] = cast(Any, RequestResponseCycle.send)
