@@ -62,12 +62,15 @@ async def sessions_active(http_url: str) -> float:
 async def test_non_reading_clients_do_not_grow_memory_round_after_round(
     simulator: DataflowSimulator, tmp_path: Path
 ) -> None:
-    """5 rounds of 20 clients that never read, against a gateway process: its RSS after the last round
-    is within 15 % of its RSS after the first (memory is given back; no growth per round)."""
+    """6 rounds of 20 clients that never read, against a gateway process: its RSS at the end is within
+    15 % of its RSS once warmed up (memory is given back; no growth per round). A round's sessions hold
+    20 MiB of outboxes, so one leaked round alone breaks the bound. RSS moves by about ±10 MiB from round
+    to round (the allocator), so the warmed-up figure is the higher of the first two rounds and the end
+    figure the lower of the last two: noise in one round cannot fail the test, a leak shows in each."""
     env = upstream_env(simulator) | {"GATEWAY_CLIENT_SEND_TIMEOUT_S": "1", "GATEWAY_CLIENT_OUTBOX_BYTES": str(MiB)}
     async with gateway_process(tmp_path, env) as gw:
         after: list[int] = []
-        for _ in range(5):
+        for _ in range(6):
             clients = await asyncio.gather(*(never_reads(gw.ws_url(), gw.port) for _ in range(20)))
             async with asyncio.timeout(15):  # the gateway ends every one of them itself
                 while await sessions_active(gw.http_url):
@@ -76,9 +79,10 @@ async def test_non_reading_clients_do_not_grow_memory_round_after_round(
                 ws.transport.abort()
             await asyncio.sleep(0.2)
             after.append(gw.rss_bytes())
-        growth = after[-1] - after[0]
-        print(f"gateway RSS by round (MiB): {[round(a / MiB) for a in after]}")
-        assert growth < 0.15 * after[0], f"gateway RSS by round (MiB): {[round(a / MiB) for a in after]}"
+        warmed_up, at_the_end = max(after[:2]), min(after[-2:])
+        by_round = f"gateway RSS by round (MiB): {[round(a / MiB) for a in after]}"
+        print(by_round)
+        assert at_the_end - warmed_up < 0.15 * warmed_up, by_round
 
 
 # --- no cycles: what a session leaves behind is freed without the collector ------------------------------
