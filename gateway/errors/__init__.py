@@ -9,7 +9,8 @@ The tree::
         │   ├── InvalidMessage          not JSON, not an object, nested too deep (close 1007)
         │   ├── InvalidHost             a Host header the gateway does not serve (400)
         │   ├── InvalidState            valid, but not now: before start, after finalize (409)
-        │   └── AudioFormatError        audio the gateway cannot take or convert (415, close 1003)
+        │   ├── AudioFormatError        audio the gateway cannot take or convert (415, close 1003)
+        │   └── UnsupportedContentEncoding  an upload coded other than gzip or deflate (415)
         ├── Unauthorized                no or a wrong credential (401)
         ├── Forbidden                   a credential or origin that may not do this (403)
         ├── LimitError                  a limit ended or refused the work
@@ -58,6 +59,8 @@ class GatewayError(Exception):
     retryable_by_default: ClassVar[bool] = False
     #: Seconds a client should wait before retrying (HTTP ``Retry-After``), for retryable errors.
     retry_after_s: ClassVar[int] = 1
+    #: Header fields the HTTP answer carries besides ``Retry-After``.
+    answer_headers: ClassVar[dict[str, str]] = {}
 
     def __init__(
         self, message: str, *, code: ErrorCode | None = None, retryable: bool | None = None, retry_after_s: int = 0
@@ -83,9 +86,9 @@ class GatewayError(Exception):
 
 
 def error_response(error: GatewayError) -> JSONResponse:
-    """Any error as an HTTP answer: its status, the ``{"error": {...}}`` envelope, and ``Retry-After``
-    when waiting can help."""
-    headers = {"Retry-After": str(error.retry_after)} if error.retryable else None
+    """Any error as an HTTP answer: its status, the ``{"error": {...}}`` envelope, ``Retry-After`` when
+    waiting can help, and the error's own header fields."""
+    headers = ({"Retry-After": str(error.retry_after)} if error.retryable else {}) | error.answer_headers
     return JSONResponse({"error": error.to_json()}, status_code=error.http_status, headers=headers)
 
 
@@ -124,6 +127,15 @@ class AudioFormatError(BadRequest):
     code = ErrorCode.UNSUPPORTED_AUDIO_FORMAT
     ws_close_code = 1003
     http_status = 415
+
+
+class UnsupportedContentEncoding(BadRequest):
+    """An upload whose ``Content-Encoding`` is not gzip or deflate (RFC 9110 15.5.16: the answer names
+    the codings that would do)."""
+
+    code = ErrorCode.UNSUPPORTED_CONTENT_ENCODING
+    http_status = 415
+    answer_headers: ClassVar[dict[str, str]] = {"Accept-Encoding": "gzip, deflate"}
 
 
 class Unauthorized(GatewayError):

@@ -22,6 +22,8 @@ class ErrorCode(StrEnum):
     INVALID_HOST = "invalid_host"
     UNKNOWN_MESSAGE_TYPE = "unknown_message_type"
     UNSUPPORTED_AUDIO_FORMAT = "unsupported_audio_format"
+    UNSUPPORTED_CONTENT_ENCODING = "unsupported_content_encoding"
+    INVALID_CONTENT_ENCODING = "invalid_content_encoding"  # a gzip/deflate body that does not inflate
     MISALIGNED_AUDIO = "misaligned_audio"
     INVALID_STATE = "invalid_state"
     NOT_STARTED = "not_started"

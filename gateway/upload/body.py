@@ -1,9 +1,10 @@
 """The body of an upload, read as a stream straight from ASGI ``receive`` (never buffered whole).
 
-:class:`RequestBody` counts bytes against the size cap while reading, and is the only reader of
-``receive`` for the whole request, so it also notices a client that goes away after its body was
-sent. :class:`MultipartAudio` finds Data Flow's ``Parameters`` and ``Audio`` parts in a
-``multipart/form-data`` body with python-multipart's incremental parser.
+:class:`RequestBody` counts bytes against the size cap while reading, inflates a gzip or deflate
+body on the way (:mod:`gateway.upload.coding`), and is the only reader of ``receive`` for the whole
+request, so it also notices a client that goes away after its body was sent. :class:`MultipartAudio`
+finds Data Flow's ``Parameters`` and ``Audio`` parts in a ``multipart/form-data`` body with
+python-multipart's incremental parser.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import json
 from collections import deque
 from collections.abc import AsyncIterator
+from itertools import chain
 from tempfile import SpooledTemporaryFile
 from typing import Any, Final
 
@@ -20,6 +22,7 @@ from starlette.types import Receive
 
 from gateway.dataflow.lenient import MAX_JSON_DEPTH, too_deep
 from gateway.errors import BadRequest, ClientGone, ErrorCode, UploadTooLarge
+from gateway.upload.coding import Inflater
 
 PARAMETERS_LIMIT: Final = 64 * 1024
 SPOOL_MEMORY_BYTES: Final = 1024 * 1024  # an Audio part before Parameters: held in memory up to this, then on disk
@@ -27,10 +30,14 @@ SPOOL_READ_BYTES: Final = 64 * 1024
 
 
 class RequestBody:
-    def __init__(self, receive: Receive, max_bytes: int) -> None:
+    """``max_bytes`` bounds the body as sent and, when it is coded (``inflater``), as inflated."""
+
+    def __init__(self, receive: Receive, max_bytes: int, inflater: Inflater | None = None) -> None:
         self._receive = receive
         self.max_bytes = max_bytes
+        self._inflater = inflater
         self.bytes_read = 0
+        self.bytes_inflated = 0
         self.complete = False
 
     def check_declared_length(self, content_length: str | None) -> None:
@@ -38,8 +45,9 @@ class RequestBody:
         if content_length and content_length.strip().isdigit() and int(content_length) > self.max_bytes:
             raise self._too_large()
 
-    def _too_large(self) -> UploadTooLarge:
-        return UploadTooLarge(f"the upload is larger than the limit of {self.max_bytes} bytes")
+    def _too_large(self, as_inflated: bool = False) -> UploadTooLarge:
+        inflated = " once inflated" if as_inflated else ""
+        return UploadTooLarge(f"the upload is larger{inflated} than the limit of {self.max_bytes} bytes")
 
     async def chunks(self) -> AsyncIterator[bytes]:
         while not self.complete:
@@ -51,8 +59,15 @@ class RequestBody:
             self.bytes_read += len(body)
             if self.bytes_read > self.max_bytes:
                 raise self._too_large()
-            if body:
-                yield body
+            if self._inflater is None:
+                if body:
+                    yield body
+                continue
+            for piece in chain(self._inflater.feed(body), self._inflater.end() if self.complete else ()):
+                self.bytes_inflated += len(piece)
+                if self.bytes_inflated > self.max_bytes:
+                    raise self._too_large(as_inflated=True)
+                yield piece
 
     async def wait_disconnect(self) -> None:
         """After the body: returns when the client goes away (or the response is complete)."""

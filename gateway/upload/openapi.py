@@ -92,9 +92,12 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
                 "the audio header did not arrive within 10 s"),
     413: _error("The body is over GATEWAY_MAX_UPLOAD_BYTES (found while streaming; Data Flow is cancelled).",
                 "upload_too_large", "the upload is larger than the limit of 1073741824 bytes"),
-    415: _error("Unknown or undecodable audio format.", "unsupported_audio_format",
+    415: _error("Unknown or undecodable audio format (unsupported_audio_format), or a Content-Encoding other "
+                "than gzip or deflate (unsupported_content_encoding, with Accept-Encoding).",
+                "unsupported_audio_format",
                 "unrecognised audio format: send WAV, AU, FLAC, Ogg (Opus/Vorbis), MP3, WebM or AIFF, ..."),
-    422: _error("Bad parameters (query, headers, Parameters part, multipart body), or audio costing more CPU to "
+    422: _error("Bad parameters (query, headers, Parameters part, multipart body), a gzip or deflate body that "
+                "does not inflate (invalid_content_encoding), or audio costing more CPU to "
                 "decode than GATEWAY_UPLOAD_DECODE_CPU_SHARE allows (audio_too_costly, with the result so far).",
                 "invalid_parameters",
                 "sampleRate is required for headerless pcm16 audio"),
@@ -112,7 +115,8 @@ REQUEST_BODY: dict[str, Any] = {
     "description": "The recording, streamed. The container is recognised from its first bytes (the Content-Type "
     "is not trusted): WAV (PCM16, float, mu-law, A-law, ADPCM ...), AU, FLAC, Ogg Opus/Vorbis, MP3, AAC, WebM, AIFF. "
     "Headerless audio needs ?encoding= and ?sampleRate= or `audio/L16;rate=8000` (big-endian) or `audio/basic` "
-    "(8 kHz mu-law). Or Data Flow's HTTP batch multipart: `Parameters` (Start JSON) then `Audio` (the file).",
+    "(8 kHz mu-law). Or Data Flow's HTTP batch multipart: `Parameters` (Start JSON) then `Audio` (the file). "
+    "Either may be sent with `Content-Encoding: gzip` or `deflate`: it is inflated as it streams, within the size cap.",
     "content": {
         **{media: _AUDIO for media in ("audio/wav", "audio/x-wav", "audio/basic", "audio/L16", "audio/flac",
                                        "audio/ogg", "audio/mpeg", "audio/webm", "application/octet-stream")},

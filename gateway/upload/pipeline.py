@@ -38,6 +38,7 @@ from gateway.relay.items import Closed, Flow, Notice, OutItem, Recovered, Sessio
 from gateway.relay.registry import Lease
 from gateway.relay.session import Session
 from gateway.upload.body import MultipartAudio, RequestBody, media_type, parse_parameters
+from gateway.upload.coding import inflater_for
 from gateway.upload.pacing import ReadPacer
 from gateway.upload.source import AudioSource, declared_audio, open_audio
 
@@ -66,6 +67,7 @@ class UploadOptions:
     parameters_header: str | None = None
     content_type: str | None = None
     content_length: str | None = None
+    content_encoding: str | None = None
 
 
 class Upload:
@@ -76,7 +78,7 @@ class Upload:
         self._scope, self._headers = scope, headers
         self.settings = gateway.settings
         self.options = options
-        self.body = RequestBody(receive, self.settings.max_upload_bytes)
+        self.body = RequestBody(receive, self.settings.max_upload_bytes, inflater_for(options.content_encoding))
         self.session: Session | None = None
         self.source: AudioSource | None = None
         self.error: GatewayError | None = None  # set when the upload ended with an error message

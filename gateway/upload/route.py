@@ -174,9 +174,10 @@ async def recognize(
         sample_rate=sample_rate, channels=channels, project_header=project_name or None,
         parameters_header=parameters, content_type=request.headers.get("content-type"),
         content_length=request.headers.get("content-length"),
+        content_encoding=", ".join(request.headers.getlist("content-encoding")) or None,
     )  # fmt: skip
-    upload = Upload(service_of(request), request.scope, request.headers, request.receive, options)
     try:
+        upload = Upload(service_of(request), request.scope, request.headers, request.receive, options)
         await upload.open()
     except GatewayError as exc:
         return error_response(exc)

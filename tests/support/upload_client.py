@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from gateway.audio import decoders
+from gateway.simulator.server import DataflowSimulator
 from tests.support.harness import RunningGateway
 
 URL = "/v1/recognize"
@@ -20,6 +21,15 @@ async def no_decoder_thread_left() -> None:
     async with asyncio.timeout(2):
         while [t for t in threading.enumerate() if t.name.startswith(decoders.THREAD_PREFIX)]:
             await asyncio.sleep(0.01)
+
+
+async def outcome(simulator: DataflowSimulator) -> str:
+    """How the simulator saw the last stream end (a cancel reaches it a moment after the response)."""
+    record = simulator.records[-1]
+    async with asyncio.timeout(2):
+        while record.ended_at is None:
+            await asyncio.sleep(0.01)
+    return record.outcome
 
 
 async def pieces(data: bytes, size: int, pause_s: float = 0.0) -> AsyncIterator[bytes]:

@@ -17,7 +17,7 @@ from gateway.upload.answer import EventLog
 from tests.support import audio_files, signals
 from tests.support.harness import GatewayFactory, RunningGateway, gateway_factory_for
 from tests.support.settings import SECRETS
-from tests.support.upload_client import URL, multipart, no_decoder_thread_left, pieces
+from tests.support.upload_client import URL, multipart, no_decoder_thread_left, outcome, pieces
 
 WAV = signals.wav_bytes(signals.utterances(["12"], 8000), 8000)
 
@@ -39,15 +39,6 @@ def error_of(response: httpx.Response, status: int) -> dict[str, Any]:
     error: dict[str, Any] = response.json()["error"]
     assert set(error) == {"code", "message", "retryable"}
     return error
-
-
-async def outcome(simulator: DataflowSimulator) -> str:
-    """How the simulator saw the last stream end (a cancel reaches it a moment after the response)."""
-    record = simulator.records[-1]
-    async with asyncio.timeout(1):
-        while record.ended_at is None:
-            await asyncio.sleep(0.01)
-    return record.outcome
 
 
 async def idle(gw: RunningGateway) -> None:
