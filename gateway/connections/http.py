@@ -8,9 +8,11 @@ import asyncio
 import httptools
 
 from gateway.connections import cap
+from gateway.connections.bad_requests import UNSUPPORTED_UPGRADE, bad_request_body, bad_request_log, parser_reason
 from gateway.connections.early_answer import say_close_on_early_answers
 from gateway.connections.linger import LingeringTransport
 from gateway.connections.sliced import SlicedParseProtocol
+from gateway.logs.bursts import BurstLog
 from gateway.routes.http_conventions import HEADERS
 from gateway.settings import Settings
 
@@ -50,6 +52,7 @@ class BoundedHeadProtocol(SlicedParseProtocol):
     linger_s = 10.0
     max_pipelined = 16
     max_connections: int | None = None
+    bad_requests: BurstLog = bad_request_log()  # with_limits makes one per server
     _stall_timer: asyncio.TimerHandle | None = None
     _over_cap = False  # made past max_connections: refused once its head is in
     _header_timer: asyncio.TimerHandle | None = None
@@ -69,6 +72,7 @@ class BoundedHeadProtocol(SlicedParseProtocol):
             "linger_s": settings.connection_linger_s,
             "max_pipelined": settings.http_max_pipelined_requests,
             "max_connections": cap.connection_cap(settings.max_connections, settings.max_sessions),
+            "bad_requests": bad_request_log(),
         }
         return type(cls.__name__, (cls,), limits)
 
@@ -136,15 +140,21 @@ class BoundedHeadProtocol(SlicedParseProtocol):
         self._unset_keepalive_if_required()
         try:
             self.parser.feed_data(data)
-        except httptools.HttpParserError:
+        except httptools.HttpParserError as exc:
             if not self._stopped:
-                self.logger.warning("Invalid HTTP request received.")
-                self.send_400_response("Invalid HTTP request received.")
+                reason = parser_reason(exc)
+                self.bad_requests.warn("Invalid HTTP request received (%s): answered 400", reason, reason=reason)
+                self._refuse(b"400 Bad Request", bad_request_body(reason))
         except httptools.HttpParserUpgrade:
             if self._should_upgrade():
                 self.handle_websocket_upgrade()
             else:
                 self._unsupported_upgrade_warning()
+
+    def _unsupported_upgrade_warning(self) -> None:
+        """An ``Upgrade`` other than WebSocket (``h2c``): the request is served as plain HTTP, as uvicorn
+        does, but not logged once per request."""
+        self.bad_requests.warn("Unsupported upgrade request: served as plain HTTP", reason=UNSUPPORTED_UPGRADE)
 
     def on_message_begin(self) -> None:
         if len(self.pipeline) >= self.max_pipelined:
