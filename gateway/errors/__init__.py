@@ -10,7 +10,7 @@ The tree::
         │   ├── InvalidHost             a Host header the gateway does not serve (400)
         │   ├── InvalidState            valid, but not now: before start, after finalize (409)
         │   ├── AudioFormatError        audio the gateway cannot take or convert (415, close 1003)
-        │   └── UnsupportedContentEncoding  an upload coded other than gzip or deflate (415)
+        │   └── UnsupportedContentEncoding  a body in a coding the route does not take (415)
         ├── Unauthorized                no or a wrong credential (401)
         ├── Forbidden                   a credential or origin that may not do this (403)
         ├── LimitError                  a limit ended or refused the work
@@ -59,8 +59,6 @@ class GatewayError(Exception):
     retryable_by_default: ClassVar[bool] = False
     #: Seconds a client should wait before retrying (HTTP ``Retry-After``), for retryable errors.
     retry_after_s: ClassVar[int] = 1
-    #: Header fields the HTTP answer carries besides ``Retry-After``.
-    answer_headers: ClassVar[dict[str, str]] = {}
 
     def __init__(
         self, message: str, *, code: ErrorCode | None = None, retryable: bool | None = None, retry_after_s: int = 0
@@ -70,6 +68,10 @@ class GatewayError(Exception):
         self.error_code: ErrorCode = code or self.code
         self.retryable = self.retryable_by_default if retryable is None else retryable
         self.retry_after = retry_after_s or self.retry_after_s  # when known (a budget refills), the truth
+
+    def answer_headers(self) -> dict[str, str]:
+        """Header fields the HTTP answer carries besides ``Retry-After``."""
+        return {}
 
     def to_json(self) -> dict[str, Any]:
         return {"code": self.error_code.value, "message": self.message, "retryable": self.retryable}
@@ -88,7 +90,7 @@ class GatewayError(Exception):
 def error_response(error: GatewayError) -> JSONResponse:
     """Any error as an HTTP answer: its status, the ``{"error": {...}}`` envelope, ``Retry-After`` when
     waiting can help, and the error's own header fields."""
-    headers = ({"Retry-After": str(error.retry_after)} if error.retryable else {}) | error.answer_headers
+    headers = ({"Retry-After": str(error.retry_after)} if error.retryable else {}) | error.answer_headers()
     return JSONResponse({"error": error.to_json()}, status_code=error.http_status, headers=headers)
 
 
@@ -130,12 +132,18 @@ class AudioFormatError(BadRequest):
 
 
 class UnsupportedContentEncoding(BadRequest):
-    """An upload whose ``Content-Encoding`` is not gzip or deflate (RFC 9110 15.5.16: the answer names
-    the codings that would do)."""
+    """A body in a ``Content-Encoding`` the route does not take; the answer names the codings that would
+    do (RFC 9110 15.5.16): gzip and deflate for uploads, none (``identity``) elsewhere."""
 
     code = ErrorCode.UNSUPPORTED_CONTENT_ENCODING
     http_status = 415
-    answer_headers: ClassVar[dict[str, str]] = {"Accept-Encoding": "gzip, deflate"}
+
+    def __init__(self, message: str, *, accepted: str) -> None:
+        super().__init__(message)
+        self.accepted = accepted
+
+    def answer_headers(self) -> dict[str, str]:
+        return {"Accept-Encoding": self.accepted}
 
 
 class Unauthorized(GatewayError):

@@ -4,8 +4,9 @@ FastAPI reads and parses a whole JSON body before the handler runs, with neither
 256 MiB held +775 MiB before its 401, and a body sent a byte a second held its request for as long as
 it lasted. :class:`BodyLimit` answers 413 ``message_too_big`` past ``max_bytes`` (from
 ``Content-Length`` before anything is read, otherwise while the body streams) and 408
-``start_timeout`` when the body is not complete ``timeout_s`` after its head, then closes the
-connection. The upload routes stream their bodies and keep their own limits (:mod:`gateway.upload`):
+``start_timeout`` when the body is not complete ``timeout_s`` after its head, and 415
+``unsupported_content_encoding`` for a body with a ``Content-Encoding`` (these routes take small JSON),
+then closes the connection. The upload routes stream their bodies and keep their own limits (:mod:`gateway.upload`):
 their paths are exempt. This module knows paths, never routes or credentials.
 """
 
@@ -15,7 +16,14 @@ import asyncio
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from gateway.errors import ErrorCode, GatewayError, LimitReached, MessageTooBig, error_response
+from gateway.errors import (
+    ErrorCode,
+    GatewayError,
+    LimitReached,
+    MessageTooBig,
+    UnsupportedContentEncoding,
+    error_response,
+)
 
 _DISCONNECT: Message = {"type": "http.disconnect"}
 
@@ -48,6 +56,17 @@ def _content_length(scope: Scope) -> int | None:
     return None
 
 
+def _coded(scope: Scope) -> bool:
+    """Whether the request has a body (chunked, or a length above 0) in a coding other than ``identity``."""
+    headers = scope.get("headers", ())
+    if not any(
+        name == b"transfer-encoding" or (name == b"content-length" and value.strip(b" 0")) for name, value in headers
+    ):
+        return False
+    codings = (value.lower().split(b",") for name, value in headers if name == b"content-encoding")
+    return any(coding.strip() not in (b"", b"identity") for listed in codings for coding in listed)
+
+
 class _BoundedBody:
     """One request: counts its body as the app reads it, answers the refusal itself, and then tells
     the app the client is gone (whatever the app answers after that goes nowhere)."""
@@ -64,6 +83,10 @@ class _BoundedBody:
         declared = _content_length(self.scope)
         if declared is not None and declared > self.limit.max_bytes:
             await self.refuse(self.too_big())  # before a byte of it is read (and before any 100 Continue)
+            return
+        if _coded(self.scope):  # these bodies are small JSON: a coded one is refused, not parsed as garbage
+            await self.refuse(UnsupportedContentEncoding("send the request body without a Content-Encoding",
+                                                         accepted="identity"))  # fmt: skip
             return
         await self.limit.app(self.scope, self.receive, self.send)
 

@@ -80,7 +80,8 @@ def inflater_for(content_encoding: str | None) -> Inflater | None:
     shown = ", ".join(codings)
     shown = shown if len(shown) <= _SHOWN_CHARS else shown[: _SHOWN_CHARS - 1] + "…"
     raise UnsupportedContentEncoding(
-        f"unsupported Content-Encoding {shown!r}: send the body uncoded, or coded once with gzip or deflate"
+        f"unsupported Content-Encoding {shown!r}: send the body uncoded, or coded once with gzip or deflate",
+        accepted="gzip, deflate",
     )
 
 

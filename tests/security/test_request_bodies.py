@@ -5,6 +5,7 @@ time) and reads the answer while the body is still owed. Uploads keep streaming 
 from __future__ import annotations
 
 import asyncio
+import gzip
 import json
 import time
 from dataclasses import dataclass
@@ -165,6 +166,24 @@ async def test_an_invalid_body_from_a_key_holder_is_still_a_422(gw: RunningGatew
         response = await http.post("/v1/tokens", json={"ttlSeconds": -1}, headers={"X-API-Key": KEY})
     assert (response.status_code, response.json()["error"]["code"]) == (422, "invalid_parameters")
     assert "body.ttlSeconds" in response.json()["error"]["message"]
+
+
+async def test_a_coded_body_is_refused_unread_and_a_bodiless_request_is_not(gw: RunningGateway) -> None:
+    """These routes take small JSON: a gzipped one is 415 naming ``identity``, not a parse error."""
+    body = gzip.compress(json.dumps({"ttlSeconds": 60}).encode())
+    async with httpx.AsyncClient(base_url=gw.http_url) as http:
+        for coding in ("gzip", "br", "identity, gzip"):
+            headers = {"X-API-Key": KEY, "Content-Encoding": coding, "Content-Type": "application/json"}
+            response = await http.post("/v1/tokens", content=body, headers=headers)
+            assert (response.status_code, response.json()["error"]["code"]) == (415, "unsupported_content_encoding")
+            assert response.headers["accept-encoding"] == "identity"
+            assert response.headers["connection"] == "close"
+        plain = await http.post(
+            "/v1/tokens", json={"ttlSeconds": 60}, headers={"X-API-Key": KEY, "Content-Encoding": "identity"}
+        )
+        assert plain.status_code == 200, plain.text
+        probe = await http.get("/healthz", headers={"Content-Encoding": "gzip"})  # no body: nothing to refuse
+        assert probe.status_code == 200
 
 
 @pytest.mark.parametrize("path", ["/v1/recognize", f"/t/{KEY}/v1/recognize"])
