@@ -1,5 +1,6 @@
-"""Requests uvicorn's HTTP parser cannot take as sent: answered in the gateway's error envelope, logged a
-burst at a time.
+"""Requests uvicorn's HTTP parser cannot take as sent, and the other answers made below the application
+(431 for a head too large, 501 for a transfer coding it does not apply, RFC 9112 6.1): in the gateway's
+error envelope, the malformed ones logged a burst at a time.
 
 uvicorn logs a WARNING for every malformed request and for every request asking for an upgrade other
 than WebSocket (``curl --http2`` sends ``Upgrade: h2c`` with each plain-HTTP request), and answers the
@@ -33,7 +34,25 @@ def parser_reason(error: Exception) -> str:
     return text or "malformed request"
 
 
+def envelope(code: ErrorCode, message: str) -> bytes:
+    """An answer's body made below the application, in the envelope every other answer has."""
+    return json.dumps({"error": {"code": code.value, "message": message, "retryable": False}}).encode()
+
+
+HEAD_TOO_LARGE: Final = envelope(ErrorCode.REQUEST_HEAD_TOO_LARGE, "the request head is too large")
+TRAILERS_TOO_LARGE: Final = envelope(ErrorCode.REQUEST_HEAD_TOO_LARGE, "the request's trailer section is too large")
+UNKNOWN_TRANSFER_CODING: Final = envelope(
+    ErrorCode.UNSUPPORTED_TRANSFER_ENCODING,
+    "Transfer-Encoding may only be chunked (a content coding goes in Content-Encoding)",
+)
+
+
 def bad_request_body(reason: str) -> bytes:
-    """The 400's body, in the envelope every other answer has."""
-    error = {"code": ErrorCode.BAD_REQUEST.value, "message": f"invalid HTTP request: {reason}", "retryable": False}
-    return json.dumps({"error": error}).encode()
+    return envelope(ErrorCode.BAD_REQUEST, f"invalid HTTP request: {reason}")
+
+
+def unknown_transfer_coding(headers: list[tuple[bytes, bytes]]) -> bool:
+    """Whether ``Transfer-Encoding`` names a coding besides ``chunked`` (httptools takes ``gzip, chunked``
+    and hands the body on still gzip-coded)."""
+    codings = (value.lower().split(b",") for name, value in headers if name.lower() == b"transfer-encoding")
+    return any(coding.strip() != b"chunked" for listed in codings for coding in listed)

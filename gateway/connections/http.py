@@ -8,7 +8,16 @@ import asyncio
 import httptools
 
 from gateway.connections import cap
-from gateway.connections.bad_requests import UNSUPPORTED_UPGRADE, bad_request_body, bad_request_log, parser_reason
+from gateway.connections.bad_requests import (
+    HEAD_TOO_LARGE,
+    TRAILERS_TOO_LARGE,
+    UNKNOWN_TRANSFER_CODING,
+    UNSUPPORTED_UPGRADE,
+    bad_request_body,
+    bad_request_log,
+    parser_reason,
+    unknown_transfer_coding,
+)
 from gateway.connections.early_answer import say_close_on_early_answers
 from gateway.connections.linger import LingeringTransport
 from gateway.connections.sliced import SlicedParseProtocol
@@ -91,8 +100,7 @@ class BoundedHeadProtocol(SlicedParseProtocol):
             end = (self._head_tail + data).find(_HEAD_END)
             seen = len(data) if end < 0 else end + len(_HEAD_END) - len(self._head_tail)
             if self._head_bytes + seen > self.max_head_bytes:
-                self._refuse(b"431 Request Header Fields Too Large", b'{"error":{"code":"request_head_too_large",'
-                             b'"message":"the request head is too large","retryable":false}}')  # fmt: skip
+                self._refuse(b"431 Request Header Fields Too Large", HEAD_TOO_LARGE)
                 return
             self._head_bytes += seen
             self._head_tail = (self._head_tail + data)[-3:]
@@ -132,8 +140,7 @@ class BoundedHeadProtocol(SlicedParseProtocol):
             self.stop_parsing()
             self.transport.close()
         else:
-            self._refuse(b"431 Request Header Fields Too Large", b'{"error":{"code":"request_head_too_large",'
-                         b'"message":"the request\'s trailer section is too large","retryable":false}}')  # fmt: skip
+            self._refuse(b"431 Request Header Fields Too Large", TRAILERS_TOO_LARGE)
 
     def _feed(self, data: bytes) -> None:
         """uvicorn's ``data_received``, but a stopped parser (full pipeline, refusal) gets no 400."""
@@ -171,6 +178,9 @@ class BoundedHeadProtocol(SlicedParseProtocol):
         if self._over_cap and (self.parser.should_upgrade() or self.url.split(b"?", 1)[0] not in _EXEMPT):
             self._refuse_over_cap()
             raise _Stop  # a WebSocket handshake too: the parser would go on to the upgrade
+        if unknown_transfer_coding(self.headers):
+            self._refuse(b"501 Not Implemented", UNKNOWN_TRANSFER_CODING)
+            raise _Stop
         before = self.cycle
         super().on_headers_complete()
         if self.cycle is before:  # a WebSocket upgrade: no HTTP answer to make

@@ -23,6 +23,8 @@ class ErrorCode(StrEnum):
     UNKNOWN_MESSAGE_TYPE = "unknown_message_type"
     UNSUPPORTED_AUDIO_FORMAT = "unsupported_audio_format"
     UNSUPPORTED_CONTENT_ENCODING = "unsupported_content_encoding"
+    UNSUPPORTED_TRANSFER_ENCODING = "unsupported_transfer_encoding"  # a transfer coding but chunked (HTTP 501)
+    REQUEST_HEAD_TOO_LARGE = "request_head_too_large"  # a request head or trailer section (HTTP 431)
     INVALID_CONTENT_ENCODING = "invalid_content_encoding"  # a gzip/deflate body that does not inflate
     MISALIGNED_AUDIO = "misaligned_audio"
     INVALID_STATE = "invalid_state"

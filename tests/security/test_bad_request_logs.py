@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import gzip
 import json
 import logging
 from collections.abc import AsyncIterator
@@ -89,3 +90,18 @@ async def test_upgrades_other_than_websocket_are_served_and_logged_a_burst_at_a_
             await reader.readexactly(length)
         await wait_for(lambda: lines(caplog, "(unsupported upgrade: 99)"), timeout=5 * WINDOW_S)
     assert len(lines(caplog, "Unsupported upgrade request")) == 1
+
+
+@pytest.mark.parametrize("coding", [b"gzip, chunked", b"x-custom, chunked", b"gzip\r\nTransfer-Encoding: chunked"])
+async def test_a_transfer_coding_besides_chunked_is_501_not_passed_on_coded(gw: RunningGateway, coding: bytes) -> None:
+    """httptools takes ``gzip, chunked`` and hands the body on still gzip-coded: an upload was refused as
+    unknown audio, a token request as malformed JSON. RFC 9112 6.1: 501 for a transfer coding not applied."""
+    body = gzip.compress(b"{}")
+    request = b"POST /v1/tokens HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+    request += b"Transfer-Encoding: " + coding + b"\r\n\r\n" + b"%x\r\n" % len(body) + body + b"\r\n0\r\n\r\n"
+    async with connected(gw) as (reader, writer):
+        writer.write(request)
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        assert head.startswith(b"HTTP/1.1 501 "), head
+        payload = await asyncio.wait_for(reader.read(), 5)  # to the end: the connection closes
+    assert json.loads(payload)["error"]["code"] == "unsupported_transfer_encoding"
