@@ -3,11 +3,11 @@
 FastAPI reads and parses a whole JSON body before the handler runs, with neither bound: one POST of
 256 MiB held +775 MiB before its 401, and a body sent a byte a second held its request for as long as
 it lasted. :class:`BodyLimit` answers 413 ``message_too_big`` past ``max_bytes`` (from
-``Content-Length`` before anything is read, otherwise while the body streams) and 408
-``start_timeout`` when the body is not complete ``timeout_s`` after its head, and 415
-``unsupported_content_encoding`` for a body with a ``Content-Encoding`` (these routes take small JSON),
-then closes the connection. The upload routes stream their bodies and keep their own limits (:mod:`gateway.upload`):
-their paths are exempt. This module knows paths, never routes or credentials.
+``Content-Length`` before anything is read, otherwise while the body streams), 408 ``start_timeout``
+when the body is not complete ``timeout_s`` after its head, and 415 ``unsupported_content_encoding``
+for a body with a ``Content-Encoding`` (these routes take small JSON), then closes the connection.
+The upload routes stream their bodies and keep their own limits (:mod:`gateway.upload`): their paths
+are exempt. This module knows paths, never routes or credentials.
 """
 
 from __future__ import annotations
