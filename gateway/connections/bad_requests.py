@@ -1,6 +1,6 @@
 """Requests uvicorn's HTTP parser cannot take as sent, and the other answers made below the application
-(431 for a head too large, 501 for a transfer coding it does not apply, RFC 9112 6.1): in the gateway's
-error envelope, the malformed ones logged a burst at a time.
+(408 for a head too late, 431 for one too large, 501 for a transfer coding it does not apply, RFC 9112
+6.1): in the gateway's error envelope, the malformed ones logged a burst at a time.
 
 uvicorn logs a WARNING for every malformed request and for every request asking for an upgrade other
 than WebSocket (``curl --http2`` sends ``Upgrade: h2c`` with each plain-HTTP request), and answers the
@@ -45,6 +45,10 @@ UNKNOWN_TRANSFER_CODING: Final = envelope(
     ErrorCode.UNSUPPORTED_TRANSFER_ENCODING,
     "Transfer-Encoding may only be chunked (a content coding goes in Content-Encoding)",
 )
+
+
+def late_head_body(timeout_s: float) -> bytes:
+    return envelope(ErrorCode.START_TIMEOUT, f"the request head did not arrive within {timeout_s:g} s")
 
 
 def bad_request_body(reason: str) -> bytes:

@@ -15,6 +15,7 @@ from gateway.connections.bad_requests import (
     UNSUPPORTED_UPGRADE,
     bad_request_body,
     bad_request_log,
+    late_head_body,
     parser_reason,
     unknown_transfer_coding,
 )
@@ -251,7 +252,7 @@ class BoundedHeadProtocol(SlicedParseProtocol):
         if self._over_cap:
             self._refuse_over_cap()
         else:
-            self._refuse(b"408 Request Timeout", b"")
+            self._refuse(b"408 Request Timeout", late_head_body(self.header_timeout_s))
 
     def _refuse_over_cap(self) -> None:
         assert self.max_connections is not None

@@ -108,3 +108,13 @@ async def test_a_transfer_coding_besides_chunked_is_501_not_passed_on_coded(gw: 
         assert head.startswith(b"HTTP/1.1 501 "), head
         payload = await asyncio.wait_for(reader.read(), 5)  # to the end: the connection closes
     assert json.loads(payload)["error"]["code"] == "unsupported_transfer_encoding"
+
+
+async def test_a_head_that_comes_too_late_is_408_in_the_envelope(gateway_factory: GatewayFactory) -> None:
+    async with gateway_factory(http_header_timeout_s=0.5) as gw, connected(gw) as (reader, writer):
+        writer.write(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n")  # and no end of head
+        answer = await asyncio.wait_for(reader.read(), 5)  # to the end: the connection closes
+    head, _, payload = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 408 "), head
+    error = json.loads(payload)["error"]
+    assert error["code"] == "start_timeout" and error["message"] == "the request head did not arrive within 0.5 s"
