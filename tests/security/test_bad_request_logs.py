@@ -1,8 +1,10 @@
 """Requests the HTTP parser cannot take as sent do not write the log at the client's rate. uvicorn logged a
 WARNING for every malformed request and for every request with an upgrade other than WebSocket (as
 ``curl --http2`` sends over plain HTTP), and answered malformed ones in plain text. Now the first is logged
-at once and the rest are counted per window; a malformed request gets 400 in the error envelope. Real
-uvicorn on port 0, raw sockets as clients."""
+at once and the rest are counted per window; a malformed request gets 400 in the error envelope. The
+other answers made below the application use it too: 501 for a transfer coding besides chunked (it was
+handed on still coded), 408 for a head that comes too late (it had an empty body). Real uvicorn on port 0,
+raw sockets as clients."""
 
 from __future__ import annotations
 
