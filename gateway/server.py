@@ -21,6 +21,7 @@ from gateway.config.report import secret_values
 from gateway.connections.cap import app_gateway, beyond_descriptors
 from gateway.connections.http import BoundedHeadProtocol
 from gateway.connections.pongs import BoundedControlProtocol
+from gateway.connections.ws_refusals import allow_header_lines
 from gateway.logs.access import AccessLog
 from gateway.logs.config import configure_logging
 from gateway.runtime import tune_gc
@@ -76,6 +77,7 @@ def websocket_protocol(settings: Settings) -> str | type[asyncio.Protocol]:
     audio fast path)."""
     if settings.ws_implementation != "websockets-sansio":
         return settings.ws_implementation
+    allow_header_lines(settings.max_request_head_bytes)
     protocol = FastReceiveProtocol if settings.ws_fast_path else BoundedControlProtocol
     return protocol.paced(settings.ws_frames_per_s)
 

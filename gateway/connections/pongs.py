@@ -17,10 +17,10 @@ from __future__ import annotations
 import asyncio
 from typing import Any, cast
 
-from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.frames import Frame
 
 from gateway.connections.pace import Pace
+from gateway.connections.ws_refusals import RefusingProtocol
 
 #: The first byte of a server's (unmasked, unfragmented) pong frame.
 _PONG = 0x8A
@@ -52,7 +52,7 @@ FRAMES_PER_S = 1000
 FRAME_BURST_S = 1.0
 
 
-class BoundedControlProtocol(WebSocketsSansIOProtocol):
+class BoundedControlProtocol(RefusingProtocol):
     frames_per_s = FRAMES_PER_S
     _pong_due: bytes | None = None
     _unparsed = b""  # what was read and not parsed yet

@@ -3,7 +3,8 @@
 Fields: method (``WS`` for a WebSocket), path with credentials masked (``/t/<secret>/`` and
 credential query parameters), status (101 for an accepted WebSocket), duration_ms, client, and the
 session id when the request started one (plus the close code of a WebSocket). The path is masked
-before the line is made, from the request as the client sent it.
+before the line is made, from the request as the client sent it. A WebSocket handshake refused below
+the application gets its line too (:func:`refused_handshake_line`).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from typing import Any
+from urllib.parse import unquote
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -64,20 +66,40 @@ class AccessLog:
     @staticmethod
     def _line(scope: Scope, path: str, seen: dict[str, Any], note: AccessNote, began: float) -> None:
         websocket = scope["type"] == "websocket"
-        method = "WS" if websocket else str(scope.get("method", ""))
-        status = seen["status"] or 500  # the app raised before answering: uvicorn answers 500
-        duration_ms = round((time.perf_counter() - began) * 1000, 1)
-        client = scope.get("client")
-        fields: dict[str, Any] = {
-            "method": method,
-            "path": path,
-            "status": status,
-            "duration_ms": duration_ms,
-            "client": f"{client[0]}:{client[1]}" if client else None,
-        }
+        more: dict[str, Any] = {}
         if note.session_id is not None:
-            fields["session_id"] = note.session_id
+            more["session_id"] = note.session_id
         if websocket and seen["close_code"] is not None:
-            fields["close_code"] = seen["close_code"]
-        fields[SHOWN_IN_MESSAGE] = ("method", "path", "status", "duration_ms")
-        log.info("%s %s %d %.1f ms", method, path, status, duration_ms, extra=fields)
+            more["close_code"] = seen["close_code"]
+        write_line(
+            "WS" if websocket else str(scope.get("method", "")),
+            path,
+            seen["status"] or 500,  # the app raised before answering: uvicorn answers 500
+            began,
+            scope.get("client"),
+            **more,
+        )
+
+
+def refused_handshake_line(target: str | None, status: int, began: float, client: tuple[str, int] | None) -> None:
+    """The line of a WebSocket handshake refused below the application (gateway.connections.ws_refusals):
+    ``target`` as the request line had it (``None`` when it could not be read), masked like any path."""
+    if not log.isEnabledFor(logging.INFO):
+        return
+    raw_path, _, query = (target or "-").partition("?")
+    write_line("WS", redact_path(unquote(raw_path), query), status, began, client)
+
+
+def write_line(method: str, path: str, status: int, began: float, client: Any, **more: Any) -> None:
+    """One access line; ``path`` already masked, ``began`` a ``time.perf_counter()`` reading."""
+    duration_ms = round((time.perf_counter() - began) * 1000, 1)
+    fields: dict[str, Any] = {
+        "method": method,
+        "path": path,
+        "status": status,
+        "duration_ms": duration_ms,
+        "client": f"{client[0]}:{client[1]}" if client else None,
+        **more,
+    }
+    fields[SHOWN_IN_MESSAGE] = ("method", "path", "status", "duration_ms")
+    log.info("%s %s %d %.1f ms", method, path, status, duration_ms, extra=fields)
