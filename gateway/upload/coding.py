@@ -28,10 +28,13 @@ class Inflater:
         self._gzip = wbits == _GZIP_WBITS
         self._inflate: zlib._Decompress | None = None  # made from the first bytes (deflate: zlib or raw)
         self._head = b""  # deflate: the first bytes, until two tell zlib from raw
+        self._member_ended = False  # gzip: zero bytes after a member are padding (as gzip(1) takes them)
 
     def feed(self, data: bytes) -> Iterator[bytes]:
         while True:
             if self._inflate is None:
+                if self._member_ended:
+                    data = data.lstrip(b"\0")
                 if not data or (not self._gzip and len(self._head + data) < 2):
                     self._head += data
                     return
@@ -48,7 +51,7 @@ class Inflater:
                 data = self._inflate.unused_data + data
                 if data and not self._gzip:
                     raise _corrupt("data after the end of the deflate stream")
-                self._inflate = None  # gzip: another member may follow (RFC 1952 2.2)
+                self._inflate, self._member_ended = None, True  # gzip: another member may follow (RFC 1952 2.2)
             elif not data and len(piece) < PIECE_BYTES:
                 return  # a full piece may leave more output pending: asked for again above
 

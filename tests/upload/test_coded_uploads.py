@@ -53,6 +53,8 @@ CODED = {
     "deflate-raw": ("deflate", deflated(WAV, -zlib.MAX_WBITS)),  # as some clients send it
     "gzip-two-members": ("gzip", gzip.compress(WAV[:1001]) + gzip.compress(WAV[1001:])),
     "with-identity": ("identity, gzip", gzip.compress(WAV)),
+    # Zero bytes after a member are padding, as gzip(1) and Python's gzip module take them (tape blocks).
+    "gzip-zero-padded": ("gzip", gzip.compress(WAV[:1001]) + bytes(700) + gzip.compress(WAV[1001:]) + bytes(3000)),
 }
 
 
@@ -103,6 +105,8 @@ CORRUPT = {
     "not-gzip": ("gzip", WAV, "cannot be inflated"),
     "deflate-then-more": ("deflate", deflated(WAV, zlib.MAX_WBITS) + b"tail", "after the end of the deflate stream"),
     "one-byte-deflate": ("deflate", b"\x78", "ends before its stream does"),
+    "padding-then-garbage": ("gzip", gzip.compress(WAV) + bytes(10) + b"tail", "cannot be inflated"),
+    "padding-first": ("gzip", bytes(10) + gzip.compress(WAV), "cannot be inflated"),
 }
 
 
