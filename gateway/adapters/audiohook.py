@@ -21,25 +21,24 @@ The handshake (API key, HTTP message signature) is checked before this dialect s
 from __future__ import annotations
 
 import logging
-import uuid
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
 from gateway.adapters import commands
+from gateway.adapters.audiohook_events import transcript_entity
 from gateway.adapters.audiohook_media import (
     CHANNEL_TAGS,
     SampleAligner,
     Timeline,
     call_properties,
     choose_media,
-    duration,
     parse_duration,
     supported_languages,
 )
 from gateway.adapters.dialect import ClientMessage, Command, SessionCommand
 from gateway.adapters.socket import Frame
 from gateway.dataflow.lenient import get, loads_object
-from gateway.dataflow.messages import MILESTONE, PARTIAL, DataflowEvent, StartRequest
+from gateway.dataflow.messages import DataflowEvent, StartRequest
 from gateway.errors import (
     AudioFormatError,
     ErrorCode,
@@ -56,6 +55,8 @@ log = logging.getLogger(__name__)
 VERSION = "2"
 #: The conversation id of Genesys's connection probe (the integration's test): answered, nothing started.
 PROBE_CONVERSATION = "00000000-0000-0000-0000-000000000000"
+#: A ping is ~200 characters; a longer text message is not parsed twice while Data Flow starts.
+MAX_PING_CHARS = 4096
 
 
 class AudioHookDialect:
@@ -112,6 +113,20 @@ class AudioHookDialect:
             return self._answer(self._checked(message)["type"]) if isinstance(message, str) else ()
         except GatewayError:
             return ()
+
+    def while_starting(self, message: ClientMessage) -> Sequence[Frame] | None:
+        """A ``ping`` next in sequence is answered while Data Flow starts: Genesys gives up on a ping left
+        unanswered for 5 s, and a start may take longer (a capped upstream, a slow Data Flow). Anything
+        else, a ping behind a held message included, waits in order (and is checked then)."""
+        if not isinstance(message, str) or len(message) > MAX_PING_CHARS:
+            return None
+        try:
+            if loads_object(message).get("type") != "ping":
+                return None
+            self._checked(message)
+        except GatewayError:
+            return None
+        return self._answer("ping")
 
     def _answer(self, kind: str) -> tuple[Frame, ...]:
         """``ping`` -> ``pong`` and ``close`` -> ``closed`` while no session runs."""
@@ -250,28 +265,11 @@ class AudioHookDialect:
         if isinstance(item, dict):  # a pong queued in order with the results
             return (self._stamp(item) if "seq" not in item else item,)
         if isinstance(item, DataflowEvent):
-            entity = self._transcript(item)
+            entity = transcript_entity(item, timeline=self.timeline, channels=self.channels, language=self.language,
+                                       session_id=self.session_id)  # fmt: skip
             if entity is not None:
                 return (self._stamp(self._message("event", {"entities": [entity]})),)
         return ()  # Started (opened went out at once), flow reports, notices, VAD: no counterpart
-
-    def _transcript(self, item: DataflowEvent) -> dict[str, Any] | None:
-        final = item.name == MILESTONE or item.final
-        if not item.text or not (final or item.name == PARTIAL) or not 0 <= item.channel < self.channels:
-            return None
-        start = self.timeline.stream_seconds(item.start_ms)
-        end = self.timeline.stream_seconds(max(item.end_ms, item.start_ms))
-        alternative: dict[str, Any] = {"confidence": _confidence(item.data)}
-        if self.language:
-            alternative["languages"] = [self.language]
-        alternative["interpretations"] = [{"type": "display", "transcript": item.text}]
-        # Partials and the final of one utterance share its id, so the client replaces them in place.
-        utterance = uuid.uuid5(uuid.NAMESPACE_URL, f"audiohook:{self.session_id}:{item.channel}:{item.group_id}")
-        data = {
-            "id": str(utterance), "channelId": item.channel, "isFinal": final,
-            "offset": duration(start), "duration": duration(end - start), "alternatives": [alternative],
-        }  # fmt: skip
-        return {"type": "transcript", "data": data}
 
     def goodbye(self, closed: Closed) -> commands.Goodbye:
         if closed.error is None and self.closing:
@@ -290,11 +288,3 @@ class AudioHookDialect:
 
 def _reason(error: GatewayError) -> str:
     return "unauthorized" if isinstance(error, Unauthorized | Forbidden) else "error"
-
-
-def _confidence(data: dict[str, Any]) -> float:
-    # Data Flow does not promise a confidence; 1.0 says "final, no score given".
-    value = get(data, "Confidence")
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return 1.0
-    return min(max(float(value), 0.0), 1.0)

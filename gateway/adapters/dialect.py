@@ -85,6 +85,16 @@ class ClientClosesSocket(Protocol):
         ...
 
 
+@runtime_checkable
+class AnswersWhileStarting(Protocol):
+    """A dialect whose client expects some answers while Data Flow is still starting (AudioHook's
+    ``pong``: Genesys gives up on a ping unanswered for 5 s, and a start may take longer)."""
+
+    def while_starting(self, message: ClientMessage) -> Sequence[Frame] | None:
+        """The answer to ``message``, sent at once, the message done with; None: it waits, held, in order."""
+        ...
+
+
 def held_audio(dialect: object) -> bytes:
     """What ``dialect`` holds back, to feed before the input ends (the others hold nothing)."""
     return dialect.flush() if isinstance(dialect, HoldsAudio) else b""

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import deque
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from starlette.websockets import WebSocket
@@ -95,9 +95,16 @@ class ClientReader:
         return text
 
     async def start(
-        self, session: Session, request: StartRequest, hold_ms: float, *, hang_up_finishes: bool = False
+        self,
+        session: Session,
+        request: StartRequest,
+        hold_ms: float,
+        *,
+        hang_up_finishes: bool = False,
+        answer: Callable[[ClientMessage], Awaitable[bool]] | None = None,
     ) -> GatewayError | None:
         """Start ``session`` while reading, holding up to ``hold_ms`` of what arrives; the start's error.
+        A message ``answer`` takes (answers at once: AudioHook's ping) is done with, not held.
 
         A client that disconnects meanwhile aborts the session, which cancels the upstream start —
         unless its hanging up is how a call ends (telephony with webhooks): then the start goes on, and
@@ -119,7 +126,7 @@ class ClientReader:
                     if message is None:
                         if not hang_up_finishes:
                             session.abort()
-                    else:
+                    elif answer is None or not await answer(message):
                         self._held.append(message)
         finally:
             if not starting.done():  # we were cancelled ourselves

@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 
-from gateway.adapters.dialect import ClientMessage
+from gateway.adapters import commands
+from gateway.adapters.dialect import AnswersWhileStarting, ClientMessage
 from gateway.connections.pace import Pace
 
 MESSAGE_S = 0.002
@@ -33,3 +35,26 @@ class OutOfSessionPacer:
         """Count ``message``; wait while the connection is more than :data:`BURST_S` ahead."""
         if (ahead := self._pace.charge(MESSAGE_S + len(message) / BYTES_PER_S, time.monotonic())) > 0:
             await asyncio.sleep(ahead)
+
+
+Answer = Callable[[ClientMessage], Awaitable[bool]]
+
+
+def answers_while_starting(
+    dialect: object, pacer: OutOfSessionPacer, reply: Callable[[commands.Reply], Awaitable[None]]
+) -> Answer | None:
+    """What answers a message at once while a session starts, for a dialect that has such answers
+    (:class:`AnswersWhileStarting`); each one answered is paced like any message out of session."""
+    if not isinstance(dialect, AnswersWhileStarting):
+        return None
+    answering = dialect
+
+    async def answer(message: ClientMessage) -> bool:
+        frames = answering.while_starting(message)
+        if frames is None:
+            return False
+        await pacer.charge(message)
+        await reply(commands.Reply(tuple(frames)))
+        return True
+
+    return answer

@@ -19,7 +19,7 @@ from gateway.adapters.dialect import ClientClosesSocket, Command, Dialect, held_
 from gateway.adapters.ending import ClientCloses, end_session
 from gateway.adapters.reader import ClientReader
 from gateway.adapters.socket import ClientSocket, Frame
-from gateway.adapters.unpaced import OutOfSessionPacer
+from gateway.adapters.unpaced import OutOfSessionPacer, answers_while_starting
 from gateway.adapters.waiting import CommandWait, ReadAheadReader
 from gateway.auth import Principal
 from gateway.errors import ClientGone, ClientTooSlow, GatewayError, GoingAway
@@ -44,8 +44,7 @@ class Connection:
         self.lease: Lease | None = None
         self.session: Session | None = None
         self.sender: asyncio.Task[None] | None = None
-        self.started_any = False
-        self.ended = False  # a goodbye or refusal closed the socket: read nothing more
+        self.started_any = self.ended = False  # ended: a goodbye or refusal closed the socket (read nothing more)
         reader = ReadAheadReader(ws)
         self.reader: ClientReader = reader
         self.waiting = CommandWait(ws, reader, self.settings.pre_start_audio_ms,
@@ -177,8 +176,9 @@ class Connection:
         self.session = session
         self._wake.set()
         await self._reply_now(commands.Reply(command.reply))  # before Data Flow answers, if the dialect says so
+        answer = answers_while_starting(self.dialect, self.unpaced, self._reply_now)  # AudioHook's pings
         result = await self.reader.start(session, request, self.settings.pre_start_audio_ms,
-                                         hang_up_finishes=self.results.finishes_call)  # fmt: skip
+                                         hang_up_finishes=self.results.finishes_call, answer=answer)  # fmt: skip
         if isinstance(result, GatewayError):
             if not self.reader.disconnected:
                 await self._refuse(result, start_failed=True)

@@ -289,6 +289,7 @@ _MESSAGE = st.fixed_dictionaries({}, optional=_FIELDS).map(json.dumps) | st.bina
 def test_dialect_never_raises_on_client_input(messages: list[str | bytes], streaming: bool) -> None:
     dialect = audiohook.AudioHookDialect("demo", session_id="s")
     for message in messages:
+        dialect.while_starting(message)
         dialect.streaming(message) if streaming else dialect.waiting(message)
 
 
@@ -311,6 +312,54 @@ class TestSlowDataFlow:
             await ws.close()
         assert opened["type"] == "opened" and opened_after_s < 0.5, opened_after_s  # not 1.5 s
         assert finals(messages) == {0: [EXTERNAL], 1: [INTERNAL]}  # the held audio was not lost
+
+
+START_S = 6.0  # longer than Genesys waits for a pong (5 s; its client pings 1 s after opened)
+
+
+@pytest.mark.ws
+class TestPingsWhileDataFlowStarts:
+    """purecloudlabs/audiohook-reference-implementation, app/audiohook/src/client/clientsessionimpl.ts
+    (sendPing): a ping left unanswered until the next one, 5 s later, fails the session. The pong
+    waited for Data Flow's StartResponse."""
+
+    @pytest.fixture
+    def sim_config(self) -> SimulatorConfig:
+        return SimulatorConfig(token=SIM_TOKEN, tenant=SIM_TENANT, fault=Fault("slow_start", int(START_S * 1000)))
+
+    async def test_a_ping_is_answered_before_data_flow_has_started(self, gw: RunningGateway) -> None:
+        ws, client = await opened_client(gw)
+        try:
+            opened = await client.recv()
+            await client.audio(stereo_dtmf("PCMU"))  # held while Data Flow starts
+            sent = time.monotonic()
+            await client.send("ping", {})
+            pong = await client.recv()
+            answered_s = time.monotonic() - sent
+            ping_seq = client.seq
+            await client.send("close", {"reason": "end"})
+            messages = await client.until("closed", timeout=START_S + 10)
+        finally:
+            await ws.close()
+        assert (opened["seq"], pong["type"], pong["seq"], pong["clientseq"]) == (1, "pong", 2, ping_seq)
+        assert answered_s < 1.0, f"pong after {answered_s:.1f} s (Genesys gives up after 5 s)"
+        assert [m["seq"] for m in messages] == list(range(3, 3 + len(messages)))  # the server's seq goes on
+        assert finals(messages) == {0: [EXTERNAL], 1: [INTERNAL]}  # the audio held meanwhile was not lost
+
+    async def test_a_ping_behind_another_message_waits_its_turn(self, gw: RunningGateway) -> None:
+        """Messages are checked in sequence: a ping behind one still held is answered after it."""
+        ws, client = await opened_client(gw)
+        try:
+            await client.recv()  # opened
+            sent = time.monotonic()
+            await client.send("discarded", {"start": "PT0S", "discarded": "PT0.2S"})
+            await client.send("ping", {})
+            pong = await client.recv(timeout=START_S + 5)
+            answered_s = time.monotonic() - sent
+        finally:
+            await ws.close()
+        assert (pong["type"], pong["clientseq"]) == ("pong", client.seq)
+        assert answered_s > START_S - 1, "answered only once the held message was handled"
 
 
 @pytest.mark.ws
