@@ -5,9 +5,10 @@ channel 1 outbound.
 
 Each track's bytes (μ-law, one byte a sample) are placed at their timestamp: a gap is filled with
 silence and audio for a position already passed (late or repeated) is dropped, so neither channel
-drifts. Whatever both tracks have goes out at once; a track that falls more than ``MAX_SKEW_BYTES``
-behind is padded with silence, so one silent track cannot hold the other's results back. When the
-stream ends, :meth:`TwoTracks.flush` pads the shorter track and returns the rest. Pure: no I/O.
+drifts (a gap opens at most ``MAX_SKEW_BYTES`` past the further track: a hostile timestamp cannot
+make gigabytes of silence). Whatever both tracks have goes out at once; a track that falls more than
+``MAX_SKEW_BYTES`` behind is padded with silence, so one silent track cannot hold the other's results
+back. When the stream ends, :meth:`TwoTracks.flush` pads the shorter track and returns the rest. Pure: no I/O.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import numpy as np
 
 ULAW_SILENCE = 0xFF
 SAMPLES_PER_MS = 8
-MAX_SKEW_BYTES = 8000  # 1 s at 8 kHz: also the longest gap a timestamp may open
+MAX_SKEW_BYTES = 8000  # 1 s at 8 kHz: also how far past the further track a timestamp may open a gap
 
 
 class TwoTracks:
@@ -29,7 +30,10 @@ class TwoTracks:
         pending = self._pending[channel]
         if timestamp_ms is not None:
             at, end = timestamp_ms * SAMPLES_PER_MS, self._sent + len(pending)
-            if end < at <= end + MAX_SKEW_BYTES:
+            # A gap opens at most MAX_SKEW_BYTES past the further track: a track padded while it was
+            # silent (kept a second behind the other) is placed back at its timestamp when it resumes.
+            furthest = self._sent + max(len(track) for track in self._pending)
+            if end < at <= furthest + MAX_SKEW_BYTES:
                 pending.extend(bytes([ULAW_SILENCE]) * (at - end))  # a gap in this track: silence
             elif at < end:
                 data = data[end - at :]  # already placed (or passed): keep only what is new

@@ -238,6 +238,35 @@ def test_a_silent_track_does_not_hold_the_other_back_more_than_a_second() -> Non
     assert out[1::2] == b"\xff" * (16000 - MAX_SKEW_BYTES)
 
 
+def test_a_track_that_resumes_after_a_silence_is_placed_at_its_timestamp() -> None:
+    """What the call plays stops for 2 s (the outbound track sends nothing) and the caller's track runs
+    60 ms late: the outbound track, padded to a second behind meanwhile, resumes at its timestamp
+    (3000 ms, sample 24000). It resumed at sample 15520, a second early for the rest of the call."""
+    tracks, out, late = TwoTracks(), bytearray(), []
+    for ms in range(0, 5000, 20):
+        if ms < 1000 or ms >= 3000:
+            out += tracks.feed(1, ms, b"\x22" * 160)
+        late.append(ms)
+        while late and late[0] <= ms - 60:
+            out += tracks.feed(0, late.pop(0), b"\x11" * 160)
+    for ms in late:
+        out += tracks.feed(0, ms, b"\x11" * 160)
+    out += tracks.flush()
+    caller, played = out[0::2], out[1::2]
+    assert len(caller) == len(played) == 5000 * 8
+    assert caller == b"\x11" * 40000
+    assert played == b"\x22" * 8000 + b"\xff" * 16000 + b"\x22" * 16000
+
+
+def test_a_timestamp_far_ahead_opens_no_gap_past_a_second_beyond_the_other_track() -> None:
+    tracks = TwoTracks()
+    tracks.feed(0, 0, b"\x01" * 160)
+    out = tracks.feed(1, 2**31, b"\x02" * 160)  # ~25 days ahead: no silence made for it
+    out += tracks.feed(1, 1000, b"\x03" * 160)  # a second past the other track: filled
+    assert out == b"\x01\x02" * 160  # placed where the track stood
+    assert tracks.flush() == b"\xff\xff" * (8000 - 160) + b"\xff\x03" * 160  # at 1000 ms, the caller padded
+
+
 def _started(dialect: TwilioDialect, rate: int = 8000) -> None:
     response = DataflowResponse("StartResponse", True, None, None, {})
     fmt = AudioFormat("mulaw", 8000, 1)
