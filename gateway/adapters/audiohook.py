@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from typing import Any, ClassVar
 
 from gateway.adapters import commands
-from gateway.adapters.audiohook_events import transcript_entity
+from gateway.adapters.audiohook_events import SendRate, transcript_entity
 from gateway.adapters.audiohook_media import (
     CHANNEL_TAGS,
     SampleAligner,
@@ -83,6 +83,7 @@ class AudioHookDialect:
         self.closing = False  # the client sent close: the goodbye is ``closed``
         self.probe = False  # a connection probe: opened without a Data Flow session
         self.error_logged = False  # the client's first error message is logged, not each of thousands
+        self.sends = SendRate()  # partials within the rate Genesys takes
 
     def subprotocol(self, offered: Sequence[str]) -> str | None:
         return None
@@ -158,12 +159,18 @@ class AudioHookDialect:
             if isinstance(language, str) and language:
                 self.language = language
                 return commands.Update({"Language": language})
-        elif kind == "error" and not self.error_logged:
-            self.error_logged = True
-            log.info("AudioHook client error %s", str(parameters.get("code"))[:8])  # its text may hold call data
+        elif kind == "error":
+            self._client_error(parameters)
         elif kind == "open":
             return commands.Refuse(InvalidState("the session is already open", code=ErrorCode.ALREADY_STARTED))
         return None
+
+    def _client_error(self, parameters: dict[str, Any]) -> None:
+        if str(parameters.get("code")) == "429":  # Genesys's rate limiter: partials pause
+            self.sends.back_off(parse_duration(parameters.get("retryAfter")))
+        if not self.error_logged:  # the first is logged, not each of thousands
+            self.error_logged = True
+            log.info("AudioHook client error %s", str(parameters.get("code"))[:8])  # its text may hold call data
 
     def fast_audio(self, message: ClientMessage) -> bytes | None:
         if not isinstance(message, bytes):
@@ -263,11 +270,12 @@ class AudioHookDialect:
 
     def render(self, item: OutItem) -> Sequence[Frame]:
         if isinstance(item, dict):  # a pong queued in order with the results
+            self.sends.take(droppable=False)
             return (self._stamp(item) if "seq" not in item else item,)
         if isinstance(item, DataflowEvent):
             entity = transcript_entity(item, timeline=self.timeline, channels=self.channels, language=self.language,
                                        session_id=self.session_id)  # fmt: skip
-            if entity is not None:
+            if entity is not None and self.sends.take(droppable=not entity["data"]["isFinal"]):
                 return (self._stamp(self._message("event", {"entities": [entity]})),)
         return ()  # Started (opened went out at once), flow reports, notices, VAD: no counterpart
 
