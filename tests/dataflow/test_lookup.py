@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from gateway.dataflow import lenient
 from gateway.dataflow.lenient import MAX_JSON_DEPTH, get, loads_object
 from gateway.dataflow.messages import parse_event
 from gateway.errors import InvalidMessage
@@ -34,3 +35,19 @@ def test_depth_limit_still_enforced_when_brackets_could_reach_it(as_bytes: bool)
     # Many brackets side by side are not deep: counted, then walked, then accepted.
     wide = json.dumps({"a": [[] for _ in range(3 * MAX_JSON_DEPTH)]})
     assert len(loads_object(wide.encode() if as_bytes else wide)["a"]) == 3 * MAX_JSON_DEPTH
+
+
+def test_a_wide_message_is_measured_on_its_text_not_walked(monkeypatch: pytest.MonkeyPatch) -> None:
+    """1 MiB of ``[{},{},…]`` is 350 000 containers: walking them held the event loop ~185 ms for one
+    message (any client could send one a second per connection); its text is measured instead."""
+
+    def walked(value: object, limit: int = MAX_JSON_DEPTH) -> bool:
+        raise AssertionError("walked a wide message")
+
+    monkeypatch.setattr(lenient, "too_deep", walked)
+    wide = '{"type": "ping", "id": [' + ",".join(["{}"] * 350_000) + "]}"
+    assert len(loads_object(wide)["id"]) == 350_000
+    deep_inside = '{"a": [' + ",".join(["{}"] * 5000) + "," + "[" * MAX_JSON_DEPTH + "]" * MAX_JSON_DEPTH + "]}"
+    with pytest.raises(InvalidMessage, match="deeper than"):
+        loads_object(deep_inside)
+    assert lenient.nesting_depth('{"a": "[[[[", "b": [{"c": "\\\\]"}]}') == 3  # brackets in strings do not count

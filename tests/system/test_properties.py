@@ -28,7 +28,7 @@ from gateway.adapters.audiocodes import WavHeaderSkipper
 from gateway.adapters.native import NativeDialect, echoable_ping_id
 from gateway.audio.containers import RawHint, parser_for, sniff
 from gateway.audio.format import AudioFormat
-from gateway.dataflow.lenient import MAX_JSON_DEPTH, as_int, loads_object, too_deep
+from gateway.dataflow.lenient import MAX_JSON_DEPTH, as_int, loads_object, nesting_depth, too_deep
 from gateway.dataflow.messages import StartRequest, build_start, parse_audio, parse_event, parse_start
 from gateway.errors import AudioFormatError, BadRequest, InvalidMessage
 from gateway.simulator.server import DataflowSimulator, SimulatorConfig
@@ -249,6 +249,16 @@ def _depth(value: Any) -> int:
     if isinstance(value, list):
         return 1 + max((_depth(v) for v in value), default=0)
     return 0
+
+
+@FAST
+@given(value=json_values, ensure_ascii=st.booleans(), spaced=st.booleans())
+def test_nesting_depth_measured_on_the_text_agrees_with_a_recursive_depth(
+    value: Any, ensure_ascii: bool, spaced: bool
+) -> None:
+    """Strings holding brackets, quotes and backslashes included (``scalars`` makes them)."""
+    text = json.dumps({"x": [value, '[{\\"', "]}"]}, ensure_ascii=ensure_ascii, indent=1 if spaced else None)
+    assert nesting_depth(text) == nesting_depth(text.encode()) == _depth({"x": [value]})
 
 
 @FAST
