@@ -19,7 +19,7 @@ from typing import Any, Literal
 import jwt
 from pydantic import BaseModel, Field, SecretStr
 
-from gateway.errors import ErrorCode, Forbidden, RateLimited, Unauthorized
+from gateway.errors import BadRequest, ErrorCode, Forbidden, RateLimited, Unauthorized
 from gateway.logs.redact import clip
 from gateway.signatures.nonces import NonceMemory
 
@@ -27,6 +27,8 @@ _ISSUER = "dataflow-gateway"
 _AUDIENCE = "dataflow-gateway/session"
 _LEEWAY_S = 5
 MAX_SPENT_TOKENS = 100_000  # single-use tokens remembered at once (~20 MB); each only until it expires
+#: Longest project name a session may name (Data Flow's names are short; a client's string is bounded).
+MAX_PROJECT_CHARS = 256
 
 
 class ApiKeySpec(BaseModel):
@@ -68,6 +70,8 @@ class Principal:
     expires_at: float | None = None  # a browser token's exp (epoch seconds)
 
     def check_project(self, project: str) -> None:
+        if len(project) > MAX_PROJECT_CHARS:  # a client's string: it goes upstream and into log lines
+            raise BadRequest(f"a project name is at most {MAX_PROJECT_CHARS} characters", code=ErrorCode.INVALID_START)
         if self.projects is not None and project not in self.projects:
             named = clip(project, 128)  # a name the client chose, quoted back to it: bounded
             raise Forbidden(f"this credential may not run project {named!r}", code=ErrorCode.PROJECT_NOT_ALLOWED)

@@ -21,7 +21,7 @@ from gateway.adapters.dialect import ClientMessage, Command, SessionCommand
 from gateway.adapters.messages import clip
 from gateway.adapters.socket import Frame
 from gateway.audio.format import AudioFormat
-from gateway.dataflow.lenient import get, loads_object, norm_key
+from gateway.dataflow.lenient import get, loads_object, longer_than, norm_key
 from gateway.dataflow.messages import DataflowEvent, DataflowResponse, UpstreamAudio, message_name, parse_start
 from gateway.errors import BadRequest, ErrorCode, GatewayError, InvalidState, MessageTooBig, UpstreamRejected
 from gateway.relay.items import Closed, Notice, OutItem, Started
@@ -41,11 +41,6 @@ _RESPONSE_NAMES: dict[type[Any], str] = {
 
 def _kebab(name: str) -> str:
     return "".join(f"-{c.lower()}" if c.isupper() and i else c.lower() for i, c in enumerate(name))
-
-
-def _longer_than(text: str, limit: int) -> bool:
-    """Is ``text`` over ``limit`` bytes of UTF-8? (Encoded only when its length leaves a doubt.)"""
-    return len(text) > limit or (4 * len(text) > limit and len(text.encode("utf-8", "surrogatepass")) > limit)
 
 
 def scrub(value: Any) -> Any:
@@ -89,7 +84,7 @@ class DataflowDialect:
         try:
             if isinstance(message, bytes):
                 raise InvalidState("the first message must be a Start request, not audio", code=ErrorCode.NOT_STARTED)
-            if _longer_than(message, self.max_start_bytes):
+            if longer_than(message, self.max_start_bytes):
                 self.legacy = any(name in message for name in _LEGACY_NAMES)  # refused unread, in its spelling
                 raise MessageTooBig(f"the Start message is over {self.max_start_bytes} bytes")
             obj = loads_object(message)

@@ -18,9 +18,9 @@ from gateway.adapters import commands, messages
 from gateway.adapters.dialect import ClientMessage, Command, SessionCommand
 from gateway.adapters.socket import Frame
 from gateway.audio.format import AudioFormat, parse_encoding
-from gateway.dataflow.lenient import loads_object
+from gateway.dataflow.lenient import loads_object, longer_than
 from gateway.dataflow.messages import PARTIAL, DataflowEvent, DataflowResponse, StartRequest, UpstreamAudio
-from gateway.errors import BadRequest, ErrorCode, GatewayError, InvalidMessage, InvalidState
+from gateway.errors import BadRequest, ErrorCode, GatewayError, InvalidMessage, InvalidState, MessageTooBig
 from gateway.relay.items import Closed, Flow, Notice, OutItem, Recovered, Started
 from gateway.security import SUBPROTOCOL
 
@@ -45,6 +45,11 @@ class StartMessage(BaseModel):
     raw: bool = False
     token: str | None = None
 
+
+#: Largest start message (or anything before it) by default; routes pass GATEWAY_MAX_CONTROL_MESSAGE_BYTES.
+#: A start's settings and call properties go to Data Flow and stay with the session (it is replayed on
+#: recovery): 1 MiB of ``[{},{},…]`` held ~27 MB of objects for the session's life.
+MAX_START_BYTES = 64 * 1024
 
 #: Longest string a pong echoes as its id: a pong is queued for the client, and must stay small.
 MAX_PING_ID_CHARS = 128
@@ -93,8 +98,9 @@ class NativeDialect:
     refuse_full_at_once: ClassVar[bool] = True  # say so at once rather than after the client's start
     reports_flow: ClassVar[bool] = True
 
-    def __init__(self, default_project: str = "") -> None:
+    def __init__(self, default_project: str = "", *, max_start_bytes: int = MAX_START_BYTES) -> None:
         self.default_project = default_project
+        self.max_start_bytes = max_start_bytes  # GATEWAY_MAX_CONTROL_MESSAGE_BYTES
         self.interim = True
         self.raw = False
 
@@ -109,6 +115,8 @@ class NativeDialect:
             return _say(InvalidState("send a start message before audio; this audio was dropped",
                                      code=ErrorCode.AUDIO_BEFORE_START))  # fmt: skip
         try:
+            if longer_than(message, self.max_start_bytes):  # refused unread: parsed, it stayed for the session
+                raise MessageTooBig(f"a message before the start may be at most {self.max_start_bytes} bytes")
             obj = loads_object(message)
             kind = obj.get("type")
             if kind == "ping":

@@ -24,7 +24,8 @@ router = APIRouter()
 @router.websocket("/v1/stream")
 async def stream(ws: WebSocket) -> None:
     service = service_of(ws)
-    await Connection(ws, NativeDialect(service.settings.default_project), service).run()
+    s = service.settings
+    await Connection(ws, NativeDialect(s.default_project, max_start_bytes=s.max_control_message_bytes), service).run()
 
 
 @router.websocket("/project-runner")

@@ -106,6 +106,7 @@ class UpstreamSettings(BaseModel):
     max_control_message_bytes: int = Field(
         64 * 1024,
         ge=1024,
-        description="Largest event or update a client may send, largest /project-runner Start, and largest "
-        "HTTP request body outside uploads (larger: error message_too_big; 413 over HTTP, 1009 over WebSocket).",
+        description="Largest event or update a client may send, largest start message (/v1/stream, /project-runner), "
+        "and largest HTTP request body outside uploads (larger: error message_too_big; 413 over HTTP, 1009 over "
+        "WebSocket).",
     )

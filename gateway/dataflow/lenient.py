@@ -91,6 +91,11 @@ def declared_int(value: Any, default: int, *, name: str) -> int:
     return number
 
 
+def longer_than(text: str, limit: int) -> bool:
+    """Is ``text`` over ``limit`` bytes of UTF-8? (Encoded only when its length leaves a doubt.)"""
+    return len(text) > limit or (4 * len(text) > limit and len(text.encode("utf-8", "surrogatepass")) > limit)
+
+
 def as_dict(value: Any) -> dict[str, Any]:
     return dict(value) if isinstance(value, Mapping) else {}
 

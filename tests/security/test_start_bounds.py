@@ -1,0 +1,57 @@
+"""What a client's start may cost. A native start had no size bound: its settings and call properties
+go to Data Flow and stay with the session (the start is replayed on recovery), so 1 MiB of
+``[{},{},…]`` held ~27 MB of objects for the session's life, and re-encoded it could pass the gRPC
+message limit, which the client was told as a retryable Data Flow failure. A project name had no
+length bound either (it goes upstream and into every session's log lines). Real uvicorn on port 0,
+the real simulator, real websockets clients."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from gateway.auth import MAX_PROJECT_CHARS
+from gateway.simulator.server import DataflowSimulator
+from tests.support.harness import RunningGateway, next_message, ws_connect
+from tests.support.native_client import start_message
+
+pytestmark = pytest.mark.ws
+
+CAP = 64 * 1024  # GATEWAY_MAX_CONTROL_MESSAGE_BYTES's default
+
+
+async def test_a_start_over_the_control_message_cap_is_refused_unread_and_a_smaller_one_then_runs(
+    gw: RunningGateway, simulator: DataflowSimulator
+) -> None:
+    wide = [{}] * (CAP // 3)
+    big = start_message(settings={"x": wide})
+    assert len(big) > CAP
+    async with ws_connect(gw.ws_url()) as ws:
+        await ws.send(big)
+        error = await next_message(ws, "error")
+        assert error["code"] == "message_too_big" and str(CAP) in error["message"]
+        assert not simulator.records  # Data Flow never saw it
+        await ws.send(start_message(settings={"x": [{}] * 100}))  # the connection is still good
+        started = await next_message(ws, "started")
+        await ws.send(json.dumps({"type": "stop"}))
+        await next_message(ws, "closed")
+    assert started["sessionId"] and len(simulator.records) == 1
+
+
+@pytest.mark.parametrize(("length", "refused"), [(MAX_PROJECT_CHARS, False), (MAX_PROJECT_CHARS + 1, True)])
+async def test_a_project_name_is_bounded(
+    gw: RunningGateway, simulator: DataflowSimulator, length: int, refused: bool
+) -> None:
+    project = "p" * length
+    async with ws_connect(gw.ws_url()) as ws:
+        await ws.send(json.dumps({**json.loads(start_message()), "project": project}))
+        first = await next_message(ws, "error" if refused else "started")
+        if not refused:
+            await ws.send(json.dumps({"type": "stop"}))
+            await next_message(ws, "closed")
+    if refused:
+        assert first["code"] == "invalid_start" and str(MAX_PROJECT_CHARS) in first["message"]
+        assert project not in first["message"] and not simulator.records
+    else:
+        assert simulator.records[-1].project == project
