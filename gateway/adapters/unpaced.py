@@ -10,6 +10,9 @@ Here each such message costs :data:`MESSAGE_S` plus its length at :data:`BYTES_P
 may be :data:`BURST_S` ahead; past that the driver waits before it reads on (the client is slowed by
 TCP, nothing it sent is lost). Real clients stay far below it: telephony audio streamed between two
 recognitions (AudioCodes) at 50 frames a second uses an eighth of it.
+
+While a session starts, the messages a dialect answers at once (AudioHook's ping:
+:func:`answers_while_starting`) are charged here too; the rest wait, held, for the session's pace.
 """
 
 from __future__ import annotations
