@@ -53,7 +53,7 @@ class Connection:
         self._wake = asyncio.Event()  # the watchdog re-reads the connection's state
         self._going_away = False
         self._closing: ClientCloses | None = None  # the goodbye went out; the client closes the socket
-        self.unpaced = OutOfSessionPacer()
+        self.unpaced, self.control_cap = OutOfSessionPacer(), self.settings.max_control_message_bytes
 
     async def run(self) -> None:
         gate = self.service.gate
@@ -107,8 +107,8 @@ class Connection:
                 if isinstance(message, str) and command is not None:  # one it ignores (a Twilio mark) is not
                     session.touch()
                 await self._apply(command, session)
-                if command is None or isinstance(command, commands.Reply):  # what the gateway alone handles
-                    await session.pace_message(message)
+                if command is None or isinstance(command, commands.Reply) or len(message) > self.control_cap:
+                    await session.pace_message(message)  # handled here alone, or refused as too big for Data Flow
                 continue
             if session is not None:
                 if not self.dialect.sequential:

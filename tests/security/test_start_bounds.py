@@ -7,6 +7,7 @@ the real simulator, real websockets clients."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import pytest
@@ -55,3 +56,32 @@ async def test_a_project_name_is_bounded(
         assert project not in first["message"] and not simulator.records
     else:
         assert simulator.records[-1].project == project
+
+
+async def test_events_too_big_for_data_flow_are_paced_like_any_message_it_never_sees(gw: RunningGateway) -> None:
+    """An ``event`` over the cap is refused after it is parsed, and was never charged to the session's
+    pace (only what the gateway handles alone was): one client sent ~1 MiB events back to back and held
+    a core. Now each costs its length as text on the rate limit's clock (1 ms of audio a KiB, at
+    ``GATEWAY_MAX_AUDIO_RATE_X`` 3 after ``GATEWAY_AUDIO_RATE_BURST_MS`` 10 s): ~10 at once, then ~3 a second."""
+    wide = json.dumps({"type": "event", "event": {"Name": "X", "Data": [{}] * 330_000}}, separators=(",", ":"))
+    assert 960 * 1024 < len(wide) < 1024 * 1024
+    sent, window_s = 40, 4.0
+    async with ws_connect(gw.ws_url(), max_size=None) as ws:
+        await ws.send(start_message())
+        await next_message(ws, "started")
+
+        async def send_all() -> None:
+            for _ in range(sent):
+                await ws.send(wide)
+
+        sender = asyncio.create_task(send_all())
+        refused = 0
+        try:
+            async with asyncio.timeout(window_s):
+                while True:
+                    message = json.loads(await ws.recv())
+                    refused += message.get("type") == "error" and message.get("code") == "message_too_big"
+        except TimeoutError:
+            pass
+        sender.cancel()
+    assert 8 <= refused <= 10 + 3 * window_s + 2, f"{refused} of {sent} events of ~1 MiB refused in {window_s} s"
