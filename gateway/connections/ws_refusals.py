@@ -119,6 +119,12 @@ class RefusingProtocol(WebSocketsSansIOProtocol):
             logger=_RefusalLinesDropped(made.logger, {}),
         )
 
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        # A parse error (a frame over the size cap) keeps its traceback, whose frame holds the protocol:
+        # a cycle only a full collection would free.
+        self.conn.parser_exc = self.conn.handshake_exc = None
+
     def connection_made(self, transport: Any) -> None:
         self._began = time.perf_counter()
         super().connection_made(transport)
