@@ -7,13 +7,14 @@ and the simulator use this module as well as the upstream client.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.audio.format import DATAFLOW_ENCODINGS, AudioFormat, to_dataflow_encoding
 from gateway.dataflow.lenient import as_dict, as_int, declared_int, get, norm_key
-from gateway.errors import AudioFormatError
+from gateway.errors import AudioFormatError, InvalidMessage
 
 MILESTONE = "SR Milestone"
 PARTIAL = "SR Partial"
@@ -49,6 +50,15 @@ _START_KNOWN = {
         "Language", "Settings", "CallProperties", "ca",
     )
 }  # fmt: skip
+
+
+def to_json(message: Mapping[str, Any]) -> str:
+    """A message for Data Flow as JSON text. Python's parser takes ``NaN``, ``Infinity`` and ``1e999`` from a
+    client and its encoder writes them back, which is no JSON: refused here, in the client's words."""
+    try:
+        return json.dumps(message, allow_nan=False)
+    except ValueError:
+        raise InvalidMessage("the message holds NaN or Infinity, which JSON has no numbers for") from None
 
 
 def build_start(request: StartRequest, *, token: str, tenant: str) -> dict[str, Any]:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import json
 import logging
 from collections import deque
 from collections.abc import AsyncIterator
@@ -20,7 +19,7 @@ import grpc
 from pydantic import SecretStr
 
 from gateway.audio.format import AudioFormat
-from gateway.dataflow.messages import DataflowResponse, StartRequest, UpstreamItem, build_request, build_start
+from gateway.dataflow.messages import DataflowResponse, StartRequest, UpstreamItem, build_request, build_start, to_json
 from gateway.errors import (
     ErrorCode,
     GatewayError,
@@ -76,7 +75,7 @@ class DataflowStream:
         start = build_start(request, token=self._token.get_secret_value(), tenant=settings.upstream_tenant)
         try:
             async with asyncio.timeout(settings.upstream_start_timeout_s):
-                response = await self._open(self._contract.encode_request(ContentType.REQUEST, text=json.dumps(start)))
+                response = await self._open(self._contract.encode_request(ContentType.REQUEST, text=to_json(start)))
         except TimeoutError:
             self.cancel()
             raise UpstreamTimeout(
@@ -189,7 +188,7 @@ class DataflowStream:
 
     def _enqueue(self, kind: ContentType, message: dict[str, Any], *, limited: bool = False) -> None:
         self._check_writable()
-        text = json.dumps(message)
+        text = to_json(message)
         if limited and len(text) > self._max_control_bytes:
             raise MessageTooBig(
                 f"a control message of {len(text)} bytes is over the limit of {self._max_control_bytes}; not sent"

@@ -2,8 +2,9 @@
 go to Data Flow and stay with the session (the start is replayed on recovery), so 1 MiB of
 ``[{},{},…]`` held ~27 MB of objects for the session's life, and re-encoded it could pass the gRPC
 message limit, which the client was told as a retryable Data Flow failure. A project name had no
-length bound either (it goes upstream and into every session's log lines). Real uvicorn on port 0,
-the real simulator, real websockets clients."""
+length bound either (it goes upstream and into every session's log lines). Events too big for Data
+Flow were parsed and refused without being paced, and NaN or Infinity went on to Data Flow as no JSON.
+Real uvicorn on port 0, the real simulator, real websockets clients."""
 
 from __future__ import annotations
 
@@ -85,3 +86,26 @@ async def test_events_too_big_for_data_flow_are_paced_like_any_message_it_never_
             pass
         sender.cancel()
     assert 8 <= refused <= 10 + 3 * window_s + 2, f"{refused} of {sent} events of ~1 MiB refused in {window_s} s"
+
+
+@pytest.mark.parametrize("literal", ["NaN", "Infinity", "-Infinity", "1e999"])
+async def test_nan_and_infinity_are_refused_in_the_clients_words_not_sent_to_data_flow(
+    gw: RunningGateway, simulator: DataflowSimulator, literal: str
+) -> None:
+    """Python's parser takes them and its encoder wrote them on to Data Flow, which is no JSON: a strict
+    parser there would have refused the session or the event, and the client learned nothing."""
+    start = json.loads(start_message())
+    async with ws_connect(gw.ws_url()) as ws:
+        await ws.send(json.dumps(start)[:-1] + f', "settings": {{"Threshold": {literal}}}}}')
+        refused_start = await next_message(ws, "error")
+    assert not simulator.records  # no Data Flow session was opened for it
+    async with ws_connect(gw.ws_url()) as ws:
+        await ws.send(json.dumps(start))
+        await next_message(ws, "started")
+        await ws.send(f'{{"type": "event", "event": {{"Name": "X", "Data": {{"Score": {literal}}}}}}}')
+        refused_event = await next_message(ws, "error")
+        await ws.send(json.dumps({"type": "stop"}))
+        await next_message(ws, "closed")
+    for error in (refused_start, refused_event):
+        assert error["code"] == "invalid_message" and "NaN or Infinity" in error["message"], error
+    assert simulator.records[-1].requests == ["stop"]  # the event never went
