@@ -87,8 +87,8 @@ class Gateway:
         gate = AccessGate(settings, _authenticator(settings), registry)
         policy = RetryPolicy(settings.webhook_attempts, settings.webhook_retry_window_s, settings.webhook_timeout_s,
                              settings.webhook_backoff_s)  # fmt: skip
-        webhooks = WebhookDeliverer(policy, settings.webhook_concurrency, metrics.registry)
         targets = WebhookTargets.from_settings(settings)
+        webhooks = WebhookDeliverer(policy, settings.webhook_concurrency, metrics.registry, receivers=targets.receivers)
         budget = OutboxBudget(settings.client_outbox_total_bytes)
         return cls(settings, upstream, tokens, registry, gate, webhooks, targets, budget, simulator)
 

@@ -13,6 +13,10 @@ The HTTP client follows the process's proxy environment (``HTTPS_PROXY``, ``HTTP
 ``NO_PROXY``): receivers are often reached through an egress proxy. Which proxy is used is logged once,
 its password masked.
 
+With more than one receiver configured, one receiver holds at most half of the places in flight and
+half of the pending room (count and bytes): a receiver that hangs or is down cannot starve the others'
+results (20 webhooks a second to a hung receiver had every healthy one's dropped within a minute).
+
 A drain waits for what is still pending, within its budget; close cancels the rest.
 """
 
@@ -51,7 +55,17 @@ _REASONS = {
     "refused": "receiver refused it (3xx, 4xx)",
 }
 _FULL = "pending limit reached"
+_SHARE_FULL = "one receiver's share of the pending limit reached"
 _DROPS_MORE = "%(count)d more webhooks dropped in the last %(seconds).1f s (%(reasons)s); the metric counts each"
+
+
+@dataclass(slots=True)
+class _ReceiverLoad:
+    """What one receiver (by URL: the operator's configuration, a bounded set) holds of the deliverer."""
+
+    places: asyncio.Semaphore
+    pending: int = 0
+    pending_bytes: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,9 +86,14 @@ class WebhookDeliverer:
     def __init__(
         self, policy: RetryPolicy, concurrency: int, registry: CollectorRegistry, *,
         max_pending: int = MAX_PENDING, max_pending_bytes: int = MAX_PENDING_BYTES, drop_window_s: float = WINDOW_S,
+        receivers: int = 1,
     ) -> None:  # fmt: skip
         self.policy = policy
         self._slots = asyncio.Semaphore(concurrency)
+        # (places in flight, pending webhooks, their bytes) one receiver may hold
+        self._share = tuple(whole if receivers <= 1 else max(1, whole // 2)
+                            for whole in (concurrency, max_pending, max_pending_bytes))  # fmt: skip
+        self._receivers: dict[str, _ReceiverLoad] = {}
         self._pending: set[asyncio.Task[None]] = set()
         self._max_pending = max_pending
         self._max_pending_bytes = max_pending_bytes
@@ -101,21 +120,36 @@ class WebhookDeliverer:
         # A lone surrogate (JSON's "\ud800", from a client or Data Flow) has no UTF-8: replaced, not raised.
         body = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode(errors="replace")
         size = len(body)
+        load = self._load(target)
         if len(self._pending) >= self._max_pending or self._pending_bytes + size > self._max_pending_bytes:
             self.outcomes.labels(outcome="dropped").inc()
             self._drops.warn("webhook queue full (%d pending, %d bytes): new webhooks are dropped until "
                              "it drains", len(self._pending), self._pending_bytes, reason=_FULL)  # fmt: skip
             return msg_id
+        if load.pending >= self._share[1] or load.pending_bytes + size > self._share[2]:
+            self.outcomes.labels(outcome="dropped").inc()
+            self._drops.warn("a receiver holds its share of the webhook queue (%d pending, %d bytes): its new "
+                             "webhooks are dropped until it drains", load.pending, load.pending_bytes,
+                             reason=_SHARE_FULL)  # fmt: skip
+            return msg_id
         task = asyncio.get_running_loop().create_task(self._deliver(target, msg_id, body), name=f"webhook-{msg_id}")
         self._pending.add(task)
         self._pending_bytes += size
+        load.pending, load.pending_bytes = load.pending + 1, load.pending_bytes + size
 
         def done(finished: asyncio.Task[None]) -> None:
             self._pending.discard(finished)
             self._pending_bytes -= size
+            load.pending, load.pending_bytes = load.pending - 1, load.pending_bytes - size
 
         task.add_done_callback(done)
         return msg_id
+
+    def _load(self, target: WebhookTarget) -> _ReceiverLoad:
+        load = self._receivers.get(target.url)
+        if load is None:
+            load = self._receivers[target.url] = _ReceiverLoad(asyncio.Semaphore(self._share[0]))
+        return load
 
     async def _deliver(self, target: WebhookTarget, msg_id: str, body: bytes) -> None:
         policy = self.policy
@@ -141,9 +175,15 @@ class WebhookDeliverer:
     ) -> str | None:
         """One POST: None when accepted, else what went wrong ("refused" is not worth retrying, "late": no
         place was free before the deadline, so the attempt never started)."""
+        places = self._load(target).places  # the receiver's share first: waiting for it holds no common place
         try:
             async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
-                await self._slots.acquire()
+                await places.acquire()
+                try:
+                    await self._slots.acquire()
+                except BaseException:
+                    places.release()
+                    raise
         except TimeoutError:
             return "late"
         if attempt > 1:
@@ -155,6 +195,7 @@ class WebhookDeliverer:
             return "unreachable"
         finally:
             self._slots.release()
+            places.release()
         if 200 <= status < 300:
             return None
         log.info("webhook %s: the receiver answered %d", msg_id, status)

@@ -49,6 +49,12 @@ class WebhookTargets:
             raise SettingsError(str(exc)) from None
         return cls(default, by_key)
 
+    @property
+    def receivers(self) -> int:
+        """How many distinct receivers (URLs) results may go to."""
+        targets = [self.default, *self._by_key.values()]
+        return len({target.url for target in targets if target is not None})
+
     def for_key(self, key: str | None) -> WebhookTarget | None:
         """The target of ``key`` (an API key's name), else the default; None: results go nowhere."""
         if key is not None and key in self._by_key:

@@ -18,7 +18,7 @@ from prometheus_client import CollectorRegistry
 
 from gateway.webhooks.delivery import RetryPolicy, WebhookDeliverer
 from gateway.webhooks.signing import WebhookSigner
-from gateway.webhooks.targets import WebhookTarget
+from gateway.webhooks.targets import WebhookTarget, WebhookTargets
 from tests.support.harness import GatewayFactory
 from tests.support.settings import SECRETS
 from tests.system.test_webhooks import SECRET, deliveries, twilio_call, until_counted
@@ -198,6 +198,29 @@ async def test_pending_webhooks_are_capped_by_count_and_bytes_and_the_excess_dro
     assert not any(URL_TOKEN in r.getMessage() or "y" * 64 in r.getMessage() for r in caplog.records)
 
 
+async def test_a_hung_receiver_holds_at_most_half_and_the_other_receivers_results_still_go() -> None:
+    """Two receivers: one accepts connections and never answers. Before, it took every place in flight and
+    the whole pending room, and the healthy receiver's results were dropped."""
+    policy = RetryPolicy(attempts=1, window_s=60, timeout_s=30)
+    async with raw_receiver(hang) as hung, raw_receiver(no_content) as fine:
+        webhooks = WebhookDeliverer(policy, 4, CollectorRegistry(), max_pending=20, receivers=2)
+        try:
+            for i in range(30):
+                webhooks.submit(target(hung.url), {"type": "event", "i": i})
+            await asyncio.sleep(0.3)  # the hung receiver has taken all it may
+            for i in range(5):
+                webhooks.submit(target(fine.url), {"type": "summary", "i": i})
+            async with asyncio.timeout(5):
+                while fine.requests < 5:
+                    await asyncio.sleep(0.02)
+            hung_pending = webhooks.pending
+        finally:
+            await webhooks.aclose()
+    assert len(hung.started) == 2  # half of the 4 places
+    assert hung_pending == 10  # half of the 20 pending: the other 20 were dropped, counted
+    assert counted(webhooks, "delivered") == 5
+
+
 @pytest.mark.ws
 async def test_a_trickling_receiver_does_not_hold_the_gateways_deliveries(gateway_factory: GatewayFactory) -> None:
     settings = {"webhook_secret": SECRET, "webhook_timeout_s": 0.3, "webhook_attempts": 2,
@@ -212,3 +235,10 @@ async def test_a_trickling_receiver_does_not_hold_the_gateways_deliveries(gatewa
                 await asyncio.sleep(0.01)
     assert receiver.requests == 4 and deliveries(gw, "delivered") == 0
     assert took < 5
+
+
+def test_the_receivers_shared_among_are_the_distinct_urls() -> None:
+    a, b = target("http://127.0.0.1:1/a"), target("http://127.0.0.1:1/b")
+    assert WebhookTargets(None, {}).receivers == 0
+    assert WebhookTargets(a, {"k1": target(a.url), "k2": None}).receivers == 1  # one receiver: no shares
+    assert WebhookTargets(a, {"k1": b, "k2": target(b.url)}).receivers == 2
