@@ -20,7 +20,7 @@ import httpx
 import pytest
 from websockets.exceptions import InvalidStatus
 
-from gateway.auth import key_digest
+from gateway.auth import MAX_PROJECT_CHARS, key_digest
 from gateway.logs.config import resolve_format
 from gateway.logs.filters import Redactor
 from gateway.logs.formats import MAX_TRACEBACK_CHARS, JsonFormatter, TextFormatter
@@ -248,7 +248,9 @@ async def test_long_client_strings_neither_stall_the_gateway_nor_fill_its_log(
         "x=" + "P" * 8100: "x=PPP",
         f"{url}&u=" + "a-" * 4050: f"next=https%3A%2F%2Fops%3A{MASK}%40idp.example&u=a-a-",
     }
-    project = "tokensecret" * 1100  # 12 100 chars, every one of them a place the old masking retried
+    # The longest project a session may name, every char a place the old masking retried (a longer one,
+    # 12 100 chars, is refused: invalid_start, unquoted).
+    project = ("tokensecret" * 1100)[:MAX_PROJECT_CHARS]
     refusals_s = {}
     async with gateway_process(tmp_path, env) as gw:
         for query, shown in queries.items():
@@ -256,6 +258,10 @@ async def test_long_client_strings_neither_stall_the_gateway_nor_fill_its_log(
             for _ in range(3):
                 assert await refused(gw, f"/v1/stream?{query}") == 401  # refused, and logged, before any key
             refusals_s[shown] = time.perf_counter() - began
+        async with ws_connect(gw.ws_url(), additional_headers={"X-API-Key": KEY}) as ws:
+            await ws.send(start_message(project="tokensecret" * 1100))
+            refused_start = await next_message(ws, "error")
+        assert refused_start["code"] == "invalid_start" and "tokensecret" not in refused_start["message"]
         async with ws_connect(gw.ws_url(), additional_headers={"X-API-Key": KEY}) as ws:
             await ws.send(start_message(project=project))
             await next_message(ws, "started")
