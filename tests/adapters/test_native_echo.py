@@ -14,6 +14,9 @@ from tests.support.native_client import start_message
 pytestmark = pytest.mark.ws  # opens WebSockets: runs with the fast path on and off
 
 LONG = "x" * 100_000
+#: Long, yet under GATEWAY_MAX_CONTROL_MESSAGE_BYTES (64 KiB) even eight times over: before the start a
+#: message over it is refused unread (message_too_big: tests/security/test_start_bounds.py).
+LONG_BEFORE_START = "x" * 6_000
 
 
 async def test_a_pong_echoes_only_a_short_scalar_id(gw: RunningGateway) -> None:
@@ -21,7 +24,7 @@ async def test_a_pong_echoes_only_a_short_scalar_id(gw: RunningGateway) -> None:
     refused = ["z" * 129, LONG, {"a": 1}, [1], 10**200]
     result = Transcript()
     async with ws_connect(gw.ws_url()) as ws:
-        await ws.send(json.dumps({"type": "ping", "id": LONG}))  # before start: refused the same way
+        await ws.send(json.dumps({"type": "ping", "id": LONG_BEFORE_START}))  # before start: refused the same way
         await ws.send(json.dumps({"type": "ping", "id": "early"}))
         await ws.send(start_message())
         await next_message(ws, "started", skipped=result)
@@ -41,9 +44,9 @@ async def test_a_pong_echoes_only_a_short_scalar_id(gw: RunningGateway) -> None:
 async def test_errors_quote_client_text_cut_short(gw: RunningGateway) -> None:
     result = Transcript()
     async with ws_connect(gw.ws_url()) as ws:
-        await ws.send(json.dumps({"type": LONG}))
-        await ws.send(json.dumps({"type": "start", "audio": {"encoding": LONG}}))
-        await ws.send(json.dumps({"type": "start", **{f"{n}{LONG}": 1 for n in range(8)}}))
+        await ws.send(json.dumps({"type": LONG_BEFORE_START}))
+        await ws.send(json.dumps({"type": "start", "audio": {"encoding": LONG_BEFORE_START}}))
+        await ws.send(json.dumps({"type": "start", **{f"{n}{LONG_BEFORE_START}": 1 for n in range(8)}}))
         await ws.send(start_message())
         await next_message(ws, "started", skipped=result)
         await ws.send(json.dumps({"type": LONG}))

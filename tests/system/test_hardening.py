@@ -74,8 +74,9 @@ class TestStalledDataflow:
         return SimulatorConfig(token=SIM_TOKEN, tenant=SIM_TENANT, fault=Fault("stall", 200))
 
     async def test_event_flood_is_paused_and_bounded(self, simulator: DataflowSimulator) -> None:
-        """120 MiB of 512 KiB events against a Data Flow that stopped reading: each is refused as too big;
-        events under the size limit fill the control budget, then the client is paused, then closed."""
+        """20 MiB of 512 KiB events against a Data Flow that stopped reading: each is refused as too big (and
+        paced by its length: 240 of them took ~37 s); events under the size limit fill the control budget,
+        then the client is paused, then closed."""
         settings = settings_for(simulator, upstream_response_timeout_s=2.0, max_ws_message_bytes=1024 * 1024)
         async with running_gateway(settings) as gw:
             ws = await ws_connect(gw.ws_url(), ping_interval=None, max_size=None)
@@ -87,7 +88,7 @@ class TestStalledDataflow:
 
             async def flood() -> None:
                 nonlocal sent
-                for _ in range(240):  # 120 MiB, each over the size limit
+                for _ in range(40):  # 20 MiB, each over the size limit
                     await ws.send(big)
                     sent += len(big)
                 for _ in range(2000):  # under it: they fill the control budget, then the client is paused
