@@ -53,7 +53,7 @@ class Connection:
         self._wake = asyncio.Event()  # the watchdog re-reads the connection's state
         self._going_away = False
         self._closing: ClientCloses | None = None  # the goodbye went out; the client closes the socket
-        self.unpaced, self.control_cap = OutOfSessionPacer(), self.settings.max_control_message_bytes
+        self.unpaced, self.control_cap = OutOfSessionPacer(), self.settings.max_control_message_bytes  # (text)
 
     async def run(self) -> None:
         gate = self.service.gate
@@ -104,11 +104,11 @@ class Connection:
                 continue
             if session is not None and session.closed is None:
                 command = self.dialect.streaming(message)
-                if isinstance(message, str) and command is not None:  # one it ignores (a Twilio mark) is not
+                if (text := isinstance(message, str)) and command is not None:  # one it ignores (a Twilio mark) is not
                     session.touch()
                 await self._apply(command, session)
-                if command is None or isinstance(command, commands.Reply) or len(message) > self.control_cap:
-                    await session.pace_message(message)  # handled here alone, or refused as too big for Data Flow
+                if command is None or isinstance(command, commands.Reply) or (text and len(message) > self.control_cap):
+                    await session.pace_message(message)  # handled here alone, or text refused as too big for Data Flow
                 continue
             if session is not None:
                 if not self.dialect.sequential:

@@ -109,3 +109,20 @@ async def test_nan_and_infinity_are_refused_in_the_clients_words_not_sent_to_dat
     for error in (refused_start, refused_event):
         assert error["code"] == "invalid_message" and "NaN or Infinity" in error["message"], error
     assert simulator.records[-1].requests == ["stop"]  # the event never went
+
+
+async def test_large_audio_frames_are_paced_as_audio_only(gw: RunningGateway) -> None:
+    """The charge for a message too big for Data Flow is for text: binary audio frames over the control
+    cap (128 KiB: 4 s of 16 kHz audio each) are paced by the audio they carry, not charged again. 30 s of
+    audio at 3x after the 10 s burst takes ~6.7 s; charged twice it would take ~17 s."""
+    frame = bytes(128 * 1024)
+    async with ws_connect(gw.ws_url()) as ws:
+        await ws.send(start_message())
+        await next_message(ws, "started")
+        began = asyncio.get_running_loop().time()
+        for _ in range(8):  # 32 s of audio
+            await ws.send(frame)
+        await ws.send(json.dumps({"type": "finalize"}))
+        await next_message(ws, "closed", timeout=40)
+        took = asyncio.get_running_loop().time() - began
+    assert took < 12, f"32 s of audio in 128 KiB frames took {took:.1f} s"
