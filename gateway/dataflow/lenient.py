@@ -131,7 +131,7 @@ _STEPS[[ord("]"), ord("}")]] = -1
 
 def nesting_depth(text: str | bytes) -> int:
     """How deep valid JSON ``text`` nests lists and objects: its brackets outside strings, summed in order."""
-    raw = text.encode() if isinstance(text, str) else text
+    raw = text.encode("utf-8", "surrogatepass") if isinstance(text, str) else text  # a lone surrogate: bytes too
     codes = np.frombuffer(_STRING.sub(b"", raw), np.uint8)
     return int(np.cumsum(_STEPS[codes], dtype=np.int32).max()) if codes.size else 0
 

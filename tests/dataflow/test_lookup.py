@@ -51,3 +51,6 @@ def test_a_wide_message_is_measured_on_its_text_not_walked(monkeypatch: pytest.M
     with pytest.raises(InvalidMessage, match="deeper than"):
         loads_object(deep_inside)
     assert lenient.nesting_depth('{"a": "[[[[", "b": [{"c": "\\\\]"}]}') == 3  # brackets in strings do not count
+    # A lone surrogate in the text (undecodable bytes from Data Flow, escaped) is measured, not raised on.
+    with_surrogate = '{"a": "\udc80", "b": [' + ",".join(["{}"] * 3000) + "]}"
+    assert len(loads_object(with_surrogate)["b"]) == 3000
