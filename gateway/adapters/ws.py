@@ -53,7 +53,7 @@ class Connection:
         self._wake = asyncio.Event()  # the watchdog re-reads the connection's state
         self._going_away = False
         self._closing: ClientCloses | None = None  # the goodbye went out; the client closes the socket
-        self.unpaced, self.control_cap = OutOfSessionPacer(), self.settings.max_control_message_bytes  # text over: paced
+        self.unpaced, self.control_cap = OutOfSessionPacer(), self.settings.max_control_message_bytes
 
     async def run(self) -> None:
         gate = self.service.gate
