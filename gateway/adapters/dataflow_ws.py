@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from typing import Any, ClassVar
 
 from gateway.adapters import commands
-from gateway.adapters.dialect import ClientMessage, Command, SessionCommand
+from gateway.adapters.dialect import MAX_START_BYTES, ClientMessage, Command, SessionCommand
 from gateway.adapters.messages import clip
 from gateway.adapters.socket import Frame
 from gateway.audio.format import AudioFormat
@@ -28,8 +28,6 @@ from gateway.relay.items import Closed, Notice, OutItem, Started
 
 # What a Start declares when it leaves (part of) Audio out: Data Flow's own default input.
 DEFAULT_AUDIO = AudioFormat("pcm16", 16000, 1)
-#: The largest Start read when none is configured (GATEWAY_MAX_CONTROL_MESSAGE_BYTES's default).
-MAX_START_BYTES = 64 * 1024
 _LEGACY_NAMES = ('"message-name"', '"message_name"', '"messagename"')
 
 _RESPONSE_NAMES: dict[type[Any], str] = {

@@ -17,7 +17,21 @@ from gateway.adapters.socket import Frame
 from gateway.errors import GatewayError
 from gateway.relay.items import Closed, OutItem
 
-__all__ = ["ClientClosesSocket", "ClientMessage", "Command", "Dialect", "HoldsAudio", "SessionCommand", "held_audio"]
+__all__ = [
+    "MAX_START_BYTES",
+    "ClientClosesSocket",
+    "ClientMessage",
+    "Command",
+    "Dialect",
+    "HoldsAudio",
+    "SessionCommand",
+    "held_audio",
+]
+
+#: Largest start message (or anything before it) by default; routes pass GATEWAY_MAX_CONTROL_MESSAGE_BYTES.
+#: A start's settings and call properties go to Data Flow and stay with the session (it is replayed on
+#: recovery): 1 MiB of ``[{},{},…]`` held ~27 MB of objects for the session's life.
+MAX_START_BYTES = 64 * 1024
 
 
 class Dialect(Protocol):

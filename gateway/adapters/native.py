@@ -15,7 +15,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from gateway.adapters import commands, messages
-from gateway.adapters.dialect import ClientMessage, Command, SessionCommand
+from gateway.adapters.dialect import MAX_START_BYTES, ClientMessage, Command, SessionCommand
 from gateway.adapters.socket import Frame
 from gateway.audio.format import AudioFormat, parse_encoding
 from gateway.dataflow.lenient import loads_object, longer_than
@@ -45,11 +45,6 @@ class StartMessage(BaseModel):
     raw: bool = False
     token: str | None = None
 
-
-#: Largest start message (or anything before it) by default; routes pass GATEWAY_MAX_CONTROL_MESSAGE_BYTES.
-#: A start's settings and call properties go to Data Flow and stay with the session (it is replayed on
-#: recovery): 1 MiB of ``[{},{},…]`` held ~27 MB of objects for the session's life.
-MAX_START_BYTES = 64 * 1024
 
 #: Longest string a pong echoes as its id: a pong is queued for the client, and must stay small.
 MAX_PING_ID_CHARS = 128
