@@ -111,7 +111,8 @@ def _drain(ns: argparse.Namespace) -> int:
     if settings.admin_token is not None:
         headers["Authorization"] = f"Bearer {settings.admin_token.get_secret_value()}"
     params = {} if ns.budget_s is None else {"budget_s": budget}
-    with httpx.Client(base_url=base, timeout=5.0) as http:
+    # A replica is asked directly: an egress proxy set for Data Flow or webhooks (http_proxy) must not carry it.
+    with httpx.Client(base_url=base, timeout=5.0, trust_env=False) as http:
         try:
             response = http.post("/internal/drain", headers=headers, params=params)
             sessions = _sessions(response.json()) if response.status_code == 202 else -1

@@ -98,6 +98,28 @@ def is_loopback(target: str) -> bool:
         return False
 
 
+#: Targets gRPC takes as URIs, passed on as they are (README: Upstream connections).
+GRPC_URI_SCHEMES = ("dns:", "ipv4:", "ipv6:", "unix:", "unix-abstract:", "vsock:")
+
+
+def _upstream_target(value: str) -> str:
+    # gRPC reads ``http://host:port`` as a name to resolve and wraps a port past 65535: the gateway
+    # started, reported ready, and every session failed (or dialled another port).
+    if not value or value.startswith(GRPC_URI_SCHEMES):
+        return value
+    parts = urlsplit(f"//{value}")
+    try:
+        port = parts.port
+    except ValueError:
+        port = 0
+    if not parts.hostname or parts.netloc != value or "@" in value or port == 0 or value.split() != [value]:
+        raise ValueError(
+            "not host:port with a port from 1 to 65535 (e.g. dataflow.example.com:443, no scheme such as"
+            " https://) nor a gRPC URI (dns:///host:443, ipv4:…, unix:…)"
+        )
+    return value
+
+
 def _dataflow_rate(value: int) -> int:
     # An int (not a Literal) so the environment's "8000" parses; Data Flow takes only these two.
     if value not in (8000, 16000):
@@ -112,6 +134,8 @@ SigningKey = Annotated[SecretStr | None, AfterValidator(_hs256_key)]
 AdminToken = Annotated[SecretStr | None, AfterValidator(_long_enough)]
 #: An entry of the trusted proxies: an IP address or network.
 TrustedProxy = Annotated[str, AfterValidator(_proxy)]
+#: Data Flow's gRPC endpoint: empty (the simulator), host[:port] or a gRPC URI.
+UpstreamTarget = Annotated[str, AfterValidator(_upstream_target)]
 #: An allowed Origin (of browser pages on WebSocket handshakes).
 Origin = Annotated[str, AfterValidator(_origin)]
 #: A host name clients use, as in their Host header.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, Field, SecretStr, field_validator
 
 from gateway.auth import ApiKeySpec
 from gateway.config import bounds
@@ -19,6 +19,22 @@ class ClientSettings(BaseModel):
     api_keys: list[ApiKeySpec] = Field(
         default_factory=list, description='JSON list: [{"name","sha256","projects","max_sessions",...}].'
     )
+
+    @field_validator("api_keys")
+    @classmethod
+    def _distinct_keys(cls, keys: list[ApiKeySpec]) -> list[ApiKeySpec]:
+        # Sessions, budgets and webhooks are kept by a key's name: two keys of one name shared them
+        # (one tenant's results went to the other's receiver); one digest twice is a copy-paste slip.
+        for field in ("name", "sha256"):
+            seen: set[str] = set()
+            for key in keys:
+                value = getattr(key, field)
+                if value in seen:
+                    shown = repr(value) if field == "name" else "a sha256"
+                    raise ValueError(f"two entries have the same {field} ({shown}): each key needs its own")
+                seen.add(value)
+        return keys
+
     token_signing_key: bounds.SigningKey = Field(
         None, description="HS256 key for browser tokens (same on all replicas)."
     )

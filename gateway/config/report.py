@@ -12,7 +12,7 @@ from typing import Any
 from pydantic import BaseModel, SecretStr
 
 from gateway.config.environment import variable_name
-from gateway.logs.redact import MASK, redact_text
+from gateway.logs.redact import MASK, redact_text, url_origin
 
 _HASH_SHOWN = 8
 
@@ -29,6 +29,8 @@ def _shown(value: Any, key: str = "") -> Any:
     if isinstance(value, str):
         if key == "sha256" and value:
             return value[:_HASH_SHOWN] + "…"
+        if key == "webhook_url" and value:
+            return url_origin(value)  # a receiver's credential may be its path
         return redact_text(value)  # a URL's password too (https://user:password@host/…)
     if value is None or isinstance(value, bool | int | float):
         return value
@@ -37,7 +39,7 @@ def _shown(value: Any, key: str = "") -> Any:
 
 def effective_settings(settings: BaseModel) -> dict[str, Any]:
     """``{GATEWAY_NAME: shown value}`` in the settings' field order."""
-    return {variable_name(name): _shown(getattr(settings, name)) for name in type(settings).model_fields}
+    return {variable_name(name): _shown(getattr(settings, name), name) for name in type(settings).model_fields}
 
 
 def settings_lines(settings: BaseModel, notes: dict[str, str] | None = None) -> list[str]:

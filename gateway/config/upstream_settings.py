@@ -14,7 +14,7 @@ UpstreamEncoding = Literal["pcm", "ulaw", "alaw"]
 
 class UpstreamSettings(BaseModel):
     # --- upstream Data Flow --------------------------------------------------------------------------
-    upstream_target: str = Field(
+    upstream_target: bounds.UpstreamTarget = Field(
         "", description="host:port of Data Flow's gRPC endpoint; empty runs the embedded simulator."
     )
     upstream_plaintext: bool | None = Field(

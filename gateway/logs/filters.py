@@ -13,11 +13,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 from typing import Any
-from urllib.parse import urlsplit
 
 from gateway.logs.context import response_cut
 from gateway.logs.formats import extra_fields
-from gateway.logs.redact import MAX_FIELD_CHARS, SecretText, clip, redact_header, redact_target
+from gateway.logs.redact import MAX_FIELD_CHARS, SecretText, clip, redact_header, redact_target, url_origin
 
 _UVICORN_WS_ACCESS = '%s - "WebSocket %s"'  # uvicorn's own WebSocket access lines: gateway.access replaces them
 _HEADER_LINES = ("< %s: %s", "> %s: %s")
@@ -106,19 +105,8 @@ class OutboundRequestLines(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if record.msg == _HTTPX_REQUEST_LINE and isinstance(record.args, tuple) and len(record.args) == 5:
             method, url, *rest = record.args
-            record.args = (method, _origin(str(url)), *rest)
+            record.args = (method, url_origin(str(url)), *rest)
         return True
-
-
-def _origin(url: str) -> str:
-    try:
-        parts = urlsplit(url)
-        port = f":{parts.port}" if parts.port is not None else ""
-        host = parts.hostname or ""
-    except ValueError:  # not a URL httpx would have sent; nothing of it is kept
-        return "[url]"
-    host = f"[{host}]" if ":" in host else host
-    return f"{parts.scheme}://{host}{port}/…"
 
 
 def outbound_origins_only() -> None:

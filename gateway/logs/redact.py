@@ -111,6 +111,19 @@ def redact_text(text: str) -> str:
     return text
 
 
+def url_origin(url: str) -> str:
+    """A URL's origin and ``/…``: nothing of its user, path or query (a webhook receiver's URL may carry
+    its credential in the path, which no text shape can tell from a path)."""
+    try:
+        parts = urlsplit(url)
+        port = f":{parts.port}" if parts.port is not None else ""
+        host = parts.hostname or ""
+    except ValueError:  # not a URL httpx would have sent; nothing of it is kept
+        return "[url]"
+    host = f"[{host}]" if ":" in host else host
+    return f"{parts.scheme}://{host}{port}/…"
+
+
 def proxy_url_shown(url: str) -> str:
     """A proxy URL's scheme and authority as a log line may show them: a password in it masked, and a user
     name alone too (it may be a token)."""

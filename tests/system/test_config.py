@@ -178,7 +178,62 @@ def test_a_password_in_a_url_setting_is_masked_in_the_report(tmp_path: Path) -> 
         done = run_cli(args, env, tmp_path)
         assert done.returncode == 0, done.stderr
         assert HOOK_TOKEN not in done.stdout and SECRET_TOKEN not in done.stdout, done.stdout
-        assert "hooks.example.test/in" in done.stdout and "identity.example.test/connect/token" in done.stdout
+        assert "hooks.example.test/" in done.stdout and "identity.example.test/connect/token" in done.stdout
+
+
+def test_a_webhook_url_is_shown_without_its_path(tmp_path: Path) -> None:
+    """Many receivers take their credential in the path (https://hooks.example/services/T0/B0/<secret>),
+    which no text shape tells from a path: ``settings`` printed it whole (log lines already kept the
+    origin only)."""
+    env = {
+        "GATEWAY_WEBHOOK_URL": f"https://hooks.example.test/services/{HOOK_TOKEN}",
+        "GATEWAY_WEBHOOK_SECRET": "whsec_" + "QUJD" * 8,
+        "GATEWAY_API_KEYS": json.dumps(
+            [{"name": "acme", "sha256": key_digest(API_KEY), "webhook_url": f"https://acme.example.test/{HOOK_TOKEN}"}]
+        ),
+    }
+    for args in (["settings"], ["settings", "--json"]):
+        done = run_cli(args, env, tmp_path)
+        assert done.returncode == 0, done.stderr
+        assert HOOK_TOKEN not in done.stdout, done.stdout
+        assert "https://hooks.example.test/…" in done.stdout and "https://acme.example.test/…" in done.stdout
+
+
+def test_two_api_keys_of_one_name_stop_startup(tmp_path: Path) -> None:
+    """Sessions, budgets and webhooks are kept by a key's name: two entries named alike were accepted and
+    shared them (one tenant's call results went to the other's receiver)."""
+    keys = [
+        {"name": "acme", "sha256": key_digest(API_KEY), "webhook_url": "https://a.example.test/in"},
+        {"name": "acme", "sha256": key_digest(API_KEY + "b"), "webhook_url": "https://b.example.test/in"},
+    ]
+    done = run_cli(["settings"], {"GATEWAY_API_KEYS": json.dumps(keys)}, tmp_path)
+    assert done.returncode == 2, done.stdout
+    [line] = done.stderr.splitlines()
+    assert line.startswith("GATEWAY_API_KEYS: two entries have the same name ('acme')"), line
+    keys[1]["name"] = "globex"
+    keys[1]["sha256"] = keys[0]["sha256"]
+    done = run_cli(["settings"], {"GATEWAY_API_KEYS": json.dumps(keys)}, tmp_path)
+    assert done.returncode == 2, done.stdout
+    [line] = done.stderr.splitlines()
+    assert line.startswith("GATEWAY_API_KEYS: two entries have the same sha256"), line
+    assert key_digest(API_KEY) not in done.stderr
+
+
+@pytest.mark.parametrize("target", ["http://127.0.0.1:50555", "127.0.0.1:99999", "dataflow.example:0", "a b:443"])
+def test_an_upstream_target_grpc_would_misread_stops_startup(tmp_path: Path, target: str) -> None:
+    """gRPC read ``http://host:port`` as a name to resolve and wrapped a port past 65535 (dialling another
+    port): the gateway started and said ready, and every session failed."""
+    done = run_cli(["settings"], {"GATEWAY_UPSTREAM_TARGET": target}, tmp_path)
+    assert done.returncode == 2, done.stdout
+    [line] = done.stderr.splitlines()
+    assert line.startswith("GATEWAY_UPSTREAM_TARGET: not host:port"), line
+
+
+@pytest.mark.parametrize("target", ["dataflow.example.com:443", "dataflow", "[::1]:50051", "dns:///dataflow:443"])
+def test_upstream_targets_gateway_and_grpc_take(tmp_path: Path, target: str) -> None:
+    done = run_cli(["settings"], {"GATEWAY_UPSTREAM_TARGET": target}, tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert f"GATEWAY_UPSTREAM_TARGET={target}" in done.stdout
 
 
 def test_a_trusted_proxy_that_is_not_an_address_stops_startup(tmp_path: Path) -> None:

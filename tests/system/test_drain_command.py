@@ -99,6 +99,12 @@ async def test_drain_on_loopback_needs_no_token_and_no_wait_returns_at_once(
         ws = await ws_connect(gw.ws_url())
         await ws.send(start_message())
         await next_message(ws, "started")
+        # An egress proxy set for Data Flow and webhooks (nothing listens there) must not carry the
+        # hook's loopback request: with it, drain said "no answer" and the replica never drained.
+        for name in ("NO_PROXY", "no_proxy"):
+            monkeypatch.delenv(name, raising=False)
+        for name in ("HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"):
+            monkeypatch.setenv(name, "http://127.0.0.1:9")
         assert await asyncio.wait_for(drain(gw, monkeypatch, "--no-wait", token=None), 5) == 0
         assert gw.gateway.registry.draining is True
         await ws.close()
