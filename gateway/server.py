@@ -12,6 +12,7 @@ import importlib.util
 import logging
 import signal
 import socket
+import ssl
 from types import FrameType
 
 import uvicorn
@@ -27,6 +28,9 @@ from gateway.logs.config import configure_logging
 from gateway.runtime import tune_gc
 from gateway.service import Gateway
 from gateway.settings import Settings, SettingsError, load_settings
+from gateway.signatures.audiohook import AudioHookSignatures
+from gateway.upstream.contract import WireContract
+from gateway.upstream.peer_settings import tls_context
 from gateway.upstream.token import token_provider_from_settings
 from gateway.webhooks.targets import WebhookTargets
 from gateway.ws_protocol import FastReceiveProtocol
@@ -119,6 +123,31 @@ def preflight(settings: Settings) -> None:
         raise SettingsError(f"GATEWAY_MAX_CONNECTIONS: {problem}")
     if not settings.simulator_mode:
         token_provider_from_settings(settings)  # builds nothing that needs closing (its client is lazy)
+    _upstream_preflight(settings)
+    try:
+        AudioHookSignatures.from_settings(settings)
+    except ValueError as exc:
+        raise SettingsError(str(exc)) from None
+
+
+def _upstream_preflight(settings: Settings) -> None:
+    # Each failed as a traceback from inside uvicorn's startup (a missing CA file's said neither the
+    # variable nor the path), with the embedded simulator already started.
+    try:
+        WireContract(settings.upstream_proto_module, settings.upstream_method_path)
+    except (ImportError, AttributeError, KeyError, ValueError) as exc:
+        raise SettingsError(
+            f"GATEWAY_UPSTREAM_PROTO_MODULE: {settings.upstream_proto_module} is not a generated protobuf module"
+            f" of Data Flow's Stream RPC ({type(exc).__name__}: {str(exc)[:200]})"
+        ) from None
+    if (ca := settings.upstream_ca_file) is not None:
+        try:
+            tls_context(ca)
+        except (OSError, ssl.SSLError) as exc:
+            why = exc.strerror or getattr(exc, "reason", None) or type(exc).__name__
+            raise SettingsError(
+                f"GATEWAY_UPSTREAM_CA_FILE: {ca} cannot be read as PEM CA certificates ({why})"
+            ) from None
 
 
 def serve() -> int:

@@ -54,7 +54,7 @@ def client_secret(secret: SecretStr | None, where: str) -> bytes | None:
     try:
         return base64.b64decode(secret.get_secret_value(), validate=True)
     except (binascii.Error, ValueError):
-        raise ValueError(f"{where} is not base64 (paste the client secret as Genesys shows it)") from None
+        raise ValueError(f"{where}: not base64 (paste the client secret as Genesys shows it)") from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,7 +95,9 @@ class AudioHookSignatures:
     @classmethod
     def from_settings(cls, settings: Settings) -> AudioHookSignatures:
         keys = {
-            spec.name: client_secret(spec.audiohook_client_secret, f"api_keys[{spec.name}].audiohook_client_secret")
+            spec.name: client_secret(
+                spec.audiohook_client_secret, f"GATEWAY_API_KEYS[{spec.name}].audiohook_client_secret"
+            )
             for spec in settings.api_keys
         }
         return cls(

@@ -262,3 +262,28 @@ def test_origins_and_host_names_that_can_never_match_stop_startup(tmp_path: Path
         "GATEWAY_PUBLIC_HOSTS[0]",
         "GATEWAY_PUBLIC_HOSTS[1]",
     ]
+
+
+def test_upstream_files_and_secrets_that_cannot_be_used_stop_startup_in_one_line(tmp_path: Path) -> None:
+    """A missing or non-PEM CA file, a proto module that is not one, and an AudioHook secret that is not
+    base64 each ended startup in a traceback from inside uvicorn's (the missing file's named neither the
+    variable nor the path), after the embedded simulator had started."""
+    not_pem = tmp_path / "roots.pem"
+    not_pem.write_text("not a certificate\n")
+    cases = {
+        "GATEWAY_UPSTREAM_CA_FILE": str(tmp_path / "missing.pem"),
+        "GATEWAY_UPSTREAM_PROTO_MODULE": "json",
+        "GATEWAY_AUDIOHOOK_CLIENT_SECRET": "!!!not-base64",
+    }
+    for name, value in [*cases.items(), ("GATEWAY_UPSTREAM_CA_FILE", str(not_pem))]:
+        done = run_cli(["serve"], {name: value}, tmp_path)
+        assert done.returncode == 2, done.stderr
+        assert "Traceback" not in done.stderr and "Exception ignored" not in done.stderr, done.stderr
+        [line] = done.stderr.splitlines()
+        assert line.startswith(f"{name}: "), line
+    keys = [{"name": "acme", "sha256": key_digest(API_KEY), "audiohook_client_secret": "%%%"}]
+    done = run_cli(["serve"], {"GATEWAY_API_KEYS": json.dumps(keys)}, tmp_path)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.splitlines() == [
+        "GATEWAY_API_KEYS[acme].audiohook_client_secret: not base64 (paste the client secret as Genesys shows it)"
+    ]
