@@ -24,6 +24,7 @@ from gateway.security import AccessGate
 from gateway.settings import Settings, SettingsError
 from gateway.simulator.records import SimulatorConfig
 from gateway.simulator.server import DataflowSimulator
+from gateway.upload.spool import SpoolBudget
 from gateway.upstream.channel import UpstreamClient
 from gateway.upstream.pool_metrics import PoolCollector
 from gateway.upstream.token import StaticTokenProvider, TokenProvider, token_provider_from_settings
@@ -47,6 +48,7 @@ class Gateway:
     webhooks: WebhookDeliverer
     webhook_targets: WebhookTargets
     outbox_budget: OutboxBudget  # what all sessions hold for their clients, together
+    upload_spool: SpoolBudget  # what all uploads hold of Audio sent before its Parameters
     simulator: DataflowSimulator | None = None
     _drain_task: asyncio.Task[None] | None = None
     _drain_ends: float | None = None  # monotonic time the drain's budget runs out
@@ -90,7 +92,8 @@ class Gateway:
         targets = WebhookTargets.from_settings(settings)
         webhooks = WebhookDeliverer(policy, settings.webhook_concurrency, metrics.registry, receivers=targets.receivers)
         budget = OutboxBudget(settings.client_outbox_total_bytes)
-        return cls(settings, upstream, tokens, registry, gate, webhooks, targets, budget, simulator)
+        spool = SpoolBudget(settings.upload_spool_bytes)
+        return cls(settings, upstream, tokens, registry, gate, webhooks, targets, budget, spool, simulator)
 
     def drain(self, budget_s: float | None = None) -> asyncio.Task[None]:
         """Start draining (idempotent): readiness fails and new sessions are refused at once; live

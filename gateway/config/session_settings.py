@@ -39,6 +39,12 @@ class SessionSettings(BaseModel):
     max_upload_bytes: int = Field(
         1024**3, ge=1024, description="Largest POST /v1/recognize body; checked while streaming (413)."
     )
+    upload_spool_bytes: int = Field(
+        256 * 1024**2,
+        ge=0,
+        description="Audio all uploads together may hold (memory, then /tmp) when the Audio part comes before the "
+        "Parameters; past it 413 upload_too_large. 0: send Parameters first.",
+    )
     upload_decode_cpu_share: float = Field(
         0.05,
         ge=0,

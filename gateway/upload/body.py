@@ -23,6 +23,7 @@ from starlette.types import Receive
 from gateway.dataflow.lenient import MAX_JSON_DEPTH, too_deep
 from gateway.errors import BadRequest, ClientGone, ErrorCode, UploadTooLarge
 from gateway.upload.coding import Inflater
+from gateway.upload.spool import SpoolBudget
 
 PARAMETERS_LIMIT: Final = 64 * 1024
 SPOOL_MEMORY_BYTES: Final = 1024 * 1024  # an Audio part before Parameters: held in memory up to this, then on disk
@@ -87,13 +88,16 @@ class MultipartAudio:
     :meth:`open` reads until the audio can start: the start of an Audio part that comes after
     Parameters (or with no Parameters before it). An Audio part that comes first is spooled — in
     memory up to :data:`SPOOL_MEMORY_BYTES`, then in a temporary file, bounded by the body's own
-    size cap and deleted when the upload ends — until the Parameters arrive (the Start needs them
-    before any audio can go upstream). :meth:`audio` then yields the audio bytes and reads the rest
+    size cap and by what all uploads may hold together (``budget``, GATEWAY_UPLOAD_SPOOL_BYTES: past
+    it 413 ``upload_too_large``), and deleted when the upload ends — until the Parameters arrive (the
+    Start needs them before any audio can go upstream). :meth:`audio` then yields the audio bytes and reads the rest
     of the body. Other parts are ignored.
     """
 
-    def __init__(self, body: AsyncIterator[bytes], boundary: str) -> None:
+    def __init__(self, body: AsyncIterator[bytes], boundary: str, budget: SpoolBudget) -> None:
         self._body = body
+        self._budget = budget
+        self._spooled = 0  # bytes of this upload counted in the budget
         self.parameters: dict[str, Any] | None = None
         self.audio_content_type: str | None = None
         self._events: deque[tuple[str, bytes]] = deque()
@@ -130,7 +134,7 @@ class MultipartAudio:
                 while self._events:
                     kind, data = self._events.popleft()
                     if (audio := self._handle(kind, data)) and self._spool is not None:
-                        self._spool.write(audio)
+                        self._hold(audio)
                     if self._ready(kind):
                         return
             self._finish_parser()
@@ -139,6 +143,17 @@ class MultipartAudio:
             raise
         if self._spool is None:
             raise BadRequest("the multipart body has no Audio part", code=ErrorCode.INVALID_MULTIPART)
+
+    def _hold(self, audio: bytes) -> None:
+        assert self._spool is not None
+        if not self._budget.take(len(audio)):
+            raise UploadTooLarge(
+                "an Audio part sent before the Parameters is held until they come, and the uploads holding audio"
+                f" now hold all they may ({self._budget.limit_bytes} bytes together): send the Parameters part"
+                " first (or the X-Dataflow-Parameters header)"
+            )
+        self._spooled += len(audio)
+        self._spool.write(audio)
 
     def _ready(self, kind: str) -> bool:
         """May the audio start? At an Audio part after Parameters, or once spooled audio has them."""
@@ -173,6 +188,8 @@ class MultipartAudio:
         if self._spool is not None:
             self._spool.close()
             self._spool = None
+        self._budget.give(self._spooled)
+        self._spooled = 0
 
     def _write(self, chunk: bytes) -> None:
         try:

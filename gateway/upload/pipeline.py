@@ -133,7 +133,9 @@ class Upload:
         stream = self.body.chunks()
         part_params: dict[str, Any] | None = None
         if content_type[0] == "multipart/form-data":
-            self._multipart = multipart = MultipartAudio(stream, content_type[1].get("boundary", ""))
+            self._multipart = multipart = MultipartAudio(
+                stream, content_type[1].get("boundary", ""), self.gateway.upload_spool
+            )
             await multipart.open()
             part_params, stream = multipart.parameters, multipart.audio()
             content_type = media_type(multipart.audio_content_type)

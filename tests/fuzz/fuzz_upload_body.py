@@ -15,6 +15,7 @@ from gateway.dataflow.messages import parse_start
 from gateway.errors import BadRequest
 from gateway.upload.body import MultipartAudio, media_type, parse_parameters
 from gateway.upload.source import declared_audio
+from gateway.upload.spool import SpoolBudget
 from tests.fuzz.common import run, split_points
 
 BOUNDARY = "fuzzb0undary"
@@ -53,7 +54,7 @@ async def _multipart(body: bytes) -> None:
         for chunk in chunks:
             yield chunk
 
-    multipart = MultipartAudio(stream(), BOUNDARY)
+    multipart = MultipartAudio(stream(), BOUNDARY, SpoolBudget(len(body)))
     await multipart.open()
     assert multipart.parameters is None or isinstance(multipart.parameters, dict)
     total = 0

@@ -33,6 +33,7 @@ from gateway.dataflow.messages import StartRequest, build_start, parse_audio, pa
 from gateway.errors import AudioFormatError, BadRequest, InvalidMessage
 from gateway.simulator.server import DataflowSimulator, SimulatorConfig
 from gateway.upload.body import MultipartAudio
+from gateway.upload.spool import SpoolBudget
 from gateway.upstream.contract import ContentType, WireContract
 from tests.fuzz import (
     common,
@@ -450,9 +451,11 @@ def test_multipart_yields_parameters_and_audio_however_it_is_cut(
             for chunk in cut(body, points):
                 yield chunk
 
-        multipart = MultipartAudio(chunks(), boundary)
+        budget = SpoolBudget(len(body))
+        multipart = MultipartAudio(chunks(), boundary, budget)
         await multipart.open()
         got = b"".join([c async for c in multipart.audio()])
+        assert budget.bytes == 0  # whatever was held before the Parameters is given back
         return multipart.parameters, got
 
     got_parameters, got_audio = common.run(read())

@@ -5,6 +5,7 @@ the body is, with a ``header_size_mismatch`` warning — never a silent drop).""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import struct
 from collections.abc import AsyncIterator
@@ -143,3 +144,51 @@ async def test_au_size_smaller_than_the_body_reads_everything(client: httpx.Asyn
     assert [(w["code"], w["declaredBytes"], w["actualBytes"]) for w in warnings] == [
         ("header_size_mismatch", 100, len(samples))
     ]
+
+
+async def test_audio_held_before_its_parameters_is_bounded_for_all_uploads_together(
+    gateway_factory: GatewayFactory,
+) -> None:
+    """Each upload's spooled Audio part was bounded by GATEWAY_MAX_UPLOAD_BYTES alone (1 GiB): a few
+    clients sending Audio first and Parameters never filled /tmp (a 64 MiB emptyDir, or a tmpfs in RAM).
+    With GATEWAY_UPLOAD_SPOOL_BYTES at 3 MiB, one upload holding 2.2 MiB leaves no room for a second
+    (413, saying to send Parameters first), an upload with Parameters first is not affected, the held one
+    finishes whole once its Parameters come, and the room comes back."""
+    samples = signals.utterances(GROUPS, 16000, tail_ms=70_000)
+    wav = signals.wav_bytes(samples, 16000)
+    assert 2 * 1024**2 < len(wav) < 3 * 1024**2
+    params = json.dumps({"ProjectName": "spooled"}).encode()
+    body, ctype = multipart([("Audio", "a.wav", "audio/wav", wav), ("Parameters", None, "application/json", params)])
+    cut = body.index(b'name="Parameters"')
+    cut = body.rindex(b"--dfgw-b0undary", 0, cut)
+    release = asyncio.Event()
+
+    async def held_body() -> AsyncIterator[bytes]:
+        async for piece in pieces(body[:cut], 64 * 1024):
+            yield piece
+        await release.wait()
+        yield body[cut:]
+
+    async with gateway_factory(upload_spool_bytes=3 * 1024**2) as gw:
+        spool = gw.gateway.upload_spool
+        async with httpx.AsyncClient(base_url=gw.http_url, timeout=60) as http:
+            held = asyncio.create_task(http.post(URL, content=held_body(), headers={"content-type": ctype}))
+            async with asyncio.timeout(10):
+                while spool.bytes < 2 * 1024**2:
+                    await asyncio.sleep(0.02)
+            refused = await http.post(URL, content=pieces(body, 64 * 1024), headers={"content-type": ctype})
+            assert refused.status_code == 413, refused.text
+            error = refused.json()["error"]
+            assert error["code"] == "upload_too_large" and "send the Parameters part first" in error["message"]
+            first, _ = multipart(
+                [("Parameters", None, "application/json", params), ("Audio", "a.wav", "audio/wav", wav)]
+            )
+            assert (await upload(http, first, ctype))["transcript"] == {"0": "159 #0*"}
+            release.set()
+            answer = await held
+            assert answer.status_code == 200, answer.text
+            assert answer.json()["transcript"] == {"0": "159 #0*"}
+            assert answer.json()["audioMs"] == pytest.approx(len(samples) / 16, abs=1)
+            assert spool.bytes == 0
+            assert (await upload(http, body, ctype))["transcript"] == {"0": "159 #0*"}  # the room came back
+            assert spool.bytes == 0
