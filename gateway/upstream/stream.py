@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-from collections import deque
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -32,6 +31,7 @@ from gateway.errors import (
     UpstreamUnavailable,
 )
 from gateway.upstream.contract import ContentType
+from gateway.upstream.early import EarlyItems
 from gateway.upstream.errors import error_from_status, pings_refused, quoted_session_id, start_refused
 from gateway.upstream.host import StreamHost
 from gateway.upstream.items import item_from_message
@@ -55,7 +55,8 @@ class DataflowStream:
         self._call: grpc.aio.StreamStreamCall[bytes, bytes] | None = None
         self._token: SecretStr | None = None
         self._keepalive_s = client.keepalive_s  # in force when the call opened (older connections retire on a raise)
-        self._early: deque[UpstreamItem] = deque()
+        self._early = EarlyItems(s.client_outbox_bytes, s.client_event_queue)  # what came before StartResponse
+        self._read_bytes = 0  # the size of the message _read_item last read
         self._queue = SendQueue(audio, s, client.audio_write_interval_s)
         self._writer: asyncio.Task[None] | None = None
         self._writer_ended = False
@@ -129,7 +130,7 @@ class DataflowStream:
                 raise UpstreamUnavailable("Data Flow closed the stream before answering Start")
             if isinstance(item, DataflowResponse) and item.name == "StartResponse":
                 return item
-            self._early.append(item)
+            self._early.add(item, self._read_bytes)
 
     # --- sending -------------------------------------------------------------------------------------
 
@@ -252,6 +253,7 @@ class DataflowStream:
             assert isinstance(data, bytes)
             item = item_from_message(self._contract, data, self._redacted)
             if item is not None:
+                self._read_bytes = len(data)
                 return item
 
     # --- ending ----------------------------------------------------------------------------------------
@@ -263,6 +265,7 @@ class DataflowStream:
         if self._call is not None and not self._call.done():
             self._call.cancel()
         self._queue.has_space.set()  # a sender waiting for space: nothing drains the queue any more
+        self._early.clear()  # nothing will read them now
         if self._counted:
             self._counted = False
             self._client.call_ended()
