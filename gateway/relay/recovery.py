@@ -61,14 +61,12 @@ class RecoveringStream:
         self._notice: Recovered | None = None  # for the client, when the reading side gets to it
         self._final_result = False  # Data Flow said the session is over
         self._gave_up: UpstreamError | None = None
-        self._budget = AttemptBudget(policy)
+        self._budget, self._rotation = AttemptBudget(policy), RotationClock(policy.max_stream_s)
         self._ended_input: str | None = None  # "finalize" or "stop" once the client ended its audio
         self._ended_on: UpstreamStream | None = None  # the stream that got it: never twice (session_finalizing)
         self._cancelled = False
-        self._rotation = RotationClock(policy.max_stream_s)
         self._swallow_responses = 0  # answers to what a recovery re-sent: the client did not ask
-        self._pauses = 0
-        self.recoveries = 0
+        self._pauses = self.recoveries = 0
 
     # --- UpstreamStream ------------------------------------------------------------------------------
 
@@ -155,6 +153,9 @@ class RecoveringStream:
                 if inner is self._inner or (task is not None and task.cancelling()):
                     raise
                 # grpc raises CancelledError from a call the swap cancelled: that stream is done with
+            if failure is not None and self._ended_input is not None and self._final_result:
+                log.info("an upstream stream ended with an error (%s) after its final result", failure.error_code.value)
+                return  # the client has every result: the session's normal end, not a failure to recover
             if failure is not None:
                 await self._recover_from(failure)
 

@@ -65,7 +65,7 @@ class PoolStats:
     """What the metrics read (no addresses: their number is unbounded)."""
 
     opened: int = 0
-    retired: Counter[str] = field(default_factory=Counter)  # by reason: disconnected, age, address_gone, idle
+    retired: Counter[str] = field(default_factory=Counter)  # by reason: RETIRE_REASONS (pool_metrics)
 
 
 class ConnectionPool:
@@ -184,8 +184,15 @@ class ConnectionPool:
     def _pick(self) -> Connection:
         now = time.monotonic()
         for connection in self._open():
-            if connection.was_ready and connection.channel.get_state() is not grpc.ChannelConnectivity.READY:
+            state = connection.channel.get_state()
+            if connection.was_ready and state is not grpc.ChannelConnectivity.READY:
                 self._retire(connection, "disconnected")  # before its watcher runs: a GOAWAY just came in
+            elif state is grpc.ChannelConnectivity.TRANSIENT_FAILURE:
+                # In gRPC's reconnect back-off (up to GATEWAY_UPSTREAM_RECONNECT_BACKOFF_MAX_S) a channel
+                # fails each new stream at once without dialling: every attempt of a recovery failed on
+                # it, and new sessions kept failing for seconds after Data Flow was back. A new
+                # connection dials now; streams opened meanwhile share it.
+                self._retire(connection, "unreachable")
             elif self._max_age_s is not None and now - connection.opened_at >= self._max_age_s:
                 self._retire(connection, "age")  # so long-lived replicas follow a changed backend set
         open_ = self._open()
@@ -234,7 +241,11 @@ class ConnectionPool:
             return
         connection.retiring = True
         self.stats.retired[reason] += 1
-        log.info("upstream connection %d retires (%s) with %d streams", connection.id, reason, connection.streams)
+        # One line per attempt while Data Flow is down is a flood: those are counted (pool metrics), not logged.
+        log.log(
+            logging.DEBUG if reason == "unreachable" else logging.INFO,
+            "upstream connection %d retires (%s) with %d streams", connection.id, reason, connection.streams,
+        )  # fmt: skip
         if connection.streams == 0:
             self._close(connection)
 

@@ -13,7 +13,7 @@ from prometheus_client.registry import Collector
 from gateway.upstream.pool import ConnectionPool
 
 PREFIX = "dataflow_gateway_upstream"
-RETIRE_REASONS = ("disconnected", "age", "address_gone", "idle", "keepalive")
+RETIRE_REASONS = ("disconnected", "age", "address_gone", "idle", "keepalive", "unreachable")
 #: Upper bounds of the streams-per-connection histogram, as fractions of the per-connection cap.
 _FRACTIONS = (0.0, 0.25, 0.5, 0.75, 0.9, 1.0)
 

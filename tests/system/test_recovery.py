@@ -95,6 +95,36 @@ async def test_a_simulator_restart_is_survived_within_the_attempt_budget(
 
 
 @pytest.mark.ws
+async def test_an_outage_of_3_s_is_survived_and_new_sessions_start_as_soon_as_data_flow_is_back(
+    gw: RunningGateway, simulator: DataflowSimulator
+) -> None:
+    """A recovery's attempts (0, 0.25, 0.5, 1, 2 s) all went to the connection opened during the outage:
+    in gRPC's reconnect back-off it failed each stream at once without dialling, so a 3 s outage ended
+    every call with 1011 upstream_unavailable, and new sessions kept failing for seconds after Data
+    Flow was back. Now a connection in that back-off is retired and a new one dials at each attempt."""
+
+    async def restart_mid_call() -> None:
+        await asyncio.sleep(1.2)
+        await simulator.restart(down_s=3.0)
+
+    restarting = asyncio.create_task(restart_mid_call())
+    results = await asyncio.gather(*(dtmf_call(gw, {"Call": i}) for i in range(3)))
+    await restarting
+    for result in results:
+        assert_one_continuous_session(result)
+        notices = result.of_type("upstream_recovered")
+        assert len(notices) == 1 and notices[0]["attempts"] > 1, notices
+        assert 2900 <= notices[0]["gapMs"] < 5000, notices
+    # Down again for 1.5 s: a session started 0.2 s after Data Flow is back starts (its connection
+    # would have waited out gRPC's back-off: 1 s, then 1.6 s, …).
+    await simulator.restart(down_s=1.5)
+    await asyncio.sleep(0.2)
+    async with ws_connect(gw.ws_url()) as ws:
+        await ws.send(start_message())
+        assert (await next_message(ws, "started", timeout=3))["type"] == "started"
+
+
+@pytest.mark.ws
 async def test_a_failure_that_keeps_coming_back_ends_with_the_typed_error(gw: RunningGateway) -> None:
     """Every stream of the call aborts: after the budget the client gets today's error (1011)."""
     result = await dtmf_call(gw, {"SimulatorFault": "abort:300:UNAVAILABLE"}, pace_s=0.02)
