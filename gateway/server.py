@@ -158,5 +158,8 @@ def serve() -> int:
     cap = getattr(config.http, "max_connections", None)
     log.info("open client connections: %s (GATEWAY_MAX_CONNECTIONS)", f"at most {cap}" if cap else "no cap")
     tune_gc()  # after the app is built: what exists now lives as long as the process
-    DrainingServer(config).run()
+    try:
+        DrainingServer(config).run()
+    except KeyboardInterrupt:  # uvicorn raises the SIGINT it drained for again: Ctrl-C ends without a traceback
+        return 128 + signal.SIGINT
     return 0

@@ -231,8 +231,11 @@ def free_port() -> int:
 
 
 @pytest.mark.ws
-async def test_sigterm_drains_before_uvicorn_closes_sockets(tmp_path: Path) -> None:
-    """A real `dataflow-gateway serve` process: SIGTERM gives live sessions 1001, not uvicorn's 1012."""
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT], ids=["sigterm", "sigint"])
+async def test_sigterm_drains_before_uvicorn_closes_sockets(tmp_path: Path, stop: signal.Signals) -> None:
+    """A real `dataflow-gateway serve` process: SIGTERM (or Ctrl-C) gives live sessions 1001, not uvicorn's
+    1012. SIGTERM ends the process by the signal, as uvicorn does; SIGINT with 130 and no traceback (it
+    ended in a KeyboardInterrupt traceback)."""
     port = free_port()
     env = {**os.environ, "GATEWAY_PORT": str(port), "GATEWAY_DRAIN_BUDGET_S": "1", "GATEWAY_LOG_LEVEL": "warning"}
     env.pop("GATEWAY_UPSTREAM_TARGET", None)
@@ -250,11 +253,11 @@ async def test_sigterm_drains_before_uvicorn_closes_sockets(tmp_path: Path) -> N
         async with ws_connect(f"ws://127.0.0.1:{port}/v1/stream") as ws:
             await ws.send(start_message())
             await next_message(ws, "started")
-            process.send_signal(signal.SIGTERM)
+            process.send_signal(stop)
             result = await read_all(ws, timeout=10)
         assert result.errors() == ["draining", "going_away"]
         assert result.close_code == 1001
-        assert await asyncio.to_thread(process.wait, 15) == -signal.SIGTERM
+        assert await asyncio.to_thread(process.wait, 15) == (-stop if stop == signal.SIGTERM else 130)
     finally:
         if process.poll() is None:
             process.kill()
@@ -262,6 +265,7 @@ async def test_sigterm_drains_before_uvicorn_closes_sockets(tmp_path: Path) -> N
         log_file.close()
     logged = (tmp_path / "gateway.log").read_text()
     assert "draining" in logged
+    assert "Traceback" not in logged and "KeyboardInterrupt" not in logged, logged[-2000:]
 
 
 def test_a_client_invalid_utf8_frame_is_one_short_log_line() -> None:
