@@ -200,6 +200,7 @@ async def check_stack(stack: Stack, lb_port: int, port_a: int, port_b: int) -> N
     async with httpx.AsyncClient() as http:  # the operator endpoints are not reachable through the LB
         assert (await http.post(f"http://127.0.0.1:{lb_port}/internal/drain")).status_code == 404
         assert (await http.get(f"http://127.0.0.1:{lb_port}/metrics")).status_code == 404
+        assert (await http.get(f"http://127.0.0.1:{lb_port}/readyz")).status_code == 404  # as the ingress keeps it
 
     # 40 live sessions, spread over both replicas.
     clients = [Client(i) for i in range(SESSIONS)]
