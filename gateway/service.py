@@ -82,6 +82,7 @@ class Gateway:
             tokens = token_provider_from_settings(settings)
             upstream = UpstreamClient(settings, tokens)
         await upstream.start()
+        tokens.keep_fresh()
         metrics = GatewayMetrics()
         metrics.upstream_write_interval.set_function(upstream.audio_write_interval_s)
         metrics.registry.register(PoolCollector(upstream.pool))

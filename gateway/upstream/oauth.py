@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import math
 import time
@@ -23,12 +22,12 @@ from pydantic import SecretStr
 from gateway.errors import UpstreamAuthFailed
 from gateway.logs.filters import outbound_origins_only
 from gateway.logs.redact import proxy_environment
+from gateway.upstream.oauth_replies import lifetime, oauth_error, parse_json
 
 log = logging.getLogger("gateway.upstream.token")
 
 #: Largest token answer read (after decompression); a JWT with many claims is a few kilobytes.
 MAX_ANSWER_BYTES = 64 * 1024
-DEFAULT_EXPIRES_IN_S = 300.0  # no usable expires_in: assume a short life so we refresh early
 _BACKOFF_FIRST_S, _BACKOFF_MAX_S = 0.2, 2.0
 # A still-valid token is served at once while it is refreshed in the background; after a failed refresh,
 # the next (background) try waits this long, so an identity outage is not asked again on every get().
@@ -36,8 +35,9 @@ _FAILED_REFRESH_COOLDOWN_S = 10.0
 # Without a usable token, a failed fetch is the answer for this long: sessions arriving during an identity
 # outage (or with refused credentials) fail at once instead of each starting a fetch of its own.
 _FAILED_FETCH_COOLDOWN_S = 2.0
-# RFC 6749 error codes are a fixed vocabulary and safe to quote; the rest of a body is not.
-_OAUTH_ERRORS = {"invalid_request", "invalid_client", "invalid_grant", "unauthorized_client", "invalid_scope"}
+#: How often :meth:`ClientCredentialsTokenProvider.keep_fresh` looks (a cached token is a dict lookup;
+#: within the refresh margin a look starts the refresh): at most this, at most half the margin.
+KEEP_FRESH_PERIOD_S = 30.0
 
 
 @dataclass(frozen=True, repr=False)
@@ -96,6 +96,7 @@ class ClientCredentialsTokenProvider:
         self._retry_after = -math.inf
         self._failed: _Failure | None = None  # the last fetch, if it failed with no usable token
         self._inflight: asyncio.Task[SecretStr] | None = None
+        self._keeper: asyncio.Task[None] | None = None
         self._closed = False
 
     def __repr__(self) -> str:
@@ -135,6 +136,17 @@ class ClientCredentialsTokenProvider:
             self._inflight.add_done_callback(_mark_retrieved)
         return self._inflight
 
+    def keep_fresh(self) -> None:
+        if self._keeper is None and not self._closed:
+            self._keeper = asyncio.get_running_loop().create_task(self._keep_fresh(), name="upstream-token-keeper")
+
+    async def _keep_fresh(self) -> None:
+        period = max(1.0, min(KEEP_FRESH_PERIOD_S, self._margin / 2))
+        while not self._closed:
+            with contextlib.suppress(UpstreamAuthFailed):  # logged where it failed; the next look retries
+                await self.get()
+            await asyncio.sleep(period)
+
     def invalidate(self, token: SecretStr) -> None:
         if self._cached is not None and token == self._cached.token:
             self._cached = None
@@ -142,6 +154,9 @@ class ClientCredentialsTokenProvider:
 
     async def aclose(self) -> None:
         self._closed = True
+        if (keeper := self._keeper) is not None:
+            keeper.cancel()
+            await asyncio.wait([keeper])
         task, self._inflight, self._cached = self._inflight, None, None
         if task is not None:
             task.cancel()
@@ -205,16 +220,16 @@ class ClientCredentialsTokenProvider:
             raise _AttemptFailed(f"transport error ({type(exc).__name__})", retryable=True) from None
         if not 200 <= status < 300:
             retryable = status >= 500 or status in (408, 429)
-            raise _AttemptFailed(f"HTTP {status}{_oauth_error(raw)}", retryable=retryable)
+            raise _AttemptFailed(f"HTTP {status}{oauth_error(raw)}", retryable=retryable)
         try:
-            parsed = _json(raw)
+            parsed = parse_json(raw)
         except ValueError:
             raise _AttemptFailed(f"HTTP {status} with a non-JSON body", retryable=True) from None
         body: dict[str, object] = parsed if isinstance(parsed, dict) else {}
         token = body.get("access_token")
         if not isinstance(token, str) or not token:
             raise _AttemptFailed(f"HTTP {status} without an access_token", retryable=True)
-        return SecretStr(token), _lifetime(body.get("expires_in"))
+        return SecretStr(token), lifetime(body.get("expires_in"))
 
     async def _post(self, form: dict[str, str]) -> tuple[int, bytes]:
         """The answer's status and body, read only up to MAX_ANSWER_BYTES (decompressed): a token answer is
@@ -264,34 +279,3 @@ def _caused_by(exc: BaseException | None, kind: type[BaseException]) -> bool:
             return exc is not None
         exc = exc.__cause__ or exc.__context__
     return False
-
-
-def _json(raw: bytes) -> object:
-    """``raw`` parsed; ValueError for anything unparseable, nesting past the parser's recursion included."""
-    try:
-        return json.loads(raw)
-    except RecursionError:
-        raise ValueError("JSON nested too deep") from None
-
-
-def _oauth_error(raw: bytes) -> str:
-    try:
-        body = _json(raw)
-    except ValueError:
-        return ""
-    error = body.get("error") if isinstance(body, dict) else None
-    return f" ({error})" if error in _OAUTH_ERRORS else ""
-
-
-def _lifetime(raw: object) -> float:
-    value = math.nan
-    if isinstance(raw, int | float) and not isinstance(raw, bool):
-        value = float(raw)
-    elif isinstance(raw, str):
-        with contextlib.suppress(ValueError):
-            value = float(raw.strip())
-    if not math.isfinite(value) or value <= 0:
-        if raw is not None:
-            log.warning("identity service sent an unusable expires_in; assuming %.0fs", DEFAULT_EXPIRES_IN_S)
-        return DEFAULT_EXPIRES_IN_S
-    return value

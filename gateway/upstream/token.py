@@ -31,6 +31,10 @@ class TokenProvider(Protocol):
     @property
     def available(self) -> bool: ...  # a valid token is cached or static (readiness probe)
 
+    # Keep a valid token cached from now on, sessions or none (the first session does not wait for a
+    # fetch, and the health probes report the identity service's state, not whether a session came).
+    def keep_fresh(self) -> None: ...
+
     async def aclose(self) -> None: ...
 
 
@@ -56,6 +60,9 @@ class StaticTokenProvider:
     @property
     def available(self) -> bool:
         return True
+
+    def keep_fresh(self) -> None:
+        return None
 
     async def aclose(self) -> None:
         return None

@@ -23,12 +23,15 @@ from starlette.routing import Route
 
 from gateway.errors import UpstreamAuthFailed
 from gateway.settings import Settings, SettingsError
+from gateway.simulator.server import DataflowSimulator
 from gateway.upstream.token import (
     ClientCredentialsTokenProvider,
     StaticTokenProvider,
     TokenProvider,
     token_provider_from_settings,
 )
+from tests.support.harness import running_gateway
+from tests.support.settings import settings_for
 
 FAILED_FETCH_COOLDOWN_S = 2.0
 CLIENT_SECRET = "cs-TOPSECRET-5e0c9a1b7f"
@@ -516,3 +519,37 @@ async def test_httpx_request_lines_name_the_identity_origin_only(
     assert lines == [f'HTTP Request: POST {origin}/… "HTTP/1.1 200 OK"'], lines
     leaked = [r.getMessage() for r in caplog.records if url_key in f"{r.getMessage()} {r.__dict__}"]
     assert not leaked, leaked
+
+
+async def test_keep_fresh_fetches_without_a_session_and_stops_with_the_provider(
+    identity: Identity, make: MakeProvider
+) -> None:
+    """Nothing fetched a token before a session needed one: a fresh replica's /healthz said the upstream
+    was unavailable (token false) until the first session, which waited for the fetch."""
+    provider = make()
+    assert not provider.available
+    provider.keep_fresh()
+    provider.keep_fresh()  # once: a second call starts nothing more
+    async with asyncio.timeout(5):
+        while not provider.available:
+            await asyncio.sleep(0.01)
+    assert len(identity.requests) == 1
+    await provider.aclose()
+    assert not [t for t in asyncio.all_tasks() if t.get_name() == "upstream-token-keeper"]
+
+
+async def test_a_fresh_gateway_reports_its_token_before_any_session(
+    identity: Identity, simulator: DataflowSimulator
+) -> None:
+    overrides = {
+        "upstream_token": None,
+        "upstream_identity_url": identity.url,
+        "upstream_client_id": "gateway-client",
+        "upstream_client_secret": SecretStr(CLIENT_SECRET),
+    }
+    async with running_gateway(settings_for(simulator, **overrides)) as gw, httpx.AsyncClient() as http:
+        async with asyncio.timeout(5):
+            while not (health := (await http.get(f"{gw.http_url}/healthz")).json())["upstream"]["token"]:
+                await asyncio.sleep(0.05)
+        assert health["upstream"]["status"] == "ok"
+        assert len(identity.requests) == 1
