@@ -75,6 +75,29 @@ async def test_an_abort_in_each_of_20_concurrent_calls_loses_and_repeats_nothing
 
 
 @pytest.mark.ws
+@pytest.mark.parametrize("fail_at_ms", [1700, 2500])
+async def test_a_failure_mid_utterance_repeats_no_speech_start_or_partial(gw: RunningGateway, fail_at_ms: int) -> None:
+    """``Speech Started`` has no end (EndMsec -1): after a recovery it kept the new stream's own times
+    (180 for 3540), and the replay's speech starts and partials the client already had came again (7
+    speech starts for 6 utterances, partials going back in time). Every timed event must be where and
+    as often as in the same call without a failure (FinalResult aside: it covers the last stream)."""
+
+    def timed(result: Transcript) -> list[tuple[str, int, int]]:
+        return [(m["name"], m["startMs"], m["endMs"]) for m in result.of_type("event") if m["name"] != "FinalResult"]
+
+    plain = await dtmf_call(gw, {"Call": "plain"})
+    failed = await dtmf_call(gw, {"SimulatorFault": f"abort:{fail_at_ms}:UNAVAILABLE:once"})
+    assert_one_continuous_session(failed)
+    assert len(failed.of_type("upstream_recovered")) == 1
+    assert [s["startMs"] for s in failed.events("Speech Started", 0)] == [
+        s["startMs"] for s in plain.events("Speech Started", 0)
+    ]
+    partial_ends = [p["endMs"] for p in failed.events("SR Partial", 0)]
+    assert partial_ends == sorted(set(partial_ends)), partial_ends  # monotonic, none repeated
+    assert timed(failed) == timed(plain)
+
+
+@pytest.mark.ws
 async def test_a_simulator_restart_is_survived_within_the_attempt_budget(
     gw: RunningGateway, simulator: DataflowSimulator
 ) -> None:
