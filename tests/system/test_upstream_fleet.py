@@ -150,12 +150,13 @@ async def test_1500_sessions_through_nginx_tls_cross_goaway_without_a_failure(
     per_connection = proxy.requests_by_connection()
     assert sum(per_connection.values()) == SHORT_SESSIONS
     assert max(per_connection.values()) <= 1000  # nginx's keepalive_requests: then GOAWAY
-    *finished, _last = [count for _, count in sorted(per_connection.items())]
-    # Each closed connection ended at nginx's GOAWAY after 1000 requests, or carried only the few
-    # sessions (at most the 30 in flight) that picked a channel as its GOAWAY arrived: gRPC then dials
-    # anew for them, and the pool closes that channel as soon as they end.
-    goaways = [count for count in finished if count == 1000]
-    assert len(goaways) >= 1 and all(count == 1000 or count <= 30 for count in finished), per_connection
+    # Each connection ended at nginx's GOAWAY after 1000 requests, or carried only the few sessions (at
+    # most the 30 in flight) that picked a channel as its GOAWAY arrived (gRPC then dials anew for them,
+    # and the pool closes that channel as soon as they end), or is the one carrying the rest. Which of
+    # the last two nginx numbered first is a race (the redial may come after the pool's new connection).
+    goaways = [count for count in per_connection.values() if count == 1000]
+    *redials, _rest = sorted(count for count in per_connection.values() if count != 1000)
+    assert len(goaways) >= 1 and all(count <= 30 for count in redials), per_connection
     assert retired >= len(goaways)  # the gateway noticed every GOAWAY
     assert metric(metrics, "dataflow_gateway_upstream_connections_retired_total", reason="disconnected") == retired
     assert metric(metrics, "dataflow_gateway_upstream_streams") == 0
