@@ -150,7 +150,7 @@ class MultipartAudio:
             raise UploadTooLarge(
                 "an Audio part sent before the Parameters is held until they come, and the uploads holding audio"
                 f" now hold all they may ({self._budget.limit_bytes} bytes together): send the Parameters part"
-                " first (or the X-Dataflow-Parameters header)"
+                " first"
             )
         self._spooled += len(audio)
         self._spool.write(audio)
