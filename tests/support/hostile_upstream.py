@@ -59,8 +59,9 @@ class Peer:
         await self.context.write(data.replace(placeholder.encode(), content))
         return len(data)
 
-    async def answer_start(self, session_id: str = "hostile-1") -> None:
-        await self.read_start()
+    async def answer_start(self, session_id: str = "hostile-1", *, read: bool = True) -> None:
+        if read:
+            await self.read_start()
         await self.send_json(
             ContentType.RESPONSE,
             {"MessageName": "StartResponse", "operation-result": "success", "SessionId": session_id},

@@ -74,6 +74,26 @@ async def test_an_abort_in_each_of_20_concurrent_calls_loses_and_repeats_nothing
     assert 'dataflow_gateway_upstream_recoveries_total{reason="failure"} 20.0' in metrics
 
 
+async def calls_across_a_restart(
+    gw: RunningGateway, simulator: DataflowSimulator, *, calls: int, down_s: float, gap_ms: tuple[float, float]
+) -> None:
+    """``calls`` calls while Data Flow restarts 1.2 s in and is away ``down_s``: each recovers once, after
+    more than one attempt, with a gap in ``gap_ms``, and loses and repeats nothing."""
+
+    async def restart_mid_call() -> None:
+        await asyncio.sleep(1.2)
+        await simulator.restart(down_s=down_s)
+
+    restarting = asyncio.create_task(restart_mid_call())
+    results = await asyncio.gather(*(dtmf_call(gw, {"Call": i}) for i in range(calls)))
+    await restarting
+    for result in results:
+        assert_one_continuous_session(result)
+        notices = result.of_type("upstream_recovered")
+        assert len(notices) == 1 and notices[0]["attempts"] > 1, notices
+        assert gap_ms[0] <= notices[0]["gapMs"] < gap_ms[1], notices
+
+
 @pytest.mark.ws
 @pytest.mark.parametrize("fail_at_ms", [1700, 2500])
 async def test_a_failure_mid_utterance_repeats_no_speech_start_or_partial(gw: RunningGateway, fail_at_ms: int) -> None:
@@ -102,19 +122,7 @@ async def test_a_simulator_restart_is_survived_within_the_attempt_budget(
     gw: RunningGateway, simulator: DataflowSimulator
 ) -> None:
     """Every connection dropped; Data Flow back after 2 s: the calls go on (back-off 0, 0.25, 0.5, 1, 2 s)."""
-
-    async def restart_mid_call() -> None:
-        await asyncio.sleep(1.2)
-        await simulator.restart(down_s=2.0)
-
-    restarting = asyncio.create_task(restart_mid_call())
-    results = await asyncio.gather(*(dtmf_call(gw, {"Call": i}) for i in range(5)))
-    await restarting
-    for result in results:
-        assert_one_continuous_session(result)
-        notices = result.of_type("upstream_recovered")
-        assert len(notices) == 1 and notices[0]["attempts"] > 1, notices
-        assert 1900 <= notices[0]["gapMs"] < 6000
+    await calls_across_a_restart(gw, simulator, calls=5, down_s=2.0, gap_ms=(1900, 6000))
 
 
 @pytest.mark.ws
@@ -125,19 +133,7 @@ async def test_an_outage_of_3_s_is_survived_and_new_sessions_start_as_soon_as_da
     in gRPC's reconnect back-off it failed each stream at once without dialling, so a 3 s outage ended
     every call with 1011 upstream_unavailable, and new sessions kept failing for seconds after Data
     Flow was back. Now a connection in that back-off is retired and a new one dials at each attempt."""
-
-    async def restart_mid_call() -> None:
-        await asyncio.sleep(1.2)
-        await simulator.restart(down_s=3.0)
-
-    restarting = asyncio.create_task(restart_mid_call())
-    results = await asyncio.gather(*(dtmf_call(gw, {"Call": i}) for i in range(3)))
-    await restarting
-    for result in results:
-        assert_one_continuous_session(result)
-        notices = result.of_type("upstream_recovered")
-        assert len(notices) == 1 and notices[0]["attempts"] > 1, notices
-        assert 2900 <= notices[0]["gapMs"] < 5000, notices
+    await calls_across_a_restart(gw, simulator, calls=3, down_s=3.0, gap_ms=(2900, 5000))
     # Down again for 1.5 s: a session started 0.2 s after Data Flow is back starts (its connection
     # would have waited out gRPC's back-off: 1 s, then 1.6 s, …).
     await simulator.restart(down_s=1.5)

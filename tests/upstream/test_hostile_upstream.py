@@ -123,18 +123,23 @@ async def test_status_details_are_quoted_without_control_characters() -> None:
 
 
 class Flood:
-    """Right after Start: ``count`` events of ``size`` bytes as fast as gRPC lets them go (``written``
-    counts those gRPC took), then (once the client finalizes) a FinalResult."""
+    """Right after Start (or, ``before_start``, before answering it): ``count`` events of ``size`` bytes as
+    fast as gRPC lets them go (``written`` counts those gRPC took), then (once the client finalizes) a
+    FinalResult."""
 
-    def __init__(self, count: int, size: int) -> None:
+    def __init__(self, count: int, size: int, *, before_start: bool = False) -> None:
         self.count, self.size, self.written = count, size, 0
+        self.before_start = before_start
 
     async def __call__(self, peer: Peer) -> None:
-        await peer.answer_start()
+        await (peer.read_start() if self.before_start else peer.answer_start())
         for n in range(self.count):
             await peer.send_event("Pad", N=n, Pad="p" * self.size)
             self.written += 1
+        if self.before_start:
+            await peer.answer_start("early-1", read=False)
         await peer.read_until_finalize()
+        await peer.send_event("FinalResult")
         await peer.send_event("FinalResult")
 
 

@@ -13,7 +13,7 @@ import pytest
 from gateway.upstream.contract import ContentType
 from gateway.upstream.early import EarlyItems
 from tests.support.hostile_upstream import HostileUpstream, Peer
-from tests.upstream.test_hostile_upstream import native_session
+from tests.upstream.test_hostile_upstream import Flood, native_session
 
 pytestmark = pytest.mark.ws
 
@@ -22,23 +22,6 @@ MiB = 1024 * 1024
 TOKEN = "Zm9v+YmFy/c2VjcmV0LXRva2Vu"  # a test's own token, no secret
 ESCAPED = TOKEN.replace("+", "\\u002B").replace("/", "\\/")
 START_OK = {"MessageName": "StartResponse", "operation-result": "success", "SessionId": "early-1"}
-
-
-class EarlyFlood:
-    """Before its StartResponse: ``count`` events of ``size`` bytes as fast as gRPC takes them (``written``
-    counts those it took); then the StartResponse, and a FinalResult once the client finalizes."""
-
-    def __init__(self, count: int, size: int) -> None:
-        self.count, self.size, self.written = count, size, 0
-
-    async def __call__(self, peer: Peer) -> None:
-        await peer.read_start()
-        for n in range(self.count):
-            await peer.send_event("Pad", N=n, Pad="p" * self.size)
-            self.written += 1
-        await peer.send_json(ContentType.RESPONSE, START_OK)
-        await peer.read_until_finalize()
-        await peer.send_event("FinalResult")
 
 
 @pytest.fixture
@@ -58,7 +41,7 @@ def early_peak(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 async def test_a_flood_before_the_start_response_is_refused_at_the_outbox_bound(early_peak: list[int]) -> None:
     # 256 events of 256 KiB (64 MiB) before StartResponse, with a 1 MiB outbox. Before: all 64 MiB were held (one
     # session grew from 117 MB to 1.7 GB in 8 s with a longer flood), then the session started.
-    flood = EarlyFlood(256, 256 * 1024)
+    flood = Flood(256, 256 * 1024, before_start=True)
     async with HostileUpstream(flood) as upstream:
         first, transcript, took_s = await native_session(upstream, client_outbox_bytes=MiB)
     print(f"refused after {took_s:.2f} s; Data Flow wrote {flood.written} of {flood.count}; held {early_peak[0]} B")
@@ -72,7 +55,7 @@ async def test_a_flood_before_the_start_response_is_refused_at_the_outbox_bound(
 
 
 async def test_too_many_small_messages_before_the_start_response_are_refused() -> None:
-    flood = EarlyFlood(200, 10)
+    flood = Flood(200, 10, before_start=True)
     async with HostileUpstream(flood) as upstream:
         first, _, _ = await native_session(upstream, client_event_queue=10)
     assert (first["type"], first.get("code")) == ("error", "upstream_protocol_error")
@@ -87,7 +70,7 @@ async def test_too_many_small_messages_before_the_start_response_are_refused() -
 async def test_what_comes_before_the_start_response_within_the_bounds_is_all_relayed(
     count: int, size: int, limits: dict[str, Any], early_peak: list[int]
 ) -> None:
-    flood = EarlyFlood(count, size)
+    flood = Flood(count, size, before_start=True)
     async with HostileUpstream(flood) as upstream:
         first, transcript, _ = await native_session(upstream, **limits)
     assert first["type"] == "started", first
