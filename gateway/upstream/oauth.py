@@ -143,7 +143,9 @@ class ClientCredentialsTokenProvider:
     async def _keep_fresh(self) -> None:
         period = max(1.0, min(KEEP_FRESH_PERIOD_S, self._margin / 2))
         while not self._closed:
-            with contextlib.suppress(UpstreamAuthFailed):  # logged where it failed; the next look retries
+            # Logged where it failed (_refresh, _mark_retrieved); the next look retries. Anything else
+            # escaping here would end the keeper for the process's life, unseen.
+            with contextlib.suppress(Exception):
                 await self.get()
             await asyncio.sleep(period)
 
