@@ -52,11 +52,14 @@ def validation_problems(errors: Iterable[Mapping[str, Any]], fields: Iterable[st
     """One line per pydantic error: the variable and the rule it breaks (pydantic's ``msg`` does not
     quote the input; ``input`` and ``ctx`` are left out as they may)."""
     names = list(fields)
-    # The gateway's own rules say what is wrong in full: pydantic's "Value error, " before them says nothing.
-    return [
-        f"{_where(err.get('loc', ()), names)}: {str(err.get('msg', 'invalid')).removeprefix('Value error, ')}"
-        for err in errors
-    ]
+    problems = []
+    for err in errors:
+        # The gateway's own rules say what is wrong in full: pydantic's "Value error, " before them says nothing.
+        text = str(err.get("msg", "invalid")).removeprefix("Value error, ")
+        where = _where(err.get("loc", ()), names)
+        # A rule across settings has no one field: its text begins with the variable it names first.
+        problems.append(text if where == "settings" and text.startswith(PREFIX) else f"{where}: {text}")
+    return problems
 
 
 _FIELD_IN_PARSE_ERROR = re.compile(r'field "(\w+)"')

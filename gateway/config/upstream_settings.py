@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Self
 
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, Field, SecretStr, model_validator
 
 from gateway.config import bounds
 
@@ -92,7 +92,7 @@ class UpstreamSettings(BaseModel):
         10000, ge=0, description="Audio kept to replay on a new upstream stream after a failure (0: no recovery)."
     )
     upstream_recovery_attempts: int = Field(
-        5, ge=0, le=6, description="Attempts to reopen a failed upstream stream under a live session."
+        8, ge=0, le=16, description="Attempts to reopen a failed upstream stream under a live session."
     )
     upstream_recovery_window_s: float = Field(10.0, gt=0, description="Time for all attempts of one recovery.")
     upstream_max_stream_s: float | None = Field(
@@ -110,3 +110,13 @@ class UpstreamSettings(BaseModel):
         "and largest HTTP request body outside uploads (larger: error message_too_big; 413 over HTTP, 1009 over "
         "WebSocket).",
     )
+
+    @model_validator(mode="after")
+    def _replay_covers_the_buffer(self) -> Self:
+        # A recovery replays the audio still held for Data Flow from the replay buffer: a shorter one loses it.
+        if 0 < self.upstream_replay_ms < self.upstream_buffer_ms:
+            raise ValueError(
+                "GATEWAY_UPSTREAM_REPLAY_MS: shorter than GATEWAY_UPSTREAM_BUFFER_MS (a recovery replays the "
+                "audio held for Data Flow from it: a shorter one loses audio; 0 turns recovery off)"
+            )
+        return self

@@ -3,13 +3,15 @@ the waits between attempts, and the clock of planned rotations."""
 
 from __future__ import annotations
 
+import random
 import time
 from dataclasses import dataclass
 
 from gateway.settings import Settings
 
-#: Waits before each attempt to reopen (the first at once: a retired connection is no outage).
-BACKOFF_S = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0)
+FIRST_BACKOFF_S = 0.25  # the first attempt is at once: a retired connection is no outage
+MAX_BACKOFF_S = 2.0  # attempts go on at this pace to the end of the window: a restart takes seconds
+BACKOFF_JITTER = 0.2  # each wait within ±20 %: the sessions of one outage do not come back in one instant
 ROTATION_RETRY_S = 1.0  # after a failed rotation; doubling while they fail, at most the stream limit
 
 
@@ -32,6 +34,15 @@ class RecoveryPolicy:
         )  # fmt: skip
 
 
+def backoff_s(attempt: int) -> float:
+    """The wait before attempt ``attempt`` (from 0): none, then 0.25 s doubling up to 2 s, with jitter
+    (the defaults, 8 attempts in 10 s, try at about 0, 0.25, 0.75, 1.75, 3.75, 5.75, 7.75 and 9.75 s)."""
+    if attempt == 0:
+        return 0.0
+    wait_s = min(MAX_BACKOFF_S, FIRST_BACKOFF_S * 2.0 ** min(attempt - 1, 8))
+    return wait_s * (1 - BACKOFF_JITTER + 2 * BACKOFF_JITTER * random.random())  # noqa: S311 (not a secret)
+
+
 class AttemptBudget:
     """The attempts of a recovery, bounded in count and time. A stream that fails again within the
     window after a recovery continues that recovery's budget: a Data Flow that keeps failing every
@@ -48,11 +59,13 @@ class AttemptBudget:
 
     def next_wait(self) -> float | None:
         """The wait before the next attempt; None once the budget is spent."""
-        if self.used >= min(self._policy.attempts, len(BACKOFF_S)):
+        if self.used >= self._policy.attempts:
             return None
-        wait_s = BACKOFF_S[self.used]
+        left_s = self._began + self._policy.window_s - time.monotonic()
+        if left_s <= 0:
+            return None
         self.used += 1
-        return None if time.monotonic() + wait_s - self._began > self._policy.window_s else wait_s
+        return min(backoff_s(self.used - 1), left_s)  # the last attempt at the window's end, not skipped
 
     def recovered(self) -> None:
         self._recovered_at = time.monotonic()

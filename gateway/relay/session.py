@@ -68,8 +68,7 @@ class Session:
         self._end_reason: str | None = None
         self._end_error: GatewayError | None = None
         self._saw_final_result = self._said_finalizing = False
-        self._finalize_deadline = 0.0
-        self._last_activity = self.opened_at
+        self._finalize_deadline, self._last_activity = 0.0, self.opened_at
 
     # --- lifecycle ---------------------------------------------------------------------------------
 
@@ -250,9 +249,10 @@ class Session:
                     return  # closed meanwhile (the client read nothing for that long: ended as too slow)
                 self._saw_final_result |= isinstance(item, DataflowEvent) and item.name == FINAL_RESULT
                 self._emit(item)
-        except GatewayError as exc:
-            self._finish("upstream_error", exc)
-            return
+        except GatewayError as exc:  # after the input ended and the final result came the client lacks nothing
+            if not (self.state is SessionState.FINALIZING and self._saw_final_result):
+                self._finish("upstream_error", exc)
+                return
         if self.state is SessionState.FINALIZING or self._saw_final_result:
             self._finish(self._end_reason or "completed", self._end_error)
         else:

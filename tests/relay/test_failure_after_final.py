@@ -116,3 +116,20 @@ async def test_a_failure_before_the_final_result_still_ends_in_an_error_when_dat
         _, transcript, _ = await native_session(upstream, upstream_recovery_window_s=2.0)
     assert transcript.errors()[-1:] == ["upstream_unavailable"] and transcript.close_code == 1011
     assert len(upstream.peers) > 1
+
+
+@pytest.mark.parametrize(
+    ("behaviour", "close_code"), [(fails_after_final_result, 1000), (fails_before_final_result, 1011)],
+    ids=["after", "before"],
+)  # fmt: skip
+async def test_with_recovery_off_only_a_failure_before_the_final_result_is_an_error(
+    behaviour: Behaviour, close_code: int
+) -> None:
+    """Recovery off (GATEWAY_UPSTREAM_REPLAY_MS=0): a failure after the final result ended 1011
+    upstream_unavailable for a client that had every result."""
+    async with HostileUpstream(behaviour) as upstream:
+        _, transcript, _ = await native_session(upstream, upstream_replay_ms=0)
+    assert transcript.close_code == close_code, transcript.messages
+    assert transcript.errors() == ([] if close_code == 1000 else ["upstream_unavailable"])
+    assert len(transcript.events("FinalResult")) == (1 if close_code == 1000 else 0)
+    assert len(upstream.peers) == 1

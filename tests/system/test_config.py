@@ -154,6 +154,15 @@ def test_values_that_would_only_fail_later_stop_startup(tmp_path: Path) -> None:
     assert budget.stderr.splitlines() == [
         "GATEWAY_DRAIN_BUDGET_S: longer than a session may last (GATEWAY_MAX_SESSION_S)"
     ]
+    # A replay buffer shorter than the audio held for Data Flow: a recovery lost audio no result covered.
+    replay = run_cli(["serve"], {"GATEWAY_UPSTREAM_REPLAY_MS": "2000", "GATEWAY_UPSTREAM_BUFFER_MS": "3000"}, tmp_path)
+    assert replay.returncode == 2, replay.stderr
+    assert replay.stderr.splitlines() == [
+        "GATEWAY_UPSTREAM_REPLAY_MS: shorter than GATEWAY_UPSTREAM_BUFFER_MS (a recovery replays the audio held "
+        "for Data Flow from it: a shorter one loses audio; 0 turns recovery off)"
+    ]
+    off = run_cli(["settings"], {"GATEWAY_UPSTREAM_REPLAY_MS": "0"}, tmp_path)
+    assert off.returncode == 0, off.stderr
 
 
 @pytest.mark.skipif(resource.getrlimit(resource.RLIMIT_NOFILE)[0] == resource.RLIM_INFINITY, reason="no nofile limit")
