@@ -7,6 +7,7 @@ rate, a channel count) that is no number is refused (:func:`declared_int`), neve
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -144,10 +145,33 @@ def _openings(text: str | bytes) -> int:
     return text.count(b"[") + text.count(b"{")
 
 
-def loads_object(text: str | bytes) -> dict[str, Any]:
-    """Parse a JSON object; anything else (or nested deeper than MAX_JSON_DEPTH) is an InvalidMessage."""
+#: What Python's json reads as a number JSON has not: the bare constants, and a literal that overflows
+#: to inf (``1e999``). From Data Flow, relayed, one made an answer no strict parser takes (a browser's
+#: JSON.parse, a webhook receiver's), or none at all (an upload's JSON answer refuses them: a 500).
+_NON_FINITE = re.compile(r"NaN|Infinity|\d[eE][+-]?\d{3}")
+_NON_FINITE_BYTES = re.compile(rb"NaN|Infinity|\d[eE][+-]?\d{3}")
+
+
+def _finite_or_none(literal: str) -> float | None:
+    value = float(literal)
+    return value if math.isfinite(value) else None
+
+
+def _parsed(text: str | bytes, non_finite_as_null: bool) -> Any:
+    """``json.loads``; with ``non_finite_as_null``, NaN, Infinity and numbers past a float's range read as
+    null. Only text that may hold one pays for the hooks (a word such as "Infinity" costs a slower parse)."""
+    pattern = _NON_FINITE if isinstance(text, str) else _NON_FINITE_BYTES
+    if not non_finite_as_null or pattern.search(text) is None:  # type: ignore[arg-type]
+        return json.loads(text)
+    return json.loads(text, parse_constant=lambda _: None, parse_float=_finite_or_none)
+
+
+def loads_object(text: str | bytes, *, non_finite_as_null: bool = False) -> dict[str, Any]:
+    """Parse a JSON object; anything else (or nested deeper than MAX_JSON_DEPTH) is an InvalidMessage.
+    A client's NaN or Infinity is refused where the gateway writes it on (``messages.to_json``, in the
+    client's words); Data Flow's are read as null (``non_finite_as_null``): its events are relayed, not judged."""
     try:
-        value = json.loads(text)
+        value = _parsed(text, non_finite_as_null)
     except (ValueError, RecursionError) as exc:
         raise InvalidMessage("message is not valid JSON") from exc
     if not isinstance(value, dict):

@@ -23,7 +23,7 @@ def item_from_message(contract: WireContract, data: bytes, redacted: Callable[[s
         return UpstreamAudio(frame.binary)
     try:
         text = redacted(frame.text)
-        obj = loads_object(text)
+        obj = loads_object(text, non_finite_as_null=True)
     except InvalidMessage:
         contract.odd_messages.skipped(frame.content_type.value)  # one line per burst
         return None
