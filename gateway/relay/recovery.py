@@ -26,13 +26,12 @@ from gateway.audio.format import AudioFormat
 from gateway.dataflow.messages import FINAL_RESULT, DataflowEvent, DataflowResponse, StartRequest, UpstreamItem
 from gateway.errors import UpstreamError, UpstreamUnavailable
 from gateway.relay.recovery_policy import AttemptBudget, RecoveryPolicy, RotationClock
-from gateway.relay.replay import ReplayBuffer
+from gateway.relay.replay import ReplayBuffer, replay
 from gateway.relay.resent import ResentSettings
 from gateway.relay.stream import Recovered, StreamOpener, UpstreamStream
 from gateway.relay.timeline import Timeline
 from gateway.settings import Settings
 
-REPLAY_CHUNK_BYTES = 32 * 1024
 Send = Callable[[UpstreamStream], Awaitable[None]]
 
 log = logging.getLogger(__name__)
@@ -117,6 +116,9 @@ class RecoveringStream:
 
     async def send_event(self, event: dict[str, Any]) -> None:
         await self._control(lambda stream: stream.send_event(event))
+
+    def unsent_events(self) -> list[tuple[dict[str, Any], int]]:
+        return self._inner.unsent_events()
 
     async def finalize(self) -> None:
         self._ended_input = "finalize"
@@ -221,7 +223,7 @@ class RecoveringStream:
             await asyncio.sleep(wait_s)
             inner = self._opener.stream(self._audio, deadline_s=self._deadline_s)
             try:
-                replayed_from, lost, resent = await self._resume_on(inner)
+                replayed_from, lost, resent = await self._resume_on(inner, held_from)
             except UpstreamError as exc:
                 inner.cancel()
                 if cause is None:  # a rotation: one try, and the old stream goes on (a back-off, then again)
@@ -260,17 +262,15 @@ class RecoveringStream:
         self._rotation.failed()
         code = error.error_code.value if error is not None else "no time left"
         log.warning("an upstream stream rotation failed (%s); the current stream goes on", code)
-        position = held_from
         with contextlib.suppress(UpstreamError):  # the old stream failing now is noticed as any failure
-            while chunk := self._buffer.read(position, REPLAY_CHUNK_BYTES):
-                await self._inner.send_audio(chunk)
-                position += len(chunk)
+            await replay(self._inner, self._buffer, held_from)
         self._recovery = None  # no await since the last read: nothing more is held
 
-    async def _resume_on(self, inner: UpstreamStream) -> tuple[int, int, int]:
-        """Start ``inner`` as the session started and replay what is not yet recognised. Returns where the
-        replay began, the bytes it should have begun earlier with (older than the buffer: lost), and the
-        Updates it re-sent (their answers are not the client's)."""
+    async def _resume_on(self, inner: UpstreamStream, held_from: int) -> tuple[int, int, int]:
+        """Start ``inner`` as the session started and replay what is not yet recognised, with the events the
+        old stream never wrote at their places. Returns where the replay began, the bytes it should have
+        begun earlier with (older than the buffer: lost), and the Updates it re-sent (their answers are not
+        the client's)."""
         assert self._request is not None
         await inner.start(self._request)
         resent = int(bool(self._settings.current))
@@ -278,10 +278,8 @@ class RecoveringStream:
             await inner.update(dict(self._settings.current))
         wanted = self._audio.ms_to_bytes(self._timeline.finished_at())
         start = max(self._buffer.start, wanted)
-        position = start
-        while chunk := self._buffer.read(position, REPLAY_CHUNK_BYTES):
-            await inner.send_audio(chunk)
-            position += len(chunk)
+        # Audio queued after an unsent event had not reached the old stream either: it ends at held_from.
+        await replay(inner, self._buffer, start, [(held_from - after, e) for e, after in self._inner.unsent_events()])
         if self._ended_input is not None:
             await self._end_input_on(inner)
         return start, start - wanted, resent

@@ -103,6 +103,16 @@ class SendQueue:
         if self.pending_control >= self.control_limit:
             self.has_space.clear()
 
+    def unsent(self, kind: ContentType) -> list[tuple[str, int]]:
+        """The queued messages of ``kind``, oldest first, each with the bytes of audio queued after it."""
+        found, after = [], 0
+        for item_kind, payload, _ in reversed(self._items):
+            if isinstance(payload, bytearray):
+                after += len(payload)
+            elif item_kind is kind:
+                found.append((payload, after))
+        return found[::-1]
+
     async def next(self) -> Outgoing:
         """The next message to write, once it is due (audio may be held to merge more into it)."""
         while not self._items:

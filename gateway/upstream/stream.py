@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import json
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
@@ -61,8 +62,7 @@ class DataflowStream:
         self._writer: asyncio.Task[None] | None = None
         self._writer_ended = False
         self._failure: GatewayError | None = None
-        self._input_closed = False
-        self._counted = False
+        self._input_closed = self._counted = False
         self.session_id: str | None = None
         self.audio_bytes_sent = 0
         self.pauses = 0  # times a send waited for room
@@ -136,7 +136,6 @@ class DataflowStream:
 
     @property
     def buffered_bytes(self) -> int:
-        """Audio accepted from the client but not yet written upstream."""
         return self._queue.pending_audio
 
     @property
@@ -144,16 +143,13 @@ class DataflowStream:
         return not self._queue.has_space.is_set()
 
     def ready(self) -> bool:
-        """send_audio would not wait now: room in the buffer, and the stream writable."""
         writable = self._failure is None and self._writer is not None and not self._input_closed
         return writable and self._queue.has_space.is_set()
 
     def put_audio(self, data: bytes) -> None:
-        """Queue audio without waiting: only right after :meth:`ready` said True (the fast path)."""
         self._queue.put_audio(data)
 
     async def send_audio(self, data: bytes) -> None:
-        """Queue whole-sample audio; waits (bounded) while the upstream buffer is full."""
         self._check_writable()
         self._queue.put_audio(data)
         await self._backpressure("audio")
@@ -179,6 +175,9 @@ class DataflowStream:
         self._enqueue(ContentType.EVENT, body, limited=True)
         await self._backpressure("control messages")
 
+    def unsent_events(self) -> list[tuple[dict[str, Any], int]]:
+        return [(json.loads(text), after) for text, after in self._queue.unsent(ContentType.EVENT)]
+
     async def finalize(self) -> None:
         self._enqueue(ContentType.REQUEST, build_request("Finalize"))
         self._input_closed = True
@@ -188,12 +187,14 @@ class DataflowStream:
         self._input_closed = True
 
     def _enqueue(self, kind: ContentType, message: dict[str, Any], *, limited: bool = False) -> None:
-        self._check_writable()
         text = to_json(message)
         if limited and len(text) > self._max_control_bytes:
             raise MessageTooBig(
                 f"a control message of {len(text)} bytes is over the limit of {self._max_control_bytes}; not sent"
             )
+        if self._failure is not None and kind is ContentType.EVENT:
+            self._queue.put_text(kind, text)  # never to be written: kept with the unsent, for the next stream
+        self._check_writable()
         self._queue.put_text(kind, text)
 
     def _check_writable(self) -> None:

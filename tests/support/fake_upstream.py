@@ -60,6 +60,7 @@ class FakeStream:
         self.audio_chunks: list[bytes] = []
         self.updates: list[dict[str, Any]] = []
         self.events: list[dict[str, Any]] = []
+        self.unsent: list[tuple[dict[str, Any], int]] = []  # what unsent_events says (the test sets it)
         self.finalized = False
         self.stopped = False
         self.cancel_calls = 0
@@ -173,6 +174,9 @@ class FakeStream:
     async def send_event(self, event: dict[str, Any]) -> None:
         self._check_writable()
         self.events.append(event)
+
+    def unsent_events(self) -> list[tuple[dict[str, Any], int]]:
+        return list(self.unsent)
 
     async def finalize(self) -> None:
         self._check_writable()
