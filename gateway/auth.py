@@ -21,7 +21,7 @@ from pydantic import BaseModel, Field, SecretStr
 
 from gateway.errors import BadRequest, ErrorCode, Forbidden, RateLimited, Unauthorized
 from gateway.logs.redact import clip
-from gateway.signatures.nonces import NonceMemory
+from gateway.signatures.single_use import NO_HOLD, SingleUseTokens, TokenHold
 
 _ISSUER = "dataflow-gateway"
 _AUDIENCE = "dataflow-gateway/session"
@@ -85,7 +85,7 @@ class Authenticator:
         self.required = required
         self._keys = {spec.sha256: spec for spec in keys}
         self._signing_key = signing_key
-        self._used_tokens = NonceMemory(MAX_SPENT_TOKENS)  # jti of spent single-use tokens
+        self._used_tokens = SingleUseTokens(MAX_SPENT_TOKENS)  # jti of single-use tokens in use or spent
 
     @property
     def can_mint(self) -> bool:
@@ -166,18 +166,21 @@ class Authenticator:
             expires_at=float(claims["exp"]),
         )
 
-    def consume(self, principal: Principal) -> None:
-        """Spend a single-use token (per replica); a second use is refused."""
+    def reserve_use(self, principal: Principal) -> TokenHold:
+        """Reserve the use of a single-use token (per replica): a second use, concurrent or after the
+        first session started, is refused. Commit the hold once the session started; release it when the
+        start failed, and the token may be tried again until it expires."""
         if not principal.single_use or principal.token_id is None:
-            return
+            return NO_HOLD
         now = time.time()
         # Remembered for as long as the token verifies (a fixed hour let a longer-lived one be used again),
         # and forgotten in expiry order, not by a scan of every token spent on each session start.
         until = (principal.expires_at if principal.expires_at is not None else now) + _LEEWAY_S + 1
-        if self._used_tokens.full(now):
+        if self._used_tokens.full(now) and self._used_tokens.state(principal.token_id) is None:
             raise RateLimited("too many single-use tokens in use on this replica; retry later")
-        if not self._used_tokens.add(principal.token_id, until, now):
+        if not self._used_tokens.reserve(principal.token_id, until, now):
             raise Unauthorized("this single-use browser token was already used", code=ErrorCode.TOKEN_REUSED)
+        return TokenHold(self._used_tokens, principal.token_id)
 
 
 class FailedAuthThrottle:
@@ -268,3 +271,17 @@ class AudioBudgets:
             if excess < 0:
                 return max(1, math.ceil(at + self.WINDOW_S - now))
         return 1
+
+
+class KeyBudget:
+    """One key's audio budget, as a session charges it (``relay.limits.AudioBudget``)."""
+
+    def __init__(self, budgets: AudioBudgets, key: str, per_minute: float) -> None:
+        self._budgets, self._key, self._per_minute = budgets, key, per_minute
+
+    def spend(self, seconds: float) -> bool:
+        self._budgets.spend(self._key, seconds)
+        return self._budgets.remaining(self._key, self._per_minute) > 0
+
+    def retry_after_s(self) -> int:
+        return self._budgets.retry_after_s(self._key, self._per_minute)

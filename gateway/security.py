@@ -18,12 +18,13 @@ from urllib.parse import parse_qsl, urlencode
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from gateway.auth import AudioBudgets, Authenticator, FailedAuthThrottle, Principal
+from gateway.auth import AudioBudgets, Authenticator, FailedAuthThrottle, KeyBudget, Principal
 from gateway.errors import ErrorCode, Forbidden, GatewayError, InvalidHost, RateLimited, Unauthorized, error_response
 from gateway.relay.limits import SessionLimits
 from gateway.relay.registry import Lease, SessionRegistry
 from gateway.settings import Settings
 from gateway.signatures.audiohook import AudioHookSignatures
+from gateway.signatures.single_use import TokenHold
 from gateway.signatures.twilio import TwilioSignatures
 
 log = logging.getLogger(__name__)
@@ -123,6 +124,12 @@ def basic_password(encoded: str) -> str | None:
     return password or user or None
 
 
+def client_address(scope: Scope) -> str:
+    """The client's address as the logs show it (uvicorn takes it from ``X-Forwarded-For`` only when the
+    connection comes from ``GATEWAY_TRUSTED_PROXIES``)."""
+    return str(scope["client"][0]) if scope.get("client") else "unknown"
+
+
 def original_path(scope: Scope) -> str:
     """The path as the caller sent it, ``/t/<secret>`` included (what a signed URL covers)."""
     secret = scope.get(_PATH_SECRET)
@@ -132,20 +139,6 @@ def original_path(scope: Scope) -> str:
 def offered_subprotocols(headers: Any) -> list[str]:
     value: str = headers.get("sec-websocket-protocol", "")
     return [p.strip() for p in value.split(",") if p.strip()]
-
-
-class KeyBudget:
-    """One key's audio budget, as a session charges it (``relay.limits.AudioBudget``)."""
-
-    def __init__(self, budgets: AudioBudgets, key: str, per_minute: float) -> None:
-        self._budgets, self._key, self._per_minute = budgets, key, per_minute
-
-    def spend(self, seconds: float) -> bool:
-        self._budgets.spend(self._key, seconds)
-        return self._budgets.remaining(self._key, self._per_minute) > 0
-
-    def retry_after_s(self) -> int:
-        return self._budgets.retry_after_s(self._key, self._per_minute)
 
 
 class AccessGate:
@@ -218,7 +211,7 @@ class AccessGate:
     def failed_attempt(self, scope: Scope) -> RateLimited | None:
         """Count a wrong credential (any kind, the admin token too) against the caller's address; past the
         limit, the 429 to answer instead of checking it."""
-        client = scope["client"][0] if scope.get("client") else "unknown"
+        client = client_address(scope)
         wait_s = self.throttle.blocked_for(client)
         if wait_s:
             return RateLimited(f"too many failed credentials from this address; retry in {wait_s} s",
@@ -248,8 +241,9 @@ class AccessGate:
         except Unauthorized as exc:
             raise self._failed_credential(exc, scope) from None
 
-    def admit_session(self, principal: Principal, project: str) -> None:
-        """Project allowed, single-use token unspent, audio budget left — or raise."""
+    def admit_session(self, principal: Principal, project: str) -> TokenHold:
+        """Project allowed, audio budget left, single-use token unspent (now reserved: commit the hold once
+        the session started, release it if it did not) — or raise."""
         try:
             principal.check_project(project)
             per_minute = principal.audio_seconds_per_minute
@@ -257,13 +251,19 @@ class AccessGate:
                 retry = self.budgets.retry_after_s(principal.name, per_minute)
                 raise RateLimited(f"this key's audio budget for the last minute is spent; retry in {retry} s",
                                   code=ErrorCode.AUDIO_BUDGET_SPENT, retry_after_s=retry)  # fmt: skip
-            self.auth.consume(principal)
+            return self.auth.reserve_use(principal)
         except GatewayError as exc:
             self.registry.deny(exc.error_code)
             raise
 
-    def reserve(self, dialect: str, principal: Principal | None, *, count_denial: bool = True) -> Lease:
-        """A session slot, counted against the caller's key as well as the process."""
+    def reserve(
+        self, dialect: str, principal: Principal | None, *, count_denial: bool = True, waiting_at: Scope | None = None
+    ) -> Lease:
+        """A session slot, counted against the caller's key as well as the process. ``waiting_at`` (the
+        request of a caller whose credential comes after the handshake): no slot yet, a waiting place,
+        counted against the caller's client address (:meth:`SessionRegistry.wait`)."""
+        if waiting_at is not None:
+            return self.registry.wait(dialect, address=client_address(waiting_at), count_denial=count_denial)
         if principal is None or principal.kind == "anonymous":
             return self.registry.reserve(dialect, count_denial=count_denial)
         return self.registry.reserve(

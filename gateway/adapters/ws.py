@@ -45,8 +45,7 @@ class Connection:
         self.session: Session | None = None
         self.sender: asyncio.Task[None] | None = None
         self.started_any = self.ended = False  # ended: a goodbye or refusal closed the socket (read nothing more)
-        reader = ReadAheadReader(ws)
-        self.reader: ClientReader = reader
+        self.reader: ClientReader = (reader := ReadAheadReader(ws))
         self.waiting = CommandWait(ws, reader, self.settings.pre_start_audio_ms,
                                    hang_up_finishes=results.finishes_call)  # fmt: skip
         self.opened_at = self.last_activity = time.monotonic()
@@ -128,9 +127,8 @@ class Connection:
         if command is None or isinstance(command, commands.Begin):
             return
         if isinstance(command, commands.Reply):
-            for frame in command.frames:
-                if isinstance(frame, dict):
-                    session.reply(frame)
+            for frame in (f for f in command.frames if isinstance(f, dict)):
+                session.reply(frame)
             return
         if isinstance(command, commands.Refuse):
             session.abort("client_error", command.error)
@@ -145,10 +143,9 @@ class Connection:
     # --- a session -----------------------------------------------------------------------------------
 
     def _take_slot(self, principal: Principal | None, *, count_denial: bool = True, waiting: bool = False) -> None:
-        if waiting:  # no credential yet (it may come in the start message): no slot until it does
-            self.lease = self.service.registry.wait(self.dialect.name, count_denial=count_denial)
-        else:
-            self.lease = self.service.gate.reserve(self.dialect.name, principal, count_denial=count_denial)
+        # waiting: no credential yet (it may come in the start message), no slot until it does
+        self.lease = self.service.gate.reserve(self.dialect.name, principal, count_denial=count_denial,
+                                               waiting_at=self.ws.scope if waiting else None)  # fmt: skip
         self.lease.drainable = self
 
     async def _begin(self, command: commands.Begin) -> None:
@@ -163,8 +160,8 @@ class Connection:
             elif self.lease.key is None:
                 gate.bind(self.lease, principal)
             self.principal = principal
-            gate.admit_session(principal, request.project)
             limits = gate.session_limits(principal, live=True)
+            hold = gate.admit_session(principal, request.project)  # last: a single-use token is now reserved
         except GatewayError as exc:
             await self._refuse(exc)
             return
@@ -177,8 +174,11 @@ class Connection:
         self._wake.set()
         await self._reply_now(commands.Reply(command.reply))  # before Data Flow answers, if the dialect says so
         answer = answers_while_starting(self.dialect, self.unpaced, self._reply_now)  # AudioHook's pings
-        result = await self.reader.start(session, request, self.settings.pre_start_audio_ms,
-                                         hang_up_finishes=self.results.finishes_call, answer=answer)  # fmt: skip
+        with hold:  # the token is spent once Data Flow accepted the session, else free again (before a refusal)
+            result = await self.reader.start(session, request, self.settings.pre_start_audio_ms,
+                                             hang_up_finishes=self.results.finishes_call, answer=answer)  # fmt: skip
+            if result is None:
+                hold.commit()
         if isinstance(result, GatewayError):
             if not self.reader.disconnected:
                 await self._refuse(result, start_failed=True)

@@ -14,6 +14,10 @@ from typing import Protocol
 from gateway.errors import CapacityExceeded, GatewayError, GoingAway, RateLimited
 from gateway.observability import GatewayMetrics
 
+#: Waiting places (:meth:`SessionRegistry.wait`) one client address may hold whatever the pool's size:
+#: a few browsers behind one NAT or proxy opening pages at the same moment.
+MIN_WAITING_PER_ADDRESS = 4
+
 
 class Drainable(Protocol):
     """What a drain needs from a live connection."""
@@ -28,13 +32,17 @@ class Drainable(Protocol):
 class Lease:
     """One reserved slot; :meth:`release` is idempotent."""
 
-    def __init__(self, registry: SessionRegistry, dialect: str, key: str | None, *, waiting: bool = False) -> None:
+    def __init__(
+        self, registry: SessionRegistry, dialect: str, key: str | None, *, waiting: bool = False,
+        address: str | None = None,
+    ) -> None:  # fmt: skip
         self._registry = registry
         self.dialect = dialect
         self.key: str | None = None
         self.drainable: Drainable | None = None
         self.released = False
         self.waiting = waiting  # for its caller's credential: no slot yet (see SessionRegistry.wait)
+        self.address = address  # of a waiting lease: its place counts against this client address
         if key is not None:
             self._count_key(key)
 
@@ -69,6 +77,7 @@ class SessionRegistry:
         self.by_key: Counter[str] = Counter()
         self.leases: set[Lease] = set()
         self.waiting: set[Lease] = set()  # connections whose credential has not come yet: no slot
+        self._waiting_by_address: dict[str, int] = {}  # their client addresses (only while they wait)
         self.draining = False
         self.metrics.watch(self)
 
@@ -101,25 +110,53 @@ class SessionRegistry:
         self.by_dialect[dialect] += 1
         return lease
 
-    def wait(self, dialect: str, *, count_denial: bool = True) -> Lease:
+    @property
+    def waiting_addresses(self) -> int:
+        """Client addresses that have connections waiting now (the bookkeeping's size)."""
+        return len(self._waiting_by_address)
+
+    @property
+    def waiting_per_address(self) -> int:
+        """Waiting places one client address may hold: a quarter of the pool, at least a few."""
+        return max(MIN_WAITING_PER_ADDRESS, self.max_sessions // 4)
+
+    def wait(self, dialect: str, *, address: str = "unknown", count_denial: bool = True) -> Lease:
         """A place for a connection whose credential comes after the handshake (a browser's start
         message), refused as :meth:`reserve` would be. It holds no slot, so callers without a credential
         cannot fill the replica or turn readiness off; such places have a cap of ``max_sessions`` of
-        their own (and each ends at the start timeout)."""
+        their own (and each ends at the start timeout), and one client ``address`` may hold at most
+        :attr:`waiting_per_address` of them (a browser waits milliseconds for its start message)."""
         self._admit(None, None, count_denial)
+        error = None
         if len(self.waiting) >= self.max_sessions:
             error = CapacityExceeded(f"{self.max_sessions} connections already wait for their credential; retry later")
+        elif (held := self._waiting_by_address.get(address, 0)) >= self.waiting_per_address:
+            error = CapacityExceeded(f"{held} connections from this address already wait for their credential; "
+                                     "send it with the handshake or retry later")  # fmt: skip
+        if error is not None:
             if count_denial:
                 self.deny(error.error_code)
             raise error
-        lease = Lease(self, dialect, None, waiting=True)
+        lease = Lease(self, dialect, None, waiting=True, address=address)
         self.waiting.add(lease)
+        self._waiting_by_address[address] = self._waiting_by_address.get(address, 0) + 1
         return lease
+
+    def _stop_waiting(self, lease: Lease) -> None:
+        """``lease`` leaves the waiting places (its address's entry goes with its last one)."""
+        if lease not in self.waiting:
+            return
+        self.waiting.discard(lease)
+        address = lease.address if lease.address is not None else "unknown"
+        if (left := self._waiting_by_address.get(address, 0) - 1) > 0:
+            self._waiting_by_address[address] = left
+        else:
+            self._waiting_by_address.pop(address, None)
 
     def admit_waiting(self, lease: Lease, key: str | None, key_limit: int | None) -> None:
         """A waiting lease's caller is known: it takes a slot (capacity, the key's cap) or raises."""
         self._admit(key, key_limit)
-        self.waiting.discard(lease)
+        self._stop_waiting(lease)
         lease.waiting = False
         self.leases.add(lease)
         self.by_dialect[lease.dialect] += 1
@@ -154,7 +191,7 @@ class SessionRegistry:
 
     def _release(self, lease: Lease) -> None:
         if lease.waiting:
-            self.waiting.discard(lease)
+            self._stop_waiting(lease)
             return
         self.leases.discard(lease)
         self.by_dialect[lease.dialect] -= 1

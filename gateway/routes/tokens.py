@@ -14,7 +14,8 @@ from fastapi.routing import APIRoute
 from pydantic import BaseModel, ConfigDict, Field
 
 from gateway.auth import Principal
-from gateway.errors import GatewayError, UpstreamUnavailable, error_response
+from gateway.config.bounds import Origin
+from gateway.errors import BadRequest, ErrorCode, GatewayError, UpstreamUnavailable, error_response
 from gateway.security import SUBPROTOCOL
 from gateway.service import service_of
 
@@ -43,7 +44,11 @@ router = APIRouter(route_class=CallerFirstRoute, tags=["authentication"])
 class TokenRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
     projects: list[str] | None = Field(None, description="Projects the token may run (default: the key's).")
-    origin: str | None = Field(None, description="The only Origin the token works from, e.g. https://app.example.com")
+    origin: Origin | None = Field(
+        None,
+        description="The only Origin the token works from, spelled as browsers send it (https://app.example.com: "
+        "lower case, no path, no default port); one the gateway allows on WebSocket handshakes.",
+    )
     max_session_seconds: float | None = Field(None, alias="maxSessionSeconds", gt=0)
     ttl_seconds: float | None = Field(None, alias="ttlSeconds", gt=0, description="Time to start a session with it.")
     single_use: bool = Field(False, alias="singleUse", description="Refuse a second session (per replica).")
@@ -67,6 +72,13 @@ async def mint_token(request: Request, response: Response, body: TokenRequest) -
         owner: Principal | None = request.scope[_CALLER]
         if owner is None:  # pragma: no cover - identify() returns a principal when in_band is off
             raise GatewayError("no principal")
+        if body.origin is not None and not gateway.gate.origin_allowed(body.origin, request.scope, request.headers):
+            # A token no page could use: its handshake would get 403 origin_not_allowed, which a browser's
+            # page only sees as a failed connection. Same rules as the handshake's (the Host of this request
+            # stands for the handshake's when "same origin" decides).
+            raise BadRequest("invalid parameters: body.origin: not an origin this gateway allows on WebSocket "
+                             "handshakes (GATEWAY_ALLOWED_ORIGINS, GATEWAY_PUBLIC_HOSTS)",
+                             code=ErrorCode.INVALID_PARAMETERS)  # fmt: skip
         ttl = min(body.ttl_seconds or settings.token_ttl_s, settings.token_max_ttl_s)
         if not gateway.gate.auth.can_mint:
             raise UpstreamUnavailable("browser tokens are not configured (GATEWAY_TOKEN_SIGNING_KEY)", retryable=False)
