@@ -43,7 +43,7 @@ class SessionSettings(BaseModel):
         256 * 1024**2,
         ge=0,
         description="Audio all uploads together may hold (memory, then /tmp) when the Audio part comes before the "
-        "Parameters; past it 413 upload_too_large. 0: send Parameters first.",
+        "Parameters; past it 413 upload_too_large. 0: send Parameters first, or the Start in X-Dataflow-Parameters.",
     )
     upload_decode_cpu_share: float = Field(
         0.05,

@@ -4,12 +4,12 @@
 body on the way (:mod:`gateway.upload.coding`), and is the only reader of ``receive`` for the whole
 request, so it also notices a client that goes away after its body was sent. :class:`MultipartAudio`
 finds Data Flow's ``Parameters`` and ``Audio`` parts in a ``multipart/form-data`` body with
-python-multipart's incremental parser.
+python-multipart's incremental parser (the Start JSON itself: :mod:`gateway.upload.parameters`).
 """
 
 from __future__ import annotations
 
-import json
+import asyncio
 from collections import deque
 from collections.abc import AsyncIterator
 from itertools import chain
@@ -17,15 +17,14 @@ from tempfile import SpooledTemporaryFile
 from typing import Any, Final
 
 from python_multipart.exceptions import MultipartParseError
-from python_multipart.multipart import MultipartParser, parse_options_header
+from python_multipart.multipart import MultipartParser
 from starlette.types import Receive
 
-from gateway.dataflow.lenient import MAX_JSON_DEPTH, too_deep
-from gateway.errors import BadRequest, ClientGone, ErrorCode, UploadTooLarge
+from gateway.errors import BadRequest, ClientGone, ErrorCode, LimitReached, UploadTooLarge
 from gateway.upload.coding import Inflater
+from gateway.upload.parameters import PARAMETERS_LIMIT, media_type, parse_parameters
 from gateway.upload.spool import SpoolBudget
 
-PARAMETERS_LIMIT: Final = 64 * 1024
 SPOOL_MEMORY_BYTES: Final = 1024 * 1024  # an Audio part before Parameters: held in memory up to this, then on disk
 SPOOL_READ_BYTES: Final = 64 * 1024
 
@@ -76,27 +75,26 @@ class RequestBody:
             pass
 
 
-def media_type(content_type: str | None) -> tuple[str, dict[str, str]]:
-    """``audio/L16; rate=8000`` -> (``audio/l16``, {"rate": "8000"})."""
-    ctype, options = parse_options_header(content_type or "")
-    return ctype.decode("latin-1"), {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in options.items()}
-
-
 class MultipartAudio:
     """Data Flow's HTTP batch body: a ``Parameters`` part (Start JSON) and an ``Audio`` part (the file).
 
-    :meth:`open` reads until the audio can start: the start of an Audio part that comes after
-    Parameters (or with no Parameters before it). An Audio part that comes first is spooled — in
-    memory up to :data:`SPOOL_MEMORY_BYTES`, then in a temporary file, bounded by the body's own
-    size cap and by what all uploads may hold together (``budget``, GATEWAY_UPLOAD_SPOOL_BYTES: past
-    it 413 ``upload_too_large``), and deleted when the upload ends — until the Parameters arrive (the
-    Start needs them before any audio can go upstream). :meth:`audio` then yields the audio bytes and reads the rest
-    of the body. Other parts are ignored.
+    :meth:`begin` reads until the Audio part begins. The audio may start there when the Parameters came
+    before it, or when the request carries its Start in ``X-Dataflow-Parameters`` (``start_at_audio``:
+    then no Parameters part may follow the Audio part). Otherwise (:attr:`holding`) a Parameters part may
+    still come and change the Start, so :meth:`hold` spools the Audio part — in memory up to
+    :data:`SPOOL_MEMORY_BYTES`, then in a temporary file, bounded by the body's own size cap, by what all
+    uploads may hold together (``budget``, GATEWAY_UPLOAD_SPOOL_BYTES: past it 413 ``upload_too_large``)
+    and by ``idle_s`` between two reads of the body — until the Parameters arrive or the body ends
+    (an Audio part alone); it is deleted when the upload ends. :meth:`audio` then yields the audio bytes
+    and reads the rest of the body. Other parts are ignored.
     """
 
-    def __init__(self, body: AsyncIterator[bytes], boundary: str, budget: SpoolBudget) -> None:
+    def __init__(
+        self, body: AsyncIterator[bytes], boundary: str, budget: SpoolBudget, start_at_audio: bool = False
+    ) -> None:
         self._body = body
         self._budget = budget
+        self._start_at_audio = start_at_audio
         self._spooled = 0  # bytes of this upload counted in the budget
         self.parameters: dict[str, Any] | None = None
         self.audio_content_type: str | None = None
@@ -107,6 +105,7 @@ class MultipartAudio:
         self._part = ""  # "parameters", "audio", or "" for a part that is ignored
         self._params = bytearray()
         self._audio_seen = False
+        self._started_at_audio = False  # the audio started with no Parameters part: none may follow
         self._spool: SpooledTemporaryFile[bytes] | None = None  # an Audio part that came before Parameters
         self._ended = False
         try:
@@ -127,16 +126,40 @@ class MultipartAudio:
             "on_part_end": mark("part_end"), "on_end": mark("end"),
         }  # fmt: skip
 
-    async def open(self) -> None:
+    @property
+    def holding(self) -> bool:
+        """The Audio part came before any Parameters part and is held (:meth:`hold`)."""
+        return self._spool is not None
+
+    async def open(self, idle_s: float | None = None) -> None:
+        """:meth:`begin`, then :meth:`hold`: read until the audio can start."""
+        await self.begin()
+        await self.hold(idle_s)
+
+    async def begin(self) -> None:
+        """Read until the Audio part begins (its headers are in); 422 when the body has none."""
+        await self._read(None)
+
+    async def hold(self, idle_s: float | None) -> None:
+        """When :attr:`holding`: spool the Audio part until the Parameters come or the body ends; more than
+        ``idle_s`` without a byte of the body is 408 ``idle_timeout``."""
+        if self._spool is not None:
+            await self._read(idle_s)
+
+    async def _read(self, idle_s: float | None) -> None:
+        holding = self._spool is not None
         try:
-            async for chunk in self._body:
-                self._write(chunk)
+            while True:
                 while self._events:
                     kind, data = self._events.popleft()
                     if (audio := self._handle(kind, data)) and self._spool is not None:
                         self._hold(audio)
-                    if self._ready(kind):
+                    if self._ready(kind) or (not holding and self._spool is not None):
                         return
+                chunk = await self._next(idle_s)
+                if not chunk:
+                    break
+                self._write(chunk)
             self._finish_parser()
         except BaseException:
             self.close()
@@ -144,21 +167,37 @@ class MultipartAudio:
         if self._spool is None:
             raise BadRequest("the multipart body has no Audio part", code=ErrorCode.INVALID_MULTIPART)
 
+    async def _next(self, idle_s: float | None) -> bytes:
+        """The body's next bytes (b"" at its end), within ``idle_s`` when it is set."""
+        if idle_s is None:
+            return await anext(self._body, b"")
+        try:
+            async with asyncio.timeout(idle_s):
+                return await anext(self._body, b"")
+        except TimeoutError:
+            raise LimitReached(
+                f"no byte of the body came for {idle_s:g} s while its Audio part was held for a Parameters part",
+                code=ErrorCode.IDLE_TIMEOUT,
+            ) from None
+
     def _hold(self, audio: bytes) -> None:
         assert self._spool is not None
         if not self._budget.take(len(audio)):
             raise UploadTooLarge(
-                "an Audio part sent before the Parameters is held until they come, and the uploads holding audio"
-                f" now hold all they may ({self._budget.limit_bytes} bytes together): send the Parameters part"
-                " first"
+                "the Audio part came before any Parameters part, so it is held until a Parameters part comes or"
+                " the body ends, and the uploads holding audio now hold all they may"
+                f" ({self._budget.limit_bytes} bytes together): send the Parameters part first, or, with no"
+                " Parameters part, the X-Dataflow-Parameters header ({} for none): the audio then starts at once"
             )
         self._spooled += len(audio)
         self._spool.write(audio)
 
     def _ready(self, kind: str) -> bool:
-        """May the audio start? At an Audio part after Parameters, or once spooled audio has them."""
+        """May the audio start? At an Audio part after Parameters (or with the Start in the header), or
+        once spooled audio has them."""
         if kind == "headers" and self._part == "audio":
-            if self.parameters is not None:
+            if self.parameters is not None or self._start_at_audio:
+                self._started_at_audio = self.parameters is None
                 return True
             self._spool = SpooledTemporaryFile(max_size=SPOOL_MEMORY_BYTES)  # noqa: SIM115 (closed in close())
         return kind == "part_end" and self._spool is not None and self.parameters is not None
@@ -247,21 +286,14 @@ class MultipartAudio:
             self._part = "audio"
             self.audio_content_type = self._headers.get("content-type")
         elif name == "parameters":
+            if self._started_at_audio:
+                raise BadRequest(
+                    "a Parameters part came after the Audio part, which had started with the X-Dataflow-Parameters"
+                    " header's Start: send the Parameters part before the Audio part",
+                    code=ErrorCode.INVALID_MULTIPART,
+                )
             if self.parameters is not None or self._params:
                 raise BadRequest(
                     "the multipart body has more than one Parameters part", code=ErrorCode.INVALID_MULTIPART
                 )
             self._part, self._params = "parameters", bytearray()
-
-
-def parse_parameters(text: bytes | str, where: str) -> dict[str, Any]:
-    """Start-style JSON (header or multipart part); anything but a JSON object is a 422."""
-    try:
-        value = json.loads(text) if text.strip() else {}
-    except (ValueError, RecursionError):
-        raise BadRequest(f"{where} is not valid JSON", code=ErrorCode.INVALID_PARAMETERS) from None
-    if not isinstance(value, dict):
-        raise BadRequest(f"{where} must be a JSON object", code=ErrorCode.INVALID_PARAMETERS)
-    if too_deep(value):
-        raise BadRequest(f"{where} is nested deeper than {MAX_JSON_DEPTH} levels", code=ErrorCode.INVALID_PARAMETERS)
-    return value

@@ -28,7 +28,8 @@ class Inflater:
         self._gzip = wbits == _GZIP_WBITS
         self._inflate: zlib._Decompress | None = None  # made from the first bytes (deflate: zlib or raw)
         self._head = b""  # deflate: the first bytes, until two tell zlib from raw
-        self._member_ended = False  # gzip: zero bytes after a member are padding (as gzip(1) takes them)
+        self._member_ended = False  # gzip: zero bytes after a member are padding (as gzip(1) takes them); a
+        # deflate body is one stream (RFC 9110 8.4.1.2): any byte after its end is an error, however it is chunked
 
     def feed(self, data: bytes) -> Iterator[bytes]:
         while True:
@@ -40,6 +41,10 @@ class Inflater:
                     return
                 data, self._head = self._head + data, b""
                 self._inflate = zlib.decompressobj(self._wbits if self._gzip or _zlib_header(data) else -zlib.MAX_WBITS)
+            elif self._inflate.eof:  # deflate: one stream, kept ended so that nothing after it, in any chunk, passes
+                if data:
+                    raise _corrupt("data after the end of the deflate stream")
+                return
             try:
                 piece = self._inflate.decompress(data, PIECE_BYTES)
             except zlib.error as exc:
@@ -49,9 +54,8 @@ class Inflater:
                 yield piece
             if self._inflate.eof:
                 data = self._inflate.unused_data + data
-                if data and not self._gzip:
-                    raise _corrupt("data after the end of the deflate stream")
-                self._inflate, self._member_ended = None, True  # gzip: another member may follow (RFC 1952 2.2)
+                if self._gzip:  # another member may follow (RFC 1952 2.2); deflate's end is checked above
+                    self._inflate, self._member_ended = None, True
             elif not data and len(piece) < PIECE_BYTES:
                 return  # a full piece may leave more output pending: asked for again above
 

@@ -13,16 +13,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncGenerator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from starlette.types import Receive, Scope
 
 from gateway.adapters import messages
-from gateway.audio.format import AudioFormat
-from gateway.dataflow.lenient import as_dict, get, norm_key
-from gateway.dataflow.messages import PARTIAL, DataflowEvent, StartRequest, parse_start
+from gateway.dataflow.messages import PARTIAL, DataflowEvent, StartRequest
 from gateway.errors import (
     AudioTooCostly,
     AudioTooLong,
@@ -37,9 +35,11 @@ from gateway.errors import (
 from gateway.relay.items import Closed, Flow, Notice, OutItem, Recovered, SessionState, Started
 from gateway.relay.registry import Lease
 from gateway.relay.session import Session
-from gateway.upload.body import MultipartAudio, RequestBody, media_type, parse_parameters
+from gateway.signatures.single_use import NO_HOLD
+from gateway.upload.body import MultipartAudio, RequestBody
 from gateway.upload.coding import inflater_for
 from gateway.upload.pacing import ReadPacer
+from gateway.upload.parameters import header_parameters, media_type, start_request
 from gateway.upload.source import AudioSource, declared_audio, open_audio
 
 if TYPE_CHECKING:
@@ -101,24 +101,19 @@ class Upload:
         principal = gate.identify(self._scope, self._headers)  # credentials come in headers only
         self._lease = lease = gate.reserve("upload", principal)
         try:
-            try:
-                async with asyncio.timeout(self.settings.start_timeout_s):
-                    request = await self._open_source()
-            except TimeoutError:
-                limit = f"the audio header did not arrive within {self.settings.start_timeout_s:g} s"
-                raise LimitReached(limit, code=ErrorCode.START_TIMEOUT) from None
+            request = await self._open_source()
             assert self.source is not None
-            if principal is not None:
-                gate.admit_session(principal, request.project)
-            # Not live: an upload goes as fast as Data Flow takes it, no real-time rate limit.
-            limits = gate.session_limits(principal, live=False)
+            limits = gate.session_limits(principal, live=False)  # not live: as fast as Data Flow takes it
+            hold = gate.admit_session(principal, request.project) if principal is not None else NO_HOLD
             key = None if principal is None or principal.kind == "anonymous" else principal.name
             self.session = Session(
                 self.gateway.upstream, self.settings, limits, metrics=self.gateway.metrics, dialect="upload", key=key,
                 budget=self.gateway.outbox_budget,
             )  # fmt: skip
             lease.drainable = self.session
-            self._started = await self.session.start(request, self.source.format)
+            with hold:  # a single-use token is spent once Data Flow accepted the session, else free again
+                self._started = await self.session.start(request, self.source.format)
+                hold.commit()
             self._warn(self.session)
             return self._started
         except BaseException:
@@ -126,17 +121,24 @@ class Upload:
             raise
 
     async def _open_source(self) -> StartRequest:
-        opts = self.options
+        """Reads the body's head: GATEWAY_START_TIMEOUT_S bounds the wait for the audio's start, not the time an
+        Audio part before its Parameters is held (bounded per read by GATEWAY_IDLE_TIMEOUT_S, and in size)."""
+        opts, loop = self.options, asyncio.get_running_loop()
+        deadline = loop.time() + self.settings.start_timeout_s
         header = opts.parameters_header
-        header_params = parse_parameters(header, "X-Dataflow-Parameters") if header is not None else None
+        header_params = header_parameters(header) if header is not None else None
         content_type = media_type(opts.content_type)
         stream = self.body.chunks()
         part_params: dict[str, Any] | None = None
         if content_type[0] == "multipart/form-data":
-            self._multipart = multipart = MultipartAudio(
-                stream, content_type[1].get("boundary", ""), self.gateway.upload_spool
-            )
-            await multipart.open()
+            boundary, spool = content_type[1].get("boundary", ""), self.gateway.upload_spool
+            # With the Start in the header, nothing may come that changes it: the audio starts at its part.
+            self._multipart = multipart = MultipartAudio(stream, boundary, spool, start_at_audio=header is not None)
+            async with self._start_bound(deadline, "the multipart body's Audio part did not begin"):
+                await multipart.begin()
+            held_from = loop.time()
+            await multipart.hold(self.settings.idle_timeout_s)
+            deadline += loop.time() - held_from
             part_params, stream = multipart.parameters, multipart.audio()
             content_type = media_type(multipart.audio_content_type)
         parameters = {**(header_params or {}), **(part_params or {})} if header_params or part_params else None
@@ -144,19 +146,23 @@ class Upload:
             encoding=opts.encoding, sample_rate=opts.sample_rate, channels=opts.channels,
             content_type=content_type, parameters=parameters,
         )  # fmt: skip
-        # Token and Tenant in the Parameters are ignored: the gateway injects its own. Their Audio block
-        # is only a declaration (above): the audio's own header, or the declaration, makes the format.
-        start = {k: v for k, v in (parameters or {}).items() if norm_key(k) != "audio"}
-        output = get(as_dict(get(parameters or {}, "Audio")), "Output")
-        if output is not None:
-            start["Audio"] = {"Output": output}
-        request, _, _ = parse_start(start, default_audio=AudioFormat("pcm16", 16000, 1))
+        request = start_request(parameters)
         request.project = opts.project or opts.project_header or request.project or self.settings.default_project
         if not request.project:
             raise BadRequest("name a project (?project= or the ProjectName header)", code=ErrorCode.INVALID_PARAMETERS)
         request.language = opts.language or request.language
-        self.source = await open_audio(stream, declared, decode_cpu_share=self.settings.upload_decode_cpu_share)
+        async with self._start_bound(deadline, "the audio header did not arrive"):
+            self.source = await open_audio(stream, declared, decode_cpu_share=self.settings.upload_decode_cpu_share)
         return request
+
+    @contextlib.asynccontextmanager
+    async def _start_bound(self, deadline: float, late: str) -> AsyncIterator[None]:
+        try:
+            async with asyncio.timeout_at(deadline):
+                yield
+        except TimeoutError:
+            limit = f"{late} within {self.settings.start_timeout_s:g} s"
+            raise LimitReached(limit, code=ErrorCode.START_TIMEOUT) from None
 
     # --- running -------------------------------------------------------------------------------------
 

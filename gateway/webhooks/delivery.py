@@ -14,8 +14,11 @@ The HTTP client follows the process's proxy environment (``HTTPS_PROXY``, ``HTTP
 its password masked.
 
 With more than one receiver configured, one receiver holds at most half of the places in flight and
-half of the pending room (count and bytes): a receiver that hangs or is down cannot starve the others'
-results (20 webhooks a second to a hung receiver had every healthy one's dropped within a minute).
+half of the pending room (count and bytes), and each receiver keeps a reserve of each that the others
+cannot take (:mod:`gateway.webhooks.shares`): receivers that hang or are down, however many, cannot
+starve the others' results (20 webhooks a second to a hung receiver had every healthy one's dropped
+within a minute; two hung receivers of three took every place in flight, and a healthy one's webhooks
+waited for their attempts to time out).
 
 A drain waits for what is still pending, within its budget; close cancels the rest.
 """
@@ -38,6 +41,7 @@ from gateway.logs.bursts import WINDOW_S, BurstLog
 from gateway.logs.filters import outbound_origins_only
 from gateway.logs.redact import proxy_environment
 from gateway.observability import PREFIX
+from gateway.webhooks.shares import Room
 from gateway.webhooks.targets import WebhookTarget
 
 log = logging.getLogger(__name__)
@@ -57,15 +61,6 @@ _REASONS = {
 _FULL = "pending limit reached"
 _SHARE_FULL = "one receiver's share of the pending limit reached"
 _DROPS_MORE = "%(count)d more webhooks dropped in the last %(seconds).1f s (%(reasons)s); the metric counts each"
-
-
-@dataclass(slots=True)
-class _ReceiverLoad:
-    """What one receiver (by URL: the operator's configuration, a bounded set) holds of the deliverer."""
-
-    places: asyncio.Semaphore
-    pending: int = 0
-    pending_bytes: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,15 +84,11 @@ class WebhookDeliverer:
         receivers: int = 1,
     ) -> None:  # fmt: skip
         self.policy = policy
-        self._slots = asyncio.Semaphore(concurrency)
-        # (places in flight, pending webhooks, their bytes) one receiver may hold
-        self._share = tuple(whole if receivers <= 1 else max(1, whole // 2)
-                            for whole in (concurrency, max_pending, max_pending_bytes))  # fmt: skip
-        self._receivers: dict[str, _ReceiverLoad] = {}
+        # What the receivers (by URL) share: places in flight, pending webhooks, their bytes (shares.py).
+        self._places = Room(concurrency, receivers)
+        self._count, self._bytes = Room(max_pending, receivers), Room(max_pending_bytes, receivers)
+        self._place_waiters: dict[asyncio.Future[None], None] = {}  # attempts waiting for a place, oldest first
         self._pending: set[asyncio.Task[None]] = set()
-        self._max_pending = max_pending
-        self._max_pending_bytes = max_pending_bytes
-        self._pending_bytes = 0
         # Lines name the gateway's own webhook ids and fixed reasons, never a URL or anything a client sent.
         self._drops = BurstLog(log, _DROPS_MORE, drop_window_s)
         self._client: httpx.AsyncClient | None = None
@@ -119,37 +110,31 @@ class WebhookDeliverer:
         msg_id = f"msg_{uuid.uuid4().hex}"
         # A lone surrogate (JSON's "\ud800", from a client or Data Flow) has no UTF-8: replaced, not raised.
         body = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode(errors="replace")
-        size = len(body)
-        load = self._load(target)
-        if len(self._pending) >= self._max_pending or self._pending_bytes + size > self._max_pending_bytes:
+        size, url = len(body), target.url
+        count, held = self._count, self._bytes
+        if count.used + 1 > count.whole or held.used + size > held.whole:
             self.outcomes.labels(outcome="dropped").inc()
             self._drops.warn("webhook queue full (%d pending, %d bytes): new webhooks are dropped until "
-                             "it drains", len(self._pending), self._pending_bytes, reason=_FULL)  # fmt: skip
+                             "it drains", count.used, held.used, reason=_FULL)  # fmt: skip
             return msg_id
-        if load.pending >= self._share[1] or load.pending_bytes + size > self._share[2]:
+        if not (count.fits(url, 1) and held.fits(url, size)):
             self.outcomes.labels(outcome="dropped").inc()
             self._drops.warn("a receiver holds its share of the webhook queue (%d pending, %d bytes): its new "
-                             "webhooks are dropped until it drains", load.pending, load.pending_bytes,
+                             "webhooks are dropped until it drains", count.held(url), held.held(url),
                              reason=_SHARE_FULL)  # fmt: skip
             return msg_id
         task = asyncio.get_running_loop().create_task(self._deliver(target, msg_id, body), name=f"webhook-{msg_id}")
         self._pending.add(task)
-        self._pending_bytes += size
-        load.pending, load.pending_bytes = load.pending + 1, load.pending_bytes + size
+        count.take(url, 1)
+        held.take(url, size)
 
         def done(finished: asyncio.Task[None]) -> None:
             self._pending.discard(finished)
-            self._pending_bytes -= size
-            load.pending, load.pending_bytes = load.pending - 1, load.pending_bytes - size
+            count.give(url, 1)
+            held.give(url, size)
 
         task.add_done_callback(done)
         return msg_id
-
-    def _load(self, target: WebhookTarget) -> _ReceiverLoad:
-        load = self._receivers.get(target.url)
-        if load is None:
-            load = self._receivers[target.url] = _ReceiverLoad(asyncio.Semaphore(self._share[0]))
-        return load
 
     async def _deliver(self, target: WebhookTarget, msg_id: str, body: bytes) -> None:
         policy = self.policy
@@ -175,17 +160,19 @@ class WebhookDeliverer:
     ) -> str | None:
         """One POST: None when accepted, else what went wrong ("refused" is not worth retrying, "late": no
         place was free before the deadline, so the attempt never started)."""
-        places = self._load(target).places  # the receiver's share first: waiting for it holds no common place
+        url = target.url
         try:
             async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
-                await places.acquire()
-                try:
-                    await self._slots.acquire()
-                except BaseException:
-                    places.release()
-                    raise
+                while not self._places.fits(url, 1):  # woken, oldest first, whenever a place is given back
+                    freed = asyncio.get_running_loop().create_future()
+                    self._place_waiters[freed] = None
+                    try:
+                        await freed
+                    finally:
+                        self._place_waiters.pop(freed, None)
         except TimeoutError:
             return "late"
+        self._places.take(url, 1)
         if attempt > 1:
             self.outcomes.labels(outcome="retried").inc()  # counted once it really starts
         try:
@@ -194,8 +181,11 @@ class WebhookDeliverer:
             log.info("webhook %s: attempt failed (%s)", msg_id, type(exc).__name__)
             return "unreachable"
         finally:
-            self._slots.release()
-            places.release()
+            self._places.give(url, 1)
+            for waiter in self._place_waiters:
+                if not waiter.done():
+                    waiter.set_result(None)
+            self._place_waiters.clear()
         if 200 <= status < 300:
             return None
         log.info("webhook %s: the receiver answered %d", msg_id, status)

@@ -2,6 +2,7 @@
 (``v1,<base64 hmac-sha256 over "{id}.{timestamp}.{body}">``), keyed with the base64 part of a
 ``whsec_`` secret. The maintained ``standardwebhooks`` package computes the signature; this module
 only checks the secret strictly at startup (the package would accept a mistyped one) and builds headers.
+Like the package, it takes the base64 with or without its ``=`` padding.
 """
 
 from __future__ import annotations
@@ -43,8 +44,10 @@ def signer_from(secret: SecretStr | None, where: str) -> WebhookSigner | None:
     value = secret.get_secret_value()
     if not value.startswith(SECRET_PREFIX):
         raise ValueError(f"{where} must start with {SECRET_PREFIX} (a Standard Webhooks secret)")
+    encoded = value[len(SECRET_PREFIX) :]
+    encoded += "=" * (-len(encoded) % 4)  # unpadded base64 is accepted, as the standardwebhooks library does
     try:
-        key = base64.b64decode(value[len(SECRET_PREFIX) :], validate=True)
+        key = base64.b64decode(encoded, validate=True)
     except (binascii.Error, ValueError):
         raise ValueError(f"{where} is not {SECRET_PREFIX} followed by base64") from None
     if len(key) < 16:
