@@ -19,6 +19,14 @@
 /** URL of the AudioWorklet processor, next to this module. */
 export const DEFAULT_WORKLET_URL = new URL("./capture-worklet.js", import.meta.url).href;
 const MAX_SAMPLE_RATE = 48000;
+/** The subprotocol the gateway echoes; browsers fail a handshake whose answer names none of those offered. */
+export const SUBPROTOCOL = "dataflow-gateway.v1";
+/** Audio per WebSocket message at most: far below the gateway's message limit (1 MiB by default, 1009 past it). */
+const MAX_AUDIO_MESSAGE_BYTES = 64 * 1024;
+const BYTES_PER_SAMPLE = { pcm16: 2, f32: 4, mulaw: 1, alaw: 1 };
+/** Characters a subprotocol may hold (an HTTP token); anything else makes `new WebSocket` throw. */
+const PROTOCOL_TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
+const MAX_CLOSE_REASON_BYTES = 123;
 
 /** An error from the gateway (its `error` message) or detected by this client. */
 export class GatewayError extends Error {
@@ -133,8 +141,13 @@ export class Microphone {
  * @property {Record<string, unknown>} [callProperties]
  * @property {boolean} [interim=true] receive SR Partial events
  * @property {boolean} [raw=false] add Data Flow's original event as `raw` to each event
- * @property {string} [token] credential for the gateway, sent in the start message
- * @property {string | string[]} [protocols] WebSocket subprotocols
+ * @property {string} [token] credential for the gateway (a browser token or an API key)
+ * @property {"protocol" | "start"} [tokenIn="protocol"] where the token rides: "protocol" offers it in the
+ *   handshake as the subprotocol `bearer.<token>` (beside `dataflow-gateway.v1`), so the connection is
+ *   authenticated from its first byte; "start" sends it in the start message instead (the connection then
+ *   waits, without a credential, in the gateway's small pool of such connections until the start arrives)
+ * @property {string | string[]} [protocols] WebSocket subprotocols (`dataflow-gateway.v1` is added to a
+ *   `bearer.` one)
  * @property {number} [keepaliveMs=15000] ping period (keeps an idle session open); 0: off
  * @property {number} [maxBufferedBytes=4194304] audio queued in the socket before frames are dropped
  * @property {MicrophoneOptions} [microphone] for {@link StreamClient#startMicrophone}
@@ -143,7 +156,8 @@ export class Microphone {
 /**
  * @typedef {object} CloseInfo
  * @property {number} code WebSocket close code (1000 normal, 1011 Data Flow failed, ... see the README)
- * @property {string} reason the gateway's `closed.reason` ("finalized", ...) or "connection_lost"
+ * @property {string} reason the gateway's `closed.reason` ("finalized", ...), the close frame's reason, or this
+ *   client's: "connection_lost", "connect_refused", "connect_failed", "closed", "not_started"
  * @property {number | null} audioMs audio the gateway received, if it said goodbye
  */
 
@@ -160,7 +174,11 @@ export class StreamClient {
   /** @type {ArrayBuffer[]} audio captured while the socket was connecting */ #early = [];
   #earlyBytes = 0;
   #startSent = false;
+  #opened = false; // the handshake completed: a close before it is a refusal, not a lost connection
+  #frameBytes = 1; // bytes per sample frame of the declared format: audio is split on its boundaries
   #ending = false;
+  /** @type {"finalize" | "stop" | null} asked for while connecting: sent after start and the held audio */
+  #pendingEnd = null;
   #closeRequested = false; // this side closed: the close that follows is no lost connection
   #keepalive = 0;
   #pings = 0;
@@ -198,16 +216,34 @@ export class StreamClient {
    * @param {{encoding: "pcm16" | "f32" | "mulaw" | "alaw", sampleRate: number, channels: number}} audio
    */
   start(audio) {
+    if (this.#closedInfo || this.#ending || this.#closeRequested) {
+      return Promise.reject(new GatewayError("closed", "This client was closed; create a new StreamClient."));
+    }
     if (this.#ws) return Promise.reject(new GatewayError("already_started", "start() was already called."));
-    const ws = new WebSocket(this.url, this.options.protocols);
+    const { project, language, settings, channelTags, callProperties, interim, raw } = this.options;
+    const { protocols, token } = this.#credentials();
+    const channels = Number(audio?.channels) || 1;
+    this.#frameBytes = (BYTES_PER_SAMPLE[audio?.encoding] ?? 1) * channels;
+    let ws;
+    try {
+      ws = new WebSocket(this.url, protocols);
+    } catch (cause) {
+      // Mixed content (an https page, a ws:// URL), a malformed URL or subprotocol: nothing was sent.
+      const error = new GatewayError("connect_failed", `The connection could not be opened: ${cause?.message ?? cause}`);
+      this.#finish(1006, "connect_failed", error);
+      return Promise.reject(error);
+    }
     ws.binaryType = "arraybuffer";
     this.#ws = ws;
-    const { project, language, settings, channelTags, callProperties, interim, raw, token } = this.options;
     ws.onopen = () => {
+      this.#opened = true;
       const start = { project, audio, language, settings, channelTags, callProperties, interim, raw, token };
       this.#send({ type: "start", ...start });
       this.#startSent = true;
-      for (const frame of this.#early.splice(0)) this.sendAudio(frame);
+      // Audio accepted while connecting, then a finalize/stop asked for meanwhile, in the order given.
+      for (const bytes of this.#early.splice(0)) this.#transmit(bytes);
+      this.#earlyBytes = 0;
+      if (this.#pendingEnd) this.#send({ type: this.#pendingEnd });
       if (this.options.keepaliveMs > 0) this.#keepalive = setInterval(() => this.ping(), this.options.keepaliveMs);
     };
     ws.onmessage = (message) => this.#receive(message.data);
@@ -220,7 +256,15 @@ export class StreamClient {
    * @param {MicrophoneOptions} [options] merged over `options.microphone`
    */
   async startMicrophone(options = {}) {
+    if (this.#closedInfo || this.#ending || this.#closeRequested) {
+      throw new GatewayError("closed", "This client was closed; create a new StreamClient.");
+    }
     const microphone = await Microphone.open({ ...this.options.microphone, ...options });
+    if (this.#closedInfo || this.#ending || this.#closeRequested) {
+      // finalize()/stop()/close() came while the browser asked for the microphone: release it, open nothing.
+      microphone.stop();
+      throw new GatewayError("closed", "The client was closed while the microphone was being opened.");
+    }
     this.#microphone = microphone;
     microphone.onframe = ({ audio, rms, peak }) => {
       this.#emit("level", { rms, peak });
@@ -238,7 +282,10 @@ export class StreamClient {
     }
   }
 
-  /** Send audio in the declared format; false if it was not sent. @param {ArrayBuffer | ArrayBufferView} data */
+  /**
+   * Send audio in the declared format, in any size (sent as messages of at most 64 KiB, split between
+   * samples); false if it was not sent. @param {ArrayBuffer | ArrayBufferView} data
+   */
   sendAudio(data) {
     const ws = this.#ws;
     if (this.#ending || !ws || ws.readyState > WebSocket.OPEN) return false;
@@ -247,10 +294,13 @@ export class StreamClient {
       this.droppedBytes += data.byteLength;
       return false;
     }
-    if (this.#startSent) ws.send(data);
+    const bytes = ArrayBuffer.isView(data)
+      ? new Uint8Array(data.buffer, data.byteOffset, data.byteLength)
+      : new Uint8Array(data);
+    if (this.#startSent) this.#transmit(bytes);
     else {
-      this.#early.push(data);
-      this.#earlyBytes += data.byteLength;
+      this.#early.push(bytes);
+      this.#earlyBytes += bytes.byteLength;
     }
     return true;
   }
@@ -280,12 +330,24 @@ export class StreamClient {
     this.#send({ type: "ping", id: ++this.#pings });
   }
 
-  /** Close the socket now; the gateway cancels the upstream session. */
+  /**
+   * Close the socket now; the gateway cancels the upstream session. Browsers send only 1000 and
+   * 3000-4999 (any other code becomes 1000) and a reason of at most 123 UTF-8 bytes (cut to fit).
+   */
   close(code = 1000, reason = "") {
     this.#closeRequested = true;
     this.#microphone?.stop();
-    if (!this.#ws) this.#finish(code, reason || "not_started");
-    else if (this.#ws.readyState <= WebSocket.OPEN) this.#ws.close(code, reason);
+    const allowed = code === 1000 || (Number.isInteger(code) && code >= 3000 && code <= 4999);
+    const closeCode = allowed ? code : 1000;
+    const closeReason = utf8Prefix(String(reason ?? ""), MAX_CLOSE_REASON_BYTES);
+    if (!this.#ws) this.#finish(closeCode, closeReason || "not_started");
+    else if (this.#ws.readyState <= WebSocket.OPEN) {
+      try {
+        this.#ws.close(closeCode, closeReason);
+      } catch {
+        this.#ws.close(1000); // whatever the browser refused, the socket must still close
+      }
+    }
     return this.closed;
   }
 
@@ -308,10 +370,39 @@ export class StreamClient {
 
   #end(kind) {
     this.#microphone?.stop();
-    if (!this.#startSent) this.close();
-    else if (!this.#ending) this.#send({ type: kind });
+    if (this.#ending) return this.closed;
     this.#ending = true;
+    if (!this.#ws) this.close(); // never connected: nothing to finish
+    else if (this.#startSent) this.#send({ type: kind });
+    else this.#pendingEnd = kind; // connecting: the audio already accepted is sent first, on open
     return this.closed;
+  }
+
+  /** The subprotocols to offer and the token for the start message (null when it rides in the handshake). */
+  #credentials() {
+    const { protocols, token, tokenIn = "protocol" } = this.options;
+    const offered = typeof protocols === "string" ? [protocols] : [...(protocols ?? [])];
+    let startToken = token;
+    // A token in the handshake: the gateway never holds the connection waiting for a credential. One a
+    // subprotocol cannot carry (not an HTTP token) goes in the start message, to be refused there.
+    if (token && tokenIn !== "start" && PROTOCOL_TOKEN.test(`bearer.${token}`)) {
+      offered.push(`bearer.${token}`);
+      startToken = undefined;
+    }
+    // Without it the gateway answers with no subprotocol and the browser fails the handshake.
+    if (offered.some((p) => String(p).startsWith("bearer.")) && !offered.includes(SUBPROTOCOL)) {
+      offered.unshift(SUBPROTOCOL);
+    }
+    return { protocols: offered.length ? offered : undefined, token: startToken };
+  }
+
+  /** Send audio as messages of at most 64 KiB, each a whole number of sample frames. @param {Uint8Array} bytes */
+  #transmit(bytes) {
+    const ws = this.#ws;
+    if (ws?.readyState !== WebSocket.OPEN) return;
+    const step = Math.max(this.#frameBytes, MAX_AUDIO_MESSAGE_BYTES - (MAX_AUDIO_MESSAGE_BYTES % this.#frameBytes));
+    if (bytes.byteLength <= step) return ws.send(bytes);
+    for (let at = 0; at < bytes.byteLength; at += step) ws.send(bytes.subarray(at, at + step));
   }
 
   #send(message) {
@@ -347,21 +438,44 @@ export class StreamClient {
     }
   }
 
-  #finish(code, reason) {
+  /** @param {GatewayError | null} [failure] this client's own reason to end, already decided */
+  #finish(code, reason, failure = null) {
     if (this.#closedInfo) return;
     clearInterval(this.#keepalive);
     this.#microphone?.stop();
-    if (!this.#goodbye && !this.#closeRequested && code !== 1000) {
-      const message = `The connection to the gateway closed unexpectedly (code ${code}${reason ? `: ${reason}` : ""}).`;
-      this.#emit("message", { type: "error", code: "connection_lost", message, retryable: true });
-      this.#error(new GatewayError("connection_lost", message, true));
+    const unexpected = !this.#goodbye && !this.#closeRequested && code !== 1000;
+    const error = failure ?? (unexpected ? this.#closeError(code, reason) : null);
+    if (error) {
+      const { code: errorCode, message, retryable } = error;
+      this.#emit("message", { type: "error", code: errorCode, message, retryable });
+      this.#emit("error", error);
+      this.#pendingStart?.reject(error);
+      this.#pendingStart = null;
     }
     this.#pendingStart?.reject(new GatewayError("closed", "The session closed before it started."));
     this.#pendingStart = null;
-    const fallback = reason || (code === 1000 ? "closed" : "connection_lost");
+    // A close this client asked for is "closed" (a browser reports 1006 for one made while connecting).
+    const fallback = reason || (code === 1000 || this.#closeRequested ? "closed" : error?.code ?? "connection_lost");
     this.#closedInfo = { code, reason: this.#goodbye?.reason ?? fallback, audioMs: this.#goodbye?.audioMs ?? null };
     this.#emit("closed", this.#closedInfo);
     this.#resolveClosed(this.#closedInfo);
+  }
+
+  /** What a close without the gateway's goodbye means, as an error. */
+  #closeError(code, reason) {
+    const detail = `code ${code}${reason ? `: ${reason}` : ""}`;
+    if (!this.#opened) {
+      // The browser hides the handshake's HTTP answer (401, 403, ...) and reports 1006 alone.
+      const message = "The gateway refused the connection or could not be reached. Check that this page's origin "
+        + "is allowed (GATEWAY_ALLOWED_ORIGINS) and that the token is valid, not expired and not already used "
+        + `(the browser does not show the gateway's answer; ${detail}).`;
+      return new GatewayError("connect_refused", message, false);
+    }
+    if (code === 1009) {
+      const message = `A message was larger than the gateway accepts (${detail}).`;
+      return new GatewayError("message_too_big", message, false);
+    }
+    return new GatewayError("connection_lost", `The connection to the gateway closed unexpectedly (${detail}).`, true);
   }
 
   #emit(type, value) {
@@ -373,4 +487,18 @@ export class StreamClient {
       }
     }
   }
+}
+
+/** The longest prefix of `text` of at most `limit` UTF-8 bytes, never cutting a character. */
+function utf8Prefix(text, limit) {
+  const encoder = new TextEncoder();
+  if (encoder.encode(text).byteLength <= limit) return text;
+  let prefix = "";
+  let size = 0;
+  for (const character of text) {
+    size += encoder.encode(character).byteLength;
+    if (size > limit) break;
+    prefix += character;
+  }
+  return prefix;
 }

@@ -153,12 +153,13 @@ async function startLive() {
   const fault = $("fault").value;
   const session = new StreamClient("/v1/stream", {
     project: $("project").value.trim() || undefined,
-    token: $("token").value.trim() || undefined, // an API key or browser token, sent in the start message
+    token: $("token").value.trim() || undefined, // an API key or browser token, offered in the handshake
     interim: $("interim").checked,
     settings: fault ? { SimulatorFault: fault } : undefined,
   });
   client = session;
   let failed = false;
+  let starting = true; // until startMicrophone settles, Cancel must stay usable (the microphone may be opening)
   session.on("message", (message) => log("stream", message));
   session.on("error", (error) => {
     failed = true;
@@ -185,7 +186,7 @@ async function startLive() {
     setActivity(false);
     $("activity").dataset.state = "idle";
     live.idle();
-    if (client !== session) return;
+    if (client !== session || starting) return;
     setRunning(false);
     const focused = document.activeElement;
     if (!focused || focused === document.body || focused.disabled) $("start").focus(); // keep keyboard users in place
@@ -197,9 +198,12 @@ async function startLive() {
     status.textContent = `Streaming ${audio.encoding} at ${audio.sampleRate} Hz; ${upstream}.`;
     $("finalize").focus();
   } catch (error) {
-    showError(error);
-    status.textContent = "Could not start.";
-    setRunning(false);
+    const cancelled = error instanceof GatewayError && error.code === "closed" && !failed;
+    if (!cancelled) showError(error);
+    status.textContent = cancelled ? "Cancelled." : "Could not start.";
+    if (client === session) setRunning(false);
+  } finally {
+    starting = false;
   }
 }
 
