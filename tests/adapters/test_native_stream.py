@@ -191,9 +191,10 @@ async def test_client_disconnect_cancels_upstream_within_a_second(
     ],
 )
 async def test_simulator_faults_reach_the_client_typed(
-    gw: RunningGateway, fault: str, code: str, reason: str, close_code: int
+    gateway_factory: GatewayFactory, fault: str, code: str, reason: str, close_code: int
 ) -> None:
-    async with ws_connect(gw.ws_url()) as ws:
+    # Every stream fails 300 ms in: the recovery's attempts go on for its window (2 s here, 10 s by default).
+    async with gateway_factory(upstream_recovery_window_s=2.0) as gw, ws_connect(gw.ws_url()) as ws:
         await ws.send(start_message(settings={"SimulatorFault": fault}))
         sender = asyncio.create_task(send_audio(ws, bytes(640 * 100), 640, pace_s=0.02))
         result = await read_all(ws, timeout=10)
