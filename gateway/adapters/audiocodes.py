@@ -28,6 +28,7 @@ from gateway.relay.items import Closed, OutItem, Started
 log = logging.getLogger(__name__)
 
 # Why a recognition ended, in words for VoiceAI Connect (Session reasons are the keys).
+_CLIENT_ENDED = "ended by client"
 _END_REASONS = {"finalized": "stop requested", "stopped": "stop requested", "completed": "recognition complete"}
 _WAV_HEADER_LIMIT = 64 * 1024  # a streamed WAV header (RIFF, fmt, LIST ...) is far smaller
 
@@ -160,6 +161,7 @@ class AudioCodesDialect:
     def __init__(self, project: str = "") -> None:
         self.project = project
         self.wav: WavHeaderSkipper | None = None
+        self._ending: str | None = None  # the recognition was asked to end ("stop", or the client's "end")
 
     def subprotocol(self, offered: Sequence[str]) -> str | None:
         return None
@@ -174,11 +176,14 @@ class AudioCodesDialect:
             kind = obj.get("type")
             if kind == "start":
                 request, self.wav = parse_start(obj, project=self.project)
+                self._ending = None
                 return commands.Begin(request)
         except GatewayError as exc:
             return commands.Refuse(exc)
         if kind == "stop":
             return commands.Reply(({"type": "end", "reason": "no recognition running"},))
+        if kind == "end":  # the conversation is over (AudioCodes' sample server answers end, then closes)
+            return commands.Reply(({"type": "end", "reason": _CLIENT_ENDED},))
         log.debug("ignored an AudioCodes %s message", quote(kind))
         return None
 
@@ -196,9 +201,12 @@ class AudioCodesDialect:
             return commands.Refuse(exc)
         kind = obj.get("type")
         if kind == "start":
+            if self._ending is not None:  # the next recognition, sent before this one's end went out
+                return commands.AfterSession(message)
             return commands.Refuse(InvalidState("a recognition is already running", code=ErrorCode.ALREADY_STARTED))
-        if kind == "stop":
-            return commands.Finalize()
+        if kind in ("stop", "end") and self._ending is None:
+            self._ending = kind
+            return commands.Finalize()  # the open utterance is flushed: its results still go out, then end
         log.debug("ignored an AudioCodes %s message", quote(kind))
         return None
 
@@ -216,9 +224,8 @@ class AudioCodesDialect:
 
     def goodbye(self, closed: Closed) -> commands.Goodbye:
         if closed.error is None:
-            return commands.Goodbye(
-                ({"type": "end", "reason": _END_REASONS.get(closed.reason, closed.reason)},), close=False
-            )
+            reason = _CLIENT_ENDED if self._ending == "end" else _END_REASONS.get(closed.reason, closed.reason)
+            return commands.Goodbye(({"type": "end", "reason": reason},), close=False)
         return commands.Goodbye((_error(closed.error),))  # the API wants the socket closed when the server cannot go on
 
     def refusal(self, error: GatewayError, *, start_failed: bool) -> Sequence[Frame]:

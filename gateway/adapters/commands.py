@@ -26,6 +26,14 @@ class Begin:
 
 
 @dataclass(frozen=True, slots=True)
+class AfterSession:
+    """Read ``message`` again once the running session has ended: a sequential dialect's next start, sent
+    while the last session still flushes its results (AudioCodes: ``start`` right after ``stop``)."""
+
+    message: ClientMessage
+
+
+@dataclass(frozen=True, slots=True)
 class Audio:
     data: bytes
 
@@ -65,8 +73,8 @@ class Refuse:
 
 
 #: What a client message asks for. None: nothing (the message is ignored).
-Command = Begin | Audio | Finalize | Stop | Update | SendEvent | Reply | Refuse | None
-SessionCommand = Audio | Finalize | Stop | Update | SendEvent
+Command = Begin | Audio | Finalize | Stop | Update | SendEvent | AfterSession | Reply | Refuse | None
+SessionCommand = Audio | Finalize | Stop | Update | SendEvent | AfterSession
 
 
 @dataclass(frozen=True, slots=True)

@@ -52,6 +52,10 @@ class HeldMessages(deque[ClientMessage]):
         self.counted_bytes -= held_size(message)
         return message
 
+    def appendleft(self, message: ClientMessage) -> None:
+        super().appendleft(message)
+        self.counted_bytes += held_size(message)
+
 
 class ClientReader:
     def __init__(self, ws: WebSocket) -> None:
@@ -62,6 +66,10 @@ class ClientReader:
         self.disconnected = False
         self.queued = 0  # messages that came through ASGI receive() (not the fast path)
         self.idle = False  # every earlier message is handled and the driver waits for the next (fast path)
+
+    def put_back(self, message: ClientMessage) -> None:
+        """``message`` is the next one :meth:`next` returns (the driver handles it later)."""
+        self._held.appendleft(message)
 
     async def next(self) -> ClientMessage | None:
         """The next client message: held ones first, then the socket; None once the client is gone."""

@@ -42,6 +42,8 @@ async def run_command(command: SessionCommand, session: Session) -> None:
         await session.update(command.settings)
     elif isinstance(command, commands.SendEvent):
         await session.send_event(command.event)
+    elif isinstance(command, commands.AfterSession):
+        await session.wait_closed()  # then the driver reads the message again, with no session running
 
 
 class ReadAheadReader(ClientReader):
@@ -102,6 +104,8 @@ class CommandWait:
             self._timer = None
 
     async def run(self, command: SessionCommand, session: Session) -> None:
+        if isinstance(command, commands.AfterSession):  # a sequential dialect's next start, sent as this one ends
+            self._reader.put_back(command.message)
         self._commands += 1
         self._busy = session
         if self._timer is None:

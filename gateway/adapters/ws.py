@@ -1,8 +1,7 @@
-"""The one WebSocket driver: all I/O and policy every dialect shares (a dialect only parses and renders).
-It admits the caller or refuses with a real HTTP status before ``accept()``; holds a registry slot; applies
-the start, idle and longest-connection timeouts; starts each session while reading (a client that vanishes
-cancels the upstream start); reads messages into the session (:mod:`fast_audio`; :mod:`waiting`), each
-paced (the session's rate limit, else :mod:`unpaced`); sends the session's items out and says goodbye."""
+"""The one WebSocket driver: all I/O and policy every dialect shares (a dialect only parses and renders). It
+admits the caller or refuses with a real HTTP status before ``accept()``; holds a registry slot; applies the
+start, idle and longest-connection timeouts; starts each session while reading; reads messages into it
+(:mod:`fast_audio`, :mod:`waiting`), each paced (its rate limit, else :mod:`unpaced`); says goodbye."""
 
 from __future__ import annotations
 
@@ -49,8 +48,7 @@ class Connection:
         self.waiting = CommandWait(ws, reader, self.settings.pre_start_audio_ms,
                                    hang_up_finishes=results.finishes_call)  # fmt: skip
         self.opened_at = self.last_activity = time.monotonic()
-        self._wake = asyncio.Event()  # the watchdog re-reads the connection's state
-        self._going_away = False
+        self._wake, self._going_away = asyncio.Event(), False  # on a wake the watchdog re-reads the state
         self._closing: ClientCloses | None = None  # the goodbye went out; the client closes the socket
         self.unpaced, self.control_cap = OutOfSessionPacer(), self.settings.max_control_message_bytes
 
@@ -273,10 +271,11 @@ class Connection:
             elif self._going_away:
                 await self._refuse(GoingAway("this gateway replica is shutting down; reconnect to continue"))
                 continue
-            else:
+            else:  # a sequential dialect's socket lasts the conversation (AudioCodes: "might remain open" unused)
+                gap_s = (s.between_recognitions_s or s.max_session_s) if self.dialect.sequential else None
                 limit, deadline = connection_deadline(
                     self.opened_at, self.last_activity if self.started_any else None,
-                    start_s=s.start_timeout_s, idle_s=s.idle_timeout_s, max_s=s.max_session_s,
+                    start_s=gap_s or s.start_timeout_s, idle_s=gap_s or s.idle_timeout_s, max_s=s.max_session_s,
                 )  # fmt: skip
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:

@@ -21,6 +21,12 @@ class SessionSettings(BaseModel):
         description="Time a client has to send its start message, and an HTTP request outside uploads its "
         "whole body (408 start_timeout).",
     )
+    between_recognitions_s: float | None = Field(
+        None,
+        gt=0,
+        description="AudioCodes (one socket per conversation, recognitions one after another): how long its socket "
+        "may wait with no recognition running, before the first and between them (unset: up to max_session_s).",
+    )
     finalize_timeout_s: bounds.GrpcSeconds = Field(30.0, description="Wait for FinalResult after finalize/stop.")
     client_send_timeout_s: float = Field(10.0, gt=0, description="Budget for a client that does not read events.")
     client_event_queue: int = Field(1000, ge=10, description="Events held for a slow client before closing it.")
