@@ -128,7 +128,8 @@ class TestVanishDuringSlowStart:
 async def test_no_start_message_is_refused_after_the_start_timeout(
     simulator: DataflowSimulator, dialect: WsDialect
 ) -> None:
-    async with running_gateway(settings_for(simulator, start_timeout_s=0.5)) as gw:
+    # AudioCodes' socket lasts the conversation: its own bound (between_recognitions_s) applies before a start.
+    async with running_gateway(settings_for(simulator, start_timeout_s=0.5, between_recognitions_s=0.5)) as gw:
         opened = time.monotonic()  # before the handshake: the gateway's clock starts during it
         ws = await ws_connect(gw.ws_url(dialect.path), ping_interval=None)
         await wait_until(lambda: gw.gateway.registry.active == 1, 2)  # counted from the handshake on
@@ -171,9 +172,12 @@ async def test_a_streaming_session_ends_at_its_maximum_duration(
         await settled(gw)
 
 
-async def test_an_idle_audiocodes_socket_is_closed_after_the_idle_timeout(simulator: DataflowSimulator) -> None:
-    """Between recognitions the socket holds its slot; with nothing said for idle_timeout_s it is closed."""
-    async with running_gateway(settings_for(simulator, idle_timeout_s=0.6)) as gw:
+async def test_an_idle_audiocodes_socket_is_closed_after_the_wait_between_recognitions(
+    simulator: DataflowSimulator,
+) -> None:
+    """Between recognitions the socket holds its slot; with nothing said for between_recognitions_s it is
+    closed (idle_timeout_s, shorter, no longer applies: the socket lasts the conversation)."""
+    async with running_gateway(settings_for(simulator, idle_timeout_s=0.1, between_recognitions_s=0.6)) as gw:
         ws = await started(gw, AUDIOCODES)
         ended = time.monotonic()  # before its last message: the idle clock starts once the gateway has it
         await ws.send(json.dumps({"type": "stop"}))
