@@ -137,14 +137,18 @@ def render(item: OutItem) -> dict[str, Any] | None:
 
 
 def _confidence(data: dict[str, Any]) -> float:
-    # Data Flow does not promise a confidence; 1.0 says "final, no score given".
+    # Data Flow does not promise a confidence; 1.0 says "final, no score given". VoiceAI Connect takes 0-1:
+    # a score past 1 is read as a percentage (engines that score 0-100), one past 100 or negative as none.
     value = get(data, "Confidence")
     if isinstance(value, bool):
         return 1.0
     try:
-        return float(value)
+        score = float(value)
     except (TypeError, ValueError):
         return 1.0
+    if not 0.0 <= score <= 100.0:  # NaN too
+        return 1.0
+    return score / 100.0 if score > 1.0 else score
 
 
 def _error(error: GatewayError) -> dict[str, Any]:
