@@ -56,7 +56,8 @@ class Dialect(Protocol):
         ...
 
     def streaming(self, message: ClientMessage) -> Command:
-        """A client message while a session runs (``Begin`` is not allowed here)."""
+        """A client message while a session runs (``Begin`` is not allowed here; a sequential dialect's
+        next start, sent while this session ends, is ``AfterSession``: read again once it has)."""
         ...
 
     def fast_audio(self, message: ClientMessage) -> bytes | None:
