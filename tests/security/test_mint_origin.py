@@ -11,10 +11,9 @@ from typing import Any
 import httpx
 import pytest
 
-from gateway.auth import key_digest
 from tests.support.harness import RunningGateway, next_message, read_all, ws_connect
 from tests.support.native_client import start_message
-from tests.support.settings import SECRETS
+from tests.support.settings import SECRETS, browser_auth
 
 KEY = "dfg_mintorigin_1f2e3d4c5b6a79880f1e2d3c4b5a6978"
 SIGNING_KEY = "mint-origin-signing-key-0123456789abcdef"
@@ -36,12 +35,7 @@ MALFORMED = [
 
 @pytest.fixture
 def gw_settings() -> dict[str, Any]:
-    return {
-        "auth": "required",
-        "api_keys": [{"name": "acme", "sha256": key_digest(KEY), "projects": ["demo"]}],
-        "token_signing_key": SIGNING_KEY,
-        "allowed_origins": [APP],
-    }
+    return browser_auth(KEY, SIGNING_KEY, APP)
 
 
 async def mint(gw: RunningGateway, origin: str, host: str | None = None) -> httpx.Response:

@@ -23,7 +23,7 @@ from gateway.simulator.server import DataflowSimulator, SimulatorConfig
 from tests.support import signals
 from tests.support.harness import RunningGateway, Transcript, next_message, read_all, running_gateway, ws_connect
 from tests.support.native_client import start_message
-from tests.support.settings import SECRETS, SIM_TENANT, SIM_TOKEN, offline_settings, settings_for
+from tests.support.settings import SECRETS, SIM_TENANT, SIM_TOKEN, browser_auth, offline_settings, settings_for
 
 KEY = "dfg_reserve_5e0c7a1b9d3f42e6a8c0b1d2e3f4a5b6"
 SIGNING_KEY = "reservation-signing-key-0123456789abcdef"
@@ -31,19 +31,10 @@ APP = "https://app.example.com"
 SECRETS.update({KEY, SIGNING_KEY})
 
 
-def auth_settings(**extra: Any) -> dict[str, Any]:
-    return {
-        "auth": "required",
-        "api_keys": [{"name": "acme", "sha256": key_digest(KEY), "projects": ["demo"], "max_sessions": 5}],
-        "token_signing_key": SIGNING_KEY,
-        "allowed_origins": [APP],
-        **extra,
-    }
-
-
 @pytest.fixture
 async def sim_and_gw(simulator: DataflowSimulator) -> AsyncIterator[tuple[DataflowSimulator, RunningGateway]]:
-    async with running_gateway(settings_for(simulator, upstream_start_timeout_s=2, **auth_settings())) as gw:
+    settings = settings_for(simulator, upstream_start_timeout_s=2, **browser_auth(KEY, SIGNING_KEY, APP))
+    async with running_gateway(settings) as gw:
         yield simulator, gw
 
 

@@ -14,11 +14,10 @@ import httpx
 import pytest
 from websockets.asyncio.client import ClientConnection
 
-from gateway.auth import key_digest
 from gateway.relay.registry import MIN_WAITING_PER_ADDRESS, SessionRegistry
 from tests.support.harness import RunningGateway, next_message, read_all, ws_connect
 from tests.support.native_client import start_message
-from tests.support.settings import SECRETS
+from tests.support.settings import SECRETS, browser_auth
 
 pytestmark = pytest.mark.ws
 
@@ -33,14 +32,8 @@ POOL = 16  # GATEWAY_MAX_SESSIONS: the waiting places; a quarter of it per addre
 
 @pytest.fixture
 def gw_settings() -> dict[str, Any]:
-    return {
-        "auth": "required",
-        "api_keys": [{"name": "acme", "sha256": key_digest(KEY), "projects": ["demo"]}],
-        "token_signing_key": SIGNING_KEY,
-        "allowed_origins": [APP],
-        "max_sessions": POOL,
-        "trusted_proxies": ["127.0.0.1"],  # the test's clients stand for a proxy that names them
-    }
+    # The test's clients stand for a proxy that names them (trusted_proxies).
+    return browser_auth(KEY, SIGNING_KEY, APP, max_sessions=POOL, trusted_proxies=["127.0.0.1"])
 
 
 def forwarded(address: str) -> dict[str, Any]:

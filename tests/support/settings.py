@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pydantic import SecretStr
 
+from gateway.auth import key_digest
 from gateway.settings import Settings
 from gateway.simulator.server import DataflowSimulator
 
@@ -29,6 +30,18 @@ def settings_for(simulator: DataflowSimulator, **overrides: object) -> Settings:
     }
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]
+
+
+def browser_auth(key: str, signing_key: str, origin: str, **extra: object) -> dict[str, object]:
+    """Overrides for browser-token tests: auth required, one API key ``key`` (name "acme", project "demo")
+    that mints tokens signed with ``signing_key`` for pages on ``origin``; ``extra`` added on top."""
+    return {
+        "auth": "required",
+        "api_keys": [{"name": "acme", "sha256": key_digest(key), "projects": ["demo"]}],
+        "token_signing_key": signing_key,
+        "allowed_origins": [origin],
+        **extra,
+    }
 
 
 def offline_settings(**overrides: object) -> Settings:

@@ -10,11 +10,22 @@ import threading
 from collections.abc import AsyncIterator
 from typing import Any
 
+import httpx
+
 from gateway.audio import decoders
 from gateway.simulator.server import DataflowSimulator
 from tests.support.harness import RunningGateway
 
 URL = "/v1/recognize"
+
+
+def error_of(response: httpx.Response, status: int, code: str) -> str:
+    """The message of an answer's error envelope, once its status and code are as expected."""
+    assert response.status_code == status, response.text
+    error = response.json()["error"]
+    assert error["code"] == code, error
+    message: str = error["message"]
+    return message
 
 
 async def no_decoder_thread_left() -> None:

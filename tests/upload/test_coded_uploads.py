@@ -17,7 +17,7 @@ from gateway.simulator.server import DataflowSimulator
 from gateway.upload.coding import PIECE_BYTES
 from tests.support import signals
 from tests.support.harness import GatewayFactory, RunningGateway
-from tests.support.upload_client import URL, multipart, no_decoder_thread_left, outcome, pieces
+from tests.support.upload_client import URL, error_of, multipart, no_decoder_thread_left, outcome, pieces
 
 WAV = signals.wav_bytes(signals.utterances(["12"], 8000), 8000)
 
@@ -35,14 +35,6 @@ def deflated(data: bytes, wbits: int) -> bytes:
 async def post(gw: RunningGateway, content: Any, **headers: str) -> httpx.Response:
     async with httpx.AsyncClient(base_url=gw.http_url, timeout=30) as http:
         return await http.post(URL, content=content, headers=headers)
-
-
-def error_of(response: httpx.Response, status: int, code: str) -> str:
-    assert response.status_code == status, response.text
-    error = response.json()["error"]
-    assert error["code"] == code, error
-    message: str = error["message"]
-    return message
 
 
 CODED = {

@@ -20,7 +20,7 @@ import pytest
 from gateway.simulator.server import DataflowSimulator
 from tests.support import signals
 from tests.support.harness import GatewayFactory, RunningGateway
-from tests.support.upload_client import URL, RawUpload, multipart, outcome, pieces
+from tests.support.upload_client import URL, RawUpload, error_of, multipart, outcome, pieces
 
 WAV = signals.wav_bytes(signals.utterances(["159", "#0*"], 8000, tail_ms=3000), 8000)  # ~160 KB
 PARAMS = json.dumps({"ProjectName": "batch", "Language": "en-US"}).encode()
@@ -31,14 +31,6 @@ AUDIO_FIRST, _ = multipart([("Audio", "call.wav", "audio/wav", WAV), ("Parameter
 async def post(gw: RunningGateway, content: object, **headers: str) -> httpx.Response:
     async with httpx.AsyncClient(base_url=gw.http_url, timeout=60) as http:
         return await http.post(URL, content=content, headers={"content-type": CTYPE, **headers})  # type: ignore[arg-type]
-
-
-def error_of(response: httpx.Response, status: int, code: str) -> str:
-    assert response.status_code == status, response.text
-    error = response.json()["error"]
-    assert error["code"] == code, error
-    message: str = error["message"]
-    return message
 
 
 @pytest.mark.parametrize("body", [AUDIO_ONLY, AUDIO_FIRST], ids=["audio-only", "audio-then-parameters"])
