@@ -69,9 +69,9 @@ class JambonzDialect:
     # --- client messages -----------------------------------------------------------------------------
 
     def waiting(self, message: ClientMessage) -> Command:
-        if isinstance(message, bytes):
-            return None
         try:
+            if isinstance(message, bytes):  # jambonz sends start first: audio before it would be lost
+                raise InvalidState("audio before start: send start before anything else", code=ErrorCode.NOT_STARTED)
             obj = loads_object(message)
             if obj.get("type") != "start":
                 raise InvalidState("send start before anything else", code=ErrorCode.NOT_STARTED)

@@ -79,9 +79,12 @@ class VonageDialect:
     # --- client messages -----------------------------------------------------------------------------
 
     def waiting(self, message: ClientMessage) -> Command:
-        if isinstance(message, bytes):
-            return None  # audio before the connected frame: no format yet
         try:
+            if isinstance(message, bytes):  # no format yet; Vonage sends its connected frame first
+                raise BadRequest(
+                    "audio before the websocket:connected frame: Vonage sends its text frame first",
+                    code=ErrorCode.INVALID_START,
+                )
             obj = loads_object(message)
             if obj.get("event") != "websocket:connected":
                 return None

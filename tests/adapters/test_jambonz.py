@@ -87,6 +87,18 @@ async def test_a_bad_start_gets_an_error_message_and_a_close_code(
 
 
 @pytest.mark.ws
+async def test_audio_before_start_is_refused_not_dropped(gateway_factory: GatewayFactory) -> None:
+    """jambonz sends start first; audio before it has no session to go to and was dropped unseen."""
+    async with gateway_factory() as gw, ws_connect(gw.ws_url("/v1/jambonz")) as ws:
+        await ws.send(telephony.l16_frames("1", 8000)[0])
+        seen = await read_all(ws, timeout=5)
+    assert seen.messages == [
+        {"type": "error", "error": "not_started: audio before start: send start before anything else"}
+    ]
+    assert seen.close_code == 1008
+
+
+@pytest.mark.ws
 async def test_a_language_that_is_no_language_tag_is_refused(gateway_factory: GatewayFactory) -> None:
     """The language is held for the connection's life and sent back in every transcription: an 800 KB one
     came back as 2.4 MB per transcription (24 MB for nine digits with interim results)."""

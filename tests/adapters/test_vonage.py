@@ -122,6 +122,16 @@ async def test_a_bad_content_type_is_refused_with_a_close_code(gateway_factory: 
     assert seen.close_code == 1003  # unsupported data
 
 
+@pytest.mark.ws
+async def test_audio_before_the_connected_frame_is_refused_not_dropped(gateway_factory: GatewayFactory) -> None:
+    """Vonage sends websocket:connected first; audio before it has no format and was dropped unseen."""
+    async with gateway_factory() as gw, ws_connect(gw.ws_url("/v1/vonage")) as ws:
+        await ws.send(telephony.l16_frames("1", 16000)[0])
+        seen = await read_all(ws, timeout=5)
+    assert seen.messages == [] and seen.audio == []  # no text for Vonage: the close code says it
+    assert (seen.close_code, ws.close_reason) == (1008, "invalid_start")
+
+
 def started_dialect(rate: int, upstream_rate: int | None = None) -> VonageDialect:
     dialect = VonageDialect("demo")
     assert isinstance(dialect.waiting(telephony.vonage_connected(rate)), commands.Begin)
