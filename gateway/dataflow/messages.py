@@ -14,7 +14,7 @@ from typing import Any
 
 from gateway.audio.format import DATAFLOW_ENCODINGS, AudioFormat, to_dataflow_encoding
 from gateway.dataflow.lenient import as_dict, as_int, declared_int, get, norm_key
-from gateway.errors import AudioFormatError, InvalidMessage
+from gateway.errors import AudioFormatError, InvalidMessage, MessageTooBig
 
 MILESTONE = "SR Milestone"
 PARTIAL = "SR Partial"
@@ -52,13 +52,27 @@ _START_KNOWN = {
 }  # fmt: skip
 
 
-def to_json(message: Mapping[str, Any]) -> str:
-    """A message for Data Flow as JSON text. Python's parser takes ``NaN``, ``Infinity`` and ``1e999`` from a
-    client and its encoder writes them back, which is no JSON: refused here, in the client's words."""
+def to_json(message: Mapping[str, Any], *, limit: int | None = None) -> str:
+    """A message for Data Flow as compact JSON text, other than ASCII as UTF-8 (a Turkish letter is 2 bytes,
+    not a 6-byte escape); escaped only when it holds a lone surrogate, which UTF-8 cannot carry. Python's
+    parser takes ``NaN``, ``Infinity`` and ``1e999`` from a client and its encoder writes them back, which
+    is no JSON: refused here, in the client's words. Over ``limit`` UTF-8 bytes: :class:`MessageTooBig`."""
     try:
-        return json.dumps(message, allow_nan=False)
+        text = json.dumps(message, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+        size = utf8_size(text)
+    except UnicodeEncodeError:
+        text = json.dumps(message, separators=(",", ":"))
+        size = len(text)
     except ValueError:
         raise InvalidMessage("the message holds NaN or Infinity, which JSON has no numbers for") from None
+    if limit is not None and size > limit:
+        raise MessageTooBig(f"a control message of {size} bytes is over the limit of {limit}; not sent")
+    return text
+
+
+def utf8_size(text: str) -> int:
+    """Bytes of ``text`` as UTF-8 (raises UnicodeEncodeError for a lone surrogate)."""
+    return len(text) if text.isascii() else len(text.encode())
 
 
 def build_start(request: StartRequest, *, token: str, tenant: str) -> dict[str, Any]:

@@ -5,10 +5,9 @@ every ``update`` Data Flow took so far, merged into one Update, and bounded so t
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
-from gateway.dataflow.messages import build_request
+from gateway.dataflow.messages import build_request, to_json, utf8_size
 from gateway.errors import MessageTooBig
 
 
@@ -21,7 +20,7 @@ class ResentSettings:
         """The settings so far with ``update`` over them; raises :class:`MessageTooBig` (and keeps nothing)
         when they would not fit one Update. ``update`` alone is never larger than the merge."""
         merged = {**self.current, **update}
-        size = len(json.dumps(build_request("Update", Settings=merged)))
+        size = utf8_size(to_json(build_request("Update", Settings=merged)))
         if size > self.limit_bytes:
             raise MessageTooBig(
                 f"a control message of {size} bytes (this update with the earlier ones, as a recovery re-sends "

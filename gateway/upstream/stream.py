@@ -24,7 +24,6 @@ from gateway.errors import (
     ErrorCode,
     GatewayError,
     InvalidState,
-    MessageTooBig,
     UpstreamAuthFailed,
     UpstreamError,
     UpstreamProtocolError,
@@ -187,11 +186,7 @@ class DataflowStream:
         self._input_closed = True
 
     def _enqueue(self, kind: ContentType, message: dict[str, Any], *, limited: bool = False) -> None:
-        text = to_json(message)
-        if limited and len(text) > self._max_control_bytes:
-            raise MessageTooBig(
-                f"a control message of {len(text)} bytes is over the limit of {self._max_control_bytes}; not sent"
-            )
+        text = to_json(message, limit=self._max_control_bytes if limited else None)
         if self._failure is not None and kind is ContentType.EVENT:
             self._queue.put_text(kind, text)  # never to be written: kept with the unsent, for the next stream
         self._check_writable()

@@ -126,3 +126,28 @@ async def test_large_audio_frames_are_paced_as_audio_only(gw: RunningGateway) ->
         await next_message(ws, "closed", timeout=40)
         took = asyncio.get_running_loop().time() - began
     assert took < 12, f"32 s of audio in 128 KiB frames took {took:.1f} s"
+
+
+async def test_the_cap_counts_the_utf8_bytes_data_flow_gets_not_escapes(
+    gw: RunningGateway, simulator: DataflowSimulator
+) -> None:
+    """Each Turkish letter counted as its 6-byte ``\\uXXXX`` escape: an update or event of ~24 KB was refused
+    as over the 64 KiB cap. Now the compact UTF-8 Data Flow receives is counted: 60 000 bytes pass and
+    arrive intact; 70 000 are refused with their size."""
+    note = "ş" * 30_000  # 60 000 bytes as UTF-8, 180 000 escaped
+    async with ws_connect(gw.ws_url()) as ws:
+        await ws.send(start_message())
+        await next_message(ws, "started")
+        await ws.send(json.dumps({"type": "update", "settings": {"Note": note}}, ensure_ascii=False))
+        answered = await next_message(ws, "response")
+        await ws.send(json.dumps({"type": "event", "event": {"Name": "Not", "Data": {"Note": note}}}))
+        echoed = await next_message(ws, "event")
+        await ws.send(json.dumps({"type": "event", "event": {"Name": "Not", "Data": {"Note": note + "ş" * 5000}}}))
+        refused = await next_message(ws, "error")
+        await ws.send(json.dumps({"type": "stop"}))
+        await next_message(ws, "closed")
+    assert (answered["name"], answered["ok"]) == ("UpdateResponse", True), answered
+    assert (echoed["name"], echoed["data"]["Note"]) == ("Not", note), str(echoed)[:200]
+    assert refused["code"] == "message_too_big"
+    assert "a control message of 70043 bytes is over the limit of 65536" in refused["message"], refused
+    assert simulator.records[-1].client_events[0]["Data"]["Note"] == note
