@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable
-from urllib.parse import parse_qsl, urlencode, urlsplit
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
 from urllib.request import getproxies
 
 MASK = "[redacted]"
@@ -74,7 +74,10 @@ def redact_subprotocol(offered: str) -> str:
 
 
 def redact_path(path: str, query: str = "") -> str:
-    """``path`` with a ``/t/<secret>`` prefix masked and ``query``'s credential values masked."""
+    """``path`` with a ``/t/<secret>`` prefix masked and ``query``'s credential values masked. The prefix is
+    looked for decoded, as the gateway reads it: ``/%74/<secret>`` or ``/t%2F<secret>`` name it too."""
+    if "%" in path and unquote(path).startswith("/t/"):
+        path = unquote(path)
     if path.startswith("/t/"):
         _, _, rest = path[3:].partition("/")
         path = f"/t/{MASK}/{rest}"
