@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from tests.adapters.test_audiocodes import recognize, send_frames, start, until
 from tests.support import signals
+from tests.support.audiocodes_client import recognize, send_frames, start, until
 from tests.support.harness import GatewayFactory, RunningGateway, read_all, ws_connect
 
 pytestmark = pytest.mark.ws

@@ -19,8 +19,8 @@ import pytest
 import gateway.adapters.audiocodes
 from gateway.adapters.audiocodes import WavHeaderSkipper
 from gateway.errors import AudioFormatError
-from tests.adapters.test_audiocodes import send_frames, start, until
 from tests.support import signals
+from tests.support.audiocodes_client import send_frames, start, until
 from tests.support.harness import RunningGateway, read_all, ws_connect
 from tests.support.work import Lines, peak_while
 from tests.support.work import lines_run as lines_run_in

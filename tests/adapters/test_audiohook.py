@@ -10,10 +10,8 @@ import json
 import time
 import uuid
 from importlib import resources
-from typing import Any
 
 import httpx
-import numpy as np
 import pytest
 import yaml
 from hypothesis import given, settings
@@ -24,44 +22,9 @@ from gateway.adapters.audiohook_media import SampleAligner, Timeline, choose_med
 from gateway.simulator.faults import Fault
 from gateway.simulator.server import DataflowSimulator, SimulatorConfig
 from tests.support import signals
-from tests.support.audiohook_client import STEREO_PCMU, AudioHookClient, connect, upgrade_headers
+from tests.support.audiohook_client import EXTERNAL, INTERNAL, RATE, STEREO_PCMU, finals, opened_client, stereo_dtmf
 from tests.support.harness import RunningGateway
 from tests.support.settings import SIM_TENANT, SIM_TOKEN
-
-RATE = 8000
-EXTERNAL, INTERNAL = "123", "45"
-
-
-def stereo_dtmf(fmt: str) -> bytes:
-    """``EXTERNAL`` on the external channel, ``INTERNAL`` on the internal one, interleaved."""
-    left = signals.utterances([EXTERNAL], RATE)
-    right = signals.utterances([INTERNAL], RATE, lead_ms=600)
-    n = max(len(left), len(right))
-    both = signals.interleave(np.pad(left, (0, n - len(left))), np.pad(right, (0, n - len(right))))
-    return signals.g711_encode(both, "mulaw") if fmt == "PCMU" else signals.to_pcm16(both)
-
-
-def finals(messages: list[dict[str, Any]]) -> dict[int, list[str]]:
-    """Final transcripts by channelId."""
-    out: dict[int, list[str]] = {}
-    for m in messages:
-        for entity in m["parameters"]["entities"] if m["type"] == "event" else []:
-            data = entity["data"]
-            if entity["type"] == "transcript" and data["isFinal"]:
-                out.setdefault(data["channelId"], []).append(
-                    data["alternatives"][0]["interpretations"][0]["transcript"]
-                )
-    return out
-
-
-async def opened_client(
-    gw: RunningGateway, media: list[dict[str, Any]] | None = None, **open_extra: Any
-) -> tuple[Any, AudioHookClient]:
-    headers = upgrade_headers("any-key")
-    ws = await connect(gw.ws_url("/v1/audiohook"), headers).__aenter__()
-    client = AudioHookClient(ws, headers["Audiohook-Session-Id"], headers["Audiohook-Organization-Id"])
-    await client.open(media, **open_extra)
-    return ws, client
 
 
 @pytest.mark.ws

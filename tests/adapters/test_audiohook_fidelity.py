@@ -17,7 +17,7 @@ import pytest
 from gateway.adapters import audiohook, commands
 from gateway.adapters.audiohook_media import MAX_LANGUAGES, supported_languages
 from gateway.simulator.server import DataflowSimulator
-from tests.adapters.test_audiohook import opened_client
+from tests.support.audiohook_client import opened_client
 from tests.support.cli_process import run_cli
 from tests.support.harness import RunningGateway
 

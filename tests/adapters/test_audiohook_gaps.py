@@ -13,9 +13,8 @@ from hypothesis import strategies as st
 from gateway.adapters import audiohook
 from gateway.adapters.audiohook_media import MAX_GAPS, MERGE_SAMPLES, Timeline, parse_duration
 from gateway.errors import LimitReached
-from tests.adapters.test_audiohook import finals, opened_client
 from tests.support import signals
-from tests.support.audiohook_client import STEREO_PCMU
+from tests.support.audiohook_client import STEREO_PCMU, finals, opened_client
 from tests.support.harness import RunningGateway
 
 RATE = 8000

@@ -17,7 +17,7 @@ from gateway.adapters import audiohook
 from gateway.adapters.audiohook_events import MAX_BACKOFF_S, SEND_BURST, SEND_PER_S, SendRate
 from gateway.adapters.socket import Frame
 from gateway.dataflow.messages import MILESTONE, PARTIAL, DataflowEvent
-from tests.adapters.test_audiohook import EXTERNAL, INTERNAL, finals, opened_client, stereo_dtmf
+from tests.support.audiohook_client import EXTERNAL, INTERNAL, finals, opened_client, stereo_dtmf
 from tests.support.harness import RunningGateway
 
 SESSION = "00000000-0000-4000-8000-000000000001"

@@ -22,8 +22,8 @@ from websockets.exceptions import ConnectionClosed
 
 from gateway.connections.pongs import PARSE_SLICE_BYTES, BoundedControlProtocol
 from gateway.ws_protocol import FastReceiveProtocol
-from tests.adapters.test_audiohook import opened_client
 from tests.support import telephony
+from tests.support.audiohook_client import opened_client
 from tests.support.harness import RunningGateway, read_all, ws_connect
 from tests.support.native_client import start_message
 from tests.support.probes import figure

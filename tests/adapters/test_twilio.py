@@ -7,7 +7,6 @@ import asyncio
 import base64
 import itertools
 import json
-from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -26,9 +25,9 @@ from gateway.relay.items import Started
 from tests.support import telephony
 from tests.support.harness import GatewayFactory, read_all, ws_connect
 from tests.support.settings import SECRETS
-from tests.support.webhook_receiver import WebhookReceiver, webhook_receiver
+from tests.support.twilio_webhooks import WEBHOOK_SECRET, hooks
+from tests.support.webhook_receiver import webhook_receiver
 
-WEBHOOK_SECRET = "whsec_" + base64.b64encode(b"twilio-webhook-secret-32-bytes!!").decode()
 AUTH_TOKEN = "twilio-auth-token-0123456789abcdef"
 API_KEY = "dfg_twilio-key-never-logged"
 PUBLIC_HOST = "gw.example.test"
@@ -42,10 +41,6 @@ async def stream_call(ws: ClientConnection, digits: str) -> None:
         await ws.send(frame)
     await ws.send(telephony.twilio_dtmf(digits[-1]))  # Twilio's own DTMF notice: nothing to answer
     await ws.send(telephony.twilio_stop())
-
-
-def hooks(receiver: WebhookReceiver, **extra: Any) -> dict[str, Any]:
-    return {"webhook_url": receiver.url, "webhook_secret": WEBHOOK_SECRET, "webhook_backoff_s": 0.05, **extra}
 
 
 @pytest.mark.ws

@@ -13,9 +13,9 @@ import pytest
 
 from gateway.adapters import commands
 from gateway.adapters.twilio import TwilioDialect
-from tests.adapters.test_twilio import WEBHOOK_SECRET, hooks
 from tests.support import telephony
 from tests.support.harness import GatewayFactory, read_all, ws_connect
+from tests.support.twilio_webhooks import WEBHOOK_SECRET, hooks
 from tests.support.webhook_receiver import webhook_receiver
 
 

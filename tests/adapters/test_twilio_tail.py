@@ -13,9 +13,9 @@ from gateway.adapters import commands
 from gateway.adapters.call_results import MAX_IDENTITY_CHARS
 from gateway.adapters.twilio import TwilioDialect
 from gateway.adapters.twilio_tracks import TwoTracks
-from tests.adapters.test_twilio import WEBHOOK_SECRET, hooks
 from tests.support import signals, telephony
 from tests.support.harness import GatewayFactory, read_all, ws_connect
+from tests.support.twilio_webhooks import WEBHOOK_SECRET, hooks
 from tests.support.webhook_receiver import webhook_receiver
 
 BIG = 200_000  # characters of a parameter nobody reads; each DEL would be 4 in a repr()

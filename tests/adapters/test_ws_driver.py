@@ -10,7 +10,6 @@ import contextlib
 import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -22,40 +21,11 @@ from gateway.simulator.server import DataflowSimulator, SimulatorConfig
 from tests.support.harness import RunningGateway, Transcript, read_all, running_gateway, ws_connect
 from tests.support.lb_stack import metric, metric_values
 from tests.support.settings import SIM_TENANT, SIM_TOKEN, settings_for
+from tests.support.ws_dialects import AUDIOCODES, DATAFLOW, NATIVE, WsDialect
 
 pytestmark = pytest.mark.ws  # opens WebSockets: runs with the fast path on and off
 
 SILENCE_20MS = bytes(640)  # 16 kHz pcm16 mono
-
-
-@dataclass(frozen=True)
-class WsDialect:
-    name: str
-    path: str
-    start: dict[str, Any]
-    is_started: Callable[[dict[str, Any]], bool]
-    #: The code a refusal or an error carries in this dialect's own words.
-    code_of: Callable[[dict[str, Any]], str | None]
-
-
-NATIVE = WsDialect(
-    "native", "/v1/stream",
-    {"type": "start", "project": "demo", "audio": {"encoding": "pcm16", "sampleRate": 16000, "channels": 1}},
-    lambda m: m.get("type") == "started",
-    lambda m: m.get("code") if m.get("type") == "error" else None,
-)  # fmt: skip
-DATAFLOW = WsDialect(
-    "dataflow_ws", "/project-runner/demo",
-    {"MessageName": "Start", "Audio": {"Encoding": "pcm", "SampleRate": 16000, "ChannelCount": 1}},
-    lambda m: m.get("MessageName") == "StartResponse" and "ErrorCode" not in m,
-    lambda m: m.get("ErrorCode"),
-)  # fmt: skip
-AUDIOCODES = WsDialect(
-    "audiocodes", "/v1/audiocodes?project=demo",
-    {"type": "start", "language": "en-US", "format": "raw", "encoding": "LINEAR16", "sampleRateHz": 16000},
-    lambda m: m.get("type") == "started",
-    lambda m: str(m["reason"]).partition(":")[0] if m.get("type") == "error" else None,
-)  # fmt: skip
 DIALECTS = [NATIVE, DATAFLOW, AUDIOCODES]
 by_name = pytest.mark.parametrize("dialect", DIALECTS, ids=[d.name for d in DIALECTS])
 

@@ -16,9 +16,9 @@ import pytest
 
 from gateway.simulator.faults import Fault
 from gateway.simulator.server import DataflowSimulator, SimulatorConfig
-from tests.adapters.test_ws_driver import AUDIOCODES, DATAFLOW, WsDialect
 from tests.support.harness import RunningGateway, running_gateway, ws_connect
 from tests.support.settings import SIM_TENANT, SIM_TOKEN, settings_for
+from tests.support.ws_dialects import AUDIOCODES, DATAFLOW, WsDialect
 
 pytestmark = pytest.mark.ws  # opens WebSockets: runs with the fast path on and off
 

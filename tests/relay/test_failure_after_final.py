@@ -14,9 +14,8 @@ import pytest
 
 from gateway.upstream.contract import ContentType
 from tests.support.harness import Transcript
-from tests.support.hostile_upstream import Behaviour, HostileUpstream, Peer
+from tests.support.hostile_upstream import Behaviour, HostileUpstream, Peer, native_session
 from tests.support.settings import SIM_TOKEN
-from tests.upstream.test_hostile_upstream import native_session
 
 pytestmark = pytest.mark.ws
 

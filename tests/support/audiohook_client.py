@@ -3,6 +3,9 @@
 The signature is built here by hand from RFC 9421's rules (the signature base: one line per covered
 component, then ``"@signature-params"``), independently of the library the gateway verifies with, so
 a test proves the two agree on the bytes, not just that one library agrees with itself.
+
+Also a client opened on a running gateway, stereo DTMF (one digit string per channel) to send, and the
+final transcripts read back per channel.
 """
 
 from __future__ import annotations
@@ -18,9 +21,11 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 from websockets.asyncio.client import ClientConnection
 
-from tests.support.harness import ws_connect
+from tests.support import signals
+from tests.support.harness import RunningGateway, ws_connect
 
 COMPONENTS = (
     "@request-target",
@@ -31,6 +36,8 @@ COMPONENTS = (
     "x-api-key",
 )
 STEREO_PCMU = {"type": "audio", "format": "PCMU", "channels": ["external", "internal"], "rate": 8000}
+RATE = 8000
+EXTERNAL, INTERNAL = "123", "45"
 
 
 def upgrade_headers(
@@ -121,3 +128,35 @@ class AudioHookClient:
 
 def connect(url: str, headers: dict[str, str]) -> Any:
     return ws_connect(url, additional_headers=headers)
+
+
+def stereo_dtmf(fmt: str) -> bytes:
+    """``EXTERNAL`` on the external channel, ``INTERNAL`` on the internal one, interleaved."""
+    left = signals.utterances([EXTERNAL], RATE)
+    right = signals.utterances([INTERNAL], RATE, lead_ms=600)
+    n = max(len(left), len(right))
+    both = signals.interleave(np.pad(left, (0, n - len(left))), np.pad(right, (0, n - len(right))))
+    return signals.g711_encode(both, "mulaw") if fmt == "PCMU" else signals.to_pcm16(both)
+
+
+def finals(messages: list[dict[str, Any]]) -> dict[int, list[str]]:
+    """Final transcripts by channelId."""
+    out: dict[int, list[str]] = {}
+    for m in messages:
+        for entity in m["parameters"]["entities"] if m["type"] == "event" else []:
+            data = entity["data"]
+            if entity["type"] == "transcript" and data["isFinal"]:
+                out.setdefault(data["channelId"], []).append(
+                    data["alternatives"][0]["interpretations"][0]["transcript"]
+                )
+    return out
+
+
+async def opened_client(
+    gw: RunningGateway, media: list[dict[str, Any]] | None = None, **open_extra: Any
+) -> tuple[Any, AudioHookClient]:
+    headers = upgrade_headers("any-key")
+    ws = await connect(gw.ws_url("/v1/audiohook"), headers).__aenter__()
+    client = AudioHookClient(ws, headers["Audiohook-Session-Id"], headers["Audiohook-Organization-Id"])
+    await client.open(media, **open_extra)
+    return ws, client

@@ -2,13 +2,15 @@
 test's coroutine (``Behaviour``), over the wire contract the gateway is configured with.
 
 Helpers answer Start, send events and read what the gateway sends, so a behaviour is a few lines:
-answer Start and flood events, never answer, stop reading audio, end with an odd status.
+answer Start and flood events, never answer, stop reading audio, end with an odd status. ``Flood`` is
+such a behaviour; ``native_session`` runs one native client session through a gateway in front of it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -16,6 +18,8 @@ import grpc
 
 from gateway.settings import Settings
 from gateway.upstream.contract import ContentType, Frame, WireContract
+from tests.support.harness import Transcript, read_all, running_gateway, ws_connect
+from tests.support.native_client import start_message
 from tests.support.settings import SIM_TENANT, SIM_TOKEN
 
 PROTO_MODULE = "gateway.upstream._proto.dataflow_pb2"
@@ -139,3 +143,38 @@ class HostileUpstream:
 
 async def forever() -> None:
     await asyncio.Event().wait()
+
+
+async def native_session(upstream: HostileUpstream, **settings: Any) -> tuple[dict[str, Any], Transcript, float]:
+    """Start, send 100 ms of audio, finalize; the first message, the rest, and the seconds it all took.
+    The client reads frames of any size: what it is sent is measured, not refused."""
+    async with running_gateway(upstream.settings(**settings)) as gw, ws_connect(gw.ws_url(), max_size=None) as ws:
+        began = time.monotonic()
+        await ws.send(start_message())
+        first: dict[str, Any] = json.loads(await ws.recv())
+        if first["type"] == "started":
+            await ws.send(bytes(3200))
+            await ws.send(json.dumps({"type": "finalize"}))
+        transcript = await read_all(ws, timeout=20)
+        return first, transcript, time.monotonic() - began
+
+
+class Flood:
+    """Right after Start (or, ``before_start``, before answering it): ``count`` events of ``size`` bytes as
+    fast as gRPC lets them go (``written`` counts those gRPC took), then (once the client finalizes) a
+    FinalResult."""
+
+    def __init__(self, count: int, size: int, *, before_start: bool = False) -> None:
+        self.count, self.size, self.written = count, size, 0
+        self.before_start = before_start
+
+    async def __call__(self, peer: Peer) -> None:
+        await (peer.read_start() if self.before_start else peer.answer_start())
+        for n in range(self.count):
+            await peer.send_event("Pad", N=n, Pad="p" * self.size)
+            self.written += 1
+        if self.before_start:
+            await peer.answer_start("early-1", read=False)
+        await peer.read_until_finalize()
+        await peer.send_event("FinalResult")
+        await peer.send_event("FinalResult")

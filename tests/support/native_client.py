@@ -1,5 +1,5 @@
-"""A /v1/stream (native dialect) client: the start message, client audio in every encoding, and a
-whole DTMF session read to its end."""
+"""A /v1/stream (native dialect) client: the start message, client audio in every encoding (and a DTMF
+call of two utterances, 16 kHz pcm16), and a whole DTMF session read to its end."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ import numpy as np
 
 from tests.support import signals
 from tests.support.harness import RunningGateway, Transcript, next_message, read_all, ws_connect
+
+DTMF = signals.to_pcm16(signals.utterances(["123", "456"], 16000))
 
 
 def start_message(encoding: str = "pcm16", rate: int = 16000, channels: int = 1, **extra: Any) -> str:

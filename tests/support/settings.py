@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import SecretStr
 
 from gateway.auth import key_digest
@@ -54,3 +56,7 @@ def offline_settings(**overrides: object) -> Settings:
     }
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]
+
+
+def simulator_settings(**overrides: Any) -> Settings:
+    return Settings(_env_file=None, upstream_target="", **overrides)  # type: ignore[call-arg]

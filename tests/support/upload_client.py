@@ -1,22 +1,40 @@
 """Shared pieces of the POST /v1/recognize tests: bodies, the decoder-thread check, and a raw HTTP/1.1
 client for what httpx cannot do (read the response while the request body is still being sent,
-vanish mid-upload)."""
+vanish mid-upload; send a long WAV body over a plain socket, made as it goes, and read its chunked
+NDJSON answer whole)."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import socket
+import struct
 import threading
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
+import numpy as np
 
 from gateway.audio import decoders
 from gateway.simulator.server import DataflowSimulator
+from tests.support import signals
 from tests.support.harness import RunningGateway
 
 URL = "/v1/recognize"
+RATE = 8000
+BLOCK_S = 5
+BLOCK = signals.to_pcm16(np.concatenate([signals.dtmf("1234", RATE), signals.silence(BLOCK_S * 1000 - 640, RATE)]))
+DENSE = signals.to_pcm16(np.concatenate([signals.dtmf("1234", RATE), signals.silence(360, RATE)]))  # 1 s
+FAST = {"upstream_coalesce_ms": 1000, "upstream_sample_rate_hz": 8000}  # fewer upstream messages, same path
+
+
+def wav_head(minutes: int, block: bytes = BLOCK) -> bytes:
+    size = minutes * 60 * RATE * 2 // len(block) * len(block)
+    fmt = struct.pack("<HHIIHH", 1, 1, RATE, RATE * 2, 2, 16)
+    riff = b"RIFF" + struct.pack("<I", 36 + size) + b"WAVEfmt " + struct.pack("<I", 16) + fmt
+    return riff + b"data" + struct.pack("<I", size)
 
 
 def error_of(response: httpx.Response, status: int, code: str) -> str:
@@ -110,3 +128,38 @@ class RawUpload:
     async def close(self) -> None:
         self.writer.close()
         await self.writer.wait_closed()
+
+
+async def send_body(sock: socket.socket, minutes: int, sent: list[float]) -> None:
+    loop = asyncio.get_running_loop()
+    head = wav_head(minutes, DENSE)
+    request = (
+        f"POST {URL}?interim=true&raw=true HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: application/x-ndjson\r\n"
+        f"Content-Type: audio/wav\r\nContent-Length: {len(head) + minutes * 60 * len(DENSE)}\r\n\r\n"
+    )
+    await loop.sock_sendall(sock, request.encode() + head)
+    for _ in range(minutes * 60):  # the body made as it goes: neither side holds the file
+        await loop.sock_sendall(sock, DENSE)
+        sent[0] = time.monotonic()
+
+
+async def read_answer(sock: socket.socket) -> bytes:
+    loop = asyncio.get_running_loop()
+    answer = bytearray()
+    while not answer.endswith(b"\r\n0\r\n\r\n"):
+        piece = await loop.sock_recv(sock, 65536)
+        if not piece:
+            break
+        answer += piece
+    return bytes(answer)
+
+
+def ndjson_lines(answer: bytes) -> list[dict[str, Any]]:
+    head, _, chunked = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200"), head
+    text = b""
+    while chunked:
+        size_line, _, rest = chunked.partition(b"\r\n")
+        size = int(size_line, 16)
+        text, chunked = text + rest[:size], rest[size + 2 :]
+    return [json.loads(line) for line in text.split(b"\n") if line]

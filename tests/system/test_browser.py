@@ -11,21 +11,21 @@ they fail. Screenshots land in ``artifacts/``.
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from gateway.settings import Settings
 from gateway.simulator.server import DataflowSimulator
-from tests.support import signals
-from tests.support.harness import RunningGateway, running_gateway
-from tests.support.settings import settings_for
-from tests.support.system import chromium as find_chromium
+from tests.support import browser
+from tests.support.browser import DIGITS, Launcher, open_demo, screenshot, wait_for
+from tests.support.harness import running_gateway
+from tests.support.settings import settings_for, simulator_settings
 
-DIGITS = "147"
+launch = browser.launch  # the fixtures, under their own names
+dtmf_wav = browser.dtmf_wav
+
 RECORD_PARTIALS = """() => {
   window.partialsSeen = [];
   new MutationObserver(() => {
@@ -34,16 +34,6 @@ RECORD_PARTIALS = """() => {
     }
   }).observe(document.getElementById('live-transcript'), {subtree: true, childList: true, characterData: true});
 }"""
-ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts"
-CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
-]  # fmt: skip
-
-
-def simulator_settings(**overrides: Any) -> Settings:
-    return Settings(_env_file=None, upstream_target="", **overrides)  # type: ignore[call-arg]
 
 
 # --- serving (no browser needed) ---------------------------------------------------------------------
@@ -86,78 +76,8 @@ async def test_demo_page_is_off_with_a_real_upstream_unless_enabled(simulator: D
 
 
 @pytest.fixture
-def dtmf_wav(tmp_path: Path) -> Path:
-    # Leading silence, the digits, then >= 1 s of silence: the capture file loops, and the simulator's
-    # VAD needs 400 ms of silence to end the utterance.
-    path = tmp_path / "dtmf-147.wav"
-    path.write_bytes(signals.wav_bytes(signals.utterances([DIGITS], 48000, lead_ms=500, tail_ms=1500), 48000))
-    return path
-
-
-Launcher = Callable[..., Awaitable[Any]]
-
-
-@pytest.fixture
-async def launch(dtmf_wav: Path) -> AsyncIterator[Launcher]:
-    """Start headless Chromium (the DTMF WAV as its microphone) and return a new page in it."""
-    chromium = find_chromium()
-    from playwright.async_api import async_playwright
-
-    async with async_playwright() as playwright:
-        browsers: list[Any] = []
-
-        async def new_page(*, fake_ui: bool = True, extra_args: tuple[str, ...] = ()) -> Any:
-            args = [a for a in CHROMIUM_ARGS if fake_ui or a != "--use-fake-ui-for-media-stream"]
-            browser = await playwright.chromium.launch(
-                executable_path=chromium,
-                headless=True,
-                args=[*args, f"--use-file-for-fake-audio-capture={dtmf_wav}", *extra_args],
-            )
-            browsers.append(browser)
-            context = await browser.new_context(viewport={"width": 1100, "height": 900})
-            page = await context.new_page()
-            page.set_default_timeout(20_000)
-            problems: list[str] = []
-            page.on("pageerror", lambda error: problems.append(f"page error: {error}"))
-            page.on("console", lambda m: problems.append(f"console {m.type}: {m.text}") if m.type == "error" else None)
-            page.problems = problems
-            return page
-
-        try:
-            yield new_page
-        finally:
-            for browser in browsers:
-                await browser.close()
-
-
-@pytest.fixture
 async def page(launch: Launcher) -> Any:
     return await launch()
-
-
-async def _wait_for(page: Any, script: str, what: str, timeout_ms: int = 20_000) -> None:
-    """Wait for a JavaScript condition; on timeout fail with what the page shows."""
-    from playwright.async_api import TimeoutError as PlaywrightTimeout
-
-    try:
-        await page.wait_for_function(f"() => {script}", timeout=timeout_ms)  # a function: the page's CSP forbids eval
-    except PlaywrightTimeout:
-        shot = await _screenshot(page, "failure")
-        state = await page.evaluate(
-            """() => ({errors: document.getElementById('errors').innerText,
-                       live: document.getElementById('live-status').innerText,
-                       upload: document.getElementById('upload-status').innerText,
-                       log: [...document.querySelectorAll('#log li')].slice(-15).map(li => li.textContent)})"""
-        )
-        pytest.fail(f"timed out waiting for {what}; page state: {state}; problems: {page.problems}; screenshot {shot}")
-
-
-async def _screenshot(page: Any, name: str) -> Path:
-    ARTIFACTS.mkdir(exist_ok=True)
-    path = ARTIFACTS / f"browser-{name}.png"
-    await page.screenshot(path=str(path), full_page=True)
-    print(f"screenshot: {path}")
-    return path
 
 
 async def _texts(page: Any, selector: str) -> list[str]:
@@ -165,26 +85,20 @@ async def _texts(page: Any, selector: str) -> list[str]:
     return texts
 
 
-async def _open_demo(page: Any, gw: RunningGateway) -> None:
-    await page.goto(f"{gw.http_url}/")
-    await page.wait_for_function("() => document.body.dataset.ready === 'true'")
-    assert await page.locator("#simulator-note").is_visible()
-
-
 @pytest.mark.ws
 @pytest.mark.needs_binary
 async def test_microphone_digits_and_speech_activity_appear_live(page: Any) -> None:
     async with running_gateway(simulator_settings()) as gw:
-        await _open_demo(page, gw)
+        await open_demo(page, gw)
         await page.evaluate(RECORD_PARTIALS)
         await page.get_by_role("button", name="Start microphone").click()
-        await _wait_for(
+        await wait_for(
             page,
             f"[...document.querySelectorAll('#live-transcript .finals li')].some(li => li.textContent === '{DIGITS}')",
             f"the digits {DIGITS} in the live transcript",
         )
-        await _wait_for(page, "document.getElementById('level').value > 30", "the level meter to show the tones")
-        await _wait_for(page, "document.getElementById('log').textContent.includes('\"type\":\"ack\"')", "an ack")
+        await wait_for(page, "document.getElementById('level').value > 30", "the level meter to show the tones")
+        await wait_for(page, "document.getElementById('log').textContent.includes('\"type\":\"ack\"')", "an ack")
         # partials were shown in place (one element per channel, its text replaced), then cleared by the final
         assert {"1", "14", "147"} <= set(await page.evaluate("() => window.partialsSeen"))
         assert await page.locator("#live-transcript .partial").count() == 1
@@ -196,11 +110,11 @@ async def test_microphone_digits_and_speech_activity_appear_live(page: Any) -> N
         log = "\n".join(await _texts(page, "#log li"))
         assert '"name":"Speech Started"' in log and '"name":"Speech Ended"' in log
         await page.locator("#log-panel summary").click()  # open the raw log for the screenshot
-        shot = await _screenshot(page, "microphone")
+        shot = await screenshot(page, "microphone")
         assert shot.stat().st_size > 10_000
 
         await page.get_by_role("button", name="Stop").click()
-        await _wait_for(page, "document.getElementById('live-status').innerText.startsWith('Session closed')", "close")
+        await wait_for(page, "document.getElementById('live-status').innerText.startsWith('Session closed')", "close")
         assert "Session closed: finalized (code 1000" in await page.locator("#live-status").inner_text()
         assert await page.get_by_role("button", name="Start microphone").is_enabled()
 
@@ -217,16 +131,16 @@ async def test_microphone_digits_and_speech_activity_appear_live(page: Any) -> N
 @pytest.mark.needs_binary
 async def test_uploaded_file_digits_appear_with_progress(page: Any, dtmf_wav: Path) -> None:
     async with running_gateway(simulator_settings()) as gw:
-        await _open_demo(page, gw)
+        await open_demo(page, gw)
         await page.get_by_label("Audio file").set_input_files(str(dtmf_wav))
         await page.get_by_role("button", name="Recognise file").click()
-        await _wait_for(
+        await wait_for(
             page,
             "document.getElementById('upload-status').innerText.startsWith('Done')"
             " || document.getElementById('errors').innerText !== ''",
             "the upload's result",
         )
-        shot = await _screenshot(page, "upload")
+        shot = await screenshot(page, "upload")
         errors = await page.locator("#errors").inner_text()
         assert errors == "", f"the upload failed: {errors} (screenshot {shot})"
         assert await _texts(page, "#upload-transcript .channel[data-channel='0'] .finals li") == [DIGITS]
@@ -238,7 +152,7 @@ async def test_uploaded_file_digits_appear_with_progress(page: Any, dtmf_wav: Pa
 
 
 async def _closed_state(page: Any) -> tuple[str, str]:
-    await _wait_for(page, "document.getElementById('live-status').innerText.startsWith('Session closed')", "the close")
+    await wait_for(page, "document.getElementById('live-status').innerText.startsWith('Session closed')", "the close")
     assert await page.get_by_role("button", name="Start microphone").is_enabled()
     return await page.locator("#errors").inner_text(), await page.locator("#live-status").inner_text()
 
@@ -248,11 +162,11 @@ async def _closed_state(page: Any) -> tuple[str, str]:
 async def test_upstream_failure_is_shown(page: Any) -> None:
     # Recovery off: the failure reaches the page (with recovery on, the session would go on).
     async with running_gateway(simulator_settings(upstream_replay_ms=0)) as gw:
-        await _open_demo(page, gw)
+        await open_demo(page, gw)
         await page.get_by_label("Simulate a Data Flow failure").select_option("abort:3000:UNAVAILABLE")
         await page.get_by_role("button", name="Start microphone").click()
         errors, status = await _closed_state(page)
-        await _screenshot(page, "upstream-failure")
+        await screenshot(page, "upstream-failure")
     assert errors.startswith("upstream unavailable: ") and "You can try again." in errors
     assert "(code 1011" in status
 
@@ -261,9 +175,9 @@ async def test_upstream_failure_is_shown(page: Any) -> None:
 async def test_denied_microphone_is_explained(launch: Launcher) -> None:
     page = await launch(fake_ui=False, extra_args=("--deny-permission-prompts",))
     async with running_gateway(simulator_settings()) as gw:
-        await _open_demo(page, gw)
+        await open_demo(page, gw)
         await page.get_by_role("button", name="Start microphone").click()
-        await _wait_for(page, "document.getElementById('errors').innerText !== ''", "an error")
+        await wait_for(page, "document.getElementById('errors').innerText !== ''", "an error")
         errors = await page.locator("#errors").inner_text()
         assert errors.startswith("microphone denied: Microphone access was denied"), errors
         assert await page.locator("#live-status").inner_text() == "Could not start."
@@ -275,9 +189,9 @@ async def test_denied_microphone_is_explained(launch: Launcher) -> None:
 @pytest.mark.needs_binary
 async def test_lost_connection_is_shown(page: Any) -> None:
     async with running_gateway(simulator_settings()) as gw:
-        await _open_demo(page, gw)
+        await open_demo(page, gw)
         await page.get_by_role("button", name="Start microphone").click()
-        await _wait_for(page, "document.getElementById('live-status').innerText.startsWith('Streaming')", "streaming")
+        await wait_for(page, "document.getElementById('live-status').innerText.startsWith('Streaming')", "streaming")
     errors, status = await _closed_state(page)  # the gateway has shut down under the page
     assert errors, status
     assert "(code 1000" not in status

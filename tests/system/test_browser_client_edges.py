@@ -21,14 +21,13 @@ import pytest
 
 from gateway.auth import key_digest
 from gateway.settings import Settings
-from tests.support import signals
+from tests.support import browser, signals
+from tests.support.browser import Launcher, open_demo, wait_for
 from tests.support.harness import RunningGateway, running_gateway
-from tests.support.settings import SECRETS
-from tests.system import test_browser
-from tests.system.test_browser import Launcher, _open_demo, _wait_for, simulator_settings
+from tests.support.settings import SECRETS, simulator_settings
 
-launch = test_browser.launch  # the fixtures, under their own names
-dtmf_wav = test_browser.dtmf_wav
+launch = browser.launch  # the fixtures, under their own names
+dtmf_wav = browser.dtmf_wav
 
 pytestmark = [pytest.mark.ws, pytest.mark.needs_binary]
 
@@ -58,7 +57,7 @@ async def _serving(launch: Launcher, settings: Settings) -> AsyncIterator[tuple[
     page = await launch()
     async with running_gateway(settings) as gw:
         try:
-            await _open_demo(page, gw)
+            await open_demo(page, gw)
             await page.evaluate(LOAD)
             yield gw, page
         finally:
@@ -117,7 +116,7 @@ async def test_ending_while_the_microphone_opens_opens_nothing(launch: Launcher)
         await page.evaluate(
             "() => { document.getElementById('start').click(); document.getElementById('cancel').click(); }"
         )
-        await _wait_for(page, "document.getElementById('live-status').innerText === 'Cancelled.'", "the cancel", 5000)
+        await wait_for(page, "document.getElementById('live-status').innerText === 'Cancelled.'", "the cancel", 5000)
         await page.wait_for_timeout(500)
         assert await page.locator("#live-status").inner_text() == "Cancelled."
         assert await page.locator("#start").is_enabled()
@@ -242,7 +241,7 @@ async def test_a_websocket_constructor_that_throws_fails_the_start_as_a_gateway_
 
 
 async def test_finalize_while_connecting_sends_the_audio_already_accepted(launch: Launcher) -> None:
-    audio = base64.b64encode(signals.to_pcm16(signals.utterances([test_browser.DIGITS], 16000))).decode()
+    audio = base64.b64encode(signals.to_pcm16(signals.utterances([browser.DIGITS], 16000))).decode()
     async with _serving(launch, simulator_settings()) as (_gw, page):
         script = """async ([b64, audio, end]) => {
           const pcm = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
@@ -257,7 +256,7 @@ async def test_finalize_while_connecting_sends_the_audio_already_accepted(launch
         }"""
         finalized = await page.evaluate(script, [audio, PCM16, "finalize"])
         assert finalized["accepted"] is True and finalized["started"] == "started", finalized
-        assert finalized["finals"] == [test_browser.DIGITS] and finalized["errors"] == [], finalized
+        assert finalized["finals"] == [browser.DIGITS] and finalized["errors"] == [], finalized
         assert finalized["closed"]["code"] == 1000 and finalized["closed"]["reason"] == "finalized", finalized
         assert finalized["closed"]["audioMs"] > 1000, finalized
 

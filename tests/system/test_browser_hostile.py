@@ -11,13 +11,13 @@ from __future__ import annotations
 import pytest
 
 from gateway.auth import key_digest
+from tests.support import browser
+from tests.support.browser import Launcher, open_demo, wait_for
 from tests.support.harness import running_gateway
-from tests.support.settings import SECRETS
-from tests.system import test_browser
-from tests.system.test_browser import Launcher, _open_demo, _wait_for, simulator_settings
+from tests.support.settings import SECRETS, simulator_settings
 
-launch = test_browser.launch  # the fixtures, under their own names
-dtmf_wav = test_browser.dtmf_wav
+launch = browser.launch  # the fixtures, under their own names
+dtmf_wav = browser.dtmf_wav
 
 KEY = "dfg_hostile-page-key-0123456789abcdefghijkl"
 SECRETS.add(KEY)
@@ -45,11 +45,11 @@ async def test_a_refusal_echoing_markup_is_shown_once_as_text_and_the_key_stays_
     page.on("request", lambda r: requests.append((r.url, r.headers.get("referer", ""))))
     page.on("console", lambda m: console.append(m.text))
     async with running_gateway(settings) as gw:
-        await _open_demo(page, gw)
+        await open_demo(page, gw)
         await page.get_by_label("Project").fill(HOSTILE)
         await page.get_by_label("Access token").fill(KEY)
         await page.get_by_role("button", name="Start microphone").click()
-        await _wait_for(page, "document.getElementById('live-status').innerText.startsWith('Session closed')", "close")
+        await wait_for(page, "document.getElementById('live-status').innerText.startsWith('Session closed')", "close")
         await page.wait_for_timeout(300)  # anything the close itself would add
 
         # One error, the gateway's own: not followed by a made-up "connection lost, you can try again".

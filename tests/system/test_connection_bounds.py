@@ -11,36 +11,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 import time
 
 import pytest
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
-from gateway.config.http_settings import HttpServerSettings
 from tests.support.harness import RunningGateway
+from tests.support.non_readers import BIG, DEFAULT_PIPELINED, connections, never_reads, non_reader
 from tests.support.probes import figure, wait_for
 from tests.support.raw_ws import OP_CLOSE, OP_PING, OP_PONG, RawWebSocket, frame, handshake_request
-from tests.system.test_memory import never_reads
 
 MiB = 1024 * 1024
 HEALTHZ = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
-DEFAULT_PIPELINED = HttpServerSettings.model_fields["http_max_pipelined_requests"].default
-BIG = b"GET /docs/assets/swagger-ui-bundle.js HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"  # about 1.4 MB
-
-
-async def non_reader(port: int) -> RawWebSocket:
-    """A TCP connection with a small receive window that reads nothing (until told to)."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    sock.setblocking(False)
-    await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
-    reader, writer = await asyncio.open_connection(sock=sock)
-    return RawWebSocket(reader, writer)
-
-
-def connections(gw: RunningGateway) -> list[object]:
-    return list(gw.server.server_state.connections)
 
 
 @pytest.mark.ws

@@ -16,10 +16,10 @@ from prometheus_client import CollectorRegistry
 from gateway.auth import key_digest
 from gateway.webhooks.delivery import RetryPolicy, WebhookDeliverer
 from tests.support.harness import GatewayFactory
+from tests.support.raw_webhook_receiver import counted, hang, no_content, raw_receiver, target
 from tests.support.settings import SECRETS
+from tests.support.twilio_webhooks import SECRET, twilio_call
 from tests.support.webhook_receiver import webhook_receiver
-from tests.system.test_webhook_bounds import counted, hang, no_content, raw_receiver, target
-from tests.system.test_webhooks import SECRET, twilio_call
 
 HUNG_TIMEOUT_S = 4.0  # one attempt to a hung receiver ends after this
 KEYS = {name: f"dfg_fair-receivers-{name}-never-logged" for name in ("hung1", "hung2", "healthy")}

@@ -5,52 +5,26 @@ cycles for a full collection that the GC tuning (gateway/runtime.py) makes rare.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-import socket
 from pathlib import Path
 
 import httpx
 import pytest
 from websockets.asyncio.client import ClientConnection
-from websockets.exceptions import ConnectionClosed
 
 from gateway.simulator.server import DataflowSimulator
 from tests.support import signals
 from tests.support.gateway_process import gateway_process, upstream_env
 from tests.support.harness import RunningGateway, read_all, running_gateway, ws_connect
 from tests.support.heap import collector_off, gateway_objects_in_cycles
-from tests.support.native_client import start_message
+from tests.support.native_client import DTMF, start_message
+from tests.support.non_readers import never_reads
 from tests.support.settings import settings_for
 
 pytestmark = pytest.mark.ws  # opens WebSockets: runs with the fast path on and off
 
 MiB = 1024 * 1024
-EVENT = json.dumps({"type": "event", "event": {"Name": "Pad", "Data": {"Pad": "a" * 60 * 1024}}})
 ACTIVE = "dataflow_gateway_sessions_active"
-DTMF = signals.to_pcm16(signals.utterances(["123", "456"], 16000))
-
-
-def small_window_socket(port: int) -> socket.socket:
-    """A client socket whose receive buffer is small, so what it does not read backs up into the gateway."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    sock.connect(("127.0.0.1", port))
-    sock.setblocking(False)
-    return sock
-
-
-async def never_reads(url: str, port: int) -> ClientConnection:
-    """Sends 6 MiB of events that Data Flow echoes back and reads nothing: more than the kernel's socket
-    buffers and the outbox's byte bound hold, so the gateway gives up on it (client_too_slow)."""
-    ws = await ws_connect(url, ping_interval=None, max_queue=1, sock=small_window_socket(port))
-    await ws.send(start_message())
-    ws.transport.pause_reading()  # from here on nothing is read: the echoes pile up in the gateway
-    with contextlib.suppress(ConnectionClosed, TimeoutError):
-        async with asyncio.timeout(10):
-            for _ in range(100):
-                await ws.send(EVENT)
-    return ws
 
 
 async def sessions_active(http_url: str) -> float:

@@ -13,23 +13,17 @@ import json
 import pytest
 from websockets.asyncio.client import ClientConnection
 
-from gateway.adapters.ws import Connection
 from gateway.relay.session import Session
 from gateway.simulator.server import DataflowSimulator
 from tests.support.harness import RunningGateway, Transcript, gateway_factory_for, read_all, ws_connect
-from tests.support.native_client import start_message
-from tests.system.test_memory import DTMF, EVENT, small_window_socket
+from tests.support.native_client import DTMF, start_message
+from tests.support.non_readers import EVENT, live_sessions, small_window_socket
 
 pytestmark = pytest.mark.ws  # opens WebSockets: runs with the fast path on and off
 
 KiB, MiB = 1024, 1024 * 1024
 BUDGET = 2 * MiB
 FINALIZE = json.dumps({"type": "finalize"})
-
-
-def live_sessions(gw: RunningGateway) -> set[Session]:
-    drivers = gw.gateway.registry.drainables()
-    return {c.session for c in drivers if isinstance(c, Connection) and c.session is not None}
 
 
 async def connect(

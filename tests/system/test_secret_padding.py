@@ -15,8 +15,8 @@ from gateway.settings import SettingsError
 from gateway.webhooks.targets import WebhookTargets
 from tests.support.harness import GatewayFactory
 from tests.support.settings import SECRETS, offline_settings
+from tests.support.twilio_webhooks import twilio_call
 from tests.support.webhook_receiver import webhook_receiver
-from tests.system.test_webhooks import twilio_call
 
 KEY_ONE_PAD = b"unpadded-webhook-secret-32-bytes"  # 32 bytes: base64 ends with one "="
 KEY_TWO_PADS = b"unpadded-key-of-thirty-one-byte"  # 31 bytes: base64 ends with "=="

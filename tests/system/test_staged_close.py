@@ -14,8 +14,8 @@ import pytest
 
 from gateway.connections.linger import CHECK_S, LingeringTransport
 from tests.support.harness import RunningGateway
+from tests.support.non_readers import BIG, DEFAULT_PIPELINED, connections, non_reader
 from tests.support.probes import figure, wait_for
-from tests.system.test_connection_bounds import BIG, DEFAULT_PIPELINED, connections, non_reader
 
 ANSWER = 8 * 1024 * 1024  # far more than the kernel's socket buffers take
 UNREAD = 256 * 1024  # what the client sends that the server never reads

@@ -20,8 +20,8 @@ from prometheus_client import CollectorRegistry
 from gateway.logs.redact import proxy_environment
 from gateway.webhooks.delivery import RetryPolicy, WebhookDeliverer
 from tests.support.gateway_process import free_port
+from tests.support.raw_webhook_receiver import URL_TOKEN, counted, deliverer, raw_receiver, target
 from tests.support.settings import SECRETS
-from tests.system.test_webhook_bounds import URL_TOKEN, counted, deliverer, raw_receiver, target
 
 PROXY_PASSWORD = f"proxy-pw-{secrets.token_hex(6)}"
 SECRETS.add(PROXY_PASSWORD)

@@ -20,38 +20,14 @@ from gateway.simulator.faults import Fault
 from gateway.simulator.server import DataflowSimulator, SimulatorConfig
 from gateway.webhooks.targets import WebhookTargets
 from tests.support import telephony
-from tests.support.harness import GatewayFactory, RunningGateway, gateway_factory_for, read_all, ws_connect
+from tests.support.harness import GatewayFactory, gateway_factory_for, read_all, ws_connect
 from tests.support.settings import SECRETS, SIM_TENANT, SIM_TOKEN, offline_settings
+from tests.support.twilio_webhooks import SECRET, deliveries, twilio_call, until_counted
 from tests.support.webhook_receiver import WebhookReceiver, webhook_receiver
 
-SECRET = "whsec_" + base64.b64encode(b"result-webhook-secret-0123456789").decode()
 OTHER_SECRET = "whsec_" + base64.b64encode(b"another-webhook-secret-987654321").decode()
 API_KEY = "dfg_webhook-key-never-logged"
 SECRETS.update({SECRET, OTHER_SECRET, API_KEY})
-
-
-def deliveries(gw: RunningGateway, outcome: str) -> float:
-    value = gw.gateway.metrics.registry.get_sample_value("dataflow_gateway_webhook_deliveries_total",
-                                                         {"outcome": outcome})  # fmt: skip
-    return value or 0.0
-
-
-async def until_counted(gw: RunningGateway, outcome: str, count: int) -> None:
-    """The receiver has answered before the gateway reads the answer: wait for the count to land."""
-    async with asyncio.timeout(15):
-        while deliveries(gw, outcome) < count:
-            await asyncio.sleep(0.02)
-
-
-async def twilio_call(gw: RunningGateway, *utterances: str, path: str = "/v1/twilio") -> None:
-    async with ws_connect(gw.ws_url(path)) as ws:
-        await ws.send(telephony.twilio_connected())
-        await ws.send(telephony.twilio_start())
-        for frame in telephony.twilio_media(*utterances):
-            await ws.send(frame)
-        await ws.send(telephony.twilio_stop())
-        seen = await read_all(ws, timeout=15)
-    assert seen.messages == [] and seen.close_code == 1000
 
 
 def hooks(receiver: WebhookReceiver, **extra: Any) -> dict[str, Any]:

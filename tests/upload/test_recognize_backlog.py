@@ -8,32 +8,16 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
-import struct
 import time
 import tracemalloc
-from typing import Any
 
 import httpx
-import numpy as np
 
 from gateway.simulator.server import DataflowSimulator
-from tests.support import signals
 from tests.support.harness import gateway_factory_for
-from tests.support.upload_client import URL
+from tests.support.upload_client import BLOCK, BLOCK_S, FAST, URL, ndjson_lines, read_answer, send_body, wav_head
 
-RATE = 8000
-BLOCK_S = 5
-BLOCK = signals.to_pcm16(np.concatenate([signals.dtmf("1234", RATE), signals.silence(BLOCK_S * 1000 - 640, RATE)]))
-DENSE = signals.to_pcm16(np.concatenate([signals.dtmf("1234", RATE), signals.silence(360, RATE)]))  # 1 s
 MiB = 1024 * 1024
-FAST = {"upstream_coalesce_ms": 1000, "upstream_sample_rate_hz": 8000}  # fewer upstream messages, same path
-
-
-def wav_head(minutes: int, block: bytes = BLOCK) -> bytes:
-    size = minutes * 60 * RATE * 2 // len(block) * len(block)
-    fmt = struct.pack("<HHIIHH", 1, 1, RATE, RATE * 2, 2, 16)
-    riff = b"RIFF" + struct.pack("<I", 36 + size) + b"WAVEfmt " + struct.pack("<I", 16) + fmt
-    return riff + b"data" + struct.pack("<I", size)
 
 
 def wav(minutes: int) -> bytes:
@@ -68,41 +52,6 @@ async def test_json_answer_keeps_events_up_to_the_bound_and_says_how_many_it_lef
     assert small.status_code == 200
     assert small.json()["eventsDropped"] == 0
     assert small.json()["transcript"] == {"0": " ".join(["1234"] * 12)}
-
-
-async def send_body(sock: socket.socket, minutes: int, sent: list[float]) -> None:
-    loop = asyncio.get_running_loop()
-    head = wav_head(minutes, DENSE)
-    request = (
-        f"POST {URL}?interim=true&raw=true HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: application/x-ndjson\r\n"
-        f"Content-Type: audio/wav\r\nContent-Length: {len(head) + minutes * 60 * len(DENSE)}\r\n\r\n"
-    )
-    await loop.sock_sendall(sock, request.encode() + head)
-    for _ in range(minutes * 60):  # the body made as it goes: neither side holds the file
-        await loop.sock_sendall(sock, DENSE)
-        sent[0] = time.monotonic()
-
-
-async def read_answer(sock: socket.socket) -> bytes:
-    loop = asyncio.get_running_loop()
-    answer = bytearray()
-    while not answer.endswith(b"\r\n0\r\n\r\n"):
-        piece = await loop.sock_recv(sock, 65536)
-        if not piece:
-            break
-        answer += piece
-    return bytes(answer)
-
-
-def ndjson_lines(answer: bytes) -> list[dict[str, Any]]:
-    head, _, chunked = answer.partition(b"\r\n\r\n")
-    assert head.startswith(b"HTTP/1.1 200"), head
-    text = b""
-    while chunked:
-        size_line, _, rest = chunked.partition(b"\r\n")
-        size = int(size_line, 16)
-        text, chunked = text + rest[:size], rest[size + 2 :]
-    return [json.loads(line) for line in text.split(b"\n") if line]
 
 
 async def test_a_client_that_sends_everything_before_reading_gets_every_result(simulator: DataflowSimulator) -> None:

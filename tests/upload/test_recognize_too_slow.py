@@ -17,7 +17,7 @@ import pytest
 from gateway.logs.filters import ClientMistakeFilter
 from gateway.simulator.server import DataflowSimulator
 from tests.support.harness import RunningGateway, gateway_factory_for
-from tests.upload.test_recognize_backlog import FAST, ndjson_lines, read_answer, send_body
+from tests.support.upload_client import FAST, ndjson_lines, read_answer, send_body
 
 SEND_TIMEOUT_S = 1.5
 MINUTES = 60  # an answer larger than the kernel's buffers (~5 MiB for 45 min), so sending it stalls

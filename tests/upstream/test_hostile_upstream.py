@@ -15,11 +15,10 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 
 from gateway.upstream.contract import ContentType
-from tests.support.harness import Transcript, read_all, running_gateway, ws_connect
-from tests.support.hostile_upstream import Behaviour, HostileUpstream, Peer
+from tests.support.harness import read_all, running_gateway, ws_connect
+from tests.support.hostile_upstream import Behaviour, Flood, HostileUpstream, Peer, native_session
 from tests.support.native_client import start_message
-from tests.system.test_memory import small_window_socket
-from tests.system.test_outbox_budget import live_sessions
+from tests.support.non_readers import live_sessions, small_window_socket
 
 pytestmark = pytest.mark.ws
 
@@ -29,20 +28,6 @@ FORGED = "\x1b[2J\r\n2026-01-01 INFO forged line \u202e\x00"
 
 def printable(text: str) -> bool:
     return not any(unicodedata.category(c) in ("Cc", "Cf") for c in text)
-
-
-async def native_session(upstream: HostileUpstream, **settings: Any) -> tuple[dict[str, Any], Transcript, float]:
-    """Start, send 100 ms of audio, finalize; the first message, the rest, and the seconds it all took.
-    The client reads frames of any size: what it is sent is measured, not refused."""
-    async with running_gateway(upstream.settings(**settings)) as gw, ws_connect(gw.ws_url(), max_size=None) as ws:
-        began = time.monotonic()
-        await ws.send(start_message())
-        first: dict[str, Any] = json.loads(await ws.recv())
-        if first["type"] == "started":
-            await ws.send(bytes(3200))
-            await ws.send(json.dumps({"type": "finalize"}))
-        transcript = await read_all(ws, timeout=20)
-        return first, transcript, time.monotonic() - began
 
 
 def answered_then(then: Behaviour) -> Behaviour:
@@ -120,27 +105,6 @@ async def test_status_details_are_quoted_without_control_characters() -> None:
     error = transcript.of_type("error")[-1]
     assert error["code"] == "upstream_rejected"
     assert "forged line" in error["message"] and printable(error["message"]), error
-
-
-class Flood:
-    """Right after Start (or, ``before_start``, before answering it): ``count`` events of ``size`` bytes as
-    fast as gRPC lets them go (``written`` counts those gRPC took), then (once the client finalizes) a
-    FinalResult."""
-
-    def __init__(self, count: int, size: int, *, before_start: bool = False) -> None:
-        self.count, self.size, self.written = count, size, 0
-        self.before_start = before_start
-
-    async def __call__(self, peer: Peer) -> None:
-        await (peer.read_start() if self.before_start else peer.answer_start())
-        for n in range(self.count):
-            await peer.send_event("Pad", N=n, Pad="p" * self.size)
-            self.written += 1
-        if self.before_start:
-            await peer.answer_start("early-1", read=False)
-        await peer.read_until_finalize()
-        await peer.send_event("FinalResult")
-        await peer.send_event("FinalResult")
 
 
 async def test_a_flood_to_a_client_that_reads_nothing_is_bounded_by_the_outbox_and_flow_control() -> None:

@@ -12,8 +12,7 @@ import pytest
 
 from gateway.upstream.contract import ContentType
 from gateway.upstream.early import EarlyItems
-from tests.support.hostile_upstream import HostileUpstream, Peer
-from tests.upstream.test_hostile_upstream import Flood, native_session
+from tests.support.hostile_upstream import Flood, HostileUpstream, Peer, native_session
 
 pytestmark = pytest.mark.ws
 

@@ -22,8 +22,7 @@ from gateway.upstream.contract import ContentType, WireContract
 from gateway.upstream.repair_log import RepairLog
 from tests.support import signals
 from tests.support.harness import running_gateway
-from tests.support.hostile_upstream import HostileUpstream, Peer
-from tests.upstream.test_hostile_upstream import native_session
+from tests.support.hostile_upstream import HostileUpstream, Peer, native_session
 
 ROOT = Path(__file__).resolve().parents[2]
 SECRET_WORD = "Zyxwvutsrq"  # stands for transcript text: it must reach the client, never the log
