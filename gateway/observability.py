@@ -96,11 +96,17 @@ class GatewayMetrics:
         self.events = Counter(f"{PREFIX}_events_relayed", "Data Flow events relayed", ["name"], registry=r)
         self._event_counters: dict[str, Counter] = {}
         self.upstream_recoveries = Counter(
-            f"{PREFIX}_upstream_recoveries", "Sessions moved to a new upstream stream", ["reason"], registry=r
-        )
+            f"{PREFIX}_upstream_recoveries", "Moves of a live session to a new upstream stream (one session may move"
+            " more than once)", ["reason"], registry=r,
+        )  # fmt: skip
         self.upstream_errors = Counter(
-            f"{PREFIX}_upstream_errors", "Upstream failures by error code and gRPC status", ["code", "grpc_status"],
-            registry=r,
+            f"{PREFIX}_upstream_errors", "Sessions ended by an upstream failure, by error code and gRPC status",
+            ["code", "grpc_status"], registry=r,
+        )  # fmt: skip
+        self.upstream_stream_failures = Counter(
+            f"{PREFIX}_upstream_stream_failures", "Upstream streams that failed under a live session with recovery on,"
+            " recovered or not (new streams that failed to take over included), by error code and gRPC status",
+            ["code", "grpc_status"], registry=r,
         )  # fmt: skip
         self.start_latency = Histogram(
             f"{PREFIX}_start_latency_seconds", "Start to StartResponse", buckets=_START_BUCKETS, registry=r
@@ -144,6 +150,10 @@ class GatewayMetrics:
             self.backpressure_pauses.inc(pauses)
         if upstream is not None:
             self.upstream_errors.labels(code=upstream.error_code, grpc_status=upstream.grpc_status or "").inc()
+
+    def upstream_stream_failed(self, error: UpstreamError) -> None:
+        """One upstream stream failed under a live session (a recovery may hide it from the client)."""
+        self.upstream_stream_failures.labels(code=error.error_code, grpc_status=error.grpc_status or "").inc()
 
     def event_relayed(self, name: str) -> None:
         """One event queued for a client. A name Data Flow does not document counts as ``other``: event

@@ -1,17 +1,14 @@
 """An upstream stream that survives Data Flow failing under it.
 
-:class:`RecoveringStream` is what the session streams to. It keeps the audio of the last
-``GATEWAY_UPSTREAM_REPLAY_MS`` (:class:`ReplayBuffer`) and, from Data Flow's own final results, how
-far the audio is already recognised. When the stream it rides fails with a retryable cause (the
-connection dropped or was retired, a Data Flow node restarted: ``UpstreamUnavailable``) it opens a
-new one with the same Start, re-sends the last settings update, replays the audio from the end of
-the last final result, and goes on: finished utterances are not repeated and the one in flight is
-not lost. Event times from a later stream are shifted onto the session's own timeline, and results
-the client already had are not sent again. Attempts are bounded in count and time, with back-off;
-a cause that a retry cannot cure (a refused credential or Start, a timeout) is never retried.
-
-With ``GATEWAY_UPSTREAM_MAX_STREAM_S`` set, the same move is made on purpose, right after a final
-result, before a provider's limit on a stream's length; one that fails lets the old stream go on."""
+:class:`RecoveringStream` keeps the audio of the last ``GATEWAY_UPSTREAM_REPLAY_MS`` and, from Data
+Flow's final results, how far it is recognised. When its stream fails with a retryable cause (the
+connection dropped or was retired, a node restarted: ``UpstreamUnavailable``) it opens a new one with
+the same Start and last settings, replays the audio from the end of the last final result, and goes
+on; event times are shifted onto the session's timeline and results the client had are not sent
+again. Attempts are bounded in count and time, with back-off; a cause a retry cannot cure (a refused
+credential or Start, a timeout) is never retried. Each failure is counted and logged (``failures``).
+With ``GATEWAY_UPSTREAM_MAX_STREAM_S`` the move is also made on purpose after a final result (before a
+provider's limit on a stream's length, ``rotation``); one that fails lets the old stream go on."""
 
 from __future__ import annotations
 
@@ -25,6 +22,7 @@ from typing import Any
 from gateway.audio.format import AudioFormat
 from gateway.dataflow.messages import FINAL_RESULT, DataflowEvent, DataflowResponse, StartRequest, UpstreamItem
 from gateway.errors import UpstreamError, UpstreamUnavailable
+from gateway.relay.failures import Count, StreamFailures, not_counted
 from gateway.relay.recovery_policy import AttemptBudget, RecoveryPolicy, RotationClock
 from gateway.relay.replay import ReplayBuffer, replay
 from gateway.relay.resent import ResentSettings
@@ -37,12 +35,15 @@ Send = Callable[[UpstreamStream], Awaitable[None]]
 log = logging.getLogger(__name__)
 
 
-def open_stream(opener: StreamOpener, audio: AudioFormat, deadline_s: float, settings: Settings) -> UpstreamStream:
-    """The stream a session streams to: recovering, unless recovery is turned off."""
+def open_stream(
+    opener: StreamOpener, audio: AudioFormat, deadline_s: float, settings: Settings, count: Count = not_counted
+) -> UpstreamStream:
+    """The stream a session streams to: recovering (``count`` gets each failure), unless recovery is off."""
     policy = RecoveryPolicy.from_settings(settings)
     if policy is None:
         return opener.stream(audio, deadline_s=deadline_s)
-    return RecoveringStream(opener, audio, deadline_s, policy)
+    (stream := RecoveringStream(opener, audio, deadline_s, policy)).failures = StreamFailures(count)
+    return stream
 
 
 class RecoveringStream:
@@ -50,6 +51,7 @@ class RecoveringStream:
 
     def __init__(self, opener: StreamOpener, audio: AudioFormat, deadline_s: float, policy: RecoveryPolicy) -> None:
         self._opener, self._audio, self._deadline_s, self._policy = opener, audio, deadline_s, policy
+        self.failures = StreamFailures()  # counted and logged: a recovery hides them from the client
         self._inner = opener.stream(audio, deadline_s=deadline_s)
         self._buffer = ReplayBuffer(audio.ms_to_bytes(policy.replay_ms))
         self._request: StartRequest | None = None
@@ -58,12 +60,11 @@ class RecoveringStream:
         self._base_bytes = 0  # where the current stream's audio began on the session's timeline
         self._recovery: asyncio.Task[None] | None = None
         self._notice: Recovered | None = None  # for the client, when the reading side gets to it
-        self._final_result = False  # Data Flow said the session is over
-        self._gave_up: UpstreamError | None = None
+        self._final_result = self._cancelled = False  # Data Flow said the session is over; it was torn down
+        self._gave_up: UpstreamError | None = None  # the cause of the last recovery that failed
         self._budget, self._rotation = AttemptBudget(policy), RotationClock(policy.max_stream_s)
         self._ended_input: str | None = None  # "finalize" or "stop" once the client ended its audio
         self._ended_on: UpstreamStream | None = None  # the stream that got it: never twice (session_finalizing)
-        self._cancelled = False
         self._swallow_responses = 0  # answers to what a recovery re-sent: the client did not ask
         self._pauses = self.recoveries = 0
 
@@ -211,6 +212,7 @@ class RecoveringStream:
         if cause is not None and (not isinstance(cause, UpstreamUnavailable) or self._policy.attempts < 1):
             raise cause.detached()
         if self._recovery is None:
+            self.failures.failed(cause, reopening=False)  # a rotation (None) is no failure
             held_from = self._buffer.end  # audio after this waits for the new stream (the old has the rest)
             self._recovery = asyncio.create_task(self._reopen(cause, held_from), name="upstream-recovery")
         await self._wait_recovery()
@@ -229,6 +231,7 @@ class RecoveringStream:
                 if cause is None:  # a rotation: one try, and the old stream goes on (a back-off, then again)
                     await self._rotation_failed(held_from, exc)
                     return
+                self.failures.failed(exc, reopening=True)
                 if isinstance(exc, UpstreamUnavailable):
                     continue
                 self._recovery, self._gave_up = None, exc.detached()
@@ -291,8 +294,7 @@ class RecoveringStream:
             return
         if isinstance(item, DataflowEvent):
             self._final_result = self._final_result or item.name == FINAL_RESULT
-            placed = self._timeline.placed(item, recovered=self.recoveries > 0)
-            if placed is None:
-                return
-            item = placed
+            if (placed := self._timeline.placed(item, recovered=self.recoveries > 0)) is not None:
+                yield placed
+            return
         yield item

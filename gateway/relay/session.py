@@ -84,7 +84,7 @@ class Session:
         request.audio = upstream_format
         self.project = request.project
         deadline = self.limits.max_session_s + s.finalize_timeout_s + 30.0
-        self.stream = open_stream(self._upstream, upstream_format, deadline, s)
+        self.stream = open_stream(self._upstream, upstream_format, deadline, s, self.metrics.upstream_stream_failed)
         self._intake = AudioIntake(self._watch, AudioConverter(client_format, upstream_format), self.stream)
         began = time.monotonic()
         try:

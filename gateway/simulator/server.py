@@ -109,6 +109,8 @@ class DataflowSimulator:
         except asyncio.CancelledError:
             record.end("cancelled")
             raise
+        except grpc.aio.AbortError:
+            raise  # a status it chose to end with (an abort fault, a refusal): no failure of its own
         except Exception:
             log.exception("simulator session failed")
             record.end("error")

@@ -289,7 +289,8 @@ class DataflowStream:
         return text.replace(token, "[redacted]") if token and token in text else text
 
     def _noted(self, error: UpstreamError) -> UpstreamError:
-        """``error``, after dropping a token Data Flow refused (the next stream fetches a new one)."""
-        if isinstance(error, UpstreamAuthFailed) and self._token is not None:
+        """``error``, after dropping a token Data Flow refused at Start (the next stream fetches a new one). A
+        live stream ended as unauthenticated says nothing of the token the next Start will carry."""
+        if isinstance(error, UpstreamAuthFailed) and self._token is not None and self._writer is None:
             self._client.tokens.invalidate(self._token)
         return error

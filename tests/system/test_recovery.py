@@ -16,6 +16,7 @@ import httpx
 import pytest
 from websockets.exceptions import ConnectionClosed
 
+from gateway.relay import failures
 from gateway.simulator.faults import parse_fault
 from gateway.simulator.server import DataflowSimulator
 from tests.support import signals
@@ -56,10 +57,28 @@ def p99(values: list[float]) -> float:
     return ordered[min(len(ordered) - 1, math.ceil(0.99 * len(ordered)) - 1)]
 
 
+def stream_failures(gw: RunningGateway) -> float:
+    """``upstream_stream_failures_total``, every code and status together."""
+    return sum(
+        sample.value
+        for family in gw.gateway.metrics.registry.collect()
+        if family.name == "dataflow_gateway_upstream_stream_failures"
+        for sample in family.samples
+        if sample.name.endswith("_total")
+    )
+
+
 @pytest.mark.ws
-async def test_an_abort_in_each_of_20_concurrent_calls_loses_and_repeats_nothing(gw: RunningGateway) -> None:
+async def test_an_abort_in_each_of_20_concurrent_calls_loses_and_repeats_nothing(
+    gw: RunningGateway, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Also what the operator sees: the failures a recovery hid from the client were counted nowhere and
+    logged at no level; now each is counted by code and gRPC status, and logged a burst at a time."""
     calls = [{"SimulatorFault": "abort:1200:UNAVAILABLE:once", "Call": i} for i in range(20)]
-    results = await asyncio.gather(*(dtmf_call(gw, settings) for settings in calls))
+    failures.close()  # a window another test opened: the first failure here is logged at once
+    caplog.clear()  # what that window counted
+    with caplog.at_level(logging.WARNING, logger="gateway.relay.failures"):
+        results = await asyncio.gather(*(dtmf_call(gw, settings) for settings in calls))
     gaps: list[float] = []
     for result in results:
         assert_one_continuous_session(result)
@@ -72,6 +91,12 @@ async def test_an_abort_in_each_of_20_concurrent_calls_loses_and_repeats_nothing
     async with httpx.AsyncClient() as http:
         metrics = (await http.get(f"{gw.http_url}/metrics")).text
     assert 'dataflow_gateway_upstream_recoveries_total{reason="failure"} 20.0' in metrics
+    failed = 'dataflow_gateway_upstream_stream_failures_total{code="upstream_unavailable",grpc_status="UNAVAILABLE"}'
+    assert f"{failed} 20.0" in metrics
+    lines = [r.getMessage() for r in caplog.records if r.name == "gateway.relay.failures"]
+    assert lines == [
+        "an upstream stream failed (upstream_unavailable, gRPC status UNAVAILABLE); the session is being recovered"
+    ]
 
 
 async def calls_across_a_restart(
@@ -87,6 +112,9 @@ async def calls_across_a_restart(
     restarting = asyncio.create_task(restart_mid_call())
     results = await asyncio.gather(*(dtmf_call(gw, {"Call": i}) for i in range(calls)))
     await restarting
+    # Each call's failure and each new stream that failed to take over (attempts less the one that did).
+    attempts = sum(notice["attempts"] for result in results for notice in result.of_type("upstream_recovered"))
+    assert stream_failures(gw) == attempts
     for result in results:
         assert_one_continuous_session(result)
         notices = result.of_type("upstream_recovered")
