@@ -3,7 +3,7 @@
 The WebSocket driver hands every session item to the connection's :class:`CallResults` before the
 dialect renders it, and tells it when the socket is gone. :class:`WebhookResults` posts one signed
 webhook per final event (the native ``event`` fields) and, when the session closes, a summary with the
-whole transcript per channel, the non-fatal notices a client on the socket would have had, and how the
+transcript per channel (up to ``GATEWAY_MAX_TRANSCRIPT_BYTES``), the non-fatal notices a client on the socket would have had, and how the
 call ended; each carries the call's identity (the platform's ids and the gateway's session id). For a
 telephony call the socket closing is the hang-up: the session is finalized, not cancelled, so Data Flow
 finishes and its last results are delivered.
@@ -22,6 +22,7 @@ from gateway.dataflow.messages import DataflowEvent
 from gateway.errors import GatewayError
 from gateway.relay.items import Closed, Notice, OutItem, SessionState, Started
 from gateway.relay.session import Session
+from gateway.relay.transcript import Transcript
 from gateway.webhooks.delivery import WebhookDeliverer
 from gateway.webhooks.targets import WebhookTarget
 
@@ -75,22 +76,26 @@ class IdentifiedCall(Protocol):
 class WebhookResults(CallResults):
     finishes_call = True
 
-    def __init__(self, call: IdentifiedCall, deliverer: WebhookDeliverer, target: WebhookTarget | None) -> None:
+    def __init__(
+        self, call: IdentifiedCall, deliverer: WebhookDeliverer, target: WebhookTarget | None, max_transcript_bytes: int
+    ) -> None:
         self.call = call
         self.deliverer = deliverer
         self.target = target
         self.session_id = ""
         self.dataflow_session_id: str | None = None
-        self.transcript: dict[int, list[str]] = {}
+        self.transcript = Transcript(max_transcript_bytes)  # GATEWAY_MAX_TRANSCRIPT_BYTES
         self.notices: list[dict[str, Any]] = []  # what a client on the socket would have been told
         self.notices_dropped = 0
         self.summarised = False
 
     def observe(self, item: OutItem) -> None:
+        if self.target is None:
+            return  # no webhook for this caller: nobody to tell, nothing to keep
         if isinstance(item, Started):
             self.session_id, self.dataflow_session_id = item.session_id, item.dataflow_session_id
         elif isinstance(item, DataflowEvent) and item.final and item.text:
-            self.transcript.setdefault(item.channel, []).append(item.text)
+            self.transcript.add(item.channel, item.text)
             self._post({"type": "event", "event": messages.event(item, raw=False)})
         elif isinstance(item, Notice):
             if len(self.notices) < MAX_SUMMARY_NOTICES:
@@ -115,10 +120,9 @@ class WebhookResults(CallResults):
         if not self.summarised:
             self.summarised = True
             notices = {"notices": self.notices, "noticesDropped": self.notices_dropped}
-            self._post({"type": "summary", "transcript": self._transcript(), **notices, "ended": _ended(closed)})
-
-    def _transcript(self) -> list[dict[str, Any]]:
-        return [{"channel": channel, "text": " ".join(texts)} for channel, texts in sorted(self.transcript.items())]
+            transcript = [{"channel": channel, "text": text} for channel, text in self.transcript.by_channel().items()]
+            summary = {"transcript": transcript, **self.transcript.cut(), **notices, "ended": _ended(closed)}
+            self._post({"type": "summary", **summary})
 
     def _post(self, body: dict[str, Any]) -> None:
         if self.target is None:

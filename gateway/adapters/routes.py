@@ -77,7 +77,8 @@ async def audiohook(ws: WebSocket) -> None:
 
 def _results(service: Gateway, principal: Principal | None, call: IdentifiedCall) -> WebhookResults:
     key = None if principal is None or principal.kind == "anonymous" else principal.name
-    return WebhookResults(call, service.webhooks, service.webhook_targets.for_key(key))
+    target = service.webhook_targets.for_key(key)
+    return WebhookResults(call, service.webhooks, target, service.settings.max_transcript_bytes)
 
 
 @router.websocket("/v1/twilio")

@@ -39,6 +39,12 @@ class SessionSettings(BaseModel):
         description="Bytes of events and audio held for all clients of the process together (keep it well below "
         "the memory limit); when full, the client with the largest backlog is closed (client_too_slow).",
     )
+    max_transcript_bytes: int = Field(
+        1024 * 1024,
+        ge=1024,
+        description="Text of final results a session keeps for its summary (an upload's transcript, a call's webhook "
+        "summary), UTF-8; past it the rest is left out and transcriptTruncated says so (events carry every result).",
+    )
     max_ws_message_bytes: int = Field(1024 * 1024, ge=1024, description="Largest WebSocket message accepted.")
     ack_interval_ms: int = Field(1000, ge=50, description="Period of flow-control acks to streaming clients.")
     pre_start_audio_ms: int = Field(5000, ge=0, description="Audio held while Data Flow's start is pending.")

@@ -35,6 +35,7 @@ from gateway.errors import (
 from gateway.relay.items import Closed, Flow, Notice, OutItem, Recovered, SessionState, Started
 from gateway.relay.registry import Lease
 from gateway.relay.session import Session
+from gateway.relay.transcript import Transcript
 from gateway.signatures.single_use import NO_HOLD
 from gateway.upload.body import MultipartAudio, RequestBody
 from gateway.upload.coding import inflater_for
@@ -87,7 +88,7 @@ class Upload:
         self.disconnected = False
         self._started: Started | None = None
         self._lease: Lease | None = None
-        self._transcript: dict[str, list[str]] = {}
+        self._transcript = Transcript(self.settings.max_transcript_bytes)
         self._warnings: list[dict[str, Any]] = []
         self._multipart: MultipartAudio | None = None
         self._pacer = ReadPacer(self.settings)
@@ -232,7 +233,7 @@ class Upload:
     def _render(self, item: OutItem) -> dict[str, Any] | None:
         if isinstance(item, DataflowEvent):
             if item.final and item.text and item.channel >= 0:
-                self._transcript.setdefault(str(item.channel), []).append(item.text)
+                self._transcript.add(item.channel, item.text)
             if item.name == PARTIAL and not self.options.interim:
                 return None
             return messages.event(item, raw=self.options.raw)
@@ -277,13 +278,12 @@ class Upload:
 
     def _result(self, session: Session, closed: Closed) -> dict[str, Any]:
         assert self.source is not None
-        channels = {str(c): "" for c in range(self.source.format.channels)}
-        transcript = channels | {c: " ".join(texts) for c, texts in sorted(self._transcript.items())}
         return {
             "sessionId": session.id,
             "dataflowSessionId": self._started.dataflow_session_id if self._started else None,
             "audioMs": closed.audio_ms,
-            "transcript": transcript,
+            "transcript": self._transcript.as_json(self.source.format.channels),
+            **self._transcript.cut(),
             "warnings": self._warnings,
         }
 

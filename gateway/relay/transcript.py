@@ -1,0 +1,45 @@
+"""The text of a session's final results, by channel, as its summary gives it: an upload's ``transcript``,
+a call's webhook ``summary``. The events carry every result; this is the copy held to the session's end,
+so it is bounded in bytes (``GATEWAY_MAX_TRANSCRIPT_BYTES``, UTF-8, all channels): a Data Flow sending many
+or large results grew it without limit (160 results of 256 KiB held 40 MiB for one upload, five times
+that at its answer). Past the bound the rest of the session's text is left out (what is kept stays one
+piece from the start) and counted, and the summary says so."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def _utf8_size(text: str) -> int:
+    return len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
+
+
+class Transcript:
+    """Final text by channel, at most ``max_bytes`` of it (with the spaces that join it)."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self._texts: dict[int, list[str]] = {}
+        self._bytes = 0
+        self.dropped_bytes = 0  # text left out, UTF-8 bytes
+
+    def add(self, channel: int, text: str) -> None:
+        size = _utf8_size(text)
+        if self.dropped_bytes or self._bytes + size + 1 > self.max_bytes:
+            self.dropped_bytes += size
+            return
+        self._bytes += size + 1
+        self._texts.setdefault(channel, []).append(text)
+
+    def by_channel(self, channels: int = 0) -> dict[int, str]:
+        """The text of each channel with any, and of each of the first ``channels`` (empty if none)."""
+        held = {channel: " ".join(texts) for channel, texts in sorted(self._texts.items())}
+        return {channel: "" for channel in range(channels)} | held
+
+    def as_json(self, channels: int) -> dict[str, str]:
+        """:meth:`by_channel` keyed by the channel as text, as a JSON object's keys are."""
+        return {str(channel): text for channel, text in self.by_channel(channels).items()}
+
+    def cut(self) -> dict[str, Any]:
+        """What a summary adds when text was left out (nothing when the transcript is whole)."""
+        return {"transcriptTruncated": True, "transcriptDroppedBytes": self.dropped_bytes} if self.dropped_bytes else {}
