@@ -3,10 +3,10 @@
 The WebSocket driver hands every session item to the connection's :class:`CallResults` before the
 dialect renders it, and tells it when the socket is gone. :class:`WebhookResults` posts one signed
 webhook per final event (the native ``event`` fields) and, when the session closes, a summary with the
-transcript per channel (up to ``GATEWAY_MAX_TRANSCRIPT_BYTES``), the non-fatal notices a client on the socket would have had, and how the
-call ended; each carries the call's identity (the platform's ids and the gateway's session id). For a
-telephony call the socket closing is the hang-up: the session is finalized, not cancelled, so Data Flow
-finishes and its last results are delivered.
+transcript per channel (up to ``GATEWAY_MAX_TRANSCRIPT_BYTES``), the non-fatal notices a client on the
+socket would have had, and how the call ended; each carries the call's identity (the platform's ids and
+the gateway's session id). For a telephony call the socket closing is the hang-up: the session is
+finalized, not cancelled, so Data Flow finishes and its last results are delivered.
 """
 
 from __future__ import annotations

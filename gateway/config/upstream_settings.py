@@ -106,9 +106,12 @@ class UpstreamSettings(BaseModel):
     max_control_message_bytes: int = Field(
         64 * 1024,
         ge=1024,
-        description="Largest event or update a client may send, largest start message (/v1/stream, /project-runner), "
-        "and largest HTTP request body outside uploads (larger: error message_too_big; 413 over HTTP, 1009 over "
-        "WebSocket).",
+        description="Largest event or update a client may send, measured as the gateway writes it to Data Flow "
+        '(compact UTF-8 JSON, non-ASCII as its UTF-8 bytes, in its wrapper: {"MessageName":"Update","Settings":{…}} '
+        'or {"Event":{…}}, the client\'s settings or event plus 36 bytes (an update) or 10 (an event); larger: '
+        "error message_too_big, not sent, the session goes on); largest start message as the client sent it "
+        "(/v1/stream: non-fatal error message_too_big, the socket stays open; /project-runner: close 1009); largest "
+        "HTTP request body outside uploads (413 message_too_big).",
     )
 
     @model_validator(mode="after")

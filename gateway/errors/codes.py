@@ -39,7 +39,7 @@ class ErrorCode(StrEnum):
     API_KEY_REQUIRED = "api_key_required"
     TOKEN_EXPIRED = "token_expired"  # noqa: S105 (a code, not a secret)
     TOKEN_REUSED = "token_reused"  # noqa: S105
-    FORBIDDEN = "forbidden"
+    FORBIDDEN = "forbidden"  # /v1/audiohook: an open whose organizationId is not the header's
     ORIGIN_NOT_ALLOWED = "origin_not_allowed"
     ORIGIN_MISMATCH = "origin_mismatch"
     PROJECT_NOT_ALLOWED = "project_not_allowed"

@@ -56,7 +56,7 @@ async def test_openapi_is_valid_and_documents_credentials_and_errors(simulator: 
     assert ops["healthz"]["security"] == [] and ops["metrics"]["security"] == []
     # What each route can answer, every error in the envelope, FastAPI's {"detail": [...]} nowhere.
     expected = {
-        "recognize": {"400", "401", "403", "408", "413", "415", "422", "429", "502", "503", "504"},
+        "recognize": {"400", "401", "403", "405", "408", "413", "415", "422", "429", "502", "503", "504"},
         "mintToken": {"400", "401", "403", "408", "413", "422", "429", "503"},  # 408/413: the body's bounds
         "drain": {"401", "408", "413", "422"},
         "staticFile": {"400", "404"},
