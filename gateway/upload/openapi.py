@@ -49,7 +49,15 @@ class RecognizeResult(BaseModel):
         "GATEWAY_CLIENT_OUTBOX_BYTES; the later ones are left out and counted in eventsDropped. Events without "
         'text (Speech Started, Speech Ended, FinalResult) carry `"text": null`.'
     )
-    eventsDropped: int = Field(0, description="Events left out of `events` past that bound (the transcript is whole).")
+    eventsDropped: int = Field(
+        0, description="Events left out of `events` past that bound (the transcript is not cut)."
+    )
+    transcriptTruncated: bool | None = Field(
+        None,
+        description="Present (true) only when the transcript passed GATEWAY_MAX_TRANSCRIPT_BYTES (UTF-8, all "
+        "channels): the text after that point is left out of `transcript`; `events` still carry every result.",
+    )
+    transcriptDroppedBytes: int | None = Field(None, description="With transcriptTruncated: the UTF-8 bytes left out.")
     warnings: list[ErrorDetail] = Field(description="Non-fatal problems, e.g. misaligned_audio.")
 
     model_config = ConfigDict(
