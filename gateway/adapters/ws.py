@@ -18,6 +18,7 @@ from gateway.adapters.dialect import ClientClosesSocket, Command, Dialect, held_
 from gateway.adapters.ending import ClientCloses, end_session
 from gateway.adapters.reader import ClientReader
 from gateway.adapters.socket import ClientSocket, Frame
+from gateway.adapters.start_refusals import count_refused_start
 from gateway.adapters.unpaced import OutOfSessionPacer, answers_while_starting
 from gateway.adapters.waiting import CommandWait, ReadAheadReader
 from gateway.auth import Principal
@@ -119,7 +120,7 @@ class Connection:
             elif isinstance(command, commands.Reply):
                 await self._reply_now(command)
             elif isinstance(command, commands.Refuse):
-                await self._refuse(command.error)
+                await self._refuse(command.error, start=True)
 
     async def _apply(self, command: Command, session: Session) -> None:
         if command is None or isinstance(command, commands.Begin):
@@ -246,9 +247,9 @@ class Connection:
             for frame in reply.frames:
                 await self.socket.send(frame)
 
-    async def _refuse(self, error: GatewayError, *, start_failed: bool = False) -> None:
-        # Refuses a start (or ends a connection that has no session) in the dialect's words, then closes.
-        if not self.ended and self._closing is None:
+    async def _refuse(self, error: GatewayError, *, start_failed: bool = False, start: bool = False) -> None:
+        if not self.ended and self._closing is None:  # refuses a start (start: counted) or ends a sessionless one
+            count_refused_start(self.service.registry, error, start=start)
             frames = tuple(self.dialect.refusal(error, start_failed=start_failed))
             await self._close(error.ws_close_code, error.error_code, frames)
 
@@ -279,7 +280,7 @@ class Connection:
                 )  # fmt: skip
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
-                    await self._refuse(limit)
+                    await self._refuse(limit, start=True)
                     continue
             self._wake.clear()
             with contextlib.suppress(TimeoutError):

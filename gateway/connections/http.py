@@ -7,7 +7,7 @@ import asyncio
 
 import httptools
 
-from gateway.connections import cap
+from gateway.connections import below_app, cap
 from gateway.connections.bad_requests import (
     HEAD_TOO_LARGE,
     TRAILERS_TOO_LARGE,
@@ -101,7 +101,8 @@ class BoundedHeadProtocol(SlicedParseProtocol):
             end = (self._head_tail + data).find(_HEAD_END)
             seen = len(data) if end < 0 else end + len(_HEAD_END) - len(self._head_tail)
             if self._head_bytes + seen > self.max_head_bytes:
-                self._refuse(b"431 Request Header Fields Too Large", HEAD_TOO_LARGE)
+                self._refuse(b"431 Request Header Fields Too Large", HEAD_TOO_LARGE,
+                             told=below_app.head_too_large(self.max_head_bytes))  # fmt: skip
                 return
             self._head_bytes += seen
             self._head_tail = (self._head_tail + data)[-3:]
@@ -141,7 +142,8 @@ class BoundedHeadProtocol(SlicedParseProtocol):
             self.stop_parsing()
             self.transport.close()
         else:
-            self._refuse(b"431 Request Header Fields Too Large", TRAILERS_TOO_LARGE)
+            self._refuse(b"431 Request Header Fields Too Large", TRAILERS_TOO_LARGE,
+                         told=below_app.trailers_too_large(self.max_head_bytes))  # fmt: skip
 
     def _feed(self, data: bytes) -> None:
         """uvicorn's ``data_received``, but a stopped parser (full pipeline, refusal) gets no 400."""
@@ -151,8 +153,7 @@ class BoundedHeadProtocol(SlicedParseProtocol):
         except httptools.HttpParserError as exc:
             if not self._stopped:
                 reason = parser_reason(exc)
-                self.bad_requests.warn("Invalid HTTP request received (%s): answered 400", reason, reason=reason)
-                self._refuse(b"400 Bad Request", bad_request_body(reason))
+                self._refuse(b"400 Bad Request", bad_request_body(reason), told=below_app.bad_request(reason))
         except httptools.HttpParserUpgrade:
             if self._should_upgrade():
                 self.handle_websocket_upgrade()
@@ -180,7 +181,7 @@ class BoundedHeadProtocol(SlicedParseProtocol):
             self._refuse_over_cap()
             raise _Stop  # a WebSocket handshake too: the parser would go on to the upgrade
         if unknown_transfer_coding(self.headers):
-            self._refuse(b"501 Not Implemented", UNKNOWN_TRANSFER_CODING)
+            self._refuse(b"501 Not Implemented", UNKNOWN_TRANSFER_CODING, told=below_app.unknown_transfer_coding())
             raise _Stop
         before = self.cycle
         super().on_headers_complete()
@@ -252,7 +253,8 @@ class BoundedHeadProtocol(SlicedParseProtocol):
         if self._over_cap:
             self._refuse_over_cap()
         else:
-            self._refuse(b"408 Request Timeout", late_head_body(self.header_timeout_s))
+            timeout_s = self.header_timeout_s
+            self._refuse(b"408 Request Timeout", late_head_body(timeout_s), told=below_app.head_too_late(timeout_s))
 
     def _refuse_over_cap(self) -> None:
         assert self.max_connections is not None
@@ -262,10 +264,16 @@ class BoundedHeadProtocol(SlicedParseProtocol):
         retry = b"retry-after: %d\r\n" % cap.retry_after_s()
         self._refuse(b"503 Service Unavailable", cap.refusal_body(self.max_connections), retry, at_once=True)
 
-    def _refuse(self, status: bytes, body: bytes, extra: bytes = b"", *, at_once: bool = False) -> None:
+    def _refuse(
+        self, status: bytes, body: bytes, extra: bytes = b"", *, at_once: bool = False,
+        told: below_app.Refusal | None = None,
+    ) -> None:  # fmt: skip
+        """Answer ``status`` and close; ``told``: counted and logged (the cap's 503 is, in cap.count_refusal)."""
         self._disarm()
         self.stop_parsing()
         if not self.transport.is_closing():
+            if told is not None:
+                told.tell(self.app, self.bad_requests)
             kind = b"content-type: application/json\r\n" if body else b""
             head = b"HTTP/1.1 %s\r\n%s%s%scontent-length: %d\r\nconnection: close\r\n\r\n" % (
                 status,

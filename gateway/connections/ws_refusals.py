@@ -30,6 +30,7 @@ from websockets.http11 import Request, Response
 from websockets.server import ServerProtocol
 from websockets.typing import StatusLike
 
+from gateway.connections import below_app
 from gateway.connections.bad_requests import envelope
 from gateway.errors import ErrorCode
 from gateway.logs.access import refused_handshake_line
@@ -136,12 +137,14 @@ class RefusingProtocol(WebSocketsSansIOProtocol):
 
     def handle_connect(self, event: Request) -> None:
         super().handle_connect(event)
-        if self.response.status_code != 101:
-            refused_handshake_line(event.path, self.response.status_code, self._began, self.client)
+        if (status := self.response.status_code) != 101:  # counted in requests_refused, as the app's refusals
+            below_app.count(self.app, status, refusal(HTTPStatus(status), self.conn.handshake_exc)[0])
+            refused_handshake_line(event.path, status, self._began, self.client)
 
     def handle_handshake_exception(self) -> None:
         error = self.conn.handshake_exc
         status = next((s for kind, s in _STATUSES.items() if isinstance(error, kind)), HTTPStatus.BAD_REQUEST)
+        below_app.count(self.app, status, refusal(status, error)[0])
         super().handle_handshake_exception()
         refused_handshake_line(self._target, status, self._began, self.client)
 

@@ -2,9 +2,10 @@
 
 Fields: method (``WS`` for a WebSocket), path with credentials masked (``/t/<secret>/`` and
 credential query parameters), status (101 for an accepted WebSocket), duration_ms, client, and the
-session id when the request started one (plus the close code of a WebSocket). The path is masked
-before the line is made, from the request as the client sent it. A WebSocket handshake refused below
-the application gets its line too (:func:`refused_handshake_line`).
+session id when the request started one (plus the close code of a WebSocket that was accepted: one
+refused at its handshake has none). The path is masked before the line is made, from the request as
+the client sent it. A WebSocket handshake refused below the application gets its line too
+(:func:`refused_handshake_line`).
 """
 
 from __future__ import annotations
@@ -17,10 +18,11 @@ from urllib.parse import unquote
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.logs.context import AccessNote, current_note
-from gateway.logs.formats import SHOWN_IN_MESSAGE
+from gateway.logs.formats import MESSAGE_FORMAT, SHOWN_IN_MESSAGE
 from gateway.logs.redact import redact_path
 
 log = logging.getLogger("gateway.access")
+_MESSAGE = "%s %s %d %.1f ms"
 
 
 class AccessLog:
@@ -45,7 +47,7 @@ class AccessLog:
             elif kind == "websocket.accept":
                 seen["status"] = 101
             elif kind == "websocket.close":
-                seen["status"] = seen["status"] or 403  # closed before accept: uvicorn answers 403
+                seen["status"] = seen["status"] or 403  # closed before accept: uvicorn answers 403 (no close code)
                 seen["close_code"] = seen["close_code"] or message.get("code", 1000)
             await send(message)
 
@@ -69,7 +71,7 @@ class AccessLog:
         more: dict[str, Any] = {}
         if note.session_id is not None:
             more["session_id"] = note.session_id
-        if websocket and seen["close_code"] is not None:
+        if websocket and seen["status"] == 101 and seen["close_code"] is not None:  # a socket was opened
             more["close_code"] = seen["close_code"]
         write_line(
             "WS" if websocket else str(scope.get("method", "")),
@@ -101,5 +103,6 @@ def write_line(method: str, path: str, status: int, began: float, client: Any, *
         "client": f"{client[0]}:{client[1]}" if client else None,
         **more,
     }
-    fields[SHOWN_IN_MESSAGE] = ("method", "path", "status", "duration_ms")
-    log.info("%s %s %d %.1f ms", method, path, status, duration_ms, extra=fields)
+    # Text lines make the message again of these fields, the path quoted if it is more than one bare word.
+    fields[SHOWN_IN_MESSAGE], fields[MESSAGE_FORMAT] = ("method", "path", "status", "duration_ms"), _MESSAGE
+    log.info(_MESSAGE, method, path, status, duration_ms, extra=fields)

@@ -21,12 +21,14 @@ WINDOW_S = 10.0
 
 
 class BurstLog:
-    """One kind of WARNING. ``more`` is the window's line, a %-format of ``count`` (occurrences not logged
-    yet), ``amount`` (what they add up to), ``seconds`` (the window's length) and ``reasons``
-    ("reason: n, …", the most frequent first)."""
+    """One kind of WARNING (or of line at ``level``). ``more`` is the window's line, a %-format of ``count``
+    (occurrences not logged yet), ``amount`` (what they add up to), ``seconds`` (the window's length) and
+    ``reasons`` ("reason: n, …", the most frequent first)."""
 
-    def __init__(self, log: logging.Logger, more: str, window_s: float = WINDOW_S) -> None:
-        self._log = log
+    def __init__(
+        self, log: logging.Logger, more: str, window_s: float = WINDOW_S, *, level: int = logging.WARNING
+    ) -> None:
+        self._log, self._level = log, level
         self._more = more
         self.window_s = window_s
         self._reasons: Counter[str] = Counter()  # occurrences not logged yet
@@ -43,7 +45,7 @@ class BurstLog:
             self._amount += amount
             return
         self._tell(now)  # a window no timer told (none ran: no event loop, or the loop ended)
-        self._log.warning(message, *args)
+        self._log.log(self._level, message, *args)
         self._open(now)
 
     def close(self) -> None:
@@ -74,6 +76,7 @@ class BurstLog:
             return
         reasons = ", ".join(f"{reason}: {count}" for reason, count in self._reasons.most_common())
         count, seconds = self._reasons.total(), now - self._since
-        self._log.warning(self._more, {"count": count, "amount": self._amount, "seconds": seconds, "reasons": reasons})
+        told = {"count": count, "amount": self._amount, "seconds": seconds, "reasons": reasons}
+        self._log.log(self._level, self._more, told)
         self._reasons.clear()
         self._amount = 0

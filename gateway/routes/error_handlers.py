@@ -96,6 +96,24 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(HTTPException, _http_exception)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(Exception, _unhandled)
+    app.router.default = _WebSocketNotFound(app.router.default)
+
+
+class _WebSocketNotFound:
+    """The router's answer to a path no route takes: a WebSocket handshake gets 404 in the envelope (counted
+    by :class:`RefusalCounter`, like an HTTP request's 404) where Starlette closed it before accepting,
+    which uvicorn answered 403 with no body (not counted, and unlike the HTTP answer for the same path).
+    HTTP requests keep Starlette's answer (404 through :func:`_http_exception`)."""
+
+    def __init__(self, default: ASGIApp) -> None:
+        self.default = default
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "websocket" or "websocket.http.response" not in scope.get("extensions", {}):
+            await self.default(scope, receive, send)  # a server without denial responses: its 403
+            return
+        response = _with_status(GatewayError(_STATUS_MESSAGES[404], code=ErrorCode.NOT_FOUND), 404)
+        await response(scope, receive, send)
 
 
 def envelope_code(body: bytes) -> str | None:

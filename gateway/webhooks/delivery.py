@@ -61,6 +61,7 @@ _REASONS = {
 _FULL = "pending limit reached"
 _SHARE_FULL = "one receiver's share of the pending limit reached"
 _DROPS_MORE = "%(count)d more webhooks dropped in the last %(seconds).1f s (%(reasons)s); the metric counts each"
+_FAILURES_MORE = "%(count)d more webhook attempts failed in the last %(seconds).1f s (%(reasons)s)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +92,8 @@ class WebhookDeliverer:
         self._pending: set[asyncio.Task[None]] = set()
         # Lines name the gateway's own webhook ids and fixed reasons, never a URL or anything a client sent.
         self._drops = BurstLog(log, _DROPS_MORE, drop_window_s)
+        # Failed attempts: a receiver answering 500 fails every attempt of every webhook (each DEBUG too).
+        self._failures = BurstLog(log, _FAILURES_MORE, drop_window_s, level=logging.INFO)
         self._client: httpx.AsyncClient | None = None
         self._unusable_proxy_told = False
         self.outcomes = Counter(
@@ -178,7 +181,7 @@ class WebhookDeliverer:
         try:
             status = await self._post(target, msg_id, body)
         except (httpx.HTTPError, TimeoutError) as exc:  # timeouts, refused connections, broken transfers
-            log.info("webhook %s: attempt failed (%s)", msg_id, type(exc).__name__)
+            self._failed(msg_id, attempt, f"unreachable ({type(exc).__name__})")
             return "unreachable"
         finally:
             self._places.give(url, 1)
@@ -188,10 +191,16 @@ class WebhookDeliverer:
             self._place_waiters.clear()
         if 200 <= status < 300:
             return None
-        log.info("webhook %s: the receiver answered %d", msg_id, status)
+        self._failed(msg_id, attempt, f"answered {status}")
         if status >= 500 or status in _RETRYABLE_STATUS:
             return "failed"
         return "refused"  # 3xx/4xx: the same request will not fare better
+
+    def _failed(self, msg_id: str, attempt: int, outcome: str) -> None:
+        """A failed attempt: a DEBUG line each, an INFO line a burst at a time (by outcome: an exception's type or
+        the receiver's status, never its URL), as one per attempt was a flood (5 per webhook)."""
+        log.debug("webhook %s: attempt %d failed: %s", msg_id, attempt, outcome)
+        self._failures.warn("webhook %s: attempt %d failed: %s", msg_id, attempt, outcome, reason=outcome)
 
     async def _post(self, target: WebhookTarget, msg_id: str, body: bytes) -> int:
         """The answer's status. httpx bounds each step, not the whole: a receiver trickling its answer would
@@ -237,6 +246,7 @@ class WebhookDeliverer:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         self._drops.close()  # what the open window counted, before the shutdown's own line
+        self._failures.close()
         if tasks:
             self.outcomes.labels(outcome="dropped").inc(len(tasks))
             log.warning("%d webhooks were still pending at shutdown and are dropped", len(tasks))
