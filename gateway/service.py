@@ -18,6 +18,7 @@ from starlette.requests import HTTPConnection
 from gateway.auth import Authenticator
 from gateway.errors import ErrorCode, GoingAway
 from gateway.observability import GatewayMetrics
+from gateway.relay import failures
 from gateway.relay.outbox_budget import OutboxBudget
 from gateway.relay.registry import SessionRegistry
 from gateway.security import AccessGate
@@ -142,6 +143,7 @@ class Gateway:
         await self.upstream.aclose()
         await self.tokens.aclose()
         await self.webhooks.aclose()
+        failures.close()  # what the last window of upstream stream failures counted
         if self.simulator is not None:
             await self.simulator.stop(None)
 

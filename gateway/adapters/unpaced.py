@@ -22,8 +22,9 @@ import time
 from collections.abc import Awaitable, Callable
 
 from gateway.adapters import commands
-from gateway.adapters.dialect import AnswersWhileStarting, ClientMessage
+from gateway.adapters.dialect import AnswersWhileStarting, ClientMessage, Command
 from gateway.connections.pace import Pace
+from gateway.dataflow.lenient import longer_than
 
 MESSAGE_S = 0.002
 BYTES_PER_S = 1024 * 1024
@@ -61,3 +62,11 @@ def answers_while_starting(
         return True
 
     return answer
+
+
+def paced_here(message: ClientMessage, command: Command, cap: int) -> bool:
+    """Is a streaming session's ``message`` charged to its pace here? Yes when the gateway handles it alone
+    (no command, a reply), or when it is text over ``cap`` (``GATEWAY_MAX_CONTROL_MESSAGE_BYTES``, UTF-8
+    bytes as the cap counts them), which Data Flow never sees; what goes to Data Flow is paced there."""
+    handled_here = command is None or isinstance(command, commands.Reply)
+    return handled_here or (isinstance(message, str) and longer_than(message, cap))

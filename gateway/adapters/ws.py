@@ -19,7 +19,7 @@ from gateway.adapters.ending import ClientCloses, end_session
 from gateway.adapters.reader import ClientReader
 from gateway.adapters.socket import ClientSocket, Frame
 from gateway.adapters.start_refusals import count_refused_start
-from gateway.adapters.unpaced import OutOfSessionPacer, answers_while_starting
+from gateway.adapters.unpaced import OutOfSessionPacer, answers_while_starting, paced_here
 from gateway.adapters.waiting import CommandWait, ReadAheadReader
 from gateway.auth import Principal
 from gateway.errors import ClientGone, ClientTooSlow, GatewayError, GoingAway
@@ -102,11 +102,11 @@ class Connection:
                 continue
             if session is not None and session.closed is None:
                 command = self.dialect.streaming(message)
-                if (text := isinstance(message, str)) and command is not None:  # one it ignores (a Twilio mark) is not
+                if isinstance(message, str) and command is not None:  # one it ignores (a Twilio mark) is not
                     session.touch()
                 await self._apply(command, session)
-                if command is None or isinstance(command, commands.Reply) or (text and len(message) > self.control_cap):
-                    await session.pace_message(message)  # handled here alone, or text refused as too big for Data Flow
+                if paced_here(message, command, self.control_cap):
+                    await session.pace_message(message)
                 continue
             if session is not None:
                 if not self.dialect.sequential:

@@ -2,9 +2,11 @@
 
 A recovery moves the session to a new stream and the client sees only ``upstream_recovered``; the
 operator saw no more (no counter by cause, no line), so a Data Flow failing streams all day looked
-healthy. Each failure a recovery meets — the one that began it and each new stream that failed to
-start — is counted by error code and gRPC status, and logged as a WARNING a burst at a time (an outage
-fails every live session at once). Only codes and statuses: never a client's text or Data Flow's.
+healthy. Each failure a session's recovering stream meets — its stream failing (once, however many
+sides of the session noticed it), and each new stream that failed to take over — is counted by error
+code and gRPC status, and logged as a WARNING a burst at a time (an outage fails every live session at
+once), as are rotations that could not be made. Only codes and statuses: never a client's text or
+Data Flow's.
 """
 
 from __future__ import annotations
@@ -12,12 +14,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from gateway.errors import UpstreamError
+from gateway.errors import UpstreamError, UpstreamUnavailable
 from gateway.logs.bursts import BurstLog
 
 log = logging.getLogger(__name__)
 
-_LINES = BurstLog(log, "%(count)d more upstream stream failures in the last %(seconds).1f s (%(reasons)s)")
+_FAILURES = BurstLog(log, "%(count)d more upstream stream failures in the last %(seconds).1f s (%(reasons)s)")
+_ROTATIONS = BurstLog(log, "%(count)d more upstream stream rotations failed in the last %(seconds).1f s (%(reasons)s)")
 
 Count = Callable[[UpstreamError], None]
 
@@ -31,17 +34,33 @@ class StreamFailures:
 
     def __init__(self, count: Count = not_counted) -> None:
         self._count = count
+        self._last_failed = 0  # id() of the session's stream last counted as failed
 
-    def failed(self, error: UpstreamError | None, *, reopening: bool) -> None:
-        """``error`` ended a stream (``reopening``: a new stream that failed to take over); None: none did."""
-        if error is None:
+    def failed(self, error: UpstreamError | None, stream: object, *, recovering: bool) -> None:
+        """``stream``, the one the session streams to, failed with ``error`` (None: a rotation, no failure);
+        ``recovering``: a new stream is tried, else the session ends with it."""
+        if error is None or id(stream) == self._last_failed:
             return
+        self._last_failed = id(stream)
+        self._tell(error, "an upstream stream failed", recovering)
+
+    def reopen_failed(self, error: UpstreamError) -> None:
+        """A new stream failed to take over (another is tried if ``error`` is retryable and time is left)."""
+        self._tell(error, "a new upstream stream failed to take over", isinstance(error, UpstreamUnavailable))
+
+    def rotation_failed(self, error: UpstreamError | None) -> None:
+        """A planned move to a new stream could not be made (the current stream goes on)."""
+        code = error.error_code.value if error is not None else "no time left"
+        _ROTATIONS.warn("an upstream stream rotation failed (%s); the current stream goes on", code, reason=code)
+
+    def _tell(self, error: UpstreamError, what: str, recovering: bool) -> None:
         self._count(error)
         code, status = error.error_code.value, error.grpc_status or "none"
-        what = "a new upstream stream failed to take over" if reopening else "an upstream stream failed"
-        _LINES.warn("%s (%s, gRPC status %s); the session is being recovered", what, code, status, reason=code)
+        then = "the session is being recovered" if recovering else "the session ends with it"
+        _FAILURES.warn("%s (%s, gRPC status %s); %s", what, code, status, then, reason=code)
 
 
 def close() -> None:
-    """Tells what the open window counted (at shutdown)."""
-    _LINES.close()
+    """Tells what the open windows counted (at shutdown)."""
+    _FAILURES.close()
+    _ROTATIONS.close()

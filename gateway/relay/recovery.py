@@ -209,10 +209,11 @@ class RecoveringStream:
             raise self._gave_up.detached()
         if self._cancelled:
             raise UpstreamUnavailable("the upstream stream was closed")
-        if cause is not None and (not isinstance(cause, UpstreamUnavailable) or self._policy.attempts < 1):
+        retryable = isinstance(cause, UpstreamUnavailable) and self._policy.attempts > 0
+        self.failures.failed(cause, self._inner, recovering=retryable)  # once, however many sides noticed it
+        if cause is not None and not retryable:
             raise cause.detached()
         if self._recovery is None:
-            self.failures.failed(cause, reopening=False)  # a rotation (None) is no failure
             held_from = self._buffer.end  # audio after this waits for the new stream (the old has the rest)
             self._recovery = asyncio.create_task(self._reopen(cause, held_from), name="upstream-recovery")
         await self._wait_recovery()
@@ -231,7 +232,7 @@ class RecoveringStream:
                 if cause is None:  # a rotation: one try, and the old stream goes on (a back-off, then again)
                     await self._rotation_failed(held_from, exc)
                     return
-                self.failures.failed(exc, reopening=True)
+                self.failures.reopen_failed(exc)
                 if isinstance(exc, UpstreamUnavailable):
                     continue
                 self._recovery, self._gave_up = None, exc.detached()
@@ -263,8 +264,7 @@ class RecoveringStream:
     async def _rotation_failed(self, held_from: int, error: UpstreamError | None) -> None:
         """A rotation that could not be made: the old stream goes on, with the audio held meanwhile."""
         self._rotation.failed()
-        code = error.error_code.value if error is not None else "no time left"
-        log.warning("an upstream stream rotation failed (%s); the current stream goes on", code)
+        self.failures.rotation_failed(error)
         with contextlib.suppress(UpstreamError):  # the old stream failing now is noticed as any failure
             await replay(self._inner, self._buffer, held_from)
         self._recovery = None  # no await since the last read: nothing more is held

@@ -21,14 +21,17 @@ class Transcript:
         self.max_bytes = max_bytes
         self._texts: dict[int, list[str]] = {}
         self._bytes = 0
+        self.truncated = False  # from then on every text is left out: what is kept is one piece
         self.dropped_bytes = 0  # text left out, UTF-8 bytes
 
     def add(self, channel: int, text: str) -> None:
         size = _utf8_size(text)
-        if self.dropped_bytes or self._bytes + size + 1 > self.max_bytes:
+        joined = size + (channel in self._texts)  # the space before it, when the channel has text already
+        if self.truncated or self._bytes + joined > self.max_bytes:
+            self.truncated = True
             self.dropped_bytes += size
             return
-        self._bytes += size + 1
+        self._bytes += joined
         self._texts.setdefault(channel, []).append(text)
 
     def by_channel(self, channels: int = 0) -> dict[int, str]:
@@ -42,4 +45,4 @@ class Transcript:
 
     def cut(self) -> dict[str, Any]:
         """What a summary adds when text was left out (nothing when the transcript is whole)."""
-        return {"transcriptTruncated": True, "transcriptDroppedBytes": self.dropped_bytes} if self.dropped_bytes else {}
+        return {"transcriptTruncated": True, "transcriptDroppedBytes": self.dropped_bytes} if self.truncated else {}

@@ -3,7 +3,8 @@
 Its events wait until the end, so they are held as their encoded JSON (what they cost in the
 answer, not the several times more a dict costs) and only up to ``GATEWAY_CLIENT_OUTBOX_BYTES``:
 the bound on what the gateway holds for one client. Later events are counted in ``eventsDropped``,
-never lost silently; the transcript is built apart from them and always comes whole.
+never lost silently; the transcript is built apart from them, bounded on its own
+(``GATEWAY_MAX_TRANSCRIPT_BYTES``, ``transcriptTruncated``).
 """
 
 from __future__ import annotations

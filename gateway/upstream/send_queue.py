@@ -18,6 +18,7 @@ from collections.abc import Callable
 
 from gateway.audio.convert import rechunk
 from gateway.audio.format import AudioFormat
+from gateway.dataflow.messages import utf8_size
 from gateway.settings import Settings
 from gateway.upstream.contract import ContentType
 
@@ -97,7 +98,7 @@ class SendQueue:
         """A control message; its bytes count against ``control_limit`` until written (so a client that
         floods events while Data Flow is slow is paused like one that floods audio)."""
         self._items.append((kind, text, time.monotonic()))
-        self.pending_control += len(text)
+        self.pending_control += utf8_size(text)  # as Data Flow gets it: not characters
         self._has_work.set()
         self._hold_over.set()  # a control message (say, Finalize) does not wait behind held audio
         if self.pending_control >= self.control_limit:
@@ -128,6 +129,10 @@ class SendQueue:
         self.pending_control -= control_bytes
         if self.pending_audio < self.buffer_limit and self.pending_control < self.control_limit:
             self.has_space.set()
+
+    def written_text(self, text: str) -> None:
+        """The writer sent control message ``text`` (counted as :meth:`put_text` counted it)."""
+        self.written(0, utf8_size(text))
 
     async def _hold(self) -> None:
         """Until the head holds ``hold`` of audio, something queues behind it, or its first bytes have

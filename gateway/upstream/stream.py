@@ -59,6 +59,7 @@ class DataflowStream:
         self._read_bytes = 0  # the size of the message _read_item last read
         self._queue = SendQueue(audio, s, client.audio_write_interval_s)
         self._writer: asyncio.Task[None] | None = None
+        self._answered = False  # Data Flow accepted the Start
         self._writer_ended = False
         self._failure: GatewayError | None = None
         self._input_closed = self._counted = False
@@ -90,6 +91,7 @@ class DataflowStream:
         if not response.ok:
             self.cancel()
             raise self._noted(start_refused(response.error or "start failed", start))
+        self._answered = True  # a refusal from now on is of the live stream, not of the token
         self.session_id = quoted_session_id(response.session_id)
         response = dataclasses.replace(response, session_id=self.session_id)
         self._writer = asyncio.create_task(self._write_loop(), name="dataflow-writer")
@@ -211,7 +213,7 @@ class DataflowStream:
                     self.audio_bytes_sent += len(payload)
                 else:
                     await self._call.write(self._contract.encode_request(kind, text=payload))
-                    self._queue.written(0, len(payload))
+                    self._queue.written_text(payload)
         except grpc.aio.AioRpcError as exc:
             self._fail(self._from_status(exc.code(), exc.details()))
         except asyncio.InvalidStateError:
@@ -291,6 +293,6 @@ class DataflowStream:
     def _noted(self, error: UpstreamError) -> UpstreamError:
         """``error``, after dropping a token Data Flow refused at Start (the next stream fetches a new one). A
         live stream ended as unauthenticated says nothing of the token the next Start will carry."""
-        if isinstance(error, UpstreamAuthFailed) and self._token is not None and self._writer is None:
+        if isinstance(error, UpstreamAuthFailed) and self._token is not None and not self._answered:
             self._client.tokens.invalidate(self._token)
         return error

@@ -21,6 +21,8 @@ from gateway.errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
+from gateway.relay import failures
+from gateway.relay.failures import StreamFailures
 from gateway.relay.recovery import RecoveringStream
 from gateway.relay.recovery_policy import RecoveryPolicy
 from gateway.relay.replay import ReplayBuffer
@@ -215,3 +217,40 @@ async def test_updates_are_kept_for_a_recovery_only_when_accepted_and_within_the
     resent = opener.last.updates
     assert resent == [{"A": "x", "B": "b" * 800, "C": "c" * 800}]
     assert len(json.dumps(build_request("Update", Settings=resent[0]))) <= 2048
+
+
+def counted(stream: RecoveringStream) -> list[UpstreamError]:
+    """What the stream reports to the process's counter (``upstream_stream_failures_total``)."""
+    seen: list[UpstreamError] = []
+    stream.failures = StreamFailures(seen.append)
+    return seen
+
+
+async def test_one_failure_noticed_by_both_sides_is_counted_once() -> None:
+    stream, opener = await started()
+    seen = counted(stream)
+    await stream.send_audio(audio(100))
+    reading = await recovering(stream, opener)  # the reading side noticed it
+    sending = asyncio.create_task(stream.send_audio(audio(100)))  # and the sending side
+    await asyncio.sleep(0.02)
+    opener.last.release_start()
+    await sending
+    assert isinstance((await reading)[0], Recovered)
+    assert [type(e) for e in seen] == [UpstreamUnavailable]
+
+
+async def test_a_new_stream_refused_ends_the_recovery_and_its_line_says_so(caplog: pytest.LogCaptureFixture) -> None:
+    stream, opener = await started()
+    seen = counted(stream)
+    failures.close()  # a window another test opened: these lines are logged at once
+    caplog.clear()
+    opener.start_error = UpstreamRejected("refused")
+    opener.last.end(UpstreamUnavailable("reset"))
+    with pytest.raises(UpstreamRejected):
+        await collect(stream.items(), 1)
+    assert [type(e) for e in seen] == [UpstreamUnavailable, UpstreamRejected]
+    lines = [r.getMessage() for r in caplog.records if r.name == "gateway.relay.failures"]
+    assert lines[0].endswith("(upstream_unavailable, gRPC status none); the session is being recovered"), lines
+    failures.close()  # the refusal was counted in the window: told now
+    told = [r.getMessage() for r in caplog.records if r.name == "gateway.relay.failures"][1:]
+    assert told == ["1 more upstream stream failures in the last 0.0 s (upstream_rejected: 1)"], told

@@ -151,3 +151,27 @@ async def test_the_cap_counts_the_utf8_bytes_data_flow_gets_not_escapes(
     assert refused["code"] == "message_too_big"
     assert "a control message of 70043 bytes is over the limit of 65536" in refused["message"], refused
     assert simulator.records[-1].client_events[0]["Data"]["Note"] == note
+
+
+@pytest.mark.parametrize("gw", [{"audio_rate_burst_ms": 100}], indirect=True)
+async def test_text_over_the_cap_in_utf8_bytes_is_paced_as_any_refused_text(gw: RunningGateway) -> None:
+    """The cap counts UTF-8 bytes; the charge for refused text counted characters, so updates of Turkish
+    text over the cap in bytes but not in characters were refused unpaced (60 in 0.05 s, where as many
+    ASCII ones took 1.27 s)."""
+
+    async def refusals(value: str) -> float:
+        message = json.dumps({"type": "update", "settings": {"Note": value}}, ensure_ascii=False)
+        async with ws_connect(gw.ws_url(), max_size=None) as ws:
+            await ws.send(start_message())
+            await next_message(ws, "started")
+            began = asyncio.get_running_loop().time()
+            for _ in range(60):
+                await ws.send(message)
+            for _ in range(60):
+                assert (await next_message(ws, "error", timeout=60))["code"] == "message_too_big"
+            return asyncio.get_running_loop().time() - began
+
+    ascii_s = await refusals("a" * (CAP + 100))
+    turkish_s = await refusals("ş" * (CAP // 2 + 100))  # 33 000 characters, 66 000 bytes
+    assert ascii_s > 0.8, ascii_s  # ~64 ms of audio charged a message at 3x after a 100 ms burst
+    assert turkish_s > ascii_s / 2, (ascii_s, turkish_s)

@@ -360,3 +360,21 @@ async def test_updates_that_would_add_up_past_the_limit_are_refused_so_a_recover
     assert update_answers(result) == ["UpdateResponse", "message_too_big", "message_too_big"]
     assert [r["reason"] for r in result.of_type("upstream_recovered")] == ["failure"]
     assert_one_continuous_session(result)
+
+
+@pytest.mark.ws
+async def test_failures_counted_in_the_last_window_are_told_at_shutdown(
+    gateway_factory: GatewayFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The failures after the first line of a window are told when it ends: at shutdown too, or an outage
+    followed by a restart lost them."""
+    failures.close()
+    caplog.clear()
+    async with gateway_factory() as gw:
+        calls = [{"SimulatorFault": "abort:600:UNAVAILABLE:once", "Call": i} for i in range(3)]
+        results = await asyncio.gather(*(dtmf_call(gw, settings, pace_s=0.002) for settings in calls))
+        assert [len(r.of_type("upstream_recovered")) for r in results] == [1, 1, 1]
+    lines = [r.getMessage() for r in caplog.records if r.name == "gateway.relay.failures"]
+    assert len(lines) == 2 and lines[0].startswith("an upstream stream failed"), lines
+    assert lines[1].startswith("2 more upstream stream failures in the last "), lines
+    assert lines[1].endswith(" s (upstream_unavailable: 2)"), lines

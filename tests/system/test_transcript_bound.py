@@ -106,3 +106,18 @@ def test_a_call_without_a_webhook_keeps_no_transcript() -> None:
         text = word_text(n)
         results.observe(DataflowEvent(MILESTONE, 0, 0, 10, None, [], {"Text": text}, {}, len(text)))
     assert results.transcript.by_channel() == {}
+
+
+def test_text_that_fits_exactly_is_kept_whole() -> None:
+    """A space is counted only between two texts of one channel: a result of exactly the bound, or two
+    channels' texts adding up to it, were marked truncated."""
+    one = Transcript(max_bytes=1024)
+    one.add(0, "a" * 1024)
+    assert (one.by_channel(), one.cut()) == ({0: "a" * 1024}, {})
+    two = Transcript(max_bytes=1024)
+    two.add(0, "a" * 511)
+    two.add(1, "b" * 512)
+    two.add(1, "")  # a space more: 1024 bytes
+    assert (two.by_channel(), two.cut()) == ({0: "a" * 511, 1: "b" * 512 + " "}, {})
+    two.add(0, "")
+    assert two.cut() == {"transcriptTruncated": True, "transcriptDroppedBytes": 0}

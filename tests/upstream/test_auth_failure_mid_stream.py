@@ -5,6 +5,8 @@ fetched token would be dropped. Only a refusal at Start drops the token. Real gR
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 
 import pytest
@@ -72,3 +74,33 @@ async def test_a_live_stream_ended_as_unauthenticated_keeps_the_token(
         assert [r.levelname for r in caplog.records if REFUSED_LINE in r.getMessage()] == ["ERROR"]
     finally:
         await client.aclose()
+
+
+@pytest.mark.parametrize("torn_down_first", [False, True])
+async def test_a_live_stream_whose_writer_met_the_refusal_first_keeps_the_token(
+    simulator: DataflowSimulator, caplog: pytest.LogCaptureFixture, torn_down_first: bool
+) -> None:
+    """Audio flowing in real time: the writer meets the status first and ends; the reader reports it after
+    (a session tears the stream down first when its sending side failed). "Refused at Start" was read
+    from the writer being gone, so this dropped the token."""
+    tokens = CountingProvider(SecretStr(SIM_TOKEN))
+    client = UpstreamClient(settings_for(simulator), tokens)
+    stream = client.stream(FORMAT, deadline_s=30)
+    try:
+        fault = {"SimulatorFault": "abort:300:UNAUTHENTICATED"}
+        await stream.start(StartRequest(project="demo", audio=FORMAT, settings=fault))
+        with pytest.raises(UpstreamAuthFailed):
+            while True:  # 20 ms of audio every 20 ms, until the stream fails
+                await stream.send_audio(bytes(640))
+                await asyncio.sleep(0.02)
+        if torn_down_first:
+            stream.cancel()
+            await asyncio.sleep(0)
+        with contextlib.suppress(UpstreamAuthFailed):
+            async for _ in stream.items():
+                pass
+    finally:
+        await stream.aclose()
+        await client.aclose()
+    assert tokens.invalidated == 0
+    assert not [r for r in caplog.records if REFUSED_LINE in r.getMessage()]

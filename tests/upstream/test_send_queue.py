@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from gateway.audio.format import AudioFormat
+from gateway.dataflow.messages import to_json
 from gateway.settings import Settings
 from gateway.upstream.contract import ContentType
 from gateway.upstream.send_queue import HoldPolicy, Outgoing, SendQueue
@@ -248,3 +249,21 @@ def test_a_higher_write_rate_holds_later() -> None:
     assert policy.hold_s(399) == 0.0
     assert policy.hold_s(400) == pytest.approx(0.04)
     assert policy.hold_s(1000) == pytest.approx(0.1)
+
+
+async def test_control_messages_are_held_within_the_control_buffer_in_utf8_bytes() -> None:
+    """Data Flow's JSON holds non-ASCII text as UTF-8 (4 bytes an emoji), and the buffer counted characters:
+    4.2x ``GATEWAY_UPSTREAM_CONTROL_BUFFER_BYTES`` was queued before the client was paused."""
+    limit = 256 * 1024
+    queue = make_queue(upstream_control_buffer_bytes=limit)
+    text = to_json({"Event": {"Name": "n", "Note": "😀" * 16_000}}, limit=64 * 1024)
+    queued: list[str] = []
+    while queue.has_space.is_set():
+        queue.put_text(ContentType.EVENT, text)
+        queued.append(text)
+    held = sum(len(t.encode()) for t in queued)
+    assert limit <= held < limit + len(text.encode()), held  # paused at the limit, not at 4x it
+    for sent in await take(queue, len(queued)):
+        assert isinstance(sent[1], str)
+        queue.written_text(sent[1])
+    assert queue.pending_control == 0 and queue.has_space.is_set()
