@@ -103,10 +103,11 @@ class GatewayMetrics:
             f"{PREFIX}_upstream_errors", "Sessions ended by an upstream failure, by error code and gRPC status",
             ["code", "grpc_status"], registry=r,
         )  # fmt: skip
+        # By code alone: the gRPC status of one failure depends on which side met it first (UNAVAILABLE,
+        # INTERNAL for a reset stream, ...), so it would add series at random; the log lines name it.
         self.upstream_stream_failures = Counter(
             f"{PREFIX}_upstream_stream_failures", "Upstream streams that failed under a live session with recovery on,"
-            " recovered or not (new streams that failed to take over included), by error code and gRPC status",
-            ["code", "grpc_status"], registry=r,
+            " recovered or not (new streams that failed to take over included), by error code", ["code"], registry=r,
         )  # fmt: skip
         self.start_latency = Histogram(
             f"{PREFIX}_start_latency_seconds", "Start to StartResponse", buckets=_START_BUCKETS, registry=r
@@ -153,7 +154,7 @@ class GatewayMetrics:
 
     def upstream_stream_failed(self, error: UpstreamError) -> None:
         """One upstream stream failed under a live session (a recovery may hide it from the client)."""
-        self.upstream_stream_failures.labels(code=error.error_code, grpc_status=error.grpc_status or "").inc()
+        self.upstream_stream_failures.labels(code=error.error_code).inc()
 
     def event_relayed(self, name: str) -> None:
         """One event queued for a client. A name Data Flow does not document counts as ``other``: event

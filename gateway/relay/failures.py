@@ -4,9 +4,10 @@ A recovery moves the session to a new stream and the client sees only ``upstream
 operator saw no more (no counter by cause, no line), so a Data Flow failing streams all day looked
 healthy. Each failure a session's recovering stream meets — its stream failing (once, however many
 sides of the session noticed it), and each new stream that failed to take over — is counted by error
-code and gRPC status, and logged as a WARNING a burst at a time (an outage fails every live session at
-once), as are rotations that could not be made. Only codes and statuses: never a client's text or
-Data Flow's.
+code, and logged with its gRPC status as a WARNING a burst at a time (an outage fails every live
+session at once), as are rotations that could not be made. The status is no label: which one a
+failure shows depends on which side met it first (UNAVAILABLE, INTERNAL for a reset stream), so it
+would add series at random. Only codes and statuses: never a client's text or Data Flow's.
 """
 
 from __future__ import annotations
@@ -57,7 +58,7 @@ class StreamFailures:
         self._count(error)
         code, status = error.error_code.value, error.grpc_status or "none"
         then = "the session is being recovered" if recovering else "the session ends with it"
-        _FAILURES.warn("%s (%s, gRPC status %s); %s", what, code, status, then, reason=code)
+        _FAILURES.warn("%s (%s, gRPC status %s); %s", what, code, status, then, reason=f"{code} ({status})")
 
 
 def close() -> None:

@@ -253,4 +253,4 @@ async def test_a_new_stream_refused_ends_the_recovery_and_its_line_says_so(caplo
     assert lines[0].endswith("(upstream_unavailable, gRPC status none); the session is being recovered"), lines
     failures.close()  # the refusal was counted in the window: told now
     told = [r.getMessage() for r in caplog.records if r.name == "gateway.relay.failures"][1:]
-    assert told == ["1 more upstream stream failures in the last 0.0 s (upstream_rejected: 1)"], told
+    assert told == ["1 more upstream stream failures in the last 0.0 s (upstream_rejected (none): 1)"], told

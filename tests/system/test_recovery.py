@@ -10,6 +10,7 @@ import contextlib
 import json
 import logging
 import math
+import re
 from typing import Any
 
 import httpx
@@ -91,8 +92,7 @@ async def test_an_abort_in_each_of_20_concurrent_calls_loses_and_repeats_nothing
     async with httpx.AsyncClient() as http:
         metrics = (await http.get(f"{gw.http_url}/metrics")).text
     assert 'dataflow_gateway_upstream_recoveries_total{reason="failure"} 20.0' in metrics
-    failed = 'dataflow_gateway_upstream_stream_failures_total{code="upstream_unavailable",grpc_status="UNAVAILABLE"}'
-    assert f"{failed} 20.0" in metrics
+    assert 'dataflow_gateway_upstream_stream_failures_total{code="upstream_unavailable"} 20.0' in metrics
     lines = [r.getMessage() for r in caplog.records if r.name == "gateway.relay.failures"]
     assert lines == [
         "an upstream stream failed (upstream_unavailable, gRPC status UNAVAILABLE); the session is being recovered"
@@ -377,4 +377,4 @@ async def test_failures_counted_in_the_last_window_are_told_at_shutdown(
     lines = [r.getMessage() for r in caplog.records if r.name == "gateway.relay.failures"]
     assert len(lines) == 2 and lines[0].startswith("an upstream stream failed"), lines
     assert lines[1].startswith("2 more upstream stream failures in the last "), lines
-    assert lines[1].endswith(" s (upstream_unavailable: 2)"), lines
+    assert re.search(r" s \(upstream_unavailable \([A-Z_]+\): 2\)$", lines[1]), lines
