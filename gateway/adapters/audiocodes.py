@@ -20,7 +20,7 @@ from gateway.adapters.dialect import ClientMessage, Command, SessionCommand
 from gateway.adapters.messages import quote
 from gateway.adapters.socket import Frame
 from gateway.audio.format import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE, AudioFormat
-from gateway.dataflow.lenient import declared_int, get, loads_object
+from gateway.dataflow.lenient import declared_int, loads_object
 from gateway.dataflow.messages import MILESTONE, PARTIAL, DataflowEvent, StartRequest
 from gateway.errors import AudioFormatError, BadRequest, ErrorCode, GatewayError, InvalidState
 from gateway.relay.items import Closed, OutItem, Started
@@ -132,23 +132,8 @@ def render(item: OutItem) -> dict[str, Any] | None:
     if item.name == PARTIAL:
         return {"type": "hypothesis", "alternatives": [{"text": item.text}]}
     if item.name == MILESTONE or item.final:
-        return {"type": "recognition", "alternatives": [{"text": item.text, "confidence": _confidence(item.data)}]}
+        return {"type": "recognition", "alternatives": [{"text": item.text, "confidence": item.confidence}]}
     return None
-
-
-def _confidence(data: dict[str, Any]) -> float:
-    # Data Flow does not promise a confidence; 1.0 says "final, no score given". VoiceAI Connect takes 0-1:
-    # a score past 1 is read as a percentage (engines that score 0-100), one past 100 or negative as none.
-    value = get(data, "Confidence")
-    if isinstance(value, bool):
-        return 1.0
-    try:
-        score = float(value)
-    except (TypeError, ValueError):
-        return 1.0
-    if not 0.0 <= score <= 100.0:  # NaN too
-        return 1.0
-    return score / 100.0 if score > 1.0 else score
 
 
 def _error(error: GatewayError) -> dict[str, Any]:

@@ -11,7 +11,6 @@ from typing import Any, Final
 
 from gateway.adapters.audiohook_media import Timeline, duration
 from gateway.connections.pace import Pace
-from gateway.dataflow.lenient import get
 from gateway.dataflow.messages import MILESTONE, PARTIAL, DataflowEvent
 
 #: What Genesys takes from an AudioHook server: 5 messages a second, in bursts of up to 25 (as the
@@ -60,7 +59,7 @@ def transcript_entity(
         return None
     start = timeline.stream_seconds(item.start_ms)
     end = timeline.stream_seconds(max(item.end_ms, item.start_ms))
-    alternative: dict[str, Any] = {"confidence": _confidence(item.data)}
+    alternative: dict[str, Any] = {"confidence": item.confidence}
     if language:
         alternative["languages"] = [language]
     alternative["interpretations"] = [{"type": "display", "transcript": item.text}]
@@ -71,11 +70,3 @@ def transcript_entity(
         "offset": duration(start), "duration": duration(end - start), "alternatives": [alternative],
     }  # fmt: skip
     return {"type": "transcript", "data": data}
-
-
-def _confidence(data: dict[str, Any]) -> float:
-    # Data Flow does not promise a confidence; 1.0 says "final, no score given".
-    value = get(data, "Confidence")
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return 1.0
-    return min(max(float(value), 0.0), 1.0)

@@ -17,7 +17,6 @@ from collections.abc import Sequence
 from typing import Any, ClassVar
 
 from gateway.adapters import commands
-from gateway.adapters.audiocodes import _confidence as confidence
 from gateway.adapters.dialect import ClientMessage, Command, SessionCommand
 from gateway.adapters.messages import quote
 from gateway.adapters.socket import Frame
@@ -115,7 +114,7 @@ class JambonzDialect:
     def _transcription(self, item: DataflowEvent, *, final: bool) -> dict[str, Any]:
         alternative: dict[str, Any] = {"transcript": item.text}
         if final:
-            alternative["confidence"] = confidence(item.data)
+            alternative["confidence"] = item.confidence
         return {
             "type": "transcription", "is_final": final, "alternatives": [alternative],
             "channel": item.channel + 1, "language": self.language,

@@ -22,9 +22,9 @@ if TYPE_CHECKING:
 _NOT_A_START = frozenset({ErrorCode.IDLE_TIMEOUT, ErrorCode.MAX_DURATION, ErrorCode.GOING_AWAY})
 
 
-def count_refused_start(registry: SessionRegistry, error: GatewayError, *, start: bool = True) -> None:
-    """``start``: ``error`` refused a start (or its start never came in time) on an accepted WebSocket: a denial,
-    by its error code (a closed set: never the client's words). Otherwise (the driver ends a connection for
-    another reason) nothing is counted."""
-    if start and error.error_code not in _NOT_A_START:
+def count_refused_start(registry: SessionRegistry, error: GatewayError) -> None:
+    """``error`` refused a start (or its start never came in time) on an accepted WebSocket: a denial, by its
+    error code (a closed set: never the client's words). A connection ended for being idle, too long or by a
+    drain is not counted."""
+    if error.error_code not in _NOT_A_START:
         registry.deny(error.error_code)

@@ -46,8 +46,7 @@ class Connection:
         self.sender: asyncio.Task[None] | None = None
         self.started_any = self.ended = False  # ended: a goodbye or refusal closed the socket (read nothing more)
         self.reader: ClientReader = (reader := ReadAheadReader(ws))
-        self.waiting = CommandWait(ws, reader, self.settings.pre_start_audio_ms,
-                                   hang_up_finishes=results.finishes_call)  # fmt: skip
+        self.waiting = CommandWait(ws, reader, self.settings.pre_start_audio_ms, hang_up_finishes=results.finishes_call)
         self.opened_at = self.last_activity = time.monotonic()
         self._wake, self._going_away = asyncio.Event(), False  # on a wake the watchdog re-reads the state
         self._closing: ClientCloses | None = None  # the goodbye went out; the client closes the socket
@@ -249,7 +248,8 @@ class Connection:
 
     async def _refuse(self, error: GatewayError, *, start_failed: bool = False, start: bool = False) -> None:
         if not self.ended and self._closing is None:  # refuses a start (start: counted) or ends a sessionless one
-            count_refused_start(self.service.registry, error, start=start)
+            if start:
+                count_refused_start(self.service.registry, error)
             frames = tuple(self.dialect.refusal(error, start_failed=start_failed))
             await self._close(error.ws_close_code, error.error_code, frames)
 

@@ -187,6 +187,21 @@ class DataflowEvent:
         attributes = get(self.data, "text_attributes")
         return isinstance(attributes, str) and "recognized" in attributes.lower()
 
+    @property
+    def confidence(self) -> float:
+        """The score, 0-1, every dialect reports. Data Flow does not promise one: 1.0 says "no score given".
+        A number past 1 is read as a percentage (engines that score 0-100); past 100, negative or junk, none."""
+        value = get(self.data, "Confidence")
+        if isinstance(value, bool):
+            return 1.0
+        try:
+            score = float(value)
+        except (TypeError, ValueError):
+            return 1.0
+        if not 0.0 <= score <= 100.0:  # NaN too
+            return 1.0
+        return score / 100.0 if score > 1.0 else score
+
 
 #: Event names Data Flow documents. Others (custom events echoed back, new kinds) are passed through,
 #: but metrics count them as ``other``: a name a client can choose never becomes a label value.
