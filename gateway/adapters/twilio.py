@@ -151,7 +151,7 @@ class TwilioDialect:
         try:
             audio = binascii.a2b_base64(media.get("payload") or "", strict_mode=True)
         except (binascii.Error, ValueError, TypeError):
-            return commands.Refuse(BadRequest("a media payload is not base64", code=ErrorCode.INVALID_MESSAGE))
+            return commands.Refuse(InvalidMessage("a media payload is not base64"))  # closes 1007, as documented
         if self.tracks is None:
             return commands.Audio(audio)
         timestamp = media.get("timestamp")

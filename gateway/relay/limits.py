@@ -107,11 +107,13 @@ class LimitWatch:
         return allowed, hit
 
     def periodic(self, now: float, last_activity: float) -> LimitError | None:
-        """The maximum duration and the idle timeout, checked on the session's ticker."""
+        """The maximum duration and the idle timeout, checked on the session's ticker. While the gateway holds
+        the client's audio (:meth:`pace`) the client is not idle: it may not send, and the held audio is its
+        last activity once fed (a frame of 38 s of audio had met a 30 s idle timeout and was dropped)."""
         max_s = self.limits.max_session_s
         if now - self.opened_at >= max_s:
             return LimitReached(f"maximum session duration of {max_s:g} s reached", code=ErrorCode.MAX_DURATION)
-        if now - last_activity >= self.idle_timeout_s:
+        if now - last_activity >= self.idle_timeout_s and not self.pacing:  # a held message is the gateway's time
             return LimitReached(f"no audio or message for {self.idle_timeout_s:g} s", code=ErrorCode.IDLE_TIMEOUT)
         return None
 

@@ -19,6 +19,11 @@ from gateway.observability import GatewayMetrics
 MIN_WAITING_PER_ADDRESS = 4
 
 
+def shutting_down() -> GoingAway:
+    """The refusal of a new session while draining (and of an upload a drain ends before its session)."""
+    return GoingAway("this gateway replica is shutting down; reconnect to be served by another")
+
+
 class Drainable(Protocol):
     """What a drain needs from a live connection."""
 
@@ -173,7 +178,7 @@ class SessionRegistry:
     def _admit(self, key: str | None, key_limit: int | None, count_denial: bool = True) -> None:
         try:
             if self.draining:
-                raise GoingAway("this gateway replica is shutting down; reconnect to be served by another")
+                raise shutting_down()
             if key is not None:
                 self.check_key(key, key_limit, count_denial=False)
             if self.full:
@@ -188,6 +193,15 @@ class SessionRegistry:
 
     def drainables(self) -> list[Drainable]:
         return [lease.drainable for lease in (*self.leases, *self.waiting) if lease.drainable is not None]
+
+    def send_away(self) -> Counter[str]:
+        """Every connection with a drain hook is told to go away now: how many were, by dialect."""
+        told: Counter[str] = Counter()
+        for lease in (*self.leases, *self.waiting):
+            if (drainable := lease.drainable) is not None:
+                drainable.go_away()
+                told[lease.dialect] += 1
+        return told
 
     def _release(self, lease: Lease) -> None:
         if lease.waiting:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -39,6 +39,7 @@ from gateway.relay.transcript import Transcript
 from gateway.signatures.single_use import NO_HOLD
 from gateway.upload.body import MultipartAudio, RequestBody
 from gateway.upload.coding import inflater_for
+from gateway.upload.opening import Opening, start_bound
 from gateway.upload.pacing import ReadPacer
 from gateway.upload.parameters import header_parameters, media_type, start_request
 from gateway.upload.source import AudioSource, declared_audio, open_audio
@@ -88,6 +89,7 @@ class Upload:
         self.disconnected = False
         self._started: Started | None = None
         self._lease: Lease | None = None
+        self._opening = Opening()  # the slot's drain hook until the session has started
         self._transcript = Transcript(self.settings.max_transcript_bytes)
         self._warnings: list[dict[str, Any]] = []
         self._multipart: MultipartAudio | None = None
@@ -101,8 +103,10 @@ class Upload:
         gate = self.gateway.gate
         principal = gate.identify(self._scope, self._headers)  # credentials come in headers only
         self._lease = lease = gate.reserve("upload", principal)
+        lease.drainable = self._opening  # drainable from now: a drain can end the wait for the opening
         try:
-            request = await self._open_source()
+            async with self._opening.until_sent_away():
+                request = await self._open_source()
             assert self.source is not None
             limits = gate.session_limits(principal, live=False)  # not live: as fast as Data Flow takes it
             hold = gate.admit_session(principal, request.project) if principal is not None else NO_HOLD
@@ -111,10 +115,13 @@ class Upload:
                 self.gateway.upstream, self.settings, limits, metrics=self.gateway.metrics, dialect="upload", key=key,
                 budget=self.gateway.outbox_budget,
             )  # fmt: skip
-            lease.drainable = self.session
+            self._opening.attach(self.session)
             with hold:  # a single-use token is spent once Data Flow accepted the session, else free again
                 self._started = await self.session.start(request, self.source.format)
                 hold.commit()
+            lease.drainable = self.session  # started: a drain tells the session itself from now on
+            if (notice := self.gateway.drain_notice()) is not None:  # a drain began before the session did
+                self.session.notify(notice)
             self._warn(self.session)
             return self._started
         except BaseException:
@@ -124,8 +131,8 @@ class Upload:
     async def _open_source(self) -> StartRequest:
         """Reads the body's head: GATEWAY_START_TIMEOUT_S bounds the wait for the audio's start, not the time an
         Audio part before its Parameters is held (bounded per read by GATEWAY_IDLE_TIMEOUT_S, and in size)."""
-        opts, loop = self.options, asyncio.get_running_loop()
-        deadline = loop.time() + self.settings.start_timeout_s
+        opts, loop, start_s = self.options, asyncio.get_running_loop(), self.settings.start_timeout_s
+        deadline = loop.time() + start_s
         header = opts.parameters_header
         header_params = header_parameters(header) if header is not None else None
         content_type = media_type(opts.content_type)
@@ -135,7 +142,7 @@ class Upload:
             boundary, spool = content_type[1].get("boundary", ""), self.gateway.upload_spool
             # With the Start in the header, nothing may come that changes it: the audio starts at its part.
             self._multipart = multipart = MultipartAudio(stream, boundary, spool, start_at_audio=header is not None)
-            async with self._start_bound(deadline, "the multipart body's Audio part did not begin"):
+            async with start_bound(deadline, start_s, "the multipart body's Audio part did not begin"):
                 await multipart.begin()
             held_from = loop.time()
             await multipart.hold(self.settings.idle_timeout_s)
@@ -152,18 +159,9 @@ class Upload:
         if not request.project:
             raise BadRequest("name a project (?project= or the ProjectName header)", code=ErrorCode.INVALID_PARAMETERS)
         request.language = opts.language or request.language
-        async with self._start_bound(deadline, "the audio header did not arrive"):
+        async with start_bound(deadline, start_s, "the audio header did not arrive"):
             self.source = await open_audio(stream, declared, decode_cpu_share=self.settings.upload_decode_cpu_share)
         return request
-
-    @contextlib.asynccontextmanager
-    async def _start_bound(self, deadline: float, late: str) -> AsyncIterator[None]:
-        try:
-            async with asyncio.timeout_at(deadline):
-                yield
-        except TimeoutError:
-            limit = f"{late} within {self.settings.start_timeout_s:g} s"
-            raise LimitReached(limit, code=ErrorCode.START_TIMEOUT) from None
 
     # --- running -------------------------------------------------------------------------------------
 

@@ -144,6 +144,26 @@ async def test_idle_timeout(gateway_factory: GatewayFactory) -> None:
     assert result.of_type("ack")  # flow reports arrived while the session was open
 
 
+async def test_audio_the_gateway_holds_longer_than_the_idle_timeout_is_not_idleness(
+    gateway_factory: GatewayFactory,
+) -> None:
+    # One message of 8 s of audio at 2x real time after a 1 s burst is held 3.5 s; the idle timeout is 1 s.
+    # The client sent everything at once: the session must deliver it (it had closed idle_timeout, audioMs 0).
+    audio = client_audio(signals.utterances(["123"], 8000, lead_ms=300, tail_ms=8000), "mulaw")[: 8 * 8000]
+    settings = {"idle_timeout_s": 1.0, "max_audio_rate_x": 2.0, "audio_rate_burst_ms": 1000, "ack_interval_ms": 100}
+    async with gateway_factory(**settings) as gw, ws_connect(gw.ws_url()) as ws:
+        await ws.send(start_message("mulaw", 8000))
+        await next_message(ws, "started")
+        began = time.monotonic()
+        await ws.send(audio)
+        await ws.send(json.dumps({"type": "finalize"}))
+        result = await read_all(ws, timeout=15)
+    assert result.errors() == [] and result.close_code == 1000
+    assert result.milestones() == ["123"]
+    assert result.of_type("closed")[-1]["audioMs"] == 8000
+    assert time.monotonic() - began >= 3.4  # it was held, not refused
+
+
 async def test_max_duration_delivers_results_then_closes(gateway_factory: GatewayFactory) -> None:
     async with gateway_factory(max_session_s=1.2, ack_interval_ms=100) as gw, ws_connect(gw.ws_url()) as ws:
         await ws.send(start_message())

@@ -296,7 +296,9 @@ def test_outbound_track_media_is_not_transcribed_and_bad_base64_is_refused() -> 
     assert dialect.streaming(json.dumps(outbound)) is None
     broken = json.loads(telephony.twilio_media("1")[0])
     broken["media"]["payload"] = "not base64!"
-    assert isinstance(dialect.streaming(json.dumps(broken)), commands.Refuse)
+    refusal = dialect.streaming(json.dumps(broken))
+    assert isinstance(refusal, commands.Refuse)
+    assert (refusal.error.error_code, refusal.error.ws_close_code) == ("invalid_message", 1007)  # README: 1007
 
 
 @settings(max_examples=300, deadline=None)
