@@ -2,12 +2,15 @@
 
 uvicorn's own SIGTERM handling closes every WebSocket with 1012 at once. The gateway first drains:
 readiness fails, new sessions are refused, live sessions get ``drain_budget_s`` and are closed
-with 1001 — then uvicorn shuts down. A second signal skips the drain.
+with 1001 — then uvicorn shuts down. A second signal skips what is left of the budget, not the
+goodbye: every connection is closed with ``going_away`` and 1001 at once and gets
+``client_send_timeout_s`` to take it; a third exits at once (uvicorn's force exit: 1012).
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import importlib.util
 import logging
 import signal
@@ -25,6 +28,7 @@ from gateway.connections.pongs import BoundedControlProtocol
 from gateway.connections.ws_refusals import allow_header_lines
 from gateway.logs.access import AccessLog
 from gateway.logs.config import configure_logging
+from gateway.relay.registry import Drainable
 from gateway.runtime import tune_gc
 from gateway.service import Gateway
 from gateway.settings import Settings, SettingsError, load_settings
@@ -42,7 +46,8 @@ class DrainingServer(uvicorn.Server):
     def __init__(self, config: uvicorn.Config) -> None:
         super().__init__(config)
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._draining = False
+        self._signals = 0  # SIGTERM/SIGINT taken: the first drains, the second cuts it short, the third exits
+        self._goodbye: asyncio.Task[None] | None = None
 
     async def serve(self, sockets: list[socket.socket] | None = None) -> None:
         self._loop = asyncio.get_running_loop()
@@ -51,18 +56,25 @@ class DrainingServer(uvicorn.Server):
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         await super().shutdown(sockets)
         # Past the graceful timeout, connections still closing (a client taking nothing of its answer's
-        # end, gateway.connections.linger) go with the server, not at their linger's deadline.
+        # end, gateway.connections.linger) go with the server, not at their linger's deadline. They are
+        # not aborted before it: a client on a slow link may still be taking its goodbye (WARNING, not
+        # uvicorn's ERROR, when they were all that was left: gateway.logs.filters).
         for connection in list(self.server_state.connections):
             if isinstance(transport := getattr(connection, "transport", None), asyncio.Transport):
                 transport.abort()
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-        if self._draining or self._loop is None or sig not in (signal.SIGTERM, signal.SIGINT):
+        if self._loop is None or sig not in (signal.SIGTERM, signal.SIGINT):
             super().handle_exit(sig, frame)
             return
-        self._draining = True
+        self._signals += 1
         self._captured_signals.append(sig)  # re-raised by uvicorn after shutdown, as it does itself
-        self._loop.call_soon_threadsafe(self._start_drain)
+        if self._signals == 1:
+            self._loop.call_soon_threadsafe(self._start_drain)
+        elif self._signals == 2 and not self.should_exit:
+            self._loop.call_soon_threadsafe(self._cut_drain_short)
+        else:  # a third, or a second once uvicorn's own shutdown has begun: its force exit (its CTRL+C twice)
+            self.should_exit = self.force_exit = True
 
     def _start_drain(self) -> None:
         gateway = self.gateway
@@ -70,6 +82,39 @@ class DrainingServer(uvicorn.Server):
             self.should_exit = True
             return
         gateway.drain().add_done_callback(lambda _: setattr(self, "should_exit", True))
+
+    def _cut_drain_short(self) -> None:
+        gateway = self.gateway
+        if gateway is None or self._loop is None:
+            self.should_exit = True
+            return
+        self._goodbye = self._loop.create_task(self._goodbye_now(gateway), name="gateway-drain-cut-short")
+
+    async def _goodbye_now(self, gateway: Gateway) -> None:
+        """What a drain does once its budget is spent, now: every connection is told ``going_away`` (close
+        1001), they get ``client_send_timeout_s`` to deliver it (and result webhooks what is left of it),
+        then the server exits. The drain under way sees its sessions end and finishes as it would."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + gateway.settings.client_send_timeout_s
+        told: dict[int, Drainable] = {}  # held, so that no id is reused while they are looked at
+        log.warning(
+            "second signal: the drain's budget is cut short; %d connections are closed with going_away now",
+            len(gateway.registry.drainables()),
+        )
+        try:
+            while True:
+                # Also a connection accepted before the drain that starts its session during this goodbye.
+                for connection in gateway.registry.drainables():
+                    if id(connection) not in told:
+                        told[id(connection)] = connection
+                        connection.go_away()
+                if not (gateway.registry.active or gateway.registry.drainables()) or loop.time() >= deadline:
+                    break
+                await asyncio.sleep(0.02)
+            if await gateway.webhooks.drain(deadline - loop.time()):
+                log.warning("second signal: %d result webhooks are still pending", gateway.webhooks.pending)
+        finally:
+            self.should_exit = True  # whatever happened above: the second signal was a request to exit
 
     @property
     def gateway(self) -> Gateway | None:
@@ -123,11 +168,29 @@ def preflight(settings: Settings) -> None:
         raise SettingsError(f"GATEWAY_MAX_CONNECTIONS: {problem}")
     if not settings.simulator_mode:
         token_provider_from_settings(settings)  # builds nothing that needs closing (its client is lazy)
+    elif settings.simulator_port and (problem := _unbindable("127.0.0.1", settings.simulator_port)):
+        # gRPC's bind failed inside the app's startup: a traceback, "Application startup failed", exit 3.
+        raise SettingsError(f"GATEWAY_SIMULATOR_PORT: the embedded simulator cannot listen on {problem}")
     _upstream_preflight(settings)
     try:
         AudioHookSignatures.from_settings(settings)
     except ValueError as exc:
         raise SettingsError(str(exc)) from None
+
+
+def _unbindable(host: str, port: int) -> str | None:
+    """Why ``host:port`` cannot be listened on (in use, not allowed), or None. Bound as a server binds
+    (SO_REUSEADDR: a port left in TIME_WAIT is free) but without gRPC's SO_REUSEPORT, which would share
+    a port another server listens on rather than fail."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+            probe.listen()
+        except OSError as exc:
+            why = "address already in use" if exc.errno == errno.EADDRINUSE else exc.strerror or type(exc).__name__
+            return f"{host}:{port} ({why})"
+    return None
 
 
 def _upstream_preflight(settings: Settings) -> None:

@@ -27,13 +27,19 @@ _MAX_MESSAGE_CHARS = 8 * MAX_FIELD_CHARS
 
 
 _UNFINISHED = "ASGI callable returned without completing response."
+#: uvicorn's ERROR when connections outlive its graceful shutdown timeout, with how many request tasks it cancels.
+_GRACEFUL_TIMEOUT = "Cancel %s running task(s), timeout graceful shutdown exceeded"
 _HTTPX_REQUEST_LINE = 'HTTP Request: %s %s "%s %d %s"'  # httpx's INFO line for each request it sends
 
 
 class ClientMistakeFilter(logging.Filter):
     """uvicorn logs a client's invalid UTF-8 text frame as an ERROR with a traceback, so one client
     could flood the log; it is the client's mistake (closed with 1007): one short INFO line. Likewise
-    its ERROR for a response the app cut on purpose (:data:`response_cut`): the client's doing, INFO."""
+    its ERROR for a response the app cut on purpose (:data:`response_cut`): the client's doing, INFO.
+    And its ERROR when the graceful shutdown timeout passes with no task to cancel: what was left were
+    connections closing whose clients take nothing more (gateway.connections.linger), which the
+    server then aborts; every drain with such a client ends so. A WARNING: nothing of the gateway's
+    was cut, and alerts on ERROR stay for real failures (a cancelled request is still an ERROR)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.getMessage().startswith("Invalid UTF-8 sequence received from client"):
@@ -42,6 +48,13 @@ class ClientMistakeFilter(logging.Filter):
         elif record.msg == _UNFINISHED and (reason := response_cut.get()) is not None:
             record.msg, record.args = "Response left unfinished and connection closed: %s", (reason,)
             record.levelno, record.levelname = logging.INFO, "INFO"
+        elif record.msg == _GRACEFUL_TIMEOUT and record.args == (0,):
+            record.msg, record.args = (
+                "Graceful shutdown timeout exceeded with no request running: connections still closing, "
+                "whose clients read nothing more, are aborted",
+                (),
+            )
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
         return True
 
 
