@@ -69,6 +69,11 @@ class Principal:
     single_use: bool = False
     expires_at: float | None = None  # a browser token's exp (epoch seconds)
 
+    @property
+    def key(self) -> str | None:
+        """The key its sessions are counted, charged and routed by; None for the anonymous caller."""
+        return None if self.kind == "anonymous" else self.name
+
     def check_project(self, project: str) -> None:
         if len(project) > MAX_PROJECT_CHARS:  # a client's string: it goes upstream and into log lines
             raise BadRequest(f"a project name is at most {MAX_PROJECT_CHARS} characters", code=ErrorCode.INVALID_START)
@@ -78,6 +83,11 @@ class Principal:
 
 
 ANONYMOUS = Principal(name="anonymous", kind="anonymous")
+
+
+def key_of(principal: Principal | None) -> str | None:
+    """:attr:`Principal.key`, None when there is no caller either."""
+    return None if principal is None else principal.key
 
 
 class Authenticator:

@@ -2,9 +2,11 @@
 
 Credentials are read, in order, from ``Authorization: Bearer``, ``X-API-Key``, a
 ``Sec-WebSocket-Protocol`` entry ``bearer.<credential>`` (browsers cannot set headers), a shared
-secret in the path (``/t/<secret>/…``, for telephony systems that can only be given a URL) and
-``?token=``. :class:`CredentialScrubber` moves the last two out of the request's path and query
-before anything (uvicorn's access log included) sees them.
+secret in the path (``/t/<secret>/…``, for telephony systems that can only be given a URL),
+``?token=`` and, last, the password of ``Authorization: Basic`` (jambonz listen's ``wsAuth``; read last
+so a proxy's Basic never hides a key sent otherwise). :class:`CredentialScrubber` moves the path secret
+and the query token out of the request's path and query before anything (uvicorn's access log
+included) sees them.
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway.auth import AudioBudgets, Authenticator, FailedAuthThrottle, KeyBudget, Principal
-from gateway.errors import ErrorCode, Forbidden, GatewayError, InvalidHost, RateLimited, Unauthorized, error_response
+from gateway.errors import ErrorCode, Forbidden, GatewayError, InvalidHost, RateLimited, Unauthorized
+from gateway.errors.http import error_response
 from gateway.relay.limits import SessionLimits
 from gateway.relay.registry import Lease, SessionRegistry
 from gateway.settings import Settings
@@ -224,10 +227,9 @@ class AccessGate:
         replayed signature is a failed credential like any other."""
         query = scope.get("query_string", b"").decode("latin-1")
         target = scope.get("raw_path", scope["path"].encode()).decode("latin-1") + (f"?{query}" if query else "")
-        key = None if principal.kind == "anonymous" else principal.name
         try:
-            self.audiohook.verify(key_name=key, api_key=credential_of(scope, headers), headers=headers, target=target,
-                                  host=headers.get("host", ""))  # fmt: skip
+            self.audiohook.verify(key_name=principal.key, api_key=credential_of(scope, headers), headers=headers,
+                                  target=target, host=headers.get("host", ""))  # fmt: skip
         except Unauthorized as exc:
             raise self._failed_credential(exc, scope) from None
         except GatewayError as exc:
@@ -264,10 +266,10 @@ class AccessGate:
         counted against the caller's client address (:meth:`SessionRegistry.wait`)."""
         if waiting_at is not None:
             return self.registry.wait(dialect, address=client_address(waiting_at), count_denial=count_denial)
-        if principal is None or principal.kind == "anonymous":
+        if principal is None or principal.key is None:
             return self.registry.reserve(dialect, count_denial=count_denial)
         return self.registry.reserve(
-            dialect, key=principal.name, key_limit=principal.max_sessions, count_denial=count_denial
+            dialect, key=principal.key, key_limit=principal.max_sessions, count_denial=count_denial
         )
 
     def session_limits(self, principal: Principal | None, *, live: bool) -> SessionLimits:
@@ -286,7 +288,7 @@ class AccessGate:
     def bind(self, lease: Lease, principal: Principal) -> None:
         """The caller of a lease taken before it was known (a browser's in-band token): a waiting lease
         takes its slot now, and the slot counts against the caller's key. Raises the refusal."""
-        lease.bind_key(None if principal.kind == "anonymous" else principal.name, principal.max_sessions)
+        lease.bind_key(principal.key, principal.max_sessions)
 
     @staticmethod
     def denial(error: GatewayError) -> Response:

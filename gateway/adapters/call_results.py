@@ -1,4 +1,4 @@
-"""A call's results sent to its webhook, for dialects whose socket carries no results back (Twilio, Vonage).
+"""A call's results sent to its webhook, for dialects whose socket carries none back (Twilio, Vonage, jambonz listen).
 
 The WebSocket driver hands every session item to the connection's :class:`CallResults` before the
 dialect renders it, and tells it when the socket is gone. :class:`WebhookResults` posts one signed

@@ -1,7 +1,7 @@
 """The gateway's own message vocabulary (``/v1/stream``, and uploads' NDJSON/SSE/JSON answers).
 
-One place for the shape of ``started``, ``event``, ``ack``, ``response``, ``error``, ``pong`` and
-``closed``; the AsyncAPI document (``gateway/asyncapi.yaml``) describes the same shapes.
+One place for the shape of ``started``, ``event``, ``ack``, ``response``, ``error``, ``pong``,
+``upstream_recovered`` and ``closed``; the AsyncAPI document (``gateway/asyncapi.yaml``) describes the same shapes.
 """
 
 from __future__ import annotations

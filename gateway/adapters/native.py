@@ -2,7 +2,7 @@
 
 Client text frames: start, finalize, stop, update, event, ping. Binary frames: audio in the
 format declared by start, any size. Server text frames: started, event, response, ack, error,
-pong, closed; binary frames: audio from Data Flow. The AsyncAPI document (/asyncapi.yaml) is the
+pong, upstream_recovered, closed; binary frames: audio from Data Flow. The AsyncAPI document (/asyncapi.yaml) is the
 reference; close codes are listed in the README.
 """
 

@@ -14,7 +14,7 @@ from gateway.adapters.native import NativeDialect
 from gateway.adapters.twilio import TwilioDialect
 from gateway.adapters.vonage import VonageDialect
 from gateway.adapters.ws import Connection
-from gateway.auth import Principal
+from gateway.auth import Principal, key_of
 from gateway.errors import GatewayError
 from gateway.service import Gateway, service_of
 
@@ -76,8 +76,7 @@ async def audiohook(ws: WebSocket) -> None:
 
 
 def _results(service: Gateway, principal: Principal | None, call: IdentifiedCall) -> WebhookResults:
-    key = None if principal is None or principal.kind == "anonymous" else principal.name
-    target = service.webhook_targets.for_key(key)
+    target = service.webhook_targets.for_key(key_of(principal))
     return WebhookResults(call, service.webhooks, target, service.settings.max_transcript_bytes)
 
 

@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from typing import TYPE_CHECKING
 
 from starlette.websockets import WebSocket
 
@@ -28,7 +29,9 @@ from gateway.relay.limits import connection_deadline
 from gateway.relay.registry import Lease
 from gateway.relay.session import Session
 from gateway.security import offered_subprotocols
-from gateway.service import Gateway
+
+if TYPE_CHECKING:
+    from gateway.service import Gateway  # the runtime import would bring gRPC in (service -> simulator)
 
 log = logging.getLogger(__name__)
 
@@ -163,10 +166,9 @@ class Connection:
         except GatewayError as exc:
             await self._refuse(exc)
             return
-        key = None if principal.kind == "anonymous" else principal.name
         session = Session(
             self.service.upstream, self.settings, limits, metrics=self.service.metrics, dialect=self.dialect.name,
-            key=key, flow_reports=self.dialect.reports_flow, budget=self.service.outbox_budget,
+            key=principal.key, flow_reports=self.dialect.reports_flow, budget=self.service.outbox_budget,
         )  # fmt: skip
         self.session = session
         self._wake.set()
@@ -257,9 +259,7 @@ class Connection:
         """Timeouts while no session runs (start, idle between sessions, the connection's longest), a drain."""
         s = self.settings
         while not self.ended:
-            if (session := self.session) is not None and (
-                session.closed is None or (self.sender and not self.sender.done())
-            ):
+            if self.session is not None and (self.session.closed is None or (self.sender and not self.sender.done())):
                 self._wake.clear()
                 await self._wake.wait()
                 continue

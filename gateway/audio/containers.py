@@ -4,7 +4,7 @@ Pure code, no I/O. The parsers are push parsers: ``feed(bytes)`` returns the aud
 ready, little-endian and in one of the gateway's encodings, so nothing but the header is ever held
 (and of a WAV header not the chunks skipped: they are counted off as they arrive).
 A WAV or AU header naming a codec other than PCM16/float/G.711 (ADPCM, 24-bit, ...) sets
-``needs_decoder`` and the upload goes to :mod:`gateway.decoders` with that header and the rest.
+``needs_decoder`` and the upload goes to :mod:`gateway.audio.decoders` with that header and the rest.
 """
 
 from __future__ import annotations

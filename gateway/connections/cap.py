@@ -13,9 +13,10 @@ Unset, the cap is the lower of two figures:
 - ``2 x max_sessions + 256``: every session holds one connection, browsers waiting for their credential
   may hold as many again (their own cap, gateway.relay.registry), and 256 are left for plain HTTP
   (probes, metrics scrapes, token mints, a load balancer's kept-alive connections);
-- the soft open-file limit (RLIMIT_NOFILE) less a quarter of it, at least 64: what is not a client
-  connection needs descriptors too (listening socket, event loop, gRPC's connections and its own,
-  webhook connections, upload spool files, logs). With 1024 that is 768, with 128 it is 64.
+- the soft open-file limit (RLIMIT_NOFILE) less a quarter of it or 64, whichever is more, and never below
+  16: what is not a client connection needs descriptors too (listening socket, event loop, gRPC's
+  connections and its own, webhook connections, upload spool files, logs). With 1024 that is 768, with
+  128 it is 64, with 100 it is 36, with 64 it is 16.
 """
 
 from __future__ import annotations

@@ -18,11 +18,13 @@ The tree::
         │   ├── MessageTooBig           a WebSocket message over the cap (413, close 1009)
         │   │   └── UploadTooLarge      an upload body over the cap
         │   ├── AudioTooLong            an upload's decoded audio is over the limit (413)
+        │   ├── AudioTooCostly          an upload costs too much CPU to decode (422)
         │   ├── BudgetSpent             the caller's audio budget is spent (429, retryable)
         │   ├── ClientTooSlow           the client does not read its events
         │   ├── CapacityExceeded        this replica is full (503, close 1013, retryable)
         │   └── RateLimited             a key's or address's quota (429, close 1013, retryable)
         ├── GoingAway                   this replica is draining (503, close 1001, retryable)
+        ├── TokensNotConfigured         browser tokens are off: no signing key (501)
         └── UpstreamError               Data Flow failed (502, close 1011)
             ├── UpstreamUnavailable     unreachable or dropped the stream (503, retryable)
             ├── UpstreamTimeout         did not answer in time (504, retryable)
@@ -32,16 +34,14 @@ The tree::
 
 Each class knows its close code, HTTP status and whether a retry can help; its code is an
 :class:`~gateway.errors.codes.ErrorCode` (the class's, or a more precise one from the raise site).
-:func:`error_response` is the one place an error becomes an HTTP answer. Messages never carry
-secrets or audio.
+:func:`gateway.errors.http.error_response` is the one place an error becomes an HTTP answer (kept
+apart so the relay, which raises these errors, loads no Starlette). Messages never carry secrets or audio.
 """
 
 from __future__ import annotations
 
 import copy
 from typing import Any, ClassVar, Self
-
-from starlette.responses import JSONResponse
 
 from gateway.errors.codes import ErrorCode as ErrorCode  # re-exported: callers import it from here
 
@@ -85,13 +85,6 @@ class GatewayError(Exception):
         went through, their locals hold the keeper: a cycle that holds a whole session until a full
         collection, and those are rare here (gateway/runtime.py)."""
         return copy.copy(self)  # rebuilt from its args and attributes: no __traceback__, __context__
-
-
-def error_response(error: GatewayError) -> JSONResponse:
-    """Any error as an HTTP answer: its status, the ``{"error": {...}}`` envelope, ``Retry-After`` when
-    waiting can help, and the error's own header fields."""
-    headers = ({"Retry-After": str(error.retry_after)} if error.retryable else {}) | error.answer_headers()
-    return JSONResponse({"error": error.to_json()}, status_code=error.http_status, headers=headers)
 
 
 class BadRequest(GatewayError):
@@ -235,6 +228,14 @@ class GoingAway(GatewayError):
     ws_close_code = 1001
     http_status = 503
     retryable_by_default = True
+
+
+class TokensNotConfigured(GatewayError):
+    """A browser token was asked of a gateway with no signing key: its own setting, not Data Flow's failure,
+    and no retry helps until an operator sets one."""
+
+    code = ErrorCode.TOKENS_NOT_CONFIGURED
+    http_status = 501
 
 
 class UpstreamError(GatewayError):

@@ -57,6 +57,7 @@ class ErrorCode(StrEnum):
     RATE_LIMITED = "rate_limited"
     AUTH_THROTTLED = "auth_throttled"
     GOING_AWAY = "going_away"
+    TOKENS_NOT_CONFIGURED = "tokens_not_configured"  # POST /v1/tokens without a signing key (HTTP 501)
     DRAINING = "draining"
     UPSTREAM_ERROR = "upstream_error"
     UPSTREAM_UNAVAILABLE = "upstream_unavailable"

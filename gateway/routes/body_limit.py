@@ -16,14 +16,8 @@ import asyncio
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from gateway.errors import (
-    ErrorCode,
-    GatewayError,
-    LimitReached,
-    MessageTooBig,
-    UnsupportedContentEncoding,
-    error_response,
-)
+from gateway.errors import ErrorCode, GatewayError, LimitReached, MessageTooBig, UnsupportedContentEncoding
+from gateway.errors.http import error_response
 
 _DISCONNECT: Message = {"type": "http.disconnect"}
 

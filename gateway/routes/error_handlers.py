@@ -2,7 +2,7 @@
 
 FastAPI and Starlette answer their own errors (unknown path, wrong method, request validation, an
 ``HTTPException``, an unhandled exception) with ``{"detail": ...}`` or plain text; the handlers here
-render them through :func:`~gateway.errors.error_response` instead. :class:`RefusalCounter` counts
+render them through :func:`~gateway.errors.http.error_response` instead. :class:`RefusalCounter` counts
 every error answer by status and error code (never by anything the client chose).
 """
 
@@ -21,7 +21,8 @@ from starlette.responses import Response
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from gateway.errors import BadRequest, ErrorCode, GatewayError, error_response
+from gateway.errors import BadRequest, ErrorCode, GatewayError
+from gateway.errors.http import error_response
 from gateway.observability import GatewayMetrics
 from gateway.routes.http_conventions import HEADERS
 

@@ -104,7 +104,8 @@ def _operations(auth_required: bool, admin_token: bool) -> dict[str, tuple[Requi
                 403: "A browser token cannot mint another (`api_key_required`), or asks for projects the key may not "
                 "run (`project_not_allowed`), or the Origin is not allowed.",
                 429: "",
-                503: "Browser tokens are not configured on this gateway (GATEWAY_TOKEN_SIGNING_KEY).",
+                501: "Browser tokens are not configured on this gateway (`tokens_not_configured`: no "
+                "GATEWAY_TOKEN_SIGNING_KEY).",
                 **body,
             },
         ),

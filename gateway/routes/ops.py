@@ -10,7 +10,8 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from gateway.errors import BadRequest, GatewayError, Unauthorized, error_response
+from gateway.errors import BadRequest, GatewayError, Unauthorized
+from gateway.errors.http import error_response
 from gateway.service import service_of
 
 router = APIRouter(tags=["operations"])

@@ -15,7 +15,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from gateway.auth import Principal
 from gateway.config.bounds import Origin
-from gateway.errors import BadRequest, ErrorCode, GatewayError, UpstreamUnavailable, error_response
+from gateway.errors import BadRequest, ErrorCode, GatewayError, TokensNotConfigured
+from gateway.errors.http import error_response
 from gateway.security import SUBPROTOCOL
 from gateway.service import service_of
 
@@ -81,7 +82,7 @@ async def mint_token(request: Request, response: Response, body: TokenRequest) -
                              code=ErrorCode.INVALID_PARAMETERS)  # fmt: skip
         ttl = min(body.ttl_seconds or settings.token_ttl_s, settings.token_max_ttl_s)
         if not gateway.gate.auth.can_mint:
-            raise UpstreamUnavailable("browser tokens are not configured (GATEWAY_TOKEN_SIGNING_KEY)", retryable=False)
+            raise TokensNotConfigured("browser tokens are not configured on this gateway (GATEWAY_TOKEN_SIGNING_KEY)")
         token, expires = gateway.gate.auth.mint(
             owner, projects=body.projects, origin=body.origin, max_session_s=body.max_session_seconds,
             ttl_s=ttl, single_use=body.single_use,

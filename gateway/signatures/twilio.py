@@ -33,10 +33,6 @@ class TwilioSignatures:
     def from_settings(cls, settings: Settings) -> TwilioSignatures:
         return cls(settings.twilio_auth_token, settings.public_hosts)
 
-    @property
-    def enabled(self) -> bool:
-        return self._token is not None
-
     def verify(self, headers: Any, path: str) -> None:
         """Raise Unauthorized unless the upgrade carries Twilio's signature of ``wss://<public host><path>``."""
         if self._token is None:

@@ -27,11 +27,10 @@ when
   less than 80 % filled by a tone, and noise, speech or single tones);
 - twist (row vs column power) is within +/- ``MAX_TWIST_DB`` = 8 dB;
 - the two tones' mean power is above the VAD threshold.
-A digit is accepted once its tone has sounded for ``DIGIT_MIN_MS`` = 40 ms (2 consecutive digit
-windows; at any alignment every tone >= 40 ms is accepted, none < 28 ms), the same digit again only
-after ``DIGIT_GAP_MS`` = 30 ms of absence (4 windows without it: pauses >= 30 ms always separate two
-digits, dropouts <= 10 ms never do). Digits
-count only inside an utterance; each one emits an SR Partial whose text is the utterance's digits
+A digit is accepted once ``_DIGIT_MIN_BLOCKS`` = 2 consecutive windows hold it (at any alignment
+every tone >= 40 ms is accepted, none < 28 ms), the same digit again only after ``_DIGIT_GAP_BLOCKS``
+= 4 windows without it (pauses >= 30 ms always separate two digits, dropouts <= 10 ms never do).
+Digits count only inside an utterance; each one emits an SR Partial whose text is the utterance's digits
 so far (start_ms = utterance start, end_ms = the block end where it was accepted). Group ids are
 ``f"{channel}-{n}"``, n counting that channel's utterances from 1.
 Per utterance: Speech Started, SR Partial*, Speech Ended, SR Milestone.
@@ -51,8 +50,6 @@ VAD_THRESHOLD_DBFS = -35.0
 PRE_SPEECH_MS = 300
 POST_SPEECH_MS = 300
 SILENCE_TRIGGER_MS = 400
-DIGIT_MIN_MS = 40
-DIGIT_GAP_MS = 30
 DOMINANCE_DB = 8.0
 TONE_FRACTION = 0.8
 MAX_TWIST_DB = 8.0
@@ -66,7 +63,7 @@ SPEECH_ENDED = "Speech Ended"
 SR_PARTIAL = "SR Partial"
 SR_MILESTONE = "SR Milestone"
 
-_THRESHOLD_MS = (32768.0 * 10 ** (VAD_THRESHOLD_DBFS / 20)) ** 2  # mean square, int16 units
+_VAD_MEAN_SQUARE = (32768.0 * 10 ** (VAD_THRESHOLD_DBFS / 20)) ** 2  # mean square, int16 units
 _DOMINANCE = 10 ** (DOMINANCE_DB / 10)
 _TWIST = 10 ** (MAX_TWIST_DB / 10)
 # A window holds a tone when >= 80 % (24 ms) of it is tone. At any alignment to the 10 ms grid, a
@@ -178,8 +175,8 @@ class _Engine:
         self._energy_cols = np.zeros((w, 2))
         self._energy_cols[:, 0] = 1.0
         self._energy_cols[-self._block_len :, 1] = 1.0
-        self._block_threshold = _THRESHOLD_MS * self._block_len
-        self._tone_threshold = _THRESHOLD_MS * w * tone_scale
+        self._block_threshold = _VAD_MEAN_SQUARE * self._block_len
+        self._tone_threshold = _VAD_MEAN_SQUARE * w * tone_scale
         self._fraction_scale = TONE_FRACTION * tone_scale
         # Small products stay below OpenBLAS's threading threshold: threads only cost at this size.
         self._batch = max(1, 200_000 // (16 * w * len(channel_ids)))

@@ -63,7 +63,6 @@ class SessionRecord:
     requests: list[str] = field(default_factory=list)
     request_offsets: list[int] = field(default_factory=list)  # audio bytes received before each request
     client_events: list[dict[str, Any]] = field(default_factory=list)
-    started_at: float = field(default_factory=time.monotonic)
     ended_at: float | None = None
     outcome: str = "open"  # finalized, stopped, cancelled, rejected, aborted, stalled, dropped, error
 

@@ -9,11 +9,9 @@ gateway's error paths are tested against a real peer.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 from collections import deque
-from collections.abc import Callable
 from typing import Any
 
 import grpc
@@ -51,7 +49,6 @@ class DataflowSimulator:
         self._server: grpc.aio.Server | None = None
         self._host = "127.0.0.1"
         self.port = 0
-        self._listeners: list[Callable[[SessionRecord], None]] = []
         self._restarting: asyncio.Task[None] | None = None
 
     @property
@@ -96,9 +93,6 @@ class DataflowSimulator:
         if self._restarting is None or self._restarting.done():
             self._restarting = asyncio.get_running_loop().create_task(self.restart(down_s))
 
-    def on_record_end(self, listener: Callable[[SessionRecord], None]) -> None:
-        self._listeners.append(listener)
-
     async def _handle(self, requests: Any, context: grpc.aio.ServicerContext[bytes, bytes]) -> None:
         record = SessionRecord(peer=context.peer())
         self.records.append(record)
@@ -120,9 +114,6 @@ class DataflowSimulator:
             if context.cancelled():
                 record.end("cancelled")
             record.end("ended")
-            for listener in self._listeners:
-                with contextlib.suppress(Exception):
-                    listener(record)
 
     def session_fault(self, settings: dict[str, Any]) -> Fault | None:
         fault = fault_from_settings(settings) or self.config.fault

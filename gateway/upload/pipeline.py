@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from starlette.types import Receive, Scope
 
 from gateway.adapters import messages
+from gateway.auth import key_of
 from gateway.dataflow.messages import PARTIAL, DataflowEvent, StartRequest
 from gateway.errors import (
     AudioTooCostly,
@@ -110,7 +111,7 @@ class Upload:
             assert self.source is not None
             limits = gate.session_limits(principal, live=False)  # not live: as fast as Data Flow takes it
             hold = gate.admit_session(principal, request.project) if principal is not None else NO_HOLD
-            key = None if principal is None or principal.kind == "anonymous" else principal.name
+            key = key_of(principal)
             self.session = Session(
                 self.gateway.upstream, self.settings, limits, metrics=self.gateway.metrics, dialect="upload", key=key,
                 budget=self.gateway.outbox_budget,

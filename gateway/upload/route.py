@@ -3,7 +3,7 @@
 The body is raw audio (WAV, AU, FLAC, Ogg, MP3, WebM, AIFF, or headerless with a declared format) or
 Data Flow's own HTTP batch multipart (``Parameters`` + ``Audio``). ``Accept: application/json``
 answers once, after Data Flow's FinalResult; ``application/x-ndjson`` and ``text/event-stream``
-stream the messages as they happen. The pipeline itself is :mod:`gateway.adapters.upload`.
+stream the messages as they happen. The pipeline itself is :mod:`gateway.upload.pipeline`.
 """
 
 from __future__ import annotations
@@ -12,16 +12,15 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import AsyncGenerator, Callable, Coroutine
+from collections.abc import AsyncGenerator
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Header, Query, Request
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response, StreamingResponse
-from fastapi.routing import APIRoute
 from starlette.types import Receive, Scope, Send
 
-from gateway.errors import BadRequest, ClientGone, ClientTooSlow, ErrorCode, GatewayError, error_response
+from gateway.errors import ClientGone, ClientTooSlow, GatewayError
+from gateway.errors.http import error_response
 from gateway.logs.context import response_cut
 from gateway.service import service_of
 from gateway.upload.answer import EventLog
@@ -37,25 +36,7 @@ _STREAM_TYPES: dict[str, Mode] = {
 }  # fmt: skip
 
 
-class UploadRoute(APIRoute):
-    """Query/header validation failures answer in the gateway's error format (422), not FastAPI's."""
-
-    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-        handler = super().get_route_handler()
-
-        async def route(request: Request) -> Response:
-            try:
-                return await handler(request)
-            except RequestValidationError as exc:
-                problems = "; ".join(
-                    f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors() if isinstance(e, dict)
-                )
-                return error_response(BadRequest(f"invalid parameters: {problems}", code=ErrorCode.INVALID_PARAMETERS))
-
-        return route
-
-
-router = APIRouter(route_class=UploadRoute, tags=["uploads"])
+router = APIRouter(tags=["uploads"])  # a 422 is rendered app-wide (gateway.routes.error_handlers)
 
 ProjectParam = Annotated[
     str | None, Query(description="Data Flow project (else header ProjectName, else the default).", examples=["demo"])

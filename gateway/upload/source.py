@@ -82,11 +82,6 @@ def _size_warning(size: SizeMismatch) -> AudioWarning:
     details = {"declaredBytes": size.declared_bytes, "actualBytes": size.actual_bytes}
     return AudioWarning(ErrorCode.HEADER_SIZE_MISMATCH, message, details)
 
-    async def aclose(self) -> None:
-        aclose = getattr(self._rest, "aclose", None)
-        if aclose is not None:
-            await aclose()
-
 
 async def open_audio(
     stream: AsyncIterator[bytes], declared: DeclaredAudio | None, *, decode_cpu_share: float = 0.0

@@ -1,6 +1,6 @@
 """Delivers signed webhooks at least once: each POST is retried with exponential back-off (and
-jitter) on a network error, a timeout, a 5xx, 408 or 429, until it is accepted (2xx) or its attempts
-or its time run out; every attempt carries the same ``webhook-id`` (receivers deduplicate by it) and a
+jitter) on a network error, a timeout, a 5xx, 408, 425 or 429, until it is accepted (2xx) or its
+attempts or its time run out; every attempt carries the same ``webhook-id`` (receivers deduplicate by it) and a
 fresh timestamp and signature. At most ``concurrency`` POSTs are in flight at once (waiting out a
 back-off holds no place). Each attempt is bounded as a whole (``timeout_s``: connect, send, answer) and
 reads at most a few KiB of the answer: only its status matters. No attempt starts later than ``window_s``

@@ -216,6 +216,18 @@ async def test_token_endpoint_denials(gw: RunningGateway) -> None:
         assert (chained.status_code, chained.json()["error"]["code"]) == (403, "api_key_required")
 
 
+@pytest.mark.parametrize("gw", [{"token_signing_key": None}], indirect=True)
+async def test_minting_without_a_signing_key_is_501_not_an_upstream_failure(gw: RunningGateway) -> None:
+    """A setting of this gateway that is off: it was 503 ``upstream_unavailable``, Data Flow's failure to a
+    client (and in the metrics) though Data Flow had nothing to do with it."""
+    async with httpx.AsyncClient(base_url=gw.http_url) as http:
+        response = await http.post("/v1/tokens", json={}, headers={"X-API-Key": ACME_KEY})
+    assert response.status_code == 501
+    error = response.json()["error"]
+    assert (error["code"], error["retryable"]) == ("tokens_not_configured", False)
+    assert "GATEWAY_TOKEN_SIGNING_KEY" in error["message"] and "retry-after" not in response.headers
+
+
 async def test_a_minted_token_is_never_cached(gw: RunningGateway) -> None:
     """The answer carries a bearer credential; it had no Cache-Control at all, so a shared cache
     between the key holder's server and the gateway could keep the token and hand it to others."""

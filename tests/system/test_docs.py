@@ -57,7 +57,7 @@ async def test_openapi_is_valid_and_documents_credentials_and_errors(simulator: 
     # What each route can answer, every error in the envelope, FastAPI's {"detail": [...]} nowhere.
     expected = {
         "recognize": {"400", "401", "403", "405", "408", "413", "415", "422", "429", "502", "503", "504"},
-        "mintToken": {"400", "401", "403", "408", "413", "422", "429", "503"},  # 408/413: the body's bounds
+        "mintToken": {"400", "401", "403", "408", "413", "422", "429", "501"},  # 408/413: the body's bounds
         "drain": {"401", "408", "413", "422"},
         "staticFile": {"400", "404"},
         "docsAsset": {"400", "404"},

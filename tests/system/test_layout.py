@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import ast
 import importlib.util
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -79,3 +81,17 @@ def test_dialects_are_pure() -> None:
     for name in ("native", "dataflow_ws", "audiocodes", "audiohook", "audiohook_media"):
         names = imported(GATEWAY / "adapters" / f"{name}.py")
         assert not {n for n in names if n.startswith(("asyncio", "fastapi", "starlette", "gateway.relay.session"))}
+
+
+@pytest.mark.parametrize(
+    ("module", "forbidden"),
+    [
+        ("gateway.relay.session", ("starlette", "fastapi", "grpc", "google.protobuf")),
+        ("gateway.adapters.ws", ("grpc", "google.protobuf")),  # adapters/routes needs service_of: it loads gRPC
+    ],
+)
+def test_layer_boundaries_at_run_time(module: str, forbidden: tuple[str, ...]) -> None:
+    """What a layer loads through the modules it imports, not only what it names (the check above)."""
+    code = f"import sys, {module}; print(' '.join(sys.modules))"
+    loaded = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert [m for m in loaded.stdout.split() if m in forbidden or m.startswith(tuple(f"{f}." for f in forbidden))] == []

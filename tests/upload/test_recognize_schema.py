@@ -22,7 +22,7 @@ from gateway.simulator.server import DataflowSimulator, SimulatorConfig
 from tests.support.harness import running_gateway
 from tests.support.settings import SECRETS, SIM_TENANT, SIM_TOKEN, settings_for
 
-# POST /v1/tokens answers 503 without a signing key (a configuration error, not what is tested here).
+# POST /v1/tokens answers 501 without a signing key (a configuration error, not what is tested here).
 SIGNING_KEY = "schemathesis-signing-key-0123456789abcdef"
 SECRETS.add(SIGNING_KEY)
 
