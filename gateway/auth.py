@@ -12,12 +12,12 @@ import math
 import secrets
 import time
 import uuid
-from collections import OrderedDict, defaultdict, deque
+from collections import OrderedDict, deque
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import jwt
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from gateway.errors import BadRequest, ErrorCode, Forbidden, RateLimited, Unauthorized
 from gateway.logs.redact import clip
@@ -32,13 +32,18 @@ MAX_PROJECT_CHARS = 256
 
 
 class ApiKeySpec(BaseModel):
-    """One entry of GATEWAY_API_KEYS (a JSON list)."""
+    """One entry of GATEWAY_API_KEYS (a JSON list). A field it does not know is refused: a misspelt
+    ``projets`` or ``max_sesions`` silently ignored would leave the key without the limit it was meant to have."""
+
+    model_config = ConfigDict(extra="forbid")
 
     name: str = Field(min_length=1, max_length=64)
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="hex SHA-256 of the key")
     projects: list[str] | None = Field(None, description="projects this key may run (default: any)")
     max_sessions: int | None = Field(None, ge=1, description="concurrent sessions for this key (per replica)")
-    audio_seconds_per_minute: float | None = Field(None, gt=0, description="audio budget per minute (per replica)")
+    audio_seconds_per_minute: float | None = Field(
+        None, gt=0, allow_inf_nan=False, description="audio budget per minute (per replica)"
+    )
     audiohook_client_secret: SecretStr | None = Field(
         None, description="base64 AudioHook client secret of this key (default: GATEWAY_AUDIOHOOK_CLIENT_SECRET)"
     )
@@ -85,15 +90,23 @@ class Principal:
 ANONYMOUS = Principal(name="anonymous", kind="anonymous")
 
 
+def _number(value: Any) -> float:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else math.nan
+
+
 def key_of(principal: Principal | None) -> str | None:
     """:attr:`Principal.key`, None when there is no caller either."""
     return None if principal is None else principal.key
 
 
 class Authenticator:
-    def __init__(self, keys: list[ApiKeySpec], signing_key: str, *, required: bool) -> None:
+    def __init__(
+        self, keys: list[ApiKeySpec], signing_key: str, *, required: bool, max_token_life_s: float = 900.0
+    ) -> None:
         self.required = required
         self._keys = {spec.sha256: spec for spec in keys}
+        self._key_names = frozenset(spec.name for spec in keys)
+        self._max_token_life_s = max_token_life_s  # GATEWAY_TOKEN_MAX_TTL_S: what this gateway ever mints
         self._signing_key = signing_key
         self._used_tokens = SingleUseTokens(MAX_SPENT_TOKENS)  # jti of single-use tokens in use or spent
 
@@ -162,6 +175,11 @@ class Authenticator:
             raise Unauthorized("the browser token has expired", code=ErrorCode.TOKEN_EXPIRED) from None
         except jwt.PyJWTError:
             raise Unauthorized("the browser token is not valid", code=ErrorCode.INVALID_CREDENTIAL) from None
+        # Signed with our key, yet not one this gateway would mint: its key is gone (revoked: so are its
+        # tokens), or it lives longer than any token minted here (made with a leaked or example key).
+        life_s = _number(claims["exp"]) - _number(claims["iat"])
+        if claims["sub"] not in self._key_names or not life_s <= self._max_token_life_s + _LEEWAY_S:
+            raise Unauthorized("the browser token is not valid", code=ErrorCode.INVALID_CREDENTIAL)
         projects = claims.get("prj")
         return Principal(
             name=str(claims["sub"]),
@@ -238,60 +256,3 @@ class FailedAuthThrottle:
             del self._failures[client]
             return None
         return window
-
-
-class AudioBudgets:
-    """Audio seconds per key per minute (sliding window, per replica), charged as audio is accepted.
-
-    Each key keeps its charges and their running total, so a charge and a check cost O(1) (amortised):
-    they happen for every chunk of audio a session accepts.
-    """
-
-    WINDOW_S = 60.0
-
-    def __init__(self) -> None:
-        self._spent: dict[str, deque[tuple[float, float]]] = defaultdict(deque)
-        self._totals: dict[str, float] = defaultdict(float)
-
-    def _expire(self, key: str, now: float) -> None:
-        window = self._spent.get(key)
-        while window and window[0][0] < now - self.WINDOW_S:
-            self._totals[key] -= window.popleft()[1]
-        if window is not None and not window:  # no empty entries left behind per key ever seen
-            del self._spent[key]
-            self._totals.pop(key, None)
-
-    def remaining(self, key: str, per_minute: float) -> float:
-        self._expire(key, time.monotonic())
-        return per_minute - self._totals.get(key, 0.0)
-
-    def spend(self, key: str, seconds: float) -> None:
-        now = time.monotonic()
-        self._expire(key, now)
-        self._spent[key].append((now, seconds))
-        self._totals[key] += seconds
-
-    def retry_after_s(self, key: str, per_minute: float) -> int:
-        """Whole seconds until some of the budget is back (at least 1)."""
-        now = time.monotonic()
-        self._expire(key, now)
-        excess = self._totals.get(key, 0.0) - per_minute
-        for at, seconds in self._spent.get(key, ()):
-            excess -= seconds
-            if excess < 0:
-                return max(1, math.ceil(at + self.WINDOW_S - now))
-        return 1
-
-
-class KeyBudget:
-    """One key's audio budget, as a session charges it (``relay.limits.AudioBudget``)."""
-
-    def __init__(self, budgets: AudioBudgets, key: str, per_minute: float) -> None:
-        self._budgets, self._key, self._per_minute = budgets, key, per_minute
-
-    def spend(self, seconds: float) -> bool:
-        self._budgets.spend(self._key, seconds)
-        return self._budgets.remaining(self._key, self._per_minute) > 0
-
-    def retry_after_s(self) -> int:
-        return self._budgets.retry_after_s(self._key, self._per_minute)

@@ -20,9 +20,10 @@ from urllib.parse import parse_qsl, urlencode
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from gateway.auth import AudioBudgets, Authenticator, FailedAuthThrottle, KeyBudget, Principal
+from gateway.auth import Authenticator, FailedAuthThrottle, Principal
 from gateway.errors import ErrorCode, Forbidden, GatewayError, InvalidHost, RateLimited, Unauthorized
 from gateway.errors.http import error_response
+from gateway.relay.audio_budgets import AudioBudgets, KeyBudget
 from gateway.relay.limits import SessionLimits
 from gateway.relay.registry import Lease, SessionRegistry
 from gateway.settings import Settings

@@ -20,7 +20,7 @@ from gateway.errors import AudioTooLong, BudgetSpent, ErrorCode, LimitError, Lim
 
 
 class AudioBudget(Protocol):
-    """A caller's audio budget (see :class:`gateway.auth.AudioBudgets`)."""
+    """A caller's audio budget (see :class:`gateway.relay.audio_budgets.AudioBudgets`)."""
 
     def spend(self, seconds: float) -> bool:
         """Charge ``seconds``; False once the budget is spent."""

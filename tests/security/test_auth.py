@@ -6,6 +6,7 @@ import asyncio
 import json
 import logging
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -18,6 +19,7 @@ from gateway.auth import key_digest
 from gateway.settings import SettingsError
 from gateway.simulator.server import DataflowSimulator
 from tests.support import signals
+from tests.support.cli_process import run_cli
 from tests.support.harness import RunningGateway, Transcript, next_message, read_all, running_gateway, ws_connect
 from tests.support.native_client import start_message
 from tests.support.settings import SECRETS, settings_for
@@ -171,6 +173,26 @@ async def test_expired_forged_wrong_origin_and_wrong_project_tokens(
     narrow = (await mint(gw, projects=["demo"]))["token"]
     await expect_refusal(gw, "project_not_allowed", 1008, start={"token": narrow, "project": "billing"},
                          origin=APP_ORIGIN)  # fmt: skip
+    assert not simulator.records
+
+
+@pytest.mark.ws
+async def test_a_token_signed_with_the_key_but_not_one_this_gateway_mints_is_refused(
+    gw: RunningGateway, simulator: DataflowSimulator
+) -> None:
+    """A token for a key that is not configured (removed: revoked, or any name at all) or living longer than
+    GATEWAY_TOKEN_MAX_TTL_S (900 s here) was accepted whenever its signature verified: with a leaked or
+    example signing key, anyone could start sessions for ten years."""
+    now = int(time.time())
+    claims = {"iss": "dataflow-gateway", "aud": "dataflow-gateway/session", "sub": "acme", "iat": now,
+              "exp": now + 300, "jti": "y1", "prj": ["demo"]}  # fmt: skip
+    fine = jwt.encode(claims, SIGNING_KEY, algorithm="HS256")
+    assert (await digits_through(gw, "7", start={"token": fine}, origin=APP_ORIGIN)).milestones() == ["7"]
+    simulator.records.clear()
+    for forged in ({**claims, "sub": "anyone"}, {**claims, "sub": "revoked-key"},
+                   {**claims, "exp": now + 10 * 365 * 86400}, {**claims, "iat": now - 1000}):  # fmt: skip
+        token = jwt.encode(forged, SIGNING_KEY, algorithm="HS256")
+        await expect_refusal(gw, "invalid_credential", 1008, start={"token": token}, origin=APP_ORIGIN)
     assert not simulator.records
 
 
@@ -356,6 +378,22 @@ def test_auth_none_needs_simulator_mode_or_the_insecure_flag(simulator: Dataflow
     with pytest.raises(SettingsError, match="only allowed in simulator mode"):
         create_app(settings_for(simulator, auth="none", allow_insecure_no_auth=False))
     assert create_app(settings_for(simulator, auth="none", allow_insecure_no_auth=True)) is not None
+
+
+@pytest.mark.parametrize(
+    ("entry", "named"),
+    [({"projets": ["demo"]}, "projets"), ({"max_sesions": 3}, "max_sesions"),
+     ({"audio_seconds_per_minute": "Infinity"}, "audio_seconds_per_minute")],
+)  # fmt: skip
+def test_a_key_entry_with_an_unknown_field_or_an_endless_budget_stops_startup(
+    tmp_path: Path, entry: dict[str, Any], named: str
+) -> None:
+    """A misspelt field was ignored (the key ran any project, any number of sessions); Infinity was taken."""
+    keys = [{"name": "acme", "sha256": key_digest(ACME_KEY), **entry}]
+    done = run_cli(["serve"], {"GATEWAY_AUTH": "required", "GATEWAY_API_KEYS": json.dumps(keys)}, tmp_path)
+    assert done.returncode == 2, done.stderr
+    [line] = done.stderr.splitlines()
+    assert line.startswith(f"GATEWAY_API_KEYS[0].{named}: "), line
 
 
 def test_keygen_prints_a_key_and_a_config_entry_that_accepts_it(capsys: pytest.CaptureFixture[str]) -> None:
