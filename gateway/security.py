@@ -20,7 +20,7 @@ from urllib.parse import parse_qsl, urlencode
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from gateway.auth import Authenticator, FailedAuthThrottle, Principal
+from gateway.auth import Authenticator, FailedAuthThrottle, Principal, key_of
 from gateway.errors import ErrorCode, Forbidden, GatewayError, InvalidHost, RateLimited, Unauthorized
 from gateway.errors.http import error_response
 from gateway.relay.audio_budgets import AudioBudgets, KeyBudget
@@ -267,11 +267,12 @@ class AccessGate:
         counted against the caller's client address (:meth:`SessionRegistry.wait`)."""
         if waiting_at is not None:
             return self.registry.wait(dialect, address=client_address(waiting_at), count_denial=count_denial)
-        if principal is None or principal.key is None:
-            return self.registry.reserve(dialect, count_denial=count_denial)
-        return self.registry.reserve(
-            dialect, key=principal.key, key_limit=principal.max_sessions, count_denial=count_denial
-        )
+        limit = principal.max_sessions if principal is not None else None
+        return self.registry.reserve(dialect, key=key_of(principal), key_limit=limit, count_denial=count_denial)
+
+    def defer(self, dialect: str, scope: Scope) -> Lease:
+        """A place without a slot for a connection accepted while full (:meth:`SessionRegistry.defer`)."""
+        return self.registry.defer(dialect, address=client_address(scope))
 
     def session_limits(self, principal: Principal | None, *, live: bool) -> SessionLimits:
         s = self.settings

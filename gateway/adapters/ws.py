@@ -74,8 +74,12 @@ class Connection:
                 principal = None if self.dialect.credentials_in_band else self.principal
                 self._take_slot(principal, count_denial=at_once, waiting=self.principal is None)
             except GatewayError as exc:
-                if self.dialect.refuse_full_at_once:
+                if at_once:
                     await self._refuse(exc)
+                else:  # refused at its start if still full; till then a place without a slot keeps it drainable
+                    with contextlib.suppress(GatewayError):
+                        self.lease = self.service.gate.defer(self.dialect.name, self.ws.scope)
+                        self.lease.drainable = self
             if not self.ended:  # (after a refusal: while its client closes the socket)
                 watchdog = asyncio.create_task(self._watch(), name=f"ws-{self.dialect.name}-watchdog")
                 await self._read()
@@ -88,8 +92,6 @@ class Connection:
             await self._end_session()
             if self.lease is not None:
                 self.lease.release()
-
-    # --- reading -------------------------------------------------------------------------------------
 
     async def _read(self) -> None:
         while not self.ended:
@@ -240,8 +242,6 @@ class Connection:
         session, sender, self.sender = self.session, self.sender, None  # a cancelled sender's traceback holds self
         if session is not None:
             await end_session(session, sender, self.results, self.settings)
-
-    # --- without a session ---------------------------------------------------------------------------
 
     async def _reply_now(self, reply: commands.Reply) -> None:
         with contextlib.suppress(ClientGone, GatewayError):

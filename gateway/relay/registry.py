@@ -132,6 +132,17 @@ class SessionRegistry:
         their own (and each ends at the start timeout), and one client ``address`` may hold at most
         :attr:`waiting_per_address` of them (a browser waits milliseconds for its start message)."""
         self._admit(None, None, count_denial)
+        return self._waiting_place(dialect, address, count_denial)
+
+    def defer(self, dialect: str, *, address: str = "unknown") -> Lease:
+        """A waiting place for a connection accepted while the replica is full, whose dialect refuses it at
+        its start (``Dialect.refuse_full_at_once`` false: /project-runner): it holds no slot, and a drain
+        reaches it (without one uvicorn's shutdown closed it 1012). Bounded as :meth:`wait`'s places are."""
+        if self.draining:
+            raise shutting_down()
+        return self._waiting_place(dialect, address, count_denial=False)
+
+    def _waiting_place(self, dialect: str, address: str, count_denial: bool) -> Lease:
         error = None
         if len(self.waiting) >= self.max_sessions:
             error = CapacityExceeded(f"{self.max_sessions} connections already wait for their credential; retry later")

@@ -328,6 +328,29 @@ async def test_capacity_refusal_is_a_start_response(simulator: DataflowSimulator
 
 
 @pytest.mark.ws
+async def test_a_connection_accepted_while_full_is_drained_and_still_refused_at_its_start_if_full(
+    simulator: DataflowSimulator,
+) -> None:
+    """Accepted while the replica was full, a /project-runner connection (whose refusal waits for its start)
+    held nothing a drain could reach: the drain never told it, and uvicorn's shutdown closed it 1012."""
+    async with running_gateway(settings_for(simulator, max_sessions=1)) as gw:
+        async with ws_connect(gw.ws_url("/project-runner")) as first:
+            await first.send(current_start())
+            await next_json(first)
+            async with ws_connect(gw.ws_url("/project-runner/demo")) as second:
+                await second.send(legacy_start())  # still full: refused at its start, as before
+                refused = await read_all(second)
+            assert (refused.messages[0]["error-code"], refused.close_code) == ("capacity_exceeded", 1013)
+            async with ws_connect(gw.ws_url("/project-runner/demo")) as waiting:
+                await asyncio.sleep(0.2)
+                assert len(gw.gateway.registry.drainables()) == 2 and gw.gateway.registry.active == 1
+                await gw.gateway.drain(0.3)
+                gone = await read_all(waiting, timeout=5)
+        assert (gone.close_code, gone.messages[-1]["ErrorCode"]) == (1001, "going_away"), gone.messages
+        assert gw.gateway.registry.drainables() == []
+
+
+@pytest.mark.ws
 async def test_update_event_unknown_and_stop(gw: RunningGateway, simulator: DataflowSimulator) -> None:
     async with ws_connect(gw.ws_url("/project-runner")) as ws:
         await ws.send(current_start())
