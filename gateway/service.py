@@ -123,12 +123,12 @@ class Gateway:
         for connection in self.registry.drainables():
             connection.notify(notice)
         deadline = time.monotonic() + budget_s
-        while self.registry.active and time.monotonic() < deadline:
+        while self.registry.occupied and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
         told = self.registry.send_away()  # sessions, and connections and uploads whose session has not started
         # Let the adapters deliver their goodbyes (error, closed, close 1001) before uvicorn closes sockets.
         goodbye_deadline = time.monotonic() + self.settings.client_send_timeout_s
-        while self.registry.active and time.monotonic() < goodbye_deadline:
+        while self.registry.occupied and time.monotonic() < goodbye_deadline:
             await asyncio.sleep(0.02)
         # Result webhooks (the summaries of calls just ended too) get the same time: the budget, or the goodbyes'.
         if await self.webhooks.drain(max(deadline, goodbye_deadline) - time.monotonic()):

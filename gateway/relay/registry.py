@@ -91,6 +91,12 @@ class SessionRegistry:
         return len(self.leases)
 
     @property
+    def occupied(self) -> int:
+        """Connections a drain waits for: those holding a slot and those waiting, without one, for the
+        credential or the start they were accepted to send (a drain serves them for what is left of its budget)."""
+        return len(self.leases) + len(self.waiting)
+
+    @property
     def full(self) -> bool:
         return self.active >= self.max_sessions
 
@@ -170,8 +176,10 @@ class SessionRegistry:
             self._waiting_by_address.pop(address, None)
 
     def admit_waiting(self, lease: Lease, key: str | None, key_limit: int | None) -> None:
-        """A waiting lease's caller is known: it takes a slot (capacity, the key's cap) or raises."""
-        self._admit(key, key_limit)
+        """A waiting lease's caller is known: it takes a slot (capacity, the key's cap) or raises. A drain
+        does not refuse it: accepted before the drain, it is served for what is left of the budget, as a
+        connection that held its slot from the handshake is (it had been refused going_away)."""
+        self._admit(key, key_limit, accepted=True)
         self._stop_waiting(lease)
         lease.waiting = False
         self.leases.add(lease)
@@ -186,9 +194,11 @@ class SessionRegistry:
                 self.deny(error.error_code)
             raise error
 
-    def _admit(self, key: str | None, key_limit: int | None, count_denial: bool = True) -> None:
+    def _admit(
+        self, key: str | None, key_limit: int | None, count_denial: bool = True, *, accepted: bool = False
+    ) -> None:
         try:
-            if self.draining:
+            if self.draining and not accepted:
                 raise shutting_down()
             if key is not None:
                 self.check_key(key, key_limit, count_denial=False)

@@ -188,3 +188,26 @@ async def test_an_upload_whose_start_fails_leaves_the_single_use_token_for_the_r
     assert refused.status_code == 502, refused.text
     assert served.status_code == 200, served.text
     assert spent.status_code == 401 and spent.json()["error"]["code"] == "token_reused", spent.text
+
+
+@pytest.mark.ws
+async def test_a_browser_accepted_before_a_drain_starts_its_session_during_it(
+    sim_and_gw: tuple[DataflowSimulator, RunningGateway],
+) -> None:
+    """Its credential comes in the start message, so it held a waiting place, not a slot: the drain refused
+    its start going_away, where a connection that sent its key with the handshake is served for what is
+    left of the budget (README, Drain and shutdown). Now both are."""
+    _, gw = sim_and_gw
+    token = await single_use_token(gw)
+    async with ws_connect(gw.ws_url(), origin=APP) as early:
+        async with httpx.AsyncClient(base_url=gw.http_url) as http:
+            assert (await http.post("/internal/drain", params={"budget_s": 1.5})).status_code == 202
+        await asyncio.sleep(0.3)
+        await early.send(start_message(token=token))
+        result = await read_all(early, timeout=5)
+    kinds = [m["type"] if m["type"] != "error" else m["code"] for m in result.messages]
+    assert kinds[0] == "started" and result.errors() == ["draining", "going_away"], kinds
+    assert result.close_code == 1001
+    async with ws_connect(gw.ws_url(), origin=APP) as late:  # a connection accepted during the drain is not
+        refused = await read_all(late, timeout=5)
+    assert refused.errors() == ["going_away"] and refused.close_code == 1001
