@@ -134,7 +134,7 @@ class Connection:
                 session.reply(frame)
             return
         if isinstance(command, commands.Refuse):
-            session.abort("client_error", command.error)
+            await session.end_with(command.error)
             return
         if isinstance(command, commands.Finalize | commands.Stop) and (held := held_audio(self.dialect)):
             await self._apply(commands.Audio(held), session)  # audio the dialect held back goes in first

@@ -41,14 +41,14 @@ class AudioIntake:
             return self.floor_bytes + int(len(message) * self._text_bytes)
         return len(message)
 
-    async def pace(self, length: int) -> None:
-        """Hold the caller while ``length`` more bytes would outrun the rate limit."""
-        await self.watch.pace(self.bytes_in + self.overhead + length)
+    async def pace(self, length: int, *, audio: bool = False) -> None:
+        """Hold the caller while ``length`` more bytes would outrun the rate limit (``audio``: they feed it)."""
+        await self.watch.pace(self.bytes_in + self.overhead + length, audio=audio)
 
     async def pace_audio(self, length: int) -> None:
         """:meth:`pace` for one message's ``length`` bytes of audio, charged at least AUDIO_FLOOR_MS."""
         short = max(self.audio_floor_bytes - length, 0)
-        await self.pace(short + length)
+        await self.pace(short + length, audio=True)
         self.overhead += short
 
     async def charge(self, message: str | bytes) -> None:

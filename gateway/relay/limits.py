@@ -50,7 +50,8 @@ class LimitWatch:
         self._cap_bytes: int | None = None
         self._unlimited = limits.budget is None and limits.max_audio_s is None  # nothing to check per chunk
         self._bytes_per_s = 0
-        self.pacing = False  # audio is being held right now (flow reports say paused)
+        self.pacing = False  # a message is being held right now (flow reports say paused)
+        self.holding_audio = False  # ... and it is audio for the session
         self.paced_s = 0.0  # how long audio was held in all
 
     def streaming(self, client_format: AudioFormat, since: float) -> None:
@@ -79,16 +80,16 @@ class LimitWatch:
         allowed_s = (now - self._streaming_since) * rate_x + self.limits.rate_burst_ms / 1000
         return bytes_total <= allowed_s * self._bytes_per_s
 
-    async def pace(self, bytes_total: int) -> None:
+    async def pace(self, bytes_total: int, *, audio: bool = False) -> None:
         """Hold the caller (and so the reading of its socket) until ``bytes_total`` is within the rate."""
         delay = self.pace_s(bytes_total, time.monotonic())
         if delay <= 0:
             return
-        self.pacing, self.paced_s = True, self.paced_s + delay
+        self.pacing, self.holding_audio, self.paced_s = True, audio, self.paced_s + delay
         try:
             await asyncio.sleep(delay)
         finally:
-            self.pacing = False
+            self.pacing = self.holding_audio = False
 
     def accept(self, bytes_before: int, length: int) -> tuple[int, LimitError | None]:
         """Of ``length`` new bytes after ``bytes_before``, how many may go upstream, and the limit this
@@ -109,11 +110,12 @@ class LimitWatch:
     def periodic(self, now: float, last_activity: float) -> LimitError | None:
         """The maximum duration and the idle timeout, checked on the session's ticker. While the gateway holds
         the client's audio (:meth:`pace`) the client is not idle: it may not send, and the held audio is its
-        last activity once fed (a frame of 38 s of audio had met a 30 s idle timeout and was dropped)."""
+        last activity once fed (a frame of 38 s of audio had met a 30 s idle timeout and was dropped). A held
+        message that feeds nothing (AudioHook's paused audio) is no activity, held or not."""
         max_s = self.limits.max_session_s
         if now - self.opened_at >= max_s:
             return LimitReached(f"maximum session duration of {max_s:g} s reached", code=ErrorCode.MAX_DURATION)
-        if now - last_activity >= self.idle_timeout_s and not self.pacing:  # a held message is the gateway's time
+        if now - last_activity >= self.idle_timeout_s and not self.holding_audio:
             return LimitReached(f"no audio or message for {self.idle_timeout_s:g} s", code=ErrorCode.IDLE_TIMEOUT)
         return None
 

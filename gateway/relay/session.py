@@ -24,7 +24,6 @@ from gateway.errors import (
     GatewayError,
     GoingAway,
     InvalidState,
-    LimitError,
     UpstreamError,
     UpstreamTimeout,
     UpstreamUnavailable,
@@ -125,7 +124,7 @@ class Session:
         except InvalidState:  # a limit closed the input while this chunk waited for Data Flow
             return
         if limit is not None and self.state is SessionState.STREAMING:
-            await self._limit(limit)
+            await self.end_with(limit)
 
     async def pace_message(self, message: str | bytes) -> None:
         """Charge a client message that fed no audio and nothing for Data Flow to the rate limit (relay.intake)."""
@@ -206,8 +205,6 @@ class Session:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
 
-    # --- internals ---------------------------------------------------------------------------------
-
     def _streaming_stream(self) -> UpstreamStream:
         if self.state is not SessionState.STREAMING:
             raise InvalidState(f"not possible while the session is {self.state}", code=ErrorCode.INVALID_STATE)
@@ -226,8 +223,7 @@ class Session:
         self._streaming_stream()
         assert self._intake is not None
         self.touch()
-        misaligned = self._intake.misaligned()
-        if misaligned is not None:
+        if (misaligned := self._intake.misaligned()) is not None:
             self.notify(misaligned)
         try:
             await self._intake.end(stop=stop)
@@ -268,7 +264,7 @@ class Session:
                     self._emit(self.flow())
                 limit = self._watch.periodic(now, self._last_activity)
                 if limit is not None:
-                    await self._limit(limit)
+                    await self.end_with(limit)
             elif self.state is SessionState.FINALIZING and now >= self._finalize_deadline:
                 if self._saw_final_result:
                     self._finish(self._end_reason or "finalized", self._end_error)
@@ -278,10 +274,14 @@ class Session:
                         "upstream_error", UpstreamTimeout(f"no final result from Data Flow within {timeout:g} s")
                     )
 
-    async def _limit(self, error: LimitError) -> None:
-        """A policy limit: deliver what Data Flow still has (finalize), then close with the limit's code."""
-        self._end_reason, self._end_error = error.error_code.value, error
-        await self._end_input(stop=False)
+    async def end_with(self, error: GatewayError) -> None:
+        """A limit, or a client message that ends the session (one its dialect cannot take): what Data Flow
+        still has is delivered (finalize), then the session closes with the error's code. (A client's error
+        had aborted it: the results still to come were dropped, a Twilio call's webhook got none.)"""
+        if self.state in (SessionState.STREAMING, SessionState.FINALIZING):
+            self._end_reason, self._end_error = error.error_code.value, error
+        if self.state is SessionState.STREAMING:
+            await self._end_input(stop=False)
 
     def _finish(self, reason: str, error: GatewayError | None = None, *, drop_backlog: bool = False) -> None:
         if self.outbox.closed is not None:

@@ -191,6 +191,28 @@ async def test_hang_up_without_stop_still_delivers_the_results(gateway_factory: 
 
 
 @pytest.mark.ws
+async def test_a_message_that_ends_the_call_still_delivers_its_results(gateway_factory: GatewayFactory) -> None:
+    """A media payload that is not base64 ends the call (1007, as documented), but only after Data Flow's
+    results for the audio before it: the call had been aborted and its webhook got no transcript."""
+    async with webhook_receiver(WEBHOOK_SECRET) as receiver, gateway_factory(**hooks(receiver)) as gw:
+        async with ws_connect(gw.ws_url("/v1/twilio")) as ws:
+            await ws.send(telephony.twilio_connected())
+            await ws.send(telephony.twilio_start())
+            for frame in telephony.twilio_media("47"):
+                await ws.send(frame)
+            broken = json.loads(telephony.twilio_media("1")[0])
+            broken["media"]["payload"] = "not base64!"
+            await ws.send(json.dumps(broken))
+            seen = await read_all(ws, timeout=15)
+        await receiver.wait_for(lambda r: bool(r.payloads("summary")))
+    assert (seen.messages, seen.close_code) == ([], 1007)
+    summary = receiver.payloads("summary")[0]
+    assert summary["transcript"] == [{"channel": 0, "text": "47"}], receiver.dump()
+    ended = summary["ended"]
+    assert (ended["reason"], ended["code"], ended["error"]) == ("invalid_message", 1007, "invalid_message")
+
+
+@pytest.mark.ws
 async def test_both_tracks_are_a_stereo_call_with_each_track_on_its_channel(gateway_factory: GatewayFactory) -> None:
     caller = telephony.twilio_media("12", track="inbound")
     played = telephony.twilio_media("345", track="outbound", lead_ms=900)  # later, and longer
