@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import os
 import signal
 import sys
@@ -140,12 +141,29 @@ def _drain(ns: argparse.Namespace) -> int:
     return 0
 
 
+def _positive(text: str) -> float:
+    # ApiKeySpec refuses inf, nan and 0 with a traceback; argparse says it in one line (exit 2).
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError("not a finite number above 0")
+    return value
+
+
+def _count(text: str) -> int:
+    if not text.strip().isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError("not a whole number above 0")
+    return int(text)
+
+
 def _keygen_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("keygen", help="create an API key and its GATEWAY_API_KEYS entry (only the hash is stored)")
     p.add_argument("--name", required=True, help="the key's name (logs, metrics, token subject)")
     p.add_argument("--project", action="append", default=None, help="allowed project (repeatable; default any)")
-    p.add_argument("--max-sessions", type=int, default=None, help="concurrent sessions per replica")
-    p.add_argument("--audio-seconds-per-minute", type=float, default=None, help="audio budget per replica")
+    p.add_argument("--max-sessions", type=_count, default=None, help="concurrent sessions per replica")
+    p.add_argument("--audio-seconds-per-minute", type=_positive, default=None, help="audio budget per replica")
 
 
 def _keygen(ns: argparse.Namespace) -> int:
@@ -179,8 +197,10 @@ def _settings_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
 def _print_settings(ns: argparse.Namespace) -> int:
     from gateway.config.report import effective_settings, settings_lines
     from gateway.connections.cap import cap_in_force
+    from gateway.server import preflight  # imported late: the other commands need no web stack
 
     settings = load_settings()
+    preflight(settings)  # what serve would refuse, refused here too (exit 2, the same line)
     # What a setting amounts to in this process, computed as the server does (its open-file limit too).
     cap = cap_in_force(settings.max_connections, settings.max_sessions)
     in_force = {"GATEWAY_MAX_CONNECTIONS": {"value": cap.value, "reason": cap.reason}}

@@ -9,9 +9,9 @@ and :func:`load_settings` turns validation failures into one line per variable t
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, Self
 
-from pydantic import ValidationError
+from pydantic import ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from pydantic_settings import SettingsError as PydanticSettingsError
 
@@ -20,6 +20,7 @@ from gateway.config.client_settings import ClientSettings
 from gateway.config.environment import dotenv_names, parse_problem, unknown_variables, validation_problems
 from gateway.config.http_settings import HttpServerSettings
 from gateway.config.session_settings import SessionSettings
+from gateway.config.startup import dotenv_problem, startup_problems
 from gateway.config.upstream_settings import UpstreamSettings
 
 
@@ -35,6 +36,18 @@ class Settings(ClientSettings, SessionSettings, UpstreamSettings, HttpServerSett
     model_config = SettingsConfigDict(
         env_prefix="GATEWAY_", env_file=".env", env_file_encoding="utf-8", extra="ignore", allow_inf_nan=False
     )
+
+    @model_validator(mode="after")
+    def _write_stall_above_the_send_budget(self) -> Self:
+        # The gateway's own budget for a client that does not read acts first (its error reaches the
+        # client): a lower stall was silently raised to 2 x the send timeout (the default still is).
+        floor = 2 * self.client_send_timeout_s
+        if "http_write_stall_s" in self.model_fields_set and self.http_write_stall_s < floor:
+            raise ValueError(
+                "GATEWAY_HTTP_WRITE_STALL_S: below 2 x GATEWAY_CLIENT_SEND_TIMEOUT_S (the gateway's own budget for a"
+                " client that does not read must act first): raise it, or unset it"
+            )
+        return self
 
     @property
     def simulator_mode(self) -> bool:
@@ -57,6 +70,8 @@ def load_settings(**overrides: Any) -> Settings:
     invalid values raise one :class:`SettingsError` with a line per variable, never echoing a value."""
     fields = list(Settings.model_fields)
     env_file = overrides.get("_env_file", Settings.model_config.get("env_file"))
+    if problem := dotenv_problem(env_file):  # read by both steps below: a traceback from either
+        raise SettingsError(problem)
     problems = unknown_variables([*os.environ, *dotenv_names(env_file)], fields)
     try:
         settings = Settings(**overrides)
@@ -64,6 +79,8 @@ def load_settings(**overrides: Any) -> Settings:
         problems += validation_problems(exc.errors(), fields)
     except PydanticSettingsError as exc:  # a list or object variable that is not JSON
         problems.append(parse_problem(str(exc)))
+    if not problems:  # what only the whole configuration tells (it is complete now)
+        problems = startup_problems(settings, os.environ, auth_required=settings.auth_required)
     if problems:
         raise SettingsError(*problems)
     return settings

@@ -8,10 +8,12 @@ Used as whole annotations (``Annotated[...]`` at the top), so the settings' fiel
 from __future__ import annotations
 
 import ipaddress
-from typing import Annotated
+import re
+from pathlib import Path
+from typing import Annotated, Any
 from urllib.parse import urlsplit
 
-from pydantic import AfterValidator, Field, SecretStr
+from pydantic import AfterValidator, BeforeValidator, Field, SecretStr
 
 # gRPC takes channel options as 32-bit integers (durations in milliseconds), and a stream's deadline
 # (GATEWAY_MAX_SESSION_S + GATEWAY_FINALIZE_TIMEOUT_S + 30 s) overflows not far above: past these,
@@ -28,10 +30,44 @@ GrpcBytes = Annotated[int, Field(le=GRPC_INT_MAX)]
 HS256_MIN_KEY_BYTES = 32
 
 
+#: Text our own examples put where a secret goes (deploy/k8s/secret.example.yaml, docker-compose.yml):
+#: a gateway started with one signed tokens, or guarded /internal, with a key anyone can read on GitHub.
+PLACEHOLDER_MARKS = ("replace-with", "change-me")
+
+
+def is_placeholder(text: str) -> bool:
+    """Is ``text`` an example's placeholder rather than a real secret?"""
+    folded = text.lower().replace("_", "-")
+    return any(mark in folded for mark in PLACEHOLDER_MARKS)
+
+
+def _not_blank(text: str) -> None:
+    # Spaces passed the length checks: 32 of them made an HS256 key, 16 an admin token.
+    if text and not text.strip():
+        raise ValueError("only whitespace: use a random value (openssl rand -hex 32), or unset it")
+
+
 def _hs256_key(value: SecretStr | None) -> SecretStr | None:
-    if value is not None and 0 < len(value.get_secret_value().encode()) < HS256_MIN_KEY_BYTES:
+    if value is None or not value.get_secret_value():
+        return None  # empty is unset (a compose file's ${VAR:-} when the operator gave none)
+    _not_blank(value.get_secret_value())
+    if len(value.get_secret_value().encode()) < HS256_MIN_KEY_BYTES:
         raise ValueError(f"an HS256 key needs at least {HS256_MIN_KEY_BYTES} bytes (RFC 7518 3.2)")
     return value
+
+
+def _blank_is_unset(value: SecretStr | None) -> SecretStr | None:
+    # A credential is sent as configured: surrounding whitespace (a pasted line) is never part of it,
+    # and one of only spaces was sent as the token (every session failed with Data Flow's refusal).
+    if value is None:
+        return None
+    stripped = value.get_secret_value().strip()
+    return SecretStr(stripped) if stripped else None
+
+
+def _empty_is_none(value: Any) -> Any:
+    # GATEWAY_UPSTREAM_CA_FILE= became Path("."), a directory read as the CA roots.
+    return None if isinstance(value, str) and not value.strip() else value
 
 
 #: A language code as Genesys's AudioHook client validates it (purecloudlabs/audiohook-reference-implementation,
@@ -45,6 +81,8 @@ ADMIN_TOKEN_MIN_CHARS = 16
 
 
 def _long_enough(value: SecretStr | None) -> SecretStr | None:
+    if value is not None:
+        _not_blank(value.get_secret_value())
     if value is not None and len(value.get_secret_value()) < ADMIN_TOKEN_MIN_CHARS:
         raise ValueError(
             f"shorter than {ADMIN_TOKEN_MIN_CHARS} characters: use a long random string (openssl rand -hex 32),"
@@ -87,10 +125,23 @@ def _public_host(value: str) -> str:
     return value
 
 
-def is_loopback(target: str) -> bool:
-    """Is ``target`` (host or host:port, as GATEWAY_UPSTREAM_TARGET) on this machine (empty: the simulator)?"""
-    host = target.rsplit(":", 1)[0].strip("[]") if ":" in target else target
-    if host in ("localhost", ""):
+#: Targets gRPC takes as URIs, passed on as they are (README: Upstream connections).
+GRPC_URI_SCHEMES = ("dns:", "ipv4:", "ipv6:", "unix:", "unix-abstract:", "vsock:")
+
+
+#: gRPC URI schemes of local sockets: nothing leaves the machine.
+_LOCAL_SOCKET_SCHEMES = ("unix:", "unix-abstract:")
+
+
+def _host_is_loopback(authority: str) -> bool:
+    """``host``, ``host:port``, ``[v6]:port`` or a bare IPv6 address."""
+    if authority.startswith("["):
+        host = authority[1:].partition("]")[0]
+    elif authority.count(":") == 1:
+        host = authority.partition(":")[0]
+    else:
+        host = authority
+    if host.lower().rstrip(".") in ("localhost", ""):
         return True
     try:
         return ipaddress.ip_address(host).is_loopback
@@ -98,8 +149,25 @@ def is_loopback(target: str) -> bool:
         return False
 
 
-#: Targets gRPC takes as URIs, passed on as they are (README: Upstream connections).
-GRPC_URI_SCHEMES = ("dns:", "ipv4:", "ipv6:", "unix:", "unix-abstract:", "vsock:")
+def is_loopback(target: str) -> bool:
+    """Is ``target`` (GATEWAY_UPSTREAM_TARGET: host, host:port or a gRPC URI) on this machine (empty: the
+    simulator)? gRPC URIs are read as gRPC reads them: ``ipv4:``/``ipv6:`` list addresses (all must be
+    loopback), ``dns:[//authority/]host:port`` names one host, ``unix:`` sockets are local."""
+    if not target:
+        return True
+    if target.startswith(_LOCAL_SOCKET_SCHEMES):
+        return True
+    if target.startswith(("ipv4:", "ipv6:")):
+        addresses = target.partition(":")[2].split(",")
+        return all(address and _host_is_loopback(address) for address in addresses)
+    if target.startswith("dns:"):
+        rest = target.removeprefix("dns:")
+        if rest.startswith("//"):
+            rest = rest[2:].partition("/")[2]  # dns://authority/host:port: the DNS server is not the target
+        return bool(rest) and _host_is_loopback(rest)
+    if target.startswith(GRPC_URI_SCHEMES):
+        return False  # vsock: another machine's (a VM's) socket
+    return _host_is_loopback(target)
 
 
 def _upstream_target(value: str) -> str:
@@ -120,6 +188,49 @@ def _upstream_target(value: str) -> str:
     return value
 
 
+_HOST_LABEL = re.compile(r"^(?!-)[A-Za-z0-9_-]{1,63}(?<!-)$")
+
+
+def _listen_host(value: str) -> str:
+    # Empty made uvicorn listen on every interface (0.0.0.0 and ::); a value no resolver takes failed
+    # after startup had begun ([Errno -2], exit 3). Names are not resolved here: only their shape.
+    try:
+        ipaddress.ip_address(value)
+        return value
+    except ValueError:
+        pass
+    name = value.removesuffix(".")
+    if not name or len(name) > 253 or not all(_HOST_LABEL.match(label) for label in name.split(".")):
+        raise ValueError("not an IP address or host name (e.g. 127.0.0.1, 0.0.0.0 for every interface, ::1, localhost)")
+    return value
+
+
+_METHOD_PATH = re.compile(r"^/[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*/[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def _method_path(value: str) -> str:
+    # Any other shape is a method no server has: every session failed with UNIMPLEMENTED after ready.
+    if not _METHOD_PATH.match(value):
+        raise ValueError("not a gRPC method path /package.Service/Method (e.g. /dataflow/Stream)")
+    return value
+
+
+def http_url_problem(url: str) -> str | None:
+    """Why ``url`` cannot be POSTed to (None: it can). Never quotes the URL (it may hold a password)."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:  # a bracketed host that is no IPv6 address, a port that is no number or too large
+        return "not a URL (a host in [ ] that is no IPv6 address, or a port that is not 1 to 65535)"
+    if parts.scheme not in ("http", "https"):
+        return "not an http or https URL"
+    if not parts.hostname:
+        return "has no host (https://host[:port]/path)"
+    if port == 0:
+        return "port 0 cannot be connected to"
+    return None
+
+
 def _dataflow_rate(value: int) -> int:
     # An int (not a Literal) so the environment's "8000" parses; Data Flow takes only these two.
     if value not in (8000, 16000):
@@ -132,6 +243,14 @@ SigningKey = Annotated[SecretStr | None, AfterValidator(_hs256_key)]
 #: The operator endpoints' bearer token: unset, or at least 16 characters (an empty one let no caller
 #: drain: the preStop hook got 401; a short one can be guessed).
 AdminToken = Annotated[SecretStr | None, AfterValidator(_long_enough)]
+#: A credential sent to Data Flow or its identity service: surrounding whitespace dropped, blank is unset.
+Credential = Annotated[SecretStr | None, AfterValidator(_blank_is_unset)]
+#: A file path setting: empty is unset.
+OptionalPath = Annotated[Path | None, BeforeValidator(_empty_is_none)]
+#: The address to listen on: an IP address or a host name.
+ListenHost = Annotated[str, AfterValidator(_listen_host)]
+#: The Stream RPC's gRPC method path.
+MethodPath = Annotated[str, AfterValidator(_method_path)]
 #: An entry of the trusted proxies: an IP address or network.
 TrustedProxy = Annotated[str, AfterValidator(_proxy)]
 #: Data Flow's gRPC endpoint: empty (the simulator), host[:port] or a gRPC URI.

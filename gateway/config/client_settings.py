@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, Self
 
-from pydantic import BaseModel, Field, SecretStr, field_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 
 from gateway.auth import ApiKeySpec
 from gateway.config import bounds
@@ -88,6 +88,16 @@ class ClientSettings(BaseModel):
     )
     webhook_backoff_s: float = Field(0.5, gt=0, description="Wait before a webhook's first retry; doubles each time.")
     webhook_concurrency: int = Field(32, ge=1, description="Webhook POSTs in flight at once, all calls together.")
+
+    @model_validator(mode="after")
+    def _ttl_within_the_maximum(self) -> Self:
+        # Minted tokens silently got the maximum's life instead.
+        if self.token_ttl_s > self.token_max_ttl_s:
+            raise ValueError(
+                "GATEWAY_TOKEN_TTL_S: longer than GATEWAY_TOKEN_MAX_TTL_S (a token may not live longer than the"
+                " maximum): lower it or raise the maximum"
+            )
+        return self
 
     # --- embedded simulator --------------------------------------------------------------------------
     simulator_port: int = Field(0, ge=0, le=65535, description="Port of the embedded simulator (0: any free).")

@@ -13,7 +13,7 @@ WsImplementation = Literal["websockets", "websockets-sansio", "wsproto"]
 
 class HttpServerSettings(BaseModel):
     # --- HTTP server -----------------------------------------------------------------------------
-    host: str = Field("127.0.0.1", description="Address to listen on (0.0.0.0 in containers).")
+    host: bounds.ListenHost = Field("127.0.0.1", description="Address to listen on (0.0.0.0 in containers).")
     port: int = Field(8080, ge=0, le=65535, description="TCP port to listen on (0 picks a free one).")
     ws_implementation: WsImplementation = Field(
         "websockets-sansio",
@@ -55,8 +55,8 @@ class HttpServerSettings(BaseModel):
     http_write_stall_s: float = Field(
         30.0,
         gt=0,
-        description="End a connection whose HTTP answer goes unread this long "
-        "(at least 2 x GATEWAY_CLIENT_SEND_TIMEOUT_S).",
+        description="End a connection whose HTTP answer goes unread this long (at least 2 x "
+        "GATEWAY_CLIENT_SEND_TIMEOUT_S: a lower value is refused, the default raised to it).",
     )
     connection_linger_s: float = Field(
         10.0,

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Literal, Self
 
-from pydantic import BaseModel, Field, SecretStr, model_validator
+from pydantic import BaseModel, Field, model_validator
 
 from gateway.config import bounds
 
@@ -20,16 +19,20 @@ class UpstreamSettings(BaseModel):
     upstream_plaintext: bool | None = Field(
         None, description="Plaintext gRPC; unset means plaintext only for loopback targets."
     )
-    upstream_ca_file: Path | None = Field(None, description="PEM CA roots for upstream TLS (default: system roots).")
-    upstream_method_path: str = Field("/dataflow/Stream", description="gRPC method path of the Stream RPC.")
+    upstream_ca_file: bounds.OptionalPath = Field(
+        None, description="PEM CA roots for upstream TLS (default: system roots)."
+    )
+    upstream_method_path: bounds.MethodPath = Field(
+        "/dataflow/Stream", description="gRPC method path of the Stream RPC."
+    )
     upstream_proto_module: str = Field(
         "gateway.upstream._proto.dataflow_pb2", description="Generated protobuf module of the wire contract."
     )
     upstream_tenant: str = Field("", description="Data Flow tenant GUID injected into every Start.")
-    upstream_token: SecretStr | None = Field(None, description="Static Data Flow token (or use client credentials).")
+    upstream_token: bounds.Credential = Field(None, description="Static Data Flow token (or use client credentials).")
     upstream_identity_url: str = Field("", description="OAuth2 token endpoint for client credentials.")
     upstream_client_id: str = Field("", description="OAuth2 client id for client credentials.")
-    upstream_client_secret: SecretStr | None = Field(None, description="OAuth2 client secret for client credentials.")
+    upstream_client_secret: bounds.Credential = Field(None, description="OAuth2 client secret for client credentials.")
     upstream_token_scope: str = Field("Wagtail", description="OAuth2 scope requested with client credentials.")
     upstream_token_refresh_margin_s: float = Field(300.0, ge=0, description="Refresh this long before expiry.")
     upstream_token_fetch_timeout_s: float = Field(10.0, gt=0, description="Bound on one token request.")
@@ -121,5 +124,15 @@ class UpstreamSettings(BaseModel):
             raise ValueError(
                 "GATEWAY_UPSTREAM_REPLAY_MS: shorter than GATEWAY_UPSTREAM_BUFFER_MS (a recovery replays the "
                 "audio held for Data Flow from it: a shorter one loses audio; 0 turns recovery off)"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _tls_or_plaintext(self) -> Self:
+        # The CA file was silently not used: the connection went unencrypted.
+        if self.upstream_plaintext and self.upstream_ca_file is not None:
+            raise ValueError(
+                "GATEWAY_UPSTREAM_PLAINTEXT: true while GATEWAY_UPSTREAM_CA_FILE is set (CA roots are for TLS):"
+                " unset one of them"
             )
         return self

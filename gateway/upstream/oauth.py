@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import httpx
 from pydantic import SecretStr
 
+from gateway.config.bounds import http_url_problem
 from gateway.errors import UpstreamAuthFailed
 from gateway.logs.filters import outbound_origins_only
 from gateway.logs.redact import proxy_environment
@@ -76,12 +77,14 @@ class ClientCredentialsTokenProvider:
         http: httpx.AsyncClient | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        # urlsplit first: httpx took a port past 65535 (every fetch failed after ready), and a bad bracketed
+        # host raised a bare "Invalid IPv6 URL".
+        if problem := http_url_problem(url):
+            raise ValueError(problem)
         try:
             parsed = httpx.URL(url)
         except httpx.InvalidURL:
             raise ValueError("identity URL is not a valid URL") from None
-        if parsed.scheme not in ("http", "https") or not parsed.host:
-            raise ValueError("identity URL must be an absolute http(s) URL")
         if attempts < 1 or fetch_timeout_s <= 0 or refresh_margin_s < 0:
             raise ValueError("need attempts >= 1, fetch timeout > 0 and refresh margin >= 0")
         if not client_secret.get_secret_value():

@@ -22,9 +22,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from gateway.config.startup import PROXY_VARIABLES  # checked there before anything starts
 from gateway.logs.redact import proxy_url_shown
 
-PROXY_VARIABLES = ("grpc_proxy", "https_proxy", "http_proxy")
 NO_PROXY_VARIABLES = ("no_grpc_proxy", "no_proxy")
 
 

@@ -70,20 +70,21 @@ class StaticTokenProvider:
 
 def token_provider_from_settings(settings: Settings) -> TokenProvider:
     """Static token if configured, else client credentials. Errors name fields, never values."""
-    if settings.upstream_token is not None and settings.upstream_token.get_secret_value():
-        return StaticTokenProvider(settings.upstream_token)
+    # Blank is unset (the settings strip it too): a token of spaces was sent, and every session refused.
+    if settings.upstream_token is not None and (token := settings.upstream_token.get_secret_value().strip()):
+        return StaticTokenProvider(SecretStr(token))
     secret = settings.upstream_client_secret
     present = {
         "upstream_identity_url": bool(settings.upstream_identity_url.strip()),
         "upstream_client_id": bool(settings.upstream_client_id.strip()),
-        "upstream_client_secret": secret is not None and bool(secret.get_secret_value()),
+        "upstream_client_secret": secret is not None and bool(secret.get_secret_value().strip()),
     }
     if not any(present.values()):
         raise SettingsError(
-            "no Data Flow credential configured: set upstream_token (GATEWAY_UPSTREAM_TOKEN), or "
-            "upstream_identity_url, upstream_client_id and upstream_client_secret"
+            "no Data Flow credential configured: set GATEWAY_UPSTREAM_TOKEN, or GATEWAY_UPSTREAM_IDENTITY_URL,"
+            " GATEWAY_UPSTREAM_CLIENT_ID and GATEWAY_UPSTREAM_CLIENT_SECRET"
         )
-    missing = [f"{name} (GATEWAY_{name.upper()})" for name, ok in present.items() if not ok]
+    missing = [f"GATEWAY_{name.upper()}" for name, ok in present.items() if not ok]
     if missing or secret is None:
         raise SettingsError("incomplete Data Flow client credentials, missing: " + ", ".join(missing))
     try:
@@ -97,4 +98,4 @@ def token_provider_from_settings(settings: Settings) -> TokenProvider:
             attempts=settings.upstream_token_fetch_attempts,
         )
     except ValueError as exc:
-        raise SettingsError(f"upstream_identity_url: {exc}") from None
+        raise SettingsError(f"GATEWAY_UPSTREAM_IDENTITY_URL: {exc}") from None

@@ -5,8 +5,8 @@ without a secret, or a secret that is not ``whsec_<base64>``, stops the gateway 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from urllib.parse import urlsplit
 
+from gateway.config.bounds import http_url_problem
 from gateway.settings import Settings, SettingsError
 from gateway.webhooks.signing import WebhookSigner, signer_from
 
@@ -20,8 +20,9 @@ class WebhookTarget:
 def _target(url: str, signer: WebhookSigner | None, where: str) -> WebhookTarget | None:
     if not url:
         return None
-    if urlsplit(url).scheme not in ("http", "https"):
-        raise SettingsError(f"{where}: the webhook URL must be http or https")
+    # The scheme alone let a port past 65535 or no host through: every POST failed, after ready.
+    if problem := http_url_problem(url):
+        raise SettingsError(f"{where}: {problem}")
     if signer is None:
         raise SettingsError(f"{where}: a webhook URL needs a secret (whsec_<base64>) to sign with")
     return WebhookTarget(url, signer)
@@ -41,7 +42,7 @@ class WebhookTargets:
             for spec in settings.api_keys:
                 if spec.webhook_url is None and spec.webhook_secret is None:
                     continue
-                where = f"api_keys[{spec.name}]"
+                where = f"GATEWAY_API_KEYS[{spec.name}]"
                 own = signer_from(spec.webhook_secret, f"{where}.webhook_secret")
                 url = settings.webhook_url if spec.webhook_url is None else spec.webhook_url
                 by_key[spec.name] = _target(url, own or secret, f"{where}.webhook_url")

@@ -18,6 +18,7 @@ from tests.support.cli_process import run_cli
 SECRET_TOKEN = "upstream-token-7d1e0b-must-stay-hidden"
 API_KEY = "dfg_config_test_key_4b7c9d1e2f3a"
 HOOK_TOKEN = "hook-query-token-9a8b7c6d"
+NO_AUTH = {"GATEWAY_AUTH": "none", "GATEWAY_ALLOW_INSECURE_NO_AUTH": "true"}  # a real upstream, no API keys
 
 
 def test_invalid_values_and_unknown_variables_stop_startup_one_line_each(tmp_path: Path) -> None:
@@ -53,6 +54,7 @@ def test_settings_prints_the_effective_configuration_with_secrets_masked(tmp_pat
         "GATEWAY_UPSTREAM_TOKEN": SECRET_TOKEN,
         "GATEWAY_API_KEYS": json.dumps(keys),
         "GATEWAY_WEBHOOK_URL": f"https://hooks.example.test/in?token={HOOK_TOKEN}",
+        "GATEWAY_WEBHOOK_SECRET": "whsec_" + "QUJD" * 8,  # serve refuses a URL without one: settings too
         "GATEWAY_MAX_SESSIONS": "7",
     }
     done = run_cli(["settings"], env, tmp_path)
@@ -102,7 +104,7 @@ def test_serve_help_points_to_the_settings_command(tmp_path: Path) -> None:
 
 
 def test_incomplete_credentials_stop_startup_in_one_line_not_a_traceback(tmp_path: Path) -> None:
-    env = {"GATEWAY_UPSTREAM_TARGET": "127.0.0.1:1", "GATEWAY_UPSTREAM_CLIENT_SECRET": SECRET_TOKEN}
+    env = {"GATEWAY_UPSTREAM_TARGET": "127.0.0.1:1", "GATEWAY_UPSTREAM_CLIENT_SECRET": SECRET_TOKEN} | NO_AUTH
     done = run_cli(["serve"], env, tmp_path)
     assert done.returncode == 2, done.stderr
     lines = done.stderr.splitlines()
@@ -181,6 +183,7 @@ def test_a_password_in_a_url_setting_is_masked_in_the_report(tmp_path: Path) -> 
     (httpx sends it as Authorization: Basic); ``settings`` printed that password as it was."""
     env = {
         "GATEWAY_WEBHOOK_URL": f"https://hooks:{HOOK_TOKEN}@hooks.example.test/in",
+        "GATEWAY_WEBHOOK_SECRET": "whsec_" + "QUJD" * 8,
         "GATEWAY_UPSTREAM_IDENTITY_URL": f"https://gw:{SECRET_TOKEN}@identity.example.test/connect/token",
     }
     for args in (["settings"], ["settings", "--json"]):
@@ -240,7 +243,8 @@ def test_an_upstream_target_grpc_would_misread_stops_startup(tmp_path: Path, tar
 
 @pytest.mark.parametrize("target", ["dataflow.example.com:443", "dataflow", "[::1]:50051", "dns:///dataflow:443"])
 def test_upstream_targets_gateway_and_grpc_take(tmp_path: Path, target: str) -> None:
-    done = run_cli(["settings"], {"GATEWAY_UPSTREAM_TARGET": target}, tmp_path)
+    env = {"GATEWAY_UPSTREAM_TARGET": target, "GATEWAY_UPSTREAM_TOKEN": SECRET_TOKEN} | NO_AUTH
+    done = run_cli(["settings"], env, tmp_path)  # settings refuses what serve would: a credential is needed
     assert done.returncode == 0, done.stderr
     assert f"GATEWAY_UPSTREAM_TARGET={target}" in done.stdout
 

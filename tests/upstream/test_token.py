@@ -489,7 +489,7 @@ def test_from_settings_missing_config(values: dict[str, Any], missing: list[str]
     with pytest.raises(SettingsError) as caught:
         token_provider_from_settings(settings(**values))
     message = str(caught.value)
-    assert all(name in message for name in missing)
+    assert all(name.upper() in message for name in missing)  # as the variables: GATEWAY_UPSTREAM_TOKEN
     assert CLIENT_SECRET not in message
     assert "gw-id-value" not in message
     assert "id.example" not in message
@@ -498,7 +498,7 @@ def test_from_settings_missing_config(values: dict[str, Any], missing: list[str]
 @pytest.mark.usefixtures("clean_env")
 def test_from_settings_rejects_bad_url_without_echoing_it() -> None:
     values = {"upstream_client_id": "gw", "upstream_client_secret": "s"}
-    with pytest.raises(SettingsError, match="upstream_identity_url") as caught:
+    with pytest.raises(SettingsError, match="GATEWAY_UPSTREAM_IDENTITY_URL") as caught:
         token_provider_from_settings(settings(upstream_identity_url="ftp://user:pw-value@id.example", **values))
     assert "pw-value" not in str(caught.value)
 
