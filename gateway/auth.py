@@ -178,7 +178,8 @@ class Authenticator:
         # Signed with our key, yet not one this gateway would mint: its key is gone (revoked: so are its
         # tokens), or it lives longer than any token minted here (made with a leaked or example key).
         life_s = _number(claims["exp"]) - _number(claims["iat"])
-        if claims["sub"] not in self._key_names or not life_s <= self._max_token_life_s + _LEEWAY_S:
+        sub = claims["sub"]
+        if not isinstance(sub, str) or sub not in self._key_names or not life_s <= self._max_token_life_s + _LEEWAY_S:
             raise Unauthorized("the browser token is not valid", code=ErrorCode.INVALID_CREDENTIAL)
         projects = claims.get("prj")
         return Principal(

@@ -93,8 +93,9 @@ def _drain_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 
 
 def _sessions(body: Any) -> int:
-    sessions = body.get("sessions", 0) if isinstance(body, dict) else 0
-    return sessions if isinstance(sessions, int) else 0
+    """What the drain still waits for: live sessions and connections accepted that have no slot yet."""
+    counts = [body.get(name, 0) for name in ("sessions", "waiting")] if isinstance(body, dict) else []
+    return sum(count for count in counts if isinstance(count, int))
 
 
 def _drain(ns: argparse.Namespace) -> int:
@@ -200,7 +201,7 @@ def _print_settings(ns: argparse.Namespace) -> int:
     from gateway.server import preflight  # imported late: the other commands need no web stack
 
     settings = load_settings()
-    preflight(settings)  # what serve would refuse, refused here too (exit 2, the same line)
+    preflight(settings, serving=False)  # what serve would refuse, refused here too (exit 2, the same line)
     # What a setting amounts to in this process, computed as the server does (its open-file limit too).
     cap = cap_in_force(settings.max_connections, settings.max_sessions)
     in_force = {"GATEWAY_MAX_CONNECTIONS": {"value": cap.value, "reason": cap.reason}}

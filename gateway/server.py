@@ -108,7 +108,7 @@ class DrainingServer(uvicorn.Server):
                     if id(connection) not in told:
                         told[id(connection)] = connection
                         connection.go_away()
-                if not (gateway.registry.active or gateway.registry.drainables()) or loop.time() >= deadline:
+                if not (gateway.registry.occupied or gateway.registry.drainables()) or loop.time() >= deadline:
                     break
                 await asyncio.sleep(0.02)
             if await gateway.webhooks.drain(deadline - loop.time()):
@@ -156,9 +156,10 @@ def uvicorn_config(settings: Settings) -> uvicorn.Config:
     )
 
 
-def preflight(settings: Settings) -> None:
+def preflight(settings: Settings, *, serving: bool = True) -> None:
     """Configuration checks that would otherwise fail inside uvicorn's startup, as a traceback: each
-    raises :class:`SettingsError` with one line (the command prints it and exits 2)."""
+    raises :class:`SettingsError` with one line (the command prints it and exits 2). ``serving``: this
+    process is about to listen (``dataflow-gateway settings``, run beside a live gateway, probes no port)."""
     WebhookTargets.from_settings(settings)
     if settings.drain_budget_s > settings.max_session_s:  # a budget POST /internal/drain refuses too
         raise SettingsError("GATEWAY_DRAIN_BUDGET_S: longer than a session may last (GATEWAY_MAX_SESSION_S)")
@@ -168,7 +169,7 @@ def preflight(settings: Settings) -> None:
         raise SettingsError(f"GATEWAY_MAX_CONNECTIONS: {problem}")
     if not settings.simulator_mode:
         token_provider_from_settings(settings)  # builds nothing that needs closing (its client is lazy)
-    elif settings.simulator_port and (problem := _unbindable("127.0.0.1", settings.simulator_port)):
+    elif serving and settings.simulator_port and (problem := _unbindable("127.0.0.1", settings.simulator_port)):
         # gRPC's bind failed inside the app's startup: a traceback, "Application startup failed", exit 3.
         raise SettingsError(f"GATEWAY_SIMULATOR_PORT: the embedded simulator cannot listen on {problem}")
     _upstream_preflight(settings)

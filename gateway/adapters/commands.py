@@ -74,6 +74,8 @@ class Refuse:
 
 #: What a client message asks for. None: nothing (the message is ignored).
 Command = Begin | Audio | Finalize | Stop | Update | SendEvent | AfterSession | Reply | Refuse | None
+#: After these no more audio comes: the audio a dialect holds back (Twilio's track alignment) goes in first.
+ENDS_INPUT = (Finalize, Stop, Refuse)
 SessionCommand = Audio | Finalize | Stop | Update | SendEvent | AfterSession
 
 

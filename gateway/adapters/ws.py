@@ -26,7 +26,7 @@ from gateway.auth import Principal
 from gateway.errors import ClientGone, ClientTooSlow, GatewayError, GoingAway
 from gateway.relay.items import Closed, SessionState
 from gateway.relay.limits import connection_deadline
-from gateway.relay.registry import Lease
+from gateway.relay.registry import Lease, shutting_down
 from gateway.relay.session import Session
 from gateway.security import offered_subprotocols
 
@@ -133,17 +133,15 @@ class Connection:
             for frame in (f for f in command.frames if isinstance(f, dict)):
                 session.reply(frame)
             return
+        if isinstance(command, commands.ENDS_INPUT) and (held := held_audio(self.dialect)):
+            await self._apply(commands.Audio(held), session)
         if isinstance(command, commands.Refuse):
             await session.end_with(command.error)
             return
-        if isinstance(command, commands.Finalize | commands.Stop) and (held := held_audio(self.dialect)):
-            await self._apply(commands.Audio(held), session)  # audio the dialect held back goes in first
         try:
             await self.waiting.run(command, session)
         except GatewayError as exc:
             await self._apply(self.dialect.failed(command, exc), session)
-
-    # --- a session -----------------------------------------------------------------------------------
 
     def _take_slot(self, principal: Principal | None, *, count_denial: bool = True, waiting: bool = False) -> None:
         # waiting: no credential yet (it may come in the start message), no slot until it does
@@ -152,9 +150,10 @@ class Connection:
         self.lease.drainable = self
 
     async def _begin(self, command: commands.Begin) -> None:
-        gate = self.service.gate
-        request = command.request
+        gate, request = self.service.gate, command.request
         try:
+            if self._going_away:  # sent away by a drain as this start was read: no session starts now
+                raise shutting_down()
             principal = self.principal
             if principal is None:  # a browser that could only send its token in the start message
                 principal = gate.authenticate_in_band(command.credential, self.ws.headers.get("origin"), self.ws.scope)

@@ -91,8 +91,9 @@ class ClientSettings(BaseModel):
 
     @model_validator(mode="after")
     def _ttl_within_the_maximum(self) -> Self:
-        # Minted tokens silently got the maximum's life instead.
-        if self.token_ttl_s > self.token_max_ttl_s:
+        # Minted tokens silently got the maximum's life instead. The default (60 s) just follows a lower
+        # maximum (GATEWAY_TOKEN_MAX_TTL_S=30 alone is a fine choice), as routes/tokens clamps it.
+        if "token_ttl_s" in self.model_fields_set and self.token_ttl_s > self.token_max_ttl_s:
             raise ValueError(
                 "GATEWAY_TOKEN_TTL_S: longer than GATEWAY_TOKEN_MAX_TTL_S (a token may not live longer than the"
                 " maximum): lower it or raise the maximum"

@@ -83,6 +83,7 @@ class SessionRegistry:
         self.leases: set[Lease] = set()
         self.waiting: set[Lease] = set()  # connections whose credential has not come yet: no slot
         self._waiting_by_address: dict[str, int] = {}  # their client addresses (only while they wait)
+        self.deferred: set[Lease] = set()  # accepted while full, refused at their start if still full: no slot
         self.draining = False
         self.metrics.watch(self)
 
@@ -94,7 +95,7 @@ class SessionRegistry:
     def occupied(self) -> int:
         """Connections a drain waits for: those holding a slot and those waiting, without one, for the
         credential or the start they were accepted to send (a drain serves them for what is left of its budget)."""
-        return len(self.leases) + len(self.waiting)
+        return len(self.leases) + len(self.waiting) + len(self.deferred)
 
     @property
     def full(self) -> bool:
@@ -143,10 +144,15 @@ class SessionRegistry:
     def defer(self, dialect: str, *, address: str = "unknown") -> Lease:
         """A waiting place for a connection accepted while the replica is full, whose dialect refuses it at
         its start (``Dialect.refuse_full_at_once`` false: /project-runner): it holds no slot, and a drain
-        reaches it (without one uvicorn's shutdown closed it 1012). Bounded as :meth:`wait`'s places are."""
+        reaches it (without one uvicorn's shutdown closed it 1012). At most ``max_sessions`` at once; apart
+        from the browsers' places (it has its credential; a platform's calls share one address)."""
         if self.draining:
             raise shutting_down()
-        return self._waiting_place(dialect, address, count_denial=False)
+        if len(self.deferred) >= self.max_sessions:
+            raise CapacityExceeded(f"{self.max_sessions} connections already wait for a free slot; retry later")
+        lease = Lease(self, dialect, None, waiting=True, address=address)
+        self.deferred.add(lease)
+        return lease
 
     def _waiting_place(self, dialect: str, address: str, count_denial: bool) -> Lease:
         error = None
@@ -166,6 +172,7 @@ class SessionRegistry:
 
     def _stop_waiting(self, lease: Lease) -> None:
         """``lease`` leaves the waiting places (its address's entry goes with its last one)."""
+        self.deferred.discard(lease)
         if lease not in self.waiting:
             return
         self.waiting.discard(lease)
@@ -213,12 +220,13 @@ class SessionRegistry:
         self.metrics.denials.labels(reason=reason).inc()
 
     def drainables(self) -> list[Drainable]:
-        return [lease.drainable for lease in (*self.leases, *self.waiting) if lease.drainable is not None]
+        leases = (*self.leases, *self.waiting, *self.deferred)
+        return [lease.drainable for lease in leases if lease.drainable is not None]
 
     def send_away(self) -> Counter[str]:
         """Every connection with a drain hook is told to go away now: how many were, by dialect."""
         told: Counter[str] = Counter()
-        for lease in (*self.leases, *self.waiting):
+        for lease in (*self.leases, *self.waiting, *self.deferred):
             if (drainable := lease.drainable) is not None:
                 drainable.go_away()
                 told[lease.dialect] += 1

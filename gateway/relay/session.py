@@ -278,7 +278,7 @@ class Session:
         """A limit, or a client message that ends the session (one its dialect cannot take): what Data Flow
         still has is delivered (finalize), then the session closes with the error's code. (A client's error
         had aborted it: the results still to come were dropped, a Twilio call's webhook got none.)"""
-        if self.state in (SessionState.STREAMING, SessionState.FINALIZING):
+        if self.state in (SessionState.STREAMING, SessionState.FINALIZING) and self._end_error is None:
             self._end_reason, self._end_error = error.error_code.value, error
         if self.state is SessionState.STREAMING:
             await self._end_input(stop=False)

@@ -40,6 +40,7 @@ async def readyz(request: Request) -> JSONResponse:
         "status": "ready" if ready else "not_ready",
         "checks": checks,
         "sessions": gateway.registry.active,
+        "waiting": gateway.registry.occupied - gateway.registry.active,  # accepted, no slot yet: a drain serves them
         "upstream": upstream_status(gateway),
     }
     return JSONResponse(body, status_code=200 if ready else 503)

@@ -63,4 +63,5 @@ async def drain(request: Request, budget_s: float | None = None) -> Response:
     if budget_s is not None and not (math.isfinite(budget_s) and 0 <= budget_s <= longest):
         return error_response(BadRequest(f"budget_s must be a number from 0 to {longest:g} (GATEWAY_MAX_SESSION_S)"))
     gateway.drain(budget_s)
-    return JSONResponse({"draining": True, "sessions": gateway.registry.active}, status_code=202)
+    waiting = gateway.registry.occupied - gateway.registry.active  # accepted, no slot yet: the drain serves them too
+    return JSONResponse({"draining": True, "sessions": gateway.registry.active, "waiting": waiting}, status_code=202)

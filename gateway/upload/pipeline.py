@@ -116,8 +116,8 @@ class Upload:
                 self.gateway.upstream, self.settings, limits, metrics=self.gateway.metrics, dialect="upload", key=key,
                 budget=self.gateway.outbox_budget,
             )  # fmt: skip
-            self._opening.attach(self.session)
             with hold:  # a single-use token is spent once Data Flow accepted the session, else free again
+                self._opening.attach(self.session)  # (a refusal here frees the token too)
                 self._started = await self.session.start(request, self.source.format)
                 hold.commit()
             lease.drainable = self.session  # started: a drain tells the session itself from now on

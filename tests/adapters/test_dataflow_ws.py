@@ -8,6 +8,7 @@ import json
 import time
 from typing import Any
 
+import httpx
 import pytest
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import InvalidStatus
@@ -343,7 +344,11 @@ async def test_a_connection_accepted_while_full_is_drained_and_still_refused_at_
             assert (refused.messages[0]["error-code"], refused.close_code) == ("capacity_exceeded", 1013)
             async with ws_connect(gw.ws_url("/project-runner/demo")) as waiting:
                 await asyncio.sleep(0.2)
-                assert len(gw.gateway.registry.drainables()) == 2 and gw.gateway.registry.active == 1
+                registry = gw.gateway.registry
+                assert len(registry.drainables()) == 2 and registry.active == 1
+                assert (len(registry.deferred), len(registry.waiting)) == (1, 0)  # no browser's place taken
+                async with httpx.AsyncClient(base_url=gw.http_url) as http:
+                    assert (await http.get("/readyz")).json()["waiting"] == 1  # dataflow-gateway drain waits for it
                 await gw.gateway.drain(0.3)
                 gone = await read_all(waiting, timeout=5)
         assert (gone.close_code, gone.messages[-1]["ErrorCode"]) == (1001, "going_away"), gone.messages

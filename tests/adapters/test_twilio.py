@@ -235,6 +235,33 @@ async def test_both_tracks_are_a_stereo_call_with_each_track_on_its_channel(gate
     ]  # fmt: skip
 
 
+@pytest.mark.ws
+async def test_a_message_that_ends_a_stereo_call_first_sends_the_audio_a_track_held(
+    gateway_factory: GatewayFactory,
+) -> None:
+    """The played track runs on after the caller's: its last second waits for the caller's track. A corrupt
+    payload ends the call as a stop does, that held second included (it had been dropped with the call)."""
+    caller = telephony.twilio_media("12", track="inbound")
+    played = telephony.twilio_media("345", track="outbound", lead_ms=900)
+    broken = json.loads(caller[0])
+    broken["media"]["payload"] = "not base64!"
+    async with webhook_receiver(WEBHOOK_SECRET) as receiver, gateway_factory(**hooks(receiver)) as gw:
+        async with ws_connect(gw.ws_url("/v1/twilio")) as ws:
+            await ws.send(telephony.twilio_connected())
+            await ws.send(telephony.twilio_start(tracks=["inbound", "outbound"]))
+            for pair in itertools.zip_longest(caller, played):
+                for frame in pair:
+                    if frame is not None:
+                        await ws.send(frame)
+            await ws.send(json.dumps(broken))
+            seen = await read_all(ws, timeout=15)
+        await receiver.wait_for(lambda r: bool(r.payloads("summary")))
+    assert seen.close_code == 1007
+    summary = receiver.payloads("summary")[0]
+    assert summary["transcript"] == [{"channel": 0, "text": "12"}, {"channel": 1, "text": "345"}], summary
+    assert summary["ended"]["audioMs"] >= len(played) * 20, summary["ended"]  # every frame of the longer track
+
+
 # --- the pure dialect ------------------------------------------------------------------------------------
 
 

@@ -128,6 +128,9 @@ def test_browser_token_life_longer_than_its_maximum_stops_startup(monkeypatch: p
     [line] = refused(monkeypatch, GATEWAY_TOKEN_TTL_S="1000", GATEWAY_TOKEN_MAX_TTL_S="10")
     assert line.startswith("GATEWAY_TOKEN_TTL_S: longer than GATEWAY_TOKEN_MAX_TTL_S"), line
     assert loaded(monkeypatch, GATEWAY_TOKEN_TTL_S="10").token_ttl_s == 10
+    # A short maximum alone is a fine choice: the default life (60 s) follows it, as minting clamps it.
+    monkeypatch.delenv("GATEWAY_TOKEN_TTL_S")
+    assert loaded(monkeypatch, GATEWAY_TOKEN_MAX_TTL_S="30").token_max_ttl_s == 30
 
 
 @pytest.mark.parametrize("value", ["inf", "Infinity", "nan", "0"])

@@ -18,6 +18,7 @@ from gateway.errors import (
     ErrorCode,
     GatewayError,
     GoingAway,
+    InvalidMessage,
     InvalidState,
     LimitError,
     MessageTooBig,
@@ -836,5 +837,22 @@ async def test_a_limit_while_audio_waits_on_backpressure_still_ends_with_the_lim
     closed = await rig.closed()
     assert (closed.reason, closed.code) == (ErrorCode.MAX_DURATION, 1008)
     assert isinstance(closed.error, LimitError) and closed.error.error_code is ErrorCode.MAX_DURATION
+    assert words in events_in(await rig.outbound())
+    await rig.session.aclose()
+
+
+async def test_a_client_error_while_a_limit_finalizes_keeps_the_limit_as_the_end(make_rig: RigFactory) -> None:
+    """A message that ends the session (a dialect's refusal) after a limit began to finalize it: the session
+    still ends with the limit, after Data Flow's last results; it had taken the later error's code."""
+    rig = make_rig(SessionLimits(max_session_s=0.1))
+    await rig.start()
+    async with asyncio.timeout(2):
+        await rig.stream.input_ended.wait()  # max duration: the ticker finalized
+    await rig.session.end_with(InvalidMessage("a media payload is not base64"))
+    words = milestone("last words")
+    rig.stream.push(words, final_result())
+    rig.stream.end()
+    closed = await rig.closed()
+    assert (closed.reason, closed.code) == (ErrorCode.MAX_DURATION, 1008)
     assert words in events_in(await rig.outbound())
     await rig.session.aclose()

@@ -63,7 +63,7 @@ async def test_health_and_readiness(gateway_factory: GatewayFactory) -> None:
         ready = await http.get("/readyz")
         assert ready.status_code == 200
         assert ready.json() == {
-            "status": "ready", "checks": {"not_draining": True, "below_capacity": True}, "sessions": 0,
+            "status": "ready", "checks": {"not_draining": True, "below_capacity": True}, "sessions": 0, "waiting": 0,
             "upstream": upstream,
         }  # fmt: skip
         async with ws_connect(gw.ws_url()) as ws:
@@ -139,7 +139,7 @@ async def test_drain_lets_sessions_finish_then_closes_1001(gw: RunningGateway) -
     async with httpx.AsyncClient(base_url=gw.http_url) as http:
         accepted = await http.post("/internal/drain", params={"budget_s": 1.5})
         assert accepted.status_code == 202
-        assert accepted.json() == {"draining": True, "sessions": 2}
+        assert accepted.json() == {"draining": True, "sessions": 2, "waiting": 0}
         assert (await http.get("/readyz")).status_code == 503
         async with ws_connect(gw.ws_url()) as late:
             refused = await read_all(late)
