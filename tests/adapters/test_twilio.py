@@ -34,11 +34,23 @@ PUBLIC_HOST = "gw.example.test"
 SECRETS.update({WEBHOOK_SECRET, AUTH_TOKEN, API_KEY})
 
 
-async def stream_call(ws: ClientConnection, digits: str) -> None:
+async def open_call(ws: ClientConnection, digits: str) -> None:
+    """Twilio's opening (connected, start) and ``digits`` in media frames, no stop."""
     await ws.send(telephony.twilio_connected())
     await ws.send(telephony.twilio_start())
     for frame in telephony.twilio_media(digits):
         await ws.send(frame)
+
+
+def corrupt_media() -> str:
+    """A media message whose payload is not base64."""
+    broken = json.loads(telephony.twilio_media("1")[0])
+    broken["media"]["payload"] = "not base64!"
+    return json.dumps(broken)
+
+
+async def stream_call(ws: ClientConnection, digits: str) -> None:
+    await open_call(ws, digits)
     await ws.send(telephony.twilio_dtmf(digits[-1]))  # Twilio's own DTMF notice: nothing to answer
     await ws.send(telephony.twilio_stop())
 
@@ -159,10 +171,7 @@ async def test_a_drain_closes_the_call_with_1001_and_its_summary_still_goes_out(
 ) -> None:
     async with webhook_receiver(WEBHOOK_SECRET) as receiver, gateway_factory(**hooks(receiver)) as gw:
         async with ws_connect(gw.ws_url("/v1/twilio")) as ws:
-            await ws.send(telephony.twilio_connected())
-            await ws.send(telephony.twilio_start())
-            for frame in telephony.twilio_media("42"):
-                await ws.send(frame)
+            await open_call(ws, "42")
             await receiver.wait_for(lambda r: bool(r.payloads("event")))
             drained = gw.gateway.drain(budget_s=0.3)  # the call goes on past the budget
             seen = await read_all(ws, timeout=10)
@@ -178,10 +187,7 @@ async def test_a_drain_closes_the_call_with_1001_and_its_summary_still_goes_out(
 async def test_hang_up_without_stop_still_delivers_the_results(gateway_factory: GatewayFactory) -> None:
     async with webhook_receiver(WEBHOOK_SECRET) as receiver, gateway_factory(**hooks(receiver)) as gw:
         async with ws_connect(gw.ws_url("/v1/twilio")) as ws:
-            await ws.send(telephony.twilio_connected())
-            await ws.send(telephony.twilio_start())
-            for frame in telephony.twilio_media("56"):
-                await ws.send(frame)
+            await open_call(ws, "56")
             await asyncio.sleep(0.2)
         # the socket closed without stop: finalized, not cancelled
         await receiver.wait_for(lambda r: bool(r.payloads("summary")))
@@ -196,13 +202,8 @@ async def test_a_message_that_ends_the_call_still_delivers_its_results(gateway_f
     results for the audio before it: the call had been aborted and its webhook got no transcript."""
     async with webhook_receiver(WEBHOOK_SECRET) as receiver, gateway_factory(**hooks(receiver)) as gw:
         async with ws_connect(gw.ws_url("/v1/twilio")) as ws:
-            await ws.send(telephony.twilio_connected())
-            await ws.send(telephony.twilio_start())
-            for frame in telephony.twilio_media("47"):
-                await ws.send(frame)
-            broken = json.loads(telephony.twilio_media("1")[0])
-            broken["media"]["payload"] = "not base64!"
-            await ws.send(json.dumps(broken))
+            await open_call(ws, "47")
+            await ws.send(corrupt_media())
             seen = await read_all(ws, timeout=15)
         await receiver.wait_for(lambda r: bool(r.payloads("summary")))
     assert (seen.messages, seen.close_code) == ([], 1007)
@@ -243,8 +244,6 @@ async def test_a_message_that_ends_a_stereo_call_first_sends_the_audio_a_track_h
     payload ends the call as a stop does, that held second included (it had been dropped with the call)."""
     caller = telephony.twilio_media("12", track="inbound")
     played = telephony.twilio_media("345", track="outbound", lead_ms=900)
-    broken = json.loads(caller[0])
-    broken["media"]["payload"] = "not base64!"
     async with webhook_receiver(WEBHOOK_SECRET) as receiver, gateway_factory(**hooks(receiver)) as gw:
         async with ws_connect(gw.ws_url("/v1/twilio")) as ws:
             await ws.send(telephony.twilio_connected())
@@ -253,7 +252,7 @@ async def test_a_message_that_ends_a_stereo_call_first_sends_the_audio_a_track_h
                 for frame in pair:
                     if frame is not None:
                         await ws.send(frame)
-            await ws.send(json.dumps(broken))
+            await ws.send(corrupt_media())
             seen = await read_all(ws, timeout=15)
         await receiver.wait_for(lambda r: bool(r.payloads("summary")))
     assert seen.close_code == 1007
@@ -343,9 +342,7 @@ def test_outbound_track_media_is_not_transcribed_and_bad_base64_is_refused() -> 
     outbound = json.loads(telephony.twilio_media("1")[0])
     outbound["media"]["track"] = "outbound"
     assert dialect.streaming(json.dumps(outbound)) is None
-    broken = json.loads(telephony.twilio_media("1")[0])
-    broken["media"]["payload"] = "not base64!"
-    refusal = dialect.streaming(json.dumps(broken))
+    refusal = dialect.streaming(corrupt_media())
     assert isinstance(refusal, commands.Refuse)
     assert (refusal.error.error_code, refusal.error.ws_close_code) == ("invalid_message", 1007)  # README: 1007
 
