@@ -28,7 +28,6 @@ from gateway.connections.pongs import BoundedControlProtocol
 from gateway.connections.ws_refusals import allow_header_lines
 from gateway.logs.access import AccessLog
 from gateway.logs.config import configure_logging
-from gateway.relay.registry import Drainable
 from gateway.runtime import tune_gc
 from gateway.service import Gateway
 from gateway.settings import Settings, SettingsError, load_settings
@@ -96,7 +95,6 @@ class DrainingServer(uvicorn.Server):
         then the server exits. The drain under way sees its sessions end and finishes as it would."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + gateway.settings.client_send_timeout_s
-        told: dict[int, Drainable] = {}  # held, so that no id is reused while they are looked at
         log.warning(
             "second signal: the drain's budget is cut short; %d connections are closed with going_away now",
             len(gateway.registry.drainables()),
@@ -104,10 +102,7 @@ class DrainingServer(uvicorn.Server):
         try:
             while True:
                 # Also a connection accepted before the drain that starts its session during this goodbye.
-                for connection in gateway.registry.drainables():
-                    if id(connection) not in told:
-                        told[id(connection)] = connection
-                        connection.go_away()
+                gateway.registry.send_away()
                 if not (gateway.registry.occupied or gateway.registry.drainables()) or loop.time() >= deadline:
                     break
                 await asyncio.sleep(0.02)

@@ -125,7 +125,7 @@ class Gateway:
         deadline = time.monotonic() + budget_s
         while self.registry.occupied and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
-        told = self.registry.send_away()  # sessions, and connections and uploads whose session has not started
+        self.registry.send_away()  # sessions, and connections and uploads whose session has not started
         # Let the adapters deliver their goodbyes (error, closed, close 1001) before uvicorn closes sockets.
         goodbye_deadline = time.monotonic() + self.settings.client_send_timeout_s
         while self.registry.occupied and time.monotonic() < goodbye_deadline:
@@ -133,6 +133,7 @@ class Gateway:
         # Result webhooks (the summaries of calls just ended too) get the same time: the budget, or the goodbyes'.
         if await self.webhooks.drain(max(deadline, goodbye_deadline) - time.monotonic()):
             log.warning("drained: %d result webhooks were still pending", self.webhooks.pending)
+        told = self.registry.sent_away  # also those a second signal sent away before the budget's end
         by_dialect = ", ".join(f"{dialect} {n}" for dialect, n in sorted(told.items()))
         held = self.registry.active  # a slot held after the goodbyes: its holder had no drain hook or did not end
         log.warning("drained: %d connections were sent away with going_away%s; %d slots still held",

@@ -45,6 +45,7 @@ class Lease:
         self.dialect = dialect
         self.key: str | None = None
         self.drainable: Drainable | None = None
+        self.told: Drainable | None = None  # the drainable a drain told to go away (counted once per lease)
         self.released = False
         self.waiting = waiting  # for its caller's credential: no slot yet (see SessionRegistry.wait)
         self.address = address  # of a waiting lease: its place counts against this client address
@@ -70,7 +71,7 @@ class Lease:
         if self.released:
             return
         self.released = True
-        self.drainable = None  # the connection holds its lease: no cycle left for the collector to find
+        self.drainable = self.told = None  # the connection holds its lease: no cycle left for the collector
         self._registry._release(self)
 
 
@@ -85,6 +86,7 @@ class SessionRegistry:
         self._waiting_by_address: dict[str, int] = {}  # their client addresses (only while they wait)
         self.deferred: set[Lease] = set()  # accepted while full, refused at their start if still full: no slot
         self.draining = False
+        self.sent_away: Counter[str] = Counter()  # by dialect, every connection a drain has told to go away
         self.metrics.watch(self)
 
     @property
@@ -224,12 +226,17 @@ class SessionRegistry:
         return [lease.drainable for lease in leases if lease.drainable is not None]
 
     def send_away(self) -> Counter[str]:
-        """Every connection with a drain hook is told to go away now: how many were, by dialect."""
+        """Every connection with a drain hook not yet told is told to go away now: how many were, by
+        dialect (also added to :attr:`sent_away`, what the drain's last line reports)."""
         told: Counter[str] = Counter()
         for lease in (*self.leases, *self.waiting, *self.deferred):
-            if (drainable := lease.drainable) is not None:
-                drainable.go_away()
+            if (drainable := lease.drainable) is None or drainable is lease.told:
+                continue
+            if lease.told is None:  # not again for an upload's session that took over from its opening
                 told[lease.dialect] += 1
+            lease.told = drainable
+            drainable.go_away()
+        self.sent_away.update(told)
         return told
 
     def _release(self, lease: Lease) -> None:

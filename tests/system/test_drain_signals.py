@@ -76,6 +76,10 @@ async def test_a_second_sigterm_says_goodbye_to_every_connection_at_once(tmp_pat
     assert sorted(line["outcome"] for line in lines if line["msg"] == "session ended") == ["going_away"] * 2
     assert sorted(line["close_code"] for line in lines if line.get("method") == "WS") == [1001, 1001]
     assert any(line["msg"].startswith("second signal: the drain's budget is cut short") for line in lines)
+    # The drain's last line counts those the second signal sent away (it said 0: they were gone by then).
+    drained = [line["msg"] for line in lines if line["msg"].startswith("drained:")]
+    assert drained == ["drained: 2 connections were sent away with going_away (audiocodes 1, native 1); "
+                       "0 slots still held"], drained  # fmt: skip
     assert_no_error_lines(lines)
 
 
