@@ -16,6 +16,7 @@ from pydantic import SecretStr
 from starlette.requests import HTTPConnection
 
 from gateway.auth import Authenticator
+from gateway.config.startup import placeholder_problems
 from gateway.errors import ErrorCode, GoingAway
 from gateway.observability import GatewayMetrics
 from gateway.relay import failures
@@ -151,6 +152,12 @@ class Gateway:
 
 
 def check_auth_mode(settings: Settings) -> None:
+    """What an app refuses to be built with, from ``Settings`` however made: ``load_settings`` checks these
+    (and more) from the environment; an embedding app that builds ``Settings`` itself gets the checks that
+    keep it safe: authentication off only where allowed, no placeholder secret from our examples (a
+    signing key anyone can read in this repository verifies tokens anyone can forge)."""
+    if problems := placeholder_problems(settings):
+        raise SettingsError(*problems)
     if not settings.auth_required and not settings.simulator_mode and not settings.allow_insecure_no_auth:
         raise SettingsError(
             "GATEWAY_AUTH=none is only allowed in simulator mode or with GATEWAY_ALLOW_INSECURE_NO_AUTH=true"

@@ -11,6 +11,7 @@ import pytest
 import yaml
 from pydantic import SecretStr
 
+from gateway.app import create_app
 from gateway.auth import key_digest
 from gateway.cli import main
 from gateway.settings import Settings, SettingsError
@@ -141,3 +142,23 @@ def test_keygen_refuses_a_budget_no_setting_takes_in_one_line(capsys: pytest.Cap
     err = capsys.readouterr().err
     assert exited.value.code == 2 and "Traceback" not in err
     assert err.splitlines()[-1].endswith("argument --audio-seconds-per-minute: not a finite number above 0"), err
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "name"),
+    [
+        ("token_signing_key", "replace-with-at-least-32-random-bytes", "GATEWAY_TOKEN_SIGNING_KEY"),
+        ("admin_token", "replace-with-a-long-random-string", "GATEWAY_ADMIN_TOKEN"),
+    ],
+)
+def test_an_app_built_from_settings_made_in_code_refuses_a_placeholder_secret(
+    field: str, value: str, name: str
+) -> None:
+    """An embedding app that builds ``Settings`` itself skips ``load_settings``: its checks of the
+    environment, but not the placeholder refusal (a signing key anyone can read verified forged tokens)."""
+    settings = Settings(_env_file=None, simulator_mode=True, **{field: SecretStr(value)})  # type: ignore[call-arg]
+    with pytest.raises(SettingsError) as refusal:
+        create_app(settings)
+    [line] = refusal.value.problems
+    assert line.startswith(f"{name}: {PLACEHOLDER}"), line
+    create_app(Settings(_env_file=None, simulator_mode=True))  # type: ignore[call-arg]  # a real one builds
