@@ -46,7 +46,12 @@ class LimitWatch:
         self.idle_timeout_s = idle_timeout_s
         self.opened_at = opened_at
         self._format: AudioFormat | None = None
-        self._streaming_since = 0.0
+        # The rate limit's account (GCRA): the allowance runs from (_since, _base_bytes) at rate x real time
+        # plus the burst, and is moved forward whenever more than the burst is left unused.
+        self._since = 0.0
+        self._base_bytes = 0
+        self._seen_bytes = 0  # the highest total asked about: what the stream has sent (or is sending)
+        self._burst_bytes = 0.0
         self._cap_bytes: int | None = None
         self._unlimited = limits.budget is None and limits.max_audio_s is None  # nothing to check per chunk
         self._bytes_per_s = 0
@@ -55,8 +60,9 @@ class LimitWatch:
         self.paced_s = 0.0  # how long audio was held in all
 
     def streaming(self, client_format: AudioFormat, since: float) -> None:
-        self._format, self._streaming_since = client_format, since
+        self._format, self._since = client_format, since
         self._bytes_per_s = client_format.bytes_per_second
+        self._burst_bytes = self.limits.rate_burst_ms / 1000 * self._bytes_per_s
         if self.limits.max_audio_s is not None:
             self._cap_bytes = client_format.ms_to_bytes(self.limits.max_audio_s * 1000)
 
@@ -64,12 +70,11 @@ class LimitWatch:
         """How long to hold audio that brings the stream to ``bytes_total`` bytes so it does not outrun
         real time by more than the rate limit allows (0: send it now). Live audio is paced, never
         refused: a client that sends a file as fast as it can is slowed to the limit."""
-        fmt, limits = self._format, self.limits
-        if fmt is None or limits.max_rate_x is None:
+        rate_x = self.limits.max_rate_x
+        if self._format is None or rate_x is None:
             return 0.0
-        allowed_ms = (now - self._streaming_since) * 1000 * limits.max_rate_x + limits.rate_burst_ms
-        ahead_ms = fmt.bytes_to_ms(bytes_total) - allowed_ms
-        return ahead_ms / 1000 / limits.max_rate_x if ahead_ms > 0 else 0.0
+        ahead = bytes_total - self._allowed_bytes(bytes_total, now, rate_x)
+        return ahead / self._bytes_per_s / rate_x if ahead > 0 else 0.0
 
     def free_for(self, bytes_total: int, now: float) -> bool:
         """Can the stream reach ``bytes_total`` now with no hold and no limit to check (no cap, no budget)?
@@ -77,8 +82,18 @@ class LimitWatch:
         rate_x = self.limits.max_rate_x
         if not self._unlimited or rate_x is None:
             return self._unlimited
-        allowed_s = (now - self._streaming_since) * rate_x + self.limits.rate_burst_ms / 1000
-        return bytes_total <= allowed_s * self._bytes_per_s
+        return bytes_total <= self._allowed_bytes(bytes_total, now, rate_x)
+
+    def _allowed_bytes(self, bytes_total: int, now: float, rate_x: float) -> float:
+        """The most the stream may have sent by ``now``: ``rate_x`` x real time plus the burst, where an
+        allowance left unused beyond the burst is forgotten. It had built up: a client sending in real time
+        for an hour could then send two hours of audio at once (3x), or millions of answered pings."""
+        allowed = self._base_bytes + ((now - self._since) * rate_x * self._bytes_per_s) + self._burst_bytes
+        if allowed - self._seen_bytes > self._burst_bytes:
+            self._since, self._base_bytes = now, self._seen_bytes
+            allowed = self._seen_bytes + self._burst_bytes
+        self._seen_bytes = max(self._seen_bytes, bytes_total)
+        return allowed
 
     async def pace(self, bytes_total: int, *, audio: bool = False) -> None:
         """Hold the caller (and so the reading of its socket) until ``bytes_total`` is within the rate."""

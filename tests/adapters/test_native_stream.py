@@ -164,6 +164,27 @@ async def test_audio_the_gateway_holds_longer_than_the_idle_timeout_is_not_idlen
     assert time.monotonic() - began >= 3.4  # it was held, not refused
 
 
+async def test_an_allowance_left_unused_in_a_real_time_stream_is_not_banked(gateway_factory: GatewayFactory) -> None:
+    """3 s in real time at 3x with a 1 s burst, then 6 s at once: held (6 - 1) / 3 s. The unused allowance
+    had built up ((3 - 1) x 3 s = 6 s): the 6 s went through at once (after an hour, two hours of audio)."""
+    settings = {"max_audio_rate_x": 3.0, "audio_rate_burst_ms": 1000, "ack_interval_ms": 100}
+    frame = b"\x00\x00" * 320  # 20 ms of 16 kHz pcm16
+    async with gateway_factory(**settings) as gw, ws_connect(gw.ws_url()) as ws:
+        await ws.send(start_message())
+        await next_message(ws, "started")
+        began = time.monotonic()
+        for n in range(1, 151):
+            await ws.send(frame)
+            await asyncio.sleep(max(0.0, began + n * 0.02 - time.monotonic()))
+        blasted = time.monotonic()
+        await ws.send(frame * 300)
+        paused = False
+        while (ack := await next_message(ws, "ack"))["audioMs"] < 9000:
+            paused = paused or ack["paused"]
+        took = time.monotonic() - blasted
+    assert took >= 1.5 and paused, (took, paused)
+
+
 async def test_max_duration_delivers_results_then_closes(gateway_factory: GatewayFactory) -> None:
     async with gateway_factory(max_session_s=1.2, ack_interval_ms=100) as gw, ws_connect(gw.ws_url()) as ws:
         await ws.send(start_message())

@@ -48,25 +48,61 @@ def watch(limits: SessionLimits, *, idle_s: float = 30.0, fmt: AudioFormat | Non
 # --- pacing: audio faster than the rate is held, never refused --------------------------------------
 
 
+STREAMING_AT = T0 + 0.5  # when watch() says Data Flow answered Start
+
+
+def stream(w: LimitWatch, seconds: float, *, rate_x: float = 1.0, frame_ms: int = 20) -> float:
+    """A client sending ``seconds`` of audio in 20 ms frames at ``rate_x`` x real time from the start of
+    streaming, none of it held; the time it is done."""
+    for frame in range(1, round(seconds * 1000 / frame_ms) + 1):
+        now = STREAMING_AT + frame * frame_ms / 1000 / rate_x
+        assert w.pace_s(ms(frame * frame_ms), now) == pytest.approx(0.0, abs=1e-9), frame  # (float rounding)
+    return STREAMING_AT + seconds / rate_x
+
+
 def test_audio_may_run_ahead_of_real_time_by_the_rate_and_the_burst() -> None:
     w = watch(SessionLimits(60.0, max_rate_x=1.0, rate_burst_ms=100.0))
-    now = T0 + 1.5  # streaming for 1 s
-    assert w.pace_s(ms(1100), now) == 0.0  # exactly 100 ms ahead: sent at once
+    now = stream(w, 1.0) + 0.02  # 1 s in real time; a frame's time later (the last frame took 20 ms of it)
+    assert w.pace_s(ms(1100), now) == pytest.approx(0.0, abs=1e-9)  # exactly 100 ms ahead: sent at once
     assert w.pace_s(ms(1101), now) == pytest.approx(0.001)  # 1 ms too far ahead: held 1 ms
     assert w.pace_s(ms(2100), now) == pytest.approx(1.0)
 
 
 def test_a_higher_rate_holds_for_less() -> None:
-    w = watch(SessionLimits(60.0, max_rate_x=2.5, rate_burst_ms=0.0))
-    now = T0 + 2.5  # streaming for 2 s: 5 s of audio at 2.5x
-    assert w.pace_s(ms(5000), now) == 0.0
-    assert w.pace_s(ms(7500), now) == pytest.approx(1.0)  # 2.5 s of audio more at 2.5x: 1 s
+    w = watch(SessionLimits(60.0, max_rate_x=2.5, rate_burst_ms=20.0))
+    now = stream(w, 5.0, rate_x=2.5) + 0.008  # 5 s of audio in 2 s, at the rate, never held
+    assert w.pace_s(ms(5020), now) == pytest.approx(0.0, abs=1e-9)
+    assert w.pace_s(ms(7520), now) == pytest.approx(1.0)  # 2.5 s of audio more at 2.5x: 1 s
 
 
-def test_real_time_counts_from_the_start_of_streaming_not_the_open() -> None:
-    w = watch(SessionLimits(60.0, max_rate_x=1.0, rate_burst_ms=0.0))
-    assert w.pace_s(ms(500), T0 + 1.0) == 0.0  # 0.5 s since streaming began
-    assert w.pace_s(ms(600), T0 + 1.0) == pytest.approx(0.1)
+def test_time_before_the_first_audio_earns_nothing_beyond_the_burst() -> None:
+    w = watch(SessionLimits(60.0, max_rate_x=1.0, rate_burst_ms=100.0))
+    assert w.pace_s(ms(100), T0 + 1.0) == 0.0  # 1 s after the open, 0.5 s since streaming began: the burst
+    assert w.pace_s(ms(600), T0 + 1.0) == pytest.approx(0.5)
+
+
+def test_with_no_burst_a_message_waits_for_its_own_time_at_the_rate() -> None:
+    w = watch(SessionLimits(60.0, max_rate_x=2.0, rate_burst_ms=0.0))
+    assert w.pace_s(ms(20), STREAMING_AT + 5.0) == pytest.approx(0.01)  # 20 ms of audio at 2x
+
+
+@pytest.mark.parametrize("pause_s", [0.0, 30.0])
+def test_an_allowance_left_unused_beyond_the_burst_is_not_kept(pause_s: float) -> None:
+    """30 s sent in real time at 3x with a 10 s burst: 60 s more is held (60 - 10) / 3 s, as after a
+    silent pause; the unused allowance had built up, and 60 s of audio went through in 0.2 s."""
+    w = watch(SessionLimits(14_400.0, max_rate_x=3.0, rate_burst_ms=10_000.0))
+    now = stream(w, 30.0) + 0.02 + pause_s
+    assert w.pace_s(ms(30_000 + 10_000), now) == pytest.approx(0.0, abs=1e-9)  # the burst is there
+    assert w.pace_s(ms(30_000 + 60_000), now) == pytest.approx(50 / 3)
+
+
+def test_a_client_behind_real_time_catches_up_at_the_rate() -> None:
+    """A client that fell behind (a stall on its network) sends its backlog: the burst at once, the rest
+    at the rate, never refused."""
+    w = watch(SessionLimits(14_400.0, max_rate_x=3.0, rate_burst_ms=10_000.0))
+    now = stream(w, 10.0) + 20.0  # 20 s of nothing, then the 20 s it holds
+    assert w.pace_s(ms(10_000 + 10_000), now) == 0.0
+    assert w.pace_s(ms(10_000 + 20_000), now) == pytest.approx(10 / 3)
 
 
 async def test_pace_holds_the_caller_for_the_time_it_is_ahead() -> None:
