@@ -3,13 +3,15 @@
 A use is *reserved* when a session is admitted, so two concurrent uses cannot both pass; it is *committed*
 once Data Flow accepted the session (its StartResponse), and *released* when the start failed, so the
 token can be tried again until it expires. Every entry is kept only until its token could no longer
-verify; when the memory is full, new single-use tokens are refused (never is a live entry forgotten).
+verify (by both clocks: :mod:`gateway.signatures.expiries`); when the memory is full, new single-use
+tokens are refused (never is a live entry forgotten).
 """
 
 from __future__ import annotations
 
-import heapq
 from typing import Literal
+
+from gateway.signatures.expiries import Expiries
 
 _State = Literal["reserved", "spent", "free"]
 
@@ -18,7 +20,7 @@ class SingleUseTokens:
     def __init__(self, max_entries: int) -> None:
         self.max_entries = max_entries
         self._entries: dict[str, tuple[float, _State]] = {}  # jti -> (until, state)
-        self._expiries: list[tuple[float, str]] = []  # heap by expiry; one entry per jti
+        self._expiries = Expiries()  # one entry per jti
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -27,24 +29,24 @@ class SingleUseTokens:
         entry = self._entries.get(jti)
         return entry[1] if entry is not None else None
 
-    def _forget_expired(self, now: float) -> None:
-        while self._expiries and self._expiries[0][0] <= now:
-            until, jti = heapq.heappop(self._expiries)
+    def _forget_expired(self, now: float, mono: float | None) -> None:
+        for jti, until in self._expiries.due(now, mono):
             if (entry := self._entries.get(jti)) is not None and entry[0] == until:
                 del self._entries[jti]
 
-    def full(self, now: float) -> bool:
-        self._forget_expired(now)
+    def full(self, now: float, mono: float | None = None) -> bool:
+        self._forget_expired(now, mono)
         return len(self._entries) >= self.max_entries
 
-    def reserve(self, jti: str, until: float, now: float) -> bool:
-        """Reserve a use of ``jti`` until ``until`` (epoch seconds); False: in use or spent already."""
-        self._forget_expired(now)
+    def reserve(self, jti: str, until: float, now: float, mono: float | None = None) -> bool:
+        """Reserve a use of ``jti`` until ``until`` (epoch seconds; ``now`` the wall clock, ``mono`` the
+        monotonic one, read when None); False: in use or spent already."""
+        self._forget_expired(now, mono)
         entry = self._entries.get(jti)
         if entry is not None and entry[1] != "free":
             return False
         if entry is None:  # a released entry keeps its place in the heap: retries add nothing to it
-            heapq.heappush(self._expiries, (until, jti))
+            self._expiries.add(jti, until, now, mono)
         self._entries[jti] = (entry[0] if entry is not None else until, "reserved")
         return True
 

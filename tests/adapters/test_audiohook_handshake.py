@@ -195,9 +195,19 @@ def test_nonce_memory_is_bounded_and_refuses_when_full() -> None:
 
 def test_nonces_are_forgotten_once_their_signature_expired() -> None:
     memory = NonceMemory(10)
-    assert memory.add("a", until=100.0, now=50.0) and not memory.add("a", until=100.0, now=60.0)
-    assert memory.add("a", until=200.0, now=101.0)  # expired at 100: no longer needed to refuse a replay
+    assert memory.add("a", until=100.0, now=50.0, mono=0.0) and not memory.add("a", until=100.0, now=60.0, mono=10.0)
+    assert memory.add("a", until=200.0, now=101.0, mono=51.0)  # expired at 100: no longer needed to refuse a replay
     assert len(memory) == 1
+
+
+def test_a_step_of_the_wall_clock_forgets_no_nonce_early() -> None:
+    """A nonce is forgotten once its signature expired by the wall clock and that much time really passed:
+    a step forward then back would otherwise let its upgrade be replayed."""
+    memory = NonceMemory(10)
+    assert memory.add("a", until=1060.0, now=1000.0, mono=0.0)
+    assert not memory.add("a", until=1060.0, now=1200.0, mono=0.1)  # 200 s ahead by the wall clock only
+    assert not memory.add("a", until=1060.0, now=1000.2, mono=0.2)  # and back
+    assert memory.add("a", until=1160.0, now=1100.0, mono=61.0)  # both clocks past its expiry
 
 
 def test_the_default_secret_applies_to_keys_without_their_own() -> None:

@@ -159,14 +159,32 @@ def test_a_hold_is_released_or_committed_once() -> None:
 def test_the_memory_keeps_one_entry_per_token_however_often_it_is_retried() -> None:
     memory = SingleUseTokens(2)
     for _ in range(1000):
-        assert memory.reserve("a", until=100.0, now=0.0)
+        assert memory.reserve("a", until=100.0, now=0.0, mono=0.0)
         memory.settle("a", spent=False)
     assert len(memory) == 1 and len(memory._expiries) == 1
-    assert memory.reserve("a", until=100.0, now=0.0) and not memory.reserve("a", until=100.0, now=0.0)
+    assert memory.reserve("a", until=100.0, now=0.0, mono=0.0)
+    assert not memory.reserve("a", until=100.0, now=0.0, mono=0.0)
     memory.settle("a", spent=True)
-    assert memory.state("a") == "spent" and not memory.reserve("a", until=100.0, now=99.0)
-    assert memory.reserve("b", until=50.0, now=1.0) and memory.full(1.0)
-    assert not memory.full(100.0) and len(memory) == 0  # forgotten once their tokens have expired
+    assert memory.state("a") == "spent" and not memory.reserve("a", until=100.0, now=99.0, mono=99.0)
+    assert memory.reserve("b", until=50.0, now=1.0, mono=1.0) and memory.full(1.0, 1.0)
+    assert not memory.full(100.0, 100.0) and len(memory) == 0  # forgotten once their tokens have expired
+
+
+def test_a_step_of_the_wall_clock_forgets_no_spent_token_early() -> None:
+    """The wall clock stepped 2 min forward (NTP, a resumed VM): a start then forgot a spent token whose
+    exp was 60 s ahead; stepped back, the token verified again and started a second session."""
+    memory = SingleUseTokens(10)
+    assert memory.reserve("a", until=1060.0, now=1000.0, mono=5.0)
+    memory.settle("a", spent=True)
+    assert not memory.full(1120.0, mono=5.1)  # 2 min ahead by the wall clock, 0.1 s really
+    assert memory.state("a") == "spent"
+    assert not memory.reserve("a", until=1060.0, now=1000.2, mono=5.2)  # stepped back: still refused
+    assert not memory.full(1000.0 + 61, mono=5.0 + 61) and memory.state("a") is None  # both clocks past: gone
+    # The wall clock went back after the monotonic deadline: kept for as long as the token verifies again.
+    assert memory.reserve("b", until=1200.0, now=1100.0, mono=100.0)
+    memory.settle("b", spent=True)
+    assert not memory.full(1150.0, mono=201.0) and memory.state("b") == "spent"
+    assert not memory.full(1201.0, mono=252.0) and memory.state("b") is None
 
 
 async def test_an_upload_whose_start_fails_leaves_the_single_use_token_for_the_retry(
