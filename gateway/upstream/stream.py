@@ -36,7 +36,7 @@ from gateway.upstream.errors import error_from_status, pings_refused, quoted_ses
 from gateway.upstream.host import StreamHost
 from gateway.upstream.items import item_from_message
 from gateway.upstream.send_queue import SendQueue
-from gateway.upstream.start_race import START_RACE_WAIT_S, ends_unread, status_lost_to_a_write_race
+from gateway.upstream.start_race import START_RACE_WAIT_S, ends_unread, status_lost_to_a_write_race, write_unless_ended
 
 log = logging.getLogger(__name__)
 _EOF = grpc.aio.EOF  # type: ignore[attr-defined]  # (missing from the grpc stubs)
@@ -109,7 +109,8 @@ class DataflowStream:
             if raced and await ends_unread(self._call, START_RACE_WAIT_S):
                 break
             try:
-                await self._call.write(start)
+                if not await write_unless_ended(self._call, start):
+                    break  # the RPC ended (cancelled: the client left) while the write waited
             except asyncio.InvalidStateError:  # the RPC ended before the write began
                 break
             except grpc.aio.AioRpcError as exc:

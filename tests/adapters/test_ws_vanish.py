@@ -18,7 +18,7 @@ from gateway.simulator.faults import Fault
 from gateway.simulator.server import DataflowSimulator, SimulatorConfig
 from tests.support.harness import RunningGateway, running_gateway, ws_connect
 from tests.support.settings import SIM_TENANT, SIM_TOKEN, settings_for
-from tests.support.ws_dialects import AUDIOCODES, DATAFLOW, WsDialect
+from tests.support.ws_dialects import AUDIOCODES, DATAFLOW, NATIVE, WsDialect
 
 pytestmark = pytest.mark.ws  # opens WebSockets: runs with the fast path on and off
 
@@ -106,3 +106,26 @@ async def test_a_client_that_vanishes_behind_megabytes_of_queued_audio_releases_
             await held_then_vanish(gw, simulator, dialect, flood=True)
         else:
             await held_then_vanish(gw, simulator, dialect, flood=True, within_s=4.0, outcome="upstream_error")
+
+
+@pytest.mark.parametrize("dialect", [NATIVE, DATAFLOW, AUDIOCODES], ids=lambda d: d.name)
+async def test_a_client_that_leaves_right_after_its_start_frees_its_slot_at_once(dialect: WsDialect) -> None:
+    """The gateway cancelled the Start's RPC while grpc.aio's write of it waited for headers never sent:
+    the write waited out GATEWAY_UPSTREAM_START_TIMEOUT_S (10 s) and the slot with it, so a replica of
+    one slot refused the next client 1013 for 10 s after each start-and-leave (3 times in 3)."""
+    sim = DataflowSimulator(SimulatorConfig(token=SIM_TOKEN, tenant=SIM_TENANT))
+    await sim.start()
+    try:
+        async with running_gateway(settings_for(sim, max_sessions=1, upstream_start_timeout_s=10.0)) as gw:
+            for _ in range(3):
+                async with ws_connect(gw.ws_url(dialect.path)) as ws:
+                    await ws.send(json.dumps(dialect.start))
+                left = time.monotonic()
+                await wait_until(lambda: gw.gateway.registry.active == 0, timeout=12.0)
+                assert time.monotonic() - left < 2.0
+            async with ws_connect(gw.ws_url(dialect.path)) as ws:  # the one slot serves the next client
+                await ws.send(json.dumps(dialect.start))
+                while not dialect.is_started(message := json.loads(await asyncio.wait_for(ws.recv(), 5))):
+                    assert dialect.code_of(message) is None, message
+    finally:
+        await sim.stop(None)
