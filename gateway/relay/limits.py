@@ -46,8 +46,8 @@ class LimitWatch:
         self.idle_timeout_s = idle_timeout_s
         self.opened_at = opened_at
         self._format: AudioFormat | None = None
-        # The rate limit's account (GCRA): the allowance runs from (_since, _base_bytes) at rate x real time
-        # plus the burst, and is moved forward whenever more than the burst is left unused.
+        # The rate limit's account, a token bucket the size of the burst: the allowance runs from (_since,
+        # _base_bytes) at rate x real time plus the burst, moved forward whenever more than the burst is unused.
         self._since = 0.0
         self._base_bytes = 0
         self._seen_bytes = 0  # the highest total asked about: what the stream has sent (or is sending)
