@@ -112,6 +112,28 @@ async def test_pause_discard_and_update(gw: RunningGateway, simulator: DataflowS
 
 
 @pytest.mark.ws
+async def test_a_discarded_span_longer_than_a_week_is_ignored(gw: RunningGateway) -> None:
+    """A ``discarded`` duration past MAX_DURATION_S (7 days) is no call's: it is ignored, so it neither
+    moves the offsets of what follows by eight days nor grows the sample counts without bound."""
+    ws, client = await opened_client(gw, [{**STEREO_PCMU, "channels": ["external"]}])
+    try:
+        await client.recv()
+        first = signals.g711_encode(signals.utterances(["7"], RATE, tail_ms=600), "mulaw")
+        await client.audio(first, channels=1)
+        eight_days = f"PT{8 * 24 * 3600}S"
+        await client.send("discarded", {"start": f"PT{client.samples / RATE:g}S", "discarded": eight_days})
+        await client.audio(signals.g711_encode(signals.utterances(["8"], RATE), "mulaw"), channels=1)
+        await client.send("close", {"reason": "end"})
+        messages = await client.until("closed")
+    finally:
+        await ws.close()
+    assert finals(messages) == {0: ["7", "8"]}
+    second = [e["data"] for m in messages if m["type"] == "event" for e in m["parameters"]["entities"]][-1]
+    offset = parse_duration(second["offset"])
+    assert offset == pytest.approx(len(first) / RATE, abs=0.02), f"'8' at {second['offset']}"
+
+
+@pytest.mark.ws
 async def test_out_of_sequence_message_is_a_protocol_error(gw: RunningGateway, monkeypatch: pytest.MonkeyPatch) -> None:
     """After ``disconnect`` the gateway waits for the client to close (``CLIENT_CLOSE_WAIT_S``); a client
     still out of sequence gets no ``closed``, and the gateway closes the socket once the wait is over."""
@@ -148,6 +170,23 @@ async def test_serverseq_ahead_of_the_server_is_refused(gw: RunningGateway) -> N
 
 
 @pytest.mark.ws
+async def test_a_message_with_another_sessions_id_is_refused(gw: RunningGateway) -> None:
+    """Every client message carries its session's id; a ping with another session's id is a protocol
+    error (disconnect, reason error, invalid_message), not answered with a pong."""
+    ws, client = await opened_client(gw)
+    try:
+        await client.until("opened")
+        client.session_id = str(uuid.uuid4())  # another session's
+        await client.send("ping")
+        answer = await client.recv()
+    finally:
+        await ws.close()
+    assert answer["type"] == "disconnect", answer
+    assert answer["parameters"]["reason"] == "error", answer
+    assert answer["parameters"]["info"].startswith("invalid_message: the message id is not this session's id"), answer
+
+
+@pytest.mark.ws
 async def test_unusable_media_is_refused_in_protocol(gw: RunningGateway) -> None:
     ws, client = await opened_client(gw, [{"type": "audio", "format": "PCMU", "channels": ["external"], "rate": 16000}])
     try:
@@ -165,6 +204,8 @@ def test_durations() -> None:
     assert [duration(s) for s in (0, 1.5, 2.0, 0.0125, 61.25)] == ["PT0S", "PT1.5S", "PT2S", "PT0.013S", "PT61.25S"]
     assert [parse_duration(v) for v in ("PT1.5S", "PT0S", "PT.5S", "1.5", "PT-1S", None)] == [1.5, 0, 0.5, None,
                                                                                             None, None]  # fmt: skip
+    # MAX_DURATION_S, 7 days: a longer duration is no call's
+    assert [parse_duration(v) for v in ("PT604800S", "PT604800.001S", "PT691200S")] == [604800.0, None, None]
 
 
 def test_choose_media_takes_the_first_usable_offer() -> None:

@@ -3,6 +3,7 @@ simulator: start, binary LINEAR16, stop; transcription messages back, then the g
 
 from __future__ import annotations
 
+import contextlib
 import json
 from importlib import resources
 from typing import Any
@@ -11,7 +12,7 @@ import pytest
 import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from websockets.exceptions import InvalidStatus
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from gateway.adapters.jambonz import JambonzDialect
 from gateway.auth import key_digest
@@ -71,6 +72,7 @@ async def test_without_the_bearer_key_the_upgrade_is_refused(gateway_factory: Ga
     ("change", "error"),
     [
         ({"encoding": "MULAW"}, "unsupported_audio_format: jambonz audio must be format raw, encoding LINEAR16"),
+        ({"format": "wav"}, "unsupported_audio_format: jambonz audio must be format raw, encoding LINEAR16"),
         ({"sampleRateHz": "16000x"},  # read as 8000 it garbled the call
          "unsupported_audio_format: sampleRateHz must be a whole number of at most 32 characters, got '16000x'"),
     ],
@@ -81,8 +83,10 @@ async def test_a_bad_start_gets_an_error_message_and_a_close_code(
     async with gateway_factory() as gw, ws_connect(gw.ws_url("/v1/jambonz")) as ws:
         bad: dict[str, Any] = json.loads(start(8000, False)) | change
         await ws.send(json.dumps(bad))
+        with contextlib.suppress(ConnectionClosed):  # refused already, or: a start taken ends here
+            await ws.send(json.dumps({"type": "stop"}))
         seen = await read_all(ws, timeout=5)
-    assert seen.messages == [{"type": "error", "error": error}]
+    assert seen.messages == [{"type": "error", "error": error}], f"start {change}: {seen.messages}"
     assert seen.close_code == 1003  # unsupported data
 
 

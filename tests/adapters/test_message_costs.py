@@ -157,6 +157,34 @@ async def test_messages_a_dialect_ignores_are_paced(gw: RunningGateway) -> None:
 
 @pytest.mark.ws
 @pytest.mark.parametrize("gw", [{"idle_timeout_s": 30}], indirect=True)
+async def test_a_large_text_message_costs_a_millisecond_more_per_kib(gw: RunningGateway) -> None:
+    """100 Twilio marks of ~60 KB cost 2 ms plus 1 ms per KiB each (~60.7 ms): 6.1 s of audio time, less
+    the 1 s burst, at 3x real time is ~1.7 s before the stop behind them is read. At 2 ms each, the
+    floor alone, they fit in the burst and the stop is read at once."""
+    mark = json.dumps({"event": "mark", "streamSid": "MZ1", "mark": {"name": "x" * 60_000}})
+    count = 100
+    expected = (count * (2 + len(mark) / 1024) / 1000 - BURST_S) / RATE_X
+    async with ws_connect(gw.ws_url("/v1/twilio"), max_size=None) as ws:
+        await ws.send(telephony.twilio_connected())
+        await ws.send(telephony.twilio_start())
+        for media in telephony.twilio_media("1", lead_ms=0)[:5]:
+            await ws.send(media)
+        began = time.monotonic()
+        for _ in range(count):
+            await ws.send(mark)
+        await ws.send(telephony.twilio_stop())
+        with pytest.raises(ConnectionClosed):
+            while True:
+                await asyncio.wait_for(ws.recv(), 10)
+        took = time.monotonic() - began
+    figure(
+        f"{count} Twilio marks of {len(mark)} bytes", f"stop handled after {took:.2f} s (cost model {expected:.2f} s)"
+    )
+    assert took >= 0.85 * expected, f"stop handled after {took:.2f} s, the per-KiB cost says >= {expected:.2f} s"
+
+
+@pytest.mark.ws
+@pytest.mark.parametrize("gw", [{"idle_timeout_s": 30}], indirect=True)
 async def test_one_sample_frames_cost_at_least_the_audio_floor(gw: RunningGateway) -> None:
     """12 000 one-sample frames of 16 kHz pcm16 are 0.75 s of audio, taken at once; at 1 ms each
     (AUDIO_FLOOR_MS) they are 12 s of audio time, less the 1 s burst, at 3x: 3.7 s before the finalize

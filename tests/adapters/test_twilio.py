@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import itertools
 import json
 
@@ -12,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from websockets.asyncio.client import ClientConnection
-from websockets.exceptions import InvalidStatus
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from gateway.adapters import commands
 from gateway.adapters.twilio import TwilioDialect
@@ -163,6 +164,26 @@ async def test_a_sample_rate_that_is_no_number_is_refused_not_read_as_8000(
     assert seen.messages == [] and seen.audio == []  # nothing but media/mark/clear ever goes to Twilio
     assert seen.close_code == (close_code or 1000)
     assert gw.gateway.registry.active == 0
+
+
+@pytest.mark.ws
+async def test_a_payload_with_characters_outside_base64_is_refused_even_when_the_rest_pads(
+    gateway_factory: GatewayFactory,
+) -> None:
+    """Media payloads are read as strict base64: "//////!!//////" leaves 12 valid characters once the
+    "!!" is dropped, which lenient decoding takes as 9 bytes of audio; the call must end with 1007."""
+    bad = json.loads(telephony.twilio_media("1")[3])
+    bad["media"]["payload"] = "//////!!//////"
+    async with gateway_factory() as gw, ws_connect(gw.ws_url("/v1/twilio")) as ws:
+        await ws.send(telephony.twilio_connected())
+        await ws.send(telephony.twilio_start())
+        for frame in telephony.twilio_media("1")[:3]:
+            await ws.send(frame)
+        await ws.send(json.dumps(bad))
+        with contextlib.suppress(ConnectionClosed):  # the gateway may have closed already
+            await ws.send(telephony.twilio_stop())  # a lenient read ends the call here, 1000
+        seen = await read_all(ws, timeout=5)
+    assert seen.close_code == 1007, f"closed {seen.close_code}: a payload that is not strict base64 was taken"
 
 
 @pytest.mark.ws

@@ -15,7 +15,7 @@ import pytest
 from websockets.exceptions import InvalidStatus
 
 from gateway.app import create_app
-from gateway.auth import key_digest
+from gateway.auth import FailedAuthThrottle, key_digest
 from gateway.settings import SettingsError
 from gateway.simulator.server import DataflowSimulator
 from tests.support import signals
@@ -344,6 +344,22 @@ async def test_failed_auth_is_throttled(gw: RunningGateway) -> None:
     assert refused.status_code == 429
     assert abs(int(refused.headers["retry-after"]) - retry) <= 1
     assert (await digits_through(gw, "1", additional_headers={"X-API-Key": ACME_KEY})).milestones() == ["1"]
+
+
+@pytest.mark.parametrize("gw", [{"trusted_proxies": ["127.0.0.1"]}], indirect=True)
+async def test_the_failed_credential_table_is_bounded_however_many_addresses_fail(
+    gw: RunningGateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An attacker who varies its address (here, named by a trusted proxy's X-Forwarded-For) cannot grow
+    the table of failing addresses past FailedAuthThrottle.MAX_ADDRESSES (scaled to 5): the oldest go."""
+    monkeypatch.setattr(FailedAuthThrottle, "MAX_ADDRESSES", 5)
+    async with httpx.AsyncClient(base_url=gw.http_url) as http:
+        for n in range(40):
+            headers = {"X-API-Key": f"dfg_wrong_{n}", "X-Forwarded-For": f"198.51.100.{n + 1}"}
+            refused = await http.post("/v1/tokens", json={}, headers=headers)
+            assert refused.status_code == 401, refused.text
+    held = len(gw.gateway.gate.throttle)
+    assert held == 5, f"40 failing addresses, MAX_ADDRESSES 5: the table holds {held}"
 
 
 @pytest.mark.parametrize("gw", [{"admin_token": ADMIN_TOKEN, "auth_failures_per_minute": 3}], indirect=True)

@@ -14,6 +14,7 @@ import httpx
 import pytest
 from websockets.asyncio.client import ClientConnection
 
+from gateway.auth import key_digest
 from gateway.relay.registry import MIN_WAITING_PER_ADDRESS, SessionRegistry
 from tests.support.harness import RunningGateway, next_message, read_all, ws_connect
 from tests.support.native_client import start_message
@@ -120,3 +121,29 @@ async def test_a_forged_forwarded_for_changes_nothing(gw: RunningGateway) -> Non
             await ws.close()
     await waiting_count(registry, 0)
     assert registry.waiting_addresses == 0
+
+
+@pytest.mark.parametrize(
+    "gw",
+    [{"api_keys": [{"name": "acme", "sha256": key_digest(KEY), "projects": ["demo"], "max_sessions": 1}]}],
+    indirect=True,
+)
+async def test_a_token_in_the_start_message_is_held_to_its_keys_session_cap(gw: RunningGateway) -> None:
+    """A waiting connection takes its slot at its start, under its key's max_sessions (1 here) as a
+    connection with a credential at the handshake does: a second browser of that key gets rate_limited
+    and only one session is live."""
+    registry = gw.gateway.registry
+    tokens = [await mint(gw), await mint(gw)]
+    async with ws_connect(gw.ws_url(), origin=APP) as first, ws_connect(gw.ws_url(), origin=APP) as second:
+        await waiting_count(registry, 2)  # neither had a credential at its handshake
+        await first.send(start_message(token=tokens[0]))
+        await next_message(first, "started")
+        await second.send(start_message(token=tokens[1]))
+        answer = json.loads(await asyncio.wait_for(second.recv(), 5))
+        live = registry.active
+        await first.send(json.dumps({"type": "stop"}))
+        assert (await read_all(first)).close_code == 1000
+    assert (answer["type"], answer.get("code")) == ("error", "rate_limited"), (
+        f"second session of a key capped at 1: {answer}"
+    )
+    assert live == 1, f"{live} sessions live for a key capped at 1"

@@ -40,7 +40,8 @@ SIGNING_KEY = "log-sweep-signing-key-0123456789abcdef"
 CUSTOM_KEY = "acme-custom-key-7Hq2pL9xW4"  # no known shape: only the gateway's reading of the URL masks it
 APP_ORIGIN = "https://app.example.test"
 URL_PASSWORD = "url-password-9b8a7c6d5e"
-SECRETS.update({KEY, BAD_KEY, COOKIE, SIGNING_KEY, URL_PASSWORD, CUSTOM_KEY})
+ADMIN_TOKEN_32 = "adm0123456789abcdef0123456789xyz"  # 32 characters, no credential shape
+SECRETS.update({KEY, BAD_KEY, COOKIE, SIGNING_KEY, URL_PASSWORD, CUSTOM_KEY, ADMIN_TOKEN_32})
 PCM = signals.to_pcm16(signals.utterances(["3"], 16000))
 WAV = signals.wav_bytes(signals.utterances(["4"], 8000), 8000)
 
@@ -232,6 +233,31 @@ async def test_no_credential_in_any_log_line_at_debug(
     encoded = {basic(key)["Authorization"][6:] for key in (KEY, BAD_KEY)}
     leaked = sorted(secret[:10] + "…" for secret in SECRETS | {SIM_TOKEN, token} | encoded if secret in raw)
     assert not leaked, f"secrets in the gateway's stderr at debug level: {leaked}"
+
+
+@pytest.mark.ws
+async def test_a_configured_secret_of_32_characters_a_client_quotes_is_masked(
+    tmp_path: Path, simulator: DataflowSimulator
+) -> None:
+    """The process's own secrets are masked by their exact text from 6 characters on: a 32-character
+    GATEWAY_ADMIN_TOKEN (no credential shape) that a client sends as its project name, logged on
+    "session started" and "session ended", shows as [redacted] in every line."""
+    env = upstream_env(simulator) | {
+        "GATEWAY_ADMIN_TOKEN": ADMIN_TOKEN_32,
+        "GATEWAY_LOG_LEVEL": "info",
+        "GATEWAY_LOG_FORMAT": "json",
+    }
+    async with gateway_process(tmp_path, env) as gw:
+        async with ws_connect(gw.ws_url()) as ws:
+            await ws.send(start_message(project=ADMIN_TOKEN_32))
+            await next_message(ws, "started")
+            await ws.send(json.dumps({"type": "finalize"}))
+            assert (await read_all(ws)).close_code == 1000
+        entries = await stopped(gw)
+    leaks = [line for line in gw.log.read_text().splitlines() if ADMIN_TOKEN_32 in line]
+    assert not leaks, f"{len(leaks)} log lines hold the 32-character admin token, e.g. {leaks[0][:200]}"
+    started = [e for e in entries if e["msg"] == "session started"]
+    assert MASK in json.dumps(started), f"the project was not logged masked: {started}"
 
 
 @pytest.mark.ws

@@ -68,3 +68,18 @@ def test_a_secret_that_is_not_base64_even_padded_still_stops_the_gateway(secret:
     with pytest.raises(SettingsError) as failed:
         WebhookTargets.from_settings(settings)
     assert secret not in str(failed.value) and "GATEWAY_WEBHOOK_SECRET" in str(failed.value)
+
+
+def test_a_key_under_16_bytes_stops_the_gateway_and_16_bytes_start_it() -> None:
+    """README: a webhook secret needs at least 16 random bytes. A 15-byte key (valid base64) is refused
+    as too short, naming the setting and never the value; a 16-byte key signs."""
+    short = "whsec_" + base64.b64encode(b"fifteen-bytes!!").decode()
+    enough = "whsec_" + base64.b64encode(b"sixteen-bytes!!!").decode()
+    SECRETS.update({short, enough})
+    url = "https://hooks.example.test/x"
+    with pytest.raises(SettingsError) as failed:
+        WebhookTargets.from_settings(offline_settings(webhook_url=url, webhook_secret=SecretStr(short)))
+    message = str(failed.value)
+    assert "GATEWAY_WEBHOOK_SECRET is too short: use at least 16 random bytes" in message, message
+    assert short not in message
+    WebhookTargets.from_settings(offline_settings(webhook_url=url, webhook_secret=SecretStr(enough)))

@@ -14,6 +14,7 @@ import pytest
 from gateway.auth import key_digest
 from gateway.simulator.server import DataflowSimulator
 from gateway.upload.answer import EventLog
+from gateway.upload.parameters import PARAMETERS_LIMIT
 from tests.support import audio_files, signals
 from tests.support.harness import GatewayFactory, RunningGateway, gateway_factory_for
 from tests.support.settings import SECRETS
@@ -153,6 +154,40 @@ async def test_bad_multipart_is_422(gw: RunningGateway, parts: list[tuple[str, s
     body, ctype = multipart(parts)
     error = error_of(await post(gw, body, **{"content-type": ctype}), 422)
     assert error["code"] in ("invalid_multipart", "invalid_parameters")
+    await idle(gw)
+
+
+async def test_a_parameters_part_just_over_64_kib_is_422_not_parsed(gw: RunningGateway) -> None:
+    """The Parameters part is held and parsed whole, so it is bounded (PARAMETERS_LIMIT, 64 KiB): one byte
+    over, valid JSON and a good Audio part behind it, is refused 422 invalid_parameters, nothing started."""
+    padding = PARAMETERS_LIMIT + 1 - len(json.dumps({"Language": "en-US", "CallProperties": {"pad": ""}}))
+    params = json.dumps({"Language": "en-US", "CallProperties": {"pad": "x" * padding}}).encode()
+    assert len(params) == PARAMETERS_LIMIT + 1
+    body, ctype = multipart([("Parameters", None, "application/json", params), ("Audio", "a.wav", "audio/wav", WAV)])
+    response = await post(gw, body, **{"content-type": ctype})
+    assert response.status_code == 422, (
+        f"a {len(params)}-byte Parameters part: {response.status_code} {response.text[:200]}"
+    )
+    error = error_of(response, 422)
+    assert error["code"] == "invalid_parameters"
+    assert error["message"] == f"the Parameters part is over {PARAMETERS_LIMIT} bytes"
+    assert not gw.gateway.upstream.active_streams
+    await idle(gw)
+
+
+async def test_a_second_audio_part_is_422(gw: RunningGateway) -> None:
+    """One upload is one recording: an Audio part after the first is refused 422 invalid_multipart, not
+    appended to the first one's audio."""
+    parts = [
+        ("Parameters", None, "application/json", b"{}"),
+        ("Audio", "a.wav", "audio/wav", WAV),
+        ("Audio", "b.wav", "audio/wav", WAV),
+    ]
+    body, ctype = multipart(parts)
+    response = await post(gw, body, **{"content-type": ctype})
+    assert response.status_code == 422, f"two Audio parts: {response.status_code} {response.text[:200]}"
+    error = error_of(response, 422)
+    assert (error["code"], error["message"]) == ("invalid_multipart", "the multipart body has more than one Audio part")
     await idle(gw)
 
 
