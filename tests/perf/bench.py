@@ -201,11 +201,14 @@ async def telephony(gateway: Proc, n: int, seconds: float) -> dict[str, Any]:
 
 
 async def before_after(
-    gateway: Proc, before: Proc, simulator: Proc, n: int, seconds: float, phases: int, after: dict[str, Any]
+    gateway: Proc, before: Proc, simulator: Proc, n: int, seconds: float, phases: int
 ) -> list[dict[str, Any]]:
-    """The other checkout's gateway (``--compare-root``) under the loads just measured on this one; the
-    AudioCodes runs alternate, before then after, so a busy moment on the machine hits both."""
+    """The other checkout's gateway (``--compare-root``) and this one under the same loads, alternating,
+    before then after, so a busy moment on the machine hits both. This one's native run is measured again
+    here, beside the other's: reusing the size's first run compared a process that had just started
+    (the first run of the whole bench, events p99 twice as high) with one warmed up by every run before."""
     then = await gateway_relay(before, simulator, n, seconds, max(1, min(phases, n)))
+    after = await gateway_relay(gateway, simulator, n, seconds, max(1, min(phases, n)))
     ac_before = await run_dialect(before, "audiocodes", n, seconds, rate=16000)
     ac_after = await run_dialect(gateway, "audiocodes", n, seconds, rate=16000)
 
@@ -352,7 +355,7 @@ async def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             if args.telephony:
                 dialects.append(await telephony(gateway, n, args.seconds))
             if before is not None:
-                compared += await before_after(gateway, before, simulator, n, args.seconds, args.phases, relay_runs[-1])
+                compared += await before_after(gateway, before, simulator, n, args.seconds, args.phases)
         # Fresh processes for uploads and idle memory: after the runs above the gateway may still be
         # winding sessions down, and its allocator holds freed memory that would hide growth.
         uploads: list[dict[str, Any]] = []
