@@ -18,7 +18,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gateway.adapters import audiohook, ending
+from gateway.adapters.audiohook_events import transcript_entity
 from gateway.adapters.audiohook_media import SampleAligner, Timeline, choose_media, duration, parse_duration
+from gateway.dataflow.messages import parse_event
 from gateway.simulator.faults import Fault
 from gateway.simulator.server import DataflowSimulator, SimulatorConfig
 from tests.support import signals
@@ -206,6 +208,16 @@ def test_durations() -> None:
                                                                                             None, None]  # fmt: skip
     # MAX_DURATION_S, 7 days: a longer duration is no call's
     assert [parse_duration(v) for v in ("PT604800S", "PT604800.001S", "PT691200S")] == [604800.0, None, None]
+
+
+def test_a_transcript_not_at_offset_0_lasts_from_its_start_to_its_end() -> None:
+    """An utterance from 1.25 s to 2 s: offset PT1.25S, duration PT0.75S (end - start, not its end)."""
+    item = parse_event(
+        {"Name": "SR Milestone", "Channel": 0, "StartMsec": 1250, "EndMsec": 2000, "Data": {"Text": "12"}}
+    )
+    entity = transcript_entity(item, timeline=Timeline(), channels=1, language=None, session_id="s")
+    assert entity is not None
+    assert (entity["data"]["offset"], entity["data"]["duration"]) == ("PT1.25S", "PT0.75S")
 
 
 def test_choose_media_takes_the_first_usable_offer() -> None:

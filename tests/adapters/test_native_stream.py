@@ -53,6 +53,19 @@ async def test_odd_frame_sizes_are_reframed(gw: RunningGateway) -> None:
     assert transcript.errors() == []  # the total is whole samples, so nothing was dropped
 
 
+async def test_closed_audio_ms_keeps_its_fraction(gw: RunningGateway) -> None:
+    """4004 samples of 8 kHz pcm16 are 500.5 ms of audio: ``closed`` says 500.5, not a rounded 500."""
+    data = b"\x00\x00" * 4004
+    async with ws_connect(gw.ws_url()) as ws:
+        await ws.send(start_message(rate=8000))
+        await next_message(ws, "started")
+        await send_audio(ws, data, 1000)
+        await ws.send(json.dumps({"type": "finalize"}))
+        transcript = await read_all(ws)
+    [closed] = transcript.of_type("closed")
+    assert (closed["reason"], closed["audioMs"], transcript.errors()) == ("finalized", 500.5, [])
+
+
 async def test_stereo_client_gets_per_channel_text(gw: RunningGateway) -> None:
     both = signals.interleave(signals.utterances(["11"], 16000), signals.utterances(["23"], 16000))
     data = client_audio(both, "pcm16")

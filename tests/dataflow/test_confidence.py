@@ -45,3 +45,10 @@ def test_every_dialect_reports_the_same_score(given: Any, expected: float) -> No
 def test_an_event_without_a_score_reports_one() -> None:
     item = parse_event({"Name": "SR Milestone", "Channel": 0, "Data": {"Text": "12"}})
     assert item.confidence == 1.0
+
+
+@pytest.mark.parametrize("score", [0, 0.0, "0"])
+def test_a_score_of_zero_is_a_score_not_none_given(score: Any) -> None:
+    """0 is on the 0-1 scale: it is reported as 0.0, not read as "no score" (1.0)."""
+    assert final_with(score).confidence == 0.0
+    assert reported(score) == [0.0, 0.0, 0.0]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from gateway.dataflow.messages import UpstreamAudio, parse_event
-from gateway.errors import BadRequest, ClientTooSlow
+from gateway.errors import BadRequest, ClientTooSlow, GatewayError
 from gateway.observability import GatewayMetrics
 from gateway.relay.items import Closed, Flow, Notice, OutItem
 from gateway.relay.outbox import SMALL_ITEM_BYTES, Outbox, held_bytes
@@ -150,3 +150,23 @@ async def test_replies_and_notices_count_the_client_text_they_echo() -> None:
         outbox = Outbox(1000, GatewayMetrics(), limit_bytes=4 * 1024 * 1024)
         assert [outbox.put(item) for _ in range(6)] == [True] * 4 + [False] * 2  # ~4 MB, then no more
         assert outbox.bytes > 4_000_000
+
+
+async def test_room_for_waits_at_the_item_limit_and_ends_the_session_after_its_wait() -> None:
+    """With ``limit`` 2 and 2 items queued a third would not fit: ``room_for`` waits for the client, and
+    when it takes nothing for ``wait_s`` the session ends as too slow."""
+    ended: list[tuple[str, GatewayError]] = []
+
+    class Session:
+        def end(self, reason: str, error: GatewayError) -> None:
+            ended.append((reason, error))
+
+    session = Session()
+    outbox = Outbox(2, GatewayMetrics(), end=session.end)
+    assert [outbox.put({"n": n}) for n in range(2)] == [True, True]
+    assert len(outbox) == 2
+    room = await outbox.room_for({"n": 2}, 0.05)
+    assert (room, [(reason, type(error), error.message) for reason, error in ended]) == (
+        False,
+        [("client_too_slow", ClientTooSlow, "the client read none of its events for 0.05 s")],
+    )

@@ -11,6 +11,7 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
+from gateway.auth import key_digest
 from gateway.routes.http_conventions import HEADERS
 from gateway.simulator.server import DataflowSimulator
 from tests.support.harness import running_gateway
@@ -105,7 +106,8 @@ async def test_no_answer_redirects_and_a_trailing_slash_is_not_found(simulator: 
     """Starlette redirected ``/docs/`` to an absolute URL built from the request's Host header: with auth on
     and no public hosts configured (any host accepted), ``Host: evil.example`` got ``Location:
     http://evil.example/docs``. Paths are exact now: a trailing slash is a 404 in the error envelope."""
-    settings = settings_for(simulator, demo_page=True, auth="required", api_keys=[{"name": "a", "sha256": "0" * 64}])
+    keys = [{"name": "a", "sha256": key_digest("dfg_http_surface_key")}]  # (our examples' all-zero one is refused)
+    settings = settings_for(simulator, demo_page=True, auth="required", api_keys=keys)
     async with running_gateway(settings) as gw, httpx.AsyncClient(base_url=gw.http_url) as http:
         document = (await http.get("/openapi.json")).json()
         exact = [p for p, item in document["paths"].items() if "get" in item and "{" not in p and p != "/"]

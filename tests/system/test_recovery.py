@@ -151,6 +151,43 @@ async def test_a_failure_mid_utterance_repeats_no_speech_start_or_partial(gw: Ru
     assert timed(failed) == timed(plain)
 
 
+#: Stereo, 16 kHz: channel 0 one long utterance from 300 ms, channel 1 a short one, final by ~680 ms.
+STEREO = signals.to_pcm16(
+    signals.interleave(signals.utterances(["1234567"], RATE, lead_ms=300), signals.utterances(["9"], RATE))
+)
+
+
+async def stereo_call(gw: RunningGateway, settings: dict[str, Any]) -> Transcript:
+    async with ws_connect(gw.ws_url()) as ws:
+        await ws.send(start_message(channels=2, settings=settings))
+        with contextlib.suppress(ConnectionClosed):
+            await send_audio(ws, STEREO, 2 * FRAME, pace_s=0.01)
+            await ws.send(json.dumps({"type": "finalize"}))
+        return await read_all(ws, timeout=30)
+
+
+@pytest.mark.ws
+async def test_a_failure_while_one_channel_is_mid_utterance_loses_and_repeats_no_channels_finals(
+    gw: RunningGateway,
+) -> None:
+    """Channel 1 has finished ("9") when the stream fails at 900 ms; channel 0 is mid-utterance. The
+    replay starts where the channel furthest behind (0) is recognised up to, so channel 1's final comes
+    again from the new stream and must be left out (at its end, not only past it); replaying from the
+    channel furthest ahead would lose channel 0's utterance."""
+
+    def finals_per_channel(result: Transcript) -> list[tuple[int, str, int, int]]:
+        return sorted((m["channel"], m["text"], m["startMs"], m["endMs"]) for m in result.events("SR Milestone"))
+
+    plain = await stereo_call(gw, {"Call": "plain"})
+    failed = await stereo_call(gw, {"SimulatorFault": "abort:900:UNAVAILABLE:once"})
+    assert (failed.close_code, failed.errors()) == (1000, [])
+    assert len(failed.of_type("upstream_recovered")) == 1, failed.of_type("upstream_recovered")
+    assert sorted({channel for channel, *_ in finals_per_channel(plain)}) == [0, 1], finals_per_channel(plain)
+    assert finals_per_channel(failed) == finals_per_channel(plain)
+    ends = [(channel, end) for channel, _, _, end in finals_per_channel(failed)]
+    assert len(ends) == len(set(ends)), ends
+
+
 @pytest.mark.ws
 async def test_a_simulator_restart_is_survived_within_the_attempt_budget(
     gw: RunningGateway, simulator: DataflowSimulator

@@ -13,12 +13,16 @@ from typing import Any
 import pytest
 from pydantic import SecretStr
 
+from gateway.adapters.call_results import WebhookResults
 from gateway.auth import key_digest
+from gateway.errors import BadRequest
+from gateway.relay.items import Closed, Notice
 from gateway.service import Gateway
 from gateway.settings import SettingsError
 from gateway.simulator.faults import Fault
 from gateway.simulator.server import DataflowSimulator, SimulatorConfig
-from gateway.webhooks.targets import WebhookTargets
+from gateway.webhooks.signing import WebhookSigner
+from gateway.webhooks.targets import WebhookTarget, WebhookTargets
 from tests.support import telephony
 from tests.support.harness import GatewayFactory, gateway_factory_for, read_all, ws_connect
 from tests.support.settings import SECRETS, SIM_TENANT, SIM_TOKEN, offline_settings
@@ -202,3 +206,31 @@ async def test_a_drain_is_told_in_the_summary_of_a_call_it_ends(gateway_factory:
     assert summary["ended"]["reason"] == "going_away", summary
     if drained == "live":
         assert summary["transcript"] == [{"channel": 0, "text": "7"}], summary
+
+
+def test_a_summary_lists_at_most_8_notices_and_counts_the_rest() -> None:
+    """README: "At most 8 are listed; `noticesDropped` counts the rest" (10 notices: 8 listed, 2 counted)."""
+
+    class Call:
+        name = "twilio"
+
+        def call_identity(self) -> dict[str, str]:
+            return {}
+
+    class Deliveries:
+        def __init__(self) -> None:
+            self.bodies: list[dict[str, Any]] = []
+
+        def submit(self, _target: object, body: dict[str, Any]) -> str:
+            self.bodies.append(body)
+            return str(len(self.bodies))
+
+    deliveries_ = Deliveries()
+    target = WebhookTarget("http://127.0.0.1:9/hook", WebhookSigner(b"k" * 32))
+    results = WebhookResults(Call(), deliveries_, target, 1024)  # type: ignore[arg-type]
+    for n in range(10):
+        results.observe(Notice(BadRequest(f"notice {n}")))
+    results.observe(Closed("finalized", 1000, 20.0, None))
+    [summary] = [body for body in deliveries_.bodies if body["type"] == "summary"]
+    assert [notice["message"] for notice in summary["notices"]] == [f"notice {n}" for n in range(8)]
+    assert summary["noticesDropped"] == 2
