@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import json
 
-import httpx
 import pytest
 
 import gateway.auth
 from tests.support.harness import GatewayFactory, RunningGateway, Transcript, read_all, ws_connect
 from tests.support.native_client import start_message
 from tests.support.settings import SECRETS, browser_auth
+from tests.support.tokens import mint_browser_token
 
 pytestmark = pytest.mark.ws
 
@@ -25,12 +25,7 @@ CAP = 3
 
 
 async def mint_single_use(gw: RunningGateway) -> str:
-    async with httpx.AsyncClient(base_url=gw.http_url) as http:
-        response = await http.post("/v1/tokens", json={"origin": APP, "singleUse": True}, headers={"X-API-Key": KEY})
-    assert response.status_code == 200, response.text
-    token: str = response.json()["token"]
-    SECRETS.add(token)
-    return token
+    return await mint_browser_token(gw, KEY, APP)
 
 
 async def one_session(gw: RunningGateway, token: str) -> Transcript:

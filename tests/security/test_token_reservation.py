@@ -24,6 +24,7 @@ from tests.support import signals
 from tests.support.harness import RunningGateway, Transcript, next_message, read_all, running_gateway, ws_connect
 from tests.support.native_client import start_message
 from tests.support.settings import SECRETS, SIM_TENANT, SIM_TOKEN, browser_auth, offline_settings, settings_for
+from tests.support.tokens import mint_browser_token
 
 KEY = "dfg_reserve_5e0c7a1b9d3f42e6a8c0b1d2e3f4a5b6"
 SIGNING_KEY = "reservation-signing-key-0123456789abcdef"
@@ -39,12 +40,7 @@ async def sim_and_gw(simulator: DataflowSimulator) -> AsyncIterator[tuple[Datafl
 
 
 async def single_use_token(gw: RunningGateway) -> str:
-    async with httpx.AsyncClient(base_url=gw.http_url) as http:
-        response = await http.post("/v1/tokens", json={"origin": APP, "singleUse": True}, headers={"X-API-Key": KEY})
-    assert response.status_code == 200, response.text
-    token: str = response.json()["token"]
-    SECRETS.add(token)
-    return token
+    return await mint_browser_token(gw, KEY, APP)
 
 
 async def session_with(gw: RunningGateway, token: str, **start: Any) -> Transcript:
