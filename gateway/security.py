@@ -25,7 +25,7 @@ from gateway.errors import ErrorCode, Forbidden, GatewayError, InvalidHost, Rate
 from gateway.errors.http import error_response
 from gateway.relay.audio_budgets import AudioBudgets, KeyBudget
 from gateway.relay.limits import SessionLimits
-from gateway.relay.registry import Lease, SessionRegistry
+from gateway.relay.registry import Drainable, Lease, SessionRegistry
 from gateway.settings import Settings
 from gateway.signatures.audiohook import AudioHookSignatures
 from gateway.signatures.single_use import TokenHold
@@ -270,9 +270,9 @@ class AccessGate:
         limit = principal.max_sessions if principal is not None else None
         return self.registry.reserve(dialect, key=key_of(principal), key_limit=limit, count_denial=count_denial)
 
-    def defer(self, dialect: str, scope: Scope) -> Lease:
+    def defer(self, dialect: str, scope: Scope, drainable: Drainable) -> Lease:
         """A place without a slot for a connection accepted while full (:meth:`SessionRegistry.defer`)."""
-        return self.registry.defer(dialect, address=client_address(scope))
+        return self.registry.defer(dialect, drainable, address=client_address(scope))
 
     def session_limits(self, principal: Principal | None, *, live: bool) -> SessionLimits:
         s = self.settings

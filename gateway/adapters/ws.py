@@ -77,9 +77,10 @@ class Connection:
                 if at_once:
                     await self._refuse(exc)
                 else:  # refused at its start if still full; till then a place without a slot keeps it drainable
-                    with contextlib.suppress(GatewayError):
-                        self.lease = self.service.gate.defer(self.dialect.name, self.ws.scope)
-                        self.lease.drainable = self
+                    try:
+                        self.lease = self.service.gate.defer(self.dialect.name, self.ws.scope, self)
+                    except GatewayError as past_cap:  # no place a drain could reach: refused now, not at its start
+                        await self._refuse(past_cap)
             if not self.ended:  # (after a refusal: while its client closes the socket)
                 watchdog = asyncio.create_task(self._watch(), name=f"ws-{self.dialect.name}-watchdog")
                 await self._read()

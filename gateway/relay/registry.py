@@ -143,16 +143,18 @@ class SessionRegistry:
         self._admit(None, None, count_denial)
         return self._waiting_place(dialect, address, count_denial)
 
-    def defer(self, dialect: str, *, address: str = "unknown") -> Lease:
+    def defer(self, dialect: str, drainable: Drainable, *, address: str = "unknown") -> Lease:
         """A waiting place for a connection accepted while the replica is full, whose dialect refuses it at
         its start (``Dialect.refuse_full_at_once`` false: /project-runner): it holds no slot, and a drain
-        reaches it (without one uvicorn's shutdown closed it 1012). At most ``max_sessions`` at once; apart
-        from the browsers' places (it has its credential; a platform's calls share one address)."""
+        reaches it (without one uvicorn's shutdown closed it 1012). At most ``max_sessions`` at once (the driver
+        refuses one past them at once); apart from the browsers' places (it has its credential; a platform's
+        calls share one address)."""
         if self.draining:
             raise shutting_down()
         if len(self.deferred) >= self.max_sessions:
             raise CapacityExceeded(f"{self.max_sessions} connections already wait for a free slot; retry later")
         lease = Lease(self, dialect, None, waiting=True, address=address)
+        lease.drainable = drainable
         self.deferred.add(lease)
         return lease
 

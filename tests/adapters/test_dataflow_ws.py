@@ -356,6 +356,34 @@ async def test_a_connection_accepted_while_full_is_drained_and_still_refused_at_
 
 
 @pytest.mark.ws
+async def test_a_connection_past_the_places_for_connections_accepted_while_full_is_refused_at_once(
+    simulator: DataflowSimulator,
+) -> None:
+    """Past ``GATEWAY_MAX_SESSIONS`` places for connections accepted while full, one held no place at all:
+    no drain reached it (uvicorn's shutdown closed it 1012) until its start came to be refused."""
+    async with running_gateway(settings_for(simulator, max_sessions=1)) as gw:
+        async with ws_connect(gw.ws_url("/project-runner")) as first:
+            await first.send(current_start())
+            await next_json(first)
+            async with ws_connect(gw.ws_url("/project-runner/demo")) as waiting:
+                async with ws_connect(gw.ws_url("/project-runner/demo")) as past:
+                    refused = await read_all(past, timeout=2)  # without sending anything
+                assert refused.messages == [
+                    {"MessageName": "StartResponse", "ErrorCode": "capacity_exceeded",
+                     "OperationResult": "1 connections already wait for a free slot; retry later"}
+                ]  # fmt: skip
+                assert refused.close_code == 1013
+                assert len(gw.gateway.registry.deferred) == 1
+                await gw.gateway.drain(0.3)
+                gone = await read_all(waiting, timeout=5)
+            assert (gone.close_code, gone.messages[-1]["ErrorCode"]) == (1001, "going_away")
+        assert gw.gateway.registry.drainables() == []
+        async with ws_connect(gw.ws_url("/project-runner/demo")) as late:  # while draining: told at once too
+            told = await read_all(late, timeout=2)
+        assert (told.close_code, told.messages[-1]["ErrorCode"]) == (1001, "going_away")
+
+
+@pytest.mark.ws
 async def test_update_event_unknown_and_stop(gw: RunningGateway, simulator: DataflowSimulator) -> None:
     async with ws_connect(gw.ws_url("/project-runner")) as ws:
         await ws.send(current_start())
