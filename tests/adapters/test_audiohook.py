@@ -220,6 +220,23 @@ def test_a_transcript_not_at_offset_0_lasts_from_its_start_to_its_end() -> None:
     assert (entity["data"]["offset"], entity["data"]["duration"]) == ("PT1.25S", "PT0.75S")
 
 
+def test_an_utterance_id_is_one_per_channel_and_group() -> None:
+    """Data Flow numbers groups per channel: the caller's and the agent's first utterance share group 1, and
+    one id for both would have Genesys replace one speaker's words with the other's."""
+
+    def utterance(name: str, channel: int, group: str) -> str:
+        event = {"Name": name, "Channel": channel, "GroupId": group, "StartMsec": 0, "Data": {"Text": "12"}}
+        entity = transcript_entity(parse_event(event), timeline=Timeline(), channels=2, language=None, session_id="s")
+        assert entity is not None
+        return str(entity["data"]["id"])
+
+    assert utterance("SR Partial", 0, "1") == utterance("SR Milestone", 0, "1")  # replaced in place
+    assert (
+        len({utterance("SR Milestone", 0, "1"), utterance("SR Milestone", 1, "1"), utterance("SR Milestone", 0, "2")})
+        == 3
+    )
+
+
 def test_choose_media_takes_the_first_usable_offer() -> None:
     offers = [
         {"type": "audio", "format": "PCMU", "channels": ["external", "external"], "rate": 8000},

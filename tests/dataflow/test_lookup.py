@@ -8,7 +8,7 @@ import pytest
 
 from gateway.dataflow import lenient
 from gateway.dataflow.lenient import MAX_JSON_DEPTH, get, loads_object
-from gateway.dataflow.messages import parse_event
+from gateway.dataflow.messages import parse_event, parse_response
 from gateway.errors import InvalidMessage
 
 
@@ -24,6 +24,20 @@ def test_exact_key_found_first_and_variants_still_match() -> None:
 def test_legacy_event_spelling_parses_as_before() -> None:
     event = parse_event({"event": {"name": "sr partial", "channel": "1", "start-msec": "10", "data": {"text": "hi"}}})
     assert (event.name, event.channel, event.start_ms, event.text) == ("SR Partial", 1, 10, "hi")
+
+
+def test_spellings_dataflow_md_lists_are_read() -> None:
+    """Variants older servers write (dataflow.md): each would otherwise lose a field a client reads."""
+    legacy = {
+        "event": {"name": "SR Result", "start-ms": "20", "end-ms": "480", "data": {"text_attributes": "Recognized"}}
+    }
+    event = parse_event(legacy)
+    assert (event.start_ms, event.end_ms, event.final) == (20, 480, True)  # a final though not an SR Milestone
+    assert not parse_event({"event": {"name": "SR Result", "data": {"text_attributes": "partial"}}}).final
+    answered = parse_response({"message-name": "start-response", "operation-result": " Success\r\n"})
+    assert (answered.name, answered.ok, answered.error) == ("StartResponse", True, None)
+    refused = parse_response({"MessageName": "StartResponse", "OperationResult": "Successful? no"})
+    assert (refused.ok, refused.error) == (False, "Successful? no")
 
 
 @pytest.mark.parametrize("as_bytes", [False, True])

@@ -169,14 +169,14 @@ def g711_decode(data: bytes, law: str) -> npt.NDArray[np.int16]:
     raise ValueError(f"unknown G.711 law {law!r}")
 
 
-_WAV_FORMATS = {"pcm16": (1, 16), "alaw": (6, 8), "mulaw": (7, 8)}
+_WAV_FORMATS = {"pcm16": (1, 16), "u8": (1, 8), "alaw": (6, 8), "mulaw": (7, 8)}
 
 
 def wav_bytes(samples: npt.ArrayLike, rate: int, encoding: str = "pcm16") -> bytes:
     """A RIFF/WAVE file. ``samples`` is mono 1-D or (frames, channels) float in [-1, 1].
 
-    pcm16 -> format 1 (16-byte fmt chunk); mulaw -> format 7, alaw -> format 6 (18-byte fmt chunk
-    with cbSize 0 plus a ``fact`` chunk, as the WAVE spec asks for non-PCM formats).
+    pcm16, u8 (unsigned, 128 is silence) -> format 1 (16-byte fmt chunk); mulaw -> format 7, alaw -> format 6
+    (18-byte fmt chunk with cbSize 0 plus a ``fact`` chunk, as the WAVE spec asks for non-PCM formats).
     """
     if encoding not in _WAV_FORMATS:
         raise ValueError(f"unknown WAV encoding {encoding!r}")
@@ -184,7 +184,10 @@ def wav_bytes(samples: npt.ArrayLike, rate: int, encoding: str = "pcm16") -> byt
     a = a.reshape(-1, 1) if a.ndim == 1 else a
     frames, channels = a.shape
     fmt_tag, bits = _WAV_FORMATS[encoding]
-    data = to_pcm16(a) if encoding == "pcm16" else g711_encode(a, encoding)
+    if encoding == "u8":
+        data = (np.clip(np.round(a * 127.0), -127, 127) + 128).astype(np.uint8).tobytes()
+    else:
+        data = to_pcm16(a) if encoding == "pcm16" else g711_encode(a, encoding)
     block_align = channels * bits // 8
     fmt = struct.pack("<HHIIHH", fmt_tag, channels, rate, rate * block_align, block_align, bits)
     chunks = [b"fmt ", struct.pack("<I", len(fmt) + (fmt_tag != 1) * 2), fmt]

@@ -96,6 +96,19 @@ async def test_no_attempt_starts_after_the_retry_window_even_waiting_for_a_place
     assert took < 1.0 + 0.4 + 0.5, took  # the last attempt started in the window and timed out
 
 
+async def test_a_webhook_that_never_got_a_place_is_dropped_after_0_attempts(caplog: pytest.LogCaptureFixture) -> None:
+    """Its drop line says no attempt was made (it never reached the receiver), not one that failed."""
+    policy = RetryPolicy(attempts=3, window_s=0.3, timeout_s=1.0, backoff_s=0.05)
+    async with raw_receiver(hang) as receiver, deliverer(policy, concurrency=1) as webhooks:
+        with caplog.at_level(logging.WARNING, logger="gateway.webhooks.delivery"):
+            webhooks.submit(target(receiver.url), {"type": "event", "i": 0})  # holds the only place for 1 s
+            late = webhooks.submit(target(receiver.url), {"type": "event", "i": 1})
+            await settled(webhooks, within=5)
+    assert len(receiver.started) == 1 and counted(webhooks, "dropped") == 2
+    drops = [r.getMessage() for r in caplog.records if "dropped after" in r.getMessage()]
+    assert drops[0] == f"webhook {late} dropped after 0 attempts: no delivery place free within the retry window"
+
+
 async def test_pending_webhooks_are_capped_by_count_and_bytes_and_the_excess_dropped_once_logged(
     caplog: pytest.LogCaptureFixture,
 ) -> None:

@@ -36,7 +36,7 @@ def in_every_channel(samples: np.typing.NDArray[np.float32], channels: int) -> n
 
 
 @pytest.mark.parametrize(
-    ("channels", "encoding"), [(9, "pcm16"), (11, "pcm16"), (32, "pcm16"), (9, "mulaw"), (13, "alaw")]
+    ("channels", "encoding"), [(9, "pcm16"), (11, "pcm16"), (32, "pcm16"), (9, "mulaw"), (13, "alaw"), (9, "u8")]
 )
 async def test_channel_counts_ffmpeg_has_no_layout_for_are_recognised(
     gw: RunningGateway, channels: int, encoding: str
