@@ -31,6 +31,9 @@ class SimulatorConfig:
     # calls): a third ping closer than this to the last, with no data in between, or any ping on a
     # connection without calls, gets GOAWAY too_many_pings. None: pings are welcome, as before.
     min_ping_interval_ms: int | None = None
+    # The usual gRPC bidirectional server: after FinalResult it ends the RPC only once the client's requests
+    # end (its half-close). False: it ends the RPC right after FinalResult.
+    ends_on_half_close: bool = False
 
     def server_options(self) -> list[tuple[str, int]]:
         """The gRPC server options for the connection limits set."""
@@ -64,6 +67,7 @@ class SessionRecord:
     request_offsets: list[int] = field(default_factory=list)  # audio bytes received before each request
     client_events: list[dict[str, Any]] = field(default_factory=list)
     ended_at: float | None = None
+    half_closed: bool = False  # the client ended its requests (grpc.aio done_writing), not cancelled
     outcome: str = "open"  # finalized, stopped, cancelled, rejected, aborted, stalled, dropped, error
 
     def end(self, outcome: str) -> None:

@@ -75,7 +75,10 @@ class SimulatedSession:
             else:
                 await self._serve(stream)
         except _Finished:
-            return
+            if self.sim.config.ends_on_half_close:
+                async for _ in stream:  # what else comes is not read: the RPC ends with the requests
+                    pass
+                self.record.half_closed = True
 
     async def _start(self, data: bytes) -> Fault | None:
         """Validate Start and answer it; returns the session's fault (or a no-op), None if rejected."""
@@ -136,7 +139,8 @@ class SimulatedSession:
     async def _serve(self, stream: AsyncIterator[bytes]) -> None:
         async for data in stream:
             await self._on_message(data)
-        # The request stream ended before Finalize/Stop: the client cancelled or abandoned it.
+        # The request stream ended before Finalize/Stop: the client half-closed it without ending the session.
+        self.record.half_closed = True
         self.record.end("cancelled")
 
     async def _misbehave(self, fault: Fault) -> None:

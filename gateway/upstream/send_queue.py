@@ -74,6 +74,7 @@ class SendQueue:
         self._hold_over = asyncio.Event()
         self.has_space = asyncio.Event()
         self.has_space.set()
+        self.closed = False  # Finalize or Stop is queued: nothing follows it
 
     def put_audio(self, data: bytes) -> None:
         """Whole-sample audio, merged into the last queued message while it has room."""
@@ -114,9 +115,12 @@ class SendQueue:
                 found.append((payload, after))
         return found[::-1]
 
-    async def next(self) -> Outgoing:
-        """The next message to write, once it is due (audio may be held to merge more into it)."""
+    async def next(self) -> Outgoing | None:
+        """The next message to write, once it is due (audio may be held to merge more into it); None once
+        the queue is :attr:`closed` and all of it was written."""
         while not self._items:
+            if self.closed:
+                return None
             self._has_work.clear()
             await self._has_work.wait()
         await self._hold()

@@ -130,8 +130,8 @@ class DataflowStream:
             item = await self._read_item()
             if item is None:
                 raise UpstreamUnavailable("Data Flow closed the stream before answering Start")
-            if isinstance(item, DataflowResponse) and item.name == "StartResponse":
-                return item
+            if isinstance(item, DataflowResponse) and item.name in ("StartResponse", ""):  # unnamed: Start's answer
+                return dataclasses.replace(item, name="StartResponse")
             self._early.add(item, self._read_bytes)
 
     # --- sending -------------------------------------------------------------------------------------
@@ -182,11 +182,11 @@ class DataflowStream:
 
     async def finalize(self) -> None:
         self._enqueue(ContentType.REQUEST, build_request("Finalize"))
-        self._input_closed = True
+        self._input_closed = self._queue.closed = True
 
     async def stop(self) -> None:
         self._enqueue(ContentType.REQUEST, build_request("Stop"))
-        self._input_closed = True
+        self._input_closed = self._queue.closed = True
 
     def _enqueue(self, kind: ContentType, message: dict[str, Any], *, limited: bool = False) -> None:
         text = to_json(message, limit=self._max_control_bytes if limited else None)
@@ -206,8 +206,8 @@ class DataflowStream:
     async def _write_loop(self) -> None:
         assert self._call is not None
         try:
-            while True:
-                kind, payload = await self._queue.next()
+            while (outgoing := await self._queue.next()) is not None:
+                kind, payload = outgoing
                 if isinstance(payload, bytes):
                     await self._call.write(self._contract.encode_request(kind, binary=payload))
                     self._queue.written(len(payload))
@@ -215,6 +215,7 @@ class DataflowStream:
                 else:
                     await self._call.write(self._contract.encode_request(kind, text=payload))
                     self._queue.written_text(payload)
+            await self._call.done_writing()  # after Finalize/Stop: a server may end the RPC only on this
         except grpc.aio.AioRpcError as exc:
             self._fail(self._from_status(exc.code(), exc.details()))
         except asyncio.InvalidStateError:

@@ -1,0 +1,109 @@
+"""How an upstream stream ends and starts when Data Flow behaves like an ordinary gRPC server rather than
+like our simulator (``dataflow.md`` guesses both):
+
+- the usual bidirectional server ends its RPC once the client's requests end (its half-close), not at
+  FinalResult: the gateway never half-closed, so every finalized call, ``/project-runner`` session and
+  upload waited ``GATEWAY_FINALIZE_TIMEOUT_S`` (31 s at the default) after its last result, holding its
+  slot and its stream;
+- a StartResponse whose name key is not ``MessageName`` (or that has none) answers the only request
+  outstanding: it was not taken for one, and every start timed out as ``upstream_timeout``.
+
+Over real sockets: the simulator with ``ends_on_half_close``, or a scripted Data Flow
+(tests/support/hostile_upstream.py), behind the real gateway."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import httpx
+import pytest
+
+from gateway.simulator.records import SimulatorConfig
+from gateway.simulator.server import DataflowSimulator
+from gateway.upstream.contract import ContentType
+from tests.support import signals
+from tests.support.harness import GatewayFactory, read_all, ws_connect
+from tests.support.hostile_upstream import HostileUpstream, Peer, native_session
+from tests.support.native_client import start_message
+from tests.support.settings import SIM_TENANT, SIM_TOKEN
+from tests.support.upload_client import URL
+
+FINALIZE_TIMEOUT_S = 8.0
+
+
+@pytest.fixture
+def sim_config() -> SimulatorConfig:
+    return SimulatorConfig(token=SIM_TOKEN, tenant=SIM_TENANT, ends_on_half_close=True)
+
+
+@pytest.mark.ws
+async def test_a_finalized_session_ends_at_once_with_a_server_that_waits_for_the_half_close(
+    gateway_factory: GatewayFactory, simulator: DataflowSimulator
+) -> None:
+    async with gateway_factory(finalize_timeout_s=FINALIZE_TIMEOUT_S) as gw, ws_connect(gw.ws_url()) as ws:
+        await ws.send(start_message())
+        assert json.loads(await ws.recv())["type"] == "started"
+        await ws.send(signals.to_pcm16(signals.utterances(["42"], 16000)))
+        finalized = time.monotonic()
+        await ws.send(json.dumps({"type": "finalize"}))
+        transcript = await read_all(ws, timeout=2 * FINALIZE_TIMEOUT_S)
+        took = time.monotonic() - finalized
+    assert transcript.milestones() == ["42"]
+    closed = transcript.messages[-1]
+    assert (closed["type"], closed["reason"], transcript.close_code) == ("closed", "finalized", 1000), closed
+    assert took < 2.0, f"{took:.1f} s: the session waited for the finalize timeout ({FINALIZE_TIMEOUT_S:g} s)"
+    [record] = simulator.records
+    assert record.half_closed and record.outcome == "finalized"
+
+
+async def test_an_upload_is_answered_at_once_with_a_server_that_waits_for_the_half_close(
+    gateway_factory: GatewayFactory, simulator: DataflowSimulator
+) -> None:
+    wav = signals.wav_bytes(signals.utterances(["7", "8"], 8000), 8000)
+    async with (
+        gateway_factory(finalize_timeout_s=FINALIZE_TIMEOUT_S) as gw,
+        httpx.AsyncClient(base_url=gw.http_url, timeout=3 * FINALIZE_TIMEOUT_S) as http,
+    ):
+        began = time.monotonic()
+        response = await http.post(URL, content=wav)
+        took = time.monotonic() - began
+    assert response.status_code == 200, response.text
+    assert response.json()["transcript"] == {"0": "7 8"}
+    assert took < 3.0, f"{took:.1f} s: the upload waited for the finalize timeout ({FINALIZE_TIMEOUT_S:g} s)"
+    assert [r.half_closed for r in simulator.records] == [True]
+
+
+def answering_start_with(response: dict[str, object]) -> HostileUpstream:
+    async def behaviour(peer: Peer) -> None:
+        await peer.read_start()
+        await peer.send_json(ContentType.RESPONSE, response)
+        await peer.read_until_finalize()
+        await peer.send_event("SR Milestone", Text="hello")
+        await peer.send_event("FinalResult")
+
+    return HostileUpstream(behaviour)
+
+
+@pytest.mark.ws
+@pytest.mark.parametrize(
+    "answer",
+    [{"Name": "StartResponse", "OperationResult": "Success", "SessionId": "vendor-7"},
+     {"OperationResult": "Success", "SessionId": "vendor-7"}],
+    ids=["name-key", "no-name"],
+)  # fmt: skip
+async def test_a_start_response_named_otherwise_or_not_at_all_answers_the_start(answer: dict[str, object]) -> None:
+    async with answering_start_with(answer) as upstream:
+        first, transcript, took = await native_session(upstream, upstream_start_timeout_s=5)
+    assert first["type"] == "started", first
+    assert transcript.milestones() == ["hello"]
+    assert transcript.close_code == 1000 and took < 3
+
+
+@pytest.mark.ws
+async def test_an_unnamed_refusal_of_the_start_is_the_start_refused_in_its_own_words() -> None:
+    answer = {"OperationResult": "project 'demo' not found"}
+    async with answering_start_with(answer) as upstream:
+        first, _, took = await native_session(upstream, upstream_start_timeout_s=5)
+    assert (first["type"], first["code"]) == ("error", "upstream_rejected"), first
+    assert "project 'demo' not found" in first["message"] and took < 3
