@@ -24,11 +24,11 @@ from __future__ import annotations
 import json
 import logging
 import resource
-import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from gateway.errors import CapacityExceeded
+from gateway.logs.bursts import BurstLog
 
 if TYPE_CHECKING:
     from gateway.service import Gateway
@@ -117,23 +117,30 @@ def retry_after_s() -> int:
 
 
 class RefusalLog:
-    """When one cap's refusals were last logged, and how many since: one per app (so per server), not per
-    process, so a second gateway in the same process (tests, an app built twice) logs its own first refusal."""
+    """One cap's refusals, logged a burst at a time: the first at once, the rest of each minute in one line
+    when it ends (before, they waited for a refusal after the minute: a storm's tail was never logged, or
+    lumped with the next storm's). One per app (so per server), not per process, so a second gateway in the
+    same process (tests, an app built twice) logs its own first refusal."""
 
-    def __init__(self) -> None:
-        self.logged_at = -_LOG_EVERY_S
-        self.since_logged = 0
+    def __init__(self, window_s: float = _LOG_EVERY_S) -> None:
+        self.window_s = window_s
+        self._bursts: BurstLog | None = None
 
     def refused(self, cap: int) -> None:
-        self.since_logged += 1
-        now = time.monotonic()
-        if now - self.logged_at >= _LOG_EVERY_S:
-            log.warning(
-                "%d connection(s) refused: the cap of %d open connections is reached (GATEWAY_MAX_CONNECTIONS)",
-                self.since_logged,
-                cap,
+        if self._bursts is None:
+            more = (
+                "%(count)d more connection(s) refused in the last %(seconds).0f s: "
+                f"the cap of {cap} open connections is reached (GATEWAY_MAX_CONNECTIONS)"
             )
-            self.logged_at, self.since_logged = now, 0
+            self._bursts = BurstLog(log, more, self.window_s)
+        self._bursts.warn(
+            "1 connection(s) refused: the cap of %d open connections is reached (GATEWAY_MAX_CONNECTIONS)", cap
+        )
+
+    def close(self) -> None:
+        """Tells what the open window counted (at shutdown)."""
+        if self._bursts is not None:
+            self._bursts.close()
 
 
 def _stateful(app: Any) -> Any:

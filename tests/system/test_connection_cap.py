@@ -148,3 +148,27 @@ async def test_each_gateway_in_a_process_logs_its_own_first_refusal(
     assert (
         lines == ["1 connection(s) refused: the cap of 1 open connections is reached (GATEWAY_MAX_CONNECTIONS)"] * 2
     ), lines
+
+
+async def test_a_storms_refusals_are_all_logged_when_its_window_ends(
+    gateway_factory: GatewayFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The refusals after a window's first were logged only when a refusal came after the window: a storm's
+    tail was never logged (40 refused, one line saying 1), or lumped with the next storm minutes later."""
+    caplog.set_level(logging.WARNING, logger=cap.__name__)
+    async with gateway_factory(max_connections=1) as gw:
+        cap.refusal_log(gw.server.config.loaded_app).window_s = 1.0  # a minute in production
+        idle = IdleConnections(gw.port)
+        try:
+            await idle.add(1)
+            await wait_for(lambda: connections(gw) == 1, LOADED_S)
+            for _ in range(4):
+                assert (await ask(gw.port, READYZ)).status == 503
+            await wait_for(lambda: len([r for r in caplog.records if r.name == cap.__name__]) == 2, 3.0)
+        finally:
+            idle.close()
+    assert [r.getMessage() for r in caplog.records if r.name == cap.__name__] == [
+        "1 connection(s) refused: the cap of 1 open connections is reached (GATEWAY_MAX_CONNECTIONS)",
+        "3 more connection(s) refused in the last 1 s: the cap of 1 open connections is reached"
+        " (GATEWAY_MAX_CONNECTIONS)",
+    ]
