@@ -2,10 +2,10 @@
 
 Fields: method (``WS`` for a WebSocket), path with credentials masked (``/t/<secret>/`` and
 credential query parameters), status (101 for an accepted WebSocket), duration_ms, client, and the
-session id when the request started one (plus the close code of a WebSocket that was accepted: one
-refused at its handshake has none). The path is masked before the line is made, from the request as
-the client sent it. A WebSocket handshake refused below the application gets its line too
-(:func:`refused_handshake_line`).
+session id when the request started one (plus the close code of a WebSocket that was accepted, 1006 when
+it was lost with no close seen: one refused at its handshake has none). The path is masked before the
+line is made, from the request as the client sent it. A WebSocket handshake refused below the
+application gets its line too (:func:`refused_handshake_line`).
 """
 
 from __future__ import annotations
@@ -71,8 +71,8 @@ class AccessLog:
         more: dict[str, Any] = {}
         if note.session_id is not None:
             more["session_id"] = note.session_id
-        if websocket and seen["status"] == 101 and seen["close_code"] is not None:  # a socket was opened
-            more["close_code"] = seen["close_code"]
+        if websocket and seen["status"] == 101:  # a socket was opened; 1006: it was lost, no close seen (a reset
+            more["close_code"] = seen["close_code"] or 1006  # met by a send, before any read saw the disconnect)
         write_line(
             "WS" if websocket else str(scope.get("method", "")),
             path,
