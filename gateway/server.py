@@ -194,10 +194,11 @@ def _upstream_preflight(settings: Settings) -> None:
     # variable nor the path), with the embedded simulator already started.
     try:
         WireContract(settings.upstream_proto_module, settings.upstream_method_path)
-    except (ImportError, AttributeError, KeyError, ValueError) as exc:
+    except Exception as exc:  # whatever importing or reading it raises (a newer protoc's VersionError, say)
+        why = " ".join(f"{type(exc).__name__}: {exc}".split())  # one line, however many the error has
         raise SettingsError(
-            f"GATEWAY_UPSTREAM_PROTO_MODULE: {settings.upstream_proto_module} is not a generated protobuf module"
-            f" of Data Flow's Stream RPC ({type(exc).__name__}: {str(exc)[:200]})"
+            f"GATEWAY_UPSTREAM_PROTO_MODULE: {settings.upstream_proto_module} is not a usable generated protobuf"
+            f" module of Data Flow's Stream RPC ({why[:400]})"
         ) from None
     if (ca := settings.upstream_ca_file) is not None:
         try:

@@ -69,7 +69,14 @@ class Gateway:
         tokens: TokenProvider
         if settings.simulator_mode:
             token = secrets.token_urlsafe(24)
-            simulator = DataflowSimulator(SimulatorConfig(token=token, tenant=settings.upstream_tenant))
+            simulator = DataflowSimulator(
+                SimulatorConfig(
+                    token=token,
+                    tenant=settings.upstream_tenant,
+                    proto_module=settings.upstream_proto_module,
+                    method_path=settings.upstream_method_path,
+                )
+            )
             await simulator.start("127.0.0.1", settings.simulator_port)
             log.warning(
                 "SIMULATOR MODE: no GATEWAY_UPSTREAM_TARGET configured; serving the embedded Data Flow "

@@ -16,11 +16,16 @@ log = logging.getLogger(__name__)
 
 def item_from_message(contract: WireContract, data: bytes, redacted: Callable[[str], str]) -> UpstreamItem | None:
     """The item in one response message; None for one the session skips (text that is no JSON object, a
-    content type the gateway does not relay). ``redacted`` takes the gateway's own secrets out of the text
-    before anything parses or quotes it, and out of every string the text decodes to."""
+    content type the gateway does not relay or know, audio without bytes). ``redacted`` takes the
+    gateway's own secrets out of the text before anything parses or quotes it, and out of every string
+    the text decodes to."""
     frame = contract.decode_response(data)
     if frame.content_type is ContentType.AUDIO:
-        return UpstreamAudio(frame.binary)
+        # An empty one (a heartbeat with nothing set: AUDIO is 0) would be a 0-byte frame to the client.
+        return UpstreamAudio(frame.binary) if frame.binary else None
+    if frame.content_type is None:  # a keep-alive, an UNSPECIFIED, a newer server's kind
+        contract.odd_messages.unknown(frame.number, len(data))  # one line per burst
+        return None
     try:
         text = redacted(frame.text)
         obj = loads_object(text, non_finite_as_null=True)
