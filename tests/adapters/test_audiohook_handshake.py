@@ -15,7 +15,7 @@ from websockets.exceptions import InvalidStatus
 
 from gateway.auth import ApiKeySpec, key_digest
 from gateway.errors import RateLimited, Unauthorized
-from gateway.signatures.audiohook import AudioHookSignatures, client_secret
+from gateway.signatures.audiohook import CLOCK_SKEW_S, AudioHookSignatures, client_secret
 from gateway.signatures.nonces import NonceMemory
 from tests.support.audiohook_client import AudioHookClient, connect, sign, upgrade_headers
 from tests.support.harness import RunningGateway
@@ -198,6 +198,19 @@ def test_nonces_are_forgotten_once_their_signature_expired() -> None:
     assert memory.add("a", until=100.0, now=50.0, mono=0.0) and not memory.add("a", until=100.0, now=60.0, mono=10.0)
     assert memory.add("a", until=200.0, now=101.0, mono=51.0)  # expired at 100: no longer needed to refuse a replay
     assert len(memory) == 1
+
+
+def test_a_nonce_is_kept_no_longer_than_the_maximum_age_however_late_its_signature_expires() -> None:
+    """A signature saying it expires in an hour still verifies only GATEWAY_AUDIOHOOK_SIGNATURE_MAX_AGE_S
+    (30 s) after its ``created``: its nonce is forgotten then, and the memory has room again (a mutant kept
+    it to the later ``expires``: long-lived signatures stayed in the memory for an hour, and once it was
+    full every signed upgrade got 429)."""
+    signatures = verifier(max_nonces=1)
+    check(signatures, signed(expires_in=3600))
+    assert signatures.nonces.full()
+    later = 30 + CLOCK_SKEW_S + 1
+    assert not signatures.nonces.full(now=time.time() + later, mono=time.monotonic() + later)
+    assert len(signatures.nonces) == 0
 
 
 def test_a_step_of_the_wall_clock_forgets_no_nonce_early() -> None:

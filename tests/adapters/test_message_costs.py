@@ -21,6 +21,7 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 
 from gateway.connections.pongs import PARSE_SLICE_BYTES, BoundedControlProtocol
+from gateway.connections.ws_refusals import RefusingProtocol
 from gateway.ws_protocol import FastReceiveProtocol
 from tests.support import telephony
 from tests.support.audiohook_client import opened_client
@@ -53,8 +54,16 @@ async def test_a_read_of_tiny_frames_is_parsed_a_slice_at_a_time(
 ) -> None:
     """30 000 one-byte frames in one write: uvicorn parsed a whole read (up to 256 KiB, ~37 000 such
     frames, 274 ms of the event loop) in one callback and queued all of it; now a slice (4 KiB, 585 such
-    frames) at a time, and the next only while fewer than MAX_QUEUED messages wait."""
+    frames) at a time, and (README) "the next slice only while fewer than 64 messages wait" (a mutant
+    allowing 4096 queued ~4 000 messages in one callback)."""
     per_call: list[int] = []
+    waiting: list[int] = []  # messages in the ASGI queue as each slice is parsed
+    parse_slice = RefusingProtocol.data_received
+
+    def counting_slice(self: RefusingProtocol, data: bytes) -> None:
+        waiting.append(self.queue.qsize())
+        parse_slice(self, data)
+
     protocol = FastReceiveProtocol if gw.gateway.settings.ws_fast_path else BoundedControlProtocol
     parse = protocol.send_receive_event_to_app
     parse_read = BoundedControlProtocol._parse
@@ -69,6 +78,7 @@ async def test_a_read_of_tiny_frames_is_parsed_a_slice_at_a_time(
 
     monkeypatch.setattr(protocol, "send_receive_event_to_app", counting_parse)
     monkeypatch.setattr(BoundedControlProtocol, "_parse", counting_read)
+    monkeypatch.setattr(RefusingProtocol, "data_received", counting_slice)
     async with ws_connect(gw.ws_url("/v1/vonage?project=demo")) as ws:
         await ws.send(telephony.vonage_connected(16000))
         frame = b"\x82\x81" + b"\x00\x00\x00\x00" + b"\x00"  # binary, masked with zeros, one byte
@@ -78,6 +88,7 @@ async def test_a_read_of_tiny_frames_is_parsed_a_slice_at_a_time(
     figure("tiny frames per parse", f"{len(per_call)} parses, at most {max(per_call)} messages each")
     assert sum(per_call) >= 30_000
     assert max(per_call) <= PARSE_SLICE_BYTES // len(frame) + 1  # one slice at a time: it was the whole read
+    assert len(waiting) >= 30_000 * len(frame) // PARSE_SLICE_BYTES and max(waiting) < 64, max(waiting)
 
 
 @pytest.mark.ws

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import json
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -24,6 +25,7 @@ from gateway.errors import (
     RateLimited,
     Unauthorized,
 )
+from gateway.relay import audio_budgets
 from gateway.relay.registry import SessionRegistry
 from gateway.security import AccessGate, CredentialScrubber, credential_of
 from tests.support.settings import offline_settings
@@ -303,6 +305,24 @@ def test_admit_session_refuses_a_spent_audio_budget() -> None:
     assert answer.status_code == 429
     assert 1 <= int(answer.headers["retry-after"]) <= 60
     gate.admit_session(alice(gate), "demo")  # another key's budget is its own
+
+
+def test_audio_charged_more_than_a_minute_ago_is_back_in_the_budget(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The budget is per sliding minute: charges older than 60 s no longer count, and the key's next
+    session is admitted (a mutant kept them six minutes). The budgets' clock is moved on, not waited for."""
+    now = [1000.0]
+    monkeypatch.setattr(audio_budgets, "time", SimpleNamespace(monotonic=lambda: now[0]))
+    gate = make_gate()
+    bob = gate.identify(scope(), {"x-api-key": BOB_KEY})
+    assert bob is not None
+    gate.budgets.spend("bob", 2.0)  # bob's whole 2 s a minute
+    now[0] += 30
+    with pytest.raises(LimitError):
+        gate.admit_session(bob, "any")
+    assert gate.budgets.retry_after_s("bob", 2.0) == 30  # when the charge leaves the window
+    now[0] += 31  # 61 s after the charge
+    assert gate.budgets.remaining("bob", 2.0) == pytest.approx(2.0)
+    gate.admit_session(bob, "any")
 
 
 def test_a_single_use_token_is_admitted_once() -> None:

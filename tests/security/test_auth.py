@@ -275,6 +275,21 @@ async def test_a_minted_token_says_when_it_expires_as_its_exp_does(gw: RunningGa
     assert schema["properties"]["expiresAt"]["type"] == "integer"
 
 
+@pytest.mark.ws
+@pytest.mark.parametrize("gw", [{"token_max_ttl_s": 120}], indirect=True)
+async def test_a_token_asked_for_longer_than_the_max_ttl_lives_the_max_and_works(gw: RunningGateway) -> None:
+    """``ttlSeconds`` past GATEWAY_TOKEN_MAX_TTL_S is cut to it: the token says it expires at most the max
+    from now, and its handshake is accepted (a mutant minted the hour asked for, a token the gateway's own
+    check then refused or a credential living longer than an operator allowed)."""
+    minted = await mint(gw, ttlSeconds=3600)
+    exp = jwt.decode(minted["token"], options={"verify_signature": False})["exp"]
+    assert minted["expiresAt"] == exp
+    assert 120 - 3 <= exp - time.time() <= 120 + 2
+    async with ws_connect(gw.ws_url(), subprotocols=minted["subprotocols"], origin=APP_ORIGIN) as ws:
+        await ws.send(start_message())
+        await next_message(ws, "started")
+
+
 # --- limits ----------------------------------------------------------------------------------------------
 
 

@@ -107,6 +107,21 @@ async def test_a_declared_body_over_the_cap_is_refused_before_a_byte_is_read(gw:
     assert 'reason="message_too_big",status="413"' in await refused_counts(gw)
 
 
+async def test_a_declared_body_one_byte_over_the_cap_is_refused_at_once(gw: RunningGateway) -> None:
+    """The declared length is held to the cap itself: one byte over is 413 before a byte is read, with no
+    100 Continue first (a mutant allowed up to twice the cap to be declared: the client was invited to
+    send the body, and the gateway waited for it)."""
+    headers = {"X-API-Key": KEY, "Content-Type": "application/json", "Content-Length": str(CAP + 1),
+               "Expect": "100-continue"}  # fmt: skip
+    request = await RawRequest.open(gw, "/v1/tokens", headers)
+    try:
+        answer = await request.answer()
+    finally:
+        request.close()
+    assert (answer.status, answer.code, answer.closed) == (413, "message_too_big", True)
+    assert answer.after_s < TIMEOUT_S / 2
+
+
 async def test_a_streamed_body_is_cut_off_at_the_cap(gw: RunningGateway) -> None:
     headers = {"X-API-Key": KEY, "Content-Type": "application/json", "Transfer-Encoding": "chunked"}
     request = await RawRequest.open(gw, "/v1/tokens", headers)

@@ -6,6 +6,8 @@ first is the kernel's choice, so over a socket it cannot be made to happen on pu
 
 from __future__ import annotations
 
+import asyncio
+import json
 import logging
 from typing import Any
 
@@ -13,6 +15,8 @@ import pytest
 from starlette.types import Message, Receive, Scope, Send
 
 from gateway.logs.access import AccessLog
+from tests.support.harness import RunningGateway, next_message, ws_connect
+from tests.support.native_client import start_message
 
 SCOPE: dict[str, Any] = {"type": "websocket", "path": "/v1/stream", "query_string": b"", "client": ("127.0.0.1", 5)}
 
@@ -50,3 +54,25 @@ async def test_an_accepted_websocket_has_a_close_code(
 ) -> None:
     line = await access_line(sent, caplog, disconnect)
     assert (line["status"], line.get("close_code")) == (status, code)
+
+
+@pytest.mark.ws
+async def test_a_client_closing_an_accepted_stream_has_its_code_in_the_access_line(
+    gw: RunningGateway, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Over a real socket: a client closes its session's /v1/stream with 4001 and the access line's
+    ``close_code`` is 4001, the client's own (a mutant dropped the code the client sent: the line said
+    1006, a connection lost, for a client that had closed it cleanly)."""
+    caplog.set_level(logging.INFO, logger="gateway.access")
+    async with ws_connect(gw.ws_url()) as ws:
+        await ws.send(start_message())
+        await next_message(ws, "started")
+        await ws.send(b"\0" * 3200)
+        await ws.close(4001, "bye")
+    async with asyncio.timeout(5):
+        while not (lines := [r.__dict__ for r in caplog.records if r.name == "gateway.access"]):
+            await asyncio.sleep(0.05)
+    [line] = [entry for entry in lines if entry.get("method") == "WS"]
+    assert (line["path"], line["status"], line["close_code"]) == ("/v1/stream", 101, 4001), json.dumps(
+        {k: line.get(k) for k in ("path", "status", "close_code")}
+    )

@@ -134,3 +134,29 @@ async def test_the_frame_pace_follows_its_setting(gw: RunningGateway) -> None:
            f"after {took:.2f} s (expected {expected:.2f} s)")  # fmt: skip
     assert pongs == pings
     assert expected * 0.9 < took < expected + 2.0, took  # ~0.0 s at the default pace
+
+
+@pytest.mark.ws
+@pytest.mark.parametrize("gw", [{"ws_frames_per_s": SLOWER_FRAMES_PER_S}], indirect=True)
+async def test_unsolicited_pongs_are_paced_like_pings(gw: RunningGateway) -> None:
+    """Pongs nobody asked for are frames no session pays for too: a ping behind a flood of them is answered
+    once they are paid for (a mutant did not count pongs: the ping was answered at once, and a client
+    could have the gateway parse pongs at line rate)."""
+    pongs = 3 * SLOWER_FRAMES_PER_S
+    expected = paced_s(pongs, len(frame(OP_PONG, b"u" * 16)), SLOWER_FRAMES_PER_S)
+    ws = await started(gw)
+    try:
+        began = time.monotonic()
+        await ws.send_raw(frame(OP_PONG, b"u" * 16) * pongs + frame(OP_PING, b"probe"))
+        async with asyncio.timeout(30):
+            while (received := await ws.recv()) is not None:
+                if received.opcode == OP_PONG:
+                    assert received.payload == b"probe"
+                    break
+        took = time.monotonic() - began
+    finally:
+        ws.abort()
+    assert received is not None, "the connection ended before the ping was answered"
+    figure("pong_pace", f"{pongs} unsolicited pongs at {SLOWER_FRAMES_PER_S}/s: the ping behind them answered "
+           f"after {took:.2f} s (expected {expected:.2f} s)")  # fmt: skip
+    assert expected * 0.9 < took < expected + 2.0, took  # was ~0.0 s

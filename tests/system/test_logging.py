@@ -26,7 +26,8 @@ from gateway.logs.filters import Redactor
 from gateway.logs.formats import MAX_TRACEBACK_CHARS, JsonFormatter, TextFormatter
 from gateway.logs.redact import MASK, MAX_FIELD_CHARS
 from gateway.simulator.server import DataflowSimulator, SimulatorConfig
-from tests.support import signals
+from tests.support import signals, telephony
+from tests.support.audiohook_client import sign, upgrade_headers
 from tests.support.cli_process import run_cli
 from tests.support.gateway_process import GatewayProcess, gateway_process, upstream_env
 from tests.support.harness import Transcript, next_message, read_all, running_gateway, ws_connect
@@ -233,6 +234,42 @@ async def test_no_credential_in_any_log_line_at_debug(
     encoded = {basic(key)["Authorization"][6:] for key in (KEY, BAD_KEY)}
     leaked = sorted(secret[:10] + "…" for secret in SECRETS | {SIM_TOKEN, token} | encoded if secret in raw)
     assert not leaked, f"secrets in the gateway's stderr at debug level: {leaked}"
+
+
+TWILIO_AUTH_TOKEN = "twilio-auth-token-logsweep-4c3b2a"
+AUDIOHOOK_SECRET = base64.b64encode(b"audiohook-secret-logsweep-0123456789").decode()
+SECRETS.update({TWILIO_AUTH_TOKEN, AUDIOHOOK_SECRET})
+
+
+@pytest.mark.ws
+@pytest.mark.parametrize("ws_implementation", ["websockets-sansio", "websockets"])
+async def test_no_upgrade_signature_in_any_log_line_at_debug(
+    tmp_path: Path, simulator: DataflowSimulator, ws_implementation: str
+) -> None:
+    """At debug the WebSocket library logs every handshake header: X-Twilio-Signature (no nonce: whoever
+    reads it replays the upgrade) and AudioHook's Signature must be masked like any credential (a mutant
+    that dropped "signature" from the secret-header names wrote both to stderr)."""
+    host = "gw.example.test"
+    env = upstream_env(simulator) | {
+        "GATEWAY_WS_IMPLEMENTATION": ws_implementation,
+        "GATEWAY_TWILIO_AUTH_TOKEN": TWILIO_AUTH_TOKEN,
+        "GATEWAY_AUDIOHOOK_CLIENT_SECRET": AUDIOHOOK_SECRET,
+        "GATEWAY_PUBLIC_HOSTS": json.dumps([host]),
+        "GATEWAY_LOG_LEVEL": "debug",
+        "GATEWAY_LOG_FORMAT": "json",
+    }
+    twilio = telephony.twilio_signature(TWILIO_AUTH_TOKEN, f"wss://{host}/v1/twilio")
+    audiohook = sign(upgrade_headers("dfg_audiohook-logsweep"), secret_b64=AUDIOHOOK_SECRET, authority=host)
+    async with gateway_process(tmp_path, env) as gw:
+        assert await touch(gw, "/v1/twilio", additional_headers={"X-Twilio-Signature": twilio}) == 101
+        assert await touch(gw, "/v1/audiohook", additional_headers=audiohook) == 101
+        entries = await stopped(gw)
+    assert sum(e["level"] == "debug" for e in entries) > 5  # debug really is on
+    raw = gw.log.read_text()
+    signature = audiohook["Signature"].removeprefix("sig1=:").removesuffix(":")
+    assert "x-twilio-signature" in raw.lower()  # the header's line is there, its value masked
+    leaked = [name for name, value in (("X-Twilio-Signature", twilio), ("Signature", signature)) if value in raw]
+    assert not leaked, f"upgrade signatures in the gateway's stderr at debug level: {leaked}"
 
 
 @pytest.mark.ws

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -18,6 +19,7 @@ from typing import Any
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from websockets.exceptions import ConnectionClosed
 
 from gateway.observability import JsonFormatter
 from gateway.simulator.server import DataflowSimulator
@@ -130,6 +132,37 @@ async def test_one_structured_log_line_per_session_start_and_end(
 
 
 @pytest.mark.ws
+@pytest.mark.parametrize("gw", [{"max_session_s": 1}], indirect=True)
+async def test_the_session_ended_line_says_why_a_session_was_ended(
+    gw: RunningGateway, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A session that runs into GATEWAY_MAX_SESSION_S: its ``session ended`` line carries
+    ``error_code: max_duration``, what the client was told (a mutant always logged null: an operator
+    could not tell why sessions ended)."""
+    caplog.set_level(logging.INFO, logger="gateway")
+    async with ws_connect(gw.ws_url()) as ws:
+        await ws.send(json.dumps({"type": "start", "audio": {"encoding": "pcm16", "sampleRate": 16000}}))
+        await next_message(ws, "started")
+
+        async def feed() -> None:
+            with contextlib.suppress(ConnectionClosed):  # until the gateway ends the session
+                for _ in range(30):
+                    await ws.send(b"\0" * 3200)
+                    await asyncio.sleep(0.1)
+
+        feeding = asyncio.create_task(feed())
+        try:
+            told = await read_all(ws, timeout=10)
+        finally:
+            feeding.cancel()
+    assert "max_duration" in told.errors()
+    async with asyncio.timeout(5):
+        while not (ended := [r for r in caplog.records if r.getMessage() == "session ended"]):
+            await asyncio.sleep(0.05)
+    assert json.loads(JsonFormatter().format(ended[0]))["error_code"] == "max_duration"
+
+
+@pytest.mark.ws
 async def test_drain_lets_sessions_finish_then_closes_1001(gw: RunningGateway) -> None:
     finishing = await ws_connect(gw.ws_url())
     lingering = await ws_connect(gw.ws_url())
@@ -220,6 +253,22 @@ async def test_a_web_page_cannot_drain_a_gateway_on_its_visitor_s_machine(simula
             assert forged.status_code == 401, (origin, forged.status_code)
         assert gw.gateway.registry.draining is False
         assert (await http.post("/internal/drain")).status_code == 202  # the preStop hook (no Origin)
+        assert gw.gateway.registry.draining is True
+
+
+async def test_a_remote_caller_behind_a_trusted_proxy_cannot_drain_without_the_admin_token(
+    simulator: DataflowSimulator,
+) -> None:
+    """Without an admin token only a loopback caller may drain: a caller the trusted proxy names as
+    203.0.113.7 is remote though its socket is 127.0.0.1 (a mutant that took every caller for loopback
+    let it drain the replica)."""
+    settings = settings_for(simulator, trusted_proxies=["127.0.0.1"])
+    async with running_gateway(settings) as gw, httpx.AsyncClient(base_url=gw.http_url) as http:
+        remote = await http.post("/internal/drain", headers={"X-Forwarded-For": "203.0.113.7"})
+        assert remote.status_code == 401, remote.text
+        assert gw.gateway.registry.draining is False
+        local = await http.post("/internal/drain", headers={"X-Forwarded-For": "127.0.0.1"})
+        assert local.status_code == 202, local.text  # the proxy on the same machine relaying a local hook
         assert gw.gateway.registry.draining is True
 
 

@@ -123,3 +123,18 @@ async def test_an_audio_only_upload_past_the_spool_budget_is_told_what_happened(
         assert gw.gateway.upload_spool.bytes == 0
     assert "came before any Parameters part" in message and "or the body ends" in message
     assert "X-Dataflow-Parameters" in message and "65536 bytes" in message
+
+
+async def test_an_audio_first_upload_one_byte_past_the_spool_budget_is_refused(
+    gateway_factory: GatewayFactory,
+) -> None:
+    """The budget bounds what is held, the piece being taken included: audio one byte longer than
+    GATEWAY_UPLOAD_SPOOL_BYTES is 413 ``upload_too_large``, audio of exactly the budget is held and
+    recognised (a mutant checked only what was already held, so the last piece took it past the budget)."""
+    async with gateway_factory(upload_spool_bytes=len(WAV) - 1) as gw:
+        error_of(await post(gw, pieces(AUDIO_FIRST, 16 * 1024)), 413, "upload_too_large")
+        assert gw.gateway.upload_spool.bytes == 0
+    async with gateway_factory(upload_spool_bytes=len(WAV)) as gw:
+        response = await post(gw, pieces(AUDIO_FIRST, 16 * 1024))
+    assert response.status_code == 200, response.text
+    assert response.json()["transcript"] == {"0": "159 #0*"}

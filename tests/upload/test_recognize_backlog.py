@@ -12,6 +12,7 @@ import time
 import tracemalloc
 
 import httpx
+import pytest
 
 from gateway.simulator.server import DataflowSimulator
 from tests.support.harness import gateway_factory_for
@@ -52,6 +53,44 @@ async def test_json_answer_keeps_events_up_to_the_bound_and_says_how_many_it_lef
     assert small.status_code == 200
     assert small.json()["eventsDropped"] == 0
     assert small.json()["transcript"] == {"0": " ".join(["1234"] * 12)}
+
+
+def encoded_size(event: dict[str, object]) -> int:
+    """An event's bytes in the JSON answer (compact, UTF-8)."""
+    return len(json.dumps(event, ensure_ascii=False, separators=(",", ":")).encode())
+
+
+async def test_json_answer_leaves_out_every_event_after_the_first_left_out(simulator: DataflowSimulator) -> None:
+    """At a bound where an event does not fit but the smaller one after it would, the answer still stops
+    at the first event left out: ``events`` is a prefix of the stream (a mutant kept filling the space
+    with later, smaller events, so a Speech Started came without the SR Milestone before it)."""
+    data = wav(6)
+    async with (
+        gateway_factory_for(simulator)(**FAST) as gw,
+        httpx.AsyncClient(base_url=gw.http_url, timeout=60) as http,
+    ):
+        streamed = await http.post(
+            f"{URL}?raw=true&interim=true", content=data, headers={"accept": "application/x-ndjson"}
+        )
+    every = [m for m in (json.loads(line) for line in streamed.text.splitlines() if line) if m["type"] == "event"]
+    sizes = [encoded_size(e) for e in every]
+    held = 0  # the bytes of events 0..i-1, each with its separator
+    for i in range(len(sizes) - 1):
+        low, high = max(64 * 1024, held + sizes[i + 1] + 1), held + sizes[i]  # i does not fit, i+1 would
+        if sizes[i + 1] < sizes[i] and low <= high:
+            bound, cut = (low + high) // 2, i
+            break
+        held += sizes[i] + 1
+    else:
+        pytest.fail(f"no event followed by a smaller one past 64 KiB: {sizes}")
+    async with (
+        gateway_factory_for(simulator)(client_outbox_bytes=bound, **FAST) as gw,
+        httpx.AsyncClient(base_url=gw.http_url, timeout=60) as http,
+    ):
+        body = (await http.post(f"{URL}?raw=true&interim=true", content=data)).json()
+    kept = [(e["name"], e["startMs"], e["text"]) for e in body["events"]]
+    assert kept == [(e["name"], e["startMs"], e["text"]) for e in every[:cut]], "a prefix, up to the first left out"
+    assert body["eventsDropped"] == len(every) - cut
 
 
 async def test_a_client_that_sends_everything_before_reading_gets_every_result(simulator: DataflowSimulator) -> None:

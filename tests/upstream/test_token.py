@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import socket
 import time
@@ -30,8 +31,9 @@ from gateway.upstream.token import (
     TokenProvider,
     token_provider_from_settings,
 )
-from tests.support.harness import running_gateway
-from tests.support.settings import settings_for
+from tests.support.harness import RunningGateway, running_gateway, ws_connect
+from tests.support.native_client import start_message
+from tests.support.settings import SIM_TOKEN, settings_for
 
 FAILED_FETCH_COOLDOWN_S = 2.0
 CLIENT_SECRET = "cs-TOPSECRET-5e0c9a1b7f"
@@ -52,24 +54,29 @@ class Identity:
     content_types: list[str] = field(default_factory=list)
     issued: list[str] = field(default_factory=list)
     release: asyncio.Event = field(default_factory=asyncio.Event)  # ends slow answers at teardown
+    statuses: list[int] = field(default_factory=list)  # the first answers' statuses, then ``status``
+    access_token: str | None = None  # the token issued every time (Data Flow's, for a gateway's sessions)
+    arrived: list[float] = field(default_factory=list)  # time.monotonic() of each request
 
     async def handle(self, request: Request) -> Response:
         self.requests.append(parse_qs((await request.body()).decode(), keep_blank_values=True))
+        self.arrived.append(time.monotonic())
         self.content_types.append(request.headers.get("content-type", ""))
+        status = self.statuses.pop(0) if self.statuses else self.status
         if self.delay_s:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.release.wait(), self.delay_s)
-        if self.status >= 400:
+        if status >= 400:
             # an identity server might echo what it got; the provider must never quote it
-            return JSONResponse({"error": "invalid_client", "detail": f"bad {CLIENT_SECRET}"}, self.status)
+            return JSONResponse({"error": "invalid_client", "detail": f"bad {CLIENT_SECRET}"}, status)
         if self.body is not None:
-            return PlainTextResponse(self.body, self.status)
-        token = f"{TOKEN_PREFIX}{len(self.issued) + 1}"
+            return PlainTextResponse(self.body, status)
+        token = self.access_token or f"{TOKEN_PREFIX}{len(self.issued) + 1}"
         self.issued.append(token)
         answer: dict[str, Any] = {"access_token": token, "token_type": "Bearer", "scope": "Wagtail"}
         if self.expires_in is not MISSING:
             answer["expires_in"] = self.expires_in
-        return JSONResponse(answer, self.status)
+        return JSONResponse(answer, status)
 
 
 @pytest.fixture
@@ -553,3 +560,93 @@ async def test_a_fresh_gateway_reports_its_token_before_any_session(
                 await asyncio.sleep(0.05)
         assert health["upstream"]["status"] == "ok"
         assert len(identity.requests) == 1
+
+
+# --- a gateway's sessions on tokens from the identity service ----------------------------------------------
+
+
+def identity_settings(identity: Identity, simulator: DataflowSimulator, **overrides: Any) -> Settings:
+    """A gateway that gets Data Flow's token from ``identity`` (which issues the simulator's token)."""
+    identity.access_token = SIM_TOKEN
+    return settings_for(
+        simulator,
+        upstream_token=None,
+        upstream_identity_url=identity.url,
+        upstream_client_id="gateway-client",
+        upstream_client_secret=SecretStr(CLIENT_SECRET),
+        **overrides,
+    )
+
+
+async def session_starts(gw: RunningGateway) -> bool:
+    """Open a native session: True if it started, False if the gateway answered an error instead."""
+    async with ws_connect(gw.ws_url()) as ws:
+        await ws.send(start_message())
+        async with asyncio.timeout(10):
+            while True:
+                frame = json.loads(await ws.recv())
+                if frame["type"] in ("started", "error"):
+                    return bool(frame["type"] == "started")
+
+
+async def health_token(gw: RunningGateway) -> bool:
+    async with httpx.AsyncClient() as http:
+        return bool((await http.get(f"{gw.http_url}/healthz")).json()["upstream"]["token"])
+
+
+@pytest.mark.ws
+@pytest.mark.parametrize("status", [429, 408])
+async def test_a_busy_identity_service_is_asked_again_and_the_session_starts(
+    identity: Identity, simulator: DataflowSimulator, status: int
+) -> None:
+    """429 Too Many Requests and 408 Request Timeout are worth another attempt, unlike a refused credential:
+    after one of them the next attempt gets the token and the session starts (a mutant gave up on them,
+    and the gateway refused sessions with the identity service's passing busy answer)."""
+    identity.statuses = [status]
+    async with running_gateway(identity_settings(identity, simulator)) as gw:
+        assert await session_starts(gw)
+        assert len(identity.requests) == 2  # the busy answer, then the token
+
+
+@pytest.mark.ws
+@pytest.mark.parametrize("expires_in", [10, 0], ids=["short-lived", "zero"])
+async def test_short_lived_or_zero_lifetime_tokens_are_fetched_once_not_once_per_session(
+    identity: Identity, simulator: DataflowSimulator, expires_in: int
+) -> None:
+    """A 10 s token with the default 300 s refresh margin: the margin shrinks to half the lifetime, so the
+    token is refreshed 5 s in, and the sessions of the first seconds all use the one fetch (a mutant kept
+    the 300 s margin: every session started one more token request). ``expires_in: 0`` is no usable
+    lifetime: the gateway assumes 300 s, reports its token on /healthz and serves sessions from the one
+    fetch (a mutant took 0 literally: a token expired on arrival, /healthz said no token and every session
+    waited for a fetch of its own)."""
+    identity.expires_in = expires_in
+    async with running_gateway(identity_settings(identity, simulator)) as gw:
+        for _ in range(4):
+            assert await session_starts(gw)
+        await asyncio.sleep(0.3)  # a refresh the sessions would have started in the background
+        assert len(identity.requests) == 1
+        assert await health_token(gw)
+
+
+@pytest.mark.ws
+async def test_after_a_failed_refresh_sessions_do_not_ask_again_for_a_while(
+    identity: Identity, simulator: DataflowSimulator
+) -> None:
+    """A 4 s token is refreshed 2 s in; the identity service fails that refresh. The sessions that start in
+    the next second (the cached token still valid) are served the cached token, and the identity service is
+    not asked again within 10 s (a mutant dropped the cooldown: each session started one more request to a
+    service that was failing)."""
+    identity.expires_in = 4
+    identity.statuses, identity.status = [200], 500
+    settings = identity_settings(identity, simulator, upstream_token_fetch_attempts=1)
+    async with running_gateway(settings) as gw:
+        async with asyncio.timeout(5):
+            while not identity.arrived:
+                await asyncio.sleep(0.01)
+        await asyncio.sleep(identity.arrived[0] + 2.2 - time.monotonic())  # past the refresh point (2 s)
+        for _ in range(4):
+            assert await session_starts(gw)
+            await asyncio.sleep(0.1)
+        await asyncio.sleep(0.2)
+        assert time.monotonic() < identity.arrived[0] + 4, "too slow: the cached token expired meanwhile"
+        assert len(identity.requests) == 2  # the token, then the one failed refresh
