@@ -181,6 +181,7 @@ async def test_short_lived_token_refreshed_before_it_expires(identity: Identity,
     first = await provider.get()
     clock.now += 4.9  # margin shrinks to half the lifetime (5 s): still cached
     assert await provider.get() == first
+    await settled(provider)  # a refresh started in the background would have reached the service now
     assert len(identity.requests) == 1
     clock.now += 0.2  # past the refresh point, before expiry
     assert await provider.get() == first
@@ -279,6 +280,7 @@ async def test_a_refresh_does_not_hold_up_callers_while_the_token_is_valid(
     assert len(identity.requests) == 1 + 3
     identity.delay_s = 0.0
     assert await provider.get() == first  # the failed refresh's cooldown: no new attempt yet
+    await settled(provider)
     assert len(identity.requests) == 4
     clock.now += 11
     assert await provider.get() == first  # starts the next refresh, without waiting for it
