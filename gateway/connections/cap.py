@@ -129,7 +129,7 @@ class RefusalLog:
     def refused(self, cap: int) -> None:
         if self._bursts is None:
             more = (
-                "%(count)d more connection(s) refused in the last %(seconds).0f s: "
+                "%(count)d more connection(s) refused in the last %(seconds).1f s: "
                 f"the cap of {cap} open connections is reached (GATEWAY_MAX_CONNECTIONS)"
             )
             self._bursts = BurstLog(log, more, self.window_s)

@@ -149,10 +149,12 @@ class SessionRegistry:
         reaches it (without one uvicorn's shutdown closed it 1012). At most ``max_sessions`` at once (the driver
         refuses one past them at once); apart from the browsers' places (it has its credential; a platform's
         calls share one address)."""
-        if self.draining:
-            raise shutting_down()
-        if len(self.deferred) >= self.max_sessions:
-            raise CapacityExceeded(f"{self.max_sessions} connections already wait for a free slot; retry later")
+        error: GatewayError | None = shutting_down() if self.draining else None
+        if error is None and len(self.deferred) >= self.max_sessions:
+            error = CapacityExceeded(f"{self.max_sessions} connections already wait for a free slot; retry later")
+        if error is not None:  # the driver refuses it at once: a denial, counted here
+            self.deny(error.error_code)
+            raise error
         lease = Lease(self, dialect, None, waiting=True, address=address)
         lease.drainable = drainable
         self.deferred.add(lease)

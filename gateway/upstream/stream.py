@@ -59,8 +59,7 @@ class DataflowStream:
         self._read_bytes = 0  # the size of the message _read_item last read
         self._queue = SendQueue(audio, s, client.audio_write_interval_s)
         self._writer: asyncio.Task[None] | None = None
-        self._answered = False  # Data Flow accepted the Start
-        self._writer_ended = False
+        self._answered = self._writer_ended = False  # answered: Data Flow accepted the Start
         self._failure: GatewayError | None = None
         self._input_closed = self._counted = False
         self.session_id: str | None = None
@@ -218,9 +217,10 @@ class DataflowStream:
             await self._call.done_writing()  # after Finalize/Stop: a server may end the RPC only on this
         except grpc.aio.AioRpcError as exc:
             self._fail(self._from_status(exc.code(), exc.details()))
-        except asyncio.InvalidStateError:
-            # The RPC ended while audio was queued: report why it ended, as the reader will.
+        except asyncio.InvalidStateError:  # the RPC ended while audio was queued: why it ended, as the reader says
             self._fail(await self._ended_error())
+        except UpstreamProtocolError as exc:  # the contract could not encode a message: a typed end, no traceback
+            self._fail(exc)
 
     def _fail(self, error: GatewayError) -> GatewayError:
         """Keep the stream's first failure (without the frames of its raising: they hold this stream); ``error``."""

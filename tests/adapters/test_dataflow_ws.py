@@ -18,6 +18,7 @@ from gateway.auth import key_digest
 from gateway.simulator.server import DataflowSimulator, SimulatorConfig
 from tests.support import signals
 from tests.support.harness import RunningGateway, Transcript, read_all, running_gateway, ws_connect
+from tests.support.lb_stack import metric, metric_values
 from tests.support.settings import SECRETS, SIM_TENANT, SIM_TOKEN, settings_for
 
 CLIENT_TOKEN = "client-token-that-must-never-reach-dataflow"
@@ -374,6 +375,7 @@ async def test_a_connection_past_the_places_for_connections_accepted_while_full_
                 ]  # fmt: skip
                 assert refused.close_code == 1013
                 assert len(gw.gateway.registry.deferred) == 1
+                assert await denials(gw) == (1, 0)  # each refusal counted once, as every other dialect's
                 await gw.gateway.drain(0.3)
                 gone = await read_all(waiting, timeout=5)
             assert (gone.close_code, gone.messages[-1]["ErrorCode"]) == (1001, "going_away")
@@ -381,6 +383,15 @@ async def test_a_connection_past_the_places_for_connections_accepted_while_full_
         async with ws_connect(gw.ws_url("/project-runner/demo")) as late:  # while draining: told at once too
             told = await read_all(late, timeout=2)
         assert (told.close_code, told.messages[-1]["ErrorCode"]) == (1001, "going_away")
+        assert await denials(gw) == (1, 1)  # the session the drain ended is no denial; the refused handshake is
+
+
+async def denials(gw: RunningGateway) -> tuple[float, float]:
+    """``dataflow_gateway_denials_total`` of capacity_exceeded and going_away."""
+    async with httpx.AsyncClient() as http:
+        values = metric_values((await http.get(f"{gw.http_url}/metrics")).text)
+    name = "dataflow_gateway_denials_total"
+    return metric(values, name, reason="capacity_exceeded"), metric(values, name, reason="going_away")
 
 
 @pytest.mark.ws

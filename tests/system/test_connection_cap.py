@@ -169,6 +169,6 @@ async def test_a_storms_refusals_are_all_logged_when_its_window_ends(
             idle.close()
     assert [r.getMessage() for r in caplog.records if r.name == cap.__name__] == [
         "1 connection(s) refused: the cap of 1 open connections is reached (GATEWAY_MAX_CONNECTIONS)",
-        "3 more connection(s) refused in the last 1 s: the cap of 1 open connections is reached"
+        "3 more connection(s) refused in the last 1.0 s: the cap of 1 open connections is reached"
         " (GATEWAY_MAX_CONNECTIONS)",
     ]

@@ -6,7 +6,10 @@ like our simulator (``dataflow.md`` guesses both):
   upload waited ``GATEWAY_FINALIZE_TIMEOUT_S`` (31 s at the default) after its last result, holding its
   slot and its stream;
 - a StartResponse whose name key is not ``MessageName`` (or that has none) answers the only request
-  outstanding: it was not taken for one, and every start timed out as ``upstream_timeout``.
+  outstanding: it was not taken for one, and every start timed out as ``upstream_timeout``;
+- a message the contract's codec cannot take ends the session with ``upstream_protocol_error``: the
+  writer task died with it, unretrieved, and the session waited for Data Flow's buffer until
+  ``upstream_timeout``.
 
 Over real sockets: the simulator with ``ends_on_half_close``, or a scripted Data Flow
 (tests/support/hostile_upstream.py), behind the real gateway."""
@@ -19,9 +22,10 @@ import time
 import httpx
 import pytest
 
+from gateway.errors import UpstreamProtocolError
 from gateway.simulator.records import SimulatorConfig
 from gateway.simulator.server import DataflowSimulator
-from gateway.upstream.contract import ContentType
+from gateway.upstream.contract import ContentType, WireContract
 from tests.support import signals
 from tests.support.harness import GatewayFactory, read_all, ws_connect
 from tests.support.hostile_upstream import HostileUpstream, Peer, native_session
@@ -107,3 +111,27 @@ async def test_an_unnamed_refusal_of_the_start_is_the_start_refused_in_its_own_w
         first, _, took = await native_session(upstream, upstream_start_timeout_s=5)
     assert (first["type"], first["code"]) == ("error", "upstream_rejected"), first
     assert "project 'demo' not found" in first["message"] and took < 3
+
+
+@pytest.mark.ws
+async def test_a_message_the_codec_cannot_take_ends_the_session_typed(
+    gateway_factory: GatewayFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    encode = WireContract.encode_request
+
+    def failing_audio(self: WireContract, kind: ContentType, *, text: str = "", binary: bytes = b"") -> bytes:
+        if kind is ContentType.AUDIO:
+            raise UpstreamProtocolError("cannot encode the AUDIO message: a shape startup did not foresee")
+        return encode(self, kind, text=text, binary=binary)
+
+    monkeypatch.setattr(WireContract, "encode_request", failing_audio)
+    async with gateway_factory(upstream_response_timeout_s=5) as gw, ws_connect(gw.ws_url()) as ws:
+        await ws.send(start_message())
+        assert json.loads(await ws.recv())["type"] == "started"
+        began = time.monotonic()
+        for _ in range(50):  # a second of audio: the writer meets the error with the first
+            await ws.send(bytes(640))
+        transcript = await read_all(ws, timeout=10)
+        took = time.monotonic() - began
+    assert transcript.errors() == ["upstream_protocol_error"], transcript.messages
+    assert transcript.close_code == 1011 and took < 3, took
