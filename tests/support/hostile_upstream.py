@@ -21,6 +21,7 @@ from gateway.upstream.contract import ContentType, Frame, WireContract
 from tests.support.harness import Transcript, read_all, running_gateway, ws_connect
 from tests.support.native_client import start_message
 from tests.support.settings import SIM_TENANT, SIM_TOKEN
+from tests.support.stream_server import serve_stream
 
 PROTO_MODULE = "gateway.upstream._proto.dataflow_pb2"
 METHOD_PATH = "/dataflow/Stream"
@@ -103,17 +104,7 @@ class HostileUpstream:
         return f"127.0.0.1:{self.port}"
 
     async def __aenter__(self) -> HostileUpstream:
-        server = grpc.aio.server(options=self.options)
-        handler = grpc.stream_stream_rpc_method_handler(self._handle)
-
-        class _Generic(grpc.GenericRpcHandler):  # type: ignore[type-arg]
-            def service(self, details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:  # type: ignore[type-arg]
-                return handler if details.method == METHOD_PATH else None
-
-        server.add_generic_rpc_handlers((_Generic(),))
-        self.port = server.add_insecure_port("127.0.0.1:0")
-        await server.start()
-        self._server = server
+        self._server, self.port = await serve_stream(self._handle, METHOD_PATH, self.options)
         return self
 
     async def __aexit__(self, *_: object) -> None:

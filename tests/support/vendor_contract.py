@@ -24,6 +24,8 @@ from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 from google.protobuf.message_factory import GetMessageClass
 
+from tests.support.stream_server import serve_stream
+
 PROTOS = Path(__file__).resolve().parent / "vendor_protos"
 DOCUMENTED = {"AUDIO": 0, "EVENT": 1, "REQUEST": 2, "RESPONSE": 3}
 START_OK = {"MessageName": "StartResponse", "operation-result": "success", "SessionId": "vendor-1"}
@@ -104,18 +106,7 @@ class VendorDataflow:
                                                  "GroupId": "1", "Data": data}))  # fmt: skip
 
     async def __aenter__(self) -> VendorDataflow:
-        server = grpc.aio.server()
-        handler = grpc.stream_stream_rpc_method_handler(self._handle)
-        path = self.method_path
-
-        class _Generic(grpc.GenericRpcHandler):  # type: ignore[type-arg]
-            def service(self, details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:  # type: ignore[type-arg]
-                return handler if details.method == path else None
-
-        server.add_generic_rpc_handlers((_Generic(),))
-        self.port = server.add_insecure_port("127.0.0.1:0")
-        await server.start()
-        self._server = server
+        self._server, self.port = await serve_stream(self._handle, self.method_path)
         return self
 
     async def __aexit__(self, *_: object) -> None:
