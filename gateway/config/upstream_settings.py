@@ -95,9 +95,11 @@ class UpstreamSettings(BaseModel):
         10000, ge=0, description="Audio kept to replay on a new upstream stream after a failure (0: no recovery)."
     )
     upstream_recovery_attempts: int = Field(
-        8, ge=0, le=16, description="Attempts to reopen a failed upstream stream under a live session."
+        8, ge=0, le=16, description="Attempts to reopen a failed upstream stream (or a first Start) under a session."
     )
-    upstream_recovery_window_s: float = Field(10.0, gt=0, description="Time for all attempts of one recovery.")
+    upstream_recovery_window_s: float = Field(
+        10.0, gt=0, description="Time for all attempts of one recovery (or of a first Start that met an outage)."
+    )
     upstream_max_stream_s: float | None = Field(
         None, gt=0, description="Move a session to a new upstream stream after this long, at a final result."
     )

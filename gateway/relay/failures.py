@@ -25,6 +25,8 @@ _ROTATIONS = BurstLog(log, "%(count)d more upstream stream rotations failed in t
 
 Count = Callable[[UpstreamError], None]
 
+_RECOVERING, _ENDS = "the session is being recovered", "the session ends with it"
+
 
 def not_counted(error: UpstreamError) -> None:
     """For a stream no one counts (a test's, a tool's)."""
@@ -43,21 +45,26 @@ class StreamFailures:
         if error is None or id(stream) == self._last_failed:
             return
         self._last_failed = id(stream)
-        self._tell(error, "an upstream stream failed", recovering)
+        self._tell(error, "an upstream stream failed", _RECOVERING if recovering else _ENDS)
+
+    def start_failed(self, error: UpstreamError, *, retrying: bool) -> None:
+        """The session's first Start failed with a retryable cause; ``retrying``: another stream is tried."""
+        then = "another is tried" if retrying else "its start fails with it"
+        self._tell(error, "an upstream stream failed to start", then)
 
     def reopen_failed(self, error: UpstreamError) -> None:
         """A new stream failed to take over (another is tried if ``error`` is retryable and time is left)."""
-        self._tell(error, "a new upstream stream failed to take over", isinstance(error, UpstreamUnavailable))
+        retrying = isinstance(error, UpstreamUnavailable)
+        self._tell(error, "a new upstream stream failed to take over", _RECOVERING if retrying else _ENDS)
 
     def rotation_failed(self, error: UpstreamError | None) -> None:
         """A planned move to a new stream could not be made (the current stream goes on)."""
         code = error.error_code.value if error is not None else "no time left"
         _ROTATIONS.warn("an upstream stream rotation failed (%s); the current stream goes on", code, reason=code)
 
-    def _tell(self, error: UpstreamError, what: str, recovering: bool) -> None:
+    def _tell(self, error: UpstreamError, what: str, then: str) -> None:
         self._count(error)
         code, status = error.error_code.value, error.grpc_status or "none"
-        then = "the session is being recovered" if recovering else "the session ends with it"
         _FAILURES.warn("%s (%s, gRPC status %s); %s", what, code, status, then, reason=f"{code} ({status})")
 
 

@@ -1,14 +1,12 @@
 """An upstream stream that survives Data Flow failing under it.
 
-:class:`RecoveringStream` keeps the audio of the last ``GATEWAY_UPSTREAM_REPLAY_MS`` and, from Data
-Flow's final results, how far it is recognised. When its stream fails with a retryable cause (the
-connection dropped or was retired, a node restarted: ``UpstreamUnavailable``) it opens a new one with
-the same Start and last settings, replays the audio from the end of the last final result, and goes
-on; event times are shifted onto the session's timeline and results the client had are not sent
-again. Attempts are bounded in count and time, with back-off; a cause a retry cannot cure (a refused
-credential or Start, a timeout) is never retried. Each failure is counted and logged (``failures``).
-With ``GATEWAY_UPSTREAM_MAX_STREAM_S`` the move is also made on purpose after a final result (before a
-provider's limit on a stream's length, ``rotation``); one that fails lets the old stream go on."""
+:class:`RecoveringStream` keeps the last ``GATEWAY_UPSTREAM_REPLAY_MS`` of audio and, from Data Flow's
+final results, how far it is recognised. When its stream fails with a retryable cause (a connection
+dropped or retired, a node restarted: ``UpstreamUnavailable``) it opens a new one with the same Start
+and settings, replays the audio from the end of the last final result, and goes on, on the session's
+timeline, without repeating a result. Attempts are bounded in count and time, with back-off (a first
+Start's too: ``first_start``); a refused credential or Start, or a timeout, is never retried. Failures are
+counted and logged. ``GATEWAY_UPSTREAM_MAX_STREAM_S`` also moves it after a final result (``rotation``)."""
 
 from __future__ import annotations
 
@@ -23,6 +21,7 @@ from gateway.audio.format import AudioFormat
 from gateway.dataflow.messages import FINAL_RESULT, DataflowEvent, DataflowResponse, StartRequest, UpstreamItem
 from gateway.errors import UpstreamError, UpstreamUnavailable
 from gateway.relay.failures import Count, StreamFailures, not_counted
+from gateway.relay.first_start import first_start
 from gateway.relay.recovery_policy import AttemptBudget, RecoveryPolicy, RotationClock
 from gateway.relay.replay import ReplayBuffer, replay
 from gateway.relay.resent import ResentSettings
@@ -60,13 +59,12 @@ class RecoveringStream:
         self._base_bytes = 0  # where the current stream's audio began on the session's timeline
         self._recovery: asyncio.Task[None] | None = None
         self._notice: Recovered | None = None  # for the client, when the reading side gets to it
-        self._final_result = self._cancelled = False  # Data Flow said the session is over; it was torn down
+        self._final_result, self._torn_down = False, asyncio.Event()  # Data Flow said it is over; cancel() came
         self._gave_up: UpstreamError | None = None  # the cause of the last recovery that failed
         self._budget, self._rotation = AttemptBudget(policy), RotationClock(policy.max_stream_s)
         self._ended_input: str | None = None  # "finalize" or "stop" once the client ended its audio
         self._ended_on: UpstreamStream | None = None  # the stream that got it: never twice (session_finalizing)
-        self._swallow_responses = 0  # answers to what a recovery re-sent: the client did not ask
-        self._pauses = self.recoveries = 0
+        self._pauses = self.recoveries = self._swallow_responses = 0  # swallowed: answers to re-sent Updates
 
     # --- UpstreamStream ------------------------------------------------------------------------------
 
@@ -92,7 +90,11 @@ class RecoveringStream:
 
     async def start(self, request: StartRequest) -> DataflowResponse:
         self._request = request
-        return await self._inner.start(request)  # a first start that fails is reported as it is
+        return await first_start(self._inner, self._open_next, request, self._budget, self.failures, self._torn_down)
+
+    def _open_next(self) -> UpstreamStream:
+        self._inner = self._opener.stream(self._audio, deadline_s=self._deadline_s)
+        return self._inner
 
     async def send_audio(self, data: bytes) -> None:
         self._buffer.append(data)  # first: a recovery under way replays it
@@ -163,7 +165,7 @@ class RecoveringStream:
                 await self._recover_from(failure)
 
     def cancel(self) -> None:
-        self._cancelled = True  # no new stream after the session is torn down
+        self._torn_down.set()
         if self._recovery is not None:
             self._recovery.cancel()
         self._inner.cancel()
@@ -186,10 +188,9 @@ class RecoveringStream:
         then()
 
     async def _end_input_on(self, stream: UpstreamStream) -> None:
-        if self._ended_on is stream:
-            return  # a recovery already ended the input of the stream it made
-        self._ended_on = stream
-        await (stream.stop() if self._ended_input == "stop" else stream.finalize())
+        if self._ended_on is not stream:  # else a recovery already ended the input of the stream it made
+            self._ended_on = stream
+            await (stream.stop() if self._ended_input == "stop" else stream.finalize())
 
     async def _wait_recovery(self) -> None:
         recovery = self._recovery
@@ -200,14 +201,13 @@ class RecoveringStream:
         except asyncio.CancelledError:
             if not recovery.cancelled() or (task := asyncio.current_task()) is None or task.cancelling():
                 raise
-            # The session was torn down (a drain, an abort) under this wait: a typed end, not a traceback.
-            raise UpstreamUnavailable("the upstream stream was closed") from None
+            raise UpstreamUnavailable("the upstream stream was closed") from None  # torn down: typed, no trace
 
     async def _recover_from(self, cause: UpstreamError | None) -> None:
         """Move to a new stream (once, however many sides noticed); raises ``cause`` when that fails."""
         if self._gave_up is not None:
             raise self._gave_up.detached()
-        if self._cancelled:
+        if self._torn_down.is_set():
             raise UpstreamUnavailable("the upstream stream was closed")
         retryable = isinstance(cause, UpstreamUnavailable) and self._policy.attempts > 0
         self.failures.failed(cause, self._inner, recovering=retryable)  # once, however many sides noticed it
