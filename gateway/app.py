@@ -18,9 +18,10 @@ from gateway.connections.cap import refusal_log
 from gateway.routes import demo, docs, health, ops, tokens
 from gateway.routes.body_limit import BodyLimit
 from gateway.routes.error_handlers import RefusalCounter, install_error_handlers
+from gateway.routes.hosts import HostGuard
 from gateway.routes.http_conventions import HttpConventions
 from gateway.routes.openapi import install_openapi, operation_id
-from gateway.security import CredentialScrubber, HostGuard
+from gateway.security import CredentialScrubber
 from gateway.service import Gateway, check_auth_mode
 from gateway.settings import Settings, load_settings
 from gateway.upload import route as recognize

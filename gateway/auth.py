@@ -2,12 +2,15 @@
 
 API keys are configured as SHA-256 digests (keys are long random strings, so a fast hash is
 enough and nothing in the configuration can be replayed). Browser tokens are short-lived HS256
-JWTs minted with an API key and bound to its name, projects, an origin and a session length.
+JWTs minted with an API key and bound to that key (its name and its digest: a key replaced under the
+same name revokes its tokens), projects, an origin and a session length. A token never carries more
+than its key as configured now: projects are narrowed to the key's, and limits are the key's.
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import math
 import secrets
 import time
@@ -74,6 +77,11 @@ class Principal:
     single_use: bool = False
     expires_at: float | None = None  # a browser token's exp (epoch seconds)
 
+    def check_unexpired(self, now: float) -> None:
+        """A token starts sessions until it expires: on a socket that runs one after another too."""
+        if self.expires_at is not None and now > self.expires_at + _LEEWAY_S:
+            raise Unauthorized("the browser token has expired", code=ErrorCode.TOKEN_EXPIRED)
+
     @property
     def key(self) -> str | None:
         """The key its sessions are counted, charged and routed by; None for the anonymous caller."""
@@ -94,6 +102,12 @@ def _number(value: Any) -> float:
     return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else math.nan
 
 
+def key_binding(signing_key: str, spec: ApiKeySpec) -> str:
+    """What ties a token to the API key that minted it (a key replaced under the same name revokes its
+    tokens); not that key's digest, which a browser would read in its token."""
+    return hmac.new(signing_key.encode(), spec.sha256.encode(), hashlib.sha256).hexdigest()[:32]
+
+
 def key_of(principal: Principal | None) -> str | None:
     """:attr:`Principal.key`, None when there is no caller either."""
     return None if principal is None else principal.key
@@ -101,13 +115,17 @@ def key_of(principal: Principal | None) -> str | None:
 
 class Authenticator:
     def __init__(
-        self, keys: list[ApiKeySpec], signing_key: str, *, required: bool, max_token_life_s: float = 900.0
-    ) -> None:
+        self, keys: list[ApiKeySpec], signing_key: str, *, required: bool, max_token_life_s: float = 900.0,
+        earlier_signing_keys: tuple[str, ...] = (),
+    ) -> None:  # fmt: skip
         self.required = required
         self._keys = {spec.sha256: spec for spec in keys}
-        self._key_names = frozenset(spec.name for spec in keys)
+        self._by_name = {spec.name: spec for spec in keys}
         self._max_token_life_s = max_token_life_s  # GATEWAY_TOKEN_MAX_TTL_S: what this gateway ever mints
         self._signing_key = signing_key
+        # Tokens verify with the signing key or an earlier one (GATEWAY_TOKEN_VERIFY_KEYS): a rotation across
+        # replicas, where a token minted on a replica with the new key meets one still on the old.
+        self._verify_keys = tuple(k for k in (signing_key, *earlier_signing_keys) if k)
         self._used_tokens = SingleUseTokens(MAX_SPENT_TOKENS)  # jti of single-use tokens in use or spent
 
     @property
@@ -133,7 +151,7 @@ class Authenticator:
                 )
             return ANONYMOUS
         if credential.count(".") == 2:
-            if not self._signing_key:
+            if not self._verify_keys:
                 raise Unauthorized("browser tokens are not enabled on this gateway", code=ErrorCode.INVALID_CREDENTIAL)
             return self._verify_token(credential)
         spec = self._keys.get(key_digest(credential))
@@ -157,43 +175,58 @@ class Authenticator:
         if projects is not None and owner.projects is not None and not set(projects) <= owner.projects:
             raise Forbidden("the token asks for projects the key may not run", code=ErrorCode.PROJECT_NOT_ALLOWED)
         now = time.time()
+        if projects is None and owner.projects is not None:
+            projects = sorted(owner.projects)  # a key that may run no project ([]) mints tokens for none, not all
         claims: dict[str, Any] = {
             "iss": _ISSUER, "aud": _AUDIENCE, "sub": owner.name, "iat": int(now), "nbf": int(now),
-            "exp": int(now + ttl_s), "jti": uuid.uuid4().hex, "su": single_use,
-            "prj": projects if projects is not None else (sorted(owner.projects) if owner.projects else None),
-            "org": origin, "mss": max_session_s, "ms": owner.max_sessions, "apm": owner.audio_seconds_per_minute,
+            "exp": int(now + ttl_s), "jti": uuid.uuid4().hex, "su": single_use, "prj": projects,
+            "org": origin, "mss": max_session_s, "kb": key_binding(self._signing_key, self._by_name[owner.name]),
         }  # fmt: skip
         return jwt.encode(claims, self._signing_key, algorithm="HS256"), claims["exp"]
 
     def _verify_token(self, token: str) -> Principal:
-        try:
-            claims = jwt.decode(
-                token, self._signing_key, algorithms=["HS256"], audience=_AUDIENCE, issuer=_ISSUER,
-                leeway=_LEEWAY_S, options={"require": ["exp", "iat", "jti", "sub"]},
-            )  # fmt: skip
-        except jwt.ExpiredSignatureError:
-            raise Unauthorized("the browser token has expired", code=ErrorCode.TOKEN_EXPIRED) from None
-        except jwt.PyJWTError:
-            raise Unauthorized("the browser token is not valid", code=ErrorCode.INVALID_CREDENTIAL) from None
+        claims, key = self._decoded(token)
         # Signed with our key, yet not one this gateway would mint: its key is gone (revoked: so are its
         # tokens), or it lives longer than any token minted here (made with a leaked or example key).
         life_s = _number(claims["exp"]) - _number(claims["iat"])
-        sub = claims["sub"]
-        if not isinstance(sub, str) or sub not in self._key_names or not life_s <= self._max_token_life_s + _LEEWAY_S:
+        # Or its key was replaced under the same name (the binding differs): revoked too.
+        spec = self._by_name.get(claims["sub"]) if isinstance(claims["sub"], str) else None
+        bound = spec is not None and hmac.compare_digest(str(claims.get("kb", "")), key_binding(key, spec))
+        if spec is None or not bound or not life_s <= self._max_token_life_s + _LEEWAY_S:
             raise Unauthorized("the browser token is not valid", code=ErrorCode.INVALID_CREDENTIAL)
-        projects = claims.get("prj")
+        listed = claims.get("prj")
+        projects = frozenset(str(p) for p in listed) if isinstance(listed, list) else None
+        if spec.projects is not None:  # never wider than the key as configured now
+            projects = frozenset(spec.projects) if projects is None else projects & frozenset(spec.projects)
         return Principal(
-            name=str(claims["sub"]),
+            name=spec.name,
             kind="browser_token",
-            projects=frozenset(projects) if isinstance(projects, list) else None,
-            max_sessions=claims.get("ms"),
-            audio_seconds_per_minute=claims.get("apm"),
+            projects=projects,
+            max_sessions=spec.max_sessions,
+            audio_seconds_per_minute=spec.audio_seconds_per_minute,
             origin=claims.get("org"),
             max_session_s=claims.get("mss"),
             token_id=str(claims["jti"]),
             single_use=bool(claims.get("su")),
             expires_at=float(claims["exp"]),
         )
+
+    def _decoded(self, token: str) -> tuple[dict[str, Any], str]:
+        """The claims of ``token`` and the key whose signature it carries: the signing key or an earlier one."""
+        for key in self._verify_keys:
+            try:
+                claims = jwt.decode(
+                    token, key, algorithms=["HS256"], audience=_AUDIENCE, issuer=_ISSUER,
+                    leeway=_LEEWAY_S, options={"require": ["exp", "iat", "jti", "sub"]},
+                )  # fmt: skip
+            except jwt.InvalidSignatureError:
+                continue  # perhaps the next key's
+            except jwt.ExpiredSignatureError:
+                raise Unauthorized("the browser token has expired", code=ErrorCode.TOKEN_EXPIRED) from None
+            except jwt.PyJWTError:
+                break
+            return claims, key
+        raise Unauthorized("the browser token is not valid", code=ErrorCode.INVALID_CREDENTIAL)
 
     def reserve_use(self, principal: Principal) -> TokenHold:
         """Reserve the use of a single-use token (per replica): a second use, concurrent or after the
@@ -214,9 +247,10 @@ class Authenticator:
 
 class FailedAuthThrottle:
     """Slows credential guessing from one client address: past ``limit_per_minute`` failed credentials,
-    its next wrong ones get 429 instead of being checked further. A valid credential always passes (behind
-    one proxy address, other clients' mistakes must not lock a key out; keys are too long to guess).
-    The table of addresses is bounded: an attacker who varies addresses cannot grow it without limit."""
+    its next wrong ones get 429. A valid API key or browser token still passes (behind one proxy address,
+    other clients' mistakes must not lock a key out; keys are too long to guess); the admin token, which an
+    operator chooses, is not compared at all from a throttled address (``routes.ops``). The table of
+    addresses is bounded: an attacker who varies addresses cannot grow it without limit."""
 
     WINDOW_S = 60.0
     MAX_ADDRESSES = 10_000

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import base64
 import binascii
+import ipaddress
 import logging
+import time
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
@@ -21,11 +23,12 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway.auth import Authenticator, FailedAuthThrottle, Principal, key_of
-from gateway.errors import ErrorCode, Forbidden, GatewayError, InvalidHost, RateLimited, Unauthorized
+from gateway.errors import ErrorCode, Forbidden, GatewayError, RateLimited, Unauthorized
 from gateway.errors.http import error_response
 from gateway.relay.audio_budgets import AudioBudgets, KeyBudget
 from gateway.relay.limits import SessionLimits
 from gateway.relay.registry import Drainable, Lease, SessionRegistry
+from gateway.routes.hosts import LOOPBACK_HOSTS, OPERATOR_PATHS, host_name
 from gateway.settings import Settings
 from gateway.signatures.audiohook import AudioHookSignatures
 from gateway.signatures.single_use import TokenHold
@@ -38,7 +41,9 @@ _BEARER_PROTOCOL = "bearer."
 # Scope keys (names, not secrets) under which the scrubber keeps credentials lifted from the URL.
 _PATH_SECRET = "gateway.path_credential"  # noqa: S105
 _QUERY_TOKEN = "gateway.query_credential"  # noqa: S105
-_OPERATOR_PATHS = ("metrics", "internal", "healthz", "readyz")
+_SENT_TARGET = "gateway.sent_target_credential"  # the path and query as sent, credentials included
+#: The scope keys that may hold a credential (nothing else in the scope does once the scrubber ran).
+CREDENTIAL_SCOPE_KEYS = (_PATH_SECRET, _QUERY_TOKEN, _SENT_TARGET)
 
 
 class CredentialScrubber:
@@ -49,53 +54,20 @@ class CredentialScrubber:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] in ("http", "websocket"):
+            query: bytes = scope.get("query_string", b"")
+            raw_path: bytes = scope.get("raw_path") or scope["path"].encode()
+            scope[_SENT_TARGET] = (raw_path + (b"?" + query if query else b"")).decode("latin-1")
             path: str = scope["path"]
             if path.startswith("/t/"):
                 secret, _, rest = path[3:].partition("/")
                 scope[_PATH_SECRET] = secret
                 # A credential in the path is for the client APIs: operator endpoints under it are not found.
-                scope["path"] = ("/t/" if rest.startswith(_OPERATOR_PATHS) else "/") + rest
+                scope["path"] = ("/t/" if rest.startswith(OPERATOR_PATHS) else "/") + rest
                 scope["raw_path"] = scope["path"].encode()
-            query: bytes = scope.get("query_string", b"")
-            if b"token=" in query:
-                pairs = parse_qsl(query.decode("latin-1"), keep_blank_values=True)
-                scope[_QUERY_TOKEN] = next((v for k, v in pairs if k == "token"), None)
+            pairs = parse_qsl(query.decode("latin-1"), keep_blank_values=True) if b"token=" in query else []
+            if any(name == "token" for name, _ in pairs):  # not ``xtoken=``: the rest of the query stays as sent
+                scope[_QUERY_TOKEN] = next(value for name, value in pairs if name == "token")
                 scope["query_string"] = urlencode([(k, v) for k, v in pairs if k != "token"]).encode("latin-1")
-        await self.app(scope, receive, send)
-
-
-_LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "[::1]", "::1"})
-
-
-def _host_name(host: str) -> str:
-    """``host`` without its port (``[::1]:8080`` -> ``[::1]``)."""
-    if host.startswith("["):
-        return host[: host.find("]") + 1]
-    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
-
-
-class HostGuard:
-    """ASGI middleware against DNS rebinding: the client APIs answer only to the configured public
-    hosts (and loopback). With none configured: any host while authentication is on (a credential is
-    needed anyway), only loopback hosts while it is off. Health, metrics and drain answer any host
-    (probes use the pod's address)."""
-
-    def __init__(self, app: ASGIApp, public_hosts: list[str], auth_required: bool) -> None:
-        self.app = app
-        self.hosts = {h.lower() for h in public_hosts}
-        self.any_host = not public_hosts and auth_required
-
-    def allowed(self, host: str) -> bool:
-        host = host.strip().lower()
-        return self.any_host or host in self.hosts or _host_name(host) in self.hosts | _LOOPBACK_HOSTS
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] in ("http", "websocket") and not scope["path"].lstrip("/").startswith(_OPERATOR_PATHS):
-            host = next((v.decode("latin-1") for k, v in scope.get("headers", ()) if k == b"host"), "")
-            if not self.allowed(host):
-                error = InvalidHost("this gateway does not answer to that host name")
-                await error_response(error)(scope, receive, send)
-                return
         await self.app(scope, receive, send)
 
 
@@ -129,15 +101,25 @@ def basic_password(encoded: str) -> str | None:
 
 
 def client_address(scope: Scope) -> str:
-    """The client's address as the logs show it (uvicorn takes it from ``X-Forwarded-For`` only when the
-    connection comes from ``GATEWAY_TRUSTED_PROXIES``)."""
-    return str(scope["client"][0]) if scope.get("client") else "unknown"
+    """Who a per-address limit counts (the failed-credential throttle, the waiting places): the client's
+    address as the logs show it (uvicorn takes it from ``X-Forwarded-For`` only when the connection comes
+    from ``GATEWAY_TRUSTED_PROXIES``), an IPv6 address as its /64: one host holds a whole /64 (one
+    client had the throttle and the waiting places afresh for each of its 2^64 addresses)."""
+    address = str(scope["client"][0]) if scope.get("client") else "unknown"
+    if ":" not in address:
+        return address
+    try:
+        ip = ipaddress.IPv6Address(address.split("%")[0])
+    except ValueError:  # not an address (a proxy's odd X-Forwarded-For): counted as it is
+        return address
+    mapped = ip.ipv4_mapped  # an IPv4 client of a dual-stack listener is that IPv4 address
+    return str(mapped) if mapped is not None else str(ipaddress.IPv6Network((ip, 64), strict=False))
 
 
-def original_path(scope: Scope) -> str:
-    """The path as the caller sent it, ``/t/<secret>`` included (what a signed URL covers)."""
-    secret = scope.get(_PATH_SECRET)
-    return f"/t/{secret}{scope['path']}" if secret else str(scope["path"])
+def sent_target(scope: Scope) -> str:
+    """The path and query as the caller sent them, ``/t/<secret>`` and ``?token=`` included: what a
+    platform's signature covers (it signed the URL it was given)."""
+    return str(scope.get(_SENT_TARGET) or scope.get("raw_path", scope["path"].encode()).decode("latin-1"))
 
 
 def offered_subprotocols(headers: Any) -> list[str]:
@@ -168,8 +150,8 @@ class AccessGate:
         if scheme not in ("http", "https") or not host:
             return False
         if self._public_hosts:
-            return host.lower() in self._public_hosts or _host_name(host.lower()) in self._public_hosts
-        if _host_name(host.lower()) in _LOOPBACK_HOSTS:
+            return host.lower() in self._public_hosts or host_name(host.lower()) in self._public_hosts
+        if host_name(host.lower()) in LOOPBACK_HOSTS:
             return True
         sent_host = headers.get("host", "")
         page_scheme = "https" if scope.get("scheme") in ("https", "wss") else "http"
@@ -214,33 +196,37 @@ class AccessGate:
 
     def failed_attempt(self, scope: Scope) -> RateLimited | None:
         """Count a wrong credential (any kind, the admin token too) against the caller's address; past the
-        limit, the 429 to answer instead of checking it."""
-        client = client_address(scope)
-        wait_s = self.throttle.blocked_for(client)
-        if wait_s:
-            return RateLimited(f"too many failed credentials from this address; retry in {wait_s} s",
-                               code=ErrorCode.AUTH_THROTTLED, retry_after_s=wait_s)  # fmt: skip
-        self.throttle.failed(client)
-        return None
+        limit, the 429 to answer instead."""
+        if (refused := self.throttled(scope)) is None:
+            self.throttle.failed(client_address(scope))
+        return refused
+
+    def throttled(self, scope: Scope) -> RateLimited | None:
+        """The 429 for an address past the failed-credential limit; None while it is not."""
+        wait_s = self.throttle.blocked_for(client_address(scope))
+        if not wait_s:
+            return None
+        return RateLimited(f"too many failed credentials from this address; retry in {wait_s} s",
+                           code=ErrorCode.AUTH_THROTTLED, retry_after_s=wait_s)  # fmt: skip
 
     def verify_audiohook(self, principal: Principal, scope: Scope, headers: Any) -> None:
         """AudioHook's signed upgrade (:mod:`gateway.signatures.audiohook`): a missing, wrong, expired or
-        replayed signature is a failed credential like any other."""
-        query = scope.get("query_string", b"").decode("latin-1")
-        target = scope.get("raw_path", scope["path"].encode()).decode("latin-1") + (f"?{query}" if query else "")
+        replayed signature is a failed credential like any other. Genesys signed the URL it was given: the
+        target is checked as sent (``/t/<key>/`` or ``?token=`` in it once made every signature wrong)."""
         try:
             self.audiohook.verify(key_name=principal.key, api_key=credential_of(scope, headers), headers=headers,
-                                  target=target, host=headers.get("host", ""))  # fmt: skip
+                                  target=sent_target(scope), host=headers.get("host", ""))  # fmt: skip
         except Unauthorized as exc:
             raise self._failed_credential(exc, scope) from None
         except GatewayError as exc:
             raise self._refused(exc) from None
 
     def verify_twilio(self, scope: Scope, headers: Any) -> None:
-        """Twilio's ``X-Twilio-Signature`` (:mod:`gateway.signatures.twilio`) over the path as sent: a missing
-        or wrong one is a failed credential like any other."""
+        """Twilio's ``X-Twilio-Signature`` (:mod:`gateway.signatures.twilio`) over the path and query as sent
+        (Twilio's stream URLs carry no query: one added to a signed URL is not signed): a missing or wrong
+        one is a failed credential like any other."""
         try:
-            self.twilio.verify(headers, original_path(scope))
+            self.twilio.verify(headers, sent_target(scope))
         except Unauthorized as exc:
             raise self._failed_credential(exc, scope) from None
 
@@ -248,6 +234,7 @@ class AccessGate:
         """Project allowed, audio budget left, single-use token unspent (now reserved: commit the hold once
         the session started, release it if it did not) — or raise."""
         try:
+            principal.check_unexpired(time.time())  # a socket running session after session (AudioCodes)
             principal.check_project(project)
             per_minute = principal.audio_seconds_per_minute
             if per_minute is not None and self.budgets.remaining(principal.name, per_minute) <= 0:

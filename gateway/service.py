@@ -180,9 +180,9 @@ def _authenticator(settings: Settings) -> Authenticator:
     key = settings.token_signing_key.get_secret_value() if settings.token_signing_key else ""
     if not key and settings.simulator_mode:
         key = secrets.token_urlsafe(32)  # browser tokens work on this one process only
-    return Authenticator(
-        settings.api_keys, key, required=settings.auth_required, max_token_life_s=settings.token_max_ttl_s
-    )
+    earlier = tuple(k.get_secret_value() for k in settings.token_verify_keys)
+    return Authenticator(settings.api_keys, key, required=settings.auth_required,
+                         max_token_life_s=settings.token_max_ttl_s, earlier_signing_keys=earlier)  # fmt: skip
 
 
 def service_of(connection: HTTPConnection) -> Gateway:

@@ -56,6 +56,14 @@ def _hs256_key(value: SecretStr | None) -> SecretStr | None:
     return value
 
 
+def _earlier_hs256_key(value: SecretStr) -> SecretStr:
+    if not value.get_secret_value():
+        raise ValueError("an empty key: list only the keys tokens may still be signed with")
+    checked = _hs256_key(value)
+    assert checked is not None
+    return checked
+
+
 def _blank_is_unset(value: SecretStr | None) -> SecretStr | None:
     # A credential is sent as configured: surrounding whitespace (a pasted line) is never part of it,
     # and one of only spaces was sent as the token (every session failed with Data Flow's refusal).
@@ -240,6 +248,8 @@ def _dataflow_rate(value: int) -> int:
 
 #: The browser tokens' signing key: unset or empty (no browser tokens), or at least 32 bytes.
 SigningKey = Annotated[SecretStr | None, AfterValidator(_hs256_key)]
+#: An earlier signing key that tokens still verify with: at least 32 bytes (an empty entry is a mistake).
+EarlierSigningKey = Annotated[SecretStr, AfterValidator(_earlier_hs256_key)]
 #: The operator endpoints' bearer token: unset, or at least 16 characters (an empty one let no caller
 #: drain: the preStop hook got 401; a short one can be guessed).
 AdminToken = Annotated[SecretStr | None, AfterValidator(_long_enough)]

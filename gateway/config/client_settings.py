@@ -38,6 +38,10 @@ class ClientSettings(BaseModel):
     token_signing_key: bounds.SigningKey = Field(
         None, description="HS256 key for browser tokens (same on all replicas)."
     )
+    token_verify_keys: list[bounds.EarlierSigningKey] = Field(
+        default_factory=list,
+        description="JSON list of earlier signing keys: tokens they signed still verify; none is minted with them.",
+    )
     token_ttl_s: float = Field(60.0, gt=0, description="Default life of a browser token (to start a session).")
     token_max_ttl_s: float = Field(900.0, gt=0, description="Longest life a browser token may ask for.")
     allowed_origins: list[bounds.Origin] = Field(

@@ -72,6 +72,8 @@ def _secrets(settings: BaseModel) -> list[tuple[str, str]]:
         value = getattr(settings, field)
         if isinstance(value, SecretStr):
             found.append((variable_name(field), value.get_secret_value()))
+        elif isinstance(value, list) and value and isinstance(value[0], SecretStr):
+            found += [(f"{variable_name(field)}[{i}]", v.get_secret_value()) for i, v in enumerate(value)]
         elif field == "api_keys":
             for key in value:
                 for name in type(key).model_fields:

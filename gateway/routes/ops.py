@@ -50,11 +50,15 @@ def _admin_allowed(request: Request) -> bool:
 )
 async def drain(request: Request, budget_s: float | None = None) -> Response:
     gateway = service_of(request)
-    if not _admin_allowed(request):
-        error: GatewayError = Unauthorized("admin credential required")
-        if gateway.settings.admin_token is not None and "authorization" in request.headers:
-            # A wrong guess is throttled per address like any credential: a short admin token is not guessed here.
+    guessed = gateway.settings.admin_token is not None and "authorization" in request.headers
+    # From an address past GATEWAY_AUTH_FAILURES_PER_MINUTE the admin token is not even compared: a 429 for a
+    # wrong guess and a 202 for the right one let guessing go on at line rate, the throttle its oracle.
+    error: GatewayError | None = gateway.gate.throttled(request.scope) if guessed else None
+    if error is None and not _admin_allowed(request):
+        error = Unauthorized("admin credential required")
+        if guessed:  # a wrong guess counts against its address like any credential
             error = gateway.gate.failed_attempt(request.scope) or error
+    if error is not None:
         gateway.registry.deny("admin_unauthorized" if isinstance(error, Unauthorized) else error.error_code)
         return error_response(error)
     # inf would keep sessions (and a later SIGTERM, which joins this drain) waiting for ever; nan would

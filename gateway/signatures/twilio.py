@@ -1,8 +1,9 @@
 """Twilio's ``X-Twilio-Signature`` on a Media Streams upgrade: base64 of HMAC-SHA1, keyed with the
 account's auth token, over the full URL Twilio was given (for a WebSocket upgrade there are no POST
 parameters to append). The URL is rebuilt from the configured public host names
-(``GATEWAY_PUBLIC_HOSTS``), not from the Host the caller sends, and from the path as the caller used it
-(``/t/<key>/`` included: Twilio signed it). Checked only when ``GATEWAY_TWILIO_AUTH_TOKEN`` is set.
+(``GATEWAY_PUBLIC_HOSTS``), not from the Host the caller sends, and from the path and query as the
+caller used them (``/t/<key>/`` included: Twilio signed it; a query added to the URL Twilio was given is
+not signed). Checked only when ``GATEWAY_TWILIO_AUTH_TOKEN`` is set.
 """
 
 from __future__ import annotations
@@ -33,8 +34,8 @@ class TwilioSignatures:
     def from_settings(cls, settings: Settings) -> TwilioSignatures:
         return cls(settings.twilio_auth_token, settings.public_hosts)
 
-    def verify(self, headers: Any, path: str) -> None:
-        """Raise Unauthorized unless the upgrade carries Twilio's signature of ``wss://<public host><path>``."""
+    def verify(self, headers: Any, target: str) -> None:
+        """Raise Unauthorized unless the upgrade carries Twilio's signature of ``wss://<public host><target>``."""
         if self._token is None:
             return
         signature = headers.get("x-twilio-signature")
@@ -42,7 +43,7 @@ class TwilioSignatures:
             raise Unauthorized("X-Twilio-Signature is missing", code=ErrorCode.INVALID_SIGNATURE)
         hosts = self._hosts or [headers.get("host", "")]  # without public hosts, only the Host can be used
         for host in hosts:
-            expected = twilio_signature(self._token, f"wss://{host}{path}")
+            expected = twilio_signature(self._token, f"wss://{host}{target}")
             if hmac.compare_digest(expected.encode(), str(signature).encode()):
                 return
         raise Unauthorized("X-Twilio-Signature does not match", code=ErrorCode.INVALID_SIGNATURE)

@@ -235,3 +235,22 @@ def test_a_client_secret_that_is_not_base64_fails_at_startup() -> None:
     with pytest.raises(ValueError, match="not base64"):
         client_secret(SecretStr("not base64!"), "GATEWAY_AUDIOHOOK_CLIENT_SECRET")
     assert client_secret(SecretStr(""), "x") is None
+
+
+@pytest.mark.ws
+@pytest.mark.parametrize(
+    "target",
+    ["/v1/audiohook?project=demo&label=a%20b&xtoken=1", f"/t/{API_KEY}/v1/audiohook", f"/v1/audiohook?token={API_KEY}"],
+    ids=["xtoken-parameter", "key-in-the-path", "key-in-the-query"],
+)
+async def test_the_signature_covers_the_url_as_genesys_was_given_it(gw: RunningGateway, target: str) -> None:
+    """The signature was checked over the URL left after the gateway lifted the key out of it (and any
+    query holding ``token=`` re-encoded): a correctly signed upgrade to such a URL got 401, counted as a
+    failed credential."""
+    headers = signed(target=target)
+    async with connect(gw.ws_url(target), headers) as ws:
+        client = AudioHookClient(ws, headers["Audiohook-Session-Id"], headers["Audiohook-Organization-Id"])
+        await client.open()
+        assert (await client.recv())["type"] == "opened"
+        await client.send("close", {"reason": "end"})
+        await client.until("closed")

@@ -134,6 +134,14 @@ async def test_key_in_the_path_since_twilio_forbids_query_strings(gateway_factor
         with pytest.raises(InvalidStatus) as refused:  # no key: refused, signature or not
             async with ws_connect(gw.ws_url("/v1/twilio"), additional_headers={"X-Twilio-Signature": signature}):
                 pass
+        # A query added to the URL Twilio signed (which has none: Twilio forbids them) is not signed: it
+        # was accepted, the signature covering the path alone.
+        with pytest.raises(InvalidStatus) as added:
+            async with ws_connect(
+                gw.ws_url(f"{path}?project=other"), additional_headers={"X-Twilio-Signature": signature}
+            ):
+                pass
+    assert added.value.response.status_code == 401
     assert seen.close_code == 1000
     assert [e["event"]["text"] for e in receiver.payloads("event")] == ["9#"]
     assert refused.value.response.status_code == 401

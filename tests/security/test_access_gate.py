@@ -27,7 +27,7 @@ from gateway.errors import (
 )
 from gateway.relay import audio_budgets
 from gateway.relay.registry import SessionRegistry
-from gateway.security import AccessGate, CredentialScrubber, credential_of
+from gateway.security import CREDENTIAL_SCOPE_KEYS, AccessGate, CredentialScrubber, credential_of
 from tests.support.settings import offline_settings
 
 ALICE_KEY = "dfg_alice-key-for-gate-tests-0123456789"
@@ -463,7 +463,7 @@ async def test_a_path_secret_is_lifted_out_of_the_path(kind: str) -> None:
     assert (scope["path"], scope["raw_path"]) == ("/v1/stream", b"/v1/stream")
     assert scope["query_string"] == b"project=demo"
     assert credential_of(scope, {}) == "s3cret-key"
-    rest = {k: v for k, v in scope.items() if k != "gateway.path_credential"}
+    rest = {k: v for k, v in scope.items() if k not in CREDENTIAL_SCOPE_KEYS}
     assert "s3cret-key" not in repr(rest)
 
 

@@ -15,7 +15,7 @@ import pytest
 from websockets.exceptions import InvalidStatus
 
 from gateway.app import create_app
-from gateway.auth import FailedAuthThrottle, key_digest
+from gateway.auth import FailedAuthThrottle, key_binding, key_digest
 from gateway.settings import SettingsError
 from gateway.simulator.server import DataflowSimulator
 from tests.support import signals
@@ -184,8 +184,9 @@ async def test_a_token_signed_with_the_key_but_not_one_this_gateway_mints_is_ref
     GATEWAY_TOKEN_MAX_TTL_S (900 s here) was accepted whenever its signature verified: with a leaked or
     example signing key, anyone could start sessions for ten years."""
     now = int(time.time())
+    (acme,) = [spec for spec in gw.gateway.settings.api_keys if spec.name == "acme"]
     claims = {"iss": "dataflow-gateway", "aud": "dataflow-gateway/session", "sub": "acme", "iat": now,
-              "exp": now + 300, "jti": "y1", "prj": ["demo"]}  # fmt: skip
+              "exp": now + 300, "jti": "y1", "prj": ["demo"], "kb": key_binding(SIGNING_KEY, acme)}  # fmt: skip
     fine = jwt.encode(claims, SIGNING_KEY, algorithm="HS256")
     assert (await digits_through(gw, "7", start={"token": fine}, origin=APP_ORIGIN)).milestones() == ["7"]
     simulator.records.clear()
@@ -377,20 +378,49 @@ async def test_the_failed_credential_table_is_bounded_however_many_addresses_fai
     assert held == 5, f"40 failing addresses, MAX_ADDRESSES 5: the table holds {held}"
 
 
-@pytest.mark.parametrize("gw", [{"admin_token": ADMIN_TOKEN, "auth_failures_per_minute": 3}], indirect=True)
+@pytest.mark.parametrize("gw", [{"trusted_proxies": ["127.0.0.1"], "auth_failures_per_minute": 3}], indirect=True)
+async def test_an_ipv6_client_is_throttled_by_its_64(gw: RunningGateway) -> None:
+    """One host holds a whole /64: 60 wrong keys, each from another address of one /64, were all checked
+    (401) and never throttled. Another /64 is another client; an IPv4 client of a dual-stack listener
+    (``::ffff:a.b.c.d``) is its IPv4 address."""
+
+    async def status(address: str, n: int) -> int:
+        headers = {"X-API-Key": f"dfg_wrong_{n}", "X-Forwarded-For": address}
+        async with httpx.AsyncClient(base_url=gw.http_url) as http:
+            return (await http.post("/v1/tokens", json={}, headers=headers)).status_code
+
+    one_64 = [await status(f"2001:db8:5:1::{n + 1:x}", n) for n in range(5)]
+    other_64 = await status("2001:db8:5:2::1", 9)
+    mapped = [await status(address, n) for n, address in enumerate(["::ffff:192.0.2.44"] * 2 + ["192.0.2.44"] * 2)]
+    assert one_64 == [401, 401, 401, 429, 429] and other_64 == 401
+    assert mapped == [401, 401, 401, 429]
+
+
+@pytest.mark.parametrize(
+    "gw", [{"admin_token": ADMIN_TOKEN, "auth_failures_per_minute": 3, "trusted_proxies": ["127.0.0.1"]}], indirect=True
+)
 async def test_admin_token_guesses_are_throttled_like_any_credential(gw: RunningGateway) -> None:
     """Wrong admin tokens on /internal/drain were never throttled: 50 guesses from one address all got a
-    plain 401 with GATEWAY_AUTH_FAILURES_PER_MINUTE=3, so a short token could be guessed. The right
-    token still drains from the throttled address."""
+    plain 401 with GATEWAY_AUTH_FAILURES_PER_MINUTE=3, so a short token could be guessed. Then the right
+    token still drained from the throttled address: 429 for a wrong guess and 202 for the right one let
+    guessing go on at line rate (200 guesses in 0.15 s). A throttled address's admin token is not even
+    compared now; the operator's, from another address, drains."""
+    guesser = {"X-Forwarded-For": "198.51.100.7"}
     async with httpx.AsyncClient(base_url=gw.http_url) as http:
-        guesses = [await http.post("/internal/drain", headers={"Authorization": f"Bearer guess-{i}"}) for i in range(5)]
+        guesses = [
+            await http.post("/internal/drain", headers={**guesser, "Authorization": f"Bearer guess-{i}"})
+            for i in range(5)
+        ]
         assert [g.status_code for g in guesses] == [401, 401, 401, 429, 429]
         assert guesses[-1].json()["error"]["code"] == "auth_throttled"
         assert 55 <= int(guesses[-1].headers["retry-after"]) <= 60
         documented = (await http.get("/openapi.json")).json()["paths"]["/internal/drain"]["post"]["responses"]
         assert "429" in documented, sorted(documented)  # the OpenAPI document listed 401, 408, 413, 422 only
         assert gw.gateway.registry.draining is False
-        right = await http.post("/internal/drain", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
+        guessed = await http.post("/internal/drain", headers={**guesser, "Authorization": f"Bearer {ADMIN_TOKEN}"})
+        assert guessed.status_code == 429 and gw.gateway.registry.draining is False  # right, and not compared
+        operator = {"X-Forwarded-For": "192.0.2.10", "Authorization": f"Bearer {ADMIN_TOKEN}"}
+        right = await http.post("/internal/drain", headers=operator)
         assert right.status_code == 202
         assert gw.gateway.registry.draining is True
 

@@ -123,6 +123,32 @@ async def test_a_forged_forwarded_for_changes_nothing(gw: RunningGateway) -> Non
     assert registry.waiting_addresses == 0
 
 
+async def test_an_ipv6_client_holds_its_quarter_by_its_64(gw: RunningGateway) -> None:
+    """One host holds a whole /64: it took every waiting place (16 of 16) with one address of it each,
+    and a browser elsewhere got capacity_exceeded. Another /64, and an IPv4 client of a dual-stack
+    listener (``::ffff:a.b.c.d``, its IPv4 address), are addresses of their own."""
+    registry = gw.gateway.registry
+    squatters = [await ws_connect(gw.ws_url(), **forwarded(f"2001:db8:7:1::{n + 1:x}")) for n in range(4)]
+    try:
+        await waiting_count(registry, 4)
+        async with ws_connect(gw.ws_url(), **forwarded("2001:db8:7:1:ffff::9")) as fifth:
+            refused = await read_all(fifth)
+        assert refused.errors() == ["capacity_exceeded"] and refused.close_code == 1013
+        async with (
+            ws_connect(gw.ws_url(), **forwarded("2001:db8:7:2::1")) as neighbour,
+            ws_connect(gw.ws_url(), **forwarded(f"::ffff:{BROWSER}")) as mapped,
+        ):
+            await waiting_count(registry, 6)
+            assert registry.waiting_addresses == 3
+            for ws in (neighbour, mapped):
+                await ws.send(start_message(token=await mint(gw)))
+                await next_message(ws, "started")
+    finally:
+        for ws in squatters:
+            await ws.close()
+    await waiting_count(registry, 0)
+
+
 @pytest.mark.parametrize(
     "gw",
     [{"api_keys": [{"name": "acme", "sha256": key_digest(KEY), "projects": ["demo"], "max_sessions": 1}]}],
