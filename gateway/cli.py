@@ -25,6 +25,7 @@ import httpx
 import gateway.upstream  # noqa: F401  (first: sets gRPC's log defaults before anything imports grpc)
 from gateway import __version__
 from gateway.auth import ApiKeySpec, key_digest, new_api_key
+from gateway.config.libraries import library_problems
 from gateway.logs.config import configure_logging
 from gateway.runtime import run_fast, tune_gc
 from gateway.settings import SettingsError, load_settings
@@ -250,6 +251,8 @@ def _run(ns: argparse.Namespace) -> int:
         return _drain(ns)
     if ns.command == "keygen":
         return _keygen(ns)
+    if problems := library_problems():  # before the web stack is imported: one line, not a traceback
+        raise SettingsError(*problems)
     if ns.command == "settings":
         return _print_settings(ns)
     from gateway.server import serve  # imported late: the simulator needs no web stack

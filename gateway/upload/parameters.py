@@ -19,7 +19,10 @@ PARAMETERS_LIMIT: Final = 64 * 1024
 def media_type(content_type: str | None) -> tuple[str, dict[str, str]]:
     """``audio/L16; rate=8000`` -> (``audio/l16``, {"rate": "8000"})."""
     ctype, options = parse_options_header(content_type or "")
-    return ctype.decode("latin-1"), {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in options.items()}
+    # Media types are case-insensitive (RFC 9110 8.3.1); python-multipart lowercased them only from 0.0.33.
+    return ctype.decode("latin-1").lower(), {
+        k.decode("latin-1").lower(): v.decode("latin-1") for k, v in options.items()
+    }
 
 
 def header_parameters(value: str, where: str = "X-Dataflow-Parameters") -> dict[str, Any]:

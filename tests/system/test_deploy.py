@@ -203,8 +203,9 @@ async def test_readiness_is_capacity_not_data_flow_and_an_outage_is_a_retryable_
     simulator: DataflowSimulator,
 ) -> None:
     """Data Flow down: the pod stays ready (an ingress would otherwise answer a bare 503), /healthz
-    tells the outage, a new session gets the retryable upstream_unavailable; Data Flow back: ok."""
-    settings = settings_for(simulator, upstream_reconnect_backoff_max_s=0.5)
+    tells the outage, a new session gets the retryable upstream_unavailable once its start's attempts
+    are spent (within GATEWAY_UPSTREAM_RECOVERY_WINDOW_S, 2 s here); Data Flow back: ok."""
+    settings = settings_for(simulator, upstream_reconnect_backoff_max_s=0.5, upstream_recovery_window_s=2.0)
     async with running_gateway(settings) as gw, httpx.AsyncClient(base_url=gw.http_url, timeout=5) as http:
         assert (await http.get("/healthz")).json()["upstream"]["status"] == "ok"
         port = simulator.port

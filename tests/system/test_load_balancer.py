@@ -8,9 +8,14 @@ closed with ``going_away`` + 1001 when the budget ends. Sessions on replica B ne
 New sessions while A drains: A answers their handshakes with 503 ``going_away`` before accepting
 them (``GATEWAY_WS_DRAIN_REFUSES_HANDSHAKE``, as in docker-compose.yml), and nginx
 (``proxy_next_upstream http_503``) retries each on B: no client sees a refusal. After A has exited,
-its port refuses connections, and nginx's passive health check (``max_fails``/``fail_timeout`` and
-``proxy_next_upstream error``) sends every new session to B at the first attempt. Both replicas'
-/metrics must account for every session and every refused handshake.
+its port refuses connections: nginx retries a new session that meets it on B
+(``proxy_next_upstream error``), and its passive health check (``max_fails``/``fail_timeout``) then
+skips A. No new session is refused. Both replicas' /metrics must account for every session and every
+refused handshake.
+
+The other tests: a rolling restart (A restarted and ready, B drained at once) refuses no new
+session; nginx passes the client's Host with its port, and request heads as large as the gateway
+takes, and answers one too large for it in the gateway's error shape.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import asyncio
 import contextlib
 import itertools
 import json
+import re
 import signal
 import subprocess
 import time
@@ -32,9 +38,11 @@ import pytest
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
+from gateway.server import uvicorn_config
 from tests.support import signals
 from tests.support.harness import Transcript, read_all, ws_connect
 from tests.support.lb_stack import (
+    NGINX_TEMPLATE,
     Stack,
     metric,
     nginx_binary,
@@ -45,6 +53,10 @@ from tests.support.lb_stack import (
     wait_http_ok,
 )
 from tests.support.lb_stack import free_port as _free_port
+from tests.support.settings import offline_settings
+
+SIMULATOR_TOKEN = "lb-test-simulator-token"
+NO_REPLICA = "no gateway replica can take this request now"  # the template's @no_replica answer
 
 RATE = 16000
 FRAME_BYTES = RATE * 2 * 40 // 1000  # 40 ms of pcm16
@@ -168,13 +180,46 @@ async def test_nginx_accepts_the_rendered_config(tmp_path: Path) -> None:
     assert checked.returncode == 0, checked.stderr
 
 
+def test_nginx_keeps_within_the_gateways_http_limits() -> None:
+    """nginx closes an idle pooled connection to a replica before the gateway does (uvicorn's
+    keep-alive): a request sent on one the gateway is closing would get 502, and a POST no retry. And
+    one header line as large as the gateway's whole head limit fits nginx's buffer."""
+    template = NGINX_TEMPLATE.read_text()
+    upstream = template[template.index("upstream dataflow_gateway {") :]
+    upstream = upstream[: upstream.index("\n}")]
+    idle = re.search(r"^\s*keepalive_timeout (\d+)s;", upstream, re.MULTILINE)
+    assert idle is not None, "the upstream block sets no keepalive_timeout (nginx's default: 60 s)"
+    settings = offline_settings()
+    assert int(idle.group(1)) < uvicorn_config(settings).timeout_keep_alive
+    buffers = re.search(r"^\s*large_client_header_buffers (\d+) (\d+)k;", template, re.MULTILINE)
+    assert buffers is not None
+    assert int(buffers.group(2)) * 1024 >= settings.max_request_head_bytes
+
+
+@dataclass
+class SettingsStack(Stack):
+    """A Stack whose gateways get ``settings`` (GATEWAY_* values) on top of lb_stack's."""
+
+    settings: dict[str, str] = field(default_factory=dict)
+    simulator_port: int = 0
+
+    def start(self, name: str, command: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+        if env is not None and name.startswith("gateway"):
+            env = {**env, **self.settings}
+        return super().start(name, command, env)
+
+
 @contextlib.asynccontextmanager
-async def two_replicas(tmp_path: Path, drain_budget_s: float) -> AsyncIterator[tuple[Stack, int, int, int]]:
-    """The simulator, replicas A and B and nginx in front of them, all ready: (stack, nginx, A, B ports)."""
+async def two_replicas(
+    tmp_path: Path, drain_budget_s: float, **settings: str
+) -> AsyncIterator[tuple[SettingsStack, int, int, int]]:
+    """The simulator, replicas A and B and nginx in front of them, all ready: (stack, nginx, A, B ports).
+    ``settings``: GATEWAY_* values for both replicas; ``{lb_port}`` in one becomes nginx's port."""
     nginx = nginx_binary()
-    token = "lb-test-simulator-token"
+    token = SIMULATOR_TOKEN
     sim_port, port_a, port_b, lb_port = (_free_port() for _ in range(4))
-    stack = Stack(tmp_path)
+    values = {name: value.replace("{lb_port}", str(lb_port)) for name, value in settings.items()}
+    stack = SettingsStack(tmp_path, settings=values, simulator_port=sim_port)
     try:
         stack.start_simulator(sim_port, token)
         stack.start_gateway("gateway-a", port_a, sim_port, token, drain_budget_s)
@@ -264,7 +309,7 @@ async def check_stack(stack: Stack, lb_port: int, port_a: int, port_b: int) -> N
         assert client.digits[: len(t.milestones())] == t.milestones()
         assert BUDGET_S - 0.5 < client.closed_at - drain_began < BUDGET_S + 1.5
 
-    # A is gone: new sessions all land on B at the first attempt.
+    # A is gone: new sessions all land on B (one that meets A's closed port is retried there).
     late = [Client(200 + i, groups=2) for i in range(10)]
     served = await asyncio.gather(*(run_new_session(c, url) for c in late))
     assert all(served), "a new session was refused after the drained replica exited"
@@ -318,3 +363,125 @@ async def test_nginx_retries_a_draining_replicas_handshakes_on_the_other(tmp_pat
             while retried_handshakes(tmp_path) < retried:  # logged as each session ends
                 await asyncio.sleep(0.05)
         assert retried_handshakes(tmp_path) == retried
+
+
+async def short_session(url: str) -> str:
+    """Open a session, start it and finalize at once: "started", or how it was refused."""
+    try:
+        async with ws_connect(url) as ws:
+            audio = {"encoding": "pcm16", "sampleRate": RATE, "channels": 1}
+            await ws.send(json.dumps({"type": "start", "project": "demo", "audio": audio}))
+            async with asyncio.timeout(10):
+                message = json.loads(await ws.recv())
+                if message["type"] != "started":
+                    return f"{message['type']} {message.get('code')}"
+                await ws.send(json.dumps({"type": "finalize"}))
+                async for _ in ws:
+                    pass
+            return "started"
+    except InvalidStatus as exc:
+        return f"HTTP {exc.response.status_code} {bytes(exc.response.body)[:120]!r}"
+    except ConnectionClosed as exc:
+        return f"closed {exc}"
+
+
+@pytest.mark.ws
+async def test_rolling_restart_behind_nginx_refuses_no_session(tmp_path: Path) -> None:
+    """A rolling restart as an operator scripts it: restart A, wait for its /readyz 200, drain B at
+    once. nginx marked A failed while it was down (its closed port) and marks B at its first draining
+    503: with only ``max_fails``/``fail_timeout`` it had "no live upstreams" until A's mark expired
+    and answered @no_replica's 503 to the new sessions for seconds (37 here), although A was ready.
+    A new session every 0.1 s through nginx, from A's SIGTERM until 1.5 s after B has exited: every
+    one starts."""
+    async with two_replicas(tmp_path, 2.0) as (stack, lb_port, port_a, port_b):
+        url = f"ws://127.0.0.1:{lb_port}/v1/stream"
+        # B drains for its whole budget: it holds a session (opened on B directly) that never ends.
+        holder = Client(300, role="linger")
+        held = await holder.connect(f"ws://127.0.0.1:{port_b}/v1/stream")
+        assert held is not None
+        holding = asyncio.create_task(holder.stream(held, paced=True, on_notice=None))
+
+        began = time.monotonic()
+        outcomes: list[tuple[float, str]] = []
+        stop = asyncio.Event()
+
+        async def one(at: float) -> None:
+            outcomes.append((at, await short_session(url)))
+
+        async def new_sessions() -> None:
+            tasks = []
+            while not stop.is_set():
+                tasks.append(asyncio.create_task(one(time.monotonic() - began)))
+                await asyncio.sleep(0.1)
+            await asyncio.gather(*tasks)
+
+        load = asyncio.create_task(new_sessions())
+        gateway_a = stack.processes["gateway-a"]
+        gateway_a.send_signal(signal.SIGTERM)
+        assert await asyncio.to_thread(gateway_a.wait, 10) == -signal.SIGTERM
+        await asyncio.sleep(0.5)  # new sessions meet A's closed port (nginx marks A failed)
+        stack.start_gateway("gateway-a-again", port_a, stack.simulator_port, SIMULATOR_TOKEN, 2.0)
+        await wait_http_ok(f"http://127.0.0.1:{port_a}/readyz", stack.processes["gateway-a-again"])
+        gateway_b = stack.processes["gateway-b"]
+        gateway_b.send_signal(signal.SIGTERM)  # at once: A is ready
+        b_drains = time.monotonic() - began
+        assert await asyncio.to_thread(gateway_b.wait, 10) == -signal.SIGTERM
+        b_exited = time.monotonic() - began
+        await asyncio.sleep(1.5)  # and new sessions while B's port is closed
+        stop.set()
+        await load
+        await holding
+
+        after = [o for at, o in outcomes if at >= b_drains]
+        assert len(after) >= 20, (b_drains, b_exited, len(outcomes))  # B's drain (2 s) and 1.5 s after it
+        assert [o for _, o in outcomes if NO_REPLICA in o] == []
+        assert [(round(at, 1), o) for at, o in outcomes if o != "started"] == [], (b_drains, b_exited)
+        assert holder.transcript.errors() == ["draining", "going_away"]
+
+
+@pytest.mark.ws
+async def test_nginx_passes_the_host_with_its_port(tmp_path: Path) -> None:
+    """The gateway compares the Host it is given with GATEWAY_PUBLIC_HOSTS (host or host:port), a
+    same-origin page's Origin, Twilio's signed URL and AudioHook's @authority: nginx must pass it as the
+    client sent it. ``proxy_set_header Host $host`` dropped the port: "gw.example.test:<port>" was
+    refused 400 invalid_host behind nginx."""
+    public = '["gw.example.test:{lb_port}"]'
+    async with two_replicas(tmp_path, 2.0, GATEWAY_PUBLIC_HOSTS=public) as (_, lb_port, _a, _b):
+        async with ws_connect(f"ws://gw.example.test:{lb_port}/v1/stream", host="127.0.0.1", port=lb_port) as ws:
+            assert ws.response.status_code == 101
+        # The port is compared: another one is not this gateway's.
+        with pytest.raises(InvalidStatus) as refused:
+            await ws_connect(f"ws://gw.example.test:{lb_port + 1}/v1/stream", host="127.0.0.1", port=lb_port)
+        assert refused.value.response.status_code == 400
+        assert json.loads(refused.value.response.body)["error"]["code"] == "invalid_host"
+
+
+@pytest.mark.ws
+async def test_nginx_takes_the_request_heads_the_gateway_takes(tmp_path: Path) -> None:
+    """nginx's default header buffers (4 8k) refused a header line over 8 KiB with its own HTML 400;
+    the gateway takes heads up to GATEWAY_MAX_REQUEST_HEAD_BYTES (16 KiB). A 9 KiB Cookie passes; a
+    20 KiB one, or a 20 KiB request line, gets 431 request_head_too_large in the gateway's error shape,
+    whether nginx answers (a line over its buffer) or the gateway (a head over its limit, in lines
+    nginx takes)."""
+    async with two_replicas(tmp_path, 2.0) as (_, lb_port, _a, _b):
+        base = f"127.0.0.1:{lb_port}"
+        cookie_9k = {"Cookie": "sso=" + "c" * 9 * 1024}
+        cookie_20k = {"Cookie": "sso=" + "c" * 20 * 1024}
+        three_lines_7k = {f"X-Big-{i}": "h" * 7 * 1024 for i in range(3)}
+        async with httpx.AsyncClient(timeout=10) as http:
+            passed = await http.get(f"http://{base}/healthz", headers=cookie_9k)
+            assert passed.status_code == 200, passed.text[:200]
+            assert passed.headers["content-type"].startswith("application/json")
+            long_target = "/healthz?pad=" + "p" * 20 * 1024  # nginx: a request line over its buffer (414)
+            for target, headers in (("/healthz", cookie_20k), ("/healthz", three_lines_7k), (long_target, {})):
+                refused = await http.get(f"http://{base}{target}", headers=headers)
+                assert refused.status_code == 431, refused.text[:200]
+                assert refused.headers["content-type"].startswith("application/json")
+                assert refused.json()["error"]["code"] == "request_head_too_large"
+                assert refused.json()["error"]["retryable"] is False
+        async with ws_connect(f"ws://{base}/v1/stream", additional_headers=cookie_9k) as ws:
+            assert ws.response.status_code == 101
+        with pytest.raises(InvalidStatus) as too_large:
+            await ws_connect(f"ws://{base}/v1/stream", additional_headers=cookie_20k)
+        assert too_large.value.response.status_code == 431
+        assert json.loads(too_large.value.response.body)["error"]["code"] == "request_head_too_large"

@@ -25,6 +25,7 @@ from tests.support.upload_client import URL, no_decoder_thread_left, pieces
 
 COSTLY = dict(channels=64, rate=768_000)  # ~0.34 s of CPU per second of audio on this machine class
 DEFAULT_SHARE = 0.05
+SECONDS = 90  # of the costly file: long enough to cross the line on a core that decodes it twice as fast
 
 
 @pytest.fixture
@@ -47,20 +48,23 @@ async def post(gw: RunningGateway, data: bytes, accept: str = "application/json"
 async def test_a_file_costing_more_cpu_than_its_audio_is_cut_with_what_came_before(
     gw: RunningGateway, simulator: DataflowSimulator
 ) -> None:
-    """Defaults: 25 s of the costly file (~8.5 s of CPU undecoded whole) ends at about 17 s of audio,
-    6 s of CPU; on the old code it was decoded to the end and answered 200."""
+    """Defaults: 90 s of the costly file ends part-way (at about 17 s of audio, 6 s of CPU, where it costs
+    0.34 s a second; at about 33 s where a faster core decodes it for 0.2 s: the line is 0.05 s a second
+    counted from 100 s, so it is crossed at 5 / (cost - 0.05) s of audio, before 90 s at any cost over
+    0.11 s a second); on the old code it was decoded to the end and answered 200."""
     assert gw.gateway.settings.upload_decode_cpu_share == DEFAULT_SHARE
-    response = await post(gw, hostile_audio.mkv_wavpack_silence(seconds=25, **COSTLY))
+    response = await post(gw, hostile_audio.mkv_wavpack_silence(seconds=SECONDS, **COSTLY))
     assert response.status_code == 422, response.text
     body = response.json()
     assert body["error"]["code"] == "audio_too_costly" and body["error"]["retryable"] is False
     cpu_s, audio_s = cost(body["error"]["message"])
-    assert 1 < audio_s < 25  # cut part-way, not refused at once and not decoded whole
+    print(f"cut at {audio_s:.1f} s of audio after {cpu_s:.2f} s of CPU")
+    assert 1 < audio_s < SECONDS  # cut part-way, not refused at once and not decoded whole
     assert cpu_s <= DEFAULT_SHARE * (audio_s + GRACE_AUDIO_S) + 0.5  # within one block's cost of the line
     assert "0.05 s per second of audio" in body["error"]["message"]
     assert body["audioMs"] == pytest.approx(audio_s * 1000, abs=100)  # all decoded went out (message: 0.1 s)
     assert body["transcript"] == {"0": ""} and "sessionId" in body  # the results before the limit are kept
-    assert simulator.records[-1].audio_bytes < 25 * 48000 * 2 * 0.9
+    assert simulator.records[-1].audio_bytes < SECONDS * 48000 * 2 * 0.9
 
 
 @pytest.mark.parametrize("gw", [{"upload_decode_cpu_share": 0.005}], indirect=True)
