@@ -181,6 +181,8 @@ class Authenticator:
             "iss": _ISSUER, "aud": _AUDIENCE, "sub": owner.name, "iat": int(now), "nbf": int(now),
             "exp": int(now + ttl_s), "jti": uuid.uuid4().hex, "su": single_use, "prj": projects,
             "org": origin, "mss": max_session_s, "kb": key_binding(self._signing_key, self._by_name[owner.name]),
+            # Read by replicas of earlier versions only (a rolling upgrade): these take the key's own.
+            "ms": owner.max_sessions, "apm": owner.audio_seconds_per_minute,
         }  # fmt: skip
         return jwt.encode(claims, self._signing_key, algorithm="HS256"), claims["exp"]
 
@@ -191,7 +193,10 @@ class Authenticator:
         life_s = _number(claims["exp"]) - _number(claims["iat"])
         # Or its key was replaced under the same name (the binding differs): revoked too.
         spec = self._by_name.get(claims["sub"]) if isinstance(claims["sub"], str) else None
-        bound = spec is not None and hmac.compare_digest(str(claims.get("kb", "")), key_binding(key, spec))
+        # A token without a binding was minted by an earlier version (a rolling upgrade; it lives at most
+        # GATEWAY_TOKEN_MAX_TTL_S): taken, with the key's projects and limits as below.
+        sent = claims.get("kb")
+        bound = spec is not None and (sent is None or hmac.compare_digest(str(sent), key_binding(key, spec)))
         if spec is None or not bound or not life_s <= self._max_token_life_s + _LEEWAY_S:
             raise Unauthorized("the browser token is not valid", code=ErrorCode.INVALID_CREDENTIAL)
         listed = claims.get("prj")

@@ -100,6 +100,9 @@ def basic_password(encoded: str) -> str | None:
     return password or user or None
 
 
+_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")  # RFC 6052: every IPv4 host behind a NAT64 gateway, one /64
+
+
 def client_address(scope: Scope) -> str:
     """Who a per-address limit counts (the failed-credential throttle, the waiting places): the client's
     address as the logs show it (uvicorn takes it from ``X-Forwarded-For`` only when the connection comes
@@ -112,8 +115,9 @@ def client_address(scope: Scope) -> str:
         ip = ipaddress.IPv6Address(address.split("%")[0])
     except ValueError:  # not an address (a proxy's odd X-Forwarded-For): counted as it is
         return address
-    mapped = ip.ipv4_mapped  # an IPv4 client of a dual-stack listener is that IPv4 address
-    return str(mapped) if mapped is not None else str(ipaddress.IPv6Network((ip, 64), strict=False))
+    if (mapped := ip.ipv4_mapped) is not None or ip in _NAT64:  # an IPv4 client seen through IPv6
+        return str(mapped or ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF))
+    return str(ipaddress.IPv6Network((ip, 64), strict=False))
 
 
 def sent_target(scope: Scope) -> str:

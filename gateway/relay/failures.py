@@ -1,4 +1,5 @@
-"""Upstream streams that fail under a live session: counted and told, even when a recovery hides them.
+"""Upstream streams that fail under a session (live, or retrying its first Start through an outage):
+counted and told, even when a recovery hides them.
 
 A recovery moves the session to a new stream and the client sees only ``upstream_recovered``; the
 operator saw no more (no counter by cause, no line), so a Data Flow failing streams all day looked

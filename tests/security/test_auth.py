@@ -382,7 +382,7 @@ async def test_the_failed_credential_table_is_bounded_however_many_addresses_fai
 async def test_an_ipv6_client_is_throttled_by_its_64(gw: RunningGateway) -> None:
     """One host holds a whole /64: 60 wrong keys, each from another address of one /64, were all checked
     (401) and never throttled. Another /64 is another client; an IPv4 client of a dual-stack listener
-    (``::ffff:a.b.c.d``) is its IPv4 address."""
+    (``::ffff:a.b.c.d``) or behind a NAT64 gateway (``64:ff9b::/96``, RFC 6052) is its IPv4 address."""
 
     async def status(address: str, n: int) -> int:
         headers = {"X-API-Key": f"dfg_wrong_{n}", "X-Forwarded-For": address}
@@ -391,7 +391,10 @@ async def test_an_ipv6_client_is_throttled_by_its_64(gw: RunningGateway) -> None
 
     one_64 = [await status(f"2001:db8:5:1::{n + 1:x}", n) for n in range(5)]
     other_64 = await status("2001:db8:5:2::1", 9)
-    mapped = [await status(address, n) for n, address in enumerate(["::ffff:192.0.2.44"] * 2 + ["192.0.2.44"] * 2)]
+    mapped = [
+        await status(address, n)
+        for n, address in enumerate(["::ffff:192.0.2.44", "64:ff9b::c000:22c", "192.0.2.44", "192.0.2.44"])
+    ]
     assert one_64 == [401, 401, 401, 429, 429] and other_64 == 401
     assert mapped == [401, 401, 401, 429]
 

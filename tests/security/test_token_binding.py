@@ -101,24 +101,41 @@ async def test_a_token_gets_the_projects_and_limits_its_key_has_now(gateway_fact
     assert second.get("code") == "rate_limited", second  # the key's max_sessions now: 1
 
 
-@pytest.mark.parametrize(
-    ("verify_keys", "status"), [([OLD_SIGNING], None), ([], 401)], ids=["listed-earlier-key", "no-earlier-key"]
-)
-async def test_a_signing_key_rotation_keeps_tokens_of_the_earlier_key_where_it_is_listed(
-    gateway_factory: GatewayFactory, verify_keys: list[str], status: int | None
+async def test_a_signing_key_rotation_in_two_steps_refuses_no_token(gateway_factory: GatewayFactory) -> None:
+    """The rotation README gives: (1) every replica verifies the new key too, still signing with the old;
+    (2) every replica signs with the new key and verifies the old. During each rolling change a replica
+    of the step before meets one of the step after: a token either mints verifies on the other."""
+    step_0 = settings(acme())
+    step_1 = settings(acme(), token_verify_keys=[NEW_SIGNING])
+    step_2 = settings(acme(), signing=NEW_SIGNING, token_verify_keys=[OLD_SIGNING])
+    for before, after in ((step_0, step_1), (step_1, step_2)):
+        async with gateway_factory(**before) as old, gateway_factory(**after) as new:
+            for minting, starting in ((old, new), (new, old)):
+                answer = await first_answer(starting, await mint(minting))
+                assert answer["type"] == "started", answer
+    # Without the first step, a replica still on the old key refuses every token the new key signed.
+    async with gateway_factory(**step_0) as old, gateway_factory(**step_2) as new:
+        assert await refused_status(old, await mint(new)) == 401
+        assert (await digits_through(new, "7", start={"token": await mint(old)}, origin=APP_ORIGIN)).milestones() == [
+            "7"
+        ]
+
+
+async def test_a_token_an_earlier_version_minted_is_taken_with_the_keys_projects_now(
+    gateway_factory: GatewayFactory,
 ) -> None:
-    """A replica with the new signing key meets a token a replica with the old one minted."""
-    async with gateway_factory(**settings(acme())) as old:
-        token = await mint(old)
-    async with gateway_factory(**settings(acme(), signing=NEW_SIGNING, token_verify_keys=verify_keys)) as new:
-        if status is None:
-            assert (await digits_through(new, "7", start={"token": token}, origin=APP_ORIGIN)).milestones() == ["7"]
-            fresh = await mint(new)
-        else:
-            assert await refused_status(new, token) == status
-    if status is None:  # the new replica mints with the new key only: the old replica cannot read it
-        async with gateway_factory(**settings(acme())) as old:
-            assert await refused_status(old, fresh) == 401
+    """A rolling upgrade: tokens without the key binding (an earlier version's) still start sessions, held
+    to the key's current projects; a binding that does not match is refused."""
+    async with gateway_factory(**settings(acme(projects=["demo"]))) as gw:
+        minted = jwt.decode(await mint(gw), options={"verify_signature": False})
+        earlier = {k: v for k, v in minted.items() if k != "kb"} | {"prj": None, "jti": "earlier-1"}
+        token = jwt.encode(earlier, OLD_SIGNING, algorithm="HS256")
+        SECRETS.add(token)
+        assert (await first_answer(gw, token))["type"] == "started"
+        assert (await first_answer(gw, token, "billing")).get("code") == "project_not_allowed"
+        forged = jwt.encode(minted | {"kb": "0" * 32, "jti": "forged-1"}, OLD_SIGNING, algorithm="HS256")
+        SECRETS.add(forged)
+        assert await refused_status(gw, forged) == 401
 
 
 async def test_an_expired_token_starts_no_further_session_on_its_socket(gateway_factory: GatewayFactory) -> None:
