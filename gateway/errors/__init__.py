@@ -244,6 +244,8 @@ class UpstreamError(GatewayError):
     http_status = 502
     #: gRPC status name when the failure was transport-level (for metrics), else None.
     grpc_status: str | None = None
+    #: Data Flow was out of reach (UNAVAILABLE, and no TLS handshake it failed): a retry soon may cure it.
+    out_of_reach: bool = False
 
 
 class UpstreamUnavailable(UpstreamError):

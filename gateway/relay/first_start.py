@@ -62,6 +62,7 @@ async def first_start(
 
 def outage(error: UpstreamError) -> bool:
     """Data Flow could not be reached (UNAVAILABLE: refused, unreachable, restarting). A Start that
-    reached it and failed otherwise (a busy node's RESOURCE_EXHAUSTED, INTERNAL, a stream it closed) is
-    reported at once: a new call would only add load, or wait 10 s for the same answer."""
-    return isinstance(error, UpstreamUnavailable) and error.grpc_status == "UNAVAILABLE"
+    reached it and failed otherwise (a busy node's RESOURCE_EXHAUSTED, INTERNAL, a stream it closed),
+    or met a certificate the gateway does not trust, is reported at once: a new call would only add
+    load, or wait 10 s for the same answer."""
+    return isinstance(error, UpstreamUnavailable) and error.out_of_reach

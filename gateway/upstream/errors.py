@@ -29,6 +29,9 @@ _SIZE_LIMIT_WORDS = ("larger than max", "exceeds hard limit", "exceeds soft limi
 #: How gRPC core words a GOAWAY that a server's keepalive enforcement sent (ENHANCE_YOUR_CALM,
 #: "too_many_pings") in the status of the streams it ended.
 _PING_REFUSAL_WORDS = ("too many pings", "too_many_pings")
+#: How gRPC core words a connection whose TLS handshake failed (``Tls handshake failed``, ``Ssl …``,
+#: ``CERTIFICATE_VERIFY_FAILED``).
+_TLS_FAILURE_WORDS = ("handshake failed", "certificate_verify_failed", "certificate verify failed")
 
 
 def printable(text: str, limit: int = _MAX_DETAILS) -> str:
@@ -70,6 +73,11 @@ def error_from_status(code: grpc.StatusCode, details: str | None) -> UpstreamErr
         # UNAVAILABLE, CANCELLED, ABORTED, INTERNAL, UNKNOWN, RESOURCE_EXHAUSTED, DATA_LOSS: retryable.
         error = UpstreamUnavailable(f"Data Flow stream failed ({described})")
     error.grpc_status = code.name
+    # A failed TLS handshake (a certificate the gateway does not trust) is UNAVAILABLE too, but it is the
+    # configuration's, not an outage: a new connection meets the same certificate.
+    error.out_of_reach = code is grpc.StatusCode.UNAVAILABLE and not any(
+        words in (details or "")[:_MAX_SCANNED].lower() for words in _TLS_FAILURE_WORDS
+    )
     return error
 
 

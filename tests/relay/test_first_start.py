@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any, cast
 
+import grpc
 import pytest
 
 from gateway.dataflow.messages import DataflowResponse, StartRequest
@@ -15,13 +16,14 @@ from gateway.errors import UpstreamError, UpstreamRejected, UpstreamUnavailable
 from gateway.relay.failures import StreamFailures
 from gateway.relay.first_start import first_start
 from gateway.relay.recovery_policy import AttemptBudget, RecoveryPolicy
+from gateway.upstream.errors import error_from_status
 
 ANSWER = DataflowResponse(name="StartResponse", ok=True, error=None, session_id="s1", raw={})
 
 
 def failure(status: str | None, kind: type[UpstreamError] = UpstreamUnavailable) -> UpstreamError:
     error = kind("Data Flow stream failed")
-    error.grpc_status = status
+    error.grpc_status, error.out_of_reach = status, status == "UNAVAILABLE"
     return error
 
 
@@ -97,3 +99,23 @@ async def test_a_start_ended_by_a_tear_down_is_no_failure_of_data_flows() -> Non
     assert isinstance(result, UpstreamUnavailable) and counted == [] and used == 1
     result, counted, used = await run([failure("UNAVAILABLE"), None], torn_down)
     assert isinstance(result, UpstreamUnavailable) and counted == [] and used == 1
+
+
+@pytest.mark.parametrize(
+    ("code", "details", "out_of_reach"),
+    [
+        (grpc.StatusCode.UNAVAILABLE, "failed to connect to all addresses; last error: Connection refused", True),
+        (grpc.StatusCode.UNAVAILABLE, "Socket closed", True),
+        (grpc.StatusCode.UNAVAILABLE, "failed to connect to all addresses; last error: UNKNOWN: ipv4:10.0.0.5:443: "
+         "Tls handshake failed (TSI_PROTOCOL_FAILURE): SSL_ERROR_SSL: CERTIFICATE_VERIFY_FAILED", False),
+        (grpc.StatusCode.INTERNAL, "stream reset", False),
+        (grpc.StatusCode.RESOURCE_EXHAUSTED, "node busy", False),
+    ],
+    ids=["refused", "closed", "untrusted-certificate", "internal", "busy"],
+)  # fmt: skip
+def test_out_of_reach_is_unavailable_without_a_failed_tls_handshake(
+    code: grpc.StatusCode, details: str, out_of_reach: bool
+) -> None:
+    """A gateway that does not trust the proxy's certificate retried every start for the whole window
+    (10 s) before saying so: the same certificate meets every new connection."""
+    assert error_from_status(code, details).out_of_reach is out_of_reach
