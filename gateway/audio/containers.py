@@ -158,8 +158,11 @@ class PushParser:
         return pos
 
     def finish(self) -> bytes:
-        """The end of the body: any payload still held back."""
-        return self._payload(self._size.finish(), limit=False) if self._size is not None else b""
+        """The end of the body: any payload still held back, and an incomplete sample held for the byte swap (the
+        converter keeps it and the client is told: misaligned_audio)."""
+        out = self._payload(self._size.finish(), limit=False) if self._size is not None else b""
+        tail, self._tail = self._tail, b""
+        return out + tail
 
     def size_mismatch(self, container: str) -> SizeMismatch | None:
         size = self._size
@@ -212,6 +215,10 @@ class WavParser(PushParser):
         elif stage == "chunk":
             self._chunk(part[:4], struct.unpack_from("<I", part, 4)[0], part)
         elif stage == "fmt":
+            if len(part) >= 20 and part[:2] == b"\xfe\xff" and part[18:20] not in (b"\0\0", part[14:16]):
+                # wValidBitsPerSample is informational (the samples fill their container, left-justified); FFmpeg
+                # takes it for the sample width and mis-decodes 24-in-32 as 3-byte (float) samples.
+                part = part[:18] + part[14:16] + part[20:]
             self._held += part
             self._fmt = self._parse_fmt(part)
             self.needs_decoder = self._fmt is None

@@ -238,7 +238,7 @@ class DecodedSource:
         with av.open(self, "r", format=self._demuxer, container_options=options) as container:
             stream = ffmpeg_policy.audio_stream(container)
             resampler: av.AudioResampler | None = None
-            mix: mixdown.MonoMix | None = None  # FFmpeg knows no layout for this many channels
+            mix: mixdown.MonoMix | None = None  # more than two channels: their mean
             pending = bytearray()
             for frame in self._frames(container, stream, cpu_start):
                 ffmpeg_policy.check_frame(frame.layout.nb_channels, frame.samples)
@@ -249,7 +249,7 @@ class DecodedSource:
                     rate = min(max(frame.sample_rate, MIN_SAMPLE_RATE), MAX_SAMPLE_RATE)
                     self.format = AudioFormat("pcm16", rate, channels)
                     resampler = av.AudioResampler("s16", "mono" if channels == 1 else "stereo", rate)
-                    if frame.layout.nb_channels > 2 and not mixdown.ffmpeg_mixes(frame):
+                    if frame.layout.nb_channels > 2:  # the mean of every channel (mixdown): not FFmpeg's by position
                         mix = mixdown.MonoMix(frame)
                 for piece in mix.mix(frame) if mix is not None else [frame]:
                     pending += _pcm16(resampler.resample(piece))

@@ -1,10 +1,12 @@
-"""Mono from frames whose channels FFmpeg cannot mix: the mean of the channels, in float.
+"""Mono from frames of more than two channels: the mean of the channels, in float.
 
-FFmpeg's resampler mixes only the channel counts it has a default layout for (1..8, 10, 12, 14, 16
-and 24 with FFmpeg 8): a WAV of 9, 11, 13, 15, 17..23 or 25 and more channels carries no channel
-positions, and mixing it failed with "Invalid argument". Such frames are averaged here, one at a
-time, and the mono frame goes through the usual resampler. A packed frame is read in place; a
-planar one is first made packed float by FFmpeg (which converts formats whatever the layout):
+FFmpeg's resampler mixed the channel counts it has a default layout for (1..8, 10, 12, 14, 16 and 24
+with FFmpeg 8) by their positions, and a WAV, AU or FLAC names none: it guessed one (3 channels as 2.1,
+6 as 5.1, 8 as 7.1) and its mix dropped the channel it took for LFE and weighted the others by their
+place. A multi-party recording (customer, agent, IVR) lost one party, answered 200 with no warning.
+Every channel counts the same here; other counts failed in FFmpeg with "Invalid argument". Frames are
+averaged one at a time, and the mono frame goes through the usual resampler. A packed frame is read in
+place; a planar one is first made packed float by FFmpeg (which converts formats whatever the layout):
 PyAV finds planes by walking to a null pointer, which is not safe past 8 planes.
 """
 
@@ -24,15 +26,6 @@ _PACKED: Final[dict[str, tuple[str, float, float]]] = {
     "flt": ("f4", 0.0, 1.0),
     "dbl": ("f8", 0.0, 1.0),
 }
-
-
-def ffmpeg_mixes(frame: av.AudioFrame) -> bool:
-    """Whether FFmpeg's resampler mixes this frame's layout to mono (tried on a throwaway resampler)."""
-    try:
-        av.AudioResampler("s16", "mono", frame.sample_rate).resample(frame)
-    except av.FFmpegError:
-        return False
-    return True
 
 
 class MonoMix:
