@@ -36,6 +36,7 @@ from gateway.adapters.audiohook_media import (
     supported_languages,
 )
 from gateway.adapters.dialect import ClientMessage, Command, SessionCommand
+from gateway.adapters.messages import MAX_LANGUAGE_CHARS, language_tag
 from gateway.adapters.socket import Frame
 from gateway.dataflow.lenient import get, loads_object
 from gateway.dataflow.messages import DataflowEvent, StartRequest
@@ -155,8 +156,8 @@ class AudioHookDialect:
         if kind == "discarded":
             return self._gap(parameters.get("discarded"), paused=self.paused)
         if kind == "update":
-            language = parameters.get("language")
-            if isinstance(language, str) and language:
+            language = parameters.get("language")  # longer than a tag can be: not one, ignored (as an empty one)
+            if isinstance(language, str) and 0 < len(language) <= MAX_LANGUAGE_CHARS:
                 self.language = language
                 return commands.Update({"Language": language})
         elif kind == "error":
@@ -207,8 +208,7 @@ class AudioHookDialect:
         media = choose_media(parameters.get("media"))
         if media is None:
             raise AudioFormatError("no offered media is audio PCMU or L16 at 8000 Hz on external/internal channels")
-        language = parameters.get("language")
-        self.language = language if isinstance(language, str) and language else None
+        self.language = language_tag(parameters.get("language"))  # repeated in every transcript: bounded
         self.channels = len(media.channels)
         self.aligner = SampleAligner(media.audio.frame_bytes)
         config = parameters.get("customConfig")

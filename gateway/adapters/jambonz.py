@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 
 from gateway.adapters import commands
 from gateway.adapters.dialect import ClientMessage, Command, SessionCommand
-from gateway.adapters.messages import quote
+from gateway.adapters.messages import language_tag, quote
 from gateway.adapters.socket import Frame
 from gateway.audio.format import AudioFormat
 from gateway.dataflow.lenient import declared_int, loads_object
@@ -30,7 +30,6 @@ log = logging.getLogger(__name__)
 
 #: The longest ``language`` a start may name (a BCP 47 tag is a handful of characters): it is held for
 #: the connection's life and sent back in every transcription.
-MAX_LANGUAGE_CHARS = 64
 
 
 def parse_start(obj: dict[str, Any], *, project: str) -> tuple[StartRequest, bool]:
@@ -42,11 +41,7 @@ def parse_start(obj: dict[str, Any], *, project: str) -> tuple[StartRequest, boo
     audio = AudioFormat("pcm16", rate, 1).validate()
     if not project:
         raise BadRequest("no project: add ?project=<name> to the vendor's URL", code=ErrorCode.INVALID_START)
-    language = obj.get("language")
-    if isinstance(language, str) and len(language) > MAX_LANGUAGE_CHARS:  # echoed in every transcription
-        message = f"language must be a language tag of at most {MAX_LANGUAGE_CHARS} characters, not {quote(language)}"
-        raise BadRequest(message, code=ErrorCode.INVALID_START)
-    request = StartRequest(project=project, audio=audio, language=language if isinstance(language, str) else None)
+    request = StartRequest(project=project, audio=audio, language=language_tag(obj.get("language")))
     return request, obj.get("interimResults") is True
 
 

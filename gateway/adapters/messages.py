@@ -10,10 +10,25 @@ from typing import Any
 
 from gateway.audio.format import AudioFormat
 from gateway.dataflow.messages import DataflowEvent, DataflowResponse
-from gateway.errors import GatewayError
+from gateway.errors import BadRequest, ErrorCode, GatewayError
 from gateway.errors.quoting import clip as clip  # re-exported: the dialects quote through here
 from gateway.errors.quoting import quote as quote
 from gateway.relay.items import Flow, Recovered, Started
+
+#: A client's language tag is held for the session and repeated in each result some dialects send
+#: (jambonz's transcription, AudioHook's transcript entities): BCP 47 tags are far shorter.
+MAX_LANGUAGE_CHARS = 64
+
+
+def language_tag(value: Any) -> str | None:
+    """A client's ``language``: a non-empty string of at most MAX_LANGUAGE_CHARS, else None; longer is refused
+    (a 30 000-character one made each AudioHook transcript 180 KB)."""
+    if not isinstance(value, str) or not value:
+        return None
+    if len(value) > MAX_LANGUAGE_CHARS:
+        message = f"language must be a language tag of at most {MAX_LANGUAGE_CHARS} characters, not {quote(value)}"
+        raise BadRequest(message, code=ErrorCode.INVALID_START)
+    return value
 
 
 def audio_format(fmt: AudioFormat) -> dict[str, Any]:

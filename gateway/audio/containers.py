@@ -158,11 +158,10 @@ class PushParser:
         return pos
 
     def finish(self) -> bytes:
-        """The end of the body: any payload still held back, and an incomplete sample held for the byte swap (the
-        converter keeps it and the client is told: misaligned_audio)."""
-        out = self._payload(self._size.finish(), limit=False) if self._size is not None else b""
+        """The end of the body: any payload still held back, and a partial sample held for the byte swap (the
+        converter reports it: misaligned_audio; it was dropped unsaid)."""
         tail, self._tail = self._tail, b""
-        return out + tail
+        return (self._payload(self._size.finish(), limit=False) if self._size is not None else b"") + tail
 
     def size_mismatch(self, container: str) -> SizeMismatch | None:
         size = self._size
@@ -216,8 +215,7 @@ class WavParser(PushParser):
             self._chunk(part[:4], struct.unpack_from("<I", part, 4)[0], part)
         elif stage == "fmt":
             if len(part) >= 20 and part[:2] == b"\xfe\xff" and part[18:20] not in (b"\0\0", part[14:16]):
-                # wValidBitsPerSample is informational (the samples fill their container, left-justified); FFmpeg
-                # takes it for the sample width and mis-decodes 24-in-32 as 3-byte (float) samples.
+                # wValidBitsPerSample is informational: FFmpeg took it for the width (24-in-32 decoded as noise).
                 part = part[:18] + part[14:16] + part[20:]
             self._held += part
             self._fmt = self._parse_fmt(part)

@@ -39,6 +39,17 @@ def header_parameters(value: str, where: str = "X-Dataflow-Parameters") -> dict[
     return parse_parameters(text, where)
 
 
+def header_text(value: str | None, where: str) -> str | None:
+    """A header's text as the client sent its bytes, UTF-8 (the ASGI server hands it over as latin-1: a
+    Turkish ``ProjectName`` reached Data Flow as mojibake); anything else is a 422."""
+    if value is None:
+        return None
+    try:
+        return value.encode("latin-1").decode("utf-8")
+    except UnicodeError:
+        raise BadRequest(f"{where} is not UTF-8 text", code=ErrorCode.INVALID_PARAMETERS) from None
+
+
 def parse_parameters(text: bytes | str, where: str) -> dict[str, Any]:
     """Start-style JSON (header or multipart part); anything but a JSON object is a 422."""
     try:

@@ -42,7 +42,7 @@ from gateway.upload.body import MultipartAudio, RequestBody
 from gateway.upload.coding import inflater_for
 from gateway.upload.opening import Opening, start_bound
 from gateway.upload.pacing import ReadPacer
-from gateway.upload.parameters import header_parameters, media_type, start_request
+from gateway.upload.parameters import header_parameters, header_text, media_type, start_request
 from gateway.upload.source import AudioSource, declared_audio, open_audio
 
 if TYPE_CHECKING:
@@ -156,7 +156,8 @@ class Upload:
             content_type=content_type, parameters=parameters,
         )  # fmt: skip
         request = start_request(parameters)
-        request.project = opts.project or opts.project_header or request.project or self.settings.default_project
+        named = header_text(opts.project_header, "ProjectName")  # the bytes sent, read as UTF-8
+        request.project = opts.project or named or request.project or self.settings.default_project
         if not request.project:
             raise BadRequest("name a project (?project= or the ProjectName header)", code=ErrorCode.INVALID_PARAMETERS)
         request.language = opts.language or request.language

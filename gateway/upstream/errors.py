@@ -34,12 +34,17 @@ _PING_REFUSAL_WORDS = ("too many pings", "too_many_pings")
 _TLS_FAILURE_WORDS = ("handshake failed", "certificate_verify_failed", "certificate verify failed")
 
 
+#: Control and format characters, lone surrogates (no UTF-8 for them: a strict JSON parser refuses the
+#: message) and the line and paragraph separators (a line break to JavaScript and to many log readers).
+_SHOWN_AS_REPLACEMENT = frozenset(("Cc", "Cf", "Cs", "Zl", "Zp"))
+
+
 def printable(text: str, limit: int = _MAX_DETAILS) -> str:
     """Data Flow's own words as the gateway quotes them, to a client or a log: at most ``limit``
     characters (an ellipsis marks a cut), and every control or format character (a newline that forges
     a log line, a terminal escape, a bidi override) shown as U+FFFD."""
     cut = text[:limit]
-    clean = "".join("\ufffd" if unicodedata.category(c) in ("Cc", "Cf") else c for c in cut)
+    clean = "".join("\ufffd" if unicodedata.category(c) in _SHOWN_AS_REPLACEMENT else c for c in cut)
     return clean if len(text) <= limit else clean + "…"
 
 

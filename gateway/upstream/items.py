@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -12,6 +13,10 @@ from gateway.errors import InvalidMessage
 from gateway.upstream.contract import ContentType, WireContract
 
 log = logging.getLogger(__name__)
+
+#: JSON's "\ud800" parses to a lone surrogate, which UTF-8 cannot carry: strict parsers (orjson, serde_json,
+#: jq) refused the frame or line that carried it on. Shown as U+FFFD, as invalid UTF-8 bytes are.
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def item_from_message(contract: WireContract, data: bytes, redacted: Callable[[str], str]) -> UpstreamItem | None:
@@ -37,11 +42,12 @@ def item_from_message(contract: WireContract, data: bytes, redacted: Callable[[s
         # for ``/``): the decoded strings are redacted too. Without a backslash every decoded string
         # (key or value) is, character for character, a piece of the raw text, so the token in one of
         # them was in the text and is redacted already: no walk on the hot path.
-        obj = redacted_strings(obj, redacted)
+        # Only an escape spells a surrogate too: the same walk shows each as U+FFFD.
+        obj = redacted_strings(obj, lambda value: _SURROGATE.sub("\ufffd", redacted(value)))
     if frame.content_type is ContentType.RESPONSE:
         return parse_response(obj)
     if frame.content_type is ContentType.EVENT:
-        return parse_event(obj, len(text))
+        return parse_event(obj, len(data))  # its bytes (len(text) counted an emoji as one: 4x the outbox)
     log.debug("ignored an upstream %s message", frame.content_type.value)
     return None
 

@@ -439,3 +439,20 @@ async def test_connection_probe_is_answered_without_a_data_flow_session(
     assert opened["type"] == "opened" and [m["type"] for m in rest] == ["pong", "closed"]
     assert [m["seq"] for m in [opened, *rest]] == [1, 2, 3]
     assert len(simulator.records) == sessions_before
+
+
+@pytest.mark.ws
+async def test_a_language_longer_than_a_tag_is_refused_at_open(
+    gw: RunningGateway, simulator: DataflowSimulator
+) -> None:
+    """It was kept, sent to Data Flow and repeated in every transcript entity (30 000 characters: 180 KB a
+    message); 64 characters is jambonz's bound too."""
+    before = len(simulator.records)
+    ws, client = await opened_client(gw, language="x" * 30_000)
+    try:
+        answer = await client.recv()
+    finally:
+        await ws.close()
+    assert answer["type"] == "disconnect", answer
+    assert "at most 64 characters" in answer["parameters"]["info"] and len(answer["parameters"]["info"]) < 300
+    assert len(simulator.records) == before  # no Data Flow session for it

@@ -116,8 +116,10 @@ def test_text_that_fits_exactly_is_kept_whole() -> None:
     assert (one.by_channel(), one.cut()) == ({0: "a" * 1024}, {})
     two = Transcript(max_bytes=1024)
     two.add(0, "a" * 511)
-    two.add(1, "b" * 512)
-    two.add(1, "")  # a space more: 1024 bytes
-    assert (two.by_channel(), two.cut()) == ({0: "a" * 511, 1: "b" * 512 + " "}, {})
-    two.add(0, "")
-    assert two.cut() == {"transcriptTruncated": True, "transcriptDroppedBytes": 0}
+    two.add(1, "b" * 511)
+    two.add(1, "c")  # a space and a letter more: 1024 bytes
+    assert (two.by_channel(), two.cut()) == ({0: "a" * 511, 1: "b" * 511 + " c"}, {})
+    two.add(1, "")  # an empty result joins nothing (a space for it was a trailing one)
+    assert two.cut() == {}
+    two.add(0, "d")
+    assert two.cut() == {"transcriptTruncated": True, "transcriptDroppedBytes": 1}
