@@ -46,12 +46,12 @@ async def first_start(
                 budget.recovered()  # a stream failing soon after goes on with this budget
             return response
         if torn_down.is_set():  # the client left, or a drain: its own end, no failure of Data Flow's
-            raise failure
+            raise failure.detached()  # not the one in a local: its traceback would hold this frame
         wait_s = budget.next_wait() if outage(failure) else None
         if wait_s is not None or budget.used > 1:  # a lone failure is the session's error, counted there
             failures.start_failed(failure, retrying=wait_s is not None)
         if wait_s is None:
-            raise failure
+            raise failure.detached()  # not the one in a local: its traceback would hold this frame
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(wait_s):
                 await torn_down.wait()
