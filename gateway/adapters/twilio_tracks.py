@@ -39,8 +39,8 @@ class TwoTracks:
             # silent (kept a second behind the other) is placed back at its timestamp when it resumes.
             furthest = self._sent + max(len(track) for track in self._pending)
             if abs(at - end) <= JITTER_BYTES:
-                pass  # the next frame, a few ms off: contiguous
-            elif end < at <= furthest + MAX_SKEW_BYTES:
+                at = end  # the next frame, a few ms off: contiguous (no gap, no cut)
+            if end < at <= furthest + MAX_SKEW_BYTES:
                 pending.extend(bytes([ULAW_SILENCE]) * (at - end))  # a gap in this track: silence
             elif at < end:
                 data = data[end - at :]  # already placed (or passed): keep only what is new
