@@ -4,13 +4,13 @@ session (or a drain) forever."""
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Awaitable
 from typing import Any
 
 from starlette.websockets import WebSocket, WebSocketState
 
 from gateway.errors import ClientGone, ClientTooSlow
+from gateway.relay.client_json import client_json
 from gateway.ws_protocol import ABORT, WRITABLE
 
 #: A frame for the client: a JSON object (sent as a text frame) or bytes (a binary frame).
@@ -29,7 +29,7 @@ class ClientSocket:
         if isinstance(frame, bytes):
             await self._send(self.ws.send_bytes(frame))
         else:
-            await self._send(self.ws.send_text(json.dumps(frame, separators=(",", ":"))))
+            await self._send(self.ws.send_text(client_json(frame)))
 
     async def _send(self, sending: Awaitable[None]) -> None:
         if self._writable is not None and self._writable.is_set():

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 from collections.abc import AsyncGenerator
 from typing import Annotated, Any, Literal
@@ -22,6 +21,7 @@ from starlette.types import Receive, Scope, Send
 from gateway.errors import ClientGone, ClientTooSlow, GatewayError
 from gateway.errors.http import error_response
 from gateway.logs.context import response_cut
+from gateway.relay.client_json import client_json
 from gateway.service import service_of
 from gateway.upload.answer import EventLog
 from gateway.upload.openapi import ERROR_RESPONSES, REQUEST_BODY, STREAM_EXAMPLE, RecognizeResult
@@ -89,7 +89,7 @@ class MessageStream(StreamingResponse):
     async def _lines(upload: Upload, mode: Mode) -> AsyncGenerator[bytes, None]:
         async with contextlib.aclosing(upload.outputs()) as messages:
             async for message in messages:
-                text = json.dumps(message, separators=(",", ":"))
+                text = client_json(message)
                 yield (f"event: {message['type']}\ndata: {text}\n\n" if mode == "sse" else text + "\n").encode()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

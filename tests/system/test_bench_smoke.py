@@ -107,3 +107,18 @@ def test_smoke_run_reports_every_scenario(tmp_path: Path) -> None:
     assert "Idle sessions" not in printed.stdout and "Idle sessions" in run.stdout
     assert "| upload audio |" not in printed.stdout and "| upload audio |" in run.stdout
     assert "idle_kib_per_session n/a (None)" in printed.stdout
+
+
+def test_client_json_bench_reports_both_encoders() -> None:
+    run = subprocess.run(
+        [sys.executable, "-m", "tests.perf.client_json", "--number", "200", "--rounds", "2"],
+        cwd=ROOT, capture_output=True, text=True, timeout=60, env={**os.environ, "PYTHONPATH": str(ROOT)},
+        check=False,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr[-3000:]
+    result = json.loads(run.stdout)
+    assert set(result["texts"]) == {"english", "chinese"}
+    for figures in result["texts"].values():
+        assert figures["escaped_us"] > 0 and figures["utf8_us"] > 0 and figures["ratio"] > 0
+    assert result["texts"]["english"]["utf8_bytes"] == result["texts"]["english"]["escaped_bytes"]
+    assert result["texts"]["chinese"]["utf8_bytes"] < 0.7 * result["texts"]["chinese"]["escaped_bytes"]

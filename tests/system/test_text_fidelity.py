@@ -16,6 +16,7 @@ import pytest
 from gateway.adapters.messages import MAX_LANGUAGE_CHARS, language_tag
 from gateway.dataflow.messages import DataflowEvent
 from gateway.errors import BadRequest
+from gateway.relay.client_json import client_json
 from gateway.relay.transcript import Transcript
 from gateway.upstream.contract import ContentType
 from gateway.upstream.errors import printable
@@ -94,6 +95,71 @@ async def test_the_outbox_counts_an_events_bytes_not_its_characters() -> None:
         utf8 = sum(len(item.data["Text"].encode()) for item in held)
         ws.transport.abort()
     assert utf8 <= MiB + 16384 * 4 + 100, f"{utf8} bytes of text held against a 1 MiB outbox"
+
+
+CHINESE = "您好\uff0c请问有什么可以帮您\uff1f" * 12_000  # 144 000 characters: 432 000 bytes of UTF-8, 864 000 escaped
+
+
+async def long_chinese_result(peer: Peer) -> None:
+    await peer.answer_start()
+    await peer.read_until_finalize()
+    await peer.send_json(
+        ContentType.EVENT,
+        json.dumps(
+            {"Name": "FinalResult", "Channel": 0, "Data": {"Text": CHINESE + "\u2028\x85end"}}, ensure_ascii=False
+        ),
+    )
+
+
+@pytest.mark.ws
+async def test_a_long_chinese_result_reaches_a_client_with_the_default_message_limit() -> None:
+    """Written as ``\\uXXXX`` escapes, a 432 KB Chinese result (its text twice in a native event) was a
+    1.7 MB frame, and a websockets client with its default 1 MiB limit closed with 1009: the call's
+    result lost. As UTF-8 the frame is about the bytes Data Flow sent, twice."""
+    async with (
+        HostileUpstream(long_chinese_result) as upstream,
+        running_gateway(upstream.settings()) as gw,
+        ws_connect(gw.ws_url()) as ws,  # max_size: websockets' default, 1 MiB
+    ):
+        assert ws.protocol.max_message_size == MiB
+        await ws.send(start_message())
+        await ws.recv()
+        await ws.send(bytes(3200))
+        await ws.send(json.dumps({"type": "finalize"}))
+        frames = [frame async for frame in ws]
+        assert ws.close_code == 1000, (ws.close_code, ws.close_reason)
+    (final,) = [strict(frame) for frame in frames if '"FinalResult"' in frame]
+    assert final["text"] == CHINESE + "\u2028\x85end"
+    text_bytes = len(CHINESE.encode())
+    assert len(next(f for f in frames if '"FinalResult"' in f).encode()) < 2 * text_bytes + 1024
+
+
+async def test_ndjson_and_sse_lines_are_utf8_and_stay_one_line_each() -> None:
+    """NDJSON and server-sent events carried Chinese as escapes (twice the bytes); as UTF-8, U+2028, U+2029
+    and U+0085 are still escaped: line readers other than JSON's (``str.splitlines``) break lines there."""
+    async with (
+        HostileUpstream(long_chinese_result) as upstream,
+        running_gateway(upstream.settings()) as gw,
+        httpx.AsyncClient(base_url=gw.http_url, timeout=20) as http,
+    ):
+        ndjson = await http.post("/v1/recognize", content=wav(), headers={"Accept": "application/x-ndjson"})
+        sse = await http.post("/v1/recognize", content=wav(), headers={"Accept": "text/event-stream"})
+    assert ndjson.status_code == 200 and sse.status_code == 200
+    lines = ndjson.text.splitlines()  # splits at U+2028, U+2029 and U+0085 too
+    (final,) = [strict(line) for line in lines if '"FinalResult"' in line]
+    assert final["text"] == CHINESE + "\u2028\x85end"
+    assert len(ndjson.content) < 2 * len(CHINESE.encode()) + 4096  # escaped: over 3.4 times
+    data = [line.removeprefix("data: ") for line in sse.text.splitlines() if line.startswith("data: ")]
+    assert any(strict(line).get("text") == CHINESE + "\u2028\x85end" for line in data)
+
+
+def test_client_json_is_valid_utf8_on_one_line() -> None:
+    """What no UTF-8 or line reader takes is escaped; everything else is written as it is."""
+    value = {"a": TURKISH + " 您好 😀", "b": "x\ud800y", "c": "1\u20282\u20293\x854"}
+    text = client_json(value)
+    assert json.loads(text) == value and len(text.splitlines()) == 1
+    text.encode()  # no lone surrogate left to refuse
+    assert TURKISH + " 您好 😀" in text and "\\ud800" in text and "\\u2028" in text and "\\u0085" in text
 
 
 async def test_a_project_name_header_is_read_as_the_utf8_sent() -> None:
