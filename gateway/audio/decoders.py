@@ -251,7 +251,7 @@ class DecodedSource:
                     resampler = av.AudioResampler("s16", "mono" if channels == 1 else "stereo", rate)
                     if frame.layout.nb_channels > 2:  # the mean of every channel (mixdown): not FFmpeg's by position
                         mix = mixdown.MonoMix(frame)
-                for piece in mix.mix(frame) if mix is not None else [frame]:
+                for piece in mix.mix(frame) if mix is not None else [mixdown.as_plain(frame)]:
                     pending += _pcm16(resampler.resample(piece))
                 if len(pending) >= OUTPUT_CHUNK:
                     self._put_output(bytes(pending))

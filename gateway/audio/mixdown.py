@@ -1,4 +1,5 @@
-"""Mono from frames of more than two channels: the mean of the channels, in float.
+"""Mono from frames of more than two channels: the mean of the channels, in float; and one or two
+channels read as they are, whatever positions the file names for them.
 
 FFmpeg's resampler mixed the channel counts it has a default layout for (1..8, 10, 12, 14, 16 and 24
 with FFmpeg 8) by their positions, and a WAV, AU or FLAC names none: it guessed one (3 channels as 2.1,
@@ -51,5 +52,24 @@ def _mono(frame: av.AudioFrame) -> av.AudioFrame:
     interleaved = np.frombuffer(plane, dtype, count=frame.samples * channels).reshape(-1, channels)
     mono = (interleaved.mean(axis=1, dtype=np.float64) - offset) / scale
     out = av.AudioFrame.from_ndarray(mono.astype(np.float32).reshape(1, -1), format="flt", layout="mono")
+    out.sample_rate = frame.sample_rate
+    return out
+
+
+#: The layouts FFmpeg's resampler passes through unmixed, by channel count.
+_PLAIN: Final[dict[int, str]] = {1: "mono", 2: "stereo"}
+
+
+def as_plain(frame: av.AudioFrame) -> av.AudioFrame:
+    """``frame`` with its one or two channels in the layout the resampler keeps apart.
+
+    A channel mask (WAVE_FORMAT_EXTENSIBLE, FLAC's, a container's) names where each microphone stood, and
+    FFmpeg's resampler mixed by it into stereo: front centre + LFE became the centre in both channels with
+    the second party dropped, back left + right had no mix at all ("Invalid argument"). Each channel is
+    a party here, wherever it stood. Only such a frame is copied (to_ndarray keeps its sample format)."""
+    plain = _PLAIN.get(frame.layout.nb_channels)
+    if plain is None or frame.layout.name == plain:  # more channels mid-file: the resampler refuses the change
+        return frame
+    out = av.AudioFrame.from_ndarray(frame.to_ndarray(), format=frame.format.name, layout=plain)
     out.sample_rate = frame.sample_rate
     return out

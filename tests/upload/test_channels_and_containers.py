@@ -83,3 +83,28 @@ async def test_a_big_endian_body_ending_inside_a_sample_says_so(gw: RunningGatew
     response = await post(gw, x.tobytes() + b"\x07", headers={"Content-Type": "audio/L16;rate=16000"})
     assert response.status_code == 200, response.text
     assert [w["code"] for w in response.json()["warnings"]] == ["misaligned_audio"]
+
+
+@pytest.mark.parametrize(
+    ("mask", "heard"),
+    [(0x3, {"0": "159", "1": "246"}), (0xC, {"0": "159", "1": "246"}), (0x30, {"0": "159", "1": "246"}),
+     (0x8, {"0": "159"}), (0x1, {"0": "159"})],
+    ids=["FL|FR", "FC|LFE", "BL|BR", "LFE", "FL"],
+)  # fmt: skip
+async def test_one_or_two_channels_are_heard_whatever_positions_the_file_names(
+    gw: RunningGateway, mask: int, heard: dict[str, str]
+) -> None:
+    """A WAVE_FORMAT_EXTENSIBLE channel mask names positions, and FFmpeg's resampler mixed by them into the
+    gateway's mono or stereo: FC|LFE put the front centre in both channels and dropped LFE (the second party
+    never heard), BL|BR had no mix at all (415), and a mono LFE file was silence. One or two channels are
+    each a party, wherever the file says its microphone stood."""
+    channels = len(heard)
+    speech = [signals.utterances([digits], RATE, amplitude=0.9) for digits in heard.values()]
+    audio = np.zeros((max(len(s) for s in speech), channels), np.float32)
+    for channel, samples in enumerate(speech):
+        audio[: len(samples), channel] = samples
+    i24 = np.clip(np.rint(audio * 2**23), -(2**23), 2**23 - 1).astype("<i4")  # 24-bit: FFmpeg decodes it
+    pcm = np.frombuffer(i24.tobytes(), np.uint8).reshape(-1, 4)[:, :3].tobytes()
+    response = await post(gw, wav(pcm, channels=channels, bits=24, mask=mask))
+    assert response.status_code == 200, response.text
+    assert response.json()["transcript"] == heard
