@@ -21,14 +21,14 @@ import threading
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Iterator
-from typing import Any
 
 import av
-import numpy as np
 
-from gateway.audio import ffmpeg_policy, mixdown
-from gateway.audio.format import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE, AudioFormat
-from gateway.errors import AudioFormatError, AudioTooCostly, GatewayError
+from gateway.audio import ffmpeg_policy
+from gateway.audio.format import AudioFormat
+from gateway.audio.to_pcm16 import Pcm16Output
+from gateway.audio.warnings import AudioWarning
+from gateway.errors import AudioFormatError, AudioTooCostly, ErrorCode, GatewayError
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +39,8 @@ THREAD_PREFIX = "upload-decoder"
 #: The decoder's CPU allowance counts as if this much audio were decoded already, so opening the file
 #: and its first packets are never refused (5 s of CPU at the default share of 0.05).
 GRACE_AUDIO_S = 100.0
+#: Undecodable packets skipped in a row once audio was decoded; one more and the upload fails (415).
+MAX_BAD_PACKETS_IN_A_ROW = 64
 _ids = itertools.count(1)
 
 
@@ -67,6 +69,8 @@ class DecodedSource:
         self._overrun: ffmpeg_policy.Refused | None = None
         self._cpu_share = cpu_share
         self._audio_s = 0.0  # decoded so far, in seconds of the file's own audio (the decoder thread's)
+        self._skipped = self._bad_run = 0  # packets the decoder refused after audio: all, and in a row
+        self._skip_told = False
         self._too_costly: AudioTooCostly | None = None
         self._finished = False  # the thread is done (decoded everything, failed or cancelled)
         self._cancelled = False
@@ -77,8 +81,16 @@ class DecodedSource:
         self._thread = threading.Thread(target=self._run, name=f"{THREAD_PREFIX}-{next(_ids)}", daemon=True)
         self._pump: asyncio.Task[None] | None = None
 
-    def warnings(self) -> list[Any]:
-        return []  # the decoder reads the container itself
+    def warnings(self) -> list[AudioWarning]:
+        """Packets skipped, told once the decoder is done (the count is final then)."""
+        if not self._finished or not self._skipped or self._skip_told:
+            return []
+        self._skip_told = True
+        message = (
+            f"{self._skipped} packets of the {self._demuxer} audio could not be decoded and were skipped (a tag "
+            "or damage inside the file); the audio around them was sent"
+        )
+        return [AudioWarning(ErrorCode.UNDECODABLE_AUDIO_SKIPPED, message, {"packetsSkipped": self._skipped})]
 
     async def open(self) -> DecodedSource:
         """Start decoding; returns once the first audio is decoded (the format is then known)."""
@@ -237,29 +249,16 @@ class DecodedSource:
         options = ffmpeg_policy.open_options(self._demuxer)
         with av.open(self, "r", format=self._demuxer, container_options=options) as container:
             stream = ffmpeg_policy.audio_stream(container)
-            resampler: av.AudioResampler | None = None
-            mix: mixdown.MonoMix | None = None  # more than two channels: their mean
+            output = Pcm16Output()
             pending = bytearray()
             for frame in self._frames(container, stream, cpu_start):
                 ffmpeg_policy.check_frame(frame.layout.nb_channels, frame.samples)
-                if resampler is None:
-                    ffmpeg_policy.check(frame.sample_rate, frame.layout.nb_channels)
-                    # Packed 16-bit at a rate the gateway takes; more than two channels are mixed to one.
-                    channels = frame.layout.nb_channels if frame.layout.nb_channels in (1, 2) else 1
-                    rate = min(max(frame.sample_rate, MIN_SAMPLE_RATE), MAX_SAMPLE_RATE)
-                    self.format = AudioFormat("pcm16", rate, channels)
-                    resampler = av.AudioResampler("s16", "mono" if channels == 1 else "stereo", rate)
-                    if frame.layout.nb_channels > 2:  # the mean of every channel (mixdown): not FFmpeg's by position
-                        mix = mixdown.MonoMix(frame)
-                for piece in mix.mix(frame) if mix is not None else [mixdown.as_plain(frame)]:
-                    pending += _pcm16(resampler.resample(piece))
+                pending += output.convert(frame)
+                self.format = output.format or self.format
                 if len(pending) >= OUTPUT_CHUNK:
                     self._put_output(bytes(pending))
                     pending.clear()
-            if resampler is not None:
-                for piece in mix.mix(None) if mix is not None else []:
-                    pending += _pcm16(resampler.resample(piece))
-                pending += _pcm16(resampler.resample(None))  # the resampler's delay line
+            pending += output.flush()
             if pending:
                 self._put_output(bytes(pending))
         if self._overrun is not None:  # a demuxer may take a failed read for the end of the file
@@ -278,7 +277,17 @@ class DecodedSource:
             if self._cancelled:
                 raise _Cancelled
             self._unpacketed = 0
-            for frame in packet.decode():
+            try:
+                frames = packet.decode()
+            except av.InvalidDataError:
+                # Past audio, a bad packet is skipped as FFmpeg's own tool does: "cat a.mp3 b.mp3" puts an ID3
+                # tag mid-stream, which failed the whole upload. A file that is only damage still fails.
+                if self._audio_s == 0 or self._bad_run >= MAX_BAD_PACKETS_IN_A_ROW:
+                    raise
+                self._skipped, self._bad_run = self._skipped + 1, self._bad_run + 1
+                continue
+            self._bad_run = 0
+            for frame in frames:
                 self._audio_s += frame.samples / max(frame.sample_rate, 1)
                 yield frame
             cpu_s = time.thread_time() - cpu_start
@@ -288,7 +297,3 @@ class DecodedSource:
                     f" {self._cpu_share:g} s per second of audio; the rest was not decoded"
                 )
                 return
-
-
-def _pcm16(frames: list[av.AudioFrame]) -> bytes:
-    return b"".join(np.asarray(frame.to_ndarray(), dtype="<i2").tobytes() for frame in frames)

@@ -67,5 +67,6 @@ class ErrorCode(StrEnum):
     UPSTREAM_PROTOCOL_ERROR = "upstream_protocol_error"
     # Warnings (an upload's ``warnings``; the work goes on)
     HEADER_SIZE_MISMATCH = "header_size_mismatch"
+    UNDECODABLE_AUDIO_SKIPPED = "undecodable_audio_skipped"
     DECLARED_FORMAT_MISMATCH = "declared_format_mismatch"
     UPSTREAM_RECOVERED = "upstream_recovered"

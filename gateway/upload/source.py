@@ -10,12 +10,13 @@ warning.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from gateway.audio.containers import DEMUXERS, SNIFF_BYTES, PushParser, RawHint, SizeMismatch, parser_for, sniff
 from gateway.audio.decoders import DecodedSource
 from gateway.audio.format import AudioFormat, parse_encoding
+from gateway.audio.warnings import AudioWarning
 from gateway.dataflow.lenient import declared_int, get
 from gateway.errors import AudioFormatError, BadRequest, ErrorCode
 
@@ -117,18 +118,6 @@ async def open_audio(
             "headerless format with ?encoding=pcm16|mulaw|alaw|f32&sampleRate=…&channels=…"
         )
     return await DecodedSource(DEMUXERS[kind], head, stream, cpu_share=decode_cpu_share).open()
-
-
-@dataclass(frozen=True, slots=True)
-class AudioWarning:
-    """Something about the audio the client should know; the upload goes on (its ``warnings``)."""
-
-    code: ErrorCode
-    message: str
-    details: dict[str, Any] = field(default_factory=dict)
-
-    def to_json(self) -> dict[str, Any]:
-        return {"code": self.code.value, "message": self.message, "retryable": False, **self.details}
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,7 +10,7 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.support import signals
+from tests.support import audio_files, signals
 from tests.support.harness import RunningGateway
 from tests.support.upload_client import URL, pieces
 
@@ -108,3 +108,47 @@ async def test_one_or_two_channels_are_heard_whatever_positions_the_file_names(
     response = await post(gw, wav(pcm, channels=channels, bits=24, mask=mask))
     assert response.status_code == 200, response.text
     assert response.json()["transcript"] == heard
+
+
+def without_id3(mp3: bytes) -> bytes:
+    """An MP3 without its leading ID3v2 tag (its size: four 7-bit bytes)."""
+    if mp3[:3] != b"ID3":
+        return mp3
+    size = (mp3[6] << 21) | (mp3[7] << 14) | (mp3[8] << 7) | mp3[9]
+    return mp3[10 + size :]
+
+
+@pytest.mark.parametrize(
+    ("second_rate", "second_channels"), [(22050, 1), (16000, 2)], ids=["rate-changes", "channels-change"]
+)
+async def test_an_mp3_whose_format_changes_mid_file_is_heard_whole(
+    gw: RunningGateway, second_rate: int, second_channels: int
+) -> None:
+    """Two MP3s joined (a recorder restarted, a playlist saved as one file): the second part's frames had
+    another rate or channel count, FFmpeg's resampler refused them, and the upload ended 415 with the
+    first part's last decoded audio (up to 32 KiB) never sent. The output keeps the first part's format."""
+    first = audio_files.encoded(signals.utterances(["159"], 16000, amplitude=0.9), 16000, "mp3", "libmp3lame")
+    second_speech = signals.utterances(["246"], second_rate, amplitude=0.9)
+    if second_channels == 2:
+        second_speech = np.stack([second_speech, second_speech], axis=1)
+    second = without_id3(audio_files.encoded(second_speech, second_rate, "mp3", "libmp3lame"))
+    response = await post(gw, first + second)
+    assert response.status_code == 200, response.text
+    assert response.json()["transcript"] == {"0": "159 246"}
+
+
+async def test_two_mp3_files_joined_as_they_are_are_heard_whole(gw: RunningGateway) -> None:
+    """``cat a.mp3 b.mp3``: the second file's ID3 tag sits mid-stream, FFmpeg's decoder refused the packets
+    it made, and the whole upload failed 415 (after its first part had gone to Data Flow). They are skipped
+    as FFmpeg's own tool skips them, and the client is told how many."""
+    first, second = (
+        audio_files.encoded(signals.utterances([digits], 16000, amplitude=0.9), 16000, "mp3", "libmp3lame")
+        for digits in ("159", "246")
+    )
+    assert second[:3] == b"ID3"
+    response = await post(gw, first + second)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["transcript"] == {"0": "159 246"}
+    (warning,) = body["warnings"]
+    assert warning["code"] == "undecodable_audio_skipped" and 1 <= warning["packetsSkipped"] <= 8, warning
