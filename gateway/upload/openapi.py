@@ -58,7 +58,9 @@ class RecognizeResult(BaseModel):
         "channels): the text after that point is left out of `transcript`; `events` still carry every result.",
     )
     transcriptDroppedBytes: int | None = Field(None, description="With transcriptTruncated: the UTF-8 bytes left out.")
-    warnings: list[ErrorDetail] = Field(description="Non-fatal problems, e.g. misaligned_audio.")
+    warnings: list[ErrorDetail] = Field(
+        description="Non-fatal problems, e.g. misaligned_audio, header_size_mismatch, undecodable_audio_skipped."
+    )
 
     model_config = ConfigDict(
         json_schema_extra={
