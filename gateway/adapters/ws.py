@@ -69,10 +69,9 @@ class Connection:
         unregister = fast_audio.register(self.ws.scope, self, self.service.metrics)
         self.waiting.open()
         try:
-            try:  # a dialect whose clients may name themselves in the start message is counted by key then
+            try:  # without a credential yet (it may come in the start message): a waiting place, no slot
                 at_once = self.dialect.refuse_full_at_once
-                principal = None if self.dialect.credentials_in_band else self.principal
-                self._take_slot(principal, count_denial=at_once, waiting=self.principal is None)
+                self._take_slot(self.principal, count_denial=at_once, waiting=self.principal is None)
             except GatewayError as exc:
                 if at_once:
                     await self._refuse(exc)
@@ -145,7 +144,6 @@ class Connection:
             await self._apply(self.dialect.failed(command, exc), session)
 
     def _take_slot(self, principal: Principal | None, *, count_denial: bool = True, waiting: bool = False) -> None:
-        # waiting: no credential yet (it may come in the start message), no slot until it does
         self.lease = self.service.gate.reserve(self.dialect.name, principal, count_denial=count_denial,
                                                waiting_at=self.ws.scope if waiting else None)  # fmt: skip
         self.lease.drainable = self
@@ -254,6 +252,8 @@ class Connection:
                 count_refused_start(self.service.registry, error)
             frames = tuple(self.dialect.refusal(error, start_failed=start_failed))
             await self._close(error.ws_close_code, error.error_code, frames)
+        if self.lease is not None:  # no session holds the slot now: free at once for the client's retry
+            self.lease.release()
 
     async def _watch(self) -> None:
         """Timeouts while no session runs (start, idle between sessions, the connection's longest), a drain."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
@@ -12,7 +13,7 @@ from typing import Any
 import httpx
 import jwt
 import pytest
-from websockets.exceptions import InvalidStatus
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from gateway.app import create_app
 from gateway.auth import FailedAuthThrottle, key_binding, key_digest
@@ -148,7 +149,8 @@ async def test_browser_token_from_its_origin(gw: RunningGateway) -> None:
 async def expect_refusal(gw: RunningGateway, code: str, close: int, start: dict[str, Any] | None = None,
                          **connect: Any) -> None:  # fmt: skip
     async with ws_connect(gw.ws_url(), **connect) as ws:
-        await ws.send(start_message(**(start or {})))
+        with contextlib.suppress(ConnectionClosed):  # a key at its cap is refused on connecting, before its start
+            await ws.send(start_message(**(start or {})))
         result = await read_all(ws)
     assert result.errors() == [code]
     assert result.close_code == close
@@ -305,6 +307,28 @@ async def test_per_key_concurrency(gw: RunningGateway) -> None:
     await expect_refusal(gw, "rate_limited", 1013, additional_headers=headers)
     await first.close()
     await second.close()
+
+
+@pytest.mark.ws
+@pytest.mark.parametrize("gw", [{"max_sessions": 6}], indirect=True)
+async def test_a_keys_connections_count_against_its_cap_before_their_start(gw: RunningGateway) -> None:
+    """A native handshake with a key took a slot of the replica's but counted against its key only at its
+    start: a key at its cap of 2 held four more slots with handshakes that never started (each for the
+    start timeout, reopened at will), and every other tenant got capacity_exceeded."""
+    acme = {"X-API-Key": ACME_KEY}
+    async with contextlib.AsyncExitStack() as stack:
+        for _ in range(2):
+            ws = await stack.enter_async_context(ws_connect(gw.ws_url(), additional_headers=acme))
+            await ws.send(start_message())
+            await next_message(ws, "started")
+        for _ in range(4):  # never start: each is refused on connecting, its slot never taken
+            idle = await stack.enter_async_context(ws_connect(gw.ws_url(), additional_headers=acme))
+            refusal = json.loads(await asyncio.wait_for(idle.recv(), 2))
+            assert refusal["type"] == "error" and refusal["code"] == "rate_limited", refusal
+        for _ in range(4):  # another tenant still finds the replica's other four slots
+            ws = await stack.enter_async_context(ws_connect(gw.ws_url(), additional_headers={"X-API-Key": TINY_KEY}))
+            await ws.send(start_message())
+            await next_message(ws, "started")
 
 
 @pytest.mark.ws
