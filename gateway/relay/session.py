@@ -244,6 +244,8 @@ class Session:
                 if not await self.outbox.room_for(item, self.settings.client_send_timeout_s):
                     return  # closed meanwhile (the client read nothing for that long: ended as too slow)
                 self._saw_final_result |= isinstance(item, DataflowEvent) and item.name == FINAL_RESULT
+                if self.state is SessionState.FINALIZING:  # still at work on audio sent long ago (an upload's)
+                    self._finalize_deadline = time.monotonic() + self.settings.finalize_timeout_s
                 self._emit(item)
         except GatewayError as exc:  # after the input ended and the final result came the client lacks nothing
             if not (self.state is SessionState.FINALIZING and self._saw_final_result):
@@ -268,11 +270,9 @@ class Session:
             elif self.state is SessionState.FINALIZING and now >= self._finalize_deadline:
                 if self._saw_final_result:
                     self._finish(self._end_reason or "finalized", self._end_error)
-                else:
-                    timeout = self.settings.finalize_timeout_s
-                    self._finish(
-                        "upstream_error", UpstreamTimeout(f"no final result from Data Flow within {timeout:g} s")
-                    )
+                else:  # each message from Data Flow starts the wait again: only a silent one is given up on
+                    quiet = f"Data Flow sent no final result, nor anything for {self.settings.finalize_timeout_s:g} s"
+                    self._finish("upstream_error", UpstreamTimeout(quiet))
 
     async def end_with(self, error: GatewayError) -> None:
         """A limit, or a client message that ends the session (one its dialect cannot take): what Data Flow

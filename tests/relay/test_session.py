@@ -504,7 +504,7 @@ async def test_no_final_result_within_the_finalize_timeout(make_rig: RigFactory)
     closed = await rig.closed()
     assert (closed.reason, closed.code) == ("upstream_error", 1011)
     assert isinstance(closed.error, UpstreamTimeout)
-    assert closed.error.message == "no final result from Data Flow within 0.1 s"
+    assert closed.error.message == "Data Flow sent no final result, nor anything for 0.1 s"
     assert rig.stream.cancelled
     await rig.session.aclose()
 

@@ -16,6 +16,7 @@ Over real sockets: the simulator with ``ends_on_half_close``, or a scripted Data
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 
@@ -27,7 +28,7 @@ from gateway.simulator.records import SimulatorConfig
 from gateway.simulator.server import DataflowSimulator
 from gateway.upstream.contract import ContentType, WireContract
 from tests.support import signals
-from tests.support.harness import GatewayFactory, read_all, ws_connect
+from tests.support.harness import GatewayFactory, read_all, running_gateway, ws_connect
 from tests.support.hostile_upstream import HostileUpstream, Peer, native_session
 from tests.support.native_client import start_message
 from tests.support.settings import SIM_TENANT, SIM_TOKEN
@@ -135,3 +136,39 @@ async def test_a_message_the_codec_cannot_take_ends_the_session_typed(
         took = time.monotonic() - began
     assert transcript.errors() == ["upstream_protocol_error"], transcript.messages
     assert transcript.close_code == 1011 and took < 3, took
+
+
+async def test_the_finalize_wait_starts_again_with_each_message_from_data_flow() -> None:
+    """An engine behind real time still works through audio its HTTP/2 window took long before (a 2-minute
+    upload to an engine at 3x real time): the finalize wait counted from the client's end of input, so
+    the upload was 504 while results were still coming, all of them lost. Only silence ends it now."""
+
+    async def behind(peer: Peer) -> None:
+        await peer.answer_start()
+        await peer.read_until_finalize()
+        for digit in "1234":  # a result every 0.4 s for 1.6 s, past a 1 s wait
+            await asyncio.sleep(0.4)
+            await peer.send_event("SR Milestone", Text=digit)
+        await peer.send_event("FinalResult")
+        await asyncio.sleep(30)
+
+    async def silent(peer: Peer) -> None:
+        await peer.answer_start()
+        await peer.read_until_finalize()
+        await asyncio.sleep(30)
+
+    wav = signals.wav_bytes(signals.utterances(["7"], 8000), 8000)
+    for behaviour, expected in ((behind, 200), (silent, 504)):
+        async with (
+            HostileUpstream(behaviour) as upstream,
+            running_gateway(upstream.settings(finalize_timeout_s=1.0)) as gw,
+            httpx.AsyncClient(base_url=gw.http_url, timeout=20) as http,
+        ):
+            began = time.monotonic()
+            response = await http.post(URL, content=wav)
+            took = time.monotonic() - began
+        assert response.status_code == expected, response.text
+        if expected == 200:
+            assert [e["text"] for e in response.json()["events"] if e["name"] == "SR Milestone"] == list("1234")
+        else:  # a Data Flow that says nothing is still given up on after the wait
+            assert response.json()["error"]["code"] == "upstream_timeout" and took < 3.0, (took, response.text)
