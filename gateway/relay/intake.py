@@ -15,8 +15,10 @@ from gateway.relay.stream import UpstreamStream
 #: (messages for Data Flow are bounded by its control buffer): a binary one that feeds no audio (audio
 #: while AudioHook is paused: it went unpaced, 6 GB in 6 s) its length as audio, a text one (ignored, as a
 #: Twilio mark: 75 000 a second took 76 % of a core; answered, as a ping) this much audio time, and 1 ms
-#: more per TEXT_BYTES_PER_MS.
-MESSAGE_FLOOR_MS = 2
+#: more per TEXT_BYTES_PER_MS. At 2 ms, 1 500 answered pings a second per session: 20 sessions of one key
+#: took a core and other tenants' events waited seconds. At 20, 150 a second at 3x (a client streaming in
+#: real time has room for 100 a second beside its audio: real clients send a few).
+MESSAGE_FLOOR_MS = 200
 TEXT_BYTES_PER_MS = 1024
 #: A message that feeds audio costs at least this much audio time: a message costs ~12 us of CPU whatever
 #: it holds, and one-sample frames within the rate limit (24 000 a second at 8 kHz and 3x) kept a third of

@@ -13,6 +13,7 @@ no audio, and its Data Flow stream, open for hours. A read is parsed a slice at 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from typing import Any
@@ -22,6 +23,7 @@ from websockets.exceptions import ConnectionClosed
 
 from gateway.connections.pongs import PARSE_SLICE_BYTES, BoundedControlProtocol
 from gateway.connections.ws_refusals import RefusingProtocol
+from gateway.relay.intake import MESSAGE_FLOOR_MS
 from gateway.ws_protocol import FastReceiveProtocol
 from tests.support import telephony
 from tests.support.audiohook_client import opened_client
@@ -146,35 +148,36 @@ async def test_messages_a_dialect_answers_still_count_as_activity(gw: RunningGat
 @pytest.mark.ws
 @pytest.mark.parametrize("gw", [{"idle_timeout_s": 30}], indirect=True)
 async def test_messages_a_dialect_ignores_are_paced(gw: RunningGateway) -> None:
-    """6 000 Twilio marks cost 2 ms of audio time each: 12 s, less the 1 s burst, at 3x real time is
-    3.7 s before the stop behind them is read. They were handled as fast as they came (well under 1 s),
-    75 000 a second, a core busy."""
+    """600 Twilio marks cost MESSAGE_FLOOR_MS (20 ms) of audio time each: 12 s, less the 1 s burst, at 3x
+    real time is 3.7 s before the stop behind them is read. They were handled as fast as they came (6 000
+    well under 1 s), 75 000 a second, a core busy; at 2 ms each, 1 500 a second per session, 20 sessions
+    of one key took a core and other tenants' events waited seconds."""
     async with ws_connect(gw.ws_url("/v1/twilio")) as ws:
         await ws.send(telephony.twilio_connected())
         await ws.send(telephony.twilio_start())
         for media in telephony.twilio_media("1", lead_ms=0)[:5]:
             await ws.send(media)
         began = time.monotonic()
-        for n in range(6000):
+        for n in range(600):
             await ws.send(json.dumps({"event": "mark", "streamSid": "MZ1", "mark": {"name": f"m{n}"}}))
         await ws.send(telephony.twilio_stop())
         with pytest.raises(ConnectionClosed):
             while True:
                 await asyncio.wait_for(ws.recv(), 30)
         took = time.monotonic() - began
-    figure("6000 Twilio marks", f"stop handled after {took:.1f} s")
+    figure("600 Twilio marks", f"stop handled after {took:.1f} s")
     assert took > 3.0, took
 
 
 @pytest.mark.ws
 @pytest.mark.parametrize("gw", [{"idle_timeout_s": 30}], indirect=True)
 async def test_a_large_text_message_costs_a_millisecond_more_per_kib(gw: RunningGateway) -> None:
-    """100 Twilio marks of ~60 KB cost 2 ms plus 1 ms per KiB each (~60.7 ms): 6.1 s of audio time, less
-    the 1 s burst, at 3x real time is ~1.7 s before the stop behind them is read. At 2 ms each, the
-    floor alone, they fit in the burst and the stop is read at once."""
+    """100 Twilio marks of ~60 KB cost 20 ms plus 1 ms per KiB each (~78.6 ms): 7.9 s of audio time, less
+    the 1 s burst, at 3x real time is ~2.3 s before the stop behind them is read. At the floor alone
+    (2 s of audio time) they would be read in 0.33 s."""
     mark = json.dumps({"event": "mark", "streamSid": "MZ1", "mark": {"name": "x" * 60_000}})
     count = 100
-    expected = (count * (2 + len(mark) / 1024) / 1000 - BURST_S) / RATE_X
+    expected = (count * (MESSAGE_FLOOR_MS + len(mark) / 1024) / 1000 - BURST_S) / RATE_X
     async with ws_connect(gw.ws_url("/v1/twilio"), max_size=None) as ws:
         await ws.send(telephony.twilio_connected())
         await ws.send(telephony.twilio_start())
@@ -212,3 +215,26 @@ async def test_one_sample_frames_cost_at_least_the_audio_floor(gw: RunningGatewa
     figure("12 000 one-sample frames", f"finalized after {took:.1f} s")
     assert took > 3.0, took
     assert result.close_code == 1000
+
+
+@pytest.mark.ws
+async def test_answered_pings_are_paced_to_what_keeps_other_tenants_live(gw: RunningGateway) -> None:
+    """A native session's pings, answered by the gateway itself, cost 2 ms of audio time each: 1 500 pongs a
+    second per session, and 20 sessions of one key kept a core busy (other tenants' events waited 2-4 s).
+    At MESSAGE_FLOOR_MS (20 ms) a session gets at most the burst plus 150 a second at 3x."""
+    seconds, pongs = 3.0, 0
+    async with ws_connect(gw.ws_url()) as ws:
+        await ws.send(start_message())
+        assert json.loads(await ws.recv())["type"] == "started"
+        flooding = asyncio.create_task(flood(ws, json.dumps({"type": "ping", "id": 1}), 4 * seconds))
+        began = time.monotonic()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                async for message in ws:
+                    pongs += json.loads(message)["type"] == "pong"
+        elapsed = time.monotonic() - began
+        flooding.cancel()
+        ws.transport.abort()  # the pings still queued would take minutes to be read
+    most = (BURST_S + RATE_X * elapsed) * 1000 / 20  # README: 20 ms of audio time each
+    figure("pings flooded", f"{pongs} answered in {elapsed:.1f} s (cost model: at most {most:.0f})")
+    assert 0 < pongs <= most * 1.15, f"{pongs} pongs in {elapsed:.1f} s; the cost model allows {most:.0f}"
