@@ -68,7 +68,13 @@ class UpstreamSettings(BaseModel):
         None, gt=0, description="Retire an upstream connection this old: its streams finish, new ones go elsewhere."
     )
     upstream_start_timeout_s: float = Field(10.0, gt=0, description="Bound on waiting for StartResponse.")
-    upstream_response_timeout_s: float = Field(30.0, gt=0, description="Bound on Finalize/Stop/Update answers.")
+    upstream_response_timeout_s: float = Field(
+        15.0,
+        gt=0,
+        description="Longest audio or a control message waits for room in Data Flow's buffer, then upstream_timeout. "
+        "The client is paused meanwhile and its keepalive pings go unanswered: keep it below clients' ping "
+        "timeouts (20 s in websockets).",
+    )
     upstream_encoding: UpstreamEncoding = Field("pcm", description="Audio encoding sent to Data Flow.")
     upstream_sample_rate_hz: bounds.DataflowRate = Field(
         16000, description="Rate sent to Data Flow (8000/16000); 8 kHz input stays 8 kHz."
