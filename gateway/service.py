@@ -177,6 +177,11 @@ def _authenticator(settings: Settings) -> Authenticator:
         log.warning("AUTHENTICATION IS OFF: anyone who can reach this gateway can spend its Data Flow credential")
     elif not settings.api_keys:
         log.warning("authentication is required but GATEWAY_API_KEYS is empty: every session will be refused")
+    elif len(settings.api_keys) > 1 and (open_keys := [k.name for k in settings.api_keys if k.max_sessions is None]):
+        log.warning(  # tenants share the replica: one without a cap can take every slot from the others
+            "API keys without max_sessions may each take all GATEWAY_MAX_SESSIONS (%d) slots from the other "
+            "keys: %s", settings.max_sessions, ", ".join(open_keys[:8]) + (" …" if len(open_keys) > 8 else ""),
+        )  # fmt: skip
     key = settings.token_signing_key.get_secret_value() if settings.token_signing_key else ""
     if not key and settings.simulator_mode:
         key = secrets.token_urlsafe(32)  # browser tokens work on this one process only

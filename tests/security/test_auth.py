@@ -309,6 +309,13 @@ async def test_per_key_concurrency(gw: RunningGateway) -> None:
     await second.close()
 
 
+def test_keys_without_a_session_cap_are_named_at_startup(caplog: pytest.LogCaptureFixture, gw: RunningGateway) -> None:
+    """Tenants share a replica: a key without max_sessions may take every slot from the others (the fixture's
+    "tiny" has none, "acme" has 2)."""
+    lines = [r.getMessage() for r in caplog.get_records("setup") if r.levelno == logging.WARNING]
+    assert any("without max_sessions" in line and line.endswith(": tiny") for line in lines), lines
+
+
 @pytest.mark.ws
 @pytest.mark.parametrize("gw", [{"max_sessions": 6}], indirect=True)
 async def test_a_keys_connections_count_against_its_cap_before_their_start(gw: RunningGateway) -> None:
