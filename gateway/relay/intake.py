@@ -18,7 +18,7 @@ from gateway.relay.stream import UpstreamStream
 #: more per TEXT_BYTES_PER_MS. At 2 ms, 1 500 answered pings a second per session: 20 sessions of one key
 #: took a core and other tenants' events waited seconds. At 20, 150 a second at 3x (a client streaming in
 #: real time has room for 100 a second beside its audio: real clients send a few).
-MESSAGE_FLOOR_MS = 200
+MESSAGE_FLOOR_MS = 20
 TEXT_BYTES_PER_MS = 1024
 #: A message that feeds audio costs at least this much audio time: a message costs ~12 us of CPU whatever
 #: it holds, and one-sample frames within the rate limit (24 000 a second at 8 kHz and 3x) kept a third of
