@@ -1,11 +1,11 @@
 """``POST /v1/recognize``: one uploaded file through one Session, as fast as Data Flow takes it.
 
-:meth:`Upload.open` reserves a slot, reads the head of the body (multipart Parameters, the
-container header), and starts Data Flow, so every early failure still gets its own HTTP status.
-:meth:`Upload.outputs` then runs two sides: a feeder that decodes the rest of the body into
-``Session.feed_audio`` (which waits while Data Flow is slow: flow control reaches the client
-through TCP) and finalizes, and the session's output rendered as upload messages. The last message
-is ``result`` or ``error``; a client that goes away aborts the session (the upstream is cancelled).
+:meth:`Upload.open` reserves a slot, reads the head of the body (multipart Parameters, the container
+header), and starts Data Flow, so every early failure still gets its own HTTP status. :meth:`Upload.outputs`
+then runs two sides: a feeder that decodes the rest of the body into ``Session.feed_audio`` (which waits
+while Data Flow is slow: flow control reaches the client through TCP) and finalizes, and the session's
+output rendered as upload messages. The last message is ``result`` or ``error`` (after a limit or a Data
+Flow failure, with the results before it); a client that goes away aborts the session and the upstream.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from gateway.errors import (
     GatewayError,
     GoingAway,
     LimitReached,
+    UpstreamError,
 )
 from gateway.relay.items import Closed, Flow, Notice, OutItem, Recovered, SessionState, Started
 from gateway.relay.registry import Lease
@@ -50,8 +51,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-#: Limits that finalize the session: the results of the audio before them are part of the answer.
-_KEEPS_RESULTS = (LimitReached, AudioTooLong, AudioTooCostly, BudgetSpent)
+#: Errors whose answer carries the results before them: limits, and Data Flow failing after its start.
+_KEEPS_RESULTS = (LimitReached, AudioTooLong, AudioTooCostly, BudgetSpent, UpstreamError)
 FEED_MS = 500  # audio handed to the session per call, so one big body chunk never floods the upstream buffer
 
 
@@ -85,7 +86,7 @@ class Upload:
         self.session: Session | None = None
         self.source: AudioSource | None = None
         self.error: GatewayError | None = None  # set when the upload ended with an error message
-        self.partial: dict[str, Any] | None = None  # the results before a limit ended the upload
+        self.partial: dict[str, Any] | None = None  # the results before an error ended the upload
         self._cut_short: AudioTooCostly | None = None  # the decoder stopped: the audio before it is finalized
         self.disconnected = False
         self._started: Started | None = None
@@ -111,10 +112,9 @@ class Upload:
             assert self.source is not None
             limits = gate.session_limits(principal, live=False)  # not live: as fast as Data Flow takes it
             hold = gate.admit_session(principal, request.project) if principal is not None else NO_HOLD
-            key = key_of(principal)
             self.session = Session(
-                self.gateway.upstream, self.settings, limits, metrics=self.gateway.metrics, dialect="upload", key=key,
-                budget=self.gateway.outbox_budget,
+                self.gateway.upstream, self.settings, limits, metrics=self.gateway.metrics, dialect="upload",
+                key=key_of(principal), budget=self.gateway.outbox_budget,
             )  # fmt: skip
             with hold:  # a single-use token is spent once Data Flow accepted the session, else free again
                 self._opening.attach(self.session)  # (a refusal here frees the token too)
