@@ -1,4 +1,4 @@
-"""JSON text for clients: characters other than ASCII written as UTF-8, not as ``\\uXXXX`` escapes.
+"""JSON text for clients: characters other than ASCII written as UTF-8, not as six-byte ``\\u`` escapes.
 
 Escaped, a Chinese character cost 6 bytes instead of 3 and an emoji 12 instead of 4, so a long
 transcript reached a client as a frame twice Data Flow's size or more, and one that fitted Data Flow's

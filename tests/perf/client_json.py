@@ -2,7 +2,7 @@
 
 ``python -m tests.perf.client_json`` pins itself to one core (the first it may use) and times, for an
 English partial result and a Chinese one as the gateway relays them, the old encoder
-(``json.dumps`` with ``\\uXXXX`` escapes) and :func:`gateway.relay.client_json.client_json`, each
+(``json.dumps`` with ``\\u`` escapes) and :func:`gateway.relay.client_json.client_json`, each
 followed by the UTF-8 encoding the WebSocket library does. Prints one JSON document: microseconds per
 event (best of the rounds), the ratio to the old encoder in the same run, and each frame's bytes.
 """

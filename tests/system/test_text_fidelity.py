@@ -113,7 +113,7 @@ async def long_chinese_result(peer: Peer) -> None:
 
 @pytest.mark.ws
 async def test_a_long_chinese_result_reaches_a_client_with_the_default_message_limit() -> None:
-    """Written as ``\\uXXXX`` escapes, a 432 KB Chinese result (its text twice in a native event) was a
+    """Written as ``\\u`` escapes, a 432 KB Chinese result (its text twice in a native event) was a
     1.7 MB frame, and a websockets client with its default 1 MiB limit closed with 1009: the call's
     result lost. As UTF-8 the frame is about the bytes Data Flow sent, twice."""
     async with (
