@@ -14,7 +14,7 @@ from fastapi.routing import APIRoute
 
 from gateway import __version__
 from gateway.adapters import routes as websockets
-from gateway.connections.cap import refusal_log
+from gateway.connections.cap import close_refusal_logs
 from gateway.routes import demo, docs, health, ops, tokens
 from gateway.routes.body_limit import BodyLimit
 from gateway.routes.error_handlers import RefusalCounter, install_error_handlers
@@ -39,7 +39,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             yield
         finally:
             await gateway.aclose()
-            refusal_log(app).close()  # what the last minute of connection refusals counted
+            close_refusal_logs(app)  # what the last minute of connection refusals counted
 
     app = FastAPI(
         title="dataflow-gateway",

@@ -198,6 +198,7 @@ def _settings_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
 
 def _print_settings(ns: argparse.Namespace) -> int:
     from gateway.config.report import effective_settings, settings_lines
+    from gateway.connections.address_share import share_in_force
     from gateway.connections.cap import cap_in_force
     from gateway.server import preflight  # imported late: the other commands need no web stack
 
@@ -205,12 +206,18 @@ def _print_settings(ns: argparse.Namespace) -> int:
     preflight(settings, serving=False)  # what serve would refuse, refused here too (exit 2, the same line)
     # What a setting amounts to in this process, computed as the server does (its open-file limit too).
     cap = cap_in_force(settings.max_connections, settings.max_sessions)
-    in_force = {"GATEWAY_MAX_CONNECTIONS": {"value": cap.value, "reason": cap.reason}}
+    share = share_in_force(settings.max_connections_per_address, cap.value)
+    in_force: dict[str, dict[str, object]] = {
+        "GATEWAY_MAX_CONNECTIONS": {"value": cap.value, "reason": cap.reason},
+        "GATEWAY_MAX_CONNECTIONS_PER_ADDRESS": {"value": share},
+    }
     if ns.json:
         print(json.dumps(effective_settings(settings) | {"in_force": in_force}, indent=2, ensure_ascii=False))
     else:
-        shown = "none" if cap.value is None else str(cap.value)
-        print("\n".join(settings_lines(settings, {"GATEWAY_MAX_CONNECTIONS": f"in force: {shown} ({cap.reason})"})))
+        shown = {name: "none" if told["value"] is None else str(told["value"]) for name, told in in_force.items()}
+        notes = {name: f"in force: {value}" for name, value in shown.items()}
+        notes["GATEWAY_MAX_CONNECTIONS"] += f" ({cap.reason})"
+        print("\n".join(settings_lines(settings, notes)))
     return 0
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import ipaddress
 import logging
 import time
 from typing import Any
@@ -23,6 +22,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway.auth import Authenticator, FailedAuthThrottle, Principal, key_of
+from gateway.connections.address_share import address_group
 from gateway.errors import ErrorCode, Forbidden, GatewayError, RateLimited, Unauthorized
 from gateway.errors.http import error_response
 from gateway.relay.audio_budgets import AudioBudgets, KeyBudget
@@ -100,24 +100,12 @@ def basic_password(encoded: str) -> str | None:
     return password or user or None
 
 
-_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")  # RFC 6052: every IPv4 host behind a NAT64 gateway, one /64
-
-
 def client_address(scope: Scope) -> str:
     """Who a per-address limit counts (the failed-credential throttle, the waiting places): the client's
     address as the logs show it (uvicorn takes it from ``X-Forwarded-For`` only when the connection comes
     from ``GATEWAY_TRUSTED_PROXIES``), an IPv6 address as its /64: one host holds a whole /64 (one
     client had the throttle and the waiting places afresh for each of its 2^64 addresses)."""
-    address = str(scope["client"][0]) if scope.get("client") else "unknown"
-    if ":" not in address:
-        return address
-    try:
-        ip = ipaddress.IPv6Address(address.split("%")[0])
-    except ValueError:  # not an address (a proxy's odd X-Forwarded-For): counted as it is
-        return address
-    if (mapped := ip.ipv4_mapped) is not None or ip in _NAT64:  # an IPv4 client seen through IPv6
-        return str(mapped or ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF))
-    return str(ipaddress.IPv6Network((ip, 64), strict=False))
+    return address_group(str(scope["client"][0]) if scope.get("client") else "unknown")
 
 
 def sent_target(scope: Scope) -> str:

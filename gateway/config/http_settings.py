@@ -71,6 +71,13 @@ class HttpServerSettings(BaseModel):
         "is still served). Unset: the lower of 2 x GATEWAY_MAX_SESSIONS + 256 and the open-file limit less a quarter "
         "of it (at least 64 descriptors kept for upstream, webhooks, files); 0: no cap.",
     )
+    max_connections_per_address: int | None = Field(
+        None,
+        ge=0,
+        description="Open connections per client address (an IPv6 one by its /64) before their WebSocket upgrade; "
+        "past it a new one gets 503 capacity_exceeded. GATEWAY_TRUSTED_PROXIES are not counted. Unset: half the "
+        "connection cap in force, at least 16; 0: no share.",
+    )
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         "info", description="Log level of the gateway and uvicorn (credentials are masked at every level)."
     )

@@ -49,6 +49,11 @@ REFUSAL_HEAD_S = 1.0
 WAITING_REFUSALS = 32
 #: The refusal is logged at most this often (a flood would otherwise write a line per connection).
 _LOG_EVERY_S = 60.0
+#: The label of ``dataflow_gateway_denials_total`` for a connection refused by its address's share
+#: (gateway.connections.address_share).
+SHARE_DENIAL_REASON = "address_connection_limit"
+_CAP_REACHED = "the cap of %d open connections is reached (GATEWAY_MAX_CONNECTIONS)"
+_SHARE_REACHED = "an address has its share of %d open connections (GATEWAY_MAX_CONNECTIONS_PER_ADDRESS)"
 
 
 def reserved_descriptors(soft_limit: int) -> int:
@@ -107,8 +112,13 @@ def app_gateway(app: Any) -> Gateway | None:
     return getattr(owner.state, "gateway", None) if owner is not None else None
 
 
-def refusal_body(cap: int) -> bytes:
-    error = CapacityExceeded(f"this gateway replica has its maximum of {cap} connections open; retry later")
+def refusal_body(limit: int, *, share: bool = False) -> bytes:
+    """The 503's body: the cap of ``limit`` connections reached, or (``share``) the address's share."""
+    if share:
+        told = f"this client address has its share of {limit} open connections to this gateway replica; retry later"
+    else:
+        told = f"this gateway replica has its maximum of {limit} connections open; retry later"
+    error = CapacityExceeded(told)
     return json.dumps({"error": error.to_json()}, separators=(",", ":")).encode()
 
 
@@ -117,25 +127,23 @@ def retry_after_s() -> int:
 
 
 class RefusalLog:
-    """One cap's refusals, logged a burst at a time: the first at once, the rest of each minute in one line
+    """One limit's refusals, logged a burst at a time: the first at once, the rest of each minute in one line
     when it ends (before, they waited for a refusal after the minute: a storm's tail was never logged, or
     lumped with the next storm's). One per app (so per server), not per process, so a second gateway in the
-    same process (tests, an app built twice) logs its own first refusal."""
+    same process (tests, an app built twice) logs its own first refusal. ``what`` names the limit reached,
+    a %-format of its figure."""
 
-    def __init__(self, window_s: float = _LOG_EVERY_S) -> None:
-        self.window_s = window_s
+    def __init__(self, window_s: float = _LOG_EVERY_S, what: str = _CAP_REACHED) -> None:
+        self.window_s, self.what = window_s, what
         self._bursts: BurstLog | None = None
 
-    def refused(self, cap: int) -> None:
+    def refused(self, limit: int, who: str = "") -> None:
+        """``who``: named in the first line only (the client address a share counts)."""
+        reached = self.what % limit
         if self._bursts is None:
-            more = (
-                "%(count)d more connection(s) refused in the last %(seconds).1f s: "
-                f"the cap of {cap} open connections is reached (GATEWAY_MAX_CONNECTIONS)"
-            )
+            more = "%(count)d more connection(s) refused in the last %(seconds).1f s: " + reached.replace("%", "%%")
             self._bursts = BurstLog(log, more, self.window_s)
-        self._bursts.warn(
-            "1 connection(s) refused: the cap of %d open connections is reached (GATEWAY_MAX_CONNECTIONS)", cap
-        )
+        self._bursts.warn("1 connection(s) refused%s: %s", f" (from {who})" if who else "", reached)
 
     def close(self) -> None:
         """Tells what the open window counted (at shutdown)."""
@@ -149,21 +157,35 @@ def _stateful(app: Any) -> Any:
     return app
 
 
-def refusal_log(app: Any) -> RefusalLog:
-    """The refusal log of the server behind uvicorn's ``app``."""
+def refusal_log(app: Any, kind: str = "connection_refusals", what: str = _CAP_REACHED) -> RefusalLog:
+    """The refusal log of ``kind`` of the server behind uvicorn's ``app``."""
     owner = _stateful(app)
     if owner is None:  # not an app this module can tell apart: a log of its own
-        return RefusalLog()
-    refusals: RefusalLog | None = getattr(owner.state, "connection_refusals", None)
+        return RefusalLog(what=what)
+    refusals: RefusalLog | None = getattr(owner.state, kind, None)
     if refusals is None:  # kept on the app it belongs to: it goes when the app goes
-        refusals = owner.state.connection_refusals = RefusalLog()
+        refusals = RefusalLog(what=what)
+        setattr(owner.state, kind, refusals)
     return refusals
 
 
-def count_refusal(app: Any, cap: int) -> None:
-    """A connection refused by the cap: counted in the denials (and the refused answers), logged rarely."""
+def count_refusal(app: Any, limit: int, *, share: bool = False, who: str = "") -> None:
+    """A connection refused by the cap (or, ``share``, by its address's share): counted in the denials (and
+    the refused answers), logged rarely."""
     gateway = app_gateway(app)
     if gateway is not None:
-        gateway.registry.deny(DENIAL_REASON)
+        gateway.registry.deny(SHARE_DENIAL_REASON if share else DENIAL_REASON)
         gateway.metrics.refused(503, CapacityExceeded.code.value)
-    refusal_log(app).refused(cap)
+    if share:
+        refusal_log(app, "address_refusals", _SHARE_REACHED).refused(limit, who)
+    else:
+        refusal_log(app).refused(limit)
+
+
+def close_refusal_logs(app: Any) -> None:
+    """Tells what the open windows of the server's refusal logs counted (at shutdown)."""
+    owner = _stateful(app)
+    for kind in ("connection_refusals", "address_refusals"):
+        refusals: RefusalLog | None = getattr(owner.state, kind, None) if owner is not None else None
+        if refusals is not None:
+            refusals.close()

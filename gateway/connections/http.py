@@ -8,6 +8,7 @@ import asyncio
 import httptools
 
 from gateway.connections import below_app, cap
+from gateway.connections.address_share import AddressShares
 from gateway.connections.bad_requests import (
     HEAD_TOO_LARGE,
     TRAILERS_TOO_LARGE,
@@ -50,8 +51,8 @@ class BoundedHeadProtocol(SlicedParseProtocol):
     last one is answered with ``connection: close`` and the rest dropped, which a pipelining client
     retries (RFC 9112 9.3.2).
 
-    A connection made while ``max_connections`` others are open is refused: 503 once its head is in
-    (within ``cap.REFUSAL_HEAD_S``), WebSocket handshakes before the upgrade (gateway.connections.cap).
+    A connection made while ``max_connections`` others are open, or past its address's share (.address_share),
+    is refused: 503 once its head is in (within ``cap.REFUSAL_HEAD_S``), handshakes before the upgrade (.cap).
 
     The class attributes below are uvicorn's defaults for a bare class; :meth:`with_limits` makes the
     class one server uses, with the settings' values."""
@@ -62,9 +63,12 @@ class BoundedHeadProtocol(SlicedParseProtocol):
     linger_s = 10.0
     max_pipelined = 16
     max_connections: int | None = None
+    address_shares = AddressShares(None, [])  # with_limits makes one per server
     bad_requests: BurstLog = bad_request_log()  # with_limits makes one per server
     _stall_timer: asyncio.TimerHandle | None = None
-    _over_cap = False  # made past max_connections: refused once its head is in
+    _over_cap = False  # made past max_connections or its address's share: refused once its head is in
+    _past_share = False  # made past its address's share (and not past the cap)
+    _share_key: str | None = None  # its address's key in address_shares while counted there
     _header_timer: asyncio.TimerHandle | None = None
     _in_head = True  # reading a request head (until its headers are complete)
     _head_bytes = 0  # bytes of the current head seen so far
@@ -81,7 +85,8 @@ class BoundedHeadProtocol(SlicedParseProtocol):
             "write_stall_s": max(settings.http_write_stall_s, 2 * settings.client_send_timeout_s),
             "linger_s": settings.connection_linger_s,
             "max_pipelined": settings.http_max_pipelined_requests,
-            "max_connections": cap.connection_cap(settings.max_connections, settings.max_sessions),
+            "max_connections": (connections := cap.connection_cap(settings.max_connections, settings.max_sessions)),
+            "address_shares": AddressShares.from_settings(settings, connections),
             "bad_requests": bad_request_log(),
         }
         return type(cls.__name__, (cls,), limits)
@@ -90,8 +95,9 @@ class BoundedHeadProtocol(SlicedParseProtocol):
         super().connection_made(LingeringTransport(transport, self.loop, self.linger_s))
         # Counted as it arrives (itself included): connections already open are never the ones refused.
         over = 0 if self.max_connections is None else len(self.connections) - self.max_connections
-        self._over_cap = over > 0
-        if over > cap.WAITING_REFUSALS:  # a flood: not a descriptor more held for it
+        past_share = self.address_shares.past(key := self.address_shares.take(transport.get_extra_info("peername")))
+        self._share_key, self._past_share, self._over_cap = key, over <= 0 < past_share, max(over, past_share) > 0
+        if max(over, past_share) > cap.WAITING_REFUSALS:  # a flood: not a descriptor more held for it
             self._refuse_over_cap()
             return
         self._arm()
@@ -225,6 +231,7 @@ class BoundedHeadProtocol(SlicedParseProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
         self._unstall()
+        self._release_share()
         super().connection_lost(exc)
 
     def _unstall(self) -> None:
@@ -232,8 +239,13 @@ class BoundedHeadProtocol(SlicedParseProtocol):
             self._stall_timer.cancel()
             self._stall_timer = None
 
+    def _release_share(self) -> None:
+        self.address_shares.release(self._share_key)
+        self._share_key = None
+
     def handle_websocket_upgrade(self) -> None:
         self._unstall()  # the WebSocket protocol bounds its own writes from here on
+        self._release_share()  # a session is bounded by its key's and the waiting places' limits
         super().handle_websocket_upgrade()
         # The WebSocket protocol has the transport now. The parser's callbacks point back at this
         # object: a cycle that only a full collection would free, long after the socket is gone.
@@ -257,12 +269,13 @@ class BoundedHeadProtocol(SlicedParseProtocol):
             self._refuse(b"408 Request Timeout", late_head_body(timeout_s), told=below_app.head_too_late(timeout_s))
 
     def _refuse_over_cap(self) -> None:
-        assert self.max_connections is not None
+        limit = (self.address_shares.share if self._past_share else self.max_connections) or 0  # one is set
+        who = self.address_shares.named(self._share_key, getattr(self, "headers", None) or ())
         self.stop_parsing()
         if not self.transport.is_closing():
-            cap.count_refusal(self.app, self.max_connections)
+            cap.count_refusal(self.app, limit, share=self._past_share, who=who)
         retry = b"retry-after: %d\r\n" % cap.retry_after_s()
-        self._refuse(b"503 Service Unavailable", cap.refusal_body(self.max_connections), retry, at_once=True)
+        self._refuse(b"503 Service Unavailable", cap.refusal_body(limit, share=self._past_share), retry, at_once=True)
 
     def _refuse(
         self, status: bytes, body: bytes, extra: bytes = b"", *, at_once: bool = False,
@@ -276,12 +289,7 @@ class BoundedHeadProtocol(SlicedParseProtocol):
                 told.tell(self.app, self.bad_requests)
             kind = b"content-type: application/json\r\n" if body else b""
             head = b"HTTP/1.1 %s\r\n%s%s%scontent-length: %d\r\nconnection: close\r\n\r\n" % (
-                status,
-                kind,
-                extra,
-                _CONVENTIONAL,
-                len(body),
-            )
+                status, kind, extra, _CONVENTIONAL, len(body))  # fmt: skip
             self.transport.write(head + body)
             if at_once and isinstance(self.transport, LingeringTransport):
                 self.transport.close_at_once()

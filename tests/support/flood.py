@@ -31,9 +31,9 @@ class Answer:
         return error
 
 
-async def ask(port: int, request: bytes | None, timeout: float = 5) -> Answer:
-    """Open a connection, send ``request`` (None: nothing), read the answer and its body."""
-    conn = await RawWebSocket.open(port)
+async def ask(port: int, request: bytes | None, timeout: float = 5, source: str = "127.0.0.1") -> Answer:
+    """Open a connection from ``source``, send ``request`` (None: nothing), read the answer and its body."""
+    conn = await RawWebSocket.open(port, source)
     try:
         if request is not None:
             await conn.send_raw(request)
@@ -50,8 +50,8 @@ async def ws_handshake(port: int, timeout: float = 5) -> Answer:
 class IdleConnections:
     """TCP connections that send nothing, and what the other end sent each before closing it."""
 
-    def __init__(self, port: int) -> None:
-        self.port = port
+    def __init__(self, port: int, source: str = "127.0.0.1") -> None:
+        self.port, self.source = port, source
         self.open: list[socket.socket] = []
         self.received: dict[socket.socket, bytes] = {}
         self.closed: list[bytes] = []  # what each connection the other end closed had received
@@ -60,6 +60,7 @@ class IdleConnections:
         for _ in range(count):
             sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
             sock.setblocking(False)
+            sock.bind((self.source, 0))
             await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", self.port))
             self.open.append(sock)  # connected, accepted or not: the kernel's backlog answers first
 
@@ -92,8 +93,8 @@ class LiveSession:
         self.ws = ws
 
     @classmethod
-    async def open(cls, url: str) -> LiveSession:
-        ws = await ws_connect(url)
+    async def open(cls, url: str, source: str = "127.0.0.1") -> LiveSession:
+        ws = await ws_connect(url, local_addr=(source, 0))
         await ws.send(start_json())
         await next_message(ws, "started")
         return cls(ws)

@@ -61,8 +61,9 @@ class RawWebSocket:
         self.headers: dict[str, str] = {}
 
     @classmethod
-    async def open(cls, port: int) -> RawWebSocket:
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    async def open(cls, port: int, source: str = "127.0.0.1") -> RawWebSocket:
+        """``source``: the client's address (another loopback address, 127.0.0.2, is another client)."""
+        reader, writer = await asyncio.open_connection("127.0.0.1", port, local_addr=(source, 0))
         return cls(reader, writer)
 
     @classmethod

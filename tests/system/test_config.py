@@ -76,25 +76,36 @@ def test_settings_shows_the_connection_cap_in_force_as_the_server_derives_it(tmp
     """Unset, GATEWAY_MAX_CONNECTIONS was shown empty; the cap in force depends on GATEWAY_MAX_SESSIONS and
     the process's open-file limit: shown too, by the function the server uses, under two limits."""
     env = {"GATEWAY_MAX_SESSIONS": "500"}
-    for nofile, figure, why in (
-        (4096, 1256, "derived: 2 x GATEWAY_MAX_SESSIONS + 256; open-file limit 4096 would allow 3072"),
-        (512, 384, "derived: open-file limit 512 less 128 kept back; 2 x GATEWAY_MAX_SESSIONS + 256 would be 1256"),
-        (128, 64, "derived: open-file limit 128 less 64 kept back; 2 x GATEWAY_MAX_SESSIONS + 256 would be 1256"),
+    for nofile, figure, why, share in (
+        (4096, 1256, "derived: 2 x GATEWAY_MAX_SESSIONS + 256; open-file limit 4096 would allow 3072", 628),
+        (
+            512,
+            384,
+            "derived: open-file limit 512 less 128 kept back; 2 x GATEWAY_MAX_SESSIONS + 256 would be 1256",
+            192,
+        ),
+        (128, 64, "derived: open-file limit 128 less 64 kept back; 2 x GATEWAY_MAX_SESSIONS + 256 would be 1256", 32),
     ):
         assert connection_cap(None, 500, soft_limit=nofile) == figure  # what the server would apply
         done = run_cli(["settings"], env, tmp_path, nofile=nofile)
         assert done.returncode == 0, done.stderr
         lines = dict(line.split("=", 1) for line in done.stdout.splitlines())
         assert lines["GATEWAY_MAX_CONNECTIONS"] == f"  # default; in force: {figure} ({why})"
+        assert lines["GATEWAY_MAX_CONNECTIONS_PER_ADDRESS"] == f"  # default; in force: {share}"  # half, >= 16
         shown = json.loads(run_cli(["settings", "--json"], env, tmp_path, nofile=nofile).stdout)
         assert shown["GATEWAY_MAX_CONNECTIONS"] is None  # the setting itself: unset
         assert shown["in_force"]["GATEWAY_MAX_CONNECTIONS"] == {"value": figure, "reason": why}
-    for value, shown_text, in_force in (("0", "none (0: no cap)", None), ("300", "300 (as set)", 300)):
+        assert shown["in_force"]["GATEWAY_MAX_CONNECTIONS_PER_ADDRESS"] == {"value": share}
+    for value, shown_text, in_force, share in (
+        ("0", "none (0: no cap)", None, None),
+        ("300", "300 (as set)", 300, 150),
+    ):
         env = {"GATEWAY_MAX_CONNECTIONS": value}
         lines = dict(line.split("=", 1) for line in run_cli(["settings"], env, tmp_path).stdout.splitlines())
         assert lines["GATEWAY_MAX_CONNECTIONS"] == f"{value}  # in force: {shown_text}"
         shown = json.loads(run_cli(["settings", "--json"], env, tmp_path).stdout)
         assert shown["in_force"]["GATEWAY_MAX_CONNECTIONS"]["value"] == in_force
+        assert shown["in_force"]["GATEWAY_MAX_CONNECTIONS_PER_ADDRESS"]["value"] == share
 
 
 def test_serve_help_points_to_the_settings_command(tmp_path: Path) -> None:

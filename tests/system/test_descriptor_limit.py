@@ -54,6 +54,7 @@ async def test_out_of_descriptors_the_gateway_idles_and_recovers(
     simulator: DataflowSimulator, tmp_path: Path, capped: bool
 ) -> None:
     env = upstream_env(simulator) | {"GATEWAY_HTTP_HEADER_TIMEOUT_S": "120"}  # the idle ones stay until let go
+    env["GATEWAY_MAX_CONNECTIONS_PER_ADDRESS"] = "0"  # the flood comes from one address; the cap is under test
     if not capped:
         env["GATEWAY_MAX_CONNECTIONS"] = "0"
     cap = connection_cap(None, Settings().max_sessions, soft_limit=NOFILE)
