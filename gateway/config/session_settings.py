@@ -28,7 +28,9 @@ class SessionSettings(BaseModel):
         "may wait with no recognition running, before the first and between them (unset: up to max_session_s).",
     )
     finalize_timeout_s: bounds.GrpcSeconds = Field(
-        30.0, description="Wait for FinalResult after finalize/stop, counted again from each message of Data Flow."
+        30.0,
+        description="Wait for FinalResult after finalize/stop, counted again from each message of Data Flow "
+        "(the first wait longer by the audio Data Flow may not have reached at real time, at most 5 times this).",
     )
     client_send_timeout_s: float = Field(10.0, gt=0, description="Budget for a client that does not read events.")
     client_event_queue: int = Field(1000, ge=10, description="Events held for a slow client before closing it.")

@@ -30,6 +30,7 @@ from gateway.errors import (
 )
 from gateway.observability import GatewayMetrics
 from gateway.relay.accounting import account_end, log_fields
+from gateway.relay.finalize_wait import FinalizeWait
 from gateway.relay.intake import AudioIntake
 from gateway.relay.items import Closed, Flow, Notice, OutItem, SessionState, Started
 from gateway.relay.limits import LimitWatch, SessionLimits
@@ -67,7 +68,8 @@ class Session:
         self._end_reason: str | None = None
         self._end_error: GatewayError | None = None
         self._saw_final_result = self._said_finalizing = False
-        self._finalize_deadline, self._last_activity = 0.0, self.opened_at
+        self._finalize_wait = FinalizeWait(settings.finalize_timeout_s)
+        self._last_activity = self._streaming_at = self.opened_at
 
     # --- lifecycle ---------------------------------------------------------------------------------
 
@@ -95,7 +97,7 @@ class Session:
             self.stream.cancel()
             raise self._end_error.detached() if self._end_error else GoingAway("the session was closed while starting")
         self.state = SessionState.STREAMING
-        now = time.monotonic()
+        now = self._streaming_at = time.monotonic()
         self._watch.streaming(client_format, now)
         self.metrics.start_latency.observe(now - began)
         self.metrics.sessions_started.labels(dialect=self.dialect).inc()
@@ -232,7 +234,7 @@ class Session:
             return
         self._end_reason = self._end_reason or ("stopped" if stop else "finalized")
         self.state = SessionState.FINALIZING
-        self._finalize_deadline = time.monotonic() + self.settings.finalize_timeout_s
+        self._finalize_wait.begin(self.flow(), time.monotonic() - self._streaming_at)
 
     def _emit(self, item: OutItem) -> None:
         self.outbox.put(item)  # refused after the close; a client that does not read is ended by the outbox
@@ -244,8 +246,7 @@ class Session:
                 if not await self.outbox.room_for(item, self.settings.client_send_timeout_s):
                     return  # closed meanwhile (the client read nothing for that long: ended as too slow)
                 self._saw_final_result |= isinstance(item, DataflowEvent) and item.name == FINAL_RESULT
-                if self.state is SessionState.FINALIZING:  # still at work on audio sent long ago (an upload's)
-                    self._finalize_deadline = time.monotonic() + self.settings.finalize_timeout_s
+                self._finalize_wait.heard(item, finalizing=self.state is SessionState.FINALIZING)
                 self._emit(item)
         except GatewayError as exc:  # after the input ended and the final result came the client lacks nothing
             if not (self.state is SessionState.FINALIZING and self._saw_final_result):
@@ -267,12 +268,11 @@ class Session:
                 limit = self._watch.periodic(now, self._last_activity)
                 if limit is not None:
                     await self.end_with(limit)
-            elif self.state is SessionState.FINALIZING and now >= self._finalize_deadline:
+            elif self.state is SessionState.FINALIZING and now >= self._finalize_wait.deadline:
                 if self._saw_final_result:
                     self._finish(self._end_reason or "finalized", self._end_error)
                 else:  # each message from Data Flow starts the wait again: only a silent one is given up on
-                    quiet = f"Data Flow sent no final result, nor anything for {self.settings.finalize_timeout_s:g} s"
-                    self._finish("upstream_error", UpstreamTimeout(quiet))
+                    self._finish("upstream_error", UpstreamTimeout(self._finalize_wait.silence(now)))
 
     async def end_with(self, error: GatewayError) -> None:
         """A limit, or a client message that ends the session (one its dialect cannot take): what Data Flow

@@ -18,9 +18,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 
 import httpx
+import numpy as np
 import pytest
 
 from gateway.errors import UpstreamProtocolError
@@ -178,3 +180,47 @@ async def test_the_finalize_wait_starts_again_with_each_message_from_data_flow()
             assert body["error"]["code"] == "upstream_timeout" and took < 3.5, (took, response.text)
             assert [e["text"] for e in body["events"] if e["name"] == "SR Milestone"] == ["1", "2"], body
             assert body["transcript"] == {"0": "1 2"} and body["sessionId"], body
+
+
+async def test_silence_data_flow_has_yet_to_work_through_does_not_end_the_wait() -> None:
+    """An engine at real time that took the whole upload into its buffer at once still works through it
+    after the input ended, and says nothing in its silence: the wait was the finalize timeout after the
+    end of input, so a recording ending in hold (6 s here, the timeout 2 s) was 504 and its last result
+    lost. The first wait now covers the audio it may not have reached at real time; a silent engine is
+    still given up on, after that and the timeout."""
+    audio_s = 6.0
+
+    async def at_real_time(peer: Peer) -> None:
+        await peer.answer_start()
+        began = time.monotonic()
+        await peer.read_until_finalize()  # all of it at once, into the engine's own buffer
+        await asyncio.sleep(audio_s - (time.monotonic() - began))  # worked through at real time, in silence
+        await peer.send_event("SR Milestone", Text="7")
+        await peer.send_event("FinalResult")
+        await asyncio.sleep(30)
+
+    async def silent(peer: Peer) -> None:
+        await peer.answer_start()
+        await peer.read_until_finalize()
+        await asyncio.sleep(30)
+
+    samples = signals.utterances(["7"], 16000)
+    samples = np.concatenate([samples, signals.silence(round(audio_s * 1000) - len(samples) // 16, 16000)])
+    wav = signals.wav_bytes(samples, 16000)
+    for behaviour, expected in ((at_real_time, 200), (silent, 504)):
+        async with (
+            HostileUpstream(behaviour) as upstream,
+            running_gateway(upstream.settings(finalize_timeout_s=2.0)) as gw,
+            httpx.AsyncClient(base_url=gw.http_url, timeout=30) as http,
+        ):
+            began = time.monotonic()
+            response = await http.post(URL, content=wav)
+            took = time.monotonic() - began
+        assert response.status_code == expected, (took, response.text)
+        if expected == 200:
+            assert [e["text"] for e in response.json()["events"] if e["name"] == "SR Milestone"] == ["7"]
+            assert took >= audio_s - 0.5, took
+        else:  # the audio's 6 s and the 2 s timeout, not the stream's deadline
+            error = response.json()["error"]
+            assert error["code"] == "upstream_timeout" and audio_s + 1.5 < took < audio_s + 4, (took, error)
+            assert re.fullmatch(r"Data Flow sent no final result, nor anything for [78]\.\d s", error["message"])

@@ -1,0 +1,50 @@
+"""How long a finalizing session waits for Data Flow's final result.
+
+The wait is ``GATEWAY_FINALIZE_TIMEOUT_S`` after the client's end of input, and again after each
+message from Data Flow (an engine behind real time still works through audio its HTTP/2 window took
+long before). Silence in that backlog sends nothing, though: an upload whose last ~2 minutes an engine
+at real time still had to work through, with 40 s of hold in them, was given up on in the silence and
+every result after it lost. So the first wait also covers the audio Data Flow may not have reached:
+what was sent past the last time an event reported on, and past what real time since the stream began
+would have let it work through (so a live call, sent in real time, gets none), at most
+:data:`BACKLOG_TIMEOUTS` timeouts (a full 4 MB window of 16 kHz audio is 131 s).
+"""
+
+from __future__ import annotations
+
+import time
+
+from gateway.dataflow.messages import DataflowEvent
+from gateway.relay.items import Flow
+
+#: The backlog's allowance is at most this many finalize timeouts (150 s at the default 30 s).
+BACKLOG_TIMEOUTS = 5
+
+
+class FinalizeWait:
+    def __init__(self, timeout_s: float) -> None:
+        self.timeout_s = timeout_s
+        self.heard_ms = 0.0  # the latest audio time an event of Data Flow reported on
+        self.deadline = 0.0
+        self._last_heard = 0.0  # when Data Flow last sent anything (or the input ended)
+
+    def begin(self, flow: Flow, streamed_s: float, now: float | None = None) -> None:
+        """The client's input ended after ``streamed_s`` seconds of streaming, with ``flow`` sent and
+        on its way to Data Flow (gRPC may not have taken all of it yet)."""
+        now = time.monotonic() if now is None else now
+        sent_ms = flow.sent_ms + flow.buffered_ms
+        behind_ms = min(sent_ms - self.heard_ms, sent_ms - streamed_s * 1000)
+        backlog_s = min(max(0.0, behind_ms) / 1000, BACKLOG_TIMEOUTS * self.timeout_s)
+        self._last_heard, self.deadline = now, now + self.timeout_s + backlog_s
+
+    def heard(self, item: object, *, finalizing: bool, now: float | None = None) -> None:
+        """Anything from Data Flow: its time noted, and while finalizing the wait starts again."""
+        if isinstance(item, DataflowEvent):
+            self.heard_ms = max(self.heard_ms, float(max(item.end_ms, item.start_ms)))
+        if finalizing:
+            now = time.monotonic() if now is None else now
+            self._last_heard, self.deadline = now, max(self.deadline, now + self.timeout_s)
+
+    def silence(self, now: float) -> str:
+        """Why the wait was given up on: how long Data Flow has sent nothing (since the input ended, at most)."""
+        return f"Data Flow sent no final result, nor anything for {now - self._last_heard:.1f} s"
