@@ -20,6 +20,7 @@ from gateway.logs.bursts import WINDOW_S, BurstLog
 
 REASON_CHARS: Final = 80
 UNSUPPORTED_UPGRADE: Final = "unsupported upgrade"
+UPGRADE_WITH_A_BODY: Final = "unsupported upgrade with a body"
 _MORE: Final = "%(count)d more requests not taken as sent in the last %(seconds).1f s (%(reasons)s)"
 
 
@@ -45,6 +46,24 @@ UNKNOWN_TRANSFER_CODING: Final = envelope(
     ErrorCode.UNSUPPORTED_TRANSFER_ENCODING,
     "Transfer-Encoding may only be chunked (a content coding goes in Content-Encoding)",
 )
+
+
+#: httptools has llhttp skip the body of any request asking to upgrade, and a request asking for another
+#: protocol (h2c) is served as plain HTTP: its body would be parsed as further requests, run unseen by a
+#: proxy in front (request smuggling: paths the proxy blocks, X-Forwarded-For on its trusted connection).
+UPGRADE_WITH_BODY: Final = envelope(
+    ErrorCode.BAD_REQUEST,
+    "a request asking to upgrade to a protocol other than WebSocket (h2c) may not have a body: send it without Upgrade",
+)
+
+
+def declares_body(headers: list[tuple[bytes, bytes]]) -> bool:
+    """Whether a request's head says a body follows (a chunked one, or a Content-Length other than 0)."""
+    for name, value in headers:
+        name = name.lower()
+        if name == b"transfer-encoding" or (name == b"content-length" and value.strip(b" \t0")):
+            return True
+    return False
 
 
 def late_head_body(timeout_s: float) -> bytes:

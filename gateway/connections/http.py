@@ -14,8 +14,11 @@ from gateway.connections.bad_requests import (
     TRAILERS_TOO_LARGE,
     UNKNOWN_TRANSFER_CODING,
     UNSUPPORTED_UPGRADE,
+    UPGRADE_WITH_A_BODY,
+    UPGRADE_WITH_BODY,
     bad_request_body,
     bad_request_log,
+    declares_body,
     late_head_body,
     parser_reason,
     unknown_transfer_coding,
@@ -160,16 +163,14 @@ class BoundedHeadProtocol(SlicedParseProtocol):
             if not self._stopped:
                 reason = parser_reason(exc)
                 self._refuse(b"400 Bad Request", bad_request_body(reason), told=below_app.bad_request(reason))
-        except httptools.HttpParserUpgrade:
+        except httptools.HttpParserUpgrade as upgrade:
             if self._should_upgrade():
                 self.handle_websocket_upgrade()
-            else:
-                self._unsupported_upgrade_warning()
-
-    def _unsupported_upgrade_warning(self) -> None:
-        """An ``Upgrade`` other than WebSocket (``h2c``): the request is served as plain HTTP, as uvicorn
-        does, but not logged once per request."""
-        self.bad_requests.warn("Unsupported upgrade request: served as plain HTTP", reason=UNSUPPORTED_UPGRADE)
+                return
+            # Another (h2c) and bodyless (a body is refused at the head): plain HTTP; what follows is the next request.
+            self.bad_requests.warn("Unsupported upgrade request: served as plain HTTP", reason=UNSUPPORTED_UPGRADE)
+            if (rest := data[upgrade.args[0] :] if upgrade.args else b"") and not self._stopped:
+                self.parse_slice(rest)  # its head counted against the bound like any other
 
     def on_message_begin(self) -> None:
         if len(self.pipeline) >= self.max_pipelined:
@@ -186,6 +187,9 @@ class BoundedHeadProtocol(SlicedParseProtocol):
         if self._over_cap and (self.parser.should_upgrade() or self.url.split(b"?", 1)[0] not in _EXEMPT):
             self._refuse_over_cap()
             raise _Stop  # a WebSocket handshake too: the parser would go on to the upgrade
+        if self.parser.should_upgrade() and not self._should_upgrade() and declares_body(self.headers):
+            self._refuse(b"400 Bad Request", UPGRADE_WITH_BODY, told=below_app.bad_request(UPGRADE_WITH_A_BODY))
+            raise _Stop  # httptools would skip the body of a request asking to upgrade: parsed as requests
         if unknown_transfer_coding(self.headers):
             self._refuse(b"501 Not Implemented", UNKNOWN_TRANSFER_CODING, told=below_app.unknown_transfer_coding())
             raise _Stop
@@ -210,11 +214,7 @@ class BoundedHeadProtocol(SlicedParseProtocol):
             self._end_after_early_answer()
 
     def _end_after_early_answer(self) -> None:
-        """uvicorn reads and drops the rest of a body answered early (a 413, 401 or 422 mid-upload) for
-        as long as the client sends it, each read putting off the keep-alive timeout: 23 GB in 15 s after
-        a 413 for 1 MiB. Now nothing more is taken from this connection, its write side is shut after the
-        answer (the client reads it, then end of stream), and the keep-alive timeout (5 s), which reads
-        no longer put off, closes it. Reading on until then spares the client a reset while it sends."""
+        """Nothing more is read, the answer is followed by the end of the stream (gateway.connections.early_answer)."""
         self.stop_parsing()
         if self.transport.can_write_eof():
             self.transport.write_eof()

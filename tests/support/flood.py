@@ -119,3 +119,25 @@ class LiveSession:
                     pass
         await self.ws.wait_closed()
         return self.ws.close_code
+
+
+async def converse(port: int, *writes: bytes, pause_s: float = 0.1, quiet_s: float = 1.0) -> bytes:
+    """Each of ``writes`` on one raw connection, ``pause_s`` apart (a proxy forwards a body after the
+    head, often in a later read); everything answered until the other end closes or is quiet ``quiet_s``."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        for data in writes:
+            writer.write(data)
+            await writer.drain()
+            await asyncio.sleep(pause_s)
+        answered = b""
+        while True:
+            try:
+                chunk = await asyncio.wait_for(reader.read(65536), quiet_s)
+            except TimeoutError:
+                return answered
+            if not chunk:
+                return answered
+            answered += chunk
+    finally:
+        writer.close()

@@ -280,7 +280,7 @@ def template_placeholders() -> set[str]:
 
 def test_nginx_template_proxies_websockets_without_buffering() -> None:
     text = NGINX_TEMPLATE.read_text()
-    for directive in ("proxy_http_version 1.1;", "proxy_set_header Upgrade $http_upgrade;",
+    for directive in ("proxy_http_version 1.1;", "proxy_set_header Upgrade $websocket_upgrade;",
                       "proxy_set_header Connection $connection_upgrade;", "proxy_buffering off;",
                       "proxy_request_buffering off;", "client_max_body_size 0;", "least_conn;",
                       "proxy_next_upstream error timeout http_503;"):  # fmt: skip
