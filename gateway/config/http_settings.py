@@ -79,7 +79,9 @@ class HttpServerSettings(BaseModel):
         "connection cap in force, at least 16; 0: no share.",
     )
     log_level: Literal["debug", "info", "warning", "error"] = Field(
-        "info", description="Log level of the gateway and uvicorn (credentials are masked at every level)."
+        "info",
+        description="Log level of the gateway and uvicorn (credentials are masked at every level); other libraries log "
+        "warnings unless this is error. debug writes lines per WebSocket frame: not under untrusted load.",
     )
     log_format: Literal["auto", "json", "text"] = Field(
         "auto", description="json: one object per line, for log shippers; text: readable; auto: text on a terminal."

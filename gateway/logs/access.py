@@ -19,7 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.logs.context import AccessNote, current_note
 from gateway.logs.formats import MESSAGE_FORMAT, SHOWN_IN_MESSAGE
-from gateway.logs.redact import redact_path
+from gateway.logs.redact import clip, redact_path
 
 log = logging.getLogger("gateway.access")
 _MESSAGE = "%s %s %d %.1f ms"
@@ -93,8 +93,11 @@ def refused_handshake_line(target: str | None, status: int, began: float, client
 
 
 def write_line(method: str, path: str, status: int, began: float, client: Any, **more: Any) -> None:
-    """One access line; ``path`` already masked, ``began`` a ``time.perf_counter()`` reading."""
+    """One access line; ``path`` already masked, ``began`` a ``time.perf_counter()`` reading. The path is
+    cut as any field is (the message repeated up to 8192 characters of it, each a 6-byte JSON escape for a
+    control character the client encoded in 3: a 16 KiB request head was a 38 KB line)."""
     duration_ms = round((time.perf_counter() - began) * 1000, 1)
+    path = clip(path)
     fields: dict[str, Any] = {
         "method": method,
         "path": path,

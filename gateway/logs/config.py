@@ -47,14 +47,19 @@ def logging_config(level: str, fmt: str, secrets: Iterable[str] = ()) -> dict[st
             "redact": {"()": Redactor, "secrets": list(secrets)},
         },
         "handlers": {"default": handler},
-        # One handler on the root logger; everything propagates to it (and to test log capture).
-        "root": {"handlers": ["default"], "level": "WARNING"},
+        # One handler on the root logger; everything propagates to it (and to test log capture). Other
+        # libraries log WARNING and above, or only what the configured level lets through ("error" is
+        # error for every library).
+        "root": {"handlers": ["default"], "level": max(logging.getLevelName(level.upper()), logging.WARNING)},
         "loggers": {
             "gateway": {"level": level.upper()},
             "uvicorn": server,
             "uvicorn.error": {**server, "filters": ["client_mistakes", "handshake_lines"]},
             # The gateway's access log (gateway.access) has these lines with fields and redacted paths.
             "uvicorn.access": {"handlers": [], "level": "WARNING", "propagate": False},
+            # The multipart parser warns before each error it raises: a client's malformed body, which
+            # its 422 (invalid_multipart) names already; a line per request at the client's rate.
+            "python_multipart": {"level": "ERROR"},
         },
     }
 

@@ -19,6 +19,9 @@ from gateway.logs.formats import extra_fields
 from gateway.logs.redact import MAX_FIELD_CHARS, SecretText, clip, redact_header, redact_target, url_origin
 
 _UVICORN_WS_ACCESS = '%s - "WebSocket %s"'  # uvicorn's own WebSocket access lines: gateway.access replaces them
+#: The WebSocket library's INFO line for every socket it opens, a quarter of a churning client's lines:
+#: the access line of the socket says the same, with fields.
+_SAID_BY_THE_ACCESS_LINE = frozenset({"connection open"})
 _HEADER_LINES = ("< %s: %s", "> %s: %s")
 _FRAME_LINES = ("< %s", "> %s")
 _REQUEST_LINES = ("< %s %s %s", "< GET %s HTTP/1.1")
@@ -60,13 +63,14 @@ class ClientMistakeFilter(logging.Filter):
 
 class HandshakeLines(logging.Filter):
     """Masks credentials in the WebSocket library's handshake lines and payloads in its frame lines;
-    drops uvicorn's WebSocket access lines (the gateway's access log has them, with fields)."""
+    drops uvicorn's WebSocket access lines and the library's "connection open" (the gateway's access log
+    has them, with fields)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         template, args = record.msg, record.args
         if not isinstance(template, str) or not isinstance(args, tuple):
             return True
-        if template.startswith(_UVICORN_WS_ACCESS):
+        if template.startswith(_UVICORN_WS_ACCESS) or template in _SAID_BY_THE_ACCESS_LINE:
             return False
         if template in _HEADER_LINES and len(args) == 2:
             record.args = (args[0], redact_header(str(args[0]), str(args[1])))

@@ -26,13 +26,19 @@ _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 # newline (or U+0085, U+2028, U+2029, line breaks to many readers) would start a forged line, ESC or a C1
 # control (U+009B is CSI) would drive the reader's terminal, bidirectional overrides would reorder what
 # the reader sees, and a lone surrogate (JSON's "\ud800") has no UTF-8.
-_UNSAFE = r"\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069\ud800-\udfff"
+_UNSAFE_CHARACTERS = r"\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069"  # with the C0 controls below
+_UNSAFE = r"\x00-\x1f" + _UNSAFE_CHARACTERS + r"\ud800-\udfff"
 _CONTROL = re.compile(f"[{_UNSAFE}]")
 # A field value shown bare only when it cannot be read as more than one field.
 _BARE_VALUE = re.compile(f"[^\\s\"'={_UNSAFE}]*")
 # JSON lines escape every character, but a lone surrogate only as "\ud800", which strict readers (jq,
 # orjson, serde) refuse, and jq stops there: replaced.
 _SURROGATE = re.compile(r"[\ud800-\udfff]")
+# And a reader decodes the rest: ``jq -r .msg`` wrote a client's OSC (terminal title, clipboard), BEL or
+# U+009B to the operator's terminal. In JSON values they are written out as text ("\x1b") too; a
+# traceback keeps its line breaks and tabs (its lines are the gateway's, quoting at most a message).
+_JSON_CONTROL = re.compile(r"[\x00-\x1f" + _UNSAFE_CHARACTERS + "]")
+_TRACEBACK_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f" + _UNSAFE_CHARACTERS + "]")
 #: A traceback longer than this is cut (a deep recursion, a long chain, a message quoting a whole body):
 #: one 500 through the middleware stack is about 5 KiB, 32 frames.
 MAX_TRACEBACK_CHARS = 16 * 1024
@@ -84,14 +90,14 @@ def _exception_text(formatter: logging.Formatter, record: logging.LogRecord) -> 
     return clip_traceback(record.exc_text) if record.exc_text else None
 
 
-def _valid_unicode(value: Any) -> Any:
-    """``value`` with every lone surrogate in its strings replaced by U+FFFD."""
+def _valid_unicode(value: Any, controls: re.Pattern[str] = _JSON_CONTROL) -> Any:
+    """``value`` with every lone surrogate in its strings replaced by U+FFFD, and every control written out."""
     if isinstance(value, str):
-        return _SURROGATE.sub("\ufffd", value)
+        return _escaped(_SURROGATE.sub("\ufffd", value), controls)
     if isinstance(value, dict):
-        return {key: _valid_unicode(item) for key, item in value.items()}
+        return {key: _valid_unicode(item, controls) for key, item in value.items()}
     if isinstance(value, list | tuple):
-        return [_valid_unicode(item) for item in value]
+        return [_valid_unicode(item, controls) for item in value]
     return value
 
 
@@ -106,15 +112,16 @@ class JsonFormatter(logging.Formatter):
             "msg": _ANSI.sub("", record.getMessage()),
         }
         entry.update(extra_fields(record))
+        entry = _valid_unicode(entry)
         if exc := _exception_text(self, record):
-            entry["exc"] = exc
+            entry["exc"] = _valid_unicode(exc, _TRACEBACK_CONTROL)
         if record.stack_info:
-            entry["stack"] = clip_traceback(record.stack_info)
-        return json.dumps(_valid_unicode(entry), default=lambda other: _valid_unicode(str(other)))
+            entry["stack"] = _valid_unicode(clip_traceback(record.stack_info), _TRACEBACK_CONTROL)
+        return json.dumps(entry, default=lambda other: _valid_unicode(str(other)))
 
 
-def _escaped(text: str) -> str:
-    return _CONTROL.sub(lambda m: m[0].encode("unicode_escape").decode("ascii"), text)
+def _escaped(text: str, controls: re.Pattern[str] = _CONTROL) -> str:
+    return controls.sub(lambda m: m[0].encode("unicode_escape").decode("ascii"), text)
 
 
 def _field_value(value: Any) -> str:
