@@ -66,7 +66,8 @@ class CredentialScrubber:
                 scope["raw_path"] = scope["path"].encode()
             pairs = parse_qsl(query.decode("latin-1"), keep_blank_values=True) if b"token=" in query else []
             if any(name == "token" for name, _ in pairs):  # not ``xtoken=``: the rest of the query stays as sent
-                scope[_QUERY_TOKEN] = next(value for name, value in pairs if name == "token")
+                # Given twice, the last counts, as for every other parameter (Starlette's query_params).
+                scope[_QUERY_TOKEN] = [value for name, value in pairs if name == "token"][-1]
                 scope["query_string"] = urlencode([(k, v) for k, v in pairs if k != "token"]).encode("latin-1")
         await self.app(scope, receive, send)
 

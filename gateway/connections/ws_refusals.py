@@ -139,14 +139,14 @@ class RefusingProtocol(WebSocketsSansIOProtocol):
         super().handle_connect(event)
         if (status := self.response.status_code) != 101:  # counted in requests_refused, as the app's refusals
             below_app.count(self.app, status, refusal(HTTPStatus(status), self.conn.handshake_exc)[0])
-            refused_handshake_line(event.path, status, self._began, self.client)
+            refused_handshake_line(self.app, event.path, status, self._began, self.client)
 
     def handle_handshake_exception(self) -> None:
         error = self.conn.handshake_exc
         status = next((s for kind, s in _STATUSES.items() if isinstance(error, kind)), HTTPStatus.BAD_REQUEST)
         below_app.count(self.app, status, refusal(status, error)[0])
         super().handle_handshake_exception()
-        refused_handshake_line(self._target, status, self._began, self.client)
+        refused_handshake_line(self.app, self._target, status, self._began, self.client)
 
 
 def _request_target(data: bytes) -> str | None:

@@ -5,7 +5,8 @@ credential query parameters), status (101 for an accepted WebSocket), duration_m
 session id when the request started one (plus the close code of a WebSocket that was accepted, 1006 when
 it was lost with no close seen: one refused at its handshake has none). The path is masked before the
 line is made, from the request as the client sent it. A WebSocket handshake refused below the
-application gets its line too (:func:`refused_handshake_line`).
+application gets its line too (:func:`refused_handshake_line`). Lines of requests refused before a
+session are bounded per client address (gateway.logs.refused_lines).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from gateway.logs.context import AccessNote, current_note
 from gateway.logs.formats import MESSAGE_FORMAT, SHOWN_IN_MESSAGE
 from gateway.logs.redact import clip, redact_path
+from gateway.logs.refused_lines import RefusedLines
 
 log = logging.getLogger("gateway.access")
 _MESSAGE = "%s %s %d %.1f ms"
@@ -31,6 +33,7 @@ class AccessLog:
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
+        self.refused = RefusedLines()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket") or not log.isEnabledFor(logging.INFO):
@@ -65,9 +68,11 @@ class AccessLog:
             current_note.reset(reset)
             self._line(scope, path, seen, note, began)
 
-    @staticmethod
-    def _line(scope: Scope, path: str, seen: dict[str, Any], note: AccessNote, began: float) -> None:
+    def _line(self, scope: Scope, path: str, seen: dict[str, Any], note: AccessNote, began: float) -> None:
         websocket = scope["type"] == "websocket"
+        status = seen["status"] or 500  # the app raised before answering: uvicorn answers 500
+        if status >= 400 and note.session_id is None and not self.refused.admit(scope.get("client"), status):
+            return
         more: dict[str, Any] = {}
         if note.session_id is not None:
             more["session_id"] = note.session_id
@@ -76,17 +81,25 @@ class AccessLog:
         write_line(
             "WS" if websocket else str(scope.get("method", "")),
             path,
-            seen["status"] or 500,  # the app raised before answering: uvicorn answers 500
+            status,
             began,
             scope.get("client"),
             **more,
         )
 
 
-def refused_handshake_line(target: str | None, status: int, began: float, client: tuple[str, int] | None) -> None:
+def refused_handshake_line(
+    app: Any, target: str | None, status: int, began: float, client: tuple[str, int] | None
+) -> None:
     """The line of a WebSocket handshake refused below the application (gateway.connections.ws_refusals):
-    ``target`` as the request line had it (``None`` when it could not be read), masked like any path."""
+    ``target`` as the request line had it (``None`` when it could not be read), masked like any path;
+    ``app`` uvicorn's, the access log among its layers (whose per-address bound it is under)."""
     if not log.isEnabledFor(logging.INFO):
+        return
+    layer = app
+    while layer is not None and not isinstance(layer, AccessLog):
+        layer = getattr(layer, "app", None)
+    if layer is not None and not layer.refused.admit(client, status):
         return
     raw_path, _, query = (target or "-").partition("?")
     write_line("WS", redact_path(unquote(raw_path), query), status, began, client)

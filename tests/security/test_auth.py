@@ -117,7 +117,8 @@ async def test_path_secret_and_query_token_are_accepted_and_never_logged(
     token = (await mint(gw))["token"]
     path_url = gw.ws_url(f"/t/{ACME_KEY}/v1/stream")
     query_url = gw.ws_url(f"/v1/stream?token={token}")
-    for url in (path_url, query_url):
+    twice_url = gw.ws_url(f"/v1/stream?token=stale&project=other&token={token}&project=demo")  # the last counts
+    for url in (path_url, query_url, twice_url):
         async with ws_connect(url) as ws:
             await ws.send(start_message())
             assert (await next_message(ws, "started"))["type"] == "started"

@@ -12,20 +12,23 @@ lines and bytes per request stay bounded whatever the client sends (found by a r
 from __future__ import annotations
 
 import json
+import logging
 import re
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
+from gateway.logs import refused_lines
 from gateway.logs.config import logging_config
 from tests.support.gateway_process import gateway_process
-from tests.support.harness import next_message, ws_connect
+from tests.support.harness import GatewayFactory, next_message, ws_connect
 from tests.support.native_client import start_message
 from tests.support.probes import wait_for
 
-UPLOADS = 20
+UPLOADS = 8  # within the ten refused requests an address has written whole in a window
 BAD_MULTIPART = b"--zz\r\nnot a header line\r\n\r\n"
 CONTROLS = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
 
@@ -92,3 +95,30 @@ async def test_json_values_carry_no_terminal_controls(tmp_path: Path) -> None:
     for value in (access["msg"], access["path"]):
         assert not CONTROLS.search(value), repr(value)
         assert "\\x1b]0;title\\x07\\x9b2J\\u202egnp.exe\\x00\\u2028" in value  # readable, as text
+
+
+async def test_refused_requests_write_ten_lines_an_address_then_a_count(
+    gateway_factory: GatewayFactory, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every refused request had its access line: a client with no credential wrote the log at its own
+    rate (3 800 lines a second from under 1 Mbit/s). Each address has its first ten a window written;
+    the rest are counted by status and told when the window ends (a second here, 10 s in production)."""
+    monkeypatch.setattr(refused_lines, "WINDOW_S", 1.0)
+    caplog.set_level(logging.INFO, logger="gateway.access")  # gateway.access.refused too
+    async with gateway_factory() as gw:
+        for source, refused in (("127.0.0.2", 40), ("127.0.0.3", 3)):
+            transport = httpx.AsyncHTTPTransport(local_address=source)
+            async with httpx.AsyncClient(base_url=gw.http_url, transport=transport) as http:
+                for _ in range(refused):
+                    assert (await http.get("/nowhere")).status_code == 404
+                assert (await http.get("/healthz")).status_code == 200  # answered: written whatever the count
+        await wait_for(lambda: any("more refused" in r.getMessage() for r in caplog.records), 5.0)
+    lines = [r for r in caplog.records if r.name == "gateway.access"]
+    written = Counter(str(getattr(r, "client", "")).split(":")[0] for r in lines if getattr(r, "status", 0) == 404)
+    assert written == {"127.0.0.2": 10, "127.0.0.3": 3}, written
+    assert len([r for r in lines if getattr(r, "path", "") == "/healthz"]) >= 2
+    told = [r.getMessage() for r in caplog.records if r.name == "gateway.access.refused"]
+    assert told == [
+        "Access lines of refused requests past 10 from one address in 1 s are counted, not written (from 127.0.0.2)",
+        "29 more refused requests not written in the last 1.0 s (status 404: 29)",
+    ], told
