@@ -36,6 +36,12 @@ class AccessLog:
         self.refused = RefusedLines()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            try:
+                await self.app(scope, receive, send)
+            finally:  # what the last window of refused requests counted, told at shutdown
+                self.refused.close()
+            return
         if scope["type"] not in ("http", "websocket") or not log.isEnabledFor(logging.INFO):
             await self.app(scope, receive, send)
             return

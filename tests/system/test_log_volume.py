@@ -122,3 +122,17 @@ async def test_refused_requests_write_ten_lines_an_address_then_a_count(
         "Access lines of refused requests past 10 from one address in 1 s are counted, not written (from 127.0.0.2)",
         "29 more refused requests not written in the last 1.0 s (status 404: 29)",
     ], told
+
+
+async def test_a_window_of_refused_requests_is_told_at_shutdown(
+    gateway_factory: GatewayFactory, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(refused_lines, "WINDOW_S", 600.0)  # no window ends while the gateway runs
+    caplog.set_level(logging.INFO, logger="gateway.access")
+    async with gateway_factory() as gw, httpx.AsyncClient(base_url=gw.http_url) as http:
+        for _ in range(13):
+            assert (await http.get("/nowhere")).status_code == 404
+    told = [r.getMessage() for r in caplog.records if r.name == "gateway.access.refused"]
+    assert len(told) == 2 and re.fullmatch(
+        r"2 more refused requests not written in the last [\d.]+ s \(status 404: 2\)", told[1]
+    )
