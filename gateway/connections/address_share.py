@@ -8,7 +8,8 @@ while HTTP connections (idle, waiting for a head, kept alive, uploads) were boun
 cap. Past the share a new connection is refused as one past the cap is (503 ``capacity_exceeded``
 once its head is in, ``/healthz`` still answered); past it by more than
 :data:`~gateway.connections.cap.WAITING_REFUSALS`, at once, so one address holds at most its share
-and these. Connections from ``GATEWAY_TRUSTED_PROXIES`` are not counted: a proxy carries everyone's.
+and these. Connections from ``GATEWAY_TRUSTED_PROXIES`` are not counted: a proxy carries everyone's;
+nor, from its first request on, one whose requests name the client they forward (:func:`proxied`).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ if TYPE_CHECKING:
 DEFAULT_PART = 2
 DEFAULT_FLOOR = 16
 
-_PROXY_HEADERS = frozenset({b"x-forwarded-for", b"forwarded"})
+_PROXY_HEADERS = frozenset({b"x-forwarded-for", b"forwarded", b"x-real-ip"})
 _NAT64 = ipaddress.IPv6Network("64:ff9b::/96")  # RFC 6052: every IPv4 host behind a NAT64 gateway
 
 
@@ -42,6 +43,15 @@ def address_group(address: str) -> str:
     if (mapped := ip.ipv4_mapped) is not None or ip in _NAT64:
         return str(mapped or ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF))
     return str(ipaddress.IPv6Network((ip, 64), strict=False))
+
+
+def proxied(headers: Iterable[tuple[bytes, bytes]]) -> bool:
+    """Whether a request came through a proxy (it names the client it forwards). Such a connection stops
+    counting against its address's share: a proxy not listed in GATEWAY_TRUSTED_PROXIES (the compose file's
+    nginx, an ingress) carries every client's requests, and its kept-alive connections were refused 503 at
+    half the cap, the replica then marked failed by the proxy for all. A client that sends the header to be
+    let off is held by the cap, as before; idle connections, which never send a head, stay counted."""
+    return any(name.lower() in _PROXY_HEADERS for name, _ in headers)
 
 
 def share_in_force(per_address: int | None, cap: int | None) -> int | None:
@@ -98,13 +108,6 @@ class AddressShares:
             self._open[key] = left
         else:  # gone with the last one: the map holds only addresses with connections open
             del self._open[key]
-
-    @staticmethod
-    def named(key: str | None, headers: Iterable[tuple[bytes, bytes]]) -> str:
-        """Who a refusal's log line names: the address, and a hint when its request came through a proxy."""
-        if any(name.lower() in _PROXY_HEADERS for name, _ in headers):
-            return f"{key}, a proxy not in GATEWAY_TRUSTED_PROXIES? it sends X-Forwarded-For or Forwarded"
-        return key or ""
 
     def __len__(self) -> int:
         return len(self._open)

@@ -1,7 +1,7 @@
 """An answer made while its request's body is still coming says so: ``connection: close``
 (gateway.connections.http wraps each request cycle with it).
 
-And the connection ends after it (gateway.connections.http, ``_end_after_early_answer``): uvicorn read
+And the connection ends after it (gateway.connections.http, ``on_response_complete``): uvicorn read
 and dropped the rest of a body answered early (a 413, 401 or 422 mid-upload) for as long as the client
 sent it, each read putting off the keep-alive timeout: 23 GB in 15 s after a 413 for 1 MiB. Now nothing
 more is taken from the connection, its write side is shut after the answer (the client reads it, then

@@ -8,7 +8,7 @@ import asyncio
 import httptools
 
 from gateway.connections import below_app, cap
-from gateway.connections.address_share import AddressShares
+from gateway.connections.address_share import AddressShares, proxied
 from gateway.connections.bad_requests import (
     HEAD_TOO_LARGE,
     TRAILERS_TOO_LARGE,
@@ -184,6 +184,9 @@ class BoundedHeadProtocol(SlicedParseProtocol):
     def on_headers_complete(self) -> None:
         self._disarm()
         self._in_head, self._head_bytes, self._head_tail = False, 0, b""
+        if self._share_key is not None and proxied(self.headers):  # a proxy not in GATEWAY_TRUSTED_PROXIES:
+            self._release_share()  # its connections carry everyone's requests, not one client's
+            self._over_cap, self._past_share = self._over_cap and not self._past_share, False
         if self._over_cap and (self.parser.should_upgrade() or self.url.split(b"?", 1)[0] not in _EXEMPT):
             self._refuse_over_cap()
             raise _Stop  # a WebSocket handshake too: the parser would go on to the upgrade
@@ -210,14 +213,10 @@ class BoundedHeadProtocol(SlicedParseProtocol):
         super().on_response_complete()
         if self.pipeline:  # requests already read wait their turn: read no more before they are answered
             self.flow.pause_reading()
-        elif early and not self.transport.is_closing():
-            self._end_after_early_answer()
-
-    def _end_after_early_answer(self) -> None:
-        """Nothing more is read, the answer is followed by the end of the stream (gateway.connections.early_answer)."""
-        self.stop_parsing()
-        if self.transport.can_write_eof():
-            self.transport.write_eof()
+        elif early and not self.transport.is_closing():  # nothing more is read; the answer is followed by the
+            self.stop_parsing()  # end of the stream (gateway.connections.early_answer)
+            if self.transport.can_write_eof():
+                self.transport.write_eof()
 
     def pause_writing(self) -> None:
         super().pause_writing()
@@ -270,10 +269,9 @@ class BoundedHeadProtocol(SlicedParseProtocol):
 
     def _refuse_over_cap(self) -> None:
         limit = (self.address_shares.share if self._past_share else self.max_connections) or 0  # one is set
-        who = self.address_shares.named(self._share_key, getattr(self, "headers", None) or ())
         self.stop_parsing()
         if not self.transport.is_closing():
-            cap.count_refusal(self.app, limit, share=self._past_share, who=who)
+            cap.count_refusal(self.app, limit, share=self._past_share, who=self._share_key or "")
         retry = b"retry-after: %d\r\n" % cap.retry_after_s()
         self._refuse(b"503 Service Unavailable", cap.refusal_body(limit, share=self._past_share), retry, at_once=True)
 

@@ -21,10 +21,10 @@ from gateway.logs.bursts import BurstLog
 
 LINES_PER_WINDOW = 10
 WINDOW_S = 10.0
-#: Addresses counted in a window; past them, further addresses share one count (an IPv4 botnet would
-#: otherwise grow the map a key per address).
+#: Addresses counted in a window; past them, further addresses share one count of LINES_PER_WINDOW (an
+#: IPv4 botnet would otherwise grow the map a key per address, and write a line per address).
 MOST_ADDRESSES = 4096
-_OTHERS = "others"
+_OTHERS = f"any address past the first {MOST_ADDRESSES} of the window"
 #: Its own logger: every line of ``gateway.access`` is one request's, with its fields.
 log = logging.getLogger("gateway.access.refused")
 _MORE = "%(count)d more refused requests not written in the last %(seconds).1f s (status %(reasons)s)"

@@ -84,28 +84,23 @@ async def test_sessions_do_not_count_against_the_share(gw: RunningGateway) -> No
 @pytest.mark.parametrize(
     "gw", [{"max_connections": CAP, "max_connections_per_address": SHARE, "trusted_proxies": [PROXY]}], indirect=True
 )
-async def test_a_trusted_proxys_connections_are_not_counted(
-    gw: RunningGateway, caplog: pytest.LogCaptureFixture
-) -> None:
-    """And an untrusted one is told apart in the log line: its requests carry X-Forwarded-For."""
-    caplog.set_level(logging.WARNING, logger=cap.__name__)
-    proxy, hog = IdleConnections(gw.port, PROXY), IdleConnections(gw.port, HOG)
+async def test_a_proxys_connections_are_not_counted(gw: RunningGateway) -> None:
+    """A trusted proxy's are never counted. An untrusted one's stop counting with a request naming the
+    client it forwards: the compose file's nginx (not listed) was refused 503 at half the cap and marked
+    the replica failed for every client. Idle connections, which never send a head, stay counted."""
+    proxy, untrusted = IdleConnections(gw.port, PROXY), IdleConnections(gw.port, HOG)
     await proxy.add(SHARE + 3)
-    await hog.add(SHARE)
+    await untrusted.add(SHARE)
     try:
         await wait_for(lambda: connections(gw) == 2 * SHARE + 3, LOADED_S)
         assert (await ask(gw.port, READYZ, source=PROXY)).status == 200
-        forwarded = READYZ.replace(b"\r\n\r\n", b"\r\nX-Forwarded-For: 198.51.100.7\r\n\r\n")
-        assert (await ask(gw.port, forwarded, source=HOG)).status == 503
-        lines = [r.getMessage() for r in caplog.records if r.name == cap.__name__]
-        assert lines == [
-            f"1 connection(s) refused (from {HOG}, a proxy not in GATEWAY_TRUSTED_PROXIES? it sends X-Forwarded-For"
-            f" or Forwarded): an address has its share of {SHARE} open connections"
-            " (GATEWAY_MAX_CONNECTIONS_PER_ADDRESS)"
-        ], lines
+        for header in (b"X-Forwarded-For: 198.51.100.7", b"Forwarded: for=198.51.100.7", b"X-Real-IP: 198.51.100.7"):
+            forwarded = READYZ.replace(b"\r\n\r\n", b"\r\n" + header + b"\r\n\r\n")
+            assert (await ask(gw.port, forwarded, source=HOG)).status == 200, header
+        assert (await ask(gw.port, READYZ, source=HOG)).status == 503  # a request of its own: past the share
     finally:
         proxy.close()
-        hog.close()
+        untrusted.close()
 
 
 @pytest.mark.parametrize("gw", [{"max_connections": 200, "max_connections_per_address": 2}], indirect=True)

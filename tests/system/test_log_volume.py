@@ -136,3 +136,14 @@ async def test_a_window_of_refused_requests_is_told_at_shutdown(
     assert len(told) == 2 and re.fullmatch(
         r"2 more refused requests not written in the last [\d.]+ s \(status 404: 2\)", told[1]
     )
+
+
+def test_addresses_past_the_most_share_one_count(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A flood from many addresses grows no map past MOST_ADDRESSES, nor writes a line per address."""
+    monkeypatch.setattr(refused_lines, "MOST_ADDRESSES", 2)
+    lines = refused_lines.RefusedLines()
+    assert lines.admit(("192.0.2.1", 1), 404) and lines.admit(("192.0.2.2", 1), 404)
+    newcomers = [lines.admit((f"198.51.100.{n}", 1), 404) for n in range(1, 31)]
+    assert newcomers == [True] * refused_lines.LINES_PER_WINDOW + [False] * (30 - refused_lines.LINES_PER_WINDOW)
+    assert lines.admit(("192.0.2.1", 1), 404)  # a counted address keeps its own lines
+    lines.close()
