@@ -4,8 +4,10 @@ and every other client got 503; now it gets the 503 past its share while another
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
+from pathlib import Path
 
 import pytest
 
@@ -14,6 +16,8 @@ from gateway.connections.address_share import address_group, share_in_force
 from tests.support.flood import HEALTHZ, READYZ, IdleConnections, LiveSession, ask
 from tests.support.harness import RunningGateway
 from tests.support.probes import figure, wait_for
+from tests.support.raw_ws import RawWebSocket
+from tests.system.test_load_balancer import two_replicas
 
 pytestmark = pytest.mark.ws
 
@@ -149,3 +153,35 @@ def test_the_share_in_force() -> None:
 )
 def test_address_groups(address: str, group: str) -> None:
     assert address_group(address) == group
+
+
+async def answered_already(conn: RawWebSocket) -> bool:
+    try:
+        await asyncio.wait_for(conn.reader.read(1), 0.05)
+    except TimeoutError:
+        return False
+    return True
+
+
+@pytest.mark.ws
+async def test_behind_an_unlisted_nginx_uploads_in_flight_take_no_clients_share(tmp_path: Path) -> None:
+    """The template's nginx, not in GATEWAY_TRUSTED_PROXIES (as the compose file runs it): every client's
+    connection comes from its address. 44 uploads in flight (22 a replica, a share of 20 each) had some
+    refused 503 and the next client's request too, the replica marked failed by nginx for everyone."""
+    async with two_replicas(tmp_path, 2.0, GATEWAY_MAX_CONNECTIONS="40") as (_stack, lb_port, _a, _b):
+        head = (
+            b"POST /v1/recognize?project=demo HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: audio/wav\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n4\r\nRIFF\r\n"
+        )
+        uploads = [await RawWebSocket.open(lb_port) for _ in range(44)]
+        try:
+            for upload in uploads:
+                await upload.send_raw(head)  # and no more: in flight
+            await asyncio.sleep(1.0)
+            other = await ask(lb_port, b"GET /v1/nothing HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", source=OTHER)
+            assert other.status == 404, other  # served by a replica, not refused for nginx's share
+            answered = [upload for upload in uploads if await answered_already(upload)]
+            assert not answered, f"{len(answered)} uploads in flight were answered already (503)"
+        finally:
+            for upload in uploads:
+                upload.abort()
