@@ -37,7 +37,7 @@ TOKEN = "nginx-error-shapes-simulator-token"
 JSON = "application/json"
 HEADER_TIMEOUT_S = offline_settings().http_header_timeout_s  # GATEWAY_HTTP_HEADER_TIMEOUT_S's default
 
-pytestmark = [pytest.mark.needs_binary, pytest.mark.timeout(90)]
+pytestmark = [pytest.mark.needs_binary, pytest.mark.ws, pytest.mark.timeout(90)]
 
 
 @contextlib.asynccontextmanager
