@@ -31,7 +31,7 @@ from gateway.simulator.server import DataflowSimulator
 from gateway.upstream.contract import ContentType, WireContract
 from tests.support import signals
 from tests.support.harness import GatewayFactory, read_all, running_gateway, ws_connect
-from tests.support.hostile_upstream import HostileUpstream, Peer, native_session
+from tests.support.hostile_upstream import Behaviour, HostileUpstream, Peer, native_session
 from tests.support.native_client import start_message
 from tests.support.settings import SIM_TENANT, SIM_TOKEN
 from tests.support.upload_client import URL
@@ -140,6 +140,18 @@ async def test_a_message_the_codec_cannot_take_ends_the_session_typed(
     assert transcript.close_code == 1011 and took < 3, took
 
 
+async def upload_to(behaviour: Behaviour, wav: bytes, *, finalize_timeout_s: float) -> tuple[httpx.Response, float]:
+    """An upload through a real gateway to a scripted Data Flow: its answer and how long it took."""
+    async with (
+        HostileUpstream(behaviour) as upstream,
+        running_gateway(upstream.settings(finalize_timeout_s=finalize_timeout_s)) as gw,
+        httpx.AsyncClient(base_url=gw.http_url, timeout=30) as http,
+    ):
+        began = time.monotonic()
+        response = await http.post(URL, content=wav)
+        return response, time.monotonic() - began
+
+
 async def test_the_finalize_wait_starts_again_with_each_message_from_data_flow() -> None:
     """An engine behind real time still works through audio its HTTP/2 window took long before (a 2-minute
     upload to an engine at 3x real time): the finalize wait counted from the client's end of input, so
@@ -163,14 +175,7 @@ async def test_the_finalize_wait_starts_again_with_each_message_from_data_flow()
 
     wav = signals.wav_bytes(signals.utterances(["7"], 8000), 8000)
     for behaviour, expected in ((behind, 200), (silent, 504)):
-        async with (
-            HostileUpstream(behaviour) as upstream,
-            running_gateway(upstream.settings(finalize_timeout_s=1.0)) as gw,
-            httpx.AsyncClient(base_url=gw.http_url, timeout=20) as http,
-        ):
-            began = time.monotonic()
-            response = await http.post(URL, content=wav)
-            took = time.monotonic() - began
+        response, took = await upload_to(behaviour, wav, finalize_timeout_s=1.0)
         assert response.status_code == expected, response.text
         if expected == 200:
             assert [e["text"] for e in response.json()["events"] if e["name"] == "SR Milestone"] == list("1234")
@@ -208,14 +213,7 @@ async def test_silence_data_flow_has_yet_to_work_through_does_not_end_the_wait()
     samples = np.concatenate([samples, signals.silence(round(audio_s * 1000) - len(samples) // 16, 16000)])
     wav = signals.wav_bytes(samples, 16000)
     for behaviour, expected in ((at_real_time, 200), (silent, 504)):
-        async with (
-            HostileUpstream(behaviour) as upstream,
-            running_gateway(upstream.settings(finalize_timeout_s=2.0)) as gw,
-            httpx.AsyncClient(base_url=gw.http_url, timeout=30) as http,
-        ):
-            began = time.monotonic()
-            response = await http.post(URL, content=wav)
-            took = time.monotonic() - began
+        response, took = await upload_to(behaviour, wav, finalize_timeout_s=2.0)
         assert response.status_code == expected, (took, response.text)
         if expected == 200:
             assert [e["text"] for e in response.json()["events"] if e["name"] == "SR Milestone"] == ["7"]
