@@ -32,6 +32,7 @@ _LEEWAY_S = 5
 MAX_SPENT_TOKENS = 100_000  # single-use tokens remembered at once (~20 MB); each only until it expires
 #: Longest project name a session may name (Data Flow's names are short; a client's string is bounded).
 MAX_PROJECT_CHARS = 256
+_CREDENTIAL_REQUIRED = "a credential is required (API key or browser token)"
 
 
 class ApiKeySpec(BaseModel):
@@ -46,6 +47,9 @@ class ApiKeySpec(BaseModel):
     max_sessions: int | None = Field(None, ge=1, description="concurrent sessions for this key (per replica)")
     audio_seconds_per_minute: float | None = Field(
         None, gt=0, allow_inf_nan=False, description="audio budget per minute (per replica)"
+    )
+    session_start_rate: float | None = Field(
+        None, gt=0, allow_inf_nan=False, description="session starts a second (per replica)"
     )
     audiohook_client_secret: SecretStr | None = Field(
         None, description="base64 AudioHook client secret of this key (default: GATEWAY_AUDIOHOOK_CLIENT_SECRET)"
@@ -146,9 +150,7 @@ class Authenticator:
     def _identify(self, credential: str | None) -> Principal:
         if not credential:
             if self.required:
-                raise Unauthorized(
-                    "a credential is required (API key or browser token)", code=ErrorCode.MISSING_CREDENTIAL
-                )
+                raise Unauthorized(_CREDENTIAL_REQUIRED, code=ErrorCode.MISSING_CREDENTIAL)
             return ANONYMOUS
         if credential.count(".") == 2:
             if not self._verify_keys:

@@ -166,13 +166,14 @@ def _keygen_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     p.add_argument("--project", action="append", default=None, help="allowed project (repeatable; default any)")
     p.add_argument("--max-sessions", type=_count, default=None, help="concurrent sessions per replica")
     p.add_argument("--audio-seconds-per-minute", type=_positive, default=None, help="audio budget per replica")
+    p.add_argument("--session-start-rate", type=_positive, default=None, help="session starts a second per replica")
 
 
 def _keygen(ns: argparse.Namespace) -> int:
     key = new_api_key()
     spec = ApiKeySpec(
         name=ns.name, sha256=key_digest(key), projects=ns.project, max_sessions=ns.max_sessions,
-        audio_seconds_per_minute=ns.audio_seconds_per_minute,
+        audio_seconds_per_minute=ns.audio_seconds_per_minute, session_start_rate=ns.session_start_rate,
     )  # fmt: skip
     print(f"API key for {ns.name} (give it to the client; it is not stored anywhere): {key}")
     print("GATEWAY_API_KEYS entry:", json.dumps(spec.model_dump(exclude_none=True)))

@@ -11,6 +11,7 @@ included) sees them.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import logging
@@ -22,12 +23,13 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway.auth import Authenticator, FailedAuthThrottle, Principal, key_of
-from gateway.connections.address_share import address_group
 from gateway.errors import ErrorCode, Forbidden, GatewayError, RateLimited, Unauthorized
 from gateway.errors.http import error_response
+from gateway.logs.client_addresses import address_group
 from gateway.relay.audio_budgets import AudioBudgets, KeyBudget
 from gateway.relay.limits import SessionLimits
 from gateway.relay.registry import Drainable, Lease, SessionRegistry
+from gateway.relay.start_rates import StartRates
 from gateway.routes.hosts import LOOPBACK_HOSTS, OPERATOR_PATHS, host_name
 from gateway.settings import Settings
 from gateway.signatures.audiohook import AudioHookSignatures
@@ -127,6 +129,10 @@ class AccessGate:
         self.registry = registry
         self.throttle = FailedAuthThrottle(settings.auth_failures_per_minute)
         self.budgets = AudioBudgets()
+        self.start_rates = StartRates({
+            k.name: (k.session_start_rate, k.max_sessions or settings.max_sessions)
+            for k in settings.api_keys if k.session_start_rate is not None
+        })  # fmt: skip
         self._origins = set(settings.allowed_origins)
         self._public_hosts = {h.lower() for h in settings.public_hosts}
         self.audiohook = AudioHookSignatures.from_settings(settings)
@@ -223,9 +229,10 @@ class AccessGate:
         except Unauthorized as exc:
             raise self._failed_credential(exc, scope) from None
 
-    def admit_session(self, principal: Principal, project: str) -> TokenHold:
-        """Project allowed, audio budget left, single-use token unspent (now reserved: commit the hold once
-        the session started, release it if it did not) — or raise."""
+    async def admit_session(self, principal: Principal, project: str) -> TokenHold:
+        """Project allowed, audio budget left, the key's start rate kept (waiting for its turn, briefly:
+        :mod:`gateway.relay.start_rates`), single-use token unspent (now reserved: commit the hold once the
+        session started, release it if it did not) — or raise."""
         try:
             principal.check_unexpired(time.time())  # a socket running session after session (AudioCodes)
             principal.check_project(project)
@@ -234,6 +241,8 @@ class AccessGate:
                 retry = self.budgets.retry_after_s(principal.name, per_minute)
                 raise RateLimited(f"this key's audio budget for the last minute is spent; retry in {retry} s",
                                   code=ErrorCode.AUDIO_BUDGET_SPENT, retry_after_s=retry)  # fmt: skip
+            if (wait_s := self.start_rates.turn_in(principal.key, time.monotonic())) > 0:
+                await asyncio.sleep(wait_s)
             return self.auth.reserve_use(principal)
         except GatewayError as exc:
             self.registry.deny(exc.error_code)

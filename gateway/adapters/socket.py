@@ -4,12 +4,13 @@ session (or a drain) forever."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable
+import contextlib
+from collections.abc import Awaitable, Iterable
 from typing import Any
 
 from starlette.websockets import WebSocket, WebSocketState
 
-from gateway.errors import ClientGone, ClientTooSlow
+from gateway.errors import ClientGone, ClientTooSlow, GatewayError
 from gateway.relay.client_json import client_json
 from gateway.ws_protocol import ABORT, WRITABLE
 
@@ -30,6 +31,13 @@ class ClientSocket:
             await self._send(self.ws.send_bytes(frame))
         else:
             await self._send(self.ws.send_text(client_json(frame)))
+
+    async def send_all(self, frames: Iterable[Frame]) -> None:
+        """Send ``frames`` in order while the client takes them: one gone or too slow ends the sending
+        quietly (a reply or a goodbye; its session learns of the loss on its own)."""
+        with contextlib.suppress(ClientGone, GatewayError):
+            for frame in frames:
+                await self.send(frame)
 
     async def _send(self, sending: Awaitable[None]) -> None:
         if self._writable is not None and self._writable.is_set():

@@ -13,6 +13,11 @@ recognitions (AudioCodes) at 50 frames a second uses an eighth of it.
 
 While a session starts, the messages a dialect answers at once (AudioHook's ping:
 :func:`answers_while_starting`) are charged here too; the rest wait, held, for the session's pace.
+
+Session starts have a pace of their own (``GATEWAY_SESSION_START_RATE`` a second after
+:data:`START_BURST`): each is a Data Flow stream and log lines, and one AudioCodes socket looping
+start and stop ran 389 recognitions a second. A start past it waits its turn (its socket is not read
+meanwhile); it is never refused for it. A bot's recognitions, one a turn, stay far below it.
 """
 
 from __future__ import annotations
@@ -29,11 +34,20 @@ from gateway.dataflow.lenient import longer_than
 MESSAGE_S = 0.002
 BYTES_PER_S = 1024 * 1024
 BURST_S = 1.0
+#: Sessions a connection may start at once before :meth:`OutOfSessionPacer.start` paces them.
+START_BURST = 10
 
 
 class OutOfSessionPacer:
-    def __init__(self) -> None:
+    def __init__(self, starts_per_s: float = 0.0) -> None:
         self._pace = Pace(BURST_S)
+        self._start_s = 1 / starts_per_s if starts_per_s > 0 else 0.0
+        self._starts = Pace(START_BURST * self._start_s)
+
+    async def start(self) -> None:
+        """A session start on this connection; waits its turn past the rate (none when it is 0)."""
+        if self._start_s and (ahead := self._starts.charge(self._start_s, time.monotonic())) > 0:
+            await asyncio.sleep(ahead)
 
     async def charge(self, message: ClientMessage) -> None:
         """Count ``message``; wait while the connection is more than :data:`BURST_S` ahead."""

@@ -53,7 +53,8 @@ class Connection:
         self.opened_at = self.last_activity = time.monotonic()
         self._wake, self._going_away = asyncio.Event(), False  # on a wake the watchdog re-reads the state
         self._closing: ClientCloses | None = None  # the goodbye went out; the client closes the socket
-        self.unpaced, self.control_cap = OutOfSessionPacer(), self.settings.max_control_message_bytes
+        self.unpaced = OutOfSessionPacer(self.settings.session_start_rate)
+        self.control_cap = self.settings.max_control_message_bytes
 
     async def run(self) -> None:
         gate = self.service.gate
@@ -150,6 +151,7 @@ class Connection:
 
     async def _begin(self, command: commands.Begin) -> None:
         gate, request = self.service.gate, command.request
+        await self.unpaced.start()  # past the connection's start rate: its turn (a drain may come meanwhile)
         try:
             if self._going_away:  # sent away by a drain as this start was read: no session starts now
                 raise shutting_down()
@@ -162,7 +164,7 @@ class Connection:
                 gate.bind(self.lease, principal)
             self.principal = principal
             limits = gate.session_limits(principal, live=True)
-            hold = gate.admit_session(principal, request.project)  # last: a single-use token is now reserved
+            hold = await gate.admit_session(principal, request.project)  # last: a single-use token is now reserved
         except GatewayError as exc:
             await self._refuse(exc)
             return
@@ -242,9 +244,7 @@ class Connection:
             await end_session(session, sender, self.results, self.settings)
 
     async def _reply_now(self, reply: commands.Reply) -> None:
-        with contextlib.suppress(ClientGone, GatewayError):
-            for frame in reply.frames:
-                await self.socket.send(frame)
+        await self.socket.send_all(reply.frames)
 
     async def _refuse(self, error: GatewayError, *, start_failed: bool = False, start: bool = False) -> None:
         if not self.ended and self._closing is None:  # refuses a start (start: counted) or ends a sessionless one

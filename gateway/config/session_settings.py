@@ -27,6 +27,13 @@ class SessionSettings(BaseModel):
         description="AudioCodes (one socket per conversation, recognitions one after another): how long its socket "
         "may wait with no recognition running, before the first and between them (unset: up to max_session_s).",
     )
+    session_start_rate: float = Field(
+        2.0,
+        ge=0,
+        allow_inf_nan=False,
+        description="Sessions one connection may start a second, one after another (AudioCodes recognitions), after "
+        "a burst of 10; a start past it waits its turn, its socket not read meanwhile (0: no limit).",
+    )
     finalize_timeout_s: bounds.GrpcSeconds = Field(
         30.0,
         description="Wait for FinalResult after finalize/stop, counted again from each message of Data Flow "

@@ -111,7 +111,7 @@ class Upload:
                 request = await self._open_source()
             assert self.source is not None
             limits = gate.session_limits(principal, live=False)  # not live: as fast as Data Flow takes it
-            hold = gate.admit_session(principal, request.project) if principal is not None else NO_HOLD
+            hold = await gate.admit_session(principal, request.project) if principal is not None else NO_HOLD
             self.session = Session(
                 self.gateway.upstream, self.settings, limits, metrics=self.gateway.metrics, dialect="upload",
                 key=key_of(principal), budget=self.gateway.outbox_budget,

@@ -496,7 +496,10 @@ def test_keygen_prints_a_key_and_a_config_entry_that_accepts_it(capsys: pytest.C
     from gateway.auth import ApiKeySpec, Authenticator
     from gateway.cli import main
 
-    assert main(["keygen", "--name", "ops", "--project", "demo", "--max-sessions", "3"]) == 0
+    assert (
+        main(["keygen", "--name", "ops", "--project", "demo", "--max-sessions", "3", "--session-start-rate", "1.5"])
+        == 0
+    )
     lines = capsys.readouterr().out.splitlines()
     key = lines[0].rsplit(": ", 1)[1]
     SECRETS.add(key)
@@ -504,6 +507,7 @@ def test_keygen_prints_a_key_and_a_config_entry_that_accepts_it(capsys: pytest.C
     assert key not in lines[1]  # only the hash goes into configuration
     principal = Authenticator([entry], "", required=True).authenticate(key)
     assert (principal.name, principal.projects, principal.max_sessions) == ("ops", frozenset({"demo"}), 3)
+    assert entry.session_start_rate == 1.5
 
 
 @pytest.mark.ws
