@@ -19,6 +19,8 @@ from collections import Counter
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
+from gateway.logs.client_addresses import address_group
+
 if TYPE_CHECKING:
     from gateway.settings import Settings
 
@@ -27,22 +29,6 @@ DEFAULT_PART = 2
 DEFAULT_FLOOR = 16
 
 _PROXY_HEADERS = frozenset({b"x-forwarded-for", b"forwarded", b"x-real-ip"})
-_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")  # RFC 6052: every IPv4 host behind a NAT64 gateway
-
-
-def address_group(address: str) -> str:
-    """What a per-address limit counts: an IPv4 address as it is, an IPv6 one as its /64 (one host
-    holds a whole /64), an IPv4 client seen through IPv6 (mapped, NAT64) as its IPv4 address;
-    anything that is not an address as it is."""
-    if ":" not in address:
-        return address
-    try:
-        ip = ipaddress.IPv6Address(address.split("%")[0])
-    except ValueError:
-        return address
-    if (mapped := ip.ipv4_mapped) is not None or ip in _NAT64:
-        return str(mapped or ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF))
-    return str(ipaddress.IPv6Network((ip, 64), strict=False))
 
 
 def proxied(headers: Iterable[tuple[bytes, bytes]]) -> bool:

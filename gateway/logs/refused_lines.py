@@ -16,8 +16,8 @@ import logging
 import time
 from collections import Counter
 
-from gateway.connections.address_share import address_group
 from gateway.logs.bursts import BurstLog
+from gateway.logs.client_addresses import address_group
 
 LINES_PER_WINDOW = 10
 WINDOW_S = 10.0

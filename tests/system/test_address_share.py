@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from gateway.connections import cap
-from gateway.connections.address_share import address_group, share_in_force
+from gateway.connections.address_share import share_in_force
+from gateway.logs.client_addresses import address_group
 from tests.support.flood import HEALTHZ, READYZ, IdleConnections, LiveSession, ask
 from tests.support.harness import RunningGateway
 from tests.support.probes import figure, wait_for
