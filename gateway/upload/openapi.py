@@ -170,7 +170,9 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
                 {"invalid_parameters": _example("invalid_parameters",
                                                 "sampleRate is required for headerless pcm16 audio")}),
     429: _error("A key's or an address's quota (retryable, see Retry-After): the key is at its concurrent-session "
-                "limit, or too many single-use tokens are in use on this replica (`rate_limited`, Retry-After: 60); "
+                "limit, or too many single-use tokens are in use on this replica (`rate_limited`, Retry-After: 60), or "
+                "past its session start rate (`rate_limited`, Retry-After: the seconds until a start waits at most "
+                "2 s); "
                 "the key's audio budget for the last minute is spent (`audio_budget_spent`, Retry-After: the seconds "
                 "until it refills; spent during the upload, the body also carries the result so far); too many "
                 "failed credentials from this address (`auth_throttled`, Retry-After: the seconds left).",
