@@ -8,10 +8,16 @@ every result after it lost. So the first wait also covers the audio Data Flow ma
 what was sent past the last time an event reported on, and past what real time since the stream began
 would have let it work through (so a live call, sent in real time, gets none), at most
 :data:`BACKLOG_TIMEOUTS` timeouts (a full 4 MB window of 16 kHz audio is 131 s).
+
+However much Data Flow keeps sending, the wait as a whole ends :data:`WHOLE_WAIT_TIMEOUTS` timeouts
+after the input ended (330 s by default: that backlog at half real time, and a timeout for the final
+result): a Data Flow sending partial results or analytics for ever, and never its final result, held
+the session, its slot and its client until the stream's deadline (``GATEWAY_MAX_SESSION_S`` later).
 """
 
 from __future__ import annotations
 
+import math
 import time
 
 from gateway.dataflow.messages import DataflowEvent
@@ -19,6 +25,8 @@ from gateway.relay.items import Flow
 
 #: The backlog's allowance is at most this many finalize timeouts (150 s at the default 30 s).
 BACKLOG_TIMEOUTS = 5
+#: The whole wait, however often Data Flow's messages start it again, in finalize timeouts (330 s by default).
+WHOLE_WAIT_TIMEOUTS = 2 * BACKLOG_TIMEOUTS + 1
 
 
 class FinalizeWait:
@@ -27,6 +35,7 @@ class FinalizeWait:
         self.heard_ms = 0.0  # the latest audio time an event of Data Flow reported on
         self.deadline = 0.0
         self._last_heard = 0.0  # when Data Flow last sent anything (or the input ended)
+        self._ended_at, self._latest = 0.0, math.inf  # when the input ended; the wait's end however much comes
 
     def begin(self, flow: Flow, streamed_s: float, now: float | None = None) -> None:
         """The client's input ended after ``streamed_s`` seconds of streaming, with ``flow`` sent and
@@ -36,6 +45,7 @@ class FinalizeWait:
         behind_ms = min(sent_ms - self.heard_ms, sent_ms - streamed_s * 1000)
         backlog_s = min(max(0.0, behind_ms) / 1000, BACKLOG_TIMEOUTS * self.timeout_s)
         self._last_heard, self.deadline = now, now + self.timeout_s + backlog_s
+        self._ended_at, self._latest = now, now + WHOLE_WAIT_TIMEOUTS * self.timeout_s
 
     def heard(self, item: object, *, finalizing: bool, now: float | None = None) -> None:
         """Anything from Data Flow: its time noted, and while finalizing the wait starts again."""
@@ -43,8 +53,12 @@ class FinalizeWait:
             self.heard_ms = max(self.heard_ms, float(max(item.end_ms, item.start_ms)))
         if finalizing:
             now = time.monotonic() if now is None else now
-            self._last_heard, self.deadline = now, max(self.deadline, now + self.timeout_s)
+            self._last_heard, self.deadline = now, min(self._latest, max(self.deadline, now + self.timeout_s))
 
     def silence(self, now: float) -> str:
-        """Why the wait was given up on: how long Data Flow has sent nothing (since the input ended, at most)."""
+        """Why the wait was given up on: how long Data Flow has sent nothing (since the input ended, at most),
+        or that the whole wait is over while it still sends."""
+        if now - self._last_heard < self.timeout_s:
+            waited_s = now - self._ended_at
+            return f"Data Flow sent no final result within {waited_s:.1f} s of the end of input, though it kept sending"
         return f"Data Flow sent no final result, nor anything for {now - self._last_heard:.1f} s"

@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 
 from gateway.dataflow.messages import DataflowEvent
-from gateway.relay.finalize_wait import BACKLOG_TIMEOUTS, FinalizeWait
+from gateway.relay.finalize_wait import BACKLOG_TIMEOUTS, WHOLE_WAIT_TIMEOUTS, FinalizeWait
 from gateway.relay.items import Flow
 
 TIMEOUT_S = 30.0
@@ -57,3 +57,19 @@ def test_each_message_starts_the_wait_again_and_never_shortens_it() -> None:
     assert wait.deadline == 1150.0
     assert wait.heard_ms == 21_000  # a Speech Started's time is its start
     assert wait.silence(1150.0) == "Data Flow sent no final result, nor anything for 30.0 s"
+
+
+def test_the_whole_wait_ends_however_much_data_flow_keeps_sending() -> None:
+    """A Data Flow sending partials for ever and never its final result held the session until the
+    stream's deadline: each message starts the wait again only up to WHOLE_WAIT_TIMEOUTS timeouts."""
+    wait = FinalizeWait(TIMEOUT_S)
+    wait.begin(sent(60_000), streamed_s=60.0, now=1000.0)
+    latest = 1000.0 + WHOLE_WAIT_TIMEOUTS * TIMEOUT_S
+    for now in range(1001, 2000, 10):  # a message every 10 s
+        wait.heard(event(-1, start_ms=now), finalizing=True, now=float(now))
+        assert wait.deadline == min(latest, now + TIMEOUT_S)
+    assert wait.deadline == latest == 1330.0
+    assert (
+        wait.silence(latest)
+        == "Data Flow sent no final result within 330.0 s of the end of input, though it kept sending"
+    )

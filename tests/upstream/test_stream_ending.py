@@ -26,6 +26,7 @@ import numpy as np
 import pytest
 
 from gateway.errors import UpstreamProtocolError
+from gateway.relay.finalize_wait import WHOLE_WAIT_TIMEOUTS
 from gateway.simulator.records import SimulatorConfig
 from gateway.simulator.server import DataflowSimulator
 from gateway.upstream.contract import ContentType, WireContract
@@ -222,3 +223,28 @@ async def test_silence_data_flow_has_yet_to_work_through_does_not_end_the_wait()
             error = response.json()["error"]
             assert error["code"] == "upstream_timeout" and audio_s + 1.5 < took < audio_s + 4, (took, error)
             assert re.fullmatch(r"Data Flow sent no final result, nor anything for [78]\.\d s", error["message"])
+
+
+async def test_a_data_flow_that_keeps_sending_and_never_finalizes_is_given_up_on() -> None:
+    """Partial results every 0.2 s after Finalize, never the final one: each started the wait again, so
+    the upload waited for the stream's deadline (GATEWAY_MAX_SESSION_S later; here past the client's 30 s).
+    Now the whole wait ends WHOLE_WAIT_TIMEOUTS timeouts (5.5 s at 0.5 s) after the input ended: 504
+    ``upstream_timeout`` naming it, with the answer's session."""
+    timeout_s = 0.5
+
+    async def chatty(peer: Peer) -> None:
+        await peer.answer_start()
+        await peer.read_until_finalize()
+        for _ in range(500):  # 100 s of partials, well past the whole wait
+            await peer.send_event("SR Partial", Text="7")
+            await asyncio.sleep(0.2)
+
+    wav = signals.wav_bytes(signals.utterances(["7"], 8000), 8000)
+    response, took = await upload_to(chatty, wav, finalize_timeout_s=timeout_s)
+    body = response.json()
+    assert response.status_code == 504 and body["error"]["code"] == "upstream_timeout", (took, response.text)
+    whole_s = WHOLE_WAIT_TIMEOUTS * timeout_s
+    assert whole_s - 0.2 < took < whole_s + 3, took
+    assert re.fullmatch(r"Data Flow sent no final result within [56]\.\d s of the end of input, though it kept sending",
+                        body["error"]["message"]), body["error"]  # fmt: skip
+    assert body["sessionId"] and body["audioMs"] > 1000, body
