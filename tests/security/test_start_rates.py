@@ -14,6 +14,7 @@ import time
 
 import httpx
 import pytest
+from websockets.exceptions import ConnectionClosed
 
 from gateway.adapters.unpaced import START_BURST
 from gateway.auth import key_digest
@@ -86,3 +87,29 @@ async def test_a_key_past_its_start_rate_waits_its_turn_then_is_refused(simulato
         )
         assert denied == 1
     assert len(simulator.records) == 7
+
+
+@pytest.mark.ws
+async def test_a_key_past_its_start_rate_has_its_recognition_refused_with_1013(simulator: DataflowSimulator) -> None:
+    """On a WebSocket the key's rate holds across its sockets: a key with one start in 4 s (a burst of its
+    ``max_sessions`` 1) runs one recognition; the next, on another socket at once, is refused (AudioCodes'
+    error message naming the rate, close 1013 ``rate_limited``) and reaches no Data Flow."""
+    key = KEY + "-audiocodes"
+    SECRETS.add(key)
+    keys = [{"name": "bot", "sha256": key_digest(key), "max_sessions": 1, "session_start_rate": 0.25}]
+    headers = {"X-API-Key": key}
+    async with gateway_factory_for(simulator)(auth="required", api_keys=keys) as gw:
+        async with ws_connect(gw.ws_url("/v1/audiocodes"), additional_headers=headers) as ws:
+            await ws.send(start())
+            await until(ws, "started")
+            await ws.send(json.dumps({"type": "stop"}))
+            await until(ws, "end")
+        async with ws_connect(gw.ws_url("/v1/audiocodes"), additional_headers=headers) as ws:
+            await ws.send(start())
+            refusal = await until(ws, "error")
+            assert "0.25 a second" in json.dumps(refusal[-1]), refusal
+            with pytest.raises(ConnectionClosed) as closed:
+                await ws.recv()
+            assert closed.value.rcvd is not None
+            assert (closed.value.rcvd.code, closed.value.rcvd.reason) == (1013, "rate_limited")
+    assert len(simulator.records) == 1
