@@ -229,10 +229,9 @@ class AccessGate:
         except Unauthorized as exc:
             raise self._failed_credential(exc, scope) from None
 
-    async def admit_session(self, principal: Principal, project: str) -> TokenHold:
-        """Project allowed, audio budget left, the key's start rate kept (waiting for its turn, briefly:
-        :mod:`gateway.relay.start_rates`), single-use token unspent (now reserved: commit the hold once the
-        session started, release it if it did not) — or raise."""
+    def admit_session(self, principal: Principal, project: str) -> TokenHold:
+        """Project allowed, audio budget left, single-use token unspent (now reserved: commit the hold once
+        the session started, release it if it did not) — or raise. (The key's start rate: :meth:`start_turn`.)"""
         try:
             principal.check_unexpired(time.time())  # a socket running session after session (AudioCodes)
             principal.check_project(project)
@@ -241,12 +240,24 @@ class AccessGate:
                 retry = self.budgets.retry_after_s(principal.name, per_minute)
                 raise RateLimited(f"this key's audio budget for the last minute is spent; retry in {retry} s",
                                   code=ErrorCode.AUDIO_BUDGET_SPENT, retry_after_s=retry)  # fmt: skip
-            if (wait_s := self.start_rates.turn_in(principal.key, time.monotonic())) > 0:
-                await asyncio.sleep(wait_s)
             return self.auth.reserve_use(principal)
         except GatewayError as exc:
             self.registry.deny(exc.error_code)
             raise
+
+    def start_turn(self, principal: Principal | None) -> float:
+        """The caller's key's next start turn (:mod:`gateway.relay.start_rates`), taken: seconds to wait for it
+        (0: now). Raises (and counts) RateLimited when it is too far off."""
+        try:
+            return self.start_rates.turn_in(key_of(principal), time.monotonic())
+        except GatewayError as exc:
+            self.registry.deny(exc.error_code)
+            raise
+
+    async def admit_after_turn(self, principal: Principal, project: str) -> TokenHold:
+        """:meth:`admit_session` once the key's start turn came (an upload's request waits for it)."""
+        await asyncio.sleep(self.start_turn(principal))
+        return self.admit_session(principal, project)
 
     def reserve(
         self, dialect: str, principal: Principal | None, *, count_denial: bool = True, waiting_at: Scope | None = None

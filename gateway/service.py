@@ -20,8 +20,10 @@ from gateway.config.startup import placeholder_problems
 from gateway.errors import ErrorCode, GoingAway
 from gateway.observability import GatewayMetrics
 from gateway.relay import failures
+from gateway.relay.limits import SessionLimits
 from gateway.relay.outbox_budget import OutboxBudget
 from gateway.relay.registry import SessionRegistry
+from gateway.relay.session import Session
 from gateway.security import AccessGate
 from gateway.settings import Settings, SettingsError
 from gateway.simulator.records import SimulatorConfig
@@ -116,6 +118,16 @@ class Gateway:
             self._drain_ends = time.monotonic() + budget
             self._drain_task = asyncio.get_running_loop().create_task(self._drain(budget), name="gateway-drain")
         return self._drain_task
+
+    def new_session(self, limits: SessionLimits, dialect: str, key: str | None, flow_reports: bool = True) -> Session:
+        """A session of ``dialect`` under ``limits``, counted for ``key``, on this process's upstream."""
+        return Session(self.upstream, self.settings, limits, metrics=self.metrics, dialect=dialect, key=key,
+                       flow_reports=flow_reports, budget=self.outbox_budget)  # fmt: skip
+
+    def tell_drain(self, session: Session) -> None:
+        """A session that started while a drain was under way is told of it at once."""
+        if (notice := self.drain_notice()) is not None:
+            session.notify(notice)
 
     def drain_notice(self) -> GoingAway | None:
         """What a session is told of a drain under way (live ones when it begins, later ones as they

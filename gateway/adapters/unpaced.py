@@ -16,8 +16,8 @@ While a session starts, the messages a dialect answers at once (AudioHook's ping
 
 Session starts have a pace of their own (``GATEWAY_SESSION_START_RATE`` a second after
 :data:`START_BURST`): each is a Data Flow stream and log lines, and one AudioCodes socket looping
-start and stop ran 389 recognitions a second. A start past it waits its turn (its socket is not read
-meanwhile); it is never refused for it. A bot's recognitions, one a turn, stay far below it.
+start and stop ran 389 recognitions a second. A start past it waits its turn
+(:mod:`gateway.adapters.start_turns`); it is never refused for it. A bot's recognitions, one a turn, stay far below it.
 """
 
 from __future__ import annotations
@@ -44,10 +44,9 @@ class OutOfSessionPacer:
         self._start_s = 1 / starts_per_s if starts_per_s > 0 else 0.0
         self._starts = Pace(START_BURST * self._start_s)
 
-    async def start(self) -> None:
-        """A session start on this connection; waits its turn past the rate (none when it is 0)."""
-        if self._start_s and (ahead := self._starts.charge(self._start_s, time.monotonic())) > 0:
-            await asyncio.sleep(ahead)
+    def start_turn(self) -> float:
+        """A session start on this connection, its turn taken: seconds to wait for it (0: now, or no rate)."""
+        return max(0.0, self._starts.charge(self._start_s, time.monotonic())) if self._start_s else 0.0
 
     async def charge(self, message: ClientMessage) -> None:
         """Count ``message``; wait while the connection is more than :data:`BURST_S` ahead."""

@@ -90,6 +90,12 @@ class CommandWait:
         self._timer: asyncio.TimerHandle | None = None
         self._lost = False  # the connection is gone; messages may still be queued ahead of its end
 
+    def gone(self, read_ahead_bytes: int) -> bool:
+        """Whether the client is gone, reading ahead (up to ``read_ahead_bytes`` held) to find out while
+        nothing else reads: what it sent meanwhile is held, in order, for the driver."""
+        self._reader.read_ahead(read_ahead_bytes)
+        return self._lost or self._reader.disconnected
+
     def open(self) -> None:
         self._reader.on_disconnect = self._gone
         if self._watch_lost is not None:

@@ -20,6 +20,7 @@ from gateway.adapters.ending import ClientCloses, end_session
 from gateway.adapters.reader import ClientReader
 from gateway.adapters.socket import ClientSocket, Frame
 from gateway.adapters.start_refusals import count_refused_start
+from gateway.adapters.start_turns import wait_turn
 from gateway.adapters.unpaced import OutOfSessionPacer, answers_while_starting, paced_here
 from gateway.adapters.waiting import CommandWait, ReadAheadReader
 from gateway.auth import Principal
@@ -151,7 +152,6 @@ class Connection:
 
     async def _begin(self, command: commands.Begin) -> None:
         gate, request = self.service.gate, command.request
-        await self.unpaced.start()  # past the connection's start rate: its turn (a drain may come meanwhile)
         try:
             if self._going_away:  # sent away by a drain as this start was read: no session starts now
                 raise shutting_down()
@@ -164,14 +164,15 @@ class Connection:
                 gate.bind(self.lease, principal)
             self.principal = principal
             limits = gate.session_limits(principal, live=True)
-            hold = await gate.admit_session(principal, request.project)  # last: a single-use token is now reserved
+            wait_s = max(self.unpaced.start_turn(), gate.start_turn(principal))  # the connection's and key's rates
+            self.last_activity = time.monotonic() + wait_s  # the watchdog's timeouts count from the start's turn
+            if not await wait_turn(wait_s, self.waiting, lambda: self._going_away or self.ended or bool(self._closing)):
+                raise shutting_down()  # gone, timed out or sent away meanwhile: told only to a client still there
+            hold = gate.admit_session(principal, request.project)  # last: a single-use token is now reserved
         except GatewayError as exc:
             await self._refuse(exc)
             return
-        session = Session(
-            self.service.upstream, self.settings, limits, metrics=self.service.metrics, dialect=self.dialect.name,
-            key=principal.key, flow_reports=self.dialect.reports_flow, budget=self.service.outbox_budget,
-        )  # fmt: skip
+        session = self.service.new_session(limits, self.dialect.name, principal.key, self.dialect.reports_flow)
         self.session = session
         self._wake.set()
         await self._reply_now(commands.Reply(command.reply))  # before Data Flow answers, if the dialect says so
@@ -186,8 +187,7 @@ class Connection:
                 await self._refuse(result, start_failed=True)
             return
         self.started_any = True
-        if (notice := self.service.drain_notice()) is not None:  # a drain began before this session did
-            session.notify(notice)
+        self.service.tell_drain(session)  # a drain began before this session did
         self.sender = asyncio.create_task(self._send(session), name=f"ws-{self.dialect.name}-{session.id}")
 
     async def _send(self, session: Session) -> None:  # render its items; on Closed say goodbye (and close)

@@ -111,18 +111,14 @@ class Upload:
                 request = await self._open_source()
             assert self.source is not None
             limits = gate.session_limits(principal, live=False)  # not live: as fast as Data Flow takes it
-            hold = await gate.admit_session(principal, request.project) if principal is not None else NO_HOLD
-            self.session = Session(
-                self.gateway.upstream, self.settings, limits, metrics=self.gateway.metrics, dialect="upload",
-                key=key_of(principal), budget=self.gateway.outbox_budget,
-            )  # fmt: skip
+            hold = await gate.admit_after_turn(principal, request.project) if principal is not None else NO_HOLD
+            self.session = self.gateway.new_session(limits, "upload", key_of(principal))
             with hold:  # a single-use token is spent once Data Flow accepted the session, else free again
                 self._opening.attach(self.session)  # (a refusal here frees the token too)
                 self._started = await self.session.start(request, self.source.format)
                 hold.commit()
             lease.drainable = self.session  # started: a drain tells the session itself from now on
-            if (notice := self.gateway.drain_notice()) is not None:  # a drain began before the session did
-                self.session.notify(notice)
+            self.gateway.tell_drain(self.session)  # a drain began before the session did
             self._warn(self.session)
             return self._started
         except BaseException:

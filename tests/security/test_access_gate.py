@@ -279,24 +279,24 @@ def test_an_address_keeps_only_as_many_failures_as_the_limit() -> None:
 # --- admission ----------------------------------------------------------------------------------------
 
 
-async def test_admit_session_checks_the_project() -> None:
+def test_admit_session_checks_the_project() -> None:
     gate = make_gate()
     principal = alice(gate)
-    await gate.admit_session(principal, "demo")
+    gate.admit_session(principal, "demo")
     with pytest.raises(Forbidden) as raised:
-        await gate.admit_session(principal, "payroll")
+        gate.admit_session(principal, "payroll")
     assert raised.value.error_code is ErrorCode.PROJECT_NOT_ALLOWED
     assert denials(gate, "project_not_allowed") == 1
 
 
-async def test_admit_session_refuses_a_spent_audio_budget() -> None:
+def test_admit_session_refuses_a_spent_audio_budget() -> None:
     gate = make_gate()
     bob = gate.identify(scope(), {"x-api-key": BOB_KEY})
     assert bob is not None
-    await gate.admit_session(bob, "any")
+    gate.admit_session(bob, "any")
     gate.budgets.spend("bob", 2.0)
     with pytest.raises(LimitError) as raised:
-        await gate.admit_session(bob, "any")
+        gate.admit_session(bob, "any")
     error = raised.value
     assert error.error_code is ErrorCode.AUDIO_BUDGET_SPENT
     assert (error.http_status, error.retryable) == (429, True)
@@ -304,10 +304,10 @@ async def test_admit_session_refuses_a_spent_audio_budget() -> None:
     answer = AccessGate.denial(error)
     assert answer.status_code == 429
     assert 1 <= int(answer.headers["retry-after"]) <= 60
-    await gate.admit_session(alice(gate), "demo")  # another key's budget is its own
+    gate.admit_session(alice(gate), "demo")  # another key's budget is its own
 
 
-async def test_audio_charged_more_than_a_minute_ago_is_back_in_the_budget(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_audio_charged_more_than_a_minute_ago_is_back_in_the_budget(monkeypatch: pytest.MonkeyPatch) -> None:
     """The budget is per sliding minute: charges older than 60 s no longer count, and the key's next
     session is admitted (a mutant kept them six minutes). The budgets' clock is moved on, not waited for."""
     now = [1000.0]
@@ -318,20 +318,20 @@ async def test_audio_charged_more_than_a_minute_ago_is_back_in_the_budget(monkey
     gate.budgets.spend("bob", 2.0)  # bob's whole 2 s a minute
     now[0] += 30
     with pytest.raises(LimitError):
-        await gate.admit_session(bob, "any")
+        gate.admit_session(bob, "any")
     assert gate.budgets.retry_after_s("bob", 2.0) == 30  # when the charge leaves the window
     now[0] += 31  # 61 s after the charge
     assert gate.budgets.remaining("bob", 2.0) == pytest.approx(2.0)
-    await gate.admit_session(bob, "any")
+    gate.admit_session(bob, "any")
 
 
-async def test_a_single_use_token_is_admitted_once() -> None:
+def test_a_single_use_token_is_admitted_once() -> None:
     gate = make_gate()
     token = browser_token(gate, alice(gate), single_use=True)
     principal = gate.authenticate_in_band(token, APP, scope())
-    await gate.admit_session(principal, "demo")
+    gate.admit_session(principal, "demo")
     with pytest.raises(Unauthorized) as raised:
-        await gate.admit_session(gate.authenticate_in_band(token, APP, scope()), "demo")
+        gate.admit_session(gate.authenticate_in_band(token, APP, scope()), "demo")
     assert raised.value.error_code is ErrorCode.TOKEN_REUSED
     assert denials(gate, "token_reused") == 1
 
@@ -400,7 +400,7 @@ def test_a_credential_may_shorten_the_session_but_not_lengthen_it() -> None:
     assert gate.session_limits(longer, live=False).max_session_s == 600
 
 
-async def test_session_limits_charge_the_keys_audio_budget() -> None:
+def test_session_limits_charge_the_keys_audio_budget() -> None:
     gate = make_gate()
     bob = gate.identify(scope(), {"x-api-key": BOB_KEY})
     assert bob is not None
@@ -412,7 +412,7 @@ async def test_session_limits_charge_the_keys_audio_budget() -> None:
     assert not budget.spend(0.5)  # spent
     assert 1 <= budget.retry_after_s() <= 60
     with pytest.raises(LimitError):
-        await gate.admit_session(bob, "any")  # the next session is refused up front
+        gate.admit_session(bob, "any")  # the next session is refused up front
 
 
 # --- refusals as HTTP answers -------------------------------------------------------------------------

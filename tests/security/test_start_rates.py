@@ -9,6 +9,7 @@ past a rate waits its turn (nothing the client sent is lost); past a key's rate 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 
@@ -113,3 +114,51 @@ async def test_a_key_past_its_start_rate_has_its_recognition_refused_with_1013(s
             assert closed.value.rcvd is not None
             assert (closed.value.rcvd.code, closed.value.rcvd.reason) == (1013, "rate_limited")
     assert len(simulator.records) == 1
+
+
+def waiting_key(name: str) -> tuple[list[dict[str, object]], dict[str, str]]:
+    """A key whose second start waits 2 s for its turn (one a 2 s after a burst of one), not refused."""
+    key = f"{KEY}-{name}"
+    SECRETS.add(key)
+    return [{"name": name, "sha256": key_digest(key), "max_sessions": 1, "session_start_rate": 0.5}], {"X-API-Key": key}
+
+
+async def one_recognition(gw: RunningGateway, headers: dict[str, str]) -> None:
+    async with ws_connect(gw.ws_url("/v1/audiocodes"), additional_headers=headers) as ws:
+        await ws.send(start())
+        await until(ws, "started")
+        await ws.send(json.dumps({"type": "stop"}))
+        await until(ws, "end")
+
+
+@pytest.mark.ws
+async def test_a_start_whose_client_leaves_during_its_wait_goes_no_further(simulator: DataflowSimulator) -> None:
+    """The client of a start waiting for its key's turn leaves: the start ended with the wait (it opened a
+    Data Flow stream once its turn came, for no one) and its slot is free."""
+    keys, headers = waiting_key("leaver")
+    async with gateway_factory_for(simulator)(auth="required", api_keys=keys) as gw:
+        await one_recognition(gw, headers)
+        async with ws_connect(gw.ws_url("/v1/audiocodes"), additional_headers=headers) as ws:
+            await ws.send(start())
+            await asyncio.sleep(0.3)
+        await asyncio.sleep(2.5)  # past the turn it waited for
+        assert len(simulator.records) == 1
+        assert gw.gateway.registry.occupied == 0
+
+
+@pytest.mark.ws
+async def test_the_connection_s_timeouts_count_from_the_start_s_turn(simulator: DataflowSimulator) -> None:
+    """A start sent 0.1 s into a 1 s ``GATEWAY_BETWEEN_RECOGNITIONS_S`` waits 2 s for its key's turn: the
+    socket was closed ``idle_timeout`` during the wait, the start sent in time lost; it starts now."""
+    keys, headers = waiting_key("bot2")
+    factory = gateway_factory_for(simulator)
+    async with factory(auth="required", api_keys=keys, between_recognitions_s=1.0) as gw:
+        async with ws_connect(gw.ws_url("/v1/audiocodes"), additional_headers=headers) as ws:
+            for _ in range(2):
+                began = time.monotonic()
+                await ws.send(start())
+                assert [m["type"] for m in await until(ws, "started")] == ["started"]
+                await ws.send(json.dumps({"type": "stop"}))
+                await until(ws, "end")
+        assert time.monotonic() - began >= 1.9  # the second waited its turn
+        assert len(simulator.records) == 2

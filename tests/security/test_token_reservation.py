@@ -131,24 +131,24 @@ def make_gate() -> AccessGate:
     return AccessGate(settings, Authenticator([spec], SIGNING_KEY, required=True), SessionRegistry(10))
 
 
-async def test_a_hold_is_released_or_committed_once() -> None:
+def test_a_hold_is_released_or_committed_once() -> None:
     gate = make_gate()
     owner = gate.auth.authenticate(KEY)
     token, _ = gate.auth.mint(owner, projects=None, origin=APP, max_session_s=None, ttl_s=60, single_use=True)
     principal = gate.auth.authenticate(token)
-    assert (await gate.admit_session(owner, "demo")) is NO_HOLD  # an API key: nothing to hold
+    assert gate.admit_session(owner, "demo") is NO_HOLD  # an API key: nothing to hold
     for _ in range(3):  # failed starts: each frees the token again
-        hold = await gate.admit_session(principal, "demo")
+        hold = gate.admit_session(principal, "demo")
         with pytest.raises(Unauthorized) as concurrent:
-            await gate.admit_session(principal, "demo")
+            gate.admit_session(principal, "demo")
         assert concurrent.value.error_code is ErrorCode.TOKEN_REUSED
         with hold:
             pass  # left without a commit: released
-    hold = await gate.admit_session(principal, "demo")
+    hold = gate.admit_session(principal, "demo")
     hold.commit()
     hold.release()  # the commit decided
     with pytest.raises(Unauthorized) as spent:
-        await gate.admit_session(principal, "demo")
+        gate.admit_session(principal, "demo")
     assert spent.value.error_code is ErrorCode.TOKEN_REUSED
 
 
