@@ -38,7 +38,7 @@ class SessionSettings(BaseModel):
         30.0,
         description="Wait for FinalResult after finalize/stop, counted again from each message of Data Flow "
         "(the first wait longer by the audio Data Flow may not have reached at real time, at most 5 times this; "
-        "the whole wait at most 11 times this).",
+        "the whole wait at most 11 times this, or that audio at half real time).",
     )
     client_send_timeout_s: float = Field(10.0, gt=0, description="Budget for a client that does not read events.")
     client_event_queue: int = Field(1000, ge=10, description="Events held for a slow client before closing it.")

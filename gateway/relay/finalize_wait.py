@@ -9,10 +9,11 @@ what was sent past the last time an event reported on, and past what real time s
 would have let it work through (so a live call, sent in real time, gets none), at most
 :data:`BACKLOG_TIMEOUTS` timeouts (a full 4 MB window of 16 kHz audio is 131 s).
 
-However much Data Flow keeps sending, the wait as a whole ends :data:`WHOLE_WAIT_TIMEOUTS` timeouts
-after the input ended (330 s by default: that backlog at half real time, and a timeout for the final
-result): a Data Flow sending partial results or analytics for ever, and never its final result, held
-the session, its slot and its client until the stream's deadline (``GATEWAY_MAX_SESSION_S`` later).
+However much Data Flow keeps sending, the wait as a whole ends after the audio it may not have reached
+at half real time and a timeout, and never before :data:`WHOLE_WAIT_TIMEOUTS` timeouts (330 s by
+default): a Data Flow sending partial results or analytics for ever, and never its final result, held
+the session, its slot and its client until the stream's deadline (``GATEWAY_MAX_SESSION_S`` later). (A
+window of 8 kHz mu-law audio is 524 s: such a backlog is not cut at the 131 s of 16 kHz audio.)
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ from gateway.relay.items import Flow
 
 #: The backlog's allowance is at most this many finalize timeouts (150 s at the default 30 s).
 BACKLOG_TIMEOUTS = 5
-#: The whole wait, however often Data Flow's messages start it again, in finalize timeouts (330 s by default).
+#: The whole wait, however often Data Flow's messages start it again, in finalize timeouts (330 s by default),
+#: unless the audio Data Flow may not have reached, at half real time, takes longer.
 WHOLE_WAIT_TIMEOUTS = 2 * BACKLOG_TIMEOUTS + 1
 
 
@@ -43,9 +45,11 @@ class FinalizeWait:
         now = time.monotonic() if now is None else now
         sent_ms = flow.sent_ms + flow.buffered_ms
         behind_ms = min(sent_ms - self.heard_ms, sent_ms - streamed_s * 1000)
-        backlog_s = min(max(0.0, behind_ms) / 1000, BACKLOG_TIMEOUTS * self.timeout_s)
+        behind_s = max(0.0, behind_ms) / 1000
+        backlog_s = min(behind_s, BACKLOG_TIMEOUTS * self.timeout_s)
         self._last_heard, self.deadline = now, now + self.timeout_s + backlog_s
-        self._ended_at, self._latest = now, now + WHOLE_WAIT_TIMEOUTS * self.timeout_s
+        whole_s = max(WHOLE_WAIT_TIMEOUTS * self.timeout_s, 2 * behind_s + self.timeout_s)  # at half real time
+        self._ended_at, self._latest = now, now + whole_s
 
     def heard(self, item: object, *, finalizing: bool, now: float | None = None) -> None:
         """Anything from Data Flow: its time noted, and while finalizing the wait starts again."""

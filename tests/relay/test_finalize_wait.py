@@ -73,3 +73,15 @@ def test_the_whole_wait_ends_however_much_data_flow_keeps_sending() -> None:
         wait.silence(latest)
         == "Data Flow sent no final result within 330.0 s of the end of input, though it kept sending"
     )
+
+
+def test_a_backlog_longer_than_the_whole_wait_at_half_real_time_is_waited_for() -> None:
+    """A window of 8 kHz mu-law is 524 s of audio (the diff review): an engine at real time working
+    through it, sending a result each second, was cut at 330 s and the last results lost. The whole wait
+    is then twice that backlog and a timeout."""
+    wait = FinalizeWait(TIMEOUT_S)
+    wait.begin(sent(600_000), streamed_s=76.0, now=1000.0)  # 524 s sent past what real time let it reach
+    for second in range(1, 600):
+        wait.heard(event(76_000 + second * 1000), finalizing=True, now=1000.0 + second)
+        assert wait.deadline == max(1000.0 + TIMEOUT_S + BACKLOG_TIMEOUTS * TIMEOUT_S, 1000.0 + second + TIMEOUT_S)
+    assert wait.deadline < 1000.0 + 2 * 524 + TIMEOUT_S  # still bounded
