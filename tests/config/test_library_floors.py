@@ -57,3 +57,24 @@ def test_a_media_type_is_read_in_lower_case_whatever_the_parser() -> None:
     """``audio/L16`` (RFC 3551's spelling, README's example) was 415 with python-multipart before 0.0.33,
     which kept the case the client sent."""
     assert media_type("audio/L16; Rate=8000") == ("audio/l16", {"rate": "8000"})
+
+
+def without_trailing_zeros(version: str) -> tuple[int, ...]:
+    numbers = release(version)
+    while len(numbers) > 1 and numbers[-1] == 0:
+        numbers = numbers[:-1]
+    return numbers
+
+
+def test_the_floors_ci_installs_are_the_floors_pyproject_declares() -> None:
+    """scripts/check_floors (CI) installs constraints/floors.txt and runs the suite's library tests on it: each
+    runtime dependency pinned there at exactly the ``>=`` release pyproject.toml declares, none left out."""
+    declared = {}
+    for spec in tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]:
+        named = re.fullmatch(r"([A-Za-z0-9_-]+)(?:\[[^]]*\])?>=([0-9.]+)(?:,.*)?", spec)
+        assert named is not None, f"a runtime dependency without a floor: {spec}"
+        declared[named[1].lower()] = without_trailing_zeros(named[2])
+    lines = (ROOT / "constraints" / "floors.txt").read_text().splitlines()
+    pinned = dict(line.split("==") for line in lines if line and not line.startswith("#"))
+    assert {name: without_trailing_zeros(version) for name, version in pinned.items()} == declared
+    assert "bash scripts/check_floors" in (ROOT / ".ci" / "run").read_text()
