@@ -34,7 +34,7 @@ from gateway.dataflow.lenient import longer_than
 MESSAGE_S = 0.002
 BYTES_PER_S = 1024 * 1024
 BURST_S = 1.0
-#: Sessions a connection may start at once before :meth:`OutOfSessionPacer.start` paces them.
+#: Sessions a connection may start at once before :meth:`OutOfSessionPacer.start_turn` paces them.
 START_BURST = 10
 
 
