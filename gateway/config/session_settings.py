@@ -32,7 +32,7 @@ class SessionSettings(BaseModel):
         ge=0,
         allow_inf_nan=False,
         description="Sessions one connection may start a second, one after another (AudioCodes recognitions), after "
-        "a burst of 10; a start past it waits its turn, its socket not read meanwhile (0: no limit).",
+        "a burst of 10; a start past it waits its turn, what its client sends meanwhile held (0: no limit).",
     )
     finalize_timeout_s: bounds.GrpcSeconds = Field(
         30.0,

@@ -33,6 +33,21 @@ KEY = "dfg_start_rate_3f1c9a7e5b2d4f6a8c0e1b3d5f7a9c2e"
 SECRETS.add(KEY)
 
 
+def waiting_key(name: str) -> tuple[list[dict[str, object]], dict[str, str]]:
+    """A key whose second start waits 2 s for its turn (one a 2 s after a burst of one), not refused."""
+    key = f"{KEY}-{name}"
+    SECRETS.add(key)
+    return [{"name": name, "sha256": key_digest(key), "max_sessions": 1, "session_start_rate": 0.5}], {"X-API-Key": key}
+
+
+async def one_recognition(gw: RunningGateway, headers: dict[str, str]) -> None:
+    async with ws_connect(gw.ws_url("/v1/audiocodes"), additional_headers=headers) as ws:
+        await ws.send(start())
+        await until(ws, "started")
+        await ws.send(json.dumps({"type": "stop"}))
+        await until(ws, "end")
+
+
 @pytest.mark.ws
 @pytest.mark.parametrize("gw", [{"session_start_rate": 10.0}], indirect=True)
 async def test_a_socket_looping_recognitions_is_slowed_to_its_start_rate(
@@ -100,11 +115,7 @@ async def test_a_key_past_its_start_rate_has_its_recognition_refused_with_1013(s
     keys = [{"name": "bot", "sha256": key_digest(key), "max_sessions": 1, "session_start_rate": 0.25}]
     headers = {"X-API-Key": key}
     async with gateway_factory_for(simulator)(auth="required", api_keys=keys) as gw:
-        async with ws_connect(gw.ws_url("/v1/audiocodes"), additional_headers=headers) as ws:
-            await ws.send(start())
-            await until(ws, "started")
-            await ws.send(json.dumps({"type": "stop"}))
-            await until(ws, "end")
+        await one_recognition(gw, headers)
         async with ws_connect(gw.ws_url("/v1/audiocodes"), additional_headers=headers) as ws:
             await ws.send(start())
             refusal = await until(ws, "error")
@@ -116,25 +127,10 @@ async def test_a_key_past_its_start_rate_has_its_recognition_refused_with_1013(s
     assert len(simulator.records) == 1
 
 
-def waiting_key(name: str) -> tuple[list[dict[str, object]], dict[str, str]]:
-    """A key whose second start waits 2 s for its turn (one a 2 s after a burst of one), not refused."""
-    key = f"{KEY}-{name}"
-    SECRETS.add(key)
-    return [{"name": name, "sha256": key_digest(key), "max_sessions": 1, "session_start_rate": 0.5}], {"X-API-Key": key}
-
-
-async def one_recognition(gw: RunningGateway, headers: dict[str, str]) -> None:
-    async with ws_connect(gw.ws_url("/v1/audiocodes"), additional_headers=headers) as ws:
-        await ws.send(start())
-        await until(ws, "started")
-        await ws.send(json.dumps({"type": "stop"}))
-        await until(ws, "end")
-
-
 @pytest.mark.ws
 async def test_a_start_whose_client_leaves_during_its_wait_goes_no_further(simulator: DataflowSimulator) -> None:
-    """The client of a start waiting for its key's turn leaves: the start ended with the wait (it opened a
-    Data Flow stream once its turn came, for no one) and its slot is free."""
+    """The client of a start waiting for its key's turn leaves: the start ends with the wait and its slot is
+    free (before, it opened a Data Flow stream once its turn came, for no one)."""
     keys, headers = waiting_key("leaver")
     async with gateway_factory_for(simulator)(auth="required", api_keys=keys) as gw:
         await one_recognition(gw, headers)
@@ -148,8 +144,9 @@ async def test_a_start_whose_client_leaves_during_its_wait_goes_no_further(simul
 
 @pytest.mark.ws
 async def test_the_connection_s_timeouts_count_from_the_start_s_turn(simulator: DataflowSimulator) -> None:
-    """A start sent 0.1 s into a 1 s ``GATEWAY_BETWEEN_RECOGNITIONS_S`` waits 2 s for its key's turn: the
-    socket was closed ``idle_timeout`` during the wait, the start sent in time lost; it starts now."""
+    """A second recognition, sent at once on a socket with a 1 s ``GATEWAY_BETWEEN_RECOGNITIONS_S``, waits 2 s
+    for its key's turn: the socket was closed ``idle_timeout`` during the wait, the start sent in time lost;
+    it starts now."""
     keys, headers = waiting_key("bot2")
     factory = gateway_factory_for(simulator)
     async with factory(auth="required", api_keys=keys, between_recognitions_s=1.0) as gw:
