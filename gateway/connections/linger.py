@@ -5,13 +5,16 @@ a client that stops reading keeps a closed connection open forever (its kernel k
 zero-window probes), with its socket and everything buffered for it. uvicorn closes that way after
 every timeout it has, and so after every one of the gateway's.
 
-And a socket closed while its client's data waits unread in it is reset by the kernel, which throws
-away what the client has not received yet: the end of an answer, a WebSocket close frame. A client
-still sending (an upload cut short, a refused request with a body) then reads a reset where the
-answer's end should be. So the close is staged (RFC 9112 9.6): reading stops, the end of the stream
-follows what was written (a half-close), and the socket is closed once the client's kernel has
-acknowledged all of it; a reset then loses nothing, and the client reads the whole answer, then
-its end.
+And a socket closed while its client's data waits unread in it, or that its client sends to after the
+close, is reset by the kernel, which throws away what the client has not received yet: the end of an
+answer, a WebSocket close frame. A client still sending (an upload cut short, a refused request with
+a body, a browser streaming audio past a limit) then meets the reset on its next write, before it
+reads the answer's end (Chromium reports 1006 where the gateway closed with 1009). So the close is
+staged (RFC 9112 9.6): the end of the stream follows what was written (a half-close), what the client
+still sends is read and thrown away (the connection's protocol sees none of it: the answer is final),
+and the socket is closed once the client's kernel has acknowledged all that was written and the
+client is done sending: it ended its stream, or it sent nothing for :data:`QUIET_S`. Past
+:data:`DISCARD_BYTES` reading stops and the close goes on without waiting for the client.
 
 :class:`LingeringTransport` gives a closing connection ``linger_s`` at a time to take what is left
 (the gateway's buffer and the kernel's); once a whole period passes with nothing taken it is aborted,
@@ -37,6 +40,12 @@ LINGER_PERIODS = 6
 #: Once all is taken it is closed by the next look; its client has had the end of the stream already.
 FIRST_LOOK_S = 0.01
 CHECK_S = 1.0
+#: A closing connection's client is done sending once it sent nothing for this long (or ended its
+#: stream): one that read the close stops within its read loop's turn; a browser's is a few ms.
+QUIET_S = 0.25
+#: What a closing connection's client may still send, read and thrown away: 0.8 s of a 10 MB/s upload.
+#: Past it reading stops, and the close no longer waits for the client (a reset if it sends on).
+DISCARD_BYTES = 8 * 1024 * 1024
 
 
 def unacknowledged_bytes(transport: asyncio.BaseTransport) -> int:
@@ -53,6 +62,45 @@ def unacknowledged_bytes(transport: asyncio.BaseTransport) -> int:
     return int(struct.unpack("i", queued)[0])
 
 
+def unread_bytes(transport: asyncio.BaseTransport) -> int:
+    """What the client sent that waits unread in the kernel (Linux's SIOCINQ); 0 where unknown."""
+    sock = transport.get_extra_info("socket")
+    try:
+        queued = fcntl.ioctl(sock.fileno(), termios.FIONREAD, bytes(4))  # FIONREAD is SIOCINQ on sockets
+    except (AttributeError, OSError, ValueError):
+        return 0
+    return int(struct.unpack("i", queued)[0])
+
+
+class _Discarding(asyncio.Protocol):
+    """A closing connection's protocol: what the client still sends is counted and thrown away, and the
+    connection's end reaches the protocol it had."""
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        self._transport, self._loop, self._ended = transport, loop, transport.get_protocol()
+        self.taken = 0
+        self.last = loop.time()  # when the client last sent something (from the close on)
+        self.eof = False
+
+    def data_received(self, data: bytes) -> None:
+        self.taken += len(data)
+        self.last = self._loop.time()
+        if self.taken > DISCARD_BYTES:
+            self._transport.pause_reading()
+
+    def eof_received(self) -> bool:
+        self.eof = True
+        return True  # the half-close stays: the linger closes once what was written is taken
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._ended.connection_lost(exc)
+
+    def done_sending(self, quiet_s: float) -> bool:
+        if self.eof or self.taken > DISCARD_BYTES:
+            return True
+        return self._loop.time() - self.last >= quiet_s and unread_bytes(self._transport) == 0
+
+
 class LingeringTransport(asyncio.Transport):
     """Wraps the server's transport of one connection (HTTP, then WebSocket after an upgrade)."""
 
@@ -64,6 +112,7 @@ class LingeringTransport(asyncio.Transport):
         self._left = 0  # what was left to take at the last look
         self._wait = FIRST_LOOK_S  # until the next look
         self._taken_at = 0.0  # when the client last took some of it
+        self._discarding: _Discarding | None = None  # what the client sends while lingering
 
     def close(self) -> None:
         self._close(staged=True)
@@ -80,14 +129,17 @@ class LingeringTransport(asyncio.Transport):
         self._closing = True
         if self._transport.is_closing():
             return
-        self._transport.pause_reading()  # what the client sends now is never read: its answer is final
         if staged and self._transport.can_write_eof():
+            self._discarding = _Discarding(self._transport, self._loop)
+            self._transport.set_protocol(self._discarding)
+            self._transport.resume_reading()
             if not self._half_close():  # the end of the stream follows what is buffered
                 return
         else:
+            self._transport.pause_reading()  # what the client sends now is never read: its answer is final
             self._transport.close()
         left = self._left_to_take()
-        if left == 0:
+        if left == 0 and self._client_done():
             self._transport.close()
             return
         now = self._loop.time()
@@ -109,18 +161,26 @@ class LingeringTransport(asyncio.Transport):
             return 0  # closed (asyncio's own close, or the client went)
         return self._transport.get_write_buffer_size() + unacknowledged_bytes(self._transport)
 
+    def _client_done(self) -> bool:
+        """The client sends no more (or need not be waited for): closed now, its socket gets no reset."""
+        if self._discarding is None or self._transport.is_closing():
+            return True
+        return self._discarding.done_sending(min(QUIET_S, self._linger_s))
+
     def _check(self) -> None:
         left, now = self._left_to_take(), self._loop.time()
-        if left == 0:  # all taken: the client has the end of the stream; a reset now loses nothing
+        if left == 0 and self._client_done():  # the client has the end of the stream and sends no more
             self._transport.close()
             return
         if left < self._left:
             self._left, self._taken_at = left, now
         if now - self._taken_at >= self._linger_s or now >= self._deadline:
-            self._transport.abort()
-        else:
-            self._wait = min(2 * self._wait, CHECK_S, self._linger_s)
-            self._loop.call_later(min(self._wait, self._deadline - now), self._check)
+            self._transport.abort()  # it takes nothing, or it sent on for a whole period after taking all
+            return
+        self._wait = min(2 * self._wait, CHECK_S, self._linger_s)
+        if left == 0 and self._discarding is not None:  # all taken: looked at again once it may be quiet
+            self._wait = max(FIRST_LOOK_S, self._discarding.last + min(QUIET_S, self._linger_s) - now)
+        self._loop.call_later(min(self._wait, self._deadline - now), self._check)
 
     # --- everything else as the wrapped transport ---------------------------------------------------
 
@@ -149,7 +209,8 @@ class LingeringTransport(asyncio.Transport):
         return self._transport.can_write_eof()
 
     def pause_reading(self) -> None:
-        self._transport.pause_reading()
+        if not self._closing:  # while lingering, what the client sends is read and thrown away
+            self._transport.pause_reading()
 
     def resume_reading(self) -> None:
         if not self._closing:

@@ -93,6 +93,9 @@ class BoundedControlProtocol(RefusingProtocol):
 
     def _parse(self) -> None:
         self._parse_due = False
+        if self.transport.is_closing():  # the rest of a read behind a failure: the answer is final
+            self._unparsed, self._parsed_to = b"", 0
+            return
         # After the close, messages are dropped, not queued: the client's close reply must be read.
         while (
             self._parsed_to < len(self._unparsed)
@@ -101,6 +104,9 @@ class BoundedControlProtocol(RefusingProtocol):
         ):
             start, self._parsed_to = self._parsed_to, self._parsed_to + PARSE_SLICE_BYTES
             super().data_received(self._unparsed[start : self._parsed_to])
+            if self.transport.is_closing():
+                self._unparsed, self._parsed_to = b"", 0
+                return
             if self._frames is not None and (ahead := self._frames.ahead_s(self.loop.time())) > 0:
                 self._frame_hold = self.loop.call_later(ahead, self._frames_paid)
         if self._parsed_to < len(self._unparsed):

@@ -90,8 +90,8 @@ async def test_a_client_that_resets_a_closing_connection_frees_it_within_a_look(
             let_go = await lost - reset
     finally:
         server.close()
-    # Reading is paused while closing, so nothing but the linger's look notices the reset: within a look,
-    # not after a linger period with nothing taken (5 s).
+    # Noticed by the read that throws away what the client sends, or by the linger's next look: not after
+    # a linger period with nothing taken (5 s).
     assert let_go <= CHECK_S + 1.0, let_go
 
 
