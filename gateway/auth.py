@@ -49,7 +49,7 @@ class ApiKeySpec(BaseModel):
         None, gt=0, allow_inf_nan=False, description="audio budget per minute (per replica)"
     )
     session_start_rate: float | None = Field(
-        None, gt=0, allow_inf_nan=False, description="session starts a second (per replica)"
+        None, gt=0, allow_inf_nan=False, description="session starts a second, burst max_sessions (per replica)"
     )
     audiohook_client_secret: SecretStr | None = Field(
         None, description="base64 AudioHook client secret of this key (default: GATEWAY_AUDIOHOOK_CLIENT_SECRET)"
