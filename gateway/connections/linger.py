@@ -77,7 +77,10 @@ class _Discarding(asyncio.Protocol):
     connection's end reaches the protocol it had."""
 
     def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
-        self._transport, self._loop, self._ended = transport, loop, transport.get_protocol()
+        self._loop = loop
+        # Both let go at the end: the protocol it had holds the transport that holds this (a cycle).
+        self._transport: asyncio.Transport | None = transport
+        self._ended: asyncio.BaseProtocol | None = transport.get_protocol()
         self.taken = 0
         self.last = loop.time()  # when the client last sent something (from the close on)
         self.eof = False
@@ -85,7 +88,7 @@ class _Discarding(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         self.taken += len(data)
         self.last = self._loop.time()
-        if self.taken > DISCARD_BYTES:
+        if self.taken > DISCARD_BYTES and self._transport is not None:
             self._transport.pause_reading()
 
     def eof_received(self) -> bool:
@@ -93,10 +96,12 @@ class _Discarding(asyncio.Protocol):
         return True  # the half-close stays: the linger closes once what was written is taken
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._ended.connection_lost(exc)
+        ended, self._ended, self._transport = self._ended, None, None
+        if ended is not None:
+            ended.connection_lost(exc)
 
     def done_sending(self, quiet_s: float) -> bool:
-        if self.eof or self.taken > DISCARD_BYTES:
+        if self.eof or self.taken > DISCARD_BYTES or self._transport is None:
             return True
         return self._loop.time() - self.last >= quiet_s and unread_bytes(self._transport) == 0
 
