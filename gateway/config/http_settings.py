@@ -61,8 +61,8 @@ class HttpServerSettings(BaseModel):
     connection_linger_s: float = Field(
         10.0,
         gt=0,
-        description="Abort a closed connection once its client takes nothing of what is left for this long (or "
-        "sends on this long after taking all of it), and at the latest six times this after its close.",
+        description="Abort a closed connection once its client takes nothing of what is left for this long, and at the "
+        "latest six times this after its close.",
     )
     max_connections: int | None = Field(
         None,

@@ -17,10 +17,12 @@ import socket
 import struct
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import pytest
 
-from gateway.connections.linger import CHECK_S, DISCARD_BYTES, QUIET_S, LingeringTransport
+from gateway.connections.closing_reads import DISCARD_BYTES, QUIET_S
+from gateway.connections.linger import CHECK_S, SENDING_ON_S, LingeringTransport
 from tests.support.harness import RunningGateway
 from tests.support.probes import figure
 from tests.support.raw_ws import OP_BINARY, OP_CLOSE, OP_CONT, frame, handshake_request
@@ -106,39 +108,53 @@ async def test_a_browser_streaming_past_the_message_limit_reads_1009(gw: Running
     assert ends == [(1009, "eof")] * RUNS
 
 
-class _AnswerAndClose(asyncio.Protocol):
-    """Answers a little and closes at once, reading nothing: what the gateway does after a refusal."""
+@dataclass
+class Ends:
+    closed: asyncio.Future[float]  # when the server closed (time.monotonic())
+    lost: asyncio.Future[float]  # when its connection was let go
 
-    def __init__(self, linger_s: float, lost: asyncio.Future[float]) -> None:
-        self.linger_s, self.lost = linger_s, lost
+
+class _AnswerAndClose(asyncio.Protocol):
+    """Answers a little and closes, ``after_s`` after the connection came, reading nothing: what the
+    gateway does after a refusal or a timeout."""
+
+    def __init__(self, linger_s: float, after_s: float, ends: Ends) -> None:
+        self.linger_s, self.after_s, self.ends = linger_s, after_s, ends
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
-        wrapped = LingeringTransport(transport, asyncio.get_running_loop(), self.linger_s)
-        wrapped.write(b"the answer")
-        wrapped.close()
+        loop = asyncio.get_running_loop()
+        wrapped = LingeringTransport(transport, loop, self.linger_s)
+
+        def answer_and_close() -> None:
+            wrapped.write(b"the answer")
+            self.ends.closed.set_result(time.monotonic())
+            wrapped.close()
+
+        loop.call_later(self.after_s, answer_and_close)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.lost.set_result(time.monotonic())
+        self.ends.lost.set_result(time.monotonic())
 
 
-async def closing_server(linger_s: float) -> tuple[int, asyncio.Future[float], asyncio.Server]:
+async def closing_server(linger_s: float, after_s: float = 0.0) -> tuple[int, Ends, asyncio.Server]:
     loop = asyncio.get_running_loop()
-    lost: asyncio.Future[float] = loop.create_future()
-    server = await loop.create_server(lambda: _AnswerAndClose(linger_s, lost), "127.0.0.1", 0)
-    return server.sockets[0].getsockname()[1], lost, server
+    ends = Ends(loop.create_future(), loop.create_future())
+    server = await loop.create_server(lambda: _AnswerAndClose(linger_s, after_s, ends), "127.0.0.1", 0)
+    return server.sockets[0].getsockname()[1], ends, server
 
 
 def send_until(port: int, enough: Callable[[bytes, float], bool], piece: bytes, every_s: float) -> tuple[bytes, str]:
     """Sends ``piece`` every ``every_s`` and looks at what came between, until ``enough(what came,
-    seconds since the start)``; then reads to the end. (what came, how it ended)."""
+    seconds since the start)``; then reads to the end and closes. (what came, how it ended)."""
     with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
         got, started = b"", time.monotonic()
         while not enough(got, time.monotonic() - started):
-            try:
-                sock.sendall(piece)
-            except OSError as exc:
-                return got, f"write failed: {type(exc).__name__}"
+            if piece:
+                try:
+                    sock.sendall(piece)
+                except OSError as exc:
+                    return got, f"write failed: {type(exc).__name__}"
             time.sleep(every_s)
             got += read_what_came(sock)
         try:
@@ -151,43 +167,55 @@ def send_until(port: int, enough: Callable[[bytes, float], bool], piece: bytes, 
 
 async def test_a_client_sending_on_after_the_close_gets_the_answer_and_a_clean_end() -> None:
     """It sends for 0.3 s, the answer and the end waiting unread meanwhile (an upload's body going on
-    after its refusal), then reads to the end."""
-    port, lost, server = await closing_server(linger_s=5.0)
+    after its refusal), then reads to the end and closes: its end is looked at at once."""
+    port, ends, server = await closing_server(linger_s=5.0)
     try:
         got, ended = await asyncio.to_thread(send_until, port, lambda _, taken_s: taken_s > 0.3, b"y" * 16384, 0.01)
         stopped = time.monotonic()
         async with asyncio.timeout(QUIET_S + CHECK_S + 2):
-            let_go = await lost - stopped
+            let_go = await ends.lost - stopped
     finally:
         server.close()
     assert (got, ended) == (b"the answer", "eof")  # before: a broken pipe or a reset on the next write
-    assert let_go <= QUIET_S + CHECK_S, let_go
+    assert let_go < QUIET_S / 2, let_go  # not a quiet period after its last write
 
 
-async def test_a_client_that_never_stops_sending_is_let_go_within_a_linger_period() -> None:
-    """Trickling a byte every 50 ms it is never quiet: dropped once a whole period passed after it took
-    everything, as a client that takes nothing is."""
-    port, lost, server = await closing_server(linger_s=1.0)
-    started = time.monotonic()
+async def test_a_client_that_had_long_been_quiet_is_let_go_at_once() -> None:
+    """A kept-alive client between requests (or a refused one that sent its all): the kernel says it has
+    sent nothing for a while, so the close does not wait a quiet period, nor for the client's own close."""
+    port, ends, server = await closing_server(linger_s=5.0, after_s=0.5)
+    try:
+        got, ended = await asyncio.to_thread(send_until, port, lambda _, taken_s: taken_s > 1.0, b"", 0.05)
+        async with asyncio.timeout(2):
+            let_go = await ends.lost - await ends.closed
+    finally:
+        server.close()
+    assert (got, ended) == (b"the answer", "eof")
+    assert let_go < QUIET_S / 2, let_go  # it held the connection (and its place under the cap) 0.25 s
+
+
+async def test_a_client_that_never_stops_sending_is_let_go_soon_after_it_took_all() -> None:
+    """Trickling a byte every 50 ms (a slowloris after its 408) it is never quiet: closed SENDING_ON_S
+    after it took everything, not a linger period (5 s) later."""
+    port, ends, server = await closing_server(linger_s=5.0)
     try:
         _, ended = await asyncio.to_thread(send_until, port, lambda _, taken_s: taken_s > 3, b"y", 0.05)
         async with asyncio.timeout(2):
-            let_go = await lost - started
+            let_go = await ends.lost - await ends.closed
     finally:
         server.close()
-    assert 1.0 <= let_go <= 1.0 + CHECK_S + 0.5, let_go
+    assert SENDING_ON_S <= let_go <= SENDING_ON_S + QUIET_S + 0.3, let_go
     assert ended.startswith("write failed") or ended in ("ConnectionResetError", "eof"), ended
 
 
 async def test_what_a_flooding_client_sends_after_the_close_is_bounded() -> None:
     """Past DISCARD_BYTES reading stops and the close goes on: a client at line rate is not read for ever."""
-    port, lost, server = await closing_server(linger_s=5.0)
-    started = time.monotonic()
+    port, ends, server = await closing_server(linger_s=5.0)
     try:
         _, ended = await asyncio.to_thread(send_until, port, lambda _, taken_s: taken_s > 3, b"y" * 1048576, 0)
         async with asyncio.timeout(2):
-            let_go = await lost - started
+            let_go = await ends.lost - await ends.closed
     finally:
         server.close()
-    assert let_go < 3, let_go  # well before the client stops (3 s) or the linger's bounds (5 s)
+    assert let_go < SENDING_ON_S, let_go  # read at line rate, the discard's bound comes first
     assert ended.startswith("write failed"), (ended, DISCARD_BYTES)
