@@ -93,7 +93,7 @@ class BoundedControlProtocol(RefusingProtocol):
 
     def _parse(self) -> None:
         self._parse_due = False
-        if self.transport.is_closing():  # the rest of a read behind a failure: the answer is final
+        if self.close_sent and self.transport.is_closing():  # the rest of a read behind a failure: dropped
             self._unparsed, self._parsed_to = b"", 0
             return
         # After the close, messages are dropped, not queued: the client's close reply must be read.
@@ -104,7 +104,7 @@ class BoundedControlProtocol(RefusingProtocol):
         ):
             start, self._parsed_to = self._parsed_to, self._parsed_to + PARSE_SLICE_BYTES
             super().data_received(self._unparsed[start : self._parsed_to])
-            if self.transport.is_closing():
+            if self.close_sent and self.transport.is_closing():  # (close_sent first: no call per slice)
                 self._unparsed, self._parsed_to = b"", 0
                 return
             if self._frames is not None and (ahead := self._frames.ahead_s(self.loop.time())) > 0:
