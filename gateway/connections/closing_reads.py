@@ -61,7 +61,10 @@ class ClosingReads(asyncio.Protocol):
         self._transport: asyncio.Transport | None = transport
         self._ended: asyncio.BaseProtocol | None = transport.get_protocol()
         self.taken = 0
-        self._last = loop.time()  # when the client last sent, where the kernel does not say
+        self._closed_at = loop.time()
+        # When this last read; from the close where the client's data waited unread: a full window may
+        # have held it back, so the kernel's count of its quiet time says nothing of what it has queued.
+        self._last: float | None = self._closed_at if unread_bytes(transport) else None
         self.eof = False
 
     def data_received(self, data: bytes) -> None:
@@ -94,9 +97,13 @@ class ClosingReads(asyncio.Protocol):
             self._look()
 
     def quiet_for_s(self) -> float:
-        """How long the client has sent nothing (data read before the close counts, where the kernel says)."""
+        """How long the client has sent nothing: the kernel's count (data read before the close counts), or
+        the time since the close or the last read where it does not say."""
+        own = self._loop.time() - (self._closed_at if self._last is None else self._last)
         since = since_client_sent_s(self._transport) if self._transport is not None else None
-        return self._loop.time() - self._last if since is None else since
+        if since is None:
+            return own
+        return since if self._last is None else min(since, own)
 
     def done_sending(self, quiet_s: float) -> bool:
         """It ended its stream, sent too much, went, or sent nothing for ``quiet_s`` and nothing waits unread."""
