@@ -165,6 +165,21 @@ def send_until(port: int, enough: Callable[[bytes, float], bool], piece: bytes, 
         return got, "eof"
 
 
+async def let_go_after_close(
+    linger_s: float, enough: Callable[[bytes, float], bool], piece: bytes, every_s: float, after_s: float = 0.0
+) -> tuple[bytes, str, float]:
+    """:func:`send_until` against a server that closes ``after_s`` after the connection came: (what came,
+    how it ended, seconds from the server's close until its connection was let go)."""
+    port, ends, server = await closing_server(linger_s, after_s)
+    try:
+        got, ended = await asyncio.to_thread(send_until, port, enough, piece, every_s)
+        async with asyncio.timeout(2):
+            let_go = await ends.lost - await ends.closed
+    finally:
+        server.close()
+    return got, ended, let_go
+
+
 async def test_a_client_sending_on_after_the_close_gets_the_answer_and_a_clean_end() -> None:
     """It sends for 0.3 s, the answer and the end waiting unread meanwhile (an upload's body going on
     after its refusal), then reads to the end and closes: its end is looked at at once."""
@@ -183,13 +198,7 @@ async def test_a_client_sending_on_after_the_close_gets_the_answer_and_a_clean_e
 async def test_a_client_that_had_long_been_quiet_is_let_go_at_once() -> None:
     """A kept-alive client between requests (or a refused one that sent its all): the kernel says it has
     sent nothing for a while, so the close does not wait a quiet period, nor for the client's own close."""
-    port, ends, server = await closing_server(linger_s=5.0, after_s=0.5)
-    try:
-        got, ended = await asyncio.to_thread(send_until, port, lambda _, taken_s: taken_s > 1.0, b"", 0.05)
-        async with asyncio.timeout(2):
-            let_go = await ends.lost - await ends.closed
-    finally:
-        server.close()
+    got, ended, let_go = await let_go_after_close(5.0, lambda _, taken_s: taken_s > 1.0, b"", 0.05, after_s=0.5)
     assert (got, ended) == (b"the answer", "eof")
     assert let_go < QUIET_S / 2, let_go  # it held the connection (and its place under the cap) 0.25 s
 
@@ -197,25 +206,13 @@ async def test_a_client_that_had_long_been_quiet_is_let_go_at_once() -> None:
 async def test_a_client_that_never_stops_sending_is_let_go_soon_after_it_took_all() -> None:
     """Trickling a byte every 50 ms (a slowloris after its 408) it is never quiet: closed SENDING_ON_S
     after it took everything, not a linger period (5 s) later."""
-    port, ends, server = await closing_server(linger_s=5.0)
-    try:
-        _, ended = await asyncio.to_thread(send_until, port, lambda _, taken_s: taken_s > 3, b"y", 0.05)
-        async with asyncio.timeout(2):
-            let_go = await ends.lost - await ends.closed
-    finally:
-        server.close()
+    _, ended, let_go = await let_go_after_close(5.0, lambda _, taken_s: taken_s > 3, b"y", 0.05)
     assert SENDING_ON_S <= let_go <= SENDING_ON_S + QUIET_S + 0.3, let_go
     assert ended.startswith("write failed") or ended in ("ConnectionResetError", "eof"), ended
 
 
 async def test_what_a_flooding_client_sends_after_the_close_is_bounded() -> None:
     """Past DISCARD_BYTES reading stops and the close goes on: a client at line rate is not read for ever."""
-    port, ends, server = await closing_server(linger_s=5.0)
-    try:
-        _, ended = await asyncio.to_thread(send_until, port, lambda _, taken_s: taken_s > 3, b"y" * 1048576, 0)
-        async with asyncio.timeout(2):
-            let_go = await ends.lost - await ends.closed
-    finally:
-        server.close()
+    _, ended, let_go = await let_go_after_close(5.0, lambda _, taken_s: taken_s > 3, b"y" * 1048576, 0)
     assert let_go < SENDING_ON_S, let_go  # read at line rate, the discard's bound comes first
     assert ended.startswith("write failed"), (ended, DISCARD_BYTES)
